@@ -1,0 +1,374 @@
+//! [`Builder`], [`Config`] and [`BuildError`]: every knob of the pool, and
+//! the one place where its values are validated.
+//!
+//! Invariant kept: a [`Config`] inside a built pool satisfies every rule
+//! checked by [`Builder::build`]; the rest of the crate relies on them
+//! (`max_size >= 1`, `shards >= 1`, non-zero timeouts) and never re-checks.
+
+use std::{fmt, time::Duration};
+
+use crate::{Manager, Pool};
+
+/// The largest `max_size` accepted (slot indices are 32-bit and each slot
+/// takes a cache line pair).
+pub const MAX_POOL_SIZE: usize = 1 << 20;
+/// The largest `shards` accepted.
+pub const MAX_SHARDS: usize = 1024;
+
+/// The settings of a pool, as validated by [`Builder::build`].
+///
+/// ```
+/// # use latchless::{Manager, Pool};
+/// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+/// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+/// let pool = Pool::builder(M).max_size(4).build().unwrap();
+/// assert_eq!(pool.config().max_size, 4);
+/// assert_eq!(pool.config().min_idle, 0);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Config {
+    /// Hard cap on open connections, connecting ones included. Default 10.
+    pub max_size: usize,
+    /// Connections kept open even when unused. Default 0.
+    pub min_idle: usize,
+    /// Default wait bound for [`Pool::get`]. Default 30 s.
+    pub acquire_timeout: Duration,
+    /// Bound on one [`Manager::connect`]. Default 10 s.
+    pub connect_timeout: Duration,
+    /// Close connections idle this long (above `min_idle`). Default 10 min.
+    pub idle_timeout: Option<Duration>,
+    /// Never hand out a connection older than this. Default 30 min.
+    pub max_lifetime: Option<Duration>,
+    /// Run [`Manager::check`] on connections idle at least this long.
+    /// Default 500 ms.
+    pub check_after_idle: Option<Duration>,
+    /// Report a connection held longer than this. Default off.
+    pub leak_threshold: Option<Duration>,
+    /// At most this many waiting `get`s. Default unbounded.
+    pub max_waiters: Option<usize>,
+    /// Number of idle-set shards. Default: available cores.
+    pub shards: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_size: 10,
+            min_idle: 0,
+            acquire_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            idle_timeout: Some(Duration::from_secs(600)),
+            max_lifetime: Some(Duration::from_secs(1800)),
+            check_after_idle: Some(Duration::from_millis(500)),
+            leak_threshold: None,
+            max_waiters: None,
+            shards: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
+}
+
+/// A setting [`Builder::build`] refused: [`Display`](fmt::Display) names the
+/// field and the rule it broke.
+///
+/// ```
+/// # use latchless::{Manager, Pool};
+/// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+/// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+/// let err = Pool::builder(M).max_size(4).min_idle(5).build().unwrap_err();
+/// assert_eq!(err.field(), "min_idle");
+/// assert_eq!(err.to_string(), "min_idle (5) must not exceed max_size (4)");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BuildError {
+    field: &'static str,
+    message: String,
+}
+
+impl BuildError {
+    fn new(field: &'static str, message: String) -> Self {
+        Self { field, message }
+    }
+
+    /// The name of the setter whose value was refused.
+    ///
+    /// ```
+    /// # use latchless::{Manager, Pool};
+    /// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+    /// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+    /// assert_eq!(Pool::builder(M).shards(0).build().unwrap_err().field(), "shards");
+    /// ```
+    pub fn field(&self) -> &'static str {
+        self.field
+    }
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for BuildError {}
+
+/// Configures and builds a [`Pool`]. Every setter takes `self` and returns
+/// `Self`; nothing is checked until [`Builder::build`].
+///
+/// ```
+/// # use latchless::{Manager, Pool};
+/// # use std::time::Duration;
+/// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+/// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+/// let pool = Pool::builder(M)
+///     .max_size(16)
+///     .acquire_timeout(Duration::from_millis(250))
+///     .max_waiters(Some(1000))
+///     .build()?;
+/// # Ok::<(), latchless::BuildError>(())
+/// ```
+#[must_use = "a builder does nothing until `build()` is called"]
+pub struct Builder<M: Manager> {
+    manager: M,
+    config: Config,
+    clock: Option<quanta::Clock>,
+}
+
+impl<M: Manager> fmt::Debug for Builder<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+macro_rules! setter {
+    ($(#[$doc:meta])* $name:ident: $ty:ty) => {
+        $(#[$doc])*
+        pub fn $name(mut self, value: $ty) -> Self {
+            self.config.$name = value;
+            self
+        }
+    };
+}
+
+impl<M: Manager> Builder<M> {
+    pub(crate) fn new(manager: M) -> Self {
+        Self {
+            manager,
+            config: Config::default(),
+            clock: None,
+        }
+    }
+
+    setter!(
+        /// Hard cap on open connections, connecting ones included.
+        /// Default 10; must be in `1..=MAX_POOL_SIZE`.
+        ///
+        /// ```
+        /// # use latchless::{Manager, Pool};
+        /// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+        /// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+        /// assert!(Pool::builder(M).max_size(0).build().is_err());
+        /// ```
+        max_size: usize
+    );
+    setter!(
+        /// Connections kept idle even when unused (refilled in the
+        /// background). Default 0; must not exceed `max_size`.
+        ///
+        /// ```
+        /// # use latchless::{Manager, Pool};
+        /// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+        /// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+        /// assert!(Pool::builder(M).max_size(2).min_idle(2).build().is_ok());
+        /// ```
+        min_idle: usize
+    );
+    setter!(
+        /// Default wait bound for [`Pool::get`] (connecting included).
+        /// Default 30 s; must be non-zero (use [`Pool::try_get`] not to wait).
+        ///
+        /// ```
+        /// # use latchless::{Manager, Pool};
+        /// # use std::time::Duration;
+        /// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+        /// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+        /// let pool = Pool::builder(M).acquire_timeout(Duration::from_millis(50)).build().unwrap();
+        /// ```
+        acquire_timeout: Duration
+    );
+    setter!(
+        /// Bound on one [`Manager::connect`]; a connect that takes longer is
+        /// dropped and counts as a timeout. Default 10 s; must be non-zero.
+        ///
+        /// ```
+        /// # use latchless::{Manager, Pool};
+        /// # use std::time::Duration;
+        /// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+        /// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+        /// assert!(Pool::builder(M).connect_timeout(Duration::ZERO).build().is_err());
+        /// ```
+        connect_timeout: Duration
+    );
+    setter!(
+        /// Close connections idle this long, keeping `min_idle`. Default
+        /// `Some(10 min)`; `None` never closes idle connections; `Some(ZERO)`
+        /// is refused.
+        ///
+        /// ```
+        /// # use latchless::{Manager, Pool};
+        /// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+        /// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+        /// let pool = Pool::builder(M).idle_timeout(None).build().unwrap();
+        /// ```
+        idle_timeout: Option<Duration>
+    );
+    setter!(
+        /// Never hand out a connection older than this (jitter only
+        /// shortens it). Default `Some(30 min)`; `Some(ZERO)` is refused.
+        ///
+        /// ```
+        /// # use latchless::{Manager, Pool};
+        /// # use std::time::Duration;
+        /// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+        /// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+        /// let pool = Pool::builder(M).max_lifetime(Some(Duration::from_secs(60))).build().unwrap();
+        /// ```
+        max_lifetime: Option<Duration>
+    );
+    setter!(
+        /// Run [`Manager::check`] on connections idle at least this long.
+        /// Default `Some(500 ms)`; `Some(ZERO)` checks every hand-out,
+        /// `None` never checks.
+        ///
+        /// ```
+        /// # use latchless::{Manager, Pool};
+        /// # use std::time::Duration;
+        /// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+        /// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+        /// let pool = Pool::builder(M).check_after_idle(Some(Duration::ZERO)).build().unwrap();
+        /// ```
+        check_after_idle: Option<Duration>
+    );
+    setter!(
+        /// Report a connection held longer than this, with the location of
+        /// the `get` that took it. Default `None` (off); `Some(ZERO)` is
+        /// refused.
+        ///
+        /// ```
+        /// # use latchless::{Manager, Pool};
+        /// # use std::time::Duration;
+        /// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+        /// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+        /// assert!(Pool::builder(M).leak_threshold(Some(Duration::ZERO)).build().is_err());
+        /// ```
+        leak_threshold: Option<Duration>
+    );
+    setter!(
+        /// At most this many `get`s wait at once; past it `get` fails at once
+        /// with [`PoolError::Exhausted`](crate::PoolError::Exhausted).
+        /// Default `None` (unbounded); `Some(0)` means never wait.
+        ///
+        /// ```
+        /// # use latchless::{Manager, Pool};
+        /// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+        /// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+        /// let pool = Pool::builder(M).max_waiters(Some(0)).build().unwrap();
+        /// ```
+        max_waiters: Option<usize>
+    );
+    setter!(
+        /// Number of idle-set shards. Default: one per available core; must
+        /// be in `1..=MAX_SHARDS`.
+        ///
+        /// ```
+        /// # use latchless::{Manager, Pool};
+        /// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+        /// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+        /// let pool = Pool::builder(M).shards(1).build().unwrap();
+        /// ```
+        shards: usize
+    );
+
+    /// The clock the pool reads (for timestamps and, later, expiry).
+    /// Default: a real `quanta::Clock`; tests pass `quanta::Clock::mock()`.
+    ///
+    /// ```
+    /// # use latchless::{Manager, Pool};
+    /// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+    /// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+    /// let (clock, _mock) = quanta::Clock::mock();
+    /// let pool = Pool::builder(M).clock(clock).build().unwrap();
+    /// ```
+    pub fn clock(mut self, clock: quanta::Clock) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Checks every setting and builds the pool. Works outside a Tokio
+    /// runtime; never panics.
+    ///
+    /// # Errors
+    /// A [`BuildError`] naming the first setting that breaks a rule.
+    ///
+    /// ```
+    /// # use latchless::{Manager, Pool};
+    /// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+    /// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+    /// let err = Pool::builder(M).max_size(0).build().unwrap_err();
+    /// assert_eq!(err.to_string(), "max_size (0) must be at least 1");
+    /// ```
+    pub fn build(self) -> Result<Pool<M>, BuildError> {
+        validate(&self.config)?;
+        Ok(Pool::from_parts(
+            self.manager,
+            self.config,
+            self.clock.unwrap_or_default(),
+        ))
+    }
+}
+
+fn validate(c: &Config) -> Result<(), BuildError> {
+    let err = |field, message: String| Err(BuildError::new(field, message));
+    if c.max_size == 0 {
+        return err("max_size", format!("max_size ({}) must be at least 1", c.max_size));
+    }
+    if c.max_size > MAX_POOL_SIZE {
+        return err(
+            "max_size",
+            format!("max_size ({}) must not exceed {MAX_POOL_SIZE}", c.max_size),
+        );
+    }
+    if c.min_idle > c.max_size {
+        return err(
+            "min_idle",
+            format!("min_idle ({}) must not exceed max_size ({})", c.min_idle, c.max_size),
+        );
+    }
+    if c.shards == 0 || c.shards > MAX_SHARDS {
+        return err(
+            "shards",
+            format!("shards ({}) must be in 1..={MAX_SHARDS}", c.shards),
+        );
+    }
+    if c.acquire_timeout.is_zero() {
+        return err(
+            "acquire_timeout",
+            "acquire_timeout must be non-zero (use try_get() not to wait)".into(),
+        );
+    }
+    if c.connect_timeout.is_zero() {
+        return err("connect_timeout", "connect_timeout must be non-zero".into());
+    }
+    for (field, value) in [
+        ("idle_timeout", c.idle_timeout),
+        ("max_lifetime", c.max_lifetime),
+        ("leak_threshold", c.leak_threshold),
+    ] {
+        if value.is_some_and(|d| d.is_zero()) {
+            return err(
+                field,
+                format!("{field} must be None (off) or non-zero, not Some(0)"),
+            );
+        }
+    }
+    Ok(())
+}

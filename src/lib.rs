@@ -1,0 +1,63 @@
+#![doc = include_str!("../README.md")]
+//!
+//! # Architecture in one page
+//!
+//! - **Places are slots** (`slots.rs`). A pool of `max_size` owns exactly
+//!   `max_size` slots; reserving capacity pops a free slot index (one CAS),
+//!   so there can never be more than `max_size` connections, connecting ones
+//!   included. Each slot has one atomic word, generation + state
+//!   (FREE / IDLE / BUSY), the single source of truth for who owns it.
+//! - **The idle set is sharded per core** (`shards.rs`): one cache-padded
+//!   crossbeam `ArrayQueue` of `(slot, generation)` keys per shard. A thread
+//!   pushes to and pops from its home shard and steals when it is empty. A
+//!   popped key is claimed with one CAS `IDLE(g) -> BUSY(g)`; a key whose
+//!   generation moved on is stale and skipped.
+//! - **Waiters take no lock** (`waiters.rs`): at the cap a `get` enqueues a
+//!   small node in a lock-free FIFO, re-checks, and parks; a release hands
+//!   its connection (or a freed place) straight to the oldest live waiter
+//!   with one CAS on the node. Cancelling withdraws the node or gives back
+//!   what it was served.
+//! - **The release path** is `Drop for Pooled` (`pooled.rs`); the acquire
+//!   path is in `pool.rs`. Neither takes a lock, allocates, or reads a clock
+//!   in the steady state; the guard needs no reference count of its own.
+//! - **Time** comes from `quanta` (`clock.rs`), read on slow paths only; the
+//!   hot path uses a cached coarse reading.
+//!
+//! Invariants (see DESIGN.md): I1 a connection has one owner; I2 never more
+//! than `max_size` open; I3 every connection opened is closed once; I4 no
+//! waiter sleeps while a connection is idle or a place free; I5 a cancelled
+//! `get` loses nothing; I7 waiters are served first come, first served.
+//! (I6, freshness, arrives with the lifecycle policies.)
+//!
+//! Overtaking (I7): a `get` that finds an idle connection takes it without
+//! queueing. That can only happen in the short window in which a releaser
+//! saw no waiter and pushed its connection to the idle set, before a waiter
+//! that registered meanwhile re-checks; once a waiter is registered,
+//! releases serve the queue in order.
+
+#![deny(
+    missing_docs,
+    missing_debug_implementations,
+    unsafe_op_in_unsafe_fn,
+    unreachable_pub,
+    clippy::undocumented_unsafe_blocks
+)]
+
+mod builder;
+mod clock;
+mod error;
+mod manager;
+mod metrics;
+mod pool;
+mod pooled;
+mod shards;
+mod slots;
+mod sync;
+mod waiters;
+
+pub use builder::{BuildError, Builder, Config, MAX_POOL_SIZE, MAX_SHARDS};
+pub use error::PoolError;
+pub use manager::Manager;
+pub use metrics::{Metrics, State};
+pub use pool::Pool;
+pub use pooled::Pooled;

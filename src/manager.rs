@@ -1,0 +1,65 @@
+//! The [`Manager`] trait: how the pool opens, checks and recognises broken
+//! connections.
+//!
+//! Invariant kept: the pool calls `connect` only while it holds a reserved
+//! place (so at most `max_size` connects and connections exist at once), and
+//! calls `is_broken` on every connection returned to it. A manager that
+//! errors, hangs (bounded by `connect_timeout`) or panics costs the caller an
+//! error, never a place or a connection.
+
+use std::future::Future;
+
+/// How the pool opens, checks and recognises broken connections.
+///
+/// Implementors may write `async fn connect(&self) -> Result<..>`.
+///
+/// ```
+/// use latchless::Manager;
+///
+/// struct Numbers;
+///
+/// impl Manager for Numbers {
+///     type Connection = u64;
+///     type Error = std::io::Error;
+///
+///     async fn connect(&self) -> Result<u64, std::io::Error> {
+///         Ok(42)
+///     }
+///
+///     fn is_broken(&self, conn: &mut u64) -> bool {
+///         *conn == 0
+///     }
+/// }
+/// ```
+pub trait Manager: Send + Sync + 'static {
+    /// The pooled connection.
+    type Connection: Send + 'static;
+    /// The error `connect` and `check` return.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Open a new connection (TCP + TLS + auth: the expensive part).
+    ///
+    /// Bounded by the pool's `connect_timeout`; a future dropped on timeout
+    /// or cancellation must not leave anything behind.
+    fn connect(&self) -> impl Future<Output = Result<Self::Connection, Self::Error>> + Send;
+
+    /// Round-trip liveness check ("pre-ping"), run before a connection that
+    /// has sat idle for at least `check_after_idle` is handed out.
+    /// A failure closes that connection; the caller gets another one.
+    fn check(
+        &self,
+        conn: &mut Self::Connection,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        let _ = conn;
+        async { Ok(()) }
+    }
+
+    /// Cheap, synchronous test run when a connection is returned.
+    /// `true` closes it instead of putting it back in the idle set.
+    ///
+    /// A panic here is caught and treated as `true`.
+    fn is_broken(&self, conn: &mut Self::Connection) -> bool {
+        let _ = conn;
+        false
+    }
+}

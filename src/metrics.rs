@@ -1,0 +1,110 @@
+//! What the pool can tell about itself: the [`State`] snapshot and the
+//! [`Metrics`] counters.
+//!
+//! Invariant kept: counters are bumped only on cold paths (connect, close,
+//! wait, error), never on the uncontended acquire/release path, so
+//! observability costs the hot path nothing. Every counter only grows.
+
+use crate::sync::{AtomicU64, AtomicUsize, Ordering};
+
+/// A cheap snapshot of the pool. Exact when the pool is quiescent; under
+/// concurrency each field is read separately and may be off by the
+/// operations in flight.
+///
+/// ```
+/// # use latchless::{Manager, Pool};
+/// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+/// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+/// let pool = Pool::builder(M).build().unwrap();
+/// let s = pool.state();
+/// assert_eq!((s.size, s.idle, s.in_use, s.waiting), (0, 0, 0, 0));
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct State {
+    /// Places taken: open connections plus connects in flight.
+    pub size: usize,
+    /// Connections in the idle set.
+    pub idle: usize,
+    /// Connections handed out (or being handed over or checked).
+    pub in_use: usize,
+    /// Callers parked in `get`.
+    pub waiting: usize,
+}
+
+/// Counters since the pool was built, and the current [`State`].
+///
+/// `opened == closed + detached + state.size` (connects in flight aside)
+/// when the pool is quiescent.
+///
+/// ```
+/// # use latchless::{Manager, Pool};
+/// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+/// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let pool = Pool::builder(M).build().unwrap();
+/// drop(pool.get().await.unwrap());
+/// let m = pool.metrics();
+/// assert_eq!(m.opened, 1);
+/// assert_eq!(m.state.idle, 1);
+/// # }
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Metrics {
+    /// The current snapshot.
+    pub state: State,
+    /// Connections opened by `Manager::connect`.
+    pub opened: u64,
+    /// Connections closed by the pool (broken, expired, closed pool).
+    pub closed: u64,
+    /// Connections taken out with [`Pooled::detach`](crate::Pooled::detach).
+    pub detached: u64,
+    /// `connect` calls that returned an error.
+    pub connect_errors: u64,
+    /// `connect` calls that exceeded `connect_timeout`.
+    pub connect_timeouts: u64,
+    /// `get`s that parked as waiters.
+    pub waits: u64,
+    /// `get`s that returned `Timeout`.
+    pub timeouts: u64,
+    /// `get`s refused with `Exhausted`.
+    pub exhausted: u64,
+}
+
+/// The pool's counters (all relaxed: they order nothing).
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) connecting: AtomicUsize,
+    pub(crate) opened: AtomicU64,
+    pub(crate) closed: AtomicU64,
+    pub(crate) detached: AtomicU64,
+    pub(crate) connect_errors: AtomicU64,
+    pub(crate) connect_timeouts: AtomicU64,
+    pub(crate) waits: AtomicU64,
+    pub(crate) timeouts: AtomicU64,
+    pub(crate) exhausted: AtomicU64,
+}
+
+/// Bumps a counter by one.
+#[inline]
+pub(crate) fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Counters {
+    pub(crate) fn snapshot(&self, state: State) -> Metrics {
+        let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Metrics {
+            state,
+            opened: r(&self.opened),
+            closed: r(&self.closed),
+            detached: r(&self.detached),
+            connect_errors: r(&self.connect_errors),
+            connect_timeouts: r(&self.connect_timeouts),
+            waits: r(&self.waits),
+            timeouts: r(&self.timeouts),
+            exhausted: r(&self.exhausted),
+        }
+    }
+}

@@ -1,0 +1,672 @@
+//! [`Pool`]: the acquire path (`get`, `get_timeout`, `try_get`), `state()`,
+//! `close()`, and the shared core that the release path in `pooled.rs`
+//! returns connections to.
+//!
+//! # Acquire
+//!
+//! 1. Pop a key from the caller's home shard (stealing from the others if
+//!    empty) and claim its slot with one CAS; a stale key is skipped.
+//! 2. Nothing idle: reserve a place (pop a free slot) and connect, bounded
+//!    by `connect_timeout`.
+//! 3. At the cap: register as a waiter (or fail with `Exhausted`), re-check
+//!    the idle set and free places, then park until a releaser hands over a
+//!    connection or a place, the pool closes, or the deadline passes.
+//!
+//! Steps 1 and the return of a [`Pooled`] allocate nothing and read no
+//! clock; step 3 allocates one small node.
+//!
+//! # Lifetime of the shared core
+//!
+//! `Pool` clones share one `Handle`, whose `Drop` closes the pool; the
+//! handle holds one strong reference to the `Shared` core, and so does
+//! every open connection (taken when it is opened, given back when it is
+//! closed or detached). A [`Pooled`] therefore needs no reference count of
+//! its own (saving two atomic RMWs per acquire): its connection keeps the
+//! core alive. Functions that close connections return those references as
+//! a [`Retired`] count, dropped only after the last use of `&Shared`.
+//!
+//! # Invariants kept
+//!
+//! I1 (via `slots.rs`), I2 (a connection lives in a slot; a place is a
+//! slot), I3 (every close path runs `close_quietly` once and returns the
+//! place), I4 and I7 (via `waiters.rs` and [`Shared::grant`]), I5 (every
+//! await point holds what it owns in a guard whose `Drop` gives it back).
+
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::ptr::NonNull;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use crate::builder::{Builder, Config};
+use crate::clock::Clock;
+use crate::metrics::{Counters, Metrics, State, bump};
+use crate::shards::Shards;
+use crate::slots::Slots;
+use crate::sync::{self, AtomicBool, Ordering, fence};
+use crate::waiters::{Grant, Node, Outcome, Waiters};
+use crate::{Manager, PoolError, Pooled};
+
+/// Connection references (one per connection closed or detached) that the
+/// caller must drop once it no longer uses `&Shared`.
+#[must_use = "retired references must be settled"]
+#[derive(Debug, Default)]
+pub(crate) struct Retired(pub(crate) usize);
+
+/// Drops a connection, containing a panic in its `Drop` so that a faulty
+/// connection type cannot lose a place.
+pub(crate) fn close_quietly<C>(conn: Option<C>) {
+    let _ = catch_unwind(AssertUnwindSafe(move || drop(conn)));
+}
+
+/// The state all handles, guards and waiters share.
+pub(crate) struct Shared<M: Manager> {
+    pub(crate) manager: M,
+    pub(crate) config: Config,
+    pub(crate) slots: Slots<M::Connection>,
+    pub(crate) shards: Shards,
+    pub(crate) waiters: Waiters,
+    /// Set once by `close`; SeqCst where it takes part in the re-check
+    /// arguments (see `grant` and `close`).
+    pub(crate) closed: AtomicBool,
+    pub(crate) clock: Clock,
+    pub(crate) counters: Counters,
+}
+
+impl<M: Manager> Shared<M> {
+    /// Takes an idle connection: pop a key, claim its slot. Skips stale keys.
+    #[inline]
+    pub(crate) fn take_idle(&self) -> Option<u32> {
+        while let Some(key) = self.shards.pop() {
+            if self.slots.claim(key) {
+                return Some(key.index);
+            }
+        }
+        None
+    }
+
+    /// Takes anything a waiter could use: an idle connection or a place.
+    fn take_any(&self) -> Option<Grant> {
+        match self.take_idle() {
+            Some(i) => Some(Grant::Slot(i)),
+            None => self.slots.reserve().map(Grant::Place),
+        }
+    }
+
+    /// The release path for an owned connection: check it, then pass it on
+    /// (healthy) or close it and pass its place on (broken).
+    #[inline]
+    pub(crate) fn give_back(&self, index: u32) -> Retired {
+        // A guard dropped while its thread panics may hold a connection in
+        // an unknown state (half a transaction): close it rather than reuse.
+        let broken = std::thread::panicking()
+            || catch_unwind(AssertUnwindSafe(|| {
+                // SAFETY: the releasing guard owns the BUSY slot and holds no
+                // other reference to the connection.
+                self.manager.is_broken(unsafe { self.slots.conn_mut(index) })
+            }))
+            .unwrap_or(true);
+        if broken {
+            self.retire(index)
+        } else {
+            self.grant(Grant::Slot(index))
+        }
+    }
+
+    /// Closes the connection of an owned BUSY slot and passes its place on.
+    pub(crate) fn retire(&self, index: u32) -> Retired {
+        // SAFETY: the caller owns the BUSY slot.
+        close_quietly(unsafe { self.slots.take(index) });
+        bump(&self.counters.closed);
+        // The connection is gone before its place goes to anyone else.
+        let Retired(n) = self.grant(Grant::Place(index));
+        Retired(n + 1)
+    }
+
+    /// Hands `grant` to the oldest live waiter, or puts it back in the idle
+    /// set (a connection) or the free queue (a place).
+    ///
+    /// After putting it back, re-reads `tokens` (SeqCst): a waiter that
+    /// registered meanwhile either found what was put back in its own
+    /// re-check or is seen here, and then something is taken back for it.
+    /// Each further round consumes a waiter token or ends, so the loop is
+    /// bounded by the number of registrations it races with.
+    pub(crate) fn grant(&self, mut grant: Grant) -> Retired {
+        loop {
+            if self.closed.load(Ordering::Acquire) {
+                return self.discard(grant);
+            }
+            if self.waiters.any() {
+                match self.waiters.serve(grant) {
+                    Ok(()) => return Retired(0),
+                    Err(back) => grant = back,
+                }
+            }
+            self.put_back(grant);
+            // The put-back ended in a SeqCst CAS (queue tail); these SeqCst
+            // loads pair with `register`'s token add + fence and with
+            // `close`'s swap + fence.
+            if self.closed.load(Ordering::SeqCst) {
+                return self.close_idle();
+            }
+            if !self.waiters.any() {
+                return Retired(0);
+            }
+            match self.take_any() {
+                Some(next) => grant = next,
+                None => return Retired(0),
+            }
+        }
+    }
+
+    #[inline]
+    fn put_back(&self, grant: Grant) {
+        match grant {
+            Grant::Slot(i) => {
+                // SAFETY: a `Grant::Slot` is an owned BUSY slot.
+                let key = unsafe { self.slots.make_idle(i, self.clock.recent()) };
+                self.shards.push(key, |k| self.slots.is_live(k));
+            }
+            // SAFETY: a `Grant::Place` is an owned FREE slot.
+            Grant::Place(i) => unsafe { self.slots.unreserve(i) },
+        }
+    }
+
+    /// Closes what `grant` holds and frees its place (the pool is closed).
+    fn discard(&self, grant: Grant) -> Retired {
+        match grant {
+            Grant::Slot(i) => {
+                // SAFETY: an owned BUSY slot; emptied, then its place freed.
+                close_quietly(unsafe { self.slots.take(i) });
+                bump(&self.counters.closed);
+                // SAFETY: the slot is FREE and still ours.
+                unsafe { self.slots.unreserve(i) };
+                Retired(1)
+            }
+            Grant::Place(i) => {
+                // SAFETY: an owned FREE slot.
+                unsafe { self.slots.unreserve(i) };
+                Retired(0)
+            }
+        }
+    }
+
+    /// Closes every idle connection (the pool is closed).
+    fn close_idle(&self) -> Retired {
+        let mut n = 0;
+        while let Some(i) = self.take_idle() {
+            n += self.discard(Grant::Slot(i)).0;
+        }
+        Retired(n)
+    }
+
+    /// Stops handing out: rejects waiters, closes idle connections.
+    fn close(&self) -> Retired {
+        self.closed.store(true, Ordering::SeqCst);
+        // Pairs with the SeqCst fence in `register` and the SeqCst loads in
+        // `grant`: a waiter or an idle connection that arrives after this is
+        // seen by its own side's re-check of `closed`.
+        fence(Ordering::SeqCst);
+        self.waiters.close_all();
+        self.close_idle()
+    }
+
+    fn state(&self) -> State {
+        let size = self.slots.taken();
+        let idle = self.shards.len().min(size);
+        let connecting = self.counters.connecting.load(Ordering::Relaxed);
+        State {
+            size,
+            idle,
+            in_use: size.saturating_sub(idle + connecting),
+            waiting: self.waiters.live(),
+        }
+    }
+
+    /// Drops `retired` connection references.
+    ///
+    /// # Safety
+    /// `this` points to a live `Shared` on which each retired reference was
+    /// taken, and the caller holds no reference into it any more (the last
+    /// drop frees it).
+    pub(crate) unsafe fn settle(this: NonNull<Self>, retired: Retired) {
+        for _ in 0..retired.0 {
+            // SAFETY: each retired count is one strong reference taken by
+            // `Arc::increment_strong_count` when its connection was opened.
+            unsafe { Arc::decrement_strong_count(this.as_ptr()) };
+        }
+    }
+}
+
+/// Drops retired references while the caller still holds a strong `Arc`,
+/// so the core cannot be freed under it.
+fn settle_held<M: Manager>(shared: &Arc<Shared<M>>, retired: Retired) {
+    // SAFETY: `shared` is a live strong reference, so the count stays >= 1
+    // and `&Shared` borrows elsewhere stay valid.
+    unsafe { Shared::settle(NonNull::from(&**shared), retired) }
+}
+
+/// The object all `Pool` clones share; dropping the last one closes the pool.
+struct Handle<M: Manager> {
+    shared: Arc<Shared<M>>,
+}
+
+impl<M: Manager> Drop for Handle<M> {
+    fn drop(&mut self) {
+        let retired = self.shared.close();
+        settle_held(&self.shared, retired);
+    }
+}
+
+/// A pool of connections made by a [`Manager`]. Cheap to clone: clones share
+/// one pool, and dropping the last clone closes it.
+///
+/// ```
+/// use latchless::{Manager, Pool};
+///
+/// struct Numbers;
+/// impl Manager for Numbers {
+///     type Connection = u32;
+///     type Error = std::io::Error;
+///     async fn connect(&self) -> Result<u32, std::io::Error> { Ok(7) }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let pool = Pool::builder(Numbers).max_size(2).build().unwrap();
+/// let conn = pool.get().await.unwrap();
+/// assert_eq!(*conn, 7);
+/// drop(conn); // back to the idle set
+/// assert!(pool.try_get().is_some());
+/// # }
+/// ```
+pub struct Pool<M: Manager> {
+    handle: Arc<Handle<M>>,
+}
+
+impl<M: Manager> Clone for Pool<M> {
+    fn clone(&self) -> Self {
+        Self {
+            handle: Arc::clone(&self.handle),
+        }
+    }
+}
+
+impl<M: Manager> std::fmt::Debug for Pool<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("state", &self.state())
+            .field("closed", &self.is_closed())
+            .field("config", &self.shared().config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<M: Manager> Pool<M> {
+    /// Starts configuring a pool for `manager`.
+    ///
+    /// ```
+    /// # use latchless::{Manager, Pool};
+    /// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+    /// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+    /// let pool = Pool::builder(M).max_size(8).build().unwrap();
+    /// ```
+    pub fn builder(manager: M) -> Builder<M> {
+        Builder::new(manager)
+    }
+
+    pub(crate) fn from_parts(manager: M, config: Config, clock: quanta::Clock) -> Self {
+        let shared = Shared {
+            slots: Slots::new(config.max_size),
+            shards: Shards::new(config.shards, config.max_size),
+            waiters: Waiters::new(),
+            closed: AtomicBool::new(false),
+            clock: Clock::new(clock),
+            counters: Counters::default(),
+            manager,
+            config,
+        };
+        Self {
+            handle: Arc::new(Handle {
+                shared: Arc::new(shared),
+            }),
+        }
+    }
+
+    #[inline(always)]
+    fn shared(&self) -> &Arc<Shared<M>> {
+        &self.handle.shared
+    }
+
+    /// The settings the pool was built with.
+    ///
+    /// ```
+    /// # use latchless::{Manager, Pool};
+    /// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+    /// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+    /// assert_eq!(Pool::builder(M).max_size(3).build().unwrap().config().max_size, 3);
+    /// ```
+    pub fn config(&self) -> &Config {
+        &self.shared().config
+    }
+
+    /// The manager the pool was built with.
+    ///
+    /// ```
+    /// # use latchless::{Manager, Pool};
+    /// # struct M(u8); impl Manager for M { type Connection = (); type Error = std::io::Error;
+    /// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+    /// assert_eq!(Pool::builder(M(9)).build().unwrap().manager().0, 9);
+    /// ```
+    pub fn manager(&self) -> &M {
+        &self.shared().manager
+    }
+
+    /// An idle connection now, or `None`. Never connects, never waits,
+    /// never locks, never allocates; works on any thread, inside or outside
+    /// a runtime. `None` on a closed pool.
+    ///
+    /// ```
+    /// # use latchless::{Manager, Pool};
+    /// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+    /// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+    /// let pool = Pool::builder(M).build().unwrap();
+    /// assert!(pool.try_get().is_none(), "nothing opened yet");
+    /// ```
+    #[inline]
+    pub fn try_get(&self) -> Option<Pooled<M>> {
+        let shared = self.shared();
+        if shared.closed.load(Ordering::Relaxed) {
+            return None;
+        }
+        shared.take_idle().map(|i| Pooled::new(shared, i))
+    }
+
+    /// A connection, waiting at most `acquire_timeout` (connecting
+    /// included).
+    ///
+    /// An idle connection is returned without allocating, reading a clock
+    /// or touching the timer; otherwise the pool connects if it is below
+    /// `max_size`, or waits for a connection to be returned. Cancel-safe:
+    /// dropping the future at any point loses no connection, place or
+    /// waiter.
+    ///
+    /// # Errors
+    /// [`PoolError::Timeout`], [`PoolError::Closed`],
+    /// [`PoolError::Exhausted`] (`max_waiters` reached) or
+    /// [`PoolError::Connect`] (the manager's error).
+    ///
+    /// ```
+    /// # use latchless::{Manager, Pool};
+    /// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+    /// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let pool = Pool::builder(M).build().unwrap();
+    /// let conn = pool.get().await.unwrap();
+    /// assert_eq!(pool.state().in_use, 1);
+    /// # }
+    /// ```
+    pub async fn get(&self) -> Result<Pooled<M>, PoolError<M::Error>> {
+        self.get_timeout(self.shared().config.acquire_timeout).await
+    }
+
+    /// [`get`](Pool::get) with a per-call deadline instead of
+    /// `acquire_timeout`. `Duration::ZERO` tries once without waiting for a
+    /// release (it may still connect).
+    ///
+    /// # Errors
+    /// As [`get`](Pool::get).
+    ///
+    /// ```
+    /// # use latchless::{Manager, Pool, PoolError};
+    /// # use std::time::Duration;
+    /// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+    /// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let pool = Pool::builder(M).max_size(1).build().unwrap();
+    /// let held = pool.get().await.unwrap();
+    /// let err = pool.get_timeout(Duration::from_millis(10)).await.unwrap_err();
+    /// assert!(matches!(err, PoolError::Timeout));
+    /// # }
+    /// ```
+    pub async fn get_timeout(&self, timeout: Duration) -> Result<Pooled<M>, PoolError<M::Error>> {
+        let shared = self.shared();
+        if shared.closed.load(Ordering::Acquire) {
+            return Err(PoolError::Closed);
+        }
+        if let Some(i) = shared.take_idle() {
+            return Ok(Pooled::new(shared, i));
+        }
+        shared.clock.now();
+        match tokio::time::timeout(timeout, self.acquire_slow()).await {
+            Ok(result) => result,
+            Err(_elapsed) => {
+                bump(&shared.counters.timeouts);
+                Err(PoolError::Timeout)
+            }
+        }
+    }
+
+    /// Steps 2 and 3 of the acquire path (module docs).
+    async fn acquire_slow(&self) -> Result<Pooled<M>, PoolError<M::Error>> {
+        let shared = self.shared();
+        if let Some(i) = shared.take_idle() {
+            return Ok(Pooled::new(shared, i));
+        }
+        if let Some(place) = shared.slots.reserve() {
+            return self.connect(PlaceGuard::new(shared, place)).await;
+        }
+        let Some(node) = shared.waiters.register(shared.config.max_waiters) else {
+            bump(&shared.counters.exhausted);
+            return Err(PoolError::Exhausted);
+        };
+        bump(&shared.counters.waits);
+        let mut wait = WaitGuard {
+            shared,
+            node,
+            done: false,
+        };
+        // The re-check after registering (waiters.rs: lost wake-ups).
+        let outcome = if shared.closed.load(Ordering::SeqCst) {
+            wait.withdraw().unwrap_or(Outcome::Closed)
+        } else if let Some(found) = shared.take_any() {
+            match wait.withdraw() {
+                None => Outcome::Granted(found),
+                // Served meanwhile: keep the older grant, give back ours.
+                Some(served) => {
+                    settle_held(shared, shared.grant(found));
+                    served
+                }
+            }
+        } else {
+            (&mut wait).await
+        };
+        match outcome {
+            Outcome::Granted(Grant::Slot(i)) => Ok(Pooled::new(shared, i)),
+            Outcome::Granted(Grant::Place(i)) => self.connect(PlaceGuard::new(shared, i)).await,
+            Outcome::Closed => Err(PoolError::Closed),
+        }
+    }
+
+    /// Opens a connection into a reserved place.
+    async fn connect(&self, place: PlaceGuard<'_, M>) -> Result<Pooled<M>, PoolError<M::Error>> {
+        let shared = self.shared();
+        let _connecting = Connecting::new(shared);
+        let connect = shared.manager.connect();
+        let conn = match tokio::time::timeout(shared.config.connect_timeout, connect).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => {
+                bump(&shared.counters.connect_errors);
+                return Err(PoolError::Connect(e));
+            }
+            Err(_elapsed) => {
+                bump(&shared.counters.connect_timeouts);
+                return Err(PoolError::Timeout);
+            }
+        };
+        bump(&shared.counters.opened);
+        if shared.closed.load(Ordering::Acquire) {
+            close_quietly(Some(conn));
+            bump(&shared.counters.closed);
+            return Err(PoolError::Closed); // `place` goes back on drop
+        }
+        let index = place.into_index();
+        // SAFETY: the reserved place is ours and FREE.
+        unsafe { shared.slots.fill(index, conn, shared.clock.now()) };
+        // The connection's own reference on the core (module docs).
+        // SAFETY: `shared` is a live `Arc`.
+        unsafe { Arc::increment_strong_count(Arc::as_ptr(shared)) };
+        Ok(Pooled::new(shared, index))
+    }
+
+    /// A snapshot of sizes and waiters.
+    ///
+    /// ```
+    /// # use latchless::{Manager, Pool};
+    /// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+    /// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let pool = Pool::builder(M).build().unwrap();
+    /// let c = pool.get().await.unwrap();
+    /// assert_eq!(pool.state().size, 1);
+    /// assert_eq!(pool.state().in_use, 1);
+    /// drop(c);
+    /// assert_eq!(pool.state().idle, 1);
+    /// # }
+    /// ```
+    pub fn state(&self) -> State {
+        self.shared().state()
+    }
+
+    /// Counters since the pool was built, with the current [`State`].
+    ///
+    /// ```
+    /// # use latchless::{Manager, Pool};
+    /// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+    /// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+    /// let pool = Pool::builder(M).build().unwrap();
+    /// assert_eq!(pool.metrics().opened, 0);
+    /// ```
+    pub fn metrics(&self) -> Metrics {
+        let shared = self.shared();
+        shared.counters.snapshot(shared.state())
+    }
+
+    /// Stops handing out connections: waiters get [`PoolError::Closed`],
+    /// idle connections close now, in-use ones when returned. Returns once
+    /// waiters are rejected and idle connections closed. Idempotent.
+    ///
+    /// ```
+    /// # use latchless::{Manager, Pool, PoolError};
+    /// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+    /// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let pool = Pool::builder(M).build().unwrap();
+    /// pool.close().await;
+    /// assert!(pool.is_closed());
+    /// assert!(matches!(pool.get().await, Err(PoolError::Closed)));
+    /// # }
+    /// ```
+    pub async fn close(&self) {
+        let shared = self.shared();
+        settle_held(shared, shared.close());
+    }
+
+    /// Whether [`close`](Pool::close) was called (or the last handle dropped).
+    ///
+    /// ```
+    /// # use latchless::{Manager, Pool};
+    /// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+    /// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+    /// assert!(!Pool::builder(M).build().unwrap().is_closed());
+    /// ```
+    pub fn is_closed(&self) -> bool {
+        self.shared().closed.load(Ordering::Acquire)
+    }
+}
+
+/// A reserved place held across the connect's await: dropped unused, it is
+/// given back (to a waiter, or to the free queue).
+struct PlaceGuard<'a, M: Manager> {
+    shared: &'a Arc<Shared<M>>,
+    index: Option<u32>,
+}
+
+impl<'a, M: Manager> PlaceGuard<'a, M> {
+    fn new(shared: &'a Arc<Shared<M>>, index: u32) -> Self {
+        Self {
+            shared,
+            index: Some(index),
+        }
+    }
+
+    fn into_index(mut self) -> u32 {
+        // Always `Some` until here: only this consumes it.
+        self.index.take().unwrap_or_default()
+    }
+}
+
+impl<M: Manager> Drop for PlaceGuard<'_, M> {
+    fn drop(&mut self) {
+        if let Some(i) = self.index.take() {
+            settle_held(self.shared, self.shared.grant(Grant::Place(i)));
+        }
+    }
+}
+
+/// Counts a connect in flight for `State::in_use`.
+struct Connecting<'a>(&'a crate::sync::AtomicUsize);
+
+impl<'a> Connecting<'a> {
+    fn new<M: Manager>(shared: &'a Shared<M>) -> Self {
+        shared.counters.connecting.fetch_add(1, Ordering::Relaxed);
+        Self(&shared.counters.connecting)
+    }
+}
+
+impl Drop for Connecting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A registered waiter. Polling it waits for the outcome; dropping it
+/// before that withdraws the node and gives back anything it was served.
+struct WaitGuard<'a, M: Manager> {
+    shared: &'a Arc<Shared<M>>,
+    node: sync::Arc<Node>,
+    done: bool,
+}
+
+impl<M: Manager> WaitGuard<'_, M> {
+    /// Leaves the queue now: `None` if still waiting, else what was served
+    /// (now the caller's).
+    fn withdraw(&mut self) -> Option<Outcome> {
+        self.done = true;
+        self.shared.waiters.cancel(&self.node)
+    }
+}
+
+impl<M: Manager> Future for WaitGuard<'_, M> {
+    type Output = Outcome;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
+        let outcome = self.node.poll(cx);
+        if outcome.is_ready() {
+            self.done = true;
+        }
+        outcome
+    }
+}
+
+impl<M: Manager> Drop for WaitGuard<'_, M> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        if let Some(Outcome::Granted(grant)) = self.withdraw() {
+            settle_held(self.shared, self.shared.grant(grant));
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! [`Pooled`]: the guard around a checked-out connection. Its `Drop` is the
+//! release path.
+//!
+//! # Release
+//!
+//! 1. `is_broken` (or a panic unwinding through the guard)? Close the
+//!    connection and pass its place on: to the oldest waiter, who connects,
+//!    or back to the free queue.
+//! 2. A waiter is registered? Hand the connection straight to the oldest
+//!    live one (one CAS on its node).
+//! 3. Otherwise stamp the release time (a cached clock reading, not a clock
+//!    read), mark the slot IDLE and push its key onto this thread's home
+//!    shard; then re-check for a waiter that registered meanwhile.
+//!
+//! Invariant kept: the guard owns its slot (BUSY) from creation until
+//! `Drop` or [`Pooled::detach`]; neither allocates, and the last access to
+//! the shared core happens before its connection reference is dropped.
+
+use std::marker::PhantomData;
+use std::mem::ManuallyDrop;
+use std::ops::{Deref, DerefMut};
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+use crate::Manager;
+use crate::metrics::bump;
+use crate::pool::{Retired, Shared};
+use crate::waiters::Grant;
+
+/// A connection checked out of a [`Pool`](crate::Pool). Derefs to the
+/// connection; dropping it returns the connection to the pool (or closes it
+/// if [`Manager::is_broken`] says so, or if the thread is panicking).
+///
+/// ```
+/// # use latchless::{Manager, Pool};
+/// # struct M; impl Manager for M { type Connection = Vec<u8>; type Error = std::io::Error;
+/// #   async fn connect(&self) -> Result<Vec<u8>, std::io::Error> { Ok(Vec::new()) } }
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let pool = Pool::builder(M).build().unwrap();
+/// let mut conn = pool.get().await.unwrap();
+/// conn.push(1); // DerefMut to the connection
+/// drop(conn);
+/// assert_eq!(*pool.try_get().unwrap(), vec![1]);
+/// # }
+/// ```
+#[must_use = "dropping a Pooled returns its connection to the pool at once"]
+#[clippy::has_significant_drop]
+pub struct Pooled<M: Manager> {
+    /// Kept alive by this connection's own strong reference (see `pool.rs`).
+    shared: NonNull<Shared<M>>,
+    /// The BUSY slot this guard owns.
+    index: u32,
+    _owns: PhantomData<M::Connection>,
+}
+
+// SAFETY: a `Pooled` owns its connection exclusively (I1) and the shared core
+// is `Sync` (its connections are `Send` and `M: Send + Sync`), so moving the
+// guard to another thread moves only a `Send` connection.
+unsafe impl<M: Manager> Send for Pooled<M> {}
+// SAFETY: `&Pooled` gives only `&M::Connection`, shareable when it is `Sync`.
+unsafe impl<M: Manager> Sync for Pooled<M> where M::Connection: Sync {}
+
+impl<M: Manager> Pooled<M> {
+    #[inline(always)]
+    pub(crate) fn new(shared: &Arc<Shared<M>>, index: u32) -> Self {
+        Self {
+            shared: NonNull::from(&**shared),
+            index,
+            _owns: PhantomData,
+        }
+    }
+
+    #[inline(always)]
+    fn shared(&self) -> &Shared<M> {
+        // SAFETY: the core lives while this guard's connection is open.
+        unsafe { self.shared.as_ref() }
+    }
+
+    /// Takes the connection out of the pool for good and frees its place
+    /// (a waiter may connect in its stead).
+    ///
+    /// ```
+    /// # use latchless::{Manager, Pool, Pooled};
+    /// # struct M; impl Manager for M { type Connection = u8; type Error = std::io::Error;
+    /// #   async fn connect(&self) -> Result<u8, std::io::Error> { Ok(5) } }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let pool = Pool::builder(M).max_size(1).build().unwrap();
+    /// let conn: u8 = Pooled::detach(pool.get().await.unwrap());
+    /// assert_eq!(conn, 5);
+    /// assert_eq!(pool.state().size, 0, "its place is free again");
+    /// # }
+    /// ```
+    pub fn detach(this: Self) -> M::Connection {
+        let this = ManuallyDrop::new(this);
+        let (conn, retired) = {
+            let shared = this.shared();
+            // SAFETY: the guard owns its BUSY slot.
+            let conn = unsafe { shared.slots.take(this.index) }
+                .expect("latchless: an owned busy slot always holds a connection");
+            bump(&shared.counters.detached);
+            let Retired(n) = shared.grant(Grant::Place(this.index));
+            (conn, Retired(n + 1))
+        };
+        // SAFETY: no borrow of the core is live; the references were taken
+        // when the retired connections were opened.
+        unsafe { Shared::settle(this.shared, retired) };
+        conn
+    }
+}
+
+impl<M: Manager> Deref for Pooled<M> {
+    type Target = M::Connection;
+
+    #[inline]
+    fn deref(&self) -> &M::Connection {
+        // SAFETY: the guard owns its BUSY slot; `&self` excludes `&mut`.
+        unsafe { self.shared().slots.conn(self.index) }
+    }
+}
+
+impl<M: Manager> DerefMut for Pooled<M> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut M::Connection {
+        // SAFETY: the guard owns its BUSY slot; `&mut self` is unique.
+        unsafe { self.shared().slots.conn_mut(self.index) }
+    }
+}
+
+impl<M: Manager> Drop for Pooled<M> {
+    #[inline]
+    fn drop(&mut self) {
+        let retired = self.shared().give_back(self.index);
+        if retired.0 != 0 {
+            // SAFETY: the borrow above has ended; see `Shared::settle`.
+            unsafe { Shared::settle(self.shared, retired) };
+        }
+    }
+}
+
+impl<M: Manager> std::fmt::Debug for Pooled<M>
+where
+    M::Connection: std::fmt::Debug,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Pooled").field(&**self).finish()
+    }
+}

@@ -1,0 +1,178 @@
+//! Test support: a manager whose connections are counted, tracked for
+//! exclusive use, and whose faults (errors, hangs, panics, broken
+//! connections) are switched on per test.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::time::Duration;
+
+use latchless::Manager;
+
+/// Shared counters of everything the manager saw.
+#[derive(Debug, Default)]
+pub struct Tracker {
+    /// Connections (and connects in flight) that exist right now.
+    pub live: AtomicUsize,
+    /// Highest `live` ever seen.
+    pub max_live: AtomicUsize,
+    pub opened: AtomicU64,
+    pub closed: AtomicU64,
+    pub connect_calls: AtomicU64,
+    /// Fail this many upcoming connects.
+    pub fail_next: AtomicUsize,
+    /// Panic in this many upcoming connects.
+    pub panic_next: AtomicUsize,
+    /// Every connect hangs forever while set.
+    pub hang: AtomicBool,
+    /// Delay of each connect, in ms.
+    pub connect_delay_ms: AtomicU64,
+    /// `is_broken` says true for every connection while set.
+    pub all_broken: AtomicBool,
+    /// `is_broken` panics while set.
+    pub panic_in_is_broken: AtomicBool,
+}
+
+impl Tracker {
+    fn enter(&self) {
+        let now = self.live.fetch_add(1, SeqCst) + 1;
+        self.max_live.fetch_max(now, SeqCst);
+    }
+    pub fn live(&self) -> usize {
+        self.live.load(SeqCst)
+    }
+    pub fn max_live(&self) -> usize {
+        self.max_live.load(SeqCst)
+    }
+    pub fn opened(&self) -> u64 {
+        self.opened.load(SeqCst)
+    }
+    pub fn closed(&self) -> u64 {
+        self.closed.load(SeqCst)
+    }
+}
+
+/// Counts a connect in flight or an open connection in `Tracker::live`.
+#[derive(Debug)]
+struct LiveToken(Arc<Tracker>);
+
+impl LiveToken {
+    fn new(t: &Arc<Tracker>) -> Self {
+        t.enter();
+        Self(Arc::clone(t))
+    }
+}
+
+impl Drop for LiveToken {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, SeqCst);
+    }
+}
+
+/// A connection: an id, a flag set while a test holds it, and a token.
+#[derive(Debug)]
+pub struct Conn {
+    pub id: u64,
+    pub busy: AtomicBool,
+    pub broken: AtomicBool,
+    tracker: Arc<Tracker>,
+    _live: LiveToken,
+}
+
+impl Conn {
+    /// Marks the connection held; panics if somebody else holds it (I1).
+    pub fn enter(&self) {
+        assert!(
+            !self.busy.swap(true, SeqCst),
+            "connection {} handed to two holders at once",
+            self.id
+        );
+    }
+    pub fn leave(&self) {
+        self.busy.store(false, SeqCst);
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.tracker.closed.fetch_add(1, SeqCst);
+    }
+}
+
+#[derive(Debug)]
+pub struct ConnectError(pub &'static str);
+
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::error::Error for ConnectError {}
+
+/// The test manager.
+#[derive(Debug, Clone, Default)]
+pub struct TestManager {
+    pub t: Arc<Tracker>,
+}
+
+impl TestManager {
+    pub fn new() -> (Self, Arc<Tracker>) {
+        let m = Self::default();
+        let t = Arc::clone(&m.t);
+        (m, t)
+    }
+}
+
+impl Manager for TestManager {
+    type Connection = Conn;
+    type Error = ConnectError;
+
+    async fn connect(&self) -> Result<Conn, ConnectError> {
+        let t = &self.t;
+        let token = LiveToken::new(t);
+        t.connect_calls.fetch_add(1, SeqCst);
+        let delay = t.connect_delay_ms.load(SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        if t.hang.load(SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        if take_one(&t.panic_next) {
+            panic!("connect panicked (test)");
+        }
+        if take_one(&t.fail_next) {
+            return Err(ConnectError("connection refused (test)"));
+        }
+        let id = t.opened.fetch_add(1, SeqCst);
+        Ok(Conn {
+            id,
+            busy: AtomicBool::new(false),
+            broken: AtomicBool::new(false),
+            tracker: Arc::clone(t),
+            _live: token,
+        })
+    }
+
+    fn is_broken(&self, conn: &mut Conn) -> bool {
+        if self.t.panic_in_is_broken.load(SeqCst) {
+            panic!("is_broken panicked (test)");
+        }
+        self.t.all_broken.load(SeqCst) || conn.broken.load(SeqCst)
+    }
+}
+
+fn take_one(c: &AtomicUsize) -> bool {
+    c.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)).is_ok()
+}
+
+/// A multi-threaded runtime with two workers and timers.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
