@@ -1,1 +1,86 @@
-fn main(){}
+//! Uncontended acquire + release against the floor: a bare crossbeam
+//! `ArrayQueue` pop + push, measured in the same run.
+//!
+//! `cargo bench --bench acquire`
+
+use std::future::Future;
+use std::hint::black_box;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use crossbeam_queue::ArrayQueue;
+use latchless::{Manager, Pool};
+
+/// The trivial manager of every benchmark: a connection is an integer.
+struct Numbers;
+
+impl Manager for Numbers {
+    type Connection = u64;
+    type Error = std::io::Error;
+    async fn connect(&self) -> Result<u64, std::io::Error> {
+        Ok(7)
+    }
+}
+
+fn warm_pool(shards: usize) -> Pool<Numbers> {
+    let pool = Pool::builder(Numbers)
+        .max_size(8)
+        .shards(shards)
+        .build()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let held: Vec<_> = futures(&pool, 8).await;
+        drop(held);
+    });
+    pool
+}
+
+async fn futures(pool: &Pool<Numbers>, n: usize) -> Vec<latchless::Pooled<Numbers>> {
+    let mut v = Vec::new();
+    for _ in 0..n {
+        v.push(pool.get().await.unwrap());
+    }
+    v
+}
+
+fn uncontended(c: &mut Criterion) {
+    let mut g = c.benchmark_group("uncontended");
+
+    let q = ArrayQueue::new(8);
+    for i in 0..8u64 {
+        q.push(i).unwrap();
+    }
+    g.bench_function("floor: ArrayQueue pop+push", |b| {
+        b.iter(|| {
+            let v = q.pop().unwrap();
+            q.push(black_box(v)).unwrap();
+        })
+    });
+
+    let pool = warm_pool(2);
+    g.bench_function("latchless try_get+drop", |b| {
+        b.iter(|| {
+            let c = pool.try_get().unwrap();
+            black_box(&*c);
+        })
+    });
+
+    let mut cx = Context::from_waker(Waker::noop());
+    g.bench_function("latchless get().await+drop", |b| {
+        b.iter(|| match pin!(pool.get()).poll(&mut cx) {
+            Poll::Ready(Ok(c)) => {
+                black_box(&*c);
+            }
+            _ => unreachable!("uncontended get completes on its first poll"),
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, uncontended);
+criterion_main!(benches);

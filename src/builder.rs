@@ -135,7 +135,9 @@ pub struct Builder<M: Manager> {
 
 impl<M: Manager> fmt::Debug for Builder<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Builder").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("Builder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -329,7 +331,10 @@ impl<M: Manager> Builder<M> {
 fn validate(c: &Config) -> Result<(), BuildError> {
     let err = |field, message: String| Err(BuildError::new(field, message));
     if c.max_size == 0 {
-        return err("max_size", format!("max_size ({}) must be at least 1", c.max_size));
+        return err(
+            "max_size",
+            format!("max_size ({}) must be at least 1", c.max_size),
+        );
     }
     if c.max_size > MAX_POOL_SIZE {
         return err(
@@ -340,7 +345,10 @@ fn validate(c: &Config) -> Result<(), BuildError> {
     if c.min_idle > c.max_size {
         return err(
             "min_idle",
-            format!("min_idle ({}) must not exceed max_size ({})", c.min_idle, c.max_size),
+            format!(
+                "min_idle ({}) must not exceed max_size ({})",
+                c.min_idle, c.max_size
+            ),
         );
     }
     if c.shards == 0 || c.shards > MAX_SHARDS {

@@ -32,7 +32,11 @@ impl Clock {
     /// Reads the real clock (ticks since the pool was built) and refreshes
     /// the cached reading.
     pub(crate) fn now(&self) -> u64 {
-        let ms = self.clock.now().saturating_duration_since(self.origin).as_millis();
+        let ms = self
+            .clock
+            .now()
+            .saturating_duration_since(self.origin)
+            .as_millis();
         let ms = u64::try_from(ms).unwrap_or(u64::MAX);
         self.recent.fetch_max(ms, Ordering::Relaxed);
         ms
@@ -47,7 +51,9 @@ impl Clock {
 
 impl std::fmt::Debug for Clock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Clock").field("recent", &self.recent()).finish()
+        f.debug_struct("Clock")
+            .field("recent", &self.recent())
+            .finish()
     }
 }
 

@@ -81,7 +81,7 @@ impl<M: Manager> Shared<M> {
     pub(crate) fn take_idle(&self) -> Option<u32> {
         while let Some(key) = self.shards.pop() {
             if self.slots.claim(key) {
-                return Some(key.index);
+                return Some(key.index());
             }
         }
         None
@@ -105,14 +105,31 @@ impl<M: Manager> Shared<M> {
             || catch_unwind(AssertUnwindSafe(|| {
                 // SAFETY: the releasing guard owns the BUSY slot and holds no
                 // other reference to the connection.
-                self.manager.is_broken(unsafe { self.slots.conn_mut(index) })
+                self.manager
+                    .is_broken(unsafe { self.slots.conn_mut(index) })
             }))
             .unwrap_or(true);
         if broken {
             self.retire(index)
         } else {
-            self.grant(Grant::Slot(index))
+            self.release(index)
         }
+    }
+
+    /// The common case of [`grant`](Self::grant) for a healthy connection,
+    /// small enough to inline into `Drop for Pooled`: no waiter, pool open,
+    /// push to the home shard, and the same re-check.
+    #[inline(always)]
+    fn release(&self, index: u32) -> Retired {
+        if self.closed.load(Ordering::Relaxed) || self.waiters.any() {
+            return self.grant(Grant::Slot(index));
+        }
+        self.put_back(Grant::Slot(index));
+        // As in `grant`: SeqCst loads after the put-back's SeqCst CAS.
+        if self.closed.load(Ordering::SeqCst) || self.waiters.any() {
+            return self.after_put_back();
+        }
+        Retired(0)
     }
 
     /// Closes the connection of an owned BUSY slot and passes its place on.
@@ -133,6 +150,7 @@ impl<M: Manager> Shared<M> {
     /// re-check or is seen here, and then something is taken back for it.
     /// Each further round consumes a waiter token or ends, so the loop is
     /// bounded by the number of registrations it races with.
+    #[inline(never)]
     pub(crate) fn grant(&self, mut grant: Grant) -> Retired {
         loop {
             if self.closed.load(Ordering::Acquire) {
@@ -147,7 +165,7 @@ impl<M: Manager> Shared<M> {
             self.put_back(grant);
             // The put-back ended in a SeqCst CAS (queue tail); these SeqCst
             // loads pair with `register`'s token add + fence and with
-            // `close`'s swap + fence.
+            // `close`'s store + fence.
             if self.closed.load(Ordering::SeqCst) {
                 return self.close_idle();
             }
@@ -158,6 +176,20 @@ impl<M: Manager> Shared<M> {
                 Some(next) => grant = next,
                 None => return Retired(0),
             }
+        }
+    }
+
+    /// The end of `grant`'s round after a put-back that raced with a
+    /// waiter's registration or with `close`.
+    #[cold]
+    #[inline(never)]
+    fn after_put_back(&self) -> Retired {
+        if self.closed.load(Ordering::SeqCst) {
+            return self.close_idle();
+        }
+        match self.take_any() {
+            Some(next) => self.grant(next),
+            None => Retired(0),
         }
     }
 

@@ -13,22 +13,29 @@
 //! Each slot has one `AtomicU64`, the single source of truth for who owns it:
 //!
 //! ```text
-//!  63                                   2 1 0
-//! +--------------------------------------+---+
-//! |            generation (62 bits)      |tag|
-//! +--------------------------------------+---+
+//!  63         45 44                                  2 1 0
+//! +-------------+-------------------------------------+---+
+//! |   (zero)    |     generation (43 bits, wrapping)  |tag|
+//! +-------------+-------------------------------------+---+
 //! tag: FREE = 0  no connection; the index is in `free` or held by a reserver
-//!      IDLE = 1  a connection; exactly one key (index, generation) is live
-//!                in the idle set, and whoever CASes IDLE(g) -> BUSY(g) owns it
+//!      IDLE = 1  a connection, waiting in the idle set under the key
+//!                (index, generation); whoever CASes IDLE(g) -> BUSY(g) owns it
 //!      BUSY = 2  a connection owned by one party: a guard, a waiter hand-off,
 //!                a creator, a closer or maintenance
 //! ```
 //!
-//! The generation grows by one on every BUSY -> IDLE transition, so an idle
-//! key `(index, g)` is valid exactly while the word reads `IDLE(g)`. A key
-//! left behind in an idle queue after its slot moved on (closed in place by
-//! maintenance, say) is *stale*: its claim CAS fails and the popper skips it.
-//! With 62 bits the generation cannot wrap in the life of a process.
+//! The generation grows by one (mod 2^43) on every BUSY -> IDLE transition,
+//! so an idle key `(index, g)` is current exactly while the word reads
+//! `IDLE(g)`. A key left behind in the idle set after its slot moved on
+//! (closed in place by maintenance, say) is *stale*: its claim CAS fails and
+//! the popper skips it.
+//!
+//! A [`SlotKey`] packs index and generation into one `u64` (index + 1 in the
+//! low 21 bits, so a key is never 0, the generation above), which lets a
+//! shard keep its most recent key in a single atomic word. Should a stale key
+//! ever meet its slot again 2^43 idle periods later, the CAS still lets only
+//! one party own the connection: the wrap can cost an idle-count estimate,
+//! never exclusivity (I1).
 //!
 //! # Invariants kept
 //!
@@ -45,12 +52,15 @@ use crate::sync::{ArrayQueue, AtomicU64, Ordering, UnsafeCell};
 
 const TAG_BITS: u32 = 2;
 const TAG_MASK: u64 = (1 << TAG_BITS) - 1;
+const GEN_BITS: u32 = 43;
+const GEN_MASK: u64 = (1 << GEN_BITS) - 1;
+const INDEX_BITS: u32 = 64 - GEN_BITS;
 const FREE: u64 = 0;
 const IDLE: u64 = 1;
 const BUSY: u64 = 2;
 
 const fn pack(generation: u64, tag: u64) -> u64 {
-    (generation << TAG_BITS) | tag
+    ((generation & GEN_MASK) << TAG_BITS) | tag
 }
 
 const fn generation(word: u64) -> u64 {
@@ -62,11 +72,33 @@ const fn tag(word: u64) -> u64 {
 }
 
 /// Names an idle connection: the slot index and the generation its slot had
-/// when the key was made. Valid while the slot reads `IDLE(generation)`.
+/// when the key was made, packed as described in the module docs. Current
+/// while the slot reads `IDLE(generation)`. Never 0.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct SlotKey {
-    pub(crate) index: u32,
-    pub(crate) generation: u64,
+pub(crate) struct SlotKey(u64);
+
+impl SlotKey {
+    pub(crate) const fn new(index: u32, generation: u64) -> Self {
+        Self(((generation & GEN_MASK) << INDEX_BITS) | (index as u64 + 1))
+    }
+
+    pub(crate) const fn index(self) -> u32 {
+        ((self.0 & ((1 << INDEX_BITS) - 1)) - 1) as u32
+    }
+
+    pub(crate) const fn generation(self) -> u64 {
+        self.0 >> INDEX_BITS
+    }
+
+    /// The packed word (never 0).
+    pub(crate) const fn to_bits(self) -> u64 {
+        self.0
+    }
+
+    /// Unpacks a word made by [`SlotKey::to_bits`]; `None` for 0.
+    pub(crate) const fn from_bits(bits: u64) -> Option<Self> {
+        if bits == 0 { None } else { Some(Self(bits)) }
+    }
 }
 
 /// One place in the pool.
@@ -192,14 +224,11 @@ impl<C> Slots<C> {
     pub(crate) unsafe fn make_idle(&self, index: u32, now: u64) -> SlotKey {
         let slot = self.slot(index);
         slot.released_at.store(now, Ordering::Relaxed);
-        let g = generation(slot.state.load(Ordering::Relaxed)) + 1;
+        let g = generation(slot.state.load(Ordering::Relaxed)).wrapping_add(1) & GEN_MASK;
         // Release: publishes the connection's state (and `released_at`) to
         // whoever wins the claim CAS (its Acquire in `claim`).
         slot.state.store(pack(g, IDLE), Ordering::Release);
-        SlotKey {
-            index,
-            generation: g,
-        }
+        SlotKey::new(index, g)
     }
 
     /// Tries to take ownership of the idle connection named by `key`: one
@@ -207,11 +236,11 @@ impl<C> Slots<C> {
     #[inline]
     pub(crate) fn claim(&self, key: SlotKey) -> bool {
         // Acquire on success pairs with the Release in `make_idle`.
-        self.slot(key.index)
+        self.slot(key.index())
             .state
             .compare_exchange(
-                pack(key.generation, IDLE),
-                pack(key.generation, BUSY),
+                pack(key.generation(), IDLE),
+                pack(key.generation(), BUSY),
                 Ordering::Acquire,
                 Ordering::Relaxed,
             )
@@ -221,7 +250,7 @@ impl<C> Slots<C> {
     /// Whether `key` still names an idle connection (a hint: it may change
     /// right after).
     pub(crate) fn is_live(&self, key: SlotKey) -> bool {
-        self.slot(key.index).state.load(Ordering::Relaxed) == pack(key.generation, IDLE)
+        self.slot(key.index()).state.load(Ordering::Relaxed) == pack(key.generation(), IDLE)
     }
 
     /// Shared access to the connection of an owned slot.
@@ -272,19 +301,41 @@ mod tests {
         assert_ne!(a, b);
         assert!(slots.reserve().is_none(), "two places only");
         assert_eq!(slots.taken(), 2);
+        // SAFETY: this single-threaded test owns the slot at each step.
         unsafe { slots.fill(a, "a".into(), 5) };
+        // SAFETY: this single-threaded test owns the slot at each step.
         let key = unsafe { slots.make_idle(a, 7) };
         assert!(slots.is_live(key));
         assert!(slots.claim(key));
         assert!(!slots.claim(key), "a key is claimed once");
+        // SAFETY: this single-threaded test owns the slot at each step.
         assert_eq!(unsafe { slots.conn(a) }, "a");
+        // SAFETY: this single-threaded test owns the slot at each step.
         let key2 = unsafe { slots.make_idle(a, 8) };
-        assert!(!slots.is_live(key), "old key is stale after a new idle period");
+        assert!(
+            !slots.is_live(key),
+            "old key is stale after a new idle period"
+        );
         assert!(!slots.claim(key));
         assert!(slots.claim(key2));
+        // SAFETY: this single-threaded test owns the slot at each step.
         assert_eq!(unsafe { slots.take(a) }.as_deref(), Some("a"));
+        // SAFETY: this single-threaded test owns the slot at each step.
         unsafe { slots.unreserve(a) };
+        // SAFETY: this single-threaded test owns the slot at each step.
         unsafe { slots.unreserve(b) };
         assert_eq!(slots.taken(), 0);
+    }
+
+    #[test]
+    fn keys_pack_index_and_generation_and_are_never_zero() {
+        for (i, g) in [(0, 0), (1, 1), ((1 << 20) - 1, GEN_MASK), (7, GEN_MASK + 5)] {
+            let k = SlotKey::new(i, g);
+            assert_ne!(k.to_bits(), 0);
+            assert_eq!(k.index(), i);
+            assert_eq!(k.generation(), g & GEN_MASK);
+            assert_eq!(SlotKey::from_bits(k.to_bits()), Some(k));
+        }
+        assert_eq!(SlotKey::from_bits(0), None);
     }
 }

@@ -255,7 +255,10 @@ mod tests {
         assert_eq!(w.cancel(&a), None);
         assert_eq!(w.serve(Grant::Slot(7)), Ok(()));
         let mut cx = Context::from_waker(Waker::noop());
-        assert_eq!(b.poll(&mut cx), Poll::Ready(Outcome::Granted(Grant::Slot(7))));
+        assert_eq!(
+            b.poll(&mut cx),
+            Poll::Ready(Outcome::Granted(Grant::Slot(7)))
+        );
         assert_eq!(c.poll(&mut cx), Poll::Pending);
         assert_eq!(w.live(), 1);
         // A served node cannot be cancelled: the canceller learns the grant.

@@ -36,7 +36,10 @@ async fn use_conn(conn: &Pooled<TestManager>, yield_first: bool) {
 async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + GENEROUS;
     while !f() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
@@ -81,7 +84,11 @@ fn assert_quiescent(pool: &Pool<TestManager>, t: &Tracker) {
     assert_eq!(s.in_use, 0, "{s:?}");
     assert_eq!(s.waiting, 0, "{s:?}");
     assert_eq!(s.size, s.idle, "{s:?}");
-    assert_eq!(t.live(), s.size, "tracker and pool agree on open connections");
+    assert_eq!(
+        t.live(),
+        s.size,
+        "tracker and pool agree on open connections"
+    );
 }
 
 #[test]
@@ -98,9 +105,19 @@ fn i2_never_more_than_max_size_open_counting_connects_in_flight() {
     t.connect_delay_ms.store(1, SeqCst);
     let pool = Pool::builder(m).max_size(4).build().unwrap();
     churn(&pool, 16, 400);
-    assert!(t.max_live() <= 4, "saw {} connections at once", t.max_live());
-    assert!(t.max_live() >= 2, "the test should have reached the cap region");
-    assert!(pool.metrics().opened > 4, "broken/detached connections were replaced");
+    assert!(
+        t.max_live() <= 4,
+        "saw {} connections at once",
+        t.max_live()
+    );
+    assert!(
+        t.max_live() >= 2,
+        "the test should have reached the cap region"
+    );
+    assert!(
+        pool.metrics().opened > 4,
+        "broken/detached connections were replaced"
+    );
 }
 
 #[test]
@@ -117,8 +134,16 @@ fn i3_every_connection_opened_is_closed_exactly_once() {
         metrics.closed + metrics.detached + metrics.state.size as u64
     );
     drop(pool);
-    assert_eq!(t.live(), 0, "dropping the pool closed every idle connection");
-    assert_eq!(t.opened(), t.closed(), "each closed exactly once (Drop counts)");
+    assert_eq!(
+        t.live(),
+        0,
+        "dropping the pool closed every idle connection"
+    );
+    assert_eq!(
+        t.opened(),
+        t.closed(),
+        "each closed exactly once (Drop counts)"
+    );
 }
 
 #[test]
@@ -171,7 +196,10 @@ fn i4_a_freed_place_wakes_a_waiter_who_connects() {
         wait_until("the waiter parks", || pool.state().waiting == 1).await;
         held.broken.store(true, SeqCst);
         drop(held);
-        let id = waiter.await.unwrap().expect("served with a place, then connected");
+        let id = waiter
+            .await
+            .unwrap()
+            .expect("served with a place, then connected");
         assert_eq!(id, 1, "a new connection");
     });
     assert_eq!(t.opened(), 2);
@@ -229,7 +257,11 @@ fn i5_cancelled_gets_lose_nothing() {
     assert!(completed.load(Ordering::Relaxed) > 0);
     assert!(t.max_live() <= 3);
     drop(pool);
-    assert_eq!(t.live(), 0, "every connection closed after the pool is gone");
+    assert_eq!(
+        t.live(),
+        0,
+        "every connection closed after the pool is gone"
+    );
 }
 
 /// Takes `n` connections at once (each within the generous deadline).

@@ -102,7 +102,6 @@ impl Drop for Conn {
 #[derive(Debug)]
 pub struct ConnectError(pub &'static str);
 
-
 impl std::fmt::Display for ConnectError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.0)

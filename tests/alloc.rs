@@ -1,0 +1,107 @@
+//! The steady state allocates nothing: `try_get` + drop and an uncontended
+//! `get().await` + drop, counted by a global allocator. (Its own test
+//! binary: the counting allocator sees every thread of the process.)
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::future::Future;
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::task::{Context, Poll, Waker};
+
+use latchless::{Manager, Pool};
+
+struct Counting;
+
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator, only counting calls.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if COUNTING.load(SeqCst) {
+            ALLOCS.fetch_add(1, SeqCst);
+        }
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if COUNTING.load(SeqCst) {
+            ALLOCS.fetch_add(1, SeqCst);
+        }
+        // SAFETY: same contract as ours.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+struct Numbers;
+impl Manager for Numbers {
+    type Connection = Vec<u8>;
+    type Error = std::io::Error;
+    async fn connect(&self) -> Result<Vec<u8>, std::io::Error> {
+        Ok(vec![0; 64])
+    }
+}
+
+fn counted(f: impl FnOnce()) -> usize {
+    ALLOCS.store(0, SeqCst);
+    COUNTING.store(true, SeqCst);
+    f();
+    COUNTING.store(false, SeqCst);
+    ALLOCS.load(SeqCst)
+}
+
+#[test]
+fn steady_state_acquire_and_release_allocate_nothing() {
+    let pool = Pool::builder(Numbers)
+        .max_size(4)
+        .shards(2)
+        .build()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // Warm up: open a connection, initialise this thread's shard.
+    rt.block_on(async { drop(pool.get().await.unwrap()) });
+    drop(pool.try_get().unwrap());
+
+    let n = counted(|| {
+        for _ in 0..10_000 {
+            let c = pool.try_get().expect("idle connection");
+            std::hint::black_box(&*c);
+            drop(c);
+        }
+    });
+    assert_eq!(n, 0, "try_get + drop allocated {n} times");
+
+    // Poll `get()` by hand with a no-op waker so that no executor machinery
+    // is counted: the uncontended path must complete on its first poll.
+    let n = counted(|| {
+        let mut cx = Context::from_waker(Waker::noop());
+        for _ in 0..10_000 {
+            let mut fut = pin!(pool.get());
+            match fut.as_mut().poll(&mut cx) {
+                Poll::Ready(Ok(c)) => drop(c),
+                other => panic!(
+                    "uncontended get did not complete at once: {:?}",
+                    other.is_ready()
+                ),
+            }
+        }
+    });
+    assert_eq!(n, 0, "get().await + drop allocated {n} times");
+
+    // The counter does count: the slow path (a fresh pool connecting) allocates.
+    let n = counted(|| {
+        let p = Pool::builder(Numbers).build().unwrap();
+        rt.block_on(async { drop(p.get().await.unwrap()) });
+    });
+    assert!(n > 0, "the counting allocator must see allocations");
+}

@@ -1,0 +1,339 @@
+//! Every error and fault path: each returns a typed error (or closes what it
+//! must) and loses no connection, place or waiter.
+
+mod common;
+
+use std::sync::atomic::Ordering::SeqCst;
+use std::time::Duration;
+
+use common::{TestManager, runtime};
+use latchless::{Pool, PoolError, Pooled};
+
+const LONG: Duration = Duration::from_secs(20);
+
+async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + LONG;
+    while !f() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+fn pool(max: usize) -> (Pool<TestManager>, std::sync::Arc<common::Tracker>) {
+    let (m, t) = TestManager::new();
+    (Pool::builder(m).max_size(max).build().unwrap(), t)
+}
+
+#[test]
+fn timeout_at_the_cap_returns_timeout_and_keeps_the_connection() {
+    let (pool, _t) = pool(1);
+    runtime().block_on(async {
+        let held = pool.get().await.unwrap();
+        let err = pool
+            .get_timeout(Duration::from_millis(20))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, PoolError::Timeout), "{err:?}");
+        assert_eq!(pool.state().waiting, 0, "the timed-out waiter left");
+        assert_eq!(pool.metrics().timeouts, 1);
+        drop(held);
+        assert_eq!(pool.state().idle, 1);
+        assert!(pool.get_timeout(Duration::ZERO).await.is_ok());
+    });
+}
+
+#[test]
+fn max_waiters_fails_fast_with_exhausted() {
+    let (m, _t) = TestManager::new();
+    let pool = Pool::builder(m)
+        .max_size(1)
+        .max_waiters(Some(1))
+        .build()
+        .unwrap();
+    runtime().block_on(async {
+        let held = pool.get().await.unwrap();
+        let first = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.get_timeout(LONG).await.map(drop) }
+        });
+        wait_until("one waiter", || pool.state().waiting == 1).await;
+        let start = std::time::Instant::now();
+        let err = pool.get().await.unwrap_err();
+        assert!(matches!(err, PoolError::Exhausted), "{err:?}");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "failed at once, not at the deadline"
+        );
+        drop(held);
+        first.await.unwrap().expect("the admitted waiter is served");
+        assert_eq!(pool.metrics().exhausted, 1);
+    });
+}
+
+#[test]
+fn max_waiters_zero_never_waits() {
+    let (m, _t) = TestManager::new();
+    let pool = Pool::builder(m)
+        .max_size(1)
+        .max_waiters(Some(0))
+        .build()
+        .unwrap();
+    runtime().block_on(async {
+        let _held = pool.get().await.unwrap();
+        assert!(matches!(pool.get().await, Err(PoolError::Exhausted)));
+    });
+}
+
+#[test]
+fn failed_connect_returns_the_managers_error_and_the_place() {
+    let (pool, t) = pool(1);
+    t.fail_next.store(1, SeqCst);
+    runtime().block_on(async {
+        let err = pool.get().await.unwrap_err();
+        match &err {
+            PoolError::Connect(e) => assert_eq!(e.0, "connection refused (test)"),
+            other => panic!("expected Connect, got {other:?}"),
+        }
+        assert!(std::error::Error::source(&err).is_some());
+        assert_eq!(pool.state().size, 0, "the place was given back");
+        assert_eq!(pool.metrics().connect_errors, 1);
+        let c = pool.get().await.expect("the next connect works");
+        assert_eq!(c.id, 0);
+    });
+}
+
+#[test]
+fn failed_connect_hands_its_place_to_a_waiter() {
+    let (pool, t) = pool(1);
+    t.connect_delay_ms.store(50, SeqCst);
+    t.fail_next.store(1, SeqCst);
+    runtime().block_on(async {
+        let first = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.get().await.map(drop) }
+        });
+        wait_until("the first connect is in flight", || pool.state().size == 1).await;
+        let second = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.get().await.map(|c| c.id) }
+        });
+        assert!(matches!(first.await.unwrap(), Err(PoolError::Connect(_))));
+        assert_eq!(second.await.unwrap().expect("served the freed place"), 0);
+        assert_eq!(t.connect_calls.load(SeqCst), 2);
+    });
+}
+
+#[test]
+fn hung_connect_is_bounded_by_connect_timeout() {
+    let (m, t) = TestManager::new();
+    t.hang.store(true, SeqCst);
+    let pool = Pool::builder(m)
+        .max_size(1)
+        .connect_timeout(Duration::from_millis(30))
+        .build()
+        .unwrap();
+    runtime().block_on(async {
+        let err = pool.get().await.unwrap_err();
+        assert!(matches!(err, PoolError::Timeout), "{err:?}");
+        assert_eq!(pool.metrics().connect_timeouts, 1);
+        assert_eq!(pool.state().size, 0);
+        assert_eq!(t.live(), 0, "the connect future was dropped");
+        t.hang.store(false, SeqCst);
+        assert!(pool.get().await.is_ok());
+    });
+}
+
+#[test]
+fn acquire_deadline_bounds_a_hung_connect_too() {
+    let (m, t) = TestManager::new();
+    t.hang.store(true, SeqCst);
+    let pool = Pool::builder(m).max_size(1).build().unwrap();
+    runtime().block_on(async {
+        let err = pool
+            .get_timeout(Duration::from_millis(30))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, PoolError::Timeout));
+        assert_eq!(pool.state().size, 0, "the place came back");
+    });
+}
+
+#[test]
+fn panicking_connect_reaches_the_caller_and_frees_the_place() {
+    let (pool, t) = pool(1);
+    t.panic_next.store(1, SeqCst);
+    runtime().block_on(async {
+        let joined = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.get().await.map(drop) }
+        })
+        .await;
+        assert!(joined.unwrap_err().is_panic());
+        assert_eq!(pool.state().size, 0);
+        assert!(pool.get().await.is_ok());
+    });
+}
+
+#[test]
+fn broken_connection_is_closed_on_return() {
+    let (pool, t) = pool(2);
+    runtime().block_on(async {
+        let c = pool.get().await.unwrap();
+        c.broken.store(true, SeqCst);
+        drop(c);
+        assert_eq!(t.closed(), 1);
+        assert_eq!(pool.state().size, 0);
+        assert_eq!(pool.metrics().closed, 1);
+    });
+}
+
+#[test]
+fn panicking_is_broken_counts_as_broken() {
+    let (pool, t) = pool(1);
+    runtime().block_on(async {
+        let c = pool.get().await.unwrap();
+        t.panic_in_is_broken.store(true, SeqCst);
+        drop(c);
+        assert_eq!(t.closed(), 1);
+        assert_eq!(pool.state().size, 0);
+        t.panic_in_is_broken.store(false, SeqCst);
+        assert!(pool.get().await.is_ok());
+    });
+}
+
+#[test]
+fn a_panic_while_holding_closes_the_connection() {
+    let (pool, t) = pool(1);
+    runtime().block_on(async {
+        let joined = tokio::spawn({
+            let pool = pool.clone();
+            async move {
+                let _c = pool.get().await.unwrap();
+                panic!("user code panicked while holding a connection");
+            }
+        })
+        .await;
+        assert!(joined.unwrap_err().is_panic());
+        assert_eq!(t.closed(), 1, "closed, not reused");
+        assert_eq!(pool.state().size, 0, "its place is free");
+        assert!(pool.get().await.is_ok());
+    });
+}
+
+#[test]
+fn detach_frees_the_place_and_wakes_a_waiter() {
+    let (pool, t) = pool(1);
+    runtime().block_on(async {
+        let c = pool.get().await.unwrap();
+        let waiter = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.get_timeout(LONG).await.map(|c| c.id) }
+        });
+        wait_until("waiter parked", || pool.state().waiting == 1).await;
+        let conn = Pooled::detach(c);
+        assert_eq!(conn.id, 0);
+        assert_eq!(
+            waiter.await.unwrap().unwrap(),
+            1,
+            "the waiter connected anew"
+        );
+        assert_eq!(pool.metrics().detached, 1);
+        drop(conn);
+        assert_eq!(t.closed(), 1);
+    });
+}
+
+#[test]
+fn close_rejects_waiters_closes_idle_now_and_in_use_on_return() {
+    let (pool, t) = pool(2);
+    runtime().block_on(async {
+        let a = pool.get().await.unwrap();
+        let b = pool.get().await.unwrap();
+        drop(b); // idle
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let pool = pool.clone();
+                tokio::spawn(async move {
+                    let _keep_busy = pool.get_timeout(LONG).await;
+                    pool.get_timeout(LONG).await.map(drop)
+                })
+            })
+            .collect();
+        wait_until("a waiter parks", || pool.state().waiting >= 1).await;
+        pool.close().await;
+        assert!(pool.is_closed());
+        assert_eq!(t.closed(), 1, "the idle connection closed at once");
+        for w in waiters {
+            assert!(matches!(w.await.unwrap(), Err(PoolError::Closed)));
+        }
+        assert_eq!(t.live(), 1, "the in-use one is still open");
+        assert!(matches!(pool.get().await, Err(PoolError::Closed)));
+        assert!(pool.try_get().is_none());
+        drop(a);
+        assert_eq!(t.live(), 0, "closed on return");
+        pool.close().await; // idempotent
+    });
+}
+
+#[test]
+fn dropping_the_last_pool_handle_while_guards_live_is_safe() {
+    let (pool, t) = pool(2);
+    let rt = runtime();
+    let (a, b) = rt.block_on(async { (pool.get().await.unwrap(), pool.get().await.unwrap()) });
+    drop(b);
+    drop(pool);
+    assert_eq!(t.live(), 1, "idle closed when the last handle went");
+    a.enter();
+    a.leave();
+    // Returned from a plain thread, outside any runtime.
+    std::thread::spawn(move || drop(a)).join().unwrap();
+    assert_eq!(t.live(), 0);
+    assert_eq!(t.opened(), t.closed());
+}
+
+#[test]
+fn try_get_and_release_work_outside_a_runtime() {
+    let (pool, _t) = pool(1);
+    runtime().block_on(async { drop(pool.get().await.unwrap()) });
+    let p = pool.clone();
+    std::thread::spawn(move || {
+        let c = p.try_get().expect("idle connection");
+        assert!(p.try_get().is_none());
+        drop(c);
+        assert!(p.try_get().is_some());
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
+fn extreme_timeouts_do_not_panic() {
+    let (pool, _t) = pool(1);
+    runtime().block_on(async {
+        let c = pool.get_timeout(Duration::MAX).await.unwrap();
+        let err = pool.get_timeout(Duration::ZERO).await.unwrap_err();
+        assert!(matches!(err, PoolError::Timeout));
+        drop(c);
+        assert!(pool.get_timeout(Duration::ZERO).await.is_ok());
+    });
+    let (m, _t) = TestManager::new();
+    let pool = Pool::builder(m)
+        .acquire_timeout(Duration::MAX)
+        .connect_timeout(Duration::MAX)
+        .build()
+        .unwrap();
+    runtime().block_on(async { assert!(pool.get().await.is_ok()) });
+}
+
+#[test]
+fn error_messages_say_what_to_do() {
+    let e: PoolError<std::io::Error> = PoolError::Exhausted;
+    assert!(e.to_string().contains("max_waiters"));
+    let e: PoolError<std::io::Error> = PoolError::Timeout;
+    assert!(e.to_string().contains("acquire_timeout"));
+    let e: PoolError<std::io::Error> = PoolError::Connect(std::io::Error::other("refused"));
+    assert_eq!(e.to_string(), "could not open a connection: refused");
+}
