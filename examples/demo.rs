@@ -23,7 +23,9 @@ const SETUP_ROUND_TRIPS: u32 = 3;
 /// A loopback server that answers every line after one simulated RTT.
 async fn serve(listener: TcpListener, rtt: Duration) {
     loop {
-        let Ok((sock, _)) = listener.accept().await else { return };
+        let Ok((sock, _)) = listener.accept().await else {
+            return;
+        };
         tokio::spawn(async move {
             let (r, mut w) = sock.into_split();
             let mut lines = BufReader::new(r).lines();

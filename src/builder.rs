@@ -49,6 +49,14 @@ pub struct Config {
     pub max_waiters: Option<usize>,
     /// Number of idle-set shards. Default: available cores.
     pub shards: usize,
+    /// First pause before retrying a failed connect (then doubled, with
+    /// jitter). Default 25 ms.
+    pub connect_backoff: Duration,
+    /// Longest pause between connect retries. Default 1 s.
+    pub max_connect_backoff: Duration,
+    /// Return the first connect failure at once instead of retrying until
+    /// the deadline. Default `false`.
+    pub fail_fast: bool,
 }
 
 impl Default for Config {
@@ -64,6 +72,9 @@ impl Default for Config {
             leak_threshold: None,
             max_waiters: None,
             shards: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            connect_backoff: Duration::from_millis(25),
+            max_connect_backoff: Duration::from_secs(1),
+            fail_fast: false,
         }
     }
 }
@@ -290,6 +301,49 @@ impl<M: Manager> Builder<M> {
         shards: usize
     );
 
+    setter!(
+        /// First pause before retrying a failed connect; each retry doubles
+        /// it (up to `max_connect_backoff`) and draws the actual pause at
+        /// random from its upper half. Retries stop at the caller's
+        /// deadline. Default 25 ms; must be non-zero.
+        ///
+        /// ```
+        /// # use latchless::{Manager, Pool};
+        /// # use std::time::Duration;
+        /// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+        /// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+        /// let pool = Pool::builder(M).connect_backoff(Duration::from_millis(5)).build().unwrap();
+        /// ```
+        connect_backoff: Duration
+    );
+    setter!(
+        /// Longest pause between connect retries. Default 1 s; must not be
+        /// below `connect_backoff`.
+        ///
+        /// ```
+        /// # use latchless::{Manager, Pool};
+        /// # use std::time::Duration;
+        /// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+        /// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+        /// let pool = Pool::builder(M).max_connect_backoff(Duration::from_millis(200)).build().unwrap();
+        /// ```
+        max_connect_backoff: Duration
+    );
+    setter!(
+        /// Fast-fail mode: a `get` that must connect returns the first
+        /// connect failure at once (`PoolError::Connect`) instead of
+        /// retrying until its deadline, so callers learn that the backend is
+        /// down without queueing for the whole timeout. Default `false`.
+        ///
+        /// ```
+        /// # use latchless::{Manager, Pool};
+        /// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+        /// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+        /// let pool = Pool::builder(M).fail_fast(true).build().unwrap();
+        /// ```
+        fail_fast: bool
+    );
+
     /// The clock the pool reads (for timestamps and, later, expiry).
     /// Default: a real `quanta::Clock`; tests pass `quanta::Clock::mock()`.
     ///
@@ -365,6 +419,18 @@ fn validate(c: &Config) -> Result<(), BuildError> {
     }
     if c.connect_timeout.is_zero() {
         return err("connect_timeout", "connect_timeout must be non-zero".into());
+    }
+    if c.connect_backoff.is_zero() {
+        return err("connect_backoff", "connect_backoff must be non-zero".into());
+    }
+    if c.max_connect_backoff < c.connect_backoff {
+        return err(
+            "max_connect_backoff",
+            format!(
+                "max_connect_backoff ({:?}) must not be below connect_backoff ({:?})",
+                c.max_connect_backoff, c.connect_backoff
+            ),
+        );
     }
     for (field, value) in [
         ("idle_timeout", c.idle_timeout),

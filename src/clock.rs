@@ -9,7 +9,26 @@
 //!
 //! Invariant kept: `recent()` never exceeds `now()` and never goes backwards.
 
-use crate::sync::{AtomicU64, Ordering};
+use std::cell::Cell;
+
+use crate::sync::{AtomicU64, Ordering, thread_local};
+
+thread_local! {
+    /// Releases on this thread, for [`every_64th_op`].
+    static OPS: Cell<u32> = const { Cell::new(0) };
+}
+
+/// True on every 64th call on this thread: when a busy thread reads the
+/// real clock and looks whether maintenance is due. One thread-local
+/// increment otherwise.
+#[inline(always)]
+pub(crate) fn every_64th_op() -> bool {
+    OPS.with(|c| {
+        let n = c.get().wrapping_add(1);
+        c.set(n);
+        n % 64 == 0
+    })
+}
 
 /// Millisecond clock with a cached coarse reading.
 pub(crate) struct Clock {

@@ -45,7 +45,9 @@
 
 mod builder;
 mod clock;
+mod connector;
 mod error;
+mod maintenance;
 mod manager;
 mod metrics;
 mod pool;
@@ -54,6 +56,7 @@ mod shards;
 mod slots;
 mod sync;
 mod waiters;
+pub mod wheel;
 
 pub use builder::{BuildError, Builder, Config, MAX_POOL_SIZE, MAX_SHARDS};
 pub use error::PoolError;

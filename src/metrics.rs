@@ -56,7 +56,8 @@ pub struct Metrics {
     pub state: State,
     /// Connections opened by `Manager::connect`.
     pub opened: u64,
-    /// Connections closed by the pool (broken, expired, closed pool).
+    /// Connections closed by the pool (broken, expired, failed a check,
+    /// closed pool).
     pub closed: u64,
     /// Connections taken out with [`Pooled::detach`](crate::Pooled::detach).
     pub detached: u64,
@@ -70,6 +71,14 @@ pub struct Metrics {
     pub timeouts: u64,
     /// `get`s refused with `Exhausted`.
     pub exhausted: u64,
+    /// Connections closed for `idle_timeout` or `max_lifetime`.
+    pub expired: u64,
+    /// `Manager::check` calls that failed, hung or panicked.
+    pub check_failures: u64,
+    /// Connections reported as held past `leak_threshold`.
+    pub leaks: u64,
+    /// Maintenance passes run.
+    pub maintenance_passes: u64,
 }
 
 /// The pool's counters (all relaxed: they order nothing).
@@ -84,6 +93,9 @@ pub(crate) struct Counters {
     pub(crate) waits: AtomicU64,
     pub(crate) timeouts: AtomicU64,
     pub(crate) exhausted: AtomicU64,
+    pub(crate) expired: AtomicU64,
+    pub(crate) check_failures: AtomicU64,
+    pub(crate) leaks: AtomicU64,
 }
 
 /// Bumps a counter by one.
@@ -93,7 +105,7 @@ pub(crate) fn bump(c: &AtomicU64) {
 }
 
 impl Counters {
-    pub(crate) fn snapshot(&self, state: State) -> Metrics {
+    pub(crate) fn snapshot(&self, state: State, passes: u64) -> Metrics {
         let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
         Metrics {
             state,
@@ -105,6 +117,10 @@ impl Counters {
             waits: r(&self.waits),
             timeouts: r(&self.timeouts),
             exhausted: r(&self.exhausted),
+            expired: r(&self.expired),
+            check_failures: r(&self.check_failures),
+            leaks: r(&self.leaks),
+            maintenance_passes: passes,
         }
     }
 }

@@ -33,19 +33,21 @@
 //! await point holds what it owns in a guard whose `Drop` gives it back).
 
 use std::future::Future;
-use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::panic::{AssertUnwindSafe, Location, catch_unwind};
 use std::pin::Pin;
 use std::ptr::NonNull;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use crate::builder::{Builder, Config};
 use crate::clock::Clock;
+use crate::connector::CheckGuard;
+use crate::maintenance::{Maintenance, ms};
 use crate::metrics::{Counters, Metrics, State, bump};
 use crate::shards::Shards;
 use crate::slots::Slots;
-use crate::sync::{self, AtomicBool, Ordering, fence};
+use crate::sync::{self, AtomicBool, AtomicU64, Ordering, fence};
 use crate::waiters::{Grant, Node, Outcome, Waiters};
 use crate::{Manager, PoolError, Pooled};
 
@@ -73,6 +75,43 @@ pub(crate) struct Shared<M: Manager> {
     pub(crate) closed: AtomicBool,
     pub(crate) clock: Clock,
     pub(crate) counters: Counters,
+    pub(crate) maintenance: Maintenance,
+    /// Settings turned into clock ticks once, for the hot path.
+    pub(crate) ticks: Ticks,
+    /// The runtime background work is spawned on, once one was seen.
+    pub(crate) runtime: OnceLock<tokio::runtime::Handle>,
+    /// This core, for spawning background work from `&self`.
+    pub(crate) weak: Weak<Shared<M>>,
+    /// The last connect failed (fast-fail mode returns at once then).
+    pub(crate) backend_down: AtomicBool,
+    /// State of the jitter generator (xorshift; cold paths only).
+    pub(crate) rng: AtomicU64,
+}
+
+/// Lifecycle settings in clock ticks (ms); 0 or `None` = off.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ticks {
+    /// `max_lifetime` (0 = none).
+    pub(crate) lifetime: u64,
+    /// `check_after_idle`.
+    pub(crate) check_after_idle: Option<u64>,
+    /// `leak_threshold` (0 = off).
+    pub(crate) leak: u64,
+    /// How early a lifetime ends so that the cached clock, at most one
+    /// maintenance period behind, never lets an over-age connection out.
+    pub(crate) margin: u64,
+}
+
+/// What an acquirer must do with a claimed idle connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Hand it out.
+    Ready,
+    /// Past its lifetime: close it and look again.
+    Expired,
+    /// Run `Manager::check` first (idle too long, or older than the last
+    /// failure: the server-restart epoch).
+    Check,
 }
 
 impl<M: Manager> Shared<M> {
@@ -83,8 +122,56 @@ impl<M: Manager> Shared<M> {
             if self.slots.claim(key) {
                 return Some(key.index());
             }
+            self.forget_stale();
         }
         None
+    }
+
+    #[cold]
+    fn forget_stale(&self) {
+        let _ = self
+            .maintenance
+            .stale
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+
+    /// Idle connections: keys queued minus stale ones.
+    pub(crate) fn idle_count(&self) -> usize {
+        self.shards
+            .len()
+            .saturating_sub(self.maintenance.stale.load(Ordering::Relaxed))
+    }
+
+    /// The time lifecycle checks compare against: the cached reading while
+    /// the background task keeps it fresh, the real clock otherwise.
+    #[inline(always)]
+    pub(crate) fn now_for_checks(&self) -> u64 {
+        if self.maintenance.ticking.load(Ordering::Relaxed) {
+            self.clock.recent()
+        } else {
+            self.clock.now()
+        }
+    }
+
+    /// Judges a claimed idle connection (I6).
+    #[inline]
+    pub(crate) fn judge(&self, index: u32, now: u64) -> Verdict {
+        let f = self.slots.facts(index);
+        if f.expires_at <= now.saturating_add(self.ticks.margin) {
+            return Verdict::Expired;
+        }
+        if self
+            .ticks
+            .check_after_idle
+            .is_some_and(|c| now.saturating_sub(f.released_at) >= c)
+        {
+            return Verdict::Check;
+        }
+        let epoch = self.maintenance.restart_epoch.load(Ordering::Relaxed);
+        if f.verified_seq < epoch {
+            return Verdict::Check;
+        }
+        Verdict::Ready
     }
 
     /// Takes anything a waiter could use: an idle connection or a place.
@@ -109,11 +196,37 @@ impl<M: Manager> Shared<M> {
                     .is_broken(unsafe { self.slots.conn_mut(index) })
             }))
             .unwrap_or(true);
-        if broken {
+        if self.ticks.leak != 0 {
+            self.slots.clear_taken(index);
+        }
+        let mut retired = if broken {
+            self.maintenance.note_failure();
+            self.retire(index)
+        } else if self.slots.facts(index).expires_at
+            <= self.clock.recent().saturating_add(self.ticks.margin)
+        {
+            bump(&self.counters.expired);
             self.retire(index)
         } else {
             self.release(index)
+        };
+        if crate::clock::every_64th_op() {
+            retired.0 += self.cooperative_tick().0;
         }
+        retired
+    }
+
+    /// A busy thread's share of maintenance (see `maintenance.rs`).
+    #[cold]
+    #[inline(never)]
+    fn cooperative_tick(&self) -> Retired {
+        let now = self.clock.now();
+        if !self.maintenance.is_due(now) {
+            return Retired(0);
+        }
+        let retired = self.maintenance.pass(self, now);
+        self.refill();
+        retired
     }
 
     /// The common case of [`grant`](Self::grant) for a healthy connection,
@@ -194,7 +307,7 @@ impl<M: Manager> Shared<M> {
     }
 
     #[inline]
-    fn put_back(&self, grant: Grant) {
+    pub(crate) fn put_back(&self, grant: Grant) {
         match grant {
             Grant::Slot(i) => {
                 // SAFETY: a `Grant::Slot` is an owned BUSY slot.
@@ -204,6 +317,24 @@ impl<M: Manager> Shared<M> {
             // SAFETY: a `Grant::Place` is an owned FREE slot.
             Grant::Place(i) => unsafe { self.slots.unreserve(i) },
         }
+    }
+
+    /// Puts an owned idle connection that `try_get` may not hand out (it is
+    /// due for a check) back behind the others, keeping its idle time; a
+    /// waiter, if any, gets it instead (and checks it).
+    pub(crate) fn requeue(&self, index: u32) -> Retired {
+        if self.waiters.any() || self.closed.load(Ordering::Relaxed) {
+            return self.grant(Grant::Slot(index));
+        }
+        let since = self.slots.facts(index).released_at;
+        // SAFETY: the caller owns the BUSY slot.
+        let key = unsafe { self.slots.make_idle(index, since) };
+        self.shards.push_back(key, |k| self.slots.is_live(k));
+        // The same re-check as `grant` after a put-back.
+        if self.closed.load(Ordering::SeqCst) || self.waiters.any() {
+            return self.after_put_back();
+        }
+        Retired(0)
     }
 
     /// Closes what `grant` holds and frees its place (the pool is closed).
@@ -247,7 +378,7 @@ impl<M: Manager> Shared<M> {
 
     fn state(&self) -> State {
         let size = self.slots.taken();
-        let idle = self.shards.len().min(size);
+        let idle = self.idle_count().min(size);
         let connecting = self.counters.connecting.load(Ordering::Relaxed);
         State {
             size,
@@ -274,7 +405,7 @@ impl<M: Manager> Shared<M> {
 
 /// Drops retired references while the caller still holds a strong `Arc`,
 /// so the core cannot be freed under it.
-fn settle_held<M: Manager>(shared: &Arc<Shared<M>>, retired: Retired) {
+pub(crate) fn settle_held<M: Manager>(shared: &Arc<Shared<M>>, retired: Retired) {
     // SAFETY: `shared` is a live strong reference, so the count stays >= 1
     // and `&Shared` borrows elsewhere stay valid.
     unsafe { Shared::settle(NonNull::from(&**shared), retired) }
@@ -349,20 +480,36 @@ impl<M: Manager> Pool<M> {
     }
 
     pub(crate) fn from_parts(manager: M, config: Config, clock: quanta::Clock) -> Self {
-        let shared = Shared {
+        let clock = Clock::new(clock);
+        let period = maintenance_period(&config);
+        let ticks = Ticks {
+            lifetime: config.max_lifetime.map_or(0, ms),
+            check_after_idle: config
+                .check_after_idle
+                .map(|d| if d.is_zero() { 0 } else { ms(d) }),
+            leak: config.leak_threshold.map_or(0, ms),
+            margin: ms(period),
+        };
+        let now = clock.now();
+        let shared = Arc::new_cyclic(|weak| Shared {
             slots: Slots::new(config.max_size),
             shards: Shards::new(config.shards, config.max_size),
             waiters: Waiters::new(),
             closed: AtomicBool::new(false),
-            clock: Clock::new(clock),
             counters: Counters::default(),
+            maintenance: Maintenance::new(now, ms(period)),
+            ticks,
+            runtime: OnceLock::new(),
+            weak: weak.clone(),
+            backend_down: AtomicBool::new(false),
+            rng: AtomicU64::new(now ^ 0x9E37_79B9_7F4A_7C15 ^ (weak.as_ptr() as u64)),
+            clock,
             manager,
             config,
-        };
+        });
+        shared.start_background();
         Self {
-            handle: Arc::new(Handle {
-                shared: Arc::new(shared),
-            }),
+            handle: Arc::new(Handle { shared }),
         }
     }
 
@@ -407,12 +554,50 @@ impl<M: Manager> Pool<M> {
     /// assert!(pool.try_get().is_none(), "nothing opened yet");
     /// ```
     #[inline]
+    #[track_caller]
     pub fn try_get(&self) -> Option<Pooled<M>> {
         let shared = self.shared();
         if shared.closed.load(Ordering::Relaxed) {
             return None;
         }
-        shared.take_idle().map(|i| Pooled::new(shared, i))
+        let by = Location::caller();
+        let now = shared.now_for_checks();
+        // Connections due for a check are re-queued behind the others (and
+        // left for `get`); the budget bounds the loop when all are.
+        let mut budget = shared.slots.capacity() + shared.shards.count();
+        while let Some(i) = shared.take_idle() {
+            match shared.judge(i, now) {
+                Verdict::Ready => return Some(self.hand_out(i, by)),
+                Verdict::Expired => self.expire(i),
+                Verdict::Check => {
+                    settle_held(shared, shared.requeue(i));
+                    budget -= 1;
+                    if budget == 0 {
+                        return None;
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// Wraps an owned, ready slot in a guard (recording the taker for leak
+    /// detection when that is on).
+    #[inline(always)]
+    fn hand_out(&self, index: u32, by: &'static Location<'static>) -> Pooled<M> {
+        let shared = self.shared();
+        if shared.ticks.leak != 0 {
+            shared.slots.set_taken(index, shared.clock.recent(), by);
+        }
+        Pooled::new(shared, index)
+    }
+
+    /// Closes an owned connection that is past its lifetime.
+    #[cold]
+    fn expire(&self, index: u32) {
+        let shared = self.shared();
+        bump(&shared.counters.expired);
+        settle_held(shared, shared.retire(index));
     }
 
     /// A connection, waiting at most `acquire_timeout` (connecting
@@ -439,8 +624,9 @@ impl<M: Manager> Pool<M> {
     /// assert_eq!(pool.state().in_use, 1);
     /// # }
     /// ```
-    pub async fn get(&self) -> Result<Pooled<M>, PoolError<M::Error>> {
-        self.get_timeout(self.shared().config.acquire_timeout).await
+    #[track_caller]
+    pub fn get(&self) -> impl Future<Output = Result<Pooled<M>, PoolError<M::Error>>> + Send + '_ {
+        self.acquire(self.shared().config.acquire_timeout, Location::caller())
     }
 
     /// [`get`](Pool::get) with a per-call deadline instead of
@@ -462,33 +648,121 @@ impl<M: Manager> Pool<M> {
     /// assert!(matches!(err, PoolError::Timeout));
     /// # }
     /// ```
-    pub async fn get_timeout(&self, timeout: Duration) -> Result<Pooled<M>, PoolError<M::Error>> {
+    #[track_caller]
+    pub fn get_timeout(
+        &self,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Pooled<M>, PoolError<M::Error>>> + Send + '_ {
+        self.acquire(timeout, Location::caller())
+    }
+
+    async fn acquire(
+        &self,
+        timeout: Duration,
+        by: &'static Location<'static>,
+    ) -> Result<Pooled<M>, PoolError<M::Error>> {
         let shared = self.shared();
         if shared.closed.load(Ordering::Acquire) {
             return Err(PoolError::Closed);
         }
-        if let Some(i) = shared.take_idle() {
-            return Ok(Pooled::new(shared, i));
+        // Step 1, the fast path: no clock read, no allocation, no timer.
+        let mut candidate = None;
+        let now = shared.now_for_checks();
+        while let Some(i) = shared.take_idle() {
+            match shared.judge(i, now) {
+                Verdict::Ready => return Ok(self.hand_out(i, by)),
+                Verdict::Expired => self.expire(i),
+                Verdict::Check => {
+                    candidate = Some(CheckGuard::new(shared, i));
+                    break;
+                }
+            }
         }
         shared.clock.now();
-        match tokio::time::timeout(timeout, self.acquire_slow()).await {
-            Ok(result) => result,
-            Err(_elapsed) => {
-                bump(&shared.counters.timeouts);
-                Err(PoolError::Timeout)
+        shared.start_background();
+        let deadline = tokio::time::Instant::now().checked_add(timeout);
+        let slow = self.acquire_slow(deadline, candidate, by);
+        let result = match deadline {
+            Some(d) => tokio::time::timeout_at(d, slow)
+                .await
+                .unwrap_or(Err(PoolError::Timeout)),
+            None => slow.await,
+        };
+        if matches!(result, Err(PoolError::Timeout)) {
+            bump(&shared.counters.timeouts);
+        }
+        result
+    }
+
+    /// Steps 2 and 3 of the acquire path (module docs), plus checks of
+    /// connections that sat idle.
+    async fn acquire_slow(
+        &self,
+        deadline: Option<tokio::time::Instant>,
+        mut candidate: Option<CheckGuard<'_, M>>,
+        by: &'static Location<'static>,
+    ) -> Result<Pooled<M>, PoolError<M::Error>> {
+        let shared = self.shared();
+        loop {
+            if let Some(c) = candidate.take() {
+                if let Some(index) = c.check(deadline).await {
+                    return Ok(self.hand_out(index, by));
+                }
+                continue;
+            }
+            if shared.closed.load(Ordering::Acquire) {
+                return Err(PoolError::Closed);
+            }
+            if let Some(i) = shared.take_idle() {
+                match self.triage(i, by) {
+                    Ok(p) => return Ok(p),
+                    Err(c) => {
+                        candidate = c;
+                        continue;
+                    }
+                }
+            }
+            if let Some(place) = shared.slots.reserve() {
+                let p = self
+                    .connect(PlaceGuard::new(shared, place), deadline)
+                    .await?;
+                return Ok(self.hand_out(p, by));
+            }
+            let outcome = self.wait().await?;
+            match outcome {
+                Grant::Slot(i) => match self.triage(i, by) {
+                    Ok(p) => return Ok(p),
+                    Err(c) => candidate = c,
+                },
+                Grant::Place(i) => {
+                    let p = self.connect(PlaceGuard::new(shared, i), deadline).await?;
+                    return Ok(self.hand_out(p, by));
+                }
             }
         }
     }
 
-    /// Steps 2 and 3 of the acquire path (module docs).
-    async fn acquire_slow(&self) -> Result<Pooled<M>, PoolError<M::Error>> {
+    /// Judges an owned idle connection on the slow path: ready (handed
+    /// out), expired (closed; `Err(None)`), or due for a check.
+    fn triage(
+        &self,
+        index: u32,
+        by: &'static Location<'static>,
+    ) -> Result<Pooled<M>, Option<CheckGuard<'_, M>>> {
         let shared = self.shared();
-        if let Some(i) = shared.take_idle() {
-            return Ok(Pooled::new(shared, i));
+        match shared.judge(index, shared.clock.now()) {
+            Verdict::Ready => Ok(self.hand_out(index, by)),
+            Verdict::Expired => {
+                self.expire(index);
+                Err(None)
+            }
+            Verdict::Check => Err(Some(CheckGuard::new(shared, index))),
         }
-        if let Some(place) = shared.slots.reserve() {
-            return self.connect(PlaceGuard::new(shared, place)).await;
-        }
+    }
+
+    /// Step 3: parks as a waiter until served with a connection or a place.
+    async fn wait(&self) -> Result<Grant, PoolError<M::Error>> {
+        let shared = self.shared();
         let Some(node) = shared.waiters.register(shared.config.max_waiters) else {
             bump(&shared.counters.exhausted);
             return Err(PoolError::Exhausted);
@@ -515,41 +789,59 @@ impl<M: Manager> Pool<M> {
             (&mut wait).await
         };
         match outcome {
-            Outcome::Granted(Grant::Slot(i)) => Ok(Pooled::new(shared, i)),
-            Outcome::Granted(Grant::Place(i)) => self.connect(PlaceGuard::new(shared, i)).await,
+            Outcome::Granted(g) => Ok(g),
             Outcome::Closed => Err(PoolError::Closed),
         }
     }
 
-    /// Opens a connection into a reserved place.
-    async fn connect(&self, place: PlaceGuard<'_, M>) -> Result<Pooled<M>, PoolError<M::Error>> {
+    /// Opens a connection into a reserved place, retrying failures with
+    /// backoff until `deadline` (see `connector.rs`), and returns its slot.
+    async fn connect(
+        &self,
+        place: PlaceGuard<'_, M>,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<u32, PoolError<M::Error>> {
         let shared = self.shared();
         let _connecting = Connecting::new(shared);
-        let connect = shared.manager.connect();
-        let conn = match tokio::time::timeout(shared.config.connect_timeout, connect).await {
-            Ok(Ok(conn)) => conn,
-            Ok(Err(e)) => {
-                bump(&shared.counters.connect_errors);
-                return Err(PoolError::Connect(e));
-            }
-            Err(_elapsed) => {
-                bump(&shared.counters.connect_timeouts);
-                return Err(PoolError::Timeout);
-            }
-        };
-        bump(&shared.counters.opened);
+        let conn = crate::connector::connect_with_retry(shared, deadline).await?;
         if shared.closed.load(Ordering::Acquire) {
             close_quietly(Some(conn));
+            bump(&shared.counters.opened);
             bump(&shared.counters.closed);
             return Err(PoolError::Closed); // `place` goes back on drop
         }
-        let index = place.into_index();
-        // SAFETY: the reserved place is ours and FREE.
-        unsafe { shared.slots.fill(index, conn, shared.clock.now()) };
-        // The connection's own reference on the core (module docs).
-        // SAFETY: `shared` is a live `Arc`.
-        unsafe { Arc::increment_strong_count(Arc::as_ptr(shared)) };
-        Ok(Pooled::new(shared, index))
+        Ok(shared.adopt(place.into_index(), conn))
+    }
+
+    /// Runs one maintenance pass now: expire idle and over-age connections,
+    /// report leaks, refill `min_idle`. The pool does this on its own (a
+    /// background task when a Tokio runtime is present, and busy threads in
+    /// passing); call it when running without a runtime, or in tests that
+    /// drive a mock clock.
+    ///
+    /// ```
+    /// # use latchless::{Manager, Pool};
+    /// # use std::time::Duration;
+    /// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+    /// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let (clock, mock) = quanta::Clock::mock();
+    /// let pool = Pool::builder(M)
+    ///     .idle_timeout(Some(Duration::from_secs(60)))
+    ///     .clock(clock)
+    ///     .build()
+    ///     .unwrap();
+    /// drop(pool.get().await.unwrap());
+    /// mock.increment(Duration::from_secs(61));
+    /// pool.maintain();
+    /// assert_eq!(pool.state().size, 0, "the idle connection timed out");
+    /// # }
+    /// ```
+    pub fn maintain(&self) {
+        let shared = self.shared();
+        let now = shared.clock.now();
+        settle_held(shared, shared.maintenance.pass(shared, now));
+        shared.refill();
     }
 
     /// A snapshot of sizes and waiters.
@@ -582,7 +874,8 @@ impl<M: Manager> Pool<M> {
     /// ```
     pub fn metrics(&self) -> Metrics {
         let shared = self.shared();
-        shared.counters.snapshot(shared.state())
+        let passes = shared.maintenance.passes.load(Ordering::Relaxed);
+        shared.counters.snapshot(shared.state(), passes)
     }
 
     /// Stops handing out connections: waiters get [`PoolError::Closed`],
@@ -620,20 +913,20 @@ impl<M: Manager> Pool<M> {
 
 /// A reserved place held across the connect's await: dropped unused, it is
 /// given back (to a waiter, or to the free queue).
-struct PlaceGuard<'a, M: Manager> {
+pub(crate) struct PlaceGuard<'a, M: Manager> {
     shared: &'a Arc<Shared<M>>,
     index: Option<u32>,
 }
 
 impl<'a, M: Manager> PlaceGuard<'a, M> {
-    fn new(shared: &'a Arc<Shared<M>>, index: u32) -> Self {
+    pub(crate) fn new(shared: &'a Arc<Shared<M>>, index: u32) -> Self {
         Self {
             shared,
             index: Some(index),
         }
     }
 
-    fn into_index(mut self) -> u32 {
+    pub(crate) fn into_index(mut self) -> u32 {
         // Always `Some` until here: only this consumes it.
         self.index.take().unwrap_or_default()
     }
@@ -701,4 +994,24 @@ impl<M: Manager> Drop for WaitGuard<'_, M> {
             settle_held(self.shared, self.shared.grant(grant));
         }
     }
+}
+
+/// How often the background task runs a pass: often enough that the cached
+/// clock it refreshes stays well inside every lifecycle setting, and at
+/// most once a second. Also the margin by which lifetimes end early.
+fn maintenance_period(c: &Config) -> Duration {
+    let mut p = Duration::from_secs(1);
+    if let Some(d) = c.idle_timeout {
+        p = p.min(d / 4);
+    }
+    if let Some(d) = c.max_lifetime {
+        p = p.min(d / 20);
+    }
+    if let Some(d) = c.check_after_idle.filter(|d| !d.is_zero()) {
+        p = p.min(d / 2);
+    }
+    if let Some(d) = c.leak_threshold {
+        p = p.min(d / 2);
+    }
+    p.max(Duration::from_millis(5))
 }

@@ -159,6 +159,15 @@ impl Shards {
         }
     }
 
+    /// Pushes a live key to the back of the home queue, bypassing the hot
+    /// word (for a connection that should not be the next one out).
+    pub(crate) fn push_back(&self, key: SlotKey, is_live: impl Fn(SlotKey) -> bool) {
+        let home = self.home();
+        if let Err(key) = self.shards[home].queue.push(key) {
+            self.push_slow(home, key, is_live);
+        }
+    }
+
     #[cold]
     fn push_slow(&self, home: usize, mut key: SlotKey, is_live: impl Fn(SlotKey) -> bool) {
         let n = self.shards.len();

@@ -48,7 +48,9 @@
 
 use crossbeam_utils::CachePadded;
 
-use crate::sync::{ArrayQueue, AtomicU64, Ordering, UnsafeCell};
+use std::panic::Location;
+
+use crate::sync::{ArrayQueue, AtomicBool, AtomicPtr, AtomicU64, Ordering, UnsafeCell};
 
 const TAG_BITS: u32 = 2;
 const TAG_MASK: u64 = (1 << TAG_BITS) - 1;
@@ -102,17 +104,47 @@ impl SlotKey {
 }
 
 /// One place in the pool.
+///
+/// Besides the state word and the connection, a slot keeps the lifecycle
+/// facts of its connection. They are atomics (all Relaxed: the state word's
+/// Release/Acquire, or the queue or node that hands the slot over, orders
+/// them) because maintenance reads them for slots it does not own.
+/// Times are clock ticks (ms since the pool was built).
 struct Slot<C> {
     /// Generation and tag, as described in the module docs.
     state: AtomicU64,
     /// The connection; `Some` iff the tag is IDLE or BUSY. Accessed only by
     /// the slot's current owner (see I1 above).
     conn: UnsafeCell<Option<C>>,
-    /// Clock ticks (ms) when the connection was opened. Written by the
-    /// creator, read by lifecycle checks.
+    /// Serial number of the connection in the slot (from 1; 0 = none), so a
+    /// timer entry for a closed connection never touches its successor.
+    serial: AtomicU64,
+    /// When the connection was opened.
     created_at: AtomicU64,
-    /// Coarse clock ticks (ms) of the last BUSY -> IDLE transition.
+    /// When it must be gone: opened + `max_lifetime` − jitter (`u64::MAX`
+    /// without a lifetime).
+    expires_at: AtomicU64,
+    /// Last BUSY -> IDLE transition (coarse clock).
     released_at: AtomicU64,
+    /// When it was last known good (opened, or passed `Manager::check`), as
+    /// a number of the pool's event sequence (see `Maintenance::seq`).
+    verified_seq: AtomicU64,
+    /// When the current holder took it (leak detection only).
+    taken_at: AtomicU64,
+    /// Where the current holder took it (leak detection only; null if off).
+    taken_by: AtomicPtr<Location<'static>>,
+    /// The current holding was already reported as a leak.
+    leak_reported: AtomicBool,
+}
+
+/// A copy of a slot's lifecycle facts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Facts {
+    pub(crate) serial: u64,
+    pub(crate) created_at: u64,
+    pub(crate) expires_at: u64,
+    pub(crate) released_at: u64,
+    pub(crate) verified_seq: u64,
 }
 
 // SAFETY: the connection cell is only accessed by the slot's unique owner
@@ -140,8 +172,14 @@ impl<C> Slots<C> {
                 CachePadded::new(Slot {
                     state: AtomicU64::new(pack(0, FREE)),
                     conn: UnsafeCell::new(None),
+                    serial: AtomicU64::new(0),
                     created_at: AtomicU64::new(0),
+                    expires_at: AtomicU64::new(u64::MAX),
                     released_at: AtomicU64::new(0),
+                    verified_seq: AtomicU64::new(0),
+                    taken_at: AtomicU64::new(0),
+                    taken_by: AtomicPtr::new(std::ptr::null_mut()),
+                    leak_reported: AtomicBool::new(false),
                 })
             })
             .collect();
@@ -190,11 +228,23 @@ impl<C> Slots<C> {
     ///
     /// # Safety
     /// The caller owns slot `index` and it is FREE.
-    pub(crate) unsafe fn fill(&self, index: u32, conn: C, now: u64) {
+    pub(crate) unsafe fn fill(
+        &self,
+        index: u32,
+        conn: C,
+        serial: u64,
+        now: u64,
+        expires_at: u64,
+        verified_seq: u64,
+    ) {
         let slot = self.slot(index);
         // SAFETY: the caller owns the FREE slot (I1); nobody else reads the cell.
         slot.conn.with_mut(|c| unsafe { *c = Some(conn) });
+        slot.serial.store(serial, Ordering::Relaxed);
         slot.created_at.store(now, Ordering::Relaxed);
+        slot.expires_at.store(expires_at, Ordering::Relaxed);
+        slot.released_at.store(now, Ordering::Relaxed);
+        slot.verified_seq.store(verified_seq, Ordering::Relaxed);
         let g = generation(slot.state.load(Ordering::Relaxed));
         // Relaxed: only the owner reads its own BUSY word; the next hand-over
         // (to idle, to a waiter, to the free queue) is the Release.
@@ -211,6 +261,8 @@ impl<C> Slots<C> {
         let g = generation(slot.state.load(Ordering::Relaxed));
         // SAFETY: the caller owns the BUSY slot (I1).
         let conn = slot.conn.with_mut(|c| unsafe { (*c).take() });
+        slot.serial.store(0, Ordering::Relaxed);
+        slot.expires_at.store(u64::MAX, Ordering::Relaxed);
         slot.state.store(pack(g, FREE), Ordering::Relaxed);
         conn
     }
@@ -229,6 +281,93 @@ impl<C> Slots<C> {
         // whoever wins the claim CAS (its Acquire in `claim`).
         slot.state.store(pack(g, IDLE), Ordering::Release);
         SlotKey::new(index, g)
+    }
+
+    /// Claims slot `index` if it is IDLE and holds connection `serial`
+    /// (maintenance closing an idle connection in place). Its key stays in
+    /// the idle set, now stale.
+    pub(crate) fn claim_in_place(&self, index: u32, serial: u64) -> bool {
+        let slot = self.slot(index);
+        let word = slot.state.load(Ordering::Relaxed);
+        if tag(word) != IDLE || slot.serial.load(Ordering::Relaxed) != serial {
+            return false;
+        }
+        // Acquire pairs with the Release in `make_idle`. The generation in
+        // `word` pins the idle period, so the serial read above is this
+        // connection's.
+        slot.state
+            .compare_exchange(
+                word,
+                pack(generation(word), BUSY),
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+    }
+
+    /// Whether slot `index` holds connection `serial` and is BUSY (a hint).
+    pub(crate) fn is_busy_with(&self, index: u32, serial: u64) -> bool {
+        let slot = self.slot(index);
+        tag(slot.state.load(Ordering::Relaxed)) == BUSY
+            && slot.serial.load(Ordering::Relaxed) == serial
+    }
+
+    /// The lifecycle facts of slot `index` (exact for its owner, a hint
+    /// for anyone else).
+    #[inline(always)]
+    pub(crate) fn facts(&self, index: u32) -> Facts {
+        let s = self.slot(index);
+        Facts {
+            serial: s.serial.load(Ordering::Relaxed),
+            created_at: s.created_at.load(Ordering::Relaxed),
+            expires_at: s.expires_at.load(Ordering::Relaxed),
+            released_at: s.released_at.load(Ordering::Relaxed),
+            verified_seq: s.verified_seq.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Records that the owned connection in `index` passed a check.
+    pub(crate) fn set_verified(&self, index: u32, seq: u64) {
+        self.slot(index).verified_seq.store(seq, Ordering::Relaxed);
+    }
+
+    /// Records who took the owned connection in `index`, and when.
+    pub(crate) fn set_taken(&self, index: u32, now: u64, by: &'static Location<'static>) {
+        let s = self.slot(index);
+        s.taken_at.store(now, Ordering::Relaxed);
+        s.taken_by
+            .store(std::ptr::from_ref(by).cast_mut(), Ordering::Relaxed);
+        s.leak_reported.store(false, Ordering::Relaxed);
+    }
+
+    /// If slot `index` is BUSY, taken at least `threshold` ticks before
+    /// `now` and not yet reported, marks it reported and returns the serial,
+    /// how long it has been held and where it was taken.
+    pub(crate) fn leak(
+        &self,
+        index: u32,
+        now: u64,
+        threshold: u64,
+    ) -> Option<(u64, u64, &'static Location<'static>)> {
+        let s = self.slot(index);
+        if tag(s.state.load(Ordering::Relaxed)) != BUSY {
+            return None;
+        }
+        let by = s.taken_by.load(Ordering::Relaxed);
+        let held = now.saturating_sub(s.taken_at.load(Ordering::Relaxed));
+        if by.is_null() || held < threshold || s.leak_reported.swap(true, Ordering::Relaxed) {
+            return None;
+        }
+        // SAFETY: `taken_by` only ever holds null or a `&'static Location`.
+        let by = unsafe { &*by };
+        Some((s.serial.load(Ordering::Relaxed), held, by))
+    }
+
+    /// Ends a holding for leak detection; returns whether it was reported.
+    pub(crate) fn clear_taken(&self, index: u32) -> bool {
+        let s = self.slot(index);
+        s.taken_by.store(std::ptr::null_mut(), Ordering::Relaxed);
+        s.leak_reported.swap(false, Ordering::Relaxed)
     }
 
     /// Tries to take ownership of the idle connection named by `key`: one
@@ -302,7 +441,8 @@ mod tests {
         assert!(slots.reserve().is_none(), "two places only");
         assert_eq!(slots.taken(), 2);
         // SAFETY: this single-threaded test owns the slot at each step.
-        unsafe { slots.fill(a, "a".into(), 5) };
+        unsafe { slots.fill(a, "a".into(), 1, 5, u64::MAX, 1) };
+        assert_eq!(slots.facts(a).created_at, 5);
         // SAFETY: this single-threaded test owns the slot at each step.
         let key = unsafe { slots.make_idle(a, 7) };
         assert!(slots.is_live(key));

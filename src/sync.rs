@@ -16,7 +16,9 @@ mod imp {
     pub(crate) use atomic_waker::AtomicWaker;
     pub(crate) use crossbeam_queue::{ArrayQueue, SegQueue};
     pub(crate) use std::sync::Arc;
-    pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
+    pub(crate) use std::sync::atomic::{
+        AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering, fence,
+    };
     pub(crate) use std::thread_local;
 
     /// `std::cell::UnsafeCell` behind the closure-based interface of

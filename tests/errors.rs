@@ -89,7 +89,12 @@ fn max_waiters_zero_never_waits() {
 
 #[test]
 fn failed_connect_returns_the_managers_error_and_the_place() {
-    let (pool, t) = pool(1);
+    let (m, t) = TestManager::new();
+    let pool = Pool::builder(m)
+        .max_size(1)
+        .fail_fast(true)
+        .build()
+        .unwrap();
     t.fail_next.store(1, SeqCst);
     runtime().block_on(async {
         let err = pool.get().await.unwrap_err();
@@ -107,7 +112,12 @@ fn failed_connect_returns_the_managers_error_and_the_place() {
 
 #[test]
 fn failed_connect_hands_its_place_to_a_waiter() {
-    let (pool, t) = pool(1);
+    let (m, t) = TestManager::new();
+    let pool = Pool::builder(m)
+        .max_size(1)
+        .fail_fast(true)
+        .build()
+        .unwrap();
     t.connect_delay_ms.store(50, SeqCst);
     t.fail_next.store(1, SeqCst);
     runtime().block_on(async {
@@ -133,6 +143,7 @@ fn hung_connect_is_bounded_by_connect_timeout() {
     let pool = Pool::builder(m)
         .max_size(1)
         .connect_timeout(Duration::from_millis(30))
+        .fail_fast(true)
         .build()
         .unwrap();
     runtime().block_on(async {
@@ -247,34 +258,46 @@ fn detach_frees_the_place_and_wakes_a_waiter() {
 }
 
 #[test]
-fn close_rejects_waiters_closes_idle_now_and_in_use_on_return() {
+fn close_rejects_waiters_and_closes_in_use_connections_on_return() {
     let (pool, t) = pool(2);
     runtime().block_on(async {
+        // Waiters park only while nothing is idle (I4): hold both.
         let a = pool.get().await.unwrap();
         let b = pool.get().await.unwrap();
-        drop(b); // idle
         let waiters: Vec<_> = (0..2)
             .map(|_| {
                 let pool = pool.clone();
-                tokio::spawn(async move {
-                    let _keep_busy = pool.get_timeout(LONG).await;
-                    pool.get_timeout(LONG).await.map(drop)
-                })
+                tokio::spawn(async move { pool.get_timeout(LONG).await.map(drop) })
             })
             .collect();
-        wait_until("a waiter parks", || pool.state().waiting >= 1).await;
+        wait_until("both waiters park", || pool.state().waiting == 2).await;
         pool.close().await;
         assert!(pool.is_closed());
-        assert_eq!(t.closed(), 1, "the idle connection closed at once");
         for w in waiters {
             assert!(matches!(w.await.unwrap(), Err(PoolError::Closed)));
         }
-        assert_eq!(t.live(), 1, "the in-use one is still open");
+        assert_eq!(pool.state().waiting, 0);
+        assert_eq!(t.live(), 2, "in-use connections stay open until returned");
         assert!(matches!(pool.get().await, Err(PoolError::Closed)));
         assert!(pool.try_get().is_none());
         drop(a);
+        drop(b);
         assert_eq!(t.live(), 0, "closed on return");
+        assert_eq!(pool.state().size, 0);
         pool.close().await; // idempotent
+    });
+}
+
+#[test]
+fn close_closes_idle_connections_at_once() {
+    let (pool, t) = pool(2);
+    runtime().block_on(async {
+        drop((pool.get().await.unwrap(), pool.get().await.unwrap()));
+        assert_eq!(pool.state().idle, 2);
+        pool.close().await;
+        assert_eq!(t.live(), 0);
+        assert_eq!(t.closed(), 2);
+        assert_eq!(pool.state(), latchless::State::default());
     });
 }
 

@@ -31,6 +31,13 @@ pub struct Tracker {
     pub all_broken: AtomicBool,
     /// `is_broken` panics while set.
     pub panic_in_is_broken: AtomicBool,
+    /// `check` calls so far.
+    pub check_calls: AtomicU64,
+    /// `check` fails for connections with an id below this ("the server
+    /// restarted and they are dead").
+    pub dead_below: AtomicU64,
+    /// `check` hangs forever while set.
+    pub check_hang: AtomicBool,
 }
 
 impl Tracker {
@@ -153,6 +160,18 @@ impl Manager for TestManager {
             tracker: Arc::clone(t),
             _live: token,
         })
+    }
+
+    async fn check(&self, conn: &mut Conn) -> Result<(), ConnectError> {
+        let t = &self.t;
+        t.check_calls.fetch_add(1, SeqCst);
+        if t.check_hang.load(SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        if conn.id < t.dead_below.load(SeqCst) {
+            return Err(ConnectError("connection reset by peer (test)"));
+        }
+        Ok(())
     }
 
     fn is_broken(&self, conn: &mut Conn) -> bool {
