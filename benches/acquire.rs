@@ -23,21 +23,28 @@ impl Manager for Numbers {
     }
 }
 
-fn warm_pool(shards: usize) -> Pool<Numbers> {
-    let pool = Pool::builder(Numbers)
-        .max_size(8)
-        .shards(shards)
-        .build()
-        .unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
+/// A pool with the default settings (every lifecycle policy on), built
+/// inside a live multi-threaded runtime that keeps running its background
+/// task, as in a service. The runtime is returned to keep it alive.
+fn warm_pool(shards: usize) -> (Pool<Numbers>, tokio::runtime::Runtime) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
         .unwrap();
+    let pool = {
+        let _in_runtime = rt.enter();
+        Pool::builder(Numbers)
+            .max_size(8)
+            .shards(shards)
+            .build()
+            .unwrap()
+    };
     rt.block_on(async {
         let held: Vec<_> = futures(&pool, 8).await;
         drop(held);
     });
-    pool
+    (pool, rt)
 }
 
 async fn futures(pool: &Pool<Numbers>, n: usize) -> Vec<latchless::Pooled<Numbers>> {
@@ -62,7 +69,7 @@ fn uncontended(c: &mut Criterion) {
         })
     });
 
-    let pool = warm_pool(2);
+    let (pool, _rt) = warm_pool(2);
     g.bench_function("latchless try_get+drop", |b| {
         b.iter(|| {
             let c = pool.try_get().unwrap();

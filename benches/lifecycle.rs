@@ -33,31 +33,63 @@ fn warm(pool: &Pool<Numbers>, n: usize) {
     });
 }
 
-fn hot_path(c: &mut Criterion) {
-    let mut g = c.benchmark_group("lifecycle");
-    let off = Pool::builder(Numbers)
-        .max_size(8)
-        .shards(2)
-        .idle_timeout(None)
-        .max_lifetime(None)
-        .check_after_idle(None)
-        .build()
-        .unwrap();
-    let on = Pool::builder(Numbers)
+fn lifecycle_on() -> latchless::Builder<Numbers> {
+    Pool::builder(Numbers)
         .max_size(8)
         .shards(2)
         .min_idle(2)
         .idle_timeout(Some(Duration::from_secs(600)))
         .max_lifetime(Some(Duration::from_secs(1800)))
-        .check_after_idle(Some(Duration::from_secs(5)))
-        .leak_threshold(Some(Duration::from_secs(60)))
+        // Longer than the whole run, so that `try_get` never meets a
+        // connection due for a check (it would leave it for `get`).
+        .check_after_idle(Some(Duration::from_secs(3600)))
+}
+
+fn hot_path(c: &mut Criterion) {
+    let mut g = c.benchmark_group("lifecycle");
+    // Built inside a live runtime, as in a service: the background task
+    // keeps the cached clock fresh.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
         .build()
         .unwrap();
-    warm(&off, 8);
-    warm(&on, 8);
+    let (off, on, on_leak) = {
+        let _in_runtime = rt.enter();
+        let off = Pool::builder(Numbers)
+            .max_size(8)
+            .shards(2)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .check_after_idle(None)
+            .build()
+            .unwrap();
+        let on = lifecycle_on().build().unwrap();
+        let on_leak = lifecycle_on()
+            .leak_threshold(Some(Duration::from_secs(60)))
+            .build()
+            .unwrap();
+        (off, on, on_leak)
+    };
+    // The same settings without a runtime: every acquire and release reads
+    // the clock (exact, and the price of having no background task).
+    let no_rt = std::thread::spawn(|| lifecycle_on().build().unwrap())
+        .join()
+        .unwrap();
+    rt.block_on(async {
+        for pool in [&off, &on, &on_leak] {
+            let mut held = Vec::new();
+            for _ in 0..8 {
+                held.push(pool.get().await.unwrap());
+            }
+        }
+    });
+    warm(&no_rt, 8);
     for (name, pool) in [
         ("try_get+drop, lifecycle off", &off),
         ("try_get+drop, lifecycle on", &on),
+        ("try_get+drop, lifecycle on + leak detection", &on_leak),
+        ("try_get+drop, lifecycle on, no runtime", &no_rt),
     ] {
         g.bench_function(name, |b| {
             b.iter(|| {

@@ -100,6 +100,10 @@ pub(crate) struct Ticks {
     /// How early a lifetime ends so that the cached clock, at most one
     /// maintenance period behind, never lets an over-age connection out.
     pub(crate) margin: u64,
+    /// Whether any setting reads the clock on acquire or release (with
+    /// `idle_timeout`, `max_lifetime` and `check_after_idle` all off, the
+    /// hot path never looks at time).
+    pub(crate) uses_clock: bool,
 }
 
 /// What an acquirer must do with a claimed idle connection.
@@ -146,32 +150,56 @@ impl<M: Manager> Shared<M> {
     /// the background task keeps it fresh, the real clock otherwise.
     #[inline(always)]
     pub(crate) fn now_for_checks(&self) -> u64 {
-        if self.maintenance.ticking.load(Ordering::Relaxed) {
+        if !self.ticks.uses_clock {
+            0
+        } else if self.maintenance.ticking.load(Ordering::Relaxed) {
             self.clock.recent()
         } else {
             self.clock.now()
         }
     }
 
-    /// Judges a claimed idle connection (I6).
+    /// Until when a connection released at `released` may be handed out
+    /// without a closer look (see `Slot::fresh_until`).
+    #[inline(always)]
+    fn fresh_until(&self, index: u32, released: u64) -> u64 {
+        let mut until = u64::MAX;
+        if self.ticks.lifetime != 0 {
+            until = self
+                .slots
+                .expires_at(index)
+                .saturating_sub(self.ticks.margin);
+        }
+        if let Some(c) = self.ticks.check_after_idle {
+            until = until.min(released.saturating_add(c));
+        }
+        until
+    }
+
+    /// Judges a claimed idle connection (I6): one load and compare for the
+    /// time-based policies, one for the restart epoch; the details only
+    /// when one of them says so.
     #[inline]
     pub(crate) fn judge(&self, index: u32, now: u64) -> Verdict {
-        let f = self.slots.facts(index);
-        if f.expires_at <= now.saturating_add(self.ticks.margin) {
-            return Verdict::Expired;
-        }
-        if self
-            .ticks
-            .check_after_idle
-            .is_some_and(|c| now.saturating_sub(f.released_at) >= c)
-        {
-            return Verdict::Check;
+        let slots = &self.slots;
+        if now >= slots.fresh_until(index) {
+            return self.judge_closely(index, now);
         }
         let epoch = self.maintenance.restart_epoch.load(Ordering::Relaxed);
-        if f.verified_seq < epoch {
+        if epoch != 0 && slots.facts(index).verified_seq < epoch {
             return Verdict::Check;
         }
         Verdict::Ready
+    }
+
+    #[cold]
+    fn judge_closely(&self, index: u32, now: u64) -> Verdict {
+        if self.ticks.lifetime != 0
+            && self.slots.expires_at(index) <= now.saturating_add(self.ticks.margin)
+        {
+            return Verdict::Expired;
+        }
+        Verdict::Check
     }
 
     /// Takes anything a waiter could use: an idle connection or a place.
@@ -199,16 +227,17 @@ impl<M: Manager> Shared<M> {
         if self.ticks.leak != 0 {
             self.slots.clear_taken(index);
         }
+        let now = self.now_for_checks();
         let mut retired = if broken {
             self.maintenance.note_failure();
             self.retire(index)
-        } else if self.slots.facts(index).expires_at
-            <= self.clock.recent().saturating_add(self.ticks.margin)
+        } else if self.ticks.lifetime != 0
+            && self.slots.expires_at(index) <= now.saturating_add(self.ticks.margin)
         {
             bump(&self.counters.expired);
             self.retire(index)
         } else {
-            self.release(index)
+            self.release(index, now)
         };
         if crate::clock::every_64th_op() {
             retired.0 += self.cooperative_tick().0;
@@ -233,11 +262,11 @@ impl<M: Manager> Shared<M> {
     /// small enough to inline into `Drop for Pooled`: no waiter, pool open,
     /// push to the home shard, and the same re-check.
     #[inline(always)]
-    fn release(&self, index: u32) -> Retired {
+    fn release(&self, index: u32, now: u64) -> Retired {
         if self.closed.load(Ordering::Relaxed) || self.waiters.any() {
             return self.grant(Grant::Slot(index));
         }
-        self.put_back(Grant::Slot(index));
+        self.put_back(Grant::Slot(index), now);
         // As in `grant`: SeqCst loads after the put-back's SeqCst CAS.
         if self.closed.load(Ordering::SeqCst) || self.waiters.any() {
             return self.after_put_back();
@@ -275,7 +304,7 @@ impl<M: Manager> Shared<M> {
                     Err(back) => grant = back,
                 }
             }
-            self.put_back(grant);
+            self.put_back(grant, self.now_for_checks());
             // The put-back ended in a SeqCst CAS (queue tail); these SeqCst
             // loads pair with `register`'s token add + fence and with
             // `close`'s store + fence.
@@ -306,12 +335,14 @@ impl<M: Manager> Shared<M> {
         }
     }
 
+    /// Puts a grant back: a connection into the idle set (stamped as
+    /// released at `now`), a place into the free queue.
     #[inline]
-    pub(crate) fn put_back(&self, grant: Grant) {
+    pub(crate) fn put_back(&self, grant: Grant, now: u64) {
         match grant {
             Grant::Slot(i) => {
                 // SAFETY: a `Grant::Slot` is an owned BUSY slot.
-                let key = unsafe { self.slots.make_idle(i, self.clock.recent()) };
+                let key = unsafe { self.slots.make_idle(i, now, self.fresh_until(i, now)) };
                 self.shards.push(key, |k| self.slots.is_live(k));
             }
             // SAFETY: a `Grant::Place` is an owned FREE slot.
@@ -328,7 +359,10 @@ impl<M: Manager> Shared<M> {
         }
         let since = self.slots.facts(index).released_at;
         // SAFETY: the caller owns the BUSY slot.
-        let key = unsafe { self.slots.make_idle(index, since) };
+        let key = unsafe {
+            self.slots
+                .make_idle(index, since, self.fresh_until(index, since))
+        };
         self.shards.push_back(key, |k| self.slots.is_live(k));
         // The same re-check as `grant` after a put-back.
         if self.closed.load(Ordering::SeqCst) || self.waiters.any() {
@@ -489,6 +523,9 @@ impl<M: Manager> Pool<M> {
                 .map(|d| if d.is_zero() { 0 } else { ms(d) }),
             leak: config.leak_threshold.map_or(0, ms),
             margin: ms(period),
+            uses_clock: config.idle_timeout.is_some()
+                || config.max_lifetime.is_some()
+                || config.check_after_idle.is_some(),
         };
         let now = clock.now();
         let shared = Arc::new_cyclic(|weak| Shared {

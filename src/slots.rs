@@ -126,6 +126,11 @@ struct Slot<C> {
     expires_at: AtomicU64,
     /// Last BUSY -> IDLE transition (coarse clock).
     released_at: AtomicU64,
+    /// Until when an acquirer may hand the idle connection out without a
+    /// closer look: the earlier of its lifetime's end (less the margin) and
+    /// the time it becomes due for a check. Computed at release, so the
+    /// acquire path pays one load and one compare for every policy.
+    fresh_until: AtomicU64,
     /// When it was last known good (opened, or passed `Manager::check`), as
     /// a number of the pool's event sequence (see `Maintenance::seq`).
     verified_seq: AtomicU64,
@@ -176,6 +181,7 @@ impl<C> Slots<C> {
                     created_at: AtomicU64::new(0),
                     expires_at: AtomicU64::new(u64::MAX),
                     released_at: AtomicU64::new(0),
+                    fresh_until: AtomicU64::new(u64::MAX),
                     verified_seq: AtomicU64::new(0),
                     taken_at: AtomicU64::new(0),
                     taken_by: AtomicPtr::new(std::ptr::null_mut()),
@@ -273,9 +279,10 @@ impl<C> Slots<C> {
     /// # Safety
     /// The caller owns slot `index` and it is BUSY.
     #[inline]
-    pub(crate) unsafe fn make_idle(&self, index: u32, now: u64) -> SlotKey {
+    pub(crate) unsafe fn make_idle(&self, index: u32, now: u64, fresh_until: u64) -> SlotKey {
         let slot = self.slot(index);
         slot.released_at.store(now, Ordering::Relaxed);
+        slot.fresh_until.store(fresh_until, Ordering::Relaxed);
         let g = generation(slot.state.load(Ordering::Relaxed)).wrapping_add(1) & GEN_MASK;
         // Release: publishes the connection's state (and `released_at`) to
         // whoever wins the claim CAS (its Acquire in `claim`).
@@ -326,6 +333,18 @@ impl<C> Slots<C> {
         }
     }
 
+    /// When the connection in slot `index` must be gone (`u64::MAX`: never).
+    #[inline(always)]
+    pub(crate) fn expires_at(&self, index: u32) -> u64 {
+        self.slot(index).expires_at.load(Ordering::Relaxed)
+    }
+
+    /// Until when the idle connection in `index` needs no closer look.
+    #[inline(always)]
+    pub(crate) fn fresh_until(&self, index: u32) -> u64 {
+        self.slot(index).fresh_until.load(Ordering::Relaxed)
+    }
+
     /// Records that the owned connection in `index` passed a check.
     pub(crate) fn set_verified(&self, index: u32, seq: u64) {
         self.slot(index).verified_seq.store(seq, Ordering::Relaxed);
@@ -363,11 +382,13 @@ impl<C> Slots<C> {
         Some((s.serial.load(Ordering::Relaxed), held, by))
     }
 
-    /// Ends a holding for leak detection; returns whether it was reported.
-    pub(crate) fn clear_taken(&self, index: u32) -> bool {
-        let s = self.slot(index);
-        s.taken_by.store(std::ptr::null_mut(), Ordering::Relaxed);
-        s.leak_reported.swap(false, Ordering::Relaxed)
+    /// Ends a holding for leak detection (a plain store: the next
+    /// `set_taken` resets the reported flag).
+    #[inline(always)]
+    pub(crate) fn clear_taken(&self, index: u32) {
+        self.slot(index)
+            .taken_by
+            .store(std::ptr::null_mut(), Ordering::Relaxed);
     }
 
     /// Tries to take ownership of the idle connection named by `key`: one
@@ -444,14 +465,14 @@ mod tests {
         unsafe { slots.fill(a, "a".into(), 1, 5, u64::MAX, 1) };
         assert_eq!(slots.facts(a).created_at, 5);
         // SAFETY: this single-threaded test owns the slot at each step.
-        let key = unsafe { slots.make_idle(a, 7) };
+        let key = unsafe { slots.make_idle(a, 7, u64::MAX) };
         assert!(slots.is_live(key));
         assert!(slots.claim(key));
         assert!(!slots.claim(key), "a key is claimed once");
         // SAFETY: this single-threaded test owns the slot at each step.
         assert_eq!(unsafe { slots.conn(a) }, "a");
         // SAFETY: this single-threaded test owns the slot at each step.
-        let key2 = unsafe { slots.make_idle(a, 8) };
+        let key2 = unsafe { slots.make_idle(a, 8, u64::MAX) };
         assert!(
             !slots.is_live(key),
             "old key is stale after a new idle period"
