@@ -57,6 +57,9 @@ pub struct Config {
     /// Return the first connect failure at once instead of retrying until
     /// the deadline. Default `false`.
     pub fail_fast: bool,
+    /// Start the background maintenance task (and `min_idle` refills) when
+    /// a Tokio runtime is present. Default `true`.
+    pub background: bool,
 }
 
 impl Default for Config {
@@ -75,6 +78,7 @@ impl Default for Config {
             connect_backoff: Duration::from_millis(25),
             max_connect_backoff: Duration::from_secs(1),
             fail_fast: false,
+            background: true,
         }
     }
 }
@@ -342,6 +346,24 @@ impl<M: Manager> Builder<M> {
         /// let pool = Pool::builder(M).fail_fast(true).build().unwrap();
         /// ```
         fail_fast: bool
+    );
+
+    setter!(
+        /// Whether the pool starts its background task (periodic
+        /// maintenance and `min_idle` refills) when a Tokio runtime is
+        /// present. Default `true`. With `false`, maintenance runs only in
+        /// passing (busy threads) and through [`Pool::maintain`], the hot
+        /// path reads the real clock (exact expiry without the task), and
+        /// `min_idle` is not refilled: for deterministic simulations and
+        /// callers that drive maintenance themselves.
+        ///
+        /// ```
+        /// # use latchless::{Manager, Pool};
+        /// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+        /// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+        /// let pool = Pool::builder(M).background(false).build().unwrap();
+        /// ```
+        background: bool
     );
 
     /// The clock the pool reads (for timestamps and, later, expiry).

@@ -50,6 +50,8 @@ mod error;
 mod maintenance;
 mod manager;
 mod metrics;
+#[cfg(feature = "model")]
+pub mod model;
 mod pool;
 mod pooled;
 mod shards;

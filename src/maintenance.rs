@@ -290,7 +290,10 @@ impl<M: Manager> Shared<M> {
     /// Starts the background task (and the `min_idle` refill) if a Tokio
     /// runtime is present and it is not running yet. Cheap when it runs.
     pub(crate) fn start_background(&self) {
-        if self.maintenance.ticking.load(Ordering::Relaxed) || self.closed.load(Ordering::Relaxed) {
+        if !self.config.background
+            || self.maintenance.ticking.load(Ordering::Relaxed)
+            || self.closed.load(Ordering::Relaxed)
+        {
             return;
         }
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
