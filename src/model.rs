@@ -70,7 +70,11 @@ struct FuzzConn {
 impl Drop for FuzzConn {
     fn drop(&mut self) {
         let mut w = lock(&self.world);
-        assert!(w.live.remove(&self.id).is_some(), "connection {} closed twice", self.id);
+        assert!(
+            w.live.remove(&self.id).is_some(),
+            "connection {} closed twice",
+            self.id
+        );
         w.dropped.push(self.id);
         w.closed += 1;
     }
@@ -183,7 +187,10 @@ impl Model {
         let Some(&(opened, idle_since)) = self.open.get(&id) else {
             return false;
         };
-        if self.closed_pool || self.broken.contains(&id) || failed_check || self.detached.contains(&id)
+        if self.closed_pool
+            || self.broken.contains(&id)
+            || failed_check
+            || self.detached.contains(&id)
         {
             return true;
         }
@@ -225,7 +232,8 @@ impl Bytes<'_> {
     }
 }
 
-type PendingGet<'a> = Pin<Box<dyn Future<Output = Result<Pooled<FuzzManager>, PoolError<Refused>>> + 'a>>;
+type PendingGet<'a> =
+    Pin<Box<dyn Future<Output = Result<Pooled<FuzzManager>, PoolError<Refused>>> + 'a>>;
 
 /// Drives a real pool through the operations encoded in `data` and checks
 /// it against the [`Model`] after every step; panics on a divergence.
@@ -338,7 +346,10 @@ pub fn check_pool_ops(data: &[u8]) {
             10 => {
                 model.closed_pool = true;
                 let mut close = Box::pin(pool.close());
-                assert!(close.as_mut().poll(&mut cx).is_ready(), "close() must not wait");
+                assert!(
+                    close.as_mut().poll(&mut cx).is_ready(),
+                    "close() must not wait"
+                );
             }
             11 if !pending.is_empty() => {
                 // Cancel a pending get (drop its future).
@@ -362,7 +373,11 @@ pub fn check_pool_ops(data: &[u8]) {
         let (checks, dropped, live) = {
             let mut w = lock(&world);
             let live: Vec<(u64, u64)> = w.live.iter().map(|(&a, &b)| (a, b)).collect();
-            (std::mem::take(&mut w.checks), std::mem::take(&mut w.dropped), live)
+            (
+                std::mem::take(&mut w.checks),
+                std::mem::take(&mut w.dropped),
+                live,
+            )
         };
         for &(id, opened) in &live {
             model.open.entry(id).or_insert((opened, Some(opened)));
@@ -380,7 +395,10 @@ pub fn check_pool_ops(data: &[u8]) {
                 model.may_close(&knobs, id, now, failed.contains(&id) || hung),
                 "connection {id} closed without a reason at {now} ms: {model:?}"
             );
-            assert!(!model.held.contains(&id), "connection {id} closed while held");
+            assert!(
+                !model.held.contains(&id),
+                "connection {id} closed while held"
+            );
             model.open.remove(&id);
             model.broken.remove(&id);
         }
@@ -393,10 +411,9 @@ pub fn check_pool_ops(data: &[u8]) {
                 }
                 Err(PoolError::Closed) => assert!(model.closed_pool, "Closed from an open pool"),
                 Err(PoolError::Connect(_)) => {}
-                Err(PoolError::Exhausted) => assert!(
-                    knobs.max_waiters.is_some(),
-                    "Exhausted without max_waiters"
-                ),
+                Err(PoolError::Exhausted) => {
+                    assert!(knobs.max_waiters.is_some(), "Exhausted without max_waiters")
+                }
                 Err(e) => panic!("unexpected error {e:?}"),
             }
         }
@@ -404,7 +421,10 @@ pub fn check_pool_ops(data: &[u8]) {
         let hanging = lock(&world).hanging.len();
         let parked = pending.len() - hanging;
         let state = pool.state();
-        assert!(lock(&world).live.len() <= knobs.max_size, "I2: too many connections");
+        assert!(
+            lock(&world).live.len() <= knobs.max_size,
+            "I2: too many connections"
+        );
         let open_in_model: usize = model.open.len();
         assert_eq!(
             state,
@@ -435,17 +455,28 @@ fn hand_out(
     unchecked: bool,
 ) {
     let id = g.id;
-    assert!(!model.held.contains(&id), "I1: connection {id} handed out twice");
-    assert!(!lock(world).hanging.contains(&id), "I1: connection {id} is under a check");
+    assert!(
+        !model.held.contains(&id),
+        "I1: connection {id} handed out twice"
+    );
+    assert!(
+        !lock(world).hanging.contains(&id),
+        "I1: connection {id} is under a check"
+    );
     let (opened, idle_since) = *model
         .open
         .get(&id)
         .unwrap_or_else(|| panic!("connection {id} is not open"));
     if let Some(l) = k.lifetime {
-        assert!(now - opened < l, "I6: connection {id} aged {} ms > max_lifetime {l} ms", now - opened);
+        assert!(
+            now - opened < l,
+            "I6: connection {id} aged {} ms > max_lifetime {l} ms",
+            now - opened
+        );
     }
     let fresh = opened == now && idle_since == Some(opened);
-    if let (Some(c), Some(since), true, false) = (k.check_after_idle, idle_since, unchecked, fresh) {
+    if let (Some(c), Some(since), true, false) = (k.check_after_idle, idle_since, unchecked, fresh)
+    {
         assert!(
             now - since < c,
             "I6: connection {id} idle {} ms handed out without a check (check_after_idle {c} ms)",
@@ -545,7 +576,10 @@ pub fn check_builder(data: &[u8]) {
         }
         (Err(e), Some(field)) => {
             assert_eq!(e.field(), field, "{e}");
-            assert!(e.to_string().contains(field), "message names the field: {e}");
+            assert!(
+                e.to_string().contains(field),
+                "message names the field: {e}"
+            );
         }
         (Ok(_), Some(field)) => panic!("invalid {field} accepted"),
         (Err(e), None) => panic!("valid settings refused: {e}"),

@@ -228,16 +228,26 @@ impl<M: Manager> Shared<M> {
             self.slots.clear_taken(index);
         }
         let now = self.now_for_checks();
+        // The end of its lifetime, less the margin (`u64::MAX`: none).
+        let last = if self.ticks.lifetime != 0 {
+            self.slots
+                .expires_at(index)
+                .saturating_sub(self.ticks.margin)
+        } else {
+            u64::MAX
+        };
         let mut retired = if broken {
             self.maintenance.note_failure();
             self.retire(index)
-        } else if self.ticks.lifetime != 0
-            && self.slots.expires_at(index) <= now.saturating_add(self.ticks.margin)
-        {
+        } else if now >= last {
             bump(&self.counters.expired);
             self.retire(index)
         } else {
-            self.release(index, now)
+            let fresh_until = match self.ticks.check_after_idle {
+                Some(c) => last.min(now.saturating_add(c)),
+                None => last,
+            };
+            self.release(index, now, fresh_until)
         };
         if crate::clock::every_64th_op() {
             retired.0 += self.cooperative_tick().0;
@@ -262,11 +272,13 @@ impl<M: Manager> Shared<M> {
     /// small enough to inline into `Drop for Pooled`: no waiter, pool open,
     /// push to the home shard, and the same re-check.
     #[inline(always)]
-    fn release(&self, index: u32, now: u64) -> Retired {
+    fn release(&self, index: u32, now: u64, fresh_until: u64) -> Retired {
         if self.closed.load(Ordering::Relaxed) || self.waiters.any() {
             return self.grant(Grant::Slot(index));
         }
-        self.put_back(Grant::Slot(index), now);
+        // SAFETY: the releasing guard owns the BUSY slot.
+        let key = unsafe { self.slots.make_idle(index, now, fresh_until) };
+        self.shards.push(key, |k| self.slots.is_live(k));
         // As in `grant`: SeqCst loads after the put-back's SeqCst CAS.
         if self.closed.load(Ordering::SeqCst) || self.waiters.any() {
             return self.after_put_back();
