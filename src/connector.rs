@@ -79,6 +79,9 @@ impl<M: Manager> Shared<M> {
         let seq = self.maintenance.next_seq();
         // SAFETY: the caller owns the reserved, FREE slot.
         unsafe { self.slots.fill(index, conn, serial, now, expires_at, seq) };
+        // Fresh: no check is due, only its lifetime bounds it.
+        self.slots
+            .set_fresh_until(index, expires_at.saturating_sub(self.ticks.margin));
         // The connection's own reference on the core (see `pool.rs`).
         // SAFETY: a `Shared` only ever lives inside the `Arc` made in
         // `Pool::from_parts`, which is alive while `&self` is.

@@ -159,23 +159,6 @@ impl<M: Manager> Shared<M> {
         }
     }
 
-    /// Until when a connection released at `released` may be handed out
-    /// without a closer look (see `Slot::fresh_until`).
-    #[inline(always)]
-    fn fresh_until(&self, index: u32, released: u64) -> u64 {
-        let mut until = u64::MAX;
-        if self.ticks.lifetime != 0 {
-            until = self
-                .slots
-                .expires_at(index)
-                .saturating_sub(self.ticks.margin);
-        }
-        if let Some(c) = self.ticks.check_after_idle {
-            until = until.min(released.saturating_add(c));
-        }
-        until
-    }
-
     /// Judges a claimed idle connection (I6): one load and compare for the
     /// time-based policies, one for the restart epoch; the details only
     /// when one of them says so.
@@ -247,7 +230,10 @@ impl<M: Manager> Shared<M> {
                 Some(c) => last.min(now.saturating_add(c)),
                 None => last,
             };
-            self.release(index, now, fresh_until)
+            // Stored before the connection is passed on, to the idle set or
+            // straight to a waiter, whose acquire judges by it.
+            self.slots.set_fresh_until(index, fresh_until);
+            self.release(index, now)
         };
         if crate::clock::every_64th_op() {
             retired.0 += self.cooperative_tick().0;
@@ -272,12 +258,12 @@ impl<M: Manager> Shared<M> {
     /// small enough to inline into `Drop for Pooled`: no waiter, pool open,
     /// push to the home shard, and the same re-check.
     #[inline(always)]
-    fn release(&self, index: u32, now: u64, fresh_until: u64) -> Retired {
+    fn release(&self, index: u32, now: u64) -> Retired {
         if self.closed.load(Ordering::Relaxed) || self.waiters.any() {
             return self.grant(Grant::Slot(index));
         }
         // SAFETY: the releasing guard owns the BUSY slot.
-        let key = unsafe { self.slots.make_idle(index, now, fresh_until) };
+        let key = unsafe { self.slots.make_idle(index, now) };
         self.shards.push(key, |k| self.slots.is_live(k));
         // As in `grant`: SeqCst loads after the put-back's SeqCst CAS.
         if self.closed.load(Ordering::SeqCst) || self.waiters.any() {
@@ -354,7 +340,7 @@ impl<M: Manager> Shared<M> {
         match grant {
             Grant::Slot(i) => {
                 // SAFETY: a `Grant::Slot` is an owned BUSY slot.
-                let key = unsafe { self.slots.make_idle(i, now, self.fresh_until(i, now)) };
+                let key = unsafe { self.slots.make_idle(i, now) };
                 self.shards.push(key, |k| self.slots.is_live(k));
             }
             // SAFETY: a `Grant::Place` is an owned FREE slot.
@@ -371,10 +357,7 @@ impl<M: Manager> Shared<M> {
         }
         let since = self.slots.facts(index).released_at;
         // SAFETY: the caller owns the BUSY slot.
-        let key = unsafe {
-            self.slots
-                .make_idle(index, since, self.fresh_until(index, since))
-        };
+        let key = unsafe { self.slots.make_idle(index, since) };
         self.shards.push_back(key, |k| self.slots.is_live(k));
         // The same re-check as `grant` after a put-back.
         if self.closed.load(Ordering::SeqCst) || self.waiters.any() {

@@ -279,10 +279,9 @@ impl<C> Slots<C> {
     /// # Safety
     /// The caller owns slot `index` and it is BUSY.
     #[inline]
-    pub(crate) unsafe fn make_idle(&self, index: u32, now: u64, fresh_until: u64) -> SlotKey {
+    pub(crate) unsafe fn make_idle(&self, index: u32, now: u64) -> SlotKey {
         let slot = self.slot(index);
         slot.released_at.store(now, Ordering::Relaxed);
-        slot.fresh_until.store(fresh_until, Ordering::Relaxed);
         let g = generation(slot.state.load(Ordering::Relaxed)).wrapping_add(1) & GEN_MASK;
         // Release: publishes the connection's state (and `released_at`) to
         // whoever wins the claim CAS (its Acquire in `claim`).
@@ -337,6 +336,14 @@ impl<C> Slots<C> {
     #[inline(always)]
     pub(crate) fn expires_at(&self, index: u32) -> u64 {
         self.slot(index).expires_at.load(Ordering::Relaxed)
+    }
+
+    /// Sets until when the owned connection in `index` may be handed out
+    /// without a closer look (by its owner, before passing it on: to the
+    /// idle set or straight to a waiter).
+    #[inline(always)]
+    pub(crate) fn set_fresh_until(&self, index: u32, until: u64) {
+        self.slot(index).fresh_until.store(until, Ordering::Relaxed);
     }
 
     /// Until when the idle connection in `index` needs no closer look.
@@ -465,14 +472,14 @@ mod tests {
         unsafe { slots.fill(a, "a".into(), 1, 5, u64::MAX, 1) };
         assert_eq!(slots.facts(a).created_at, 5);
         // SAFETY: this single-threaded test owns the slot at each step.
-        let key = unsafe { slots.make_idle(a, 7, u64::MAX) };
+        let key = unsafe { slots.make_idle(a, 7) };
         assert!(slots.is_live(key));
         assert!(slots.claim(key));
         assert!(!slots.claim(key), "a key is claimed once");
         // SAFETY: this single-threaded test owns the slot at each step.
         assert_eq!(unsafe { slots.conn(a) }, "a");
         // SAFETY: this single-threaded test owns the slot at each step.
-        let key2 = unsafe { slots.make_idle(a, 8, u64::MAX) };
+        let key2 = unsafe { slots.make_idle(a, 8) };
         assert!(
             !slots.is_live(key),
             "old key is stale after a new idle period"

@@ -417,3 +417,22 @@ fn the_background_task_expires_idle_connections_without_traffic() {
         assert!(pool.metrics().maintenance_passes > 0);
     });
 }
+
+/// Regression (found by the `pool_ops` fuzz target): a connection handed
+/// straight from a releaser to a waiter was judged by a stale "fresh until"
+/// stamp, so `check_after_idle(Some(ZERO))` ("always check") skipped it.
+#[test]
+fn a_connection_handed_straight_to_a_waiter_is_judged_like_any_other() {
+    let (pool, t, _mock) = mocked(|b| b.max_size(1).check_after_idle(Some(Duration::ZERO)));
+    runtime().block_on(async {
+        let held = pool.get().await.unwrap();
+        let waiter = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.get_timeout(LONG).await.map(|c| c.id) }
+        });
+        wait_until("the waiter parks", || pool.state().waiting == 1).await;
+        drop(held);
+        assert_eq!(waiter.await.unwrap().unwrap(), 0);
+        assert_eq!(t.check_calls.load(SeqCst), 1, "checked before the hand-out");
+    });
+}
