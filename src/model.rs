@@ -235,6 +235,40 @@ impl Bytes<'_> {
 type PendingGet<'a> =
     Pin<Box<dyn Future<Output = Result<Pooled<FuzzManager>, PoolError<Refused>>> + 'a>>;
 
+/// A waker that records that it was woken: the harness polls a pending
+/// `get` again only when the pool woke it, as an executor would, so a lost
+/// wake-up (I4) shows up as a state mismatch.
+#[derive(Debug, Default)]
+struct Flag(std::sync::atomic::AtomicBool);
+
+impl std::task::Wake for Flag {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A pending `get` and its waker.
+struct Pending<'a> {
+    fut: PendingGet<'a>,
+    woken: Arc<Flag>,
+}
+
+impl Pending<'_> {
+    fn poll(&mut self) -> Poll<Result<Pooled<FuzzManager>, PoolError<Refused>>> {
+        self.woken
+            .0
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        let waker = Waker::from(Arc::clone(&self.woken));
+        self.fut.as_mut().poll(&mut Context::from_waker(&waker))
+    }
+    fn woken(&self) -> bool {
+        self.woken.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 /// Drives a real pool through the operations encoded in `data` and checks
 /// it against the [`Model`] after every step; panics on a divergence.
 /// Never panics otherwise, whatever the bytes.
@@ -288,7 +322,7 @@ pub fn check_pool_ops(data: &[u8]) {
 
     let mut model = Model::default();
     let mut held: Vec<Pooled<FuzzManager>> = Vec::new();
-    let mut pending: Vec<PendingGet<'_>> = Vec::new();
+    let mut pending: Vec<Pending<'_>> = Vec::new();
 
     while !b.is_empty() {
         let op = b.u8() % 13;
@@ -306,10 +340,13 @@ pub fn check_pool_ops(data: &[u8]) {
                 }
             }
             1 => {
-                let mut fut: PendingGet<'_> = Box::pin(pool.get_timeout(Duration::from_secs(3600)));
-                match fut.as_mut().poll(&mut cx) {
+                let mut p = Pending {
+                    fut: Box::pin(pool.get_timeout(Duration::from_secs(3600))),
+                    woken: Arc::default(),
+                };
+                match p.poll() {
                     Poll::Ready(r) => outcomes.push(r),
-                    Poll::Pending => pending.push(fut),
+                    Poll::Pending => pending.push(p),
                 }
             }
             2..=4 if !held.is_empty() => {
@@ -357,15 +394,18 @@ pub fn check_pool_ops(data: &[u8]) {
             }
             _ => {}
         }
-        // Poll every pending get, as an executor woken by releases would.
-        let mut i = 0;
-        while i < pending.len() {
-            match pending[i].as_mut().poll(&mut cx) {
-                Poll::Ready(r) => {
-                    drop(pending.remove(i));
-                    outcomes.push(r);
-                }
-                Poll::Pending => i += 1,
+        // Poll the pending gets the pool woke, until none is woken, as an
+        // executor would.
+        let mut polls = 0;
+        while let Some(i) = pending.iter().position(Pending::woken) {
+            polls += 1;
+            assert!(
+                polls < 100_000,
+                "pending gets keep waking each other (livelock)"
+            );
+            if let Poll::Ready(r) = pending[i].poll() {
+                drop(pending.remove(i));
+                outcomes.push(r);
             }
         }
         let now = lock(&world).now_ms;
@@ -419,6 +459,15 @@ pub fn check_pool_ops(data: &[u8]) {
         }
         // I2, and the exact state.
         let hanging = lock(&world).hanging.len();
+        if std::env::var_os("LATCHLESS_MODEL_TRACE").is_some() {
+            eprintln!(
+                "op {op} arg {arg}: state {:?}, held {:?}, pending {}, open {:?}",
+                pool.state(),
+                model.held,
+                pending.len(),
+                model.open
+            );
+        }
         let parked = pending.len() - hanging;
         let state = pool.state();
         assert!(
