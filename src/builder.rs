@@ -9,10 +9,24 @@ use std::{fmt, time::Duration};
 
 use crate::{Manager, Pool};
 
-/// The largest `max_size` accepted (slot indices are 32-bit and each slot
-/// takes a cache line pair).
+/// The largest `max_size` accepted (a slot key packs the index in 21 bits,
+/// and each slot takes a cache-line pair).
+///
+/// ```
+/// # use latchless::{Manager, Pool, MAX_POOL_SIZE};
+/// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+/// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+/// assert!(Pool::builder(M).max_size(MAX_POOL_SIZE + 1).build().is_err());
+/// ```
 pub const MAX_POOL_SIZE: usize = 1 << 20;
 /// The largest `shards` accepted.
+///
+/// ```
+/// # use latchless::{Manager, Pool, MAX_SHARDS};
+/// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+/// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+/// assert!(Pool::builder(M).shards(MAX_SHARDS).build().is_ok());
+/// ```
 pub const MAX_SHARDS: usize = 1024;
 
 /// The settings of a pool, as validated by [`Builder::build`].

@@ -159,7 +159,7 @@ impl Manager for FuzzManager {
 
 /// The reference model: what the pool holds, by connection id.
 #[derive(Debug, Default)]
-pub struct Model {
+struct Model {
     /// Open connections: id -> (opened at, idle since; `None` while held).
     open: BTreeMap<u64, (u64, Option<u64>)>,
     /// Connections held by the caller's guards.
