@@ -11,11 +11,11 @@
 
 use std::cell::Cell;
 
-use crate::sync::{AtomicU64, Ordering, thread_local};
+use crate::sync::{AtomicU64, Ordering, thread_local_cell};
 
-thread_local! {
+thread_local_cell! {
     /// Releases on this thread, for [`every_64th_op`].
-    static OPS: Cell<u32> = const { Cell::new(0) };
+    static OPS: Cell<u32> = Cell::new(0);
 }
 
 /// True on every 64th call on this thread: when a busy thread reads the

@@ -36,7 +36,7 @@ fn limit(d: Duration, deadline: Option<Instant>) -> Option<Instant> {
 /// Runs `fut` until `at` (forever if `None`); `None` if it timed out.
 async fn bounded<F: Future>(at: Option<Instant>, fut: F) -> Option<F::Output> {
     match at {
-        Some(at) => tokio::time::timeout_at(at, fut).await.ok(),
+        Some(at) => crate::sync::timeout_at(at, fut).await.ok(),
         None => Some(fut.await),
     }
 }
@@ -145,7 +145,7 @@ pub(crate) async fn connect_with_retry<M: Manager>(
         if deadline.is_some_and(|d| resume.is_none_or(|r| r >= d)) {
             break; // no time left for another attempt
         }
-        tokio::time::sleep(pause).await;
+        crate::sync::sleep(pause).await;
     }
     Err(last.map_or(PoolError::Timeout, PoolError::Connect))
 }

@@ -157,10 +157,12 @@ impl Maintenance {
     /// Runs one bounded pass if no other is running.
     pub(crate) fn pass<M: Manager>(&self, shared: &Shared<M>, now: u64) -> Retired {
         // Acquire pairs with the Release at the end of the previous pass.
-        if self
-            .running
-            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
+        // loom mutant: maintenance_no_flag, see loom-tests/run-mutants.sh
+        if !crate::sync::mutant("maintenance_no_flag")
+            && self
+                .running
+                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
         {
             return Retired(0);
         }

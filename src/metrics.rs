@@ -5,7 +5,9 @@
 //! wait, error), never on the uncontended acquire/release path, so
 //! observability costs the hot path nothing. Every counter only grows.
 
-use crate::sync::{AtomicU64, AtomicUsize, Ordering};
+// Plain std atomics even under loom: counters order nothing, and keeping
+// them out of the model keeps its state space to the protocol.
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// A cheap snapshot of the pool. Exact when the pool is quiescent; under
 /// concurrency each field is read separately and may be off by the

@@ -47,7 +47,7 @@ use crate::maintenance::{Maintenance, ms};
 use crate::metrics::{Counters, Metrics, State, bump};
 use crate::shards::Shards;
 use crate::slots::Slots;
-use crate::sync::{self, AtomicBool, AtomicU64, Ordering, fence};
+use crate::sync::{self, AtomicBool, AtomicU64, Ordering, fence, mutant};
 use crate::waiters::{Grant, Node, Outcome, Waiters};
 use crate::{Manager, PoolError, Pooled};
 
@@ -266,7 +266,10 @@ impl<M: Manager> Shared<M> {
         let key = unsafe { self.slots.make_idle(index, now) };
         self.shards.push(key, |k| self.slots.is_live(k));
         // As in `grant`: SeqCst loads after the put-back's SeqCst CAS.
-        if self.closed.load(Ordering::SeqCst) || self.waiters.any() {
+        sync::sc_load_after_rmw();
+        // loom mutants: close_no_recheck, lost_wakeup (run-mutants.sh)
+        let closed = !mutant("close_no_recheck") && self.closed.load(Ordering::SeqCst);
+        if closed || (!mutant("lost_wakeup") && self.waiters.any()) {
             return self.after_put_back();
         }
         Retired(0)
@@ -306,6 +309,7 @@ impl<M: Manager> Shared<M> {
             // The put-back ended in a SeqCst CAS (queue tail); these SeqCst
             // loads pair with `register`'s token add + fence and with
             // `close`'s store + fence.
+            sync::sc_load_after_rmw();
             if self.closed.load(Ordering::SeqCst) {
                 return self.close_idle();
             }
@@ -360,6 +364,7 @@ impl<M: Manager> Shared<M> {
         let key = unsafe { self.slots.make_idle(index, since) };
         self.shards.push_back(key, |k| self.slots.is_live(k));
         // The same re-check as `grant` after a put-back.
+        sync::sc_load_after_rmw();
         if self.closed.load(Ordering::SeqCst) || self.waiters.any() {
             return self.after_put_back();
         }
@@ -715,7 +720,7 @@ impl<M: Manager> Pool<M> {
         let deadline = tokio::time::Instant::now().checked_add(timeout);
         let slow = self.acquire_slow(deadline, candidate, by);
         let result = match deadline {
-            Some(d) => tokio::time::timeout_at(d, slow)
+            Some(d) => crate::sync::timeout_at(d, slow)
                 .await
                 .unwrap_or(Err(PoolError::Timeout)),
             None => slow.await,
@@ -966,6 +971,10 @@ impl<'a, M: Manager> PlaceGuard<'a, M> {
 
 impl<M: Manager> Drop for PlaceGuard<'_, M> {
     fn drop(&mut self) {
+        // loom mutant: leak_place, see loom-tests/run-mutants.sh
+        if mutant("leak_place") {
+            return;
+        }
         if let Some(i) = self.index.take() {
             settle_held(self.shared, self.shared.grant(Grant::Place(i)));
         }
@@ -973,7 +982,7 @@ impl<M: Manager> Drop for PlaceGuard<'_, M> {
 }
 
 /// Counts a connect in flight for `State::in_use`.
-struct Connecting<'a>(&'a crate::sync::AtomicUsize);
+struct Connecting<'a>(&'a std::sync::atomic::AtomicUsize);
 
 impl<'a> Connecting<'a> {
     fn new<M: Manager>(shared: &'a Shared<M>) -> Self {
@@ -1023,6 +1032,10 @@ impl<M: Manager> Drop for WaitGuard<'_, M> {
             return;
         }
         if let Some(Outcome::Granted(grant)) = self.withdraw() {
+            // loom mutant: cancel_drops_grant, see loom-tests/run-mutants.sh
+            if mutant("cancel_drops_grant") {
+                return;
+            }
             settle_held(self.shared, self.shared.grant(grant));
         }
     }

@@ -38,15 +38,17 @@ use std::cell::Cell;
 use crossbeam_utils::CachePadded;
 
 use crate::slots::SlotKey;
-use crate::sync::{ArrayQueue, AtomicU64, AtomicUsize, Ordering, thread_local};
+use crate::sync::{ArrayQueue, AtomicU64, Ordering, mutant, thread_local_cell};
 
-thread_local! {
+thread_local_cell! {
     /// This thread's shard hash; 0 until first use.
-    static HOME: Cell<u32> = const { Cell::new(0) };
+    static HOME: Cell<u32> = Cell::new(0);
 }
 
-/// Hands out distinct thread numbers, spread by Fibonacci hashing.
-static NEXT_THREAD: AtomicUsize = AtomicUsize::new(1);
+/// Hands out distinct thread numbers, spread by Fibonacci hashing. A std
+/// atomic even under loom (a `static` needs a `const` constructor, and which
+/// shard a thread calls home is no part of the protocol).
+static NEXT_THREAD: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
 
 #[inline(always)]
 fn home_hash() -> u32 {
@@ -55,7 +57,7 @@ fn home_hash() -> u32 {
         if v != 0 {
             return v;
         }
-        let n = NEXT_THREAD.fetch_add(1, Ordering::Relaxed) as u32;
+        let n = NEXT_THREAD.fetch_add(1, std::sync::atomic::Ordering::Relaxed) as u32;
         // Golden-ratio spread of consecutive thread numbers over u32; `| 1`
         // keeps it away from the 0 sentinel.
         let v = n.wrapping_mul(0x9E37_79B9) | 1;
@@ -76,8 +78,14 @@ impl Shard {
     fn pop(&self) -> Option<SlotKey> {
         // Load first: a swap on an empty word would still take the line
         // exclusively. Acquire pairs with the Release of the parking CAS.
+        // loom mutant: relaxed_handover, see loom-tests/run-mutants.sh
+        let order = if mutant("relaxed_handover") {
+            Ordering::Relaxed
+        } else {
+            Ordering::Acquire
+        };
         if self.hot.load(Ordering::Relaxed) != 0 {
-            if let Some(k) = SlotKey::from_bits(self.hot.swap(0, Ordering::Acquire)) {
+            if let Some(k) = SlotKey::from_bits(self.hot.swap(0, order)) {
                 return Some(k);
             }
         }
@@ -146,10 +154,16 @@ impl Shards {
         // SeqCst: this RMW is the releaser's half of the lost-wake-up
         // argument (module docs); its Release side publishes the slot to the
         // swap in `Shard::pop`.
+        // loom mutant: relaxed_handover, see loom-tests/run-mutants.sh
+        let order = if mutant("relaxed_handover") {
+            Ordering::Relaxed
+        } else {
+            Ordering::SeqCst
+        };
         if shard.hot.load(Ordering::Relaxed) == 0
             && shard
                 .hot
-                .compare_exchange(0, key.to_bits(), Ordering::SeqCst, Ordering::Relaxed)
+                .compare_exchange(0, key.to_bits(), order, Ordering::Relaxed)
                 .is_ok()
         {
             return;

@@ -50,7 +50,7 @@ use crossbeam_utils::CachePadded;
 
 use std::panic::Location;
 
-use crate::sync::{ArrayQueue, AtomicBool, AtomicPtr, AtomicU64, Ordering, UnsafeCell};
+use crate::sync::{ArrayQueue, AtomicBool, AtomicPtr, AtomicU64, Ordering, UnsafeCell, mutant};
 
 const TAG_BITS: u32 = 2;
 const TAG_MASK: u64 = (1 << TAG_BITS) - 1;
@@ -285,7 +285,13 @@ impl<C> Slots<C> {
         let g = generation(slot.state.load(Ordering::Relaxed)).wrapping_add(1) & GEN_MASK;
         // Release: publishes the connection's state (and `released_at`) to
         // whoever wins the claim CAS (its Acquire in `claim`).
-        slot.state.store(pack(g, IDLE), Ordering::Release);
+        // loom mutant: relaxed_handover, see loom-tests/run-mutants.sh
+        let order = if mutant("relaxed_handover") {
+            Ordering::Relaxed
+        } else {
+            Ordering::Release
+        };
+        slot.state.store(pack(g, IDLE), order);
         SlotKey::new(index, g)
     }
 
@@ -297,6 +303,12 @@ impl<C> Slots<C> {
         let word = slot.state.load(Ordering::Relaxed);
         if tag(word) != IDLE || slot.serial.load(Ordering::Relaxed) != serial {
             return false;
+        }
+        // loom mutant: claim_without_cas, see loom-tests/run-mutants.sh
+        if mutant("claim_without_cas") {
+            slot.state
+                .store(pack(generation(word), BUSY), Ordering::Relaxed);
+            return true;
         }
         // Acquire pairs with the Release in `make_idle`. The generation in
         // `word` pins the idle period, so the serial read above is this
@@ -403,12 +415,18 @@ impl<C> Slots<C> {
     #[inline]
     pub(crate) fn claim(&self, key: SlotKey) -> bool {
         // Acquire on success pairs with the Release in `make_idle`.
+        // loom mutant: relaxed_handover, see loom-tests/run-mutants.sh
+        let order = if mutant("relaxed_handover") {
+            Ordering::Relaxed
+        } else {
+            Ordering::Acquire
+        };
         self.slot(key.index())
             .state
             .compare_exchange(
                 pack(key.generation(), IDLE),
                 pack(key.generation(), BUSY),
-                Ordering::Acquire,
+                order,
                 Ordering::Relaxed,
             )
             .is_ok()

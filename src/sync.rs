@@ -8,8 +8,97 @@
 //!
 //! Invariant kept: the two branches export the same names with the same
 //! signatures; no other module mentions `cfg(latchless_loom)`.
+//!
+//! Under loom, crossbeam's queues are replaced by small stand-ins over a
+//! loom `Mutex<VecDeque>`: loom cannot see inside crossbeam-queue (its
+//! atomics are `core`'s), and the stand-ins give it a scheduling point at
+//! every queue operation. They are SeqCst-strong, so the models check the
+//! pool's own protocol around the queues (orderings of the slot word, the
+//! waiter tokens, the re-checks), not the queues' internals.
+//!
+//! Mutants (`--cfg latchless_mutants`, `loom-tests/run-mutants.sh`): a few
+//! deliberately injected bugs, each behind [`mutant`]`("name")`, which is a
+//! constant `false` in every other build. The one named by the environment
+//! variable `LATCHLESS_MUTANT` is switched on, so one build serves every
+//! mutant run.
 
 pub(crate) use imp::*;
+
+/// A thread-local `Cell` with a constant initialiser: std's `const`
+/// thread-local (no lazy-init check on access) or loom's.
+#[cfg(not(latchless_loom))]
+macro_rules! thread_local_cell {
+    ($(#[$attr:meta])* static $name:ident: $t:ty = $init:expr;) => {
+        std::thread_local! { $(#[$attr])* static $name: $t = const { $init }; }
+    };
+}
+
+/// A thread-local `Cell` with a constant initialiser (loom's).
+#[cfg(latchless_loom)]
+macro_rules! thread_local_cell {
+    ($(#[$attr:meta])* static $name:ident: $t:ty = $init:expr;) => {
+        loom::thread_local! { $(#[$attr])* static $name: $t = $init; }
+    };
+}
+
+pub(crate) use thread_local_cell;
+
+/// Whether the named injected bug is on (only in `latchless_mutants`
+/// builds, for `loom-tests/run-mutants.sh`).
+#[cfg(not(latchless_mutants))]
+#[inline(always)]
+pub(crate) const fn mutant(_name: &str) -> bool {
+    false
+}
+
+/// Whether the named injected bug is on (only in `latchless_mutants`
+/// builds, for `loom-tests/run-mutants.sh`).
+#[cfg(latchless_mutants)]
+pub(crate) fn mutant(name: &str) -> bool {
+    std::env::var("LATCHLESS_MUTANT").is_ok_and(|m| m == name)
+}
+
+/// Marks a SeqCst load that follows a SeqCst read-modify-write (the
+/// releaser's re-check after its put-back, see `waiters.rs`). In the C++20
+/// memory model (Rust's), the pair already orders the load after the RMW in
+/// the single total order S, which the lost-wake-up argument needs. Loom
+/// models SeqCst loads as Acquire (a documented limitation) and so cannot
+/// see that; under loom this is a SeqCst fence, which loom models exactly and
+/// which gives the same order in S. Elsewhere it compiles to nothing.
+#[inline(always)]
+pub(crate) fn sc_load_after_rmw() {
+    #[cfg(latchless_loom)]
+    fence(Ordering::SeqCst);
+}
+
+/// Bounds `fut` by `deadline` (tokio's timer). Under loom, which cannot
+/// run tokio, time never passes: the future just runs to completion.
+#[cfg(not(latchless_loom))]
+pub(crate) async fn timeout_at<F: std::future::Future>(
+    deadline: tokio::time::Instant,
+    fut: F,
+) -> Result<F::Output, ()> {
+    tokio::time::timeout_at(deadline, fut).await.map_err(drop)
+}
+
+/// Bounds `fut` by `deadline`; under loom time never passes.
+#[cfg(latchless_loom)]
+pub(crate) async fn timeout_at<F: std::future::Future>(
+    _deadline: tokio::time::Instant,
+    fut: F,
+) -> Result<F::Output, ()> {
+    Ok(fut.await)
+}
+
+/// Sleeps (tokio's timer); under loom, yields once instead.
+#[cfg(not(latchless_loom))]
+pub(crate) async fn sleep(d: std::time::Duration) {
+    tokio::time::sleep(d).await;
+}
+
+/// Sleeps; under loom, returns at once.
+#[cfg(latchless_loom)]
+pub(crate) async fn sleep(_d: std::time::Duration) {}
 
 #[cfg(not(latchless_loom))]
 mod imp {
@@ -19,7 +108,6 @@ mod imp {
     pub(crate) use std::sync::atomic::{
         AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering, fence,
     };
-    pub(crate) use std::thread_local;
 
     /// `std::cell::UnsafeCell` behind the closure-based interface of
     /// `loom::cell::UnsafeCell`, so call sites compile unchanged under loom
@@ -49,5 +137,105 @@ mod imp {
     #[inline(always)]
     pub(crate) fn spin_loop() {
         std::hint::spin_loop();
+    }
+}
+
+#[cfg(latchless_loom)]
+mod imp {
+    pub(crate) use loom::cell::UnsafeCell;
+    pub(crate) use loom::sync::Arc;
+    pub(crate) use loom::sync::atomic::{
+        AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering, fence,
+    };
+
+    use std::collections::VecDeque;
+    use std::task::Waker;
+
+    /// `loom::future::AtomicWaker` under the names the pool uses.
+    #[derive(Debug)]
+    pub(crate) struct AtomicWaker(loom::future::AtomicWaker);
+
+    impl AtomicWaker {
+        pub(crate) fn new() -> Self {
+            Self(loom::future::AtomicWaker::new())
+        }
+        pub(crate) fn register(&self, waker: &Waker) {
+            self.0.register_by_ref(waker);
+        }
+        pub(crate) fn wake(&self) {
+            self.0.wake();
+        }
+    }
+
+    /// Stand-in for `crossbeam_queue::ArrayQueue` (see the module docs).
+    #[derive(Debug)]
+    pub(crate) struct ArrayQueue<T> {
+        cap: usize,
+        q: loom::sync::Mutex<VecDeque<T>>,
+    }
+
+    impl<T> ArrayQueue<T> {
+        pub(crate) fn new(cap: usize) -> Self {
+            Self {
+                cap,
+                q: loom::sync::Mutex::new(VecDeque::new()),
+            }
+        }
+        fn lock(&self) -> loom::sync::MutexGuard<'_, VecDeque<T>> {
+            self.q.lock().unwrap_or_else(|e| e.into_inner())
+        }
+        pub(crate) fn push(&self, v: T) -> Result<(), T> {
+            let mut q = self.lock();
+            if q.len() == self.cap {
+                return Err(v);
+            }
+            q.push_back(v);
+            Ok(())
+        }
+        pub(crate) fn force_push(&self, v: T) -> Option<T> {
+            let mut q = self.lock();
+            let out = if q.len() == self.cap {
+                q.pop_front()
+            } else {
+                None
+            };
+            q.push_back(v);
+            out
+        }
+        pub(crate) fn pop(&self) -> Option<T> {
+            self.lock().pop_front()
+        }
+        pub(crate) fn len(&self) -> usize {
+            self.lock().len()
+        }
+    }
+
+    /// Stand-in for `crossbeam_queue::SegQueue` (see the module docs).
+    #[derive(Debug)]
+    pub(crate) struct SegQueue<T>(loom::sync::Mutex<VecDeque<T>>);
+
+    impl<T> SegQueue<T> {
+        pub(crate) fn new() -> Self {
+            Self(loom::sync::Mutex::new(VecDeque::new()))
+        }
+        pub(crate) fn push(&self, v: T) {
+            self.0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push_back(v);
+        }
+        pub(crate) fn pop(&self) -> Option<T> {
+            let mut q = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            // loom mutant: lifo_waiters, see loom-tests/run-mutants.sh
+            if super::mutant("lifo_waiters") {
+                return q.pop_back();
+            }
+            q.pop_front()
+        }
+    }
+
+    /// A busy-wait hint: a scheduler yield under loom.
+    pub(crate) fn spin_loop() {
+        loom::thread::yield_now();
     }
 }

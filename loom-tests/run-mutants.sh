@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Proves that every loom model can fail: runs each model against the bug
+# (mutant) it must catch, in its own process (loom aborts on a deadlock),
+# and fails unless loom reports that bug. Also runs every model with the
+# mutant hooks compiled in but none switched on, which must pass.
+#
+# Mutants are compiled in by --cfg latchless_mutants and switched on, one
+# at a time, by LATCHLESS_MUTANT=<name> (see src/sync.rs), so one build
+# serves all eight runs.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export RUSTFLAGS="--cfg latchless_loom --cfg latchless_mutants"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target/loom-mutants}"
+
+pairs=(
+  "two_threads_acquire_and_release_one_slot:relaxed_handover"
+  "reservation_races_at_the_cap_with_a_failing_connect:leak_place"
+  "release_races_waiter_registration:lost_wakeup"
+  "waiter_cancelled_while_being_served:cancel_drops_grant"
+  "close_races_acquire_and_release:close_no_recheck"
+  "maintenance_expires_a_slot_while_a_thread_acquires_it:claim_without_cas"
+  "two_threads_race_for_the_maintenance_flag:maintenance_no_flag"
+  "waiters_are_served_in_arrival_order:lifo_waiters"
+)
+
+cargo test -q -p loom-tests --release --no-run || exit 1
+echo "--- models with the mutant hooks compiled in, none on (must pass)"
+if ! cargo test -q -p loom-tests --release --test loom_pool; then
+  echo "run-mutants.sh: a model fails without any mutant" >&2
+  exit 1
+fi
+failed=0
+for pair in "${pairs[@]}"; do
+  model="${pair%%:*}"
+  mutant="${pair##*:}"
+  log="$(mktemp)"
+  if LATCHLESS_MUTANT="$mutant" cargo test -q -p loom-tests --release --test loom_pool \
+       "$model" -- --exact >"$log" 2>&1; then
+    echo "MISSED  $mutant: model $model passed with the bug in (a defect)"
+    failed=1
+  else
+    why=$(grep -m1 -oE "Causality violation: [^.]*|deadlock|assertion .*|[a-z ,]*(lost|back|once|first)[a-z ,]*$" "$log" || echo "test failed")
+    echo "caught  $mutant by $model ($why)"
+  fi
+  rm -f "$log"
+done
+exit "$failed"

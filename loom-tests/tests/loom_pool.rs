@@ -1,0 +1,281 @@
+//! Loom models of the pool's invariants (DESIGN.md I1–I7), run against the
+//! production code path through `latchless`'s loom shim (`src/sync.rs`).
+//!
+//! ```text
+//! RUSTFLAGS="--cfg latchless_loom" cargo test -p loom-tests --release
+//! loom-tests/run-mutants.sh
+//! ```
+//!
+//! Each model names the invariant it checks and the injected bug (mutant)
+//! it must catch; `run-mutants.sh` proves that it does.
+#![cfg(latchless_loom)]
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use latchless::{Builder, Manager, Pool, PoolError};
+use loom::future::block_on;
+use loom::thread;
+
+/// A connection: a counter the holder bumps (through the slot's loom
+/// `UnsafeCell`, so loom sees every access) and a token that counts it as
+/// open until it is dropped.
+#[derive(Debug)]
+struct Conn {
+    uses: u64,
+    open: Arc<AtomicUsize>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, SeqCst);
+    }
+}
+
+/// Opens connections at once; fails the first `fail` connects.
+#[derive(Debug, Default)]
+struct M {
+    fail: AtomicUsize,
+    open: Arc<AtomicUsize>,
+}
+
+impl Manager for M {
+    type Connection = Conn;
+    type Error = std::io::Error;
+
+    async fn connect(&self) -> Result<Conn, std::io::Error> {
+        if self
+            .fail
+            .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(std::io::Error::other("refused"));
+        }
+        self.open.fetch_add(1, SeqCst);
+        Ok(Conn {
+            uses: 0,
+            open: Arc::clone(&self.open),
+        })
+    }
+}
+
+/// A pool of `max` on a mock clock, lifecycle off unless `f` sets it, no
+/// background task (loom runs no tokio).
+fn pool(
+    max: usize,
+    m: M,
+    f: impl FnOnce(Builder<M>) -> Builder<M>,
+) -> (Pool<M>, Arc<quanta::Mock>) {
+    let (clock, mock) = quanta::Clock::mock();
+    let b = Pool::builder(m)
+        .max_size(max)
+        .shards(1)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .check_after_idle(None)
+        .fail_fast(true)
+        .background(false)
+        .clock(clock);
+    (f(b).build().expect("valid settings"), mock)
+}
+
+/// Opens one connection and returns it to the idle set.
+fn with_idle_connection(pool: &Pool<M>) {
+    drop(block_on(pool.get()).expect("first connect"));
+}
+
+fn explore(f: impl Fn() + Sync + Send + 'static) {
+    let mut b = loom::model::Builder::new();
+    // The bound (see README): 5 preemptions unless LOOM_MAX_PREEMPTIONS
+    // says otherwise (`Builder::new` reads it).
+    if b.preemption_bound.is_none() && std::env::var_os("LOOM_MAX_PREEMPTIONS").is_none() {
+        b.preemption_bound = Some(5);
+    }
+    b.check(f);
+}
+
+fn poll_once<F: Future>(f: Pin<&mut F>) -> Poll<F::Output> {
+    f.poll(&mut Context::from_waker(Waker::noop()))
+}
+
+/// Model 1 — I1 (exclusive): two threads acquire and release one slot.
+/// Catches `relaxed_handover` (the IDLE store, the claim and the hot word
+/// without Release/Acquire: a releaser's writes to the connection race the
+/// next holder's).
+#[test]
+fn two_threads_acquire_and_release_one_slot() {
+    explore(|| {
+        let (p, _mock) = pool(1, M::default(), |b| b);
+        with_idle_connection(&p);
+        let p2 = p.clone();
+        let t = thread::spawn(move || {
+            if let Some(mut c) = p2.try_get() {
+                c.uses += 1;
+            }
+        });
+        if let Some(mut c) = p.try_get() {
+            c.uses += 1;
+        }
+        t.join().unwrap();
+        let c = p.try_get().expect("the connection is back");
+        assert!(c.uses >= 1);
+    });
+}
+
+/// Model 2 — I2 (bounded): two gets race for the only place; the first
+/// connect fails and must give the place back. Catches `leak_place` (a
+/// failed connect keeps its place: the other caller waits forever).
+#[test]
+fn reservation_races_at_the_cap_with_a_failing_connect() {
+    explore(|| {
+        let m = M::default();
+        m.fail.store(1, SeqCst);
+        let open = Arc::clone(&m.open);
+        let (p, _mock) = pool(1, m, |b| b);
+        let p2 = p.clone();
+        let t = thread::spawn(move || block_on(p2.get()).map(drop));
+        let mine = block_on(p.get()).map(drop);
+        let theirs = t.join().unwrap();
+        let failed = [&mine, &theirs]
+            .iter()
+            .filter(|r| matches!(r, Err(PoolError::Connect(_))))
+            .count();
+        assert_eq!(failed, 1, "exactly the first connect failed");
+        assert!(open.load(SeqCst) <= 1, "I2");
+        let s = p.state();
+        assert_eq!((s.size, s.idle), (1, 1), "the place was not lost");
+    });
+}
+
+/// Model 3 — I4 (no lost wake-up): a release races a waiter's
+/// registration and its re-check (bb8#122). Catches `lost_wakeup` (the
+/// releaser skips its re-check after pushing: the waiter sleeps forever
+/// next to an idle connection, and loom reports the deadlock).
+#[test]
+fn release_races_waiter_registration() {
+    explore(|| {
+        let (p, _mock) = pool(1, M::default(), |b| b);
+        let c = block_on(p.get()).unwrap();
+        let t = thread::spawn(move || drop(c));
+        let got = block_on(p.get());
+        assert!(got.is_ok(), "the waiter is served");
+        t.join().unwrap();
+    });
+}
+
+/// Model 4 — I5 (cancel-safe) and I1: a waiter is cancelled while a
+/// releaser hands it the connection. Catches `cancel_drops_grant` (a
+/// cancelled waiter forgets what it was served: the connection is lost).
+#[test]
+fn waiter_cancelled_while_being_served() {
+    explore(|| {
+        let (p, _mock) = pool(1, M::default(), |b| b);
+        let c = block_on(p.get()).unwrap();
+        let mut waiting = Box::pin(p.get());
+        assert!(
+            poll_once(waiting.as_mut()).is_pending(),
+            "registered as a waiter"
+        );
+        let t = thread::spawn(move || drop(c));
+        drop(waiting);
+        t.join().unwrap();
+        assert!(p.try_get().is_some(), "nothing lost");
+        assert_eq!(p.state().waiting, 0);
+    });
+}
+
+/// Model 5 — I3 (conserved): close() races a release and an acquire.
+/// Catches `close_no_recheck` (a release that pushes to the idle set
+/// after close drained it leaves a connection open for good).
+#[test]
+fn close_races_acquire_and_release() {
+    explore(|| {
+        let m = M::default();
+        let open = Arc::clone(&m.open);
+        let (p, _mock) = pool(1, m, |b| b);
+        let c = block_on(p.get()).unwrap();
+        let t1 = thread::spawn(move || drop(c));
+        let p2 = p.clone();
+        let t2 = thread::spawn(move || block_on(p2.close()));
+        drop(p.try_get());
+        t1.join().unwrap();
+        t2.join().unwrap();
+        assert!(p.is_closed());
+        assert_eq!(
+            open.load(SeqCst),
+            0,
+            "every connection closed once the pool is"
+        );
+    });
+}
+
+/// Model 6 — I1 and I6: maintenance expires an idle connection while a
+/// thread acquires it. Catches `claim_without_cas` (maintenance takes the
+/// slot with a plain store: both sides own the connection).
+#[test]
+fn maintenance_expires_a_slot_while_a_thread_acquires_it() {
+    explore(|| {
+        let (p, mock) = pool(1, M::default(), |b| {
+            b.idle_timeout(Some(Duration::from_secs(1)))
+        });
+        with_idle_connection(&p);
+        mock.increment(Duration::from_secs(2));
+        let p2 = p.clone();
+        let t = thread::spawn(move || p2.maintain());
+        let got = p.try_get().map(|mut c| {
+            c.uses += 1;
+        });
+        t.join().unwrap();
+        let s = p.state();
+        // Either the acquirer won (and returned it) or maintenance closed it.
+        assert_eq!(s.size, usize::from(got.is_some() && s.size == 1));
+        assert_eq!(s.in_use, 0);
+    });
+}
+
+/// Model 7 — one maintenance pass at a time: two threads race for the
+/// cooperative maintenance flag. Catches `maintenance_no_flag` (both run
+/// a pass over the same timer wheel).
+#[test]
+fn two_threads_race_for_the_maintenance_flag() {
+    explore(|| {
+        let (p, mock) = pool(1, M::default(), |b| {
+            b.idle_timeout(Some(Duration::from_secs(1)))
+        });
+        with_idle_connection(&p);
+        mock.increment(Duration::from_secs(2));
+        let p2 = p.clone();
+        let t = thread::spawn(move || p2.maintain());
+        p.maintain();
+        t.join().unwrap();
+        p.maintain();
+        assert_eq!(p.state().size, 0, "the idle connection expired once");
+        assert_eq!(p.metrics().expired, 1);
+    });
+}
+
+/// Model 8 — I7 (fair): two waiters queued in order; a release serves the
+/// older. Catches `lifo_waiters` (the newest waiter is served first).
+#[test]
+fn waiters_are_served_in_arrival_order() {
+    explore(|| {
+        let (p, _mock) = pool(1, M::default(), |b| b);
+        let c = block_on(p.get()).unwrap();
+        let mut first = Box::pin(p.get());
+        let mut second = Box::pin(p.get());
+        assert!(poll_once(first.as_mut()).is_pending());
+        assert!(poll_once(second.as_mut()).is_pending());
+        let t = thread::spawn(move || drop(c));
+        t.join().unwrap();
+        let served = poll_once(first.as_mut());
+        assert!(
+            matches!(served, Poll::Ready(Ok(_))),
+            "the older waiter first"
+        );
+        assert!(poll_once(second.as_mut()).is_pending());
+    });
+}
