@@ -7,7 +7,7 @@
 //! The model is deliberately small and readable. It does not predict
 //! *which* idle connection the pool hands out (that depends on shards and
 //! the hot word); it says which connections *may* be handed out, what
-//! [`State`](crate::State) must read after every step, and which closes are
+//! [`State`] must read after every step, and which closes are
 //! justified. [`check_pool_ops`] drives a real pool (single-threaded,
 //! futures polled by hand, a mock clock, background task off) through an
 //! arbitrary sequence of operations and panics on the first divergence:
@@ -270,7 +270,7 @@ impl Pending<'_> {
 }
 
 /// Drives a real pool through the operations encoded in `data` and checks
-/// it against the [`Model`] after every step; panics on a divergence.
+/// it against the reference model after every step; panics on a divergence.
 /// Never panics otherwise, whatever the bytes.
 ///
 /// ```
