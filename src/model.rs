@@ -484,6 +484,21 @@ pub fn check_pool_ops(data: &[u8]) {
         if let Some(m) = knobs.max_waiters {
             assert!(state.waiting <= m, "more waiters than max_waiters");
         }
+        // I3, by the pool's own accounting: every connection it opened is
+        // closed, detached, or still open.
+        let m = pool.metrics();
+        assert_eq!(
+            m.opened,
+            m.closed + m.detached + state.size as u64,
+            "I3: opened != closed + detached + open"
+        );
+        let w = lock(&world);
+        assert_eq!(
+            w.opened,
+            w.closed + w.live.len() as u64,
+            "I3 (manager's count)"
+        );
+        drop(w);
     }
     // I3: with everything dropped, every connection is closed exactly once.
     drop(held);
