@@ -131,3 +131,17 @@ fn build_works_outside_a_runtime() {
     .join()
     .unwrap();
 }
+
+#[test]
+fn public_types_are_send_and_sync_as_the_api_promises() {
+    fn send<T: Send>() {}
+    fn sync<T: Sync>() {}
+    send::<Pool<TestManager>>();
+    sync::<Pool<TestManager>>();
+    send::<latchless::Pooled<TestManager>>();
+    send::<latchless::PoolError<common::ConnectError>>();
+    // The future of `get` can be spawned on a multi-threaded runtime.
+    fn send_future<F: std::future::Future + Send>(_: F) {}
+    let pool = Pool::builder(TestManager::default()).build().unwrap();
+    send_future(pool.get());
+}
