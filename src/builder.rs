@@ -9,8 +9,8 @@ use std::{fmt, time::Duration};
 
 use crate::{Manager, Pool};
 
-/// The largest `max_size` accepted (a slot key packs the index in 21 bits,
-/// and each slot takes a cache-line pair).
+/// The largest `max_size` accepted: 65,536 (more connections than one
+/// client address has ports; each place costs a 128-byte slot).
 ///
 /// ```
 /// # use latchless::{Manager, Pool, MAX_POOL_SIZE};
@@ -18,7 +18,7 @@ use crate::{Manager, Pool};
 /// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
 /// assert!(Pool::builder(M).max_size(MAX_POOL_SIZE + 1).build().is_err());
 /// ```
-pub const MAX_POOL_SIZE: usize = 1 << 20;
+pub const MAX_POOL_SIZE: usize = 1 << 16;
 /// The largest `shards` accepted.
 ///
 /// ```

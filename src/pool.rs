@@ -530,7 +530,10 @@ impl<M: Manager> Pool<M> {
         let now = clock.now();
         let shared = Arc::new_cyclic(|weak| Shared {
             slots: Slots::new(config.max_size),
-            shards: Shards::new(config.shards, config.max_size),
+            shards: Shards::new(
+                config.shards,
+                Shards::room_per_shard(config.max_size, config.shards),
+            ),
             waiters: Waiters::new(),
             closed: AtomicBool::new(false),
             counters: Counters::default(),

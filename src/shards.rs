@@ -23,10 +23,11 @@
 //! - A current key (one whose slot reads `IDLE(g)`) is in exactly one place:
 //!   one hot word or one queue. Stale keys may also sit there; the popper's
 //!   claim CAS skips them.
-//! - A push never loses a current key: a queue holds `max_size` keys, so a
-//!   full queue while the pusher holds one more current key must hold a
-//!   stale key (there are at most `max_size` connections), which
-//!   [`Shards::push`] evicts.
+//! - A push never loses a current key: the queues together have room for
+//!   more keys than `max_size` (see [`Shards::room_per_shard`]), so when all
+//!   are full while the pusher holds one more current key, some queued key
+//!   is stale (there are at most `max_size` connections), and
+//!   [`Shards::push`] rotates through the queues until it evicts one.
 //! - Ordering: every push ends in a SeqCst RMW (the hot word's CAS, or
 //!   `ArrayQueue`'s SeqCst CAS on its tail), and every pop that finds
 //!   nothing has read the hot word and the queue's tail after a SeqCst fence
@@ -117,6 +118,17 @@ impl Shards {
         }
     }
 
+    /// Room per shard queue for a pool of `max_size` split `shards` ways:
+    /// twice a fair share plus slack, but never more than `max_size`, so
+    /// memory stays O(`max_size`) however many shards (a fuzzer found
+    /// `shards * max_size` keys allocating gigabytes). All queues together
+    /// hold more keys than there are connections, which `push_slow` needs.
+    pub(crate) fn room_per_shard(max_size: usize, shards: usize) -> usize {
+        max_size
+            .min(2 * max_size.div_ceil(shards.max(1)) + 16)
+            .max(1)
+    }
+
     /// Number of shards.
     pub(crate) fn count(&self) -> usize {
         self.shards.len()
@@ -191,14 +203,19 @@ impl Shards {
                 Err(k) => key = k,
             }
         }
-        // Every shard is full, so the home shard holds at least one stale
-        // key (see the module invariants). Rotate it: push at the back,
-        // evicting the front, until what falls out is stale.
+        // Every shard is full, so the queues hold stale keys (they have
+        // room for more keys than there are connections; see the module
+        // invariants). Rotate through them: push at the back, evicting the
+        // front, until what falls out is stale.
+        let mut i = home;
         loop {
-            match self.shards[home].queue.force_push(key) {
+            match self.shards[i].queue.force_push(key) {
                 None => return,
                 Some(out) if !is_live(out) => return,
-                Some(out) => key = out,
+                Some(out) => {
+                    key = out;
+                    i = (i + 1) % n;
+                }
             }
         }
     }
@@ -251,6 +268,32 @@ mod tests {
         left.sort_by_key(|k| k.index());
         assert_eq!(left, vec![key(1, 1), key(2, 1), key(9, 1)]);
         assert_eq!(s.pop(), None);
+    }
+
+    #[test]
+    fn a_stale_key_in_another_shard_is_found_when_every_queue_is_full() {
+        let s = Shards::new(2, 1);
+        // From one thread: key 0 parks in the home hot word, key 1 fills
+        // the home queue, key 2 overflows into the other shard's queue.
+        for i in 0..3 {
+            s.push(key(i, 1), |_| true);
+        }
+        assert_eq!(s.len(), 3);
+        // Only key 2, in the other shard, is stale: pushing key 9 rotates
+        // key 1 out of the home queue into the other, evicting key 2.
+        s.push(key(9, 1), |k| k.index() != 2);
+        let mut left: Vec<u32> = std::iter::from_fn(|| s.pop()).map(|k| k.index()).collect();
+        left.sort();
+        assert_eq!(left, vec![0, 1, 9]);
+    }
+
+    #[test]
+    fn room_per_shard_keeps_memory_linear_in_max_size() {
+        assert_eq!(Shards::room_per_shard(8, 1), 8);
+        assert_eq!(Shards::room_per_shard(10, 2), 10);
+        let room = Shards::room_per_shard(65_536, 1024);
+        assert!(room * 1024 < 4 * 65_536, "{room}");
+        assert!(room * 1024 > 65_536, "more room than connections");
     }
 
     #[test]
