@@ -2,12 +2,14 @@
 //! the pool was built, plus a coarse cached reading for the hot path.
 //!
 //! A real clock read costs ~10 ns here (quanta) against a ~8 ns floor for a
-//! whole idle-queue pop+push, so the release path never reads the clock: it
-//! stores [`Clock::recent`], a relaxed load of the last reading taken by a
-//! slow path (connect, wait) or by maintenance. Tests drive time with
-//! `quanta::Clock::mock()`.
+//! whole idle-queue pop+push, so while the background task runs the hot
+//! path never reads the clock: [`Clock::hot_now`] is a relaxed load of the
+//! last reading taken by the task, a slow path or maintenance. Without the
+//! task it reads the real clock (exact, and the price of having no task).
+//! Tests drive time with `quanta::Clock::mock()`.
 //!
-//! Invariant kept: `recent()` never exceeds `now()` and never goes backwards.
+//! Invariant kept: the cached reading never exceeds `now()` and never goes
+//! backwards while it is cached.
 
 use std::cell::Cell;
 
@@ -30,48 +32,71 @@ pub(crate) fn every_64th_op() -> bool {
     })
 }
 
+/// What `recent` holds while nothing keeps it fresh: read the real clock.
+const UNCACHED: u64 = u64::MAX;
+
 /// Millisecond clock with a cached coarse reading.
 pub(crate) struct Clock {
     clock: quanta::Clock,
     origin: quanta::Instant,
-    /// The latest `now()` any thread took, in ticks. Only grows.
+    /// The latest `now()` any thread took, in ticks (only grows), or
+    /// `UNCACHED` while no background task keeps it fresh and the pool
+    /// needs exact time. One relaxed load tells the hot path which.
     recent: AtomicU64,
 }
 
 impl Clock {
-    pub(crate) fn new(clock: quanta::Clock) -> Self {
+    /// A clock whose hot-path reading starts uncached if `exact` (the pool
+    /// has time-based policies), cached otherwise (time does not matter).
+    pub(crate) fn new(clock: quanta::Clock, exact: bool) -> Self {
         let origin = clock.now();
         Self {
             clock,
             origin,
-            recent: AtomicU64::new(0),
+            recent: AtomicU64::new(if exact { UNCACHED } else { 0 }),
+        }
+    }
+
+    fn read(&self) -> u64 {
+        let ms = self
+            .clock
+            .now()
+            .saturating_duration_since(self.origin)
+            .as_millis();
+        u64::try_from(ms).unwrap_or(UNCACHED - 1).min(UNCACHED - 1)
+    }
+
+    /// Starts (`true`, the background task runs) or stops caching the
+    /// reading for the hot path.
+    pub(crate) fn cache(&self, on: bool) {
+        let v = if on { self.read() } else { UNCACHED };
+        self.recent.store(v, Ordering::Relaxed);
+    }
+
+    /// The time for the hot path: the cached reading while it is kept
+    /// fresh (one relaxed load), the real clock otherwise.
+    #[inline(always)]
+    pub(crate) fn hot_now(&self) -> u64 {
+        match self.recent.load(Ordering::Relaxed) {
+            UNCACHED => self.now(),
+            cached => cached,
         }
     }
 
     /// Reads the real clock (ticks since the pool was built) and refreshes
     /// the cached reading.
     pub(crate) fn now(&self) -> u64 {
-        let ms = self
-            .clock
-            .now()
-            .saturating_duration_since(self.origin)
-            .as_millis();
-        let ms = u64::try_from(ms).unwrap_or(u64::MAX);
+        let ms = self.read();
+        // A no-op while uncached (`UNCACHED` is the maximum).
         self.recent.fetch_max(ms, Ordering::Relaxed);
         ms
-    }
-
-    /// The cached reading: one relaxed load, possibly a little behind.
-    #[inline(always)]
-    pub(crate) fn recent(&self) -> u64 {
-        self.recent.load(Ordering::Relaxed)
     }
 }
 
 impl std::fmt::Debug for Clock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Clock")
-            .field("recent", &self.recent())
+            .field("recent", &self.recent.load(Ordering::Relaxed))
             .finish()
     }
 }
@@ -84,11 +109,16 @@ mod tests {
     #[test]
     fn mock_time_moves_now_and_recent_follows() {
         let (clock, mock) = quanta::Clock::mock();
-        let c = Clock::new(clock);
-        assert_eq!(c.now(), 0);
+        let c = Clock::new(clock, true);
+        mock.increment(Duration::from_millis(10));
+        assert_eq!(c.hot_now(), 10, "uncached: the real clock");
+        c.cache(true);
         mock.increment(Duration::from_millis(1500));
-        assert_eq!(c.recent(), 0, "recent is refreshed only by now()");
-        assert_eq!(c.now(), 1500);
-        assert_eq!(c.recent(), 1500);
+        assert_eq!(c.hot_now(), 10, "cached: refreshed only by now()");
+        assert_eq!(c.now(), 1510);
+        assert_eq!(c.hot_now(), 1510);
+        c.cache(false);
+        mock.increment(Duration::from_millis(1));
+        assert_eq!(c.hot_now(), 1511);
     }
 }

@@ -70,25 +70,28 @@ impl<M: Manager> Shared<M> {
     pub(crate) fn adopt(&self, index: u32, conn: M::Connection) -> u32 {
         let now = self.clock.now();
         let serial = self.counters.opened.fetch_add(1, Ordering::Relaxed) + 1;
+        // The first tick at which it must not be handed out: its lifetime
+        // less jitter (up to 5%) less the margin by which the cached clock
+        // may lag.
         let expires_at = if self.ticks.lifetime == 0 {
             u64::MAX
         } else {
             let l = self.ticks.lifetime;
             now.saturating_add(l - self.random_below(l / 20 + 1))
+                .saturating_sub(self.ticks.margin)
         };
         let seq = self.maintenance.next_seq();
         // SAFETY: the caller owns the reserved, FREE slot.
         unsafe { self.slots.fill(index, conn, serial, now, expires_at, seq) };
         // Fresh: no check is due, only its lifetime bounds it.
-        self.slots
-            .set_fresh_until(index, expires_at.saturating_sub(self.ticks.margin));
+        self.slots.set_fresh_until(index, expires_at);
         // The connection's own reference on the core (see `pool.rs`).
         // SAFETY: a `Shared` only ever lives inside the `Arc` made in
         // `Pool::from_parts`, which is alive while `&self` is.
         unsafe { Arc::increment_strong_count(std::ptr::from_ref(self)) };
         if expires_at != u64::MAX {
             self.maintenance.schedule(
-                expires_at.saturating_sub(self.ticks.margin),
+                expires_at,
                 Entry {
                     index,
                     serial,

@@ -268,6 +268,9 @@ impl<M: Manager> Drop for Ticking<M> {
     fn drop(&mut self) {
         if let Some(shared) = self.0.upgrade() {
             shared.maintenance.ticking.store(false, Ordering::Relaxed);
+            if shared.ticks.uses_clock {
+                shared.clock.cache(false);
+            }
         }
     }
 }
@@ -304,8 +307,10 @@ impl<M: Manager> Shared<M> {
         if self.maintenance.ticking.swap(true, Ordering::AcqRel) {
             return;
         }
-        // The cached clock must be fresh before anyone relies on it.
-        self.clock.now();
+        // From now on the task keeps the hot path's reading fresh.
+        if self.ticks.uses_clock {
+            self.clock.cache(true);
+        }
         let _ = self.runtime.set(handle.clone());
         let period = Duration::from_millis(self.maintenance.period_ms);
         handle.spawn(ticker(self.weak.clone(), period));

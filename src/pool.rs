@@ -93,8 +93,8 @@ pub(crate) struct Shared<M: Manager> {
 pub(crate) struct Ticks {
     /// `max_lifetime` (0 = none).
     pub(crate) lifetime: u64,
-    /// `check_after_idle`.
-    pub(crate) check_after_idle: Option<u64>,
+    /// `check_after_idle` (`u64::MAX` = off).
+    pub(crate) check_after_idle: u64,
     /// `leak_threshold` (0 = off).
     pub(crate) leak: u64,
     /// How early a lifetime ends so that the cached clock, at most one
@@ -150,13 +150,7 @@ impl<M: Manager> Shared<M> {
     /// the background task keeps it fresh, the real clock otherwise.
     #[inline(always)]
     pub(crate) fn now_for_checks(&self) -> u64 {
-        if !self.ticks.uses_clock {
-            0
-        } else if self.maintenance.ticking.load(Ordering::Relaxed) {
-            self.clock.recent()
-        } else {
-            self.clock.now()
-        }
+        self.clock.hot_now()
     }
 
     /// Judges a claimed idle connection (I6): one load and compare for the
@@ -177,9 +171,7 @@ impl<M: Manager> Shared<M> {
 
     #[cold]
     fn judge_closely(&self, index: u32, now: u64) -> Verdict {
-        if self.ticks.lifetime != 0
-            && self.slots.expires_at(index) <= now.saturating_add(self.ticks.margin)
-        {
+        if self.slots.expires_at(index) <= now {
             return Verdict::Expired;
         }
         Verdict::Check
@@ -211,14 +203,8 @@ impl<M: Manager> Shared<M> {
             self.slots.clear_taken(index);
         }
         let now = self.now_for_checks();
-        // The end of its lifetime, less the margin (`u64::MAX`: none).
-        let last = if self.ticks.lifetime != 0 {
-            self.slots
-                .expires_at(index)
-                .saturating_sub(self.ticks.margin)
-        } else {
-            u64::MAX
-        };
+        // The end of its lifetime (`u64::MAX`: none).
+        let last = self.slots.expires_at(index);
         let mut retired = if broken {
             self.maintenance.note_failure();
             self.retire(index)
@@ -226,10 +212,7 @@ impl<M: Manager> Shared<M> {
             bump(&self.counters.expired);
             self.retire(index)
         } else {
-            let fresh_until = match self.ticks.check_after_idle {
-                Some(c) => last.min(now.saturating_add(c)),
-                None => last,
-            };
+            let fresh_until = last.min(now.saturating_add(self.ticks.check_after_idle));
             // Stored before the connection is passed on, to the idle set or
             // straight to a waiter, whose acquire judges by it.
             self.slots.set_fresh_until(index, fresh_until);
@@ -514,19 +497,19 @@ impl<M: Manager> Pool<M> {
     }
 
     pub(crate) fn from_parts(manager: M, config: Config, clock: quanta::Clock) -> Self {
-        let clock = Clock::new(clock);
         let period = maintenance_period(&config);
         let ticks = Ticks {
             lifetime: config.max_lifetime.map_or(0, ms),
             check_after_idle: config
                 .check_after_idle
-                .map(|d| if d.is_zero() { 0 } else { ms(d) }),
+                .map_or(u64::MAX, |d| if d.is_zero() { 0 } else { ms(d) }),
             leak: config.leak_threshold.map_or(0, ms),
             margin: ms(period),
             uses_clock: config.idle_timeout.is_some()
                 || config.max_lifetime.is_some()
                 || config.check_after_idle.is_some(),
         };
+        let clock = Clock::new(clock, ticks.uses_clock);
         let now = clock.now();
         let shared = Arc::new_cyclic(|weak| Shared {
             slots: Slots::new(config.max_size),
@@ -627,7 +610,7 @@ impl<M: Manager> Pool<M> {
     fn hand_out(&self, index: u32, by: &'static Location<'static>) -> Pooled<M> {
         let shared = self.shared();
         if shared.ticks.leak != 0 {
-            shared.slots.set_taken(index, shared.clock.recent(), by);
+            shared.slots.set_taken(index, shared.clock.hot_now(), by);
         }
         Pooled::new(shared, index)
     }

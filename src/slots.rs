@@ -121,8 +121,9 @@ struct Slot<C> {
     serial: AtomicU64,
     /// When the connection was opened.
     created_at: AtomicU64,
-    /// When it must be gone: opened + `max_lifetime` − jitter (`u64::MAX`
-    /// without a lifetime).
+    /// The first tick at which it must not be handed out: opened +
+    /// `max_lifetime` − jitter − the clock margin (`u64::MAX` without a
+    /// lifetime).
     expires_at: AtomicU64,
     /// Last BUSY -> IDLE transition (coarse clock).
     released_at: AtomicU64,
