@@ -216,7 +216,20 @@ impl<M: Manager> Shared<M> {
             // Stored before the connection is passed on, to the idle set or
             // straight to a waiter, whose acquire judges by it.
             self.slots.set_fresh_until(index, fresh_until);
-            self.release(index, now)
+            // Once the connection is in the idle set (or a waiter's hands),
+            // it and its reference on this core may be closed by anyone: a
+            // concurrent drop of the last `Pool`, or a releaser that saw
+            // `closed`. The re-checks below still read the core, so the
+            // releaser holds a reference of its own until it is done
+            // (settled by `Pooled::drop`). Found by the loom model
+            // `release_races_last_pool_drop`.
+            if !mutant("release_without_core_ref") {
+                // SAFETY: `self` is kept alive by this guard's connection,
+                // which the guard still owns.
+                unsafe { Arc::increment_strong_count(self) };
+            }
+            let Retired(n) = self.release(index, now);
+            Retired(n + usize::from(!mutant("release_without_core_ref")))
         };
         if crate::clock::every_64th_op() {
             retired.0 += self.cooperative_tick().0;

@@ -13,8 +13,10 @@
 //!    shard; then re-check for a waiter that registered meanwhile.
 //!
 //! Invariant kept: the guard owns its slot (BUSY) from creation until
-//! `Drop` or [`Pooled::detach`]; neither allocates, and the last access to
-//! the shared core happens before its connection reference is dropped.
+//! `Drop` or [`Pooled::detach`]; neither allocates, and every access to the
+//! shared core is covered by a strong reference: the guard's connection's
+//! until that connection leaves its hands, then (on a healthy release) one
+//! the releaser takes for its re-checks and drops last.
 
 use std::marker::PhantomData;
 use std::mem::ManuallyDrop;
@@ -130,10 +132,9 @@ impl<M: Manager> Drop for Pooled<M> {
     #[inline]
     fn drop(&mut self) {
         let retired = self.shared().give_back(self.index);
-        if retired.0 != 0 {
-            // SAFETY: the borrow above has ended; see `Shared::settle`.
-            unsafe { Shared::settle(self.shared, retired) };
-        }
+        // SAFETY: the borrow above has ended; see `Shared::settle`. A
+        // healthy release returns the reference it held for its re-checks.
+        unsafe { Shared::settle(self.shared, retired) };
     }
 }
 

@@ -149,6 +149,42 @@ fn i3_every_connection_opened_is_closed_exactly_once() {
     );
 }
 
+/// I3 and memory safety: a guard released on one thread while the last
+/// `Pool` is dropped on another. The release puts its connection in the idle
+/// set and then re-checks the pool; the drop closes that connection. Before
+/// the fix (found by the loom model `release_races_last_pool_drop`) the
+/// releaser could re-check a core already freed by the drop. Under
+/// AddressSanitizer (`.ci/run` runs this test so when nightly is present) a
+/// regression is a reported use-after-free; natively it shows as a crash
+/// or a wrong count.
+#[test]
+fn i3_a_guard_released_while_the_last_pool_is_dropped() {
+    let rt = runtime();
+    for _ in 0..1_000 {
+        let (m, t) = TestManager::new();
+        let pool = Pool::builder(m)
+            .max_size(1)
+            .background(false)
+            .build()
+            .unwrap();
+        let conn = rt.block_on(pool.get()).unwrap();
+        let go = Arc::new(std::sync::Barrier::new(2));
+        let releaser = {
+            let go = Arc::clone(&go);
+            std::thread::spawn(move || {
+                go.wait();
+                drop(conn);
+            })
+        };
+        go.wait();
+        drop(pool);
+        releaser.join().unwrap();
+        assert_eq!(t.opened(), 1);
+        assert_eq!(t.closed(), 1, "the connection closed exactly once");
+        assert_eq!(t.live(), 0);
+    }
+}
+
 #[test]
 fn i4_no_waiter_sleeps_while_a_connection_is_returned() {
     // One connection, many tasks: every acquisition beyond the first waits

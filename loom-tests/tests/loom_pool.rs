@@ -279,3 +279,46 @@ fn waiters_are_served_in_arrival_order() {
         assert!(poll_once(second.as_mut()).is_pending());
     });
 }
+
+/// Model 9 — I3 (conserved) and memory safety of the shared core: a guard
+/// is released while the last `Pool` is dropped. The release puts the
+/// connection (and that connection's reference on the core) into the idle
+/// set, then re-checks `closed` and the waiters; the drop closes the idle
+/// connection and its reference. Catches `release_without_core_ref` (the
+/// releaser re-checks through a core it holds no reference on: loom sees
+/// the core's atomics used after the last reference freed them: it
+/// panics reading an atomic's handle out of the freed memory).
+#[test]
+fn release_races_last_pool_drop() {
+    explore(|| {
+        let m = M::default();
+        let open = Arc::clone(&m.open);
+        let (p, _mock) = pool(1, m, |b| b);
+        let c = block_on(p.get()).unwrap();
+        let t = thread::spawn(move || drop(c));
+        drop(p);
+        t.join().unwrap();
+        assert_eq!(open.load(SeqCst), 0, "the connection closed once");
+    });
+}
+
+/// Model 10 — as model 9, with the release handing its connection straight
+/// to a waiter (a pending `get` of a clone) while the last two handles are
+/// dropped. Catches `release_without_core_ref` on the hand-off path.
+#[test]
+fn release_to_a_waiter_races_last_pool_drop() {
+    explore(|| {
+        let m = M::default();
+        let open = Arc::clone(&m.open);
+        let (p, _mock) = pool(1, m, |b| b);
+        let c = block_on(p.get()).unwrap();
+        let p2 = p.clone();
+        let mut waiter = Box::pin(async move { p2.get().await.map(drop) });
+        assert!(poll_once(waiter.as_mut()).is_pending());
+        let t = thread::spawn(move || drop(c));
+        drop(p);
+        drop(waiter);
+        t.join().unwrap();
+        assert_eq!(open.load(SeqCst), 0, "the connection closed once");
+    });
+}
