@@ -160,7 +160,15 @@ fn i3_every_connection_opened_is_closed_exactly_once() {
 #[test]
 fn i3_a_guard_released_while_the_last_pool_is_dropped() {
     let rt = runtime();
-    for _ in 0..1_000 {
+    // Sweep the two threads' relative start over a few hundred spins so
+    // that some iterations overlap the release's re-check window.
+    let spin = |n: u64| {
+        for i in 0..n {
+            std::hint::black_box(i);
+        }
+    };
+    for i in 0..4_000u64 {
+        let offset = i % 256;
         let (m, t) = TestManager::new();
         let pool = Pool::builder(m)
             .max_size(1)
@@ -173,10 +181,12 @@ fn i3_a_guard_released_while_the_last_pool_is_dropped() {
             let go = Arc::clone(&go);
             std::thread::spawn(move || {
                 go.wait();
+                spin(offset.saturating_sub(128));
                 drop(conn);
             })
         };
         go.wait();
+        spin(128u64.saturating_sub(offset));
         drop(pool);
         releaser.join().unwrap();
         assert_eq!(t.opened(), 1);
