@@ -351,6 +351,40 @@ fn extreme_timeouts_do_not_panic() {
     runtime().block_on(async { assert!(pool.get().await.is_ok()) });
 }
 
+/// `acquire_timeout(Duration::MAX)` is "no deadline" (no timer armed): a
+/// waiter is served by a release, and `close()` still ends its wait.
+#[test]
+fn no_deadline_waiters_are_served_and_closed() {
+    let (m, _t) = TestManager::new();
+    let pool = Pool::builder(m)
+        .max_size(1)
+        .acquire_timeout(Duration::MAX)
+        .build()
+        .unwrap();
+    runtime().block_on(async {
+        let held = pool.get().await.unwrap();
+        let waiter = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.get().await.map(drop) }
+        });
+        wait_until("the waiter parks", || pool.state().waiting == 1).await;
+        drop(held);
+        assert!(waiter.await.unwrap().is_ok(), "served by the release");
+
+        let held = pool.get().await.unwrap();
+        let waiter = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.get().await.map(drop) }
+        });
+        wait_until("the waiter parks", || pool.state().waiting == 1).await;
+        pool.close().await;
+        let err = waiter.await.unwrap().unwrap_err();
+        assert!(matches!(err, PoolError::Closed), "{err:?}");
+        drop(held);
+        assert_eq!(pool.state().size, 0);
+    });
+}
+
 #[test]
 fn error_messages_say_what_to_do() {
     let e: PoolError<std::io::Error> = PoolError::Exhausted;
