@@ -10,7 +10,11 @@
 //!   throughput (acquires per second) of 1, 2, 4 and 8 Tokio tasks on a
 //!   2-worker runtime, each doing `OPS` acquire, `yield_now()` while
 //!   holding, release. Pool size "below" = tasks / 2 (at least 1: tasks
-//!   wait for each other), "above" = 2 x tasks (nobody waits).
+//!   wait for each other), "above" = 2 x tasks (nobody waits). After the
+//!   peers, three reference entries that are not peers: "latchless
+//!   no-deadline" (`acquire_timeout(Duration::MAX)`: no timer per wait),
+//!   "semaphore floor" (a bare fair Tokio semaphore with as many permits as
+//!   the pool size) and "yield floor" (no pool: the task loop alone).
 //! - `threads_below/*` and `threads_above/*`: the same with OS threads
 //!   (`std::thread::yield_now()` while holding) for r2d2, latchless
 //!   `try_get` (retried with a thread yield while `None`) and the floor.
@@ -30,7 +34,8 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use common::{
-    AsyncPool, Bb8, Deadpool, Floor, Latchless, LatchlessTryGet, Mobc, Qp, R2d2, SyncPool,
+    AsyncPool, Bb8, Deadpool, Floor, Latchless, LatchlessNoDeadline, LatchlessTryGet, Mobc, Qp,
+    R2d2, SemaphoreFloor, SyncPool, YieldFloor,
 };
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion, Throughput};
@@ -142,6 +147,10 @@ fn contended(c: &mut Criterion) {
             contended_async::<Bb8>(&mut g, &rt, tasks, size, s);
             contended_async::<Mobc>(&mut g, &rt, tasks, size, s);
             contended_async::<Qp>(&mut g, &rt, tasks, size, s);
+            // Reference entries, not peers (`benches/common/mod.rs`).
+            contended_async::<LatchlessNoDeadline>(&mut g, &rt, tasks, size, s);
+            contended_async::<SemaphoreFloor>(&mut g, &rt, tasks, size, s);
+            contended_async::<YieldFloor>(&mut g, &rt, tasks, size, s);
         }
         g.finish();
         note_skipped(&group, &skipped);

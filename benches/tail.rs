@@ -9,7 +9,9 @@
 //! nobody waits), the same trivial managers as `benches/peers.rs`
 //! (`benches/common/mod.rs`). r2d2, latchless `try_get` (retried with a
 //! thread yield while `None`) and the bare `ArrayQueue` floor run the same
-//! loop on T OS threads. A warm-up pass of `--ops / 10` cycles precedes
+//! loop on T OS threads. The reference entries of `benches/peers.rs`
+//! ("latchless no-deadline", "semaphore floor", "yield floor"; not peers)
+//! run with the Tokio pools. A warm-up pass of `--ops / 10` cycles precedes
 //! each measured pass; a watchdog reports a pool that completes no
 //! acquire for `--stall-secs` as stalled instead of hanging the run.
 //!
@@ -36,7 +38,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{
-    AsyncPool, Bb8, Deadpool, Floor, Latchless, LatchlessTryGet, Mobc, Qp, R2d2, SyncPool,
+    AsyncPool, Bb8, Deadpool, Floor, Latchless, LatchlessNoDeadline, LatchlessTryGet, Mobc, Qp,
+    R2d2, SemaphoreFloor, SyncPool, YieldFloor,
 };
 use crossbeam_utils::CachePadded;
 use hdrhistogram::Histogram;
@@ -294,14 +297,14 @@ fn sizes(args: &Args, threads: usize) -> Vec<(String, usize)> {
 
 fn print_header() {
     println!(
-        "{:<18} {:<7} {:>3} {:>4} {:>7} {:>10} {:>9} {:>9} {:>9} {:>11}",
+        "{:<22} {:<7} {:>3} {:>4} {:>7} {:>10} {:>9} {:>9} {:>9} {:>11}",
         "pool", "mode", "T", "size", "size", "count", "p50 ns", "p99 ns", "p99.9 ns", "max ns"
     );
 }
 
 fn print_row(r: &Row) {
     let head = format!(
-        "{:<18} {:<7} {:>3} {:>4} {:>7}",
+        "{:<22} {:<7} {:>3} {:>4} {:>7}",
         r.pool, r.mode, r.threads, r.size, r.size_class
     );
     match &r.outcome {
@@ -367,6 +370,9 @@ fn main() {
     run_async::<Bb8>(&args, &mut rows);
     run_async::<Mobc>(&args, &mut rows);
     run_async::<Qp>(&args, &mut rows);
+    run_async::<LatchlessNoDeadline>(&args, &mut rows);
+    run_async::<SemaphoreFloor>(&args, &mut rows);
+    run_async::<YieldFloor>(&args, &mut rows);
     run_threads::<LatchlessTryGet>(&args, &mut rows);
     run_threads::<R2d2>(&args, &mut rows);
     run_threads::<Floor>(&args, &mut rows);

@@ -5,6 +5,12 @@
 //! acquire interface per pool so that every bench drives every pool with
 //! the same code.
 //!
+//! Besides the pools, three reference entries run through the same
+//! interface (none of them is a peer): `LatchlessNoDeadline` (latchless
+//! without an acquire deadline, so no timer per wait), `SemaphoreFloor` (a
+//! bare fair Tokio semaphore: the park/wake cost alone) and `YieldFloor`
+//! (no pool, no waiting: the task loop alone).
+//!
 //! Not a bench by itself: `mod common;` in the benches that use it.
 //!
 //! Each peer runs in its fastest configuration for a trivial connection:
@@ -22,8 +28,10 @@ use std::future::Future;
 use std::hint::black_box;
 use std::ops::Deref;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crossbeam_queue::ArrayQueue;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 /// The value every trivial manager hands out.
 pub const CONN: u64 = 7;
@@ -249,6 +257,89 @@ impl AsyncPool for Qp {
             Ok(conn) => conn,
             Err(never) => match never {},
         }
+    }
+}
+
+/// latchless with `acquire_timeout(Duration::MAX)`, otherwise the same as
+/// [`Latchless`]: the deadline `Instant::now() + Duration::MAX` overflows,
+/// so a waiting `get` has no deadline and arms no Tokio timer. Shows what
+/// the per-wait timer registration costs.
+#[derive(Clone)]
+pub struct LatchlessNoDeadline(pub latchless::Pool<LlNumbers>);
+
+impl AsyncPool for LatchlessNoDeadline {
+    type Guard<'a> = latchless::Pooled<LlNumbers>;
+    const NAME: &'static str = "latchless no-deadline";
+    fn build(max_size: usize) -> Self {
+        LatchlessNoDeadline(
+            latchless::Pool::builder(LlNumbers)
+                .max_size(max_size)
+                .acquire_timeout(Duration::MAX)
+                .build()
+                .expect("valid settings"),
+        )
+    }
+    async fn acquire(&self) -> Self::Guard<'_> {
+        self.0.get().await.expect("latchless get")
+    }
+}
+
+/// Not a pool: a fair (FIFO) `tokio::sync::Semaphore` with `max_size`
+/// permits, whose guard holds a permit and derefs to [`CONN`]. The cost of
+/// parking a task and waking it when a permit comes back, which any fair
+/// async pool pays once tasks outnumber connections, with no pool around it.
+#[derive(Clone)]
+pub struct SemaphoreFloor(pub Arc<Semaphore>);
+
+/// The semaphore floor's guard: releases its permit on drop.
+pub struct SemaphoreGuard<'a> {
+    _permit: SemaphorePermit<'a>,
+}
+
+impl Deref for SemaphoreGuard<'_> {
+    type Target = u64;
+    fn deref(&self) -> &u64 {
+        &CONN
+    }
+}
+
+impl AsyncPool for SemaphoreFloor {
+    type Guard<'a> = SemaphoreGuard<'a>;
+    const NAME: &'static str = "semaphore floor";
+    fn build(max_size: usize) -> Self {
+        SemaphoreFloor(Arc::new(Semaphore::new(max_size)))
+    }
+    async fn acquire(&self) -> Self::Guard<'_> {
+        let permit = self.0.acquire().await.expect("never closed");
+        SemaphoreGuard { _permit: permit }
+    }
+}
+
+/// Not a pool: `acquire` returns at once with a guard that derefs to
+/// [`CONN`]; nobody ever waits. What remains is the runtime's cost of the
+/// task loop itself (spawn, `yield_now()`, join): the upper bound of any
+/// pool's throughput in the contended benches.
+#[derive(Clone)]
+pub struct YieldFloor;
+
+/// The yield floor's guard: a constant.
+pub struct YieldGuard;
+
+impl Deref for YieldGuard {
+    type Target = u64;
+    fn deref(&self) -> &u64 {
+        &CONN
+    }
+}
+
+impl AsyncPool for YieldFloor {
+    type Guard<'a> = YieldGuard;
+    const NAME: &'static str = "yield floor";
+    fn build(_max_size: usize) -> Self {
+        YieldFloor
+    }
+    async fn acquire(&self) -> Self::Guard<'_> {
+        YieldGuard
     }
 }
 
