@@ -20,9 +20,10 @@
 //! cargo bench --bench e2e_tcp -- --warm-up-time 0.2 --measurement-time 0.5
 //! ```
 
+mod common;
+
 use std::hint::black_box;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use latchless::{Manager, Pool};
@@ -161,16 +162,9 @@ fn e2e(c: &mut Criterion) {
     g.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .sample_size(20)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2))
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = common::criterion_config();
     targets = e2e
 }
 criterion_main!(benches);

@@ -31,7 +31,6 @@
 mod common;
 
 use std::hint::black_box;
-use std::time::Duration;
 
 use common::{
     AsyncPool, Bb8, Deadpool, Floor, Latchless, LatchlessNoDeadline, LatchlessTryGet, Mobc, Qp,
@@ -181,16 +180,9 @@ fn note_skipped(group: &str, skipped: &[String]) {
     std::fs::write(path, skipped.join("\n") + "\n").expect("write the skipped note");
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .sample_size(20)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2))
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = common::criterion_config();
     targets = uncontended, contended
 }
 criterion_main!(benches);

@@ -482,6 +482,19 @@ def nice_max(v):
     return 10 * e
 
 
+def log_axis(vals, top, ph):
+    """A decade-aligned log axis covering vals: (lo, hi, value -> y)."""
+    lo = 10 ** math.floor(math.log10(min(vals)))
+    hi = 10 ** math.ceil(math.log10(max(vals)))
+    if hi <= lo:
+        hi = lo * 10
+
+    def ypos(v):
+        return top + ph - (math.log10(v) - math.log10(lo)) / (math.log10(hi) - math.log10(lo)) * ph
+
+    return lo, hi, ypos
+
+
 def panel(x0, y0, w, h, title, categories, series, unit, log=False, note=None):
     """A grouped vertical bar chart. series: [(name, [value or None per category])]."""
     parts = [f'<g transform="translate({x0},{y0})">']
@@ -502,13 +515,7 @@ def panel(x0, y0, w, h, title, categories, series, unit, log=False, note=None):
         parts.append(f'<text x="{w / 2}" y="{h / 2}" text-anchor="middle">no data</text></g>')
         return "\n".join(parts)
     if log:
-        lo = 10 ** math.floor(math.log10(min(vals)))
-        hi = 10 ** math.ceil(math.log10(max(vals)))
-        if hi <= lo:
-            hi = lo * 10
-
-        def ypos(v):
-            return top + ph - (math.log10(v) - math.log10(lo)) / (math.log10(hi) - math.log10(lo)) * ph
+        lo, hi, ypos = log_axis(vals, top, ph)
 
         ticks = [10**k for k in range(int(math.log10(lo)), int(math.log10(hi)) + 1)]
     else:
@@ -634,13 +641,7 @@ def panel_single(x0, y0, w, h, title, cats, names, values, unit):
     if not vals:
         parts.append("</g>")
         return "\n".join(parts)
-    lo = 10 ** math.floor(math.log10(min(vals)))
-    hi = 10 ** math.ceil(math.log10(max(vals)))
-    if hi <= lo:
-        hi = lo * 10
-
-    def ypos(v):
-        return top + ph - (math.log10(v) - math.log10(lo)) / (math.log10(hi) - math.log10(lo)) * ph
+    lo, hi, ypos = log_axis(vals, top, ph)
 
     for k in range(int(math.log10(lo)), int(math.log10(hi)) + 1):
         y = ypos(10**k)

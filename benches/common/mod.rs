@@ -574,3 +574,12 @@ pub fn build_warm<P: AsyncPool>(rt: &tokio::runtime::Runtime, max_size: usize) -
     rt.block_on(warm(&pool, max_size));
     pool
 }
+
+/// The criterion settings every comparison bench uses (see BENCHMARKS.md,
+/// "Method"); command-line options still override them.
+pub fn criterion_config() -> criterion::Criterion {
+    criterion::Criterion::default()
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+}
