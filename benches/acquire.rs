@@ -3,25 +3,17 @@
 //!
 //! `cargo bench --bench acquire`
 
+mod common;
+
 use std::future::Future;
 use std::hint::black_box;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
+use common::LlNumbers as Numbers;
 use criterion::{Criterion, criterion_group, criterion_main};
 use crossbeam_queue::ArrayQueue;
-use latchless::{Manager, Pool};
-
-/// The trivial manager of every benchmark: a connection is an integer.
-struct Numbers;
-
-impl Manager for Numbers {
-    type Connection = u64;
-    type Error = std::io::Error;
-    async fn connect(&self) -> Result<u64, std::io::Error> {
-        Ok(7)
-    }
-}
+use latchless::Pool;
 
 /// A pool with the default settings (every lifecycle policy on), built
 /// inside a live multi-threaded runtime that keeps running its background

@@ -4,21 +4,14 @@
 //!
 //! `cargo bench --bench lifecycle`
 
+mod common;
+
 use std::hint::black_box;
 use std::time::Duration;
 
+use common::LlNumbers as Numbers;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use latchless::{Manager, Pool};
-
-struct Numbers;
-
-impl Manager for Numbers {
-    type Connection = u64;
-    type Error = std::io::Error;
-    async fn connect(&self) -> Result<u64, std::io::Error> {
-        Ok(7)
-    }
-}
+use latchless::Pool;
 
 fn warm(pool: &Pool<Numbers>, n: usize) {
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -223,13 +223,14 @@ impl<M: Manager> Shared<M> {
             // releaser holds a reference of its own until it is done
             // (settled by `Pooled::drop`). Found by the loom model
             // `release_races_last_pool_drop`.
-            if !mutant("release_without_core_ref") {
+            let hold = !mutant("release_without_core_ref");
+            if hold {
                 // SAFETY: `self` is kept alive by this guard's connection,
                 // which the guard still owns.
                 unsafe { Arc::increment_strong_count(self) };
             }
             let Retired(n) = self.release(index, now);
-            Retired(n + usize::from(!mutant("release_without_core_ref")))
+            Retired(n + usize::from(hold))
         };
         if crate::clock::every_64th_op() {
             retired.0 += self.cooperative_tick().0;

@@ -520,20 +520,19 @@ impl<T> TimerWheel<T> {
     /// Moves every entry of a slot whose time has come: due ones to the due
     /// list, the rest (cascading from a higher level) to a lower level.
     fn expire_slot(&mut self, level: usize, slot: usize) {
-        let mut i = self.slots[level][slot].head;
-        while i != NIL {
-            let next = self.nodes[i as usize].next;
-            self.unlink(i);
-            self.file(i);
-            self.work += 1;
-            i = next;
-        }
+        self.refile_list(self.slots[level][slot].head);
     }
 
     fn refile_overflow(&mut self) {
         // Entries that stay in the overflow list set it again in `file`.
         self.overflow_min = u64::MAX;
-        let mut i = self.overflow.head;
+        self.refile_list(self.overflow.head);
+    }
+
+    /// Unlinks every entry of the list starting at `head` and files it
+    /// again (due list or a lower level), one unit of work each.
+    fn refile_list(&mut self, head: u32) {
+        let mut i = head;
         while i != NIL {
             let next = self.nodes[i as usize].next;
             self.unlink(i);

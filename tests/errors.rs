@@ -6,21 +6,8 @@ mod common;
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
-use common::{TestManager, runtime};
+use common::{LONG, TestManager, runtime, wait_until};
 use latchless::{Pool, PoolError, Pooled};
-
-const LONG: Duration = Duration::from_secs(20);
-
-async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + LONG;
-    while !f() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
 
 fn pool(max: usize) -> (Pool<TestManager>, std::sync::Arc<common::Tracker>) {
     let (m, t) = TestManager::new();

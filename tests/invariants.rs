@@ -8,10 +8,8 @@ use std::sync::atomic::Ordering::SeqCst;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{TestManager, Tracker, runtime};
+use common::{LONG, TestManager, Tracker, runtime, wait_until};
 use latchless::{Pool, PoolError, Pooled};
-
-const GENEROUS: Duration = Duration::from_secs(20);
 
 /// Tiny deterministic PRNG per task.
 fn rng(seed: u64) -> impl FnMut() -> u64 {
@@ -33,17 +31,6 @@ async fn use_conn(conn: &Pooled<TestManager>, yield_first: bool) {
     conn.leave();
 }
 
-async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + GENEROUS;
-    while !f() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
-
 /// Runs `tasks` tasks of `iters` get/use/drop cycles (with a mix of
 /// `try_get`, broken connections and, if `detach`, detaches) against one
 /// pool.
@@ -63,7 +50,7 @@ fn churn(pool: &Pool<TestManager>, tasks: u64, iters: u64, detach: bool) {
                         }
                         continue;
                     }
-                    let c = pool.get_timeout(GENEROUS).await.expect("get under churn");
+                    let c = pool.get_timeout(LONG).await.expect("get under churn");
                     use_conn(&c, r % 3 == 0).await;
                     if r % 17 == 0 {
                         c.broken.store(true, SeqCst);
@@ -211,7 +198,7 @@ fn i4_no_waiter_sleeps_while_a_connection_is_returned() {
                     let pool = pool.clone();
                     tokio::spawn(async move {
                         for _ in 0..5 {
-                            let c = pool.get_timeout(GENEROUS).await.expect("no lost wake-up");
+                            let c = pool.get_timeout(LONG).await.expect("no lost wake-up");
                             use_conn(&c, false).await;
                         }
                     })
@@ -240,7 +227,7 @@ fn i4_a_freed_place_wakes_a_waiter_who_connects() {
         let held = pool.get().await.unwrap();
         let waiter = tokio::spawn({
             let pool = pool.clone();
-            async move { pool.get_timeout(GENEROUS).await.map(|c| c.id) }
+            async move { pool.get_timeout(LONG).await.map(|c| c.id) }
         });
         wait_until("the waiter parks", || pool.state().waiting == 1).await;
         held.broken.store(true, SeqCst);
@@ -317,7 +304,7 @@ fn i5_cancelled_gets_lose_nothing() {
 async fn futures_lite_join(pool: &Pool<TestManager>, n: usize) -> Vec<Pooled<TestManager>> {
     let mut held = Vec::new();
     for _ in 0..n {
-        held.push(pool.get_timeout(GENEROUS).await.expect("a place was lost"));
+        held.push(pool.get_timeout(LONG).await.expect("a place was lost"));
     }
     held
 }
@@ -335,7 +322,7 @@ fn i7_waiters_are_served_in_arrival_order() {
             let p = pool.clone();
             let order = Arc::clone(&order);
             handles.push(tokio::spawn(async move {
-                let c = p.get_timeout(GENEROUS).await.unwrap();
+                let c = p.get_timeout(LONG).await.unwrap();
                 order.lock().unwrap().push(i);
                 tokio::task::yield_now().await;
                 drop(c);
@@ -362,7 +349,7 @@ fn i7_no_task_starves_under_contention() {
                 let pool = pool.clone();
                 tokio::spawn(async move {
                     for _ in 0..200 {
-                        let c = pool.get_timeout(GENEROUS).await;
+                        let c = pool.get_timeout(LONG).await;
                         let c = c.unwrap_or_else(|e: PoolError<_>| panic!("starved: {e}"));
                         use_conn(&c, true).await;
                     }

@@ -8,10 +8,8 @@ use std::sync::atomic::Ordering::SeqCst;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{TestManager, Tracker, runtime};
+use common::{LONG, TestManager, Tracker, runtime, wait_until};
 use latchless::{Builder, Pool, PoolError};
-
-const LONG: Duration = Duration::from_secs(20);
 
 fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
@@ -36,17 +34,6 @@ async fn open(pool: &Pool<TestManager>, n: usize) {
     let mut held = Vec::new();
     for _ in 0..n {
         held.push(pool.get().await.unwrap());
-    }
-}
-
-async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + LONG;
-    while !f() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 

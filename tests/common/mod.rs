@@ -194,3 +194,19 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .build()
         .unwrap()
 }
+
+/// The bound of every "eventually" in the tests: far beyond what any step
+/// needs on a loaded machine, so that only a real hang trips it.
+pub const LONG: Duration = Duration::from_secs(20);
+
+/// Polls `f` every 2 ms until it holds; fails the test after [`LONG`].
+pub async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + LONG;
+    while !f() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
