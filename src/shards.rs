@@ -5,15 +5,15 @@
 //! from the others only when its home is empty, so threads on different
 //! cores mostly touch different cache lines. The home shard is a per-thread
 //! random number mapped onto the shard count with one multiply
-//! (Lemire's "fastrange"), costing a thread-local read (~0.3 ns), not a
-//! `sched_getcpu()` call (~2.5 ns, stale after migration).
+//! (Lemire's "fastrange"), costing a thread-local read, not a
+//! `sched_getcpu()` system call (whose answer is stale after migration).
 //!
 //! The hot word is HikariCP's thread-local "last returned" list cut to one
 //! entry per shard: a release that finds it empty parks its key there with
 //! one CAS, and the next acquire takes it with one swap, skipping the
-//! queue's head/tail/stamp protocol (measured with `benches/acquire.rs`:
-//! `try_get`+drop went from 2.1x to 1.4x the time of a bare queue
-//! pop+push). It also makes
+//! queue's head/tail/stamp protocol (measured with `benches/acquire.rs`
+//! when it was added: `try_get`+drop went from 2.1x to 1.4x the time of a
+//! bare queue pop+push; see BENCHMARKS.md for today's ratio). It also makes
 //! the hottest connection the one reused, so surplus connections queue
 //! behind it and can age out under light load, where a pure FIFO would keep
 //! every connection warm.
