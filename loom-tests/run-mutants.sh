@@ -6,7 +6,7 @@
 #
 # Mutants are compiled in by --cfg latchless_mutants and switched on, one
 # at a time, by LATCHLESS_MUTANT=<name> (see src/sync.rs), so one build
-# serves all ten runs.
+# serves every run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export RUSTFLAGS="--cfg latchless_loom --cfg latchless_mutants"
@@ -23,6 +23,8 @@ pairs=(
   "waiters_are_served_in_arrival_order:lifo_waiters"
   "release_races_last_pool_drop:release_without_core_ref"
   "release_to_a_waiter_races_last_pool_drop:release_without_core_ref"
+  "release_races_last_pool_drop:drop_ignores_hazards"
+  "release_to_a_waiter_races_last_pool_drop:drop_ignores_hazards"
 )
 
 cargo test -q -p loom-tests --release --no-run || exit 1

@@ -47,6 +47,7 @@ mod builder;
 mod clock;
 mod connector;
 mod error;
+mod hazard;
 mod maintenance;
 mod manager;
 mod metrics;

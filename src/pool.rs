@@ -24,6 +24,10 @@
 //! its own (saving two atomic RMWs per acquire): its connection keeps the
 //! core alive. Functions that close connections return those references as
 //! a [`Retired`] count, dropped only after the last use of `&Shared`.
+//! Between publishing a healthy connection and its last re-check, a
+//! releaser no longer owns it; its thread's hazard slot (`hazard.rs`)
+//! covers that window at the cost of two plain stores, and `Drop for
+//! Shared` waits until no slot names the core.
 //!
 //! # Invariants kept
 //!
@@ -189,6 +193,13 @@ impl<M: Manager> Shared<M> {
     /// (healthy) or close it and pass its place on (broken).
     #[inline]
     pub(crate) fn give_back(&self, index: u32) -> Retired {
+        // First, while this guard's connection still keeps the core alive:
+        // every 64th release looks whether maintenance is due.
+        let mut retired = if crate::clock::every_64th_op() {
+            self.cooperative_tick()
+        } else {
+            Retired(0)
+        };
         // A guard dropped while its thread panics may hold a connection in
         // an unknown state (half a transaction): close it rather than reuse.
         let broken = std::thread::panicking()
@@ -205,37 +216,58 @@ impl<M: Manager> Shared<M> {
         let now = self.now_for_checks();
         // The end of its lifetime (`u64::MAX`: none).
         let last = self.slots.expires_at(index);
-        let mut retired = if broken {
+        retired.0 += if broken {
             self.maintenance.note_failure();
-            self.retire(index)
+            self.retire(index).0
         } else if now >= last {
             bump(&self.counters.expired);
-            self.retire(index)
+            self.retire(index).0
         } else {
             let fresh_until = last.min(now.saturating_add(self.ticks.check_after_idle));
             // Stored before the connection is passed on, to the idle set or
             // straight to a waiter, whose acquire judges by it.
             self.slots.set_fresh_until(index, fresh_until);
-            // Once the connection is in the idle set (or a waiter's hands),
-            // it and its reference on this core may be closed by anyone: a
-            // concurrent drop of the last `Pool`, or a releaser that saw
-            // `closed`. The re-checks below still read the core, so the
-            // releaser holds a reference of its own until it is done
-            // (settled by `Pooled::drop`). Found by the loom model
-            // `release_races_last_pool_drop`.
-            let hold = !mutant("release_without_core_ref");
-            if hold {
-                // SAFETY: `self` is kept alive by this guard's connection,
-                // which the guard still owns.
-                unsafe { Arc::increment_strong_count(self) };
-            }
-            let Retired(n) = self.release(index, now);
-            Retired(n + usize::from(hold))
+            self.release_covered(index, now)
         };
-        if crate::clock::every_64th_op() {
-            retired.0 += self.cooperative_tick().0;
-        }
         retired
+    }
+
+    /// [`release`](Self::release) with the core kept alive across it.
+    ///
+    /// Once the connection is in the idle set (or a waiter's hands), it and
+    /// its reference on this core may be closed by anyone: a concurrent drop
+    /// of the last `Pool`, or a releaser that saw `closed`. The re-checks
+    /// after the put-back still read the core, so the releaser announces
+    /// them in its thread's hazard slot (two plain stores; `hazard.rs`), or,
+    /// without one, holds a reference of its own, returned in the count.
+    /// Found by the loom models `release_races_last_pool_drop` and
+    /// `release_to_a_waiter_races_last_pool_drop`.
+    #[inline(always)]
+    fn release_covered(&self, index: u32, now: u64) -> usize {
+        // loom and ASan mutant: release_without_core_ref (run-mutants.sh, .ci/run)
+        if mutant("release_without_core_ref") {
+            return self.release(index, now).0;
+        }
+        match crate::hazard::protect(std::ptr::from_ref(self).cast()) {
+            Some(window) => {
+                let Retired(n) = self.release(index, now);
+                // Closes the window: the last access to `self` is above.
+                drop(window);
+                n
+            }
+            None => self.release_holding_a_reference(index, now),
+        }
+    }
+
+    /// The fallback of [`release_covered`](Self::release_covered): a
+    /// counted reference of the releaser's own, settled by its caller.
+    #[cold]
+    #[inline(never)]
+    fn release_holding_a_reference(&self, index: u32, now: u64) -> usize {
+        // SAFETY: `self` is kept alive by this guard's connection, which the
+        // guard still owns.
+        unsafe { Arc::increment_strong_count(self) };
+        self.release(index, now).0 + 1
     }
 
     /// A busy thread's share of maintenance (see `maintenance.rs`).
@@ -445,6 +477,14 @@ pub(crate) fn settle_held<M: Manager>(shared: &Arc<Shared<M>>, retired: Retired)
 /// The object all `Pool` clones share; dropping the last one closes the pool.
 struct Handle<M: Manager> {
     shared: Arc<Shared<M>>,
+}
+
+impl<M: Manager> Drop for Shared<M> {
+    /// Runs when the last reference goes, before any field is dropped:
+    /// waits for releasers still re-checking this core (`hazard.rs`).
+    fn drop(&mut self) {
+        crate::hazard::wait_until_unnamed(std::ptr::from_ref(self).cast());
+    }
 }
 
 impl<M: Manager> Drop for Handle<M> {

@@ -14,9 +14,10 @@
 //!
 //! Invariant kept: the guard owns its slot (BUSY) from creation until
 //! `Drop` or [`Pooled::detach`]; neither allocates, and every access to the
-//! shared core is covered by a strong reference: the guard's connection's
-//! until that connection leaves its hands, then (on a healthy release) one
-//! the releaser takes for its re-checks and drops last.
+//! shared core is covered: by the guard's connection's strong reference
+//! until that connection leaves its hands, then (on a healthy release) by
+//! the releasing thread's hazard slot, which the core's last owner waits
+//! for (`hazard.rs`), or by a reference the releaser takes and drops last.
 
 use std::marker::PhantomData;
 use std::mem::ManuallyDrop;

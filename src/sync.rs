@@ -43,6 +43,26 @@ macro_rules! thread_local_cell {
 
 pub(crate) use thread_local_cell;
 
+/// A global initialised on first use: std's `LazyLock` (touched only off
+/// the hot path) or loom's `lazy_static`, which starts afresh in every
+/// execution of a model.
+#[cfg(not(latchless_loom))]
+macro_rules! lazy_global {
+    ($(#[$attr:meta])* static $name:ident: $t:ty = $init:expr;) => {
+        $(#[$attr])* static $name: std::sync::LazyLock<$t> = std::sync::LazyLock::new(|| $init);
+    };
+}
+
+/// A global initialised on first use (loom's `lazy_static`).
+#[cfg(latchless_loom)]
+macro_rules! lazy_global {
+    ($(#[$attr:meta])* static $name:ident: $t:ty = $init:expr;) => {
+        loom::lazy_static! { $(#[$attr])* static ref $name: $t = $init; }
+    };
+}
+
+pub(crate) use lazy_global;
+
 /// Whether the named injected bug is on (only in `latchless_mutants`
 /// builds, for `loom-tests/run-mutants.sh`).
 #[cfg(not(latchless_mutants))]
@@ -138,6 +158,18 @@ mod imp {
     pub(crate) fn spin_loop() {
         std::hint::spin_loop();
     }
+
+    /// Gives the processor away while waiting for another thread.
+    pub(crate) fn yield_now() {
+        std::thread::yield_now();
+    }
+
+    /// Threads that can hold a hazard slot at once (see `hazard.rs`); more
+    /// fall back to counted references.
+    pub(crate) const HAZARD_SLOTS: usize = 256;
+
+    /// Whether a thread gives its hazard slot back when it exits.
+    pub(crate) const HAZARD_RELEASE_AT_EXIT: bool = true;
 }
 
 #[cfg(latchless_loom)]
@@ -238,4 +270,17 @@ mod imp {
     pub(crate) fn spin_loop() {
         loom::thread::yield_now();
     }
+
+    /// Gives the processor away while waiting for another thread.
+    pub(crate) fn yield_now() {
+        loom::thread::yield_now();
+    }
+
+    /// Hazard slots in a model: enough for its threads.
+    pub(crate) const HAZARD_SLOTS: usize = 3;
+
+    /// Loom drops its globals before the main thread's thread-locals, so a
+    /// model's threads keep their slots (a model has no more threads than
+    /// slots, and every execution starts with a fresh registry).
+    pub(crate) const HAZARD_RELEASE_AT_EXIT: bool = false;
 }

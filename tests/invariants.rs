@@ -182,6 +182,60 @@ fn i3_a_guard_released_while_the_last_pool_is_dropped() {
     }
 }
 
+/// I3 with more releasing threads alive at once than the hazard registry
+/// has slots (256): the rest cover their re-checks with a counted reference
+/// of their own. Every connection still closes once and the core is freed
+/// (its manager dropped) with the last handle: no reference leaked or lost.
+#[test]
+fn i3_more_releasing_threads_than_hazard_slots() {
+    const THREADS: usize = 300;
+    let rt = runtime();
+    let (m, t) = TestManager::new();
+    let pool = Pool::builder(m)
+        .max_size(8)
+        .background(false)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let warm: Vec<_> = futures_lite_join(&pool, 8).await;
+        drop(warm);
+    });
+    let all_alive = Arc::new(std::sync::Barrier::new(THREADS));
+    let all_done = Arc::new(std::sync::Barrier::new(THREADS));
+    let threads: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let pool = pool.clone();
+            let (all_alive, all_done) = (Arc::clone(&all_alive), Arc::clone(&all_done));
+            std::thread::spawn(move || {
+                all_alive.wait();
+                for _ in 0..20 {
+                    loop {
+                        if let Some(c) = pool.try_get() {
+                            drop(c);
+                            break;
+                        }
+                        std::thread::yield_now();
+                    }
+                }
+                // Keep this thread's hazard slot until every thread released.
+                all_done.wait();
+            })
+        })
+        .collect();
+    for th in threads {
+        th.join().unwrap();
+    }
+    assert_quiescent(&pool, &t);
+    assert_eq!(t.opened(), 8, "no connection was closed on the way");
+    drop(pool);
+    assert_eq!(t.closed(), 8, "every connection closed with the pool");
+    assert_eq!(
+        Arc::strong_count(&t),
+        1,
+        "the core (and its manager) was freed with the last handle"
+    );
+}
+
 #[test]
 fn i4_no_waiter_sleeps_while_a_connection_is_returned() {
     // One connection, many tasks: every acquisition beyond the first waits

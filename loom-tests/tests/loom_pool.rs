@@ -295,7 +295,9 @@ fn waiters_are_served_in_arrival_order() {
 /// connection and its reference. Catches `release_without_core_ref` (the
 /// releaser re-checks through a core it holds no reference on: loom sees
 /// the core's atomics used after the last reference freed them: it
-/// panics reading an atomic's handle out of the freed memory).
+/// panics reading an atomic's handle out of the freed memory), and
+/// `drop_ignores_hazards` (the releaser announces its window in its hazard
+/// slot, but the last owner frees the core without waiting for it).
 #[test]
 fn release_races_last_pool_drop() {
     explore(|| {
@@ -312,7 +314,8 @@ fn release_races_last_pool_drop() {
 
 /// Model 10 — as model 9, with the release handing its connection straight
 /// to a waiter (a pending `get` of a clone) while the last two handles are
-/// dropped. Catches `release_without_core_ref` on the hand-off path.
+/// dropped. Catches `release_without_core_ref` and `drop_ignores_hazards` on
+/// the hand-off path.
 #[test]
 fn release_to_a_waiter_races_last_pool_drop() {
     explore(|| {
