@@ -109,14 +109,17 @@ pub(crate) struct Maintenance {
 unsafe impl Sync for Maintenance {}
 
 impl Maintenance {
-    pub(crate) fn new(now: u64, period_ms: u64) -> Self {
+    /// `max_size` sizes the wheel up front (two deadlines per connection:
+    /// idle and lifetime), so that passes allocate nothing once the pool
+    /// runs, not even the first.
+    pub(crate) fn new(now: u64, period_ms: u64, max_size: usize) -> Self {
         Self {
             running: AtomicBool::new(false),
             next_due: AtomicU64::new(now.saturating_add(period_ms)),
             inbox: SegQueue::new(),
             owned: UnsafeCell::new(Owned {
-                wheel: TimerWheel::new(now),
-                due: Vec::new(),
+                wheel: TimerWheel::with_capacity(now, max_size.saturating_mul(2)),
+                due: Vec::with_capacity(MAX_DUE_PER_PASS),
                 last_leak_scan: now,
             }),
             stale: AtomicUsize::new(0),

@@ -574,7 +574,7 @@ impl<M: Manager> Pool<M> {
             waiters: Waiters::new(),
             closed: AtomicBool::new(false),
             counters: Counters::default(),
-            maintenance: Maintenance::new(now, ms(period)),
+            maintenance: Maintenance::new(now, ms(period), config.max_size),
             ticks,
             runtime: OnceLock::new(),
             weak: weak.clone(),
