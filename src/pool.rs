@@ -755,9 +755,13 @@ impl<M: Manager> Pool<M> {
                 }
             }
         }
-        shared.clock.now();
         shared.start_background();
-        let deadline = tokio::time::Instant::now().checked_add(timeout);
+        // `Duration::MAX` means no deadline: no clock read, no timer.
+        let deadline = if timeout == Duration::MAX {
+            None
+        } else {
+            tokio::time::Instant::now().checked_add(timeout)
+        };
         let slow = self.acquire_slow(deadline, candidate, by);
         let result = match deadline {
             Some(d) => crate::sync::timeout_at(d, slow)
