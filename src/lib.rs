@@ -46,6 +46,7 @@
 mod builder;
 mod clock;
 mod connector;
+mod deadlines;
 mod error;
 mod hazard;
 mod maintenance;

@@ -34,10 +34,13 @@
 //!   given on (I2, I3).
 //! - Maintenance never blocks a caller: losing the flag means skipping.
 
+use std::future::Future;
 use std::sync::Weak;
+use std::task::Poll;
 use std::time::Duration;
 
 use crate::Manager;
+use crate::deadlines::Sweeper;
 use crate::pool::{Retired, Shared};
 use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Ordering, SegQueue, UnsafeCell};
 use crate::wheel::TimerWheel;
@@ -262,14 +265,21 @@ pub(crate) fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
-/// Clears `ticking` when the background task ends or its runtime drops it,
-/// so that the next `get` on a live runtime starts a new one and, until
-/// then, checks read the real clock.
-struct Ticking<M: Manager>(Weak<Shared<M>>);
+/// Ends the background task's duties when it ends or its runtime drops
+/// it: stops its deadline sweeper (tracked waiters arm their own timers),
+/// then clears `ticking`, so that the next `get` on a live runtime starts a
+/// new task and, until then, checks read the real clock.
+struct Ticking<M: Manager> {
+    weak: Weak<Shared<M>>,
+    sweeper: Option<Sweeper>,
+}
 
 impl<M: Manager> Drop for Ticking<M> {
     fn drop(&mut self) {
-        if let Some(shared) = self.0.upgrade() {
+        if let Some(shared) = self.weak.upgrade() {
+            if let Some(sweeper) = self.sweeper.as_mut() {
+                shared.deadlines.stop(sweeper);
+            }
             shared.maintenance.ticking.store(false, Ordering::Relaxed);
             if shared.ticks.uses_clock {
                 shared.clock.cache(false);
@@ -278,19 +288,51 @@ impl<M: Manager> Drop for Ticking<M> {
     }
 }
 
-/// The background task: a pass every `period` while the pool lives.
+/// The background task: a maintenance pass every `period`, and the
+/// deadlines of parked waiters (`deadlines.rs`), while the pool lives.
+/// Holds no strong reference across an await.
 pub(crate) async fn ticker<M: Manager>(weak: Weak<Shared<M>>, period: Duration) {
-    let _ticking = Ticking(weak.clone());
+    let mut ticking = Ticking {
+        weak: weak.clone(),
+        sweeper: None,
+    };
+    let mut next_tick = tokio::time::Instant::now() + period;
+    let mut sleep = std::pin::pin!(tokio::time::sleep_until(next_tick));
     loop {
-        tokio::time::sleep(period).await;
-        let Some(shared) = weak.upgrade() else { return };
-        if shared.closed.load(Ordering::Acquire) {
-            return;
+        {
+            let Some(shared) = weak.upgrade() else { return };
+            if shared.closed.load(Ordering::Acquire) {
+                return;
+            }
+            let sweeper = ticking
+                .sweeper
+                .get_or_insert_with(|| shared.deadlines.start());
+            let now = tokio::time::Instant::now();
+            if now >= next_tick {
+                let retired = shared.maintenance.pass(&shared, shared.clock.now());
+                crate::pool::settle_held(&shared, retired);
+                shared.refill();
+                next_tick = now + period;
+            }
+            let wake_at = shared.deadlines.sweep(
+                sweeper,
+                &shared.waiters,
+                now,
+                next_tick,
+                &shared.counters.timeouts_swept,
+            );
+            sleep.as_mut().reset(wake_at);
         }
-        let now = shared.clock.now();
-        let retired = shared.maintenance.pass(&shared, now);
-        crate::pool::settle_held(&shared, retired);
-        shared.refill();
+        std::future::poll_fn(|cx| {
+            let Some(shared) = weak.upgrade() else {
+                return Poll::Ready(());
+            };
+            if shared.deadlines.kicked(cx) {
+                return Poll::Ready(());
+            }
+            sleep.as_mut().poll(cx)
+        })
+        .await;
     }
 }
 

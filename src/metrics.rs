@@ -71,6 +71,11 @@ pub struct Metrics {
     pub waits: u64,
     /// `get`s that returned `Timeout`.
     pub timeouts: u64,
+    /// Of those, parked `get`s timed out by the pool's background task
+    /// (no Tokio timer armed). The others ran out of time connecting or
+    /// checking, or waited with a timer of their own (`background(false)`,
+    /// or before the task's first run).
+    pub timeouts_swept: u64,
     /// `get`s refused with `Exhausted`.
     pub exhausted: u64,
     /// Connections closed for `idle_timeout` or `max_lifetime`.
@@ -94,6 +99,7 @@ pub(crate) struct Counters {
     pub(crate) connect_timeouts: AtomicU64,
     pub(crate) waits: AtomicU64,
     pub(crate) timeouts: AtomicU64,
+    pub(crate) timeouts_swept: AtomicU64,
     pub(crate) exhausted: AtomicU64,
     pub(crate) expired: AtomicU64,
     pub(crate) check_failures: AtomicU64,
@@ -118,6 +124,7 @@ impl Counters {
             connect_timeouts: r(&self.connect_timeouts),
             waits: r(&self.waits),
             timeouts: r(&self.timeouts),
+            timeouts_swept: r(&self.timeouts_swept),
             exhausted: r(&self.exhausted),
             expired: r(&self.expired),
             check_failures: r(&self.check_failures),

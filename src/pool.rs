@@ -47,6 +47,7 @@ use std::time::Duration;
 use crate::builder::{Builder, Config};
 use crate::clock::Clock;
 use crate::connector::CheckGuard;
+use crate::deadlines::Deadlines;
 use crate::maintenance::{Maintenance, ms};
 use crate::metrics::{Counters, Metrics, State, bump};
 use crate::shards::Shards;
@@ -74,6 +75,8 @@ pub(crate) struct Shared<M: Manager> {
     pub(crate) slots: Slots<M::Connection>,
     pub(crate) shards: Shards,
     pub(crate) waiters: Waiters,
+    /// Deadlines of parked waiters, timed out by the background task.
+    pub(crate) deadlines: Deadlines,
     /// Set once by `close`; SeqCst where it takes part in the re-check
     /// arguments (see `grant` and `close`).
     pub(crate) closed: AtomicBool,
@@ -572,6 +575,7 @@ impl<M: Manager> Pool<M> {
                 Shards::room_per_shard(config.max_size, config.shards),
             ),
             waiters: Waiters::new(),
+            deadlines: Deadlines::new(),
             closed: AtomicBool::new(false),
             counters: Counters::default(),
             maintenance: Maintenance::new(now, ms(period), config.max_size),
@@ -762,13 +766,7 @@ impl<M: Manager> Pool<M> {
         } else {
             tokio::time::Instant::now().checked_add(timeout)
         };
-        let slow = self.acquire_slow(deadline, candidate, by);
-        let result = match deadline {
-            Some(d) => crate::sync::timeout_at(d, slow)
-                .await
-                .unwrap_or(Err(PoolError::Timeout)),
-            None => slow.await,
-        };
+        let result = self.acquire_slow(deadline, candidate, by).await;
         if matches!(result, Err(PoolError::Timeout)) {
             bump(&shared.counters.timeouts);
         }
@@ -786,7 +784,8 @@ impl<M: Manager> Pool<M> {
         let shared = self.shared();
         loop {
             if let Some(c) = candidate.take() {
-                if let Some(index) = c.check(deadline).await {
+                let checked = bounded(deadline, async { Ok(c.check(deadline).await) }).await?;
+                if let Some(index) = checked {
                     return Ok(self.hand_out(index, by));
                 }
                 continue;
@@ -804,19 +803,19 @@ impl<M: Manager> Pool<M> {
                 }
             }
             if let Some(place) = shared.slots.reserve() {
-                let p = self
-                    .connect(PlaceGuard::new(shared, place), deadline)
-                    .await?;
+                let connect = self.connect(PlaceGuard::new(shared, place), deadline);
+                let p = bounded(deadline, connect).await?;
                 return Ok(self.hand_out(p, by));
             }
-            let outcome = self.wait().await?;
+            let outcome = self.wait(deadline).await?;
             match outcome {
                 Grant::Slot(i) => match self.triage(i, by) {
                     Ok(p) => return Ok(p),
                     Err(c) => candidate = c,
                 },
                 Grant::Place(i) => {
-                    let p = self.connect(PlaceGuard::new(shared, i), deadline).await?;
+                    let connect = self.connect(PlaceGuard::new(shared, i), deadline);
+                    let p = bounded(deadline, connect).await?;
                     return Ok(self.hand_out(p, by));
                 }
             }
@@ -842,7 +841,10 @@ impl<M: Manager> Pool<M> {
     }
 
     /// Step 3: parks as a waiter until served with a connection or a place.
-    async fn wait(&self) -> Result<Grant, PoolError<M::Error>> {
+    async fn wait(
+        &self,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<Grant, PoolError<M::Error>> {
         let shared = self.shared();
         let Some(node) = shared.waiters.register(shared.config.max_waiters) else {
             bump(&shared.counters.exhausted);
@@ -867,11 +869,12 @@ impl<M: Manager> Pool<M> {
                 }
             }
         } else {
-            (&mut wait).await
+            park(&mut wait, deadline).await
         };
         match outcome {
             Outcome::Granted(g) => Ok(g),
             Outcome::Closed => Err(PoolError::Closed),
+            Outcome::TimedOut => Err(PoolError::Timeout),
         }
     }
 
@@ -1038,6 +1041,52 @@ impl<'a> Connecting<'a> {
 impl Drop for Connecting<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Bounds `fut` by `deadline` (a Tokio timer, armed only if `fut` is
+/// pending): connects and checks, whose deadline the pool does not sweep.
+async fn bounded<T, E>(
+    deadline: Option<tokio::time::Instant>,
+    fut: impl Future<Output = Result<T, PoolError<E>>>,
+) -> Result<T, PoolError<E>> {
+    match deadline {
+        Some(d) => sync::timeout_at(d, fut)
+            .await
+            .unwrap_or(Err(PoolError::Timeout)),
+        None => fut.await,
+    }
+}
+
+/// Waits for a registered waiter's outcome until `deadline`: timed out by
+/// the pool's sweeper while one serves (`deadlines.rs`), else by a Tokio
+/// timer of its own.
+async fn park<M: Manager>(
+    wait: &mut WaitGuard<'_, M>,
+    deadline: Option<tokio::time::Instant>,
+) -> Outcome {
+    let Some(d) = deadline else {
+        return wait.await;
+    };
+    let deadlines = &wait.shared.deadlines;
+    if let Some(epoch) = deadlines.track(d, &wait.node) {
+        // Poll the node first (registering the waker), then look whether
+        // the sweeper still serves: a sweeper that stops after the look
+        // wakes this task (`Deadlines::stop`).
+        let swept = std::future::poll_fn(|cx| match Pin::new(&mut *wait).poll(cx) {
+            Poll::Ready(o) => Poll::Ready(Some(o)),
+            Poll::Pending if deadlines.serving(epoch) => Poll::Pending,
+            Poll::Pending => Poll::Ready(None),
+        })
+        .await;
+        if let Some(outcome) = swept {
+            return outcome;
+        }
+    }
+    match sync::timeout_at(d, &mut *wait).await {
+        Ok(outcome) => outcome,
+        // Served at the last moment: keep it; otherwise it timed out.
+        Err(()) => wait.withdraw().unwrap_or(Outcome::TimedOut),
     }
 }
 

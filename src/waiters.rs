@@ -17,6 +17,9 @@
 //! - **Serve.** A server CASes a node `WAITING -> SLOT(i)` or `PLACE(i)`; the
 //!   first success is the oldest live waiter (I7). Nodes found CANCELLED are
 //!   dropped, each consuming its own token.
+//! - **Time out.** The pool's deadline sweeper (`deadlines.rs`) CASes a
+//!   node whose deadline passed `WAITING -> TIMED_OUT` and wakes it; like a
+//!   cancelled node it stays queued until a server pops and skips it.
 //! - **Cancel.** A waiter leaving (timeout, drop of the `get` future, or a
 //!   re-check that found something) CASes its own node `WAITING -> CANCELLED`.
 //!   If that fails it was served: what it was given goes back through the
@@ -50,6 +53,7 @@ const CANCELLED: u64 = 1;
 const CLOSED: u64 = 2;
 const SLOT: u64 = 3;
 const PLACE: u64 = 4;
+const TIMED_OUT: u64 = 5;
 
 /// What a releaser passes on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,6 +71,8 @@ pub(crate) enum Outcome {
     Granted(Grant),
     /// The pool closed.
     Closed,
+    /// Its deadline passed (the pool's deadline sweeper, `deadlines.rs`).
+    TimedOut,
 }
 
 impl Grant {
@@ -85,6 +91,7 @@ fn decode(word: u64) -> Option<Outcome> {
         SLOT => Some(Outcome::Granted(Grant::Slot(i))),
         PLACE => Some(Outcome::Granted(Grant::Place(i))),
         CLOSED => Some(Outcome::Closed),
+        TIMED_OUT => Some(Outcome::TimedOut),
         _ => None,
     }
 }
@@ -113,6 +120,16 @@ impl Node {
             Some(o) => Poll::Ready(o),
             None => Poll::Pending,
         }
+    }
+
+    /// Whether nobody has served, cancelled, closed or timed it out yet.
+    pub(crate) fn is_waiting(&self) -> bool {
+        self.state.load(Ordering::Relaxed) == WAITING
+    }
+
+    /// Wakes its waiter's task (to re-poll, without a change of state).
+    pub(crate) fn wake(&self) {
+        self.waker.wake();
     }
 
     /// Moves `WAITING -> to`; on failure returns the word found.
@@ -227,6 +244,17 @@ impl Waiters {
         }
     }
 
+    /// Times `node` out if it is still waiting (its deadline passed); the
+    /// caller then wakes it ([`Node::wake`]). Whatever else happened to it
+    /// first stands.
+    pub(crate) fn expire(&self, node: &Node) -> bool {
+        if node.finish(TIMED_OUT).is_ok() {
+            self.live.fetch_sub(1, Ordering::Relaxed);
+            return true;
+        }
+        false
+    }
+
     /// Withdraws `node`. `None` if it was still waiting (now cancelled);
     /// otherwise how it was served, which the caller now owns.
     pub(crate) fn cancel(&self, node: &Node) -> Option<Outcome> {
@@ -279,5 +307,29 @@ mod tests {
         assert_eq!(a.poll(&mut cx), Poll::Ready(Outcome::Closed));
         assert_eq!(w.live(), 0);
         assert!(w.register(Some(0)).is_none());
+    }
+
+    #[test]
+    fn an_expired_waiter_times_out_and_is_skipped_by_servers() {
+        let w = Waiters::new();
+        let a = w.register(None).unwrap();
+        let b = w.register(None).unwrap();
+        assert!(w.expire(&a));
+        assert!(!w.expire(&a), "a node leaves WAITING once");
+        assert!(!a.is_waiting());
+        assert_eq!(w.live(), 1);
+        let mut cx = Context::from_waker(Waker::noop());
+        assert_eq!(a.poll(&mut cx), Poll::Ready(Outcome::TimedOut));
+        assert_eq!(
+            w.cancel(&a),
+            Some(Outcome::TimedOut),
+            "nothing to give back"
+        );
+        assert_eq!(w.serve(Grant::Slot(3)), Ok(()));
+        assert_eq!(
+            b.poll(&mut cx),
+            Poll::Ready(Outcome::Granted(Grant::Slot(3)))
+        );
+        assert!(!w.expire(&b), "a served node keeps its grant");
     }
 }

@@ -32,6 +32,82 @@ fn timeout_at_the_cap_returns_timeout_and_keeps_the_connection() {
     });
 }
 
+/// A parked `get` is timed out by the pool's background task (no Tokio
+/// timer of its own): not before its deadline, and not long after it.
+#[test]
+fn the_pool_times_out_parked_waiters_itself() {
+    let (pool, _t) = pool(1);
+    runtime().block_on(async {
+        let held = pool.get().await.unwrap();
+        // The background task starts with the first `get`; let it run its
+        // first sweep, after which waiters are tracked.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        for round in 1..=3u64 {
+            let timeout = Duration::from_millis(40 * round);
+            let started = std::time::Instant::now();
+            let err = pool.get_timeout(timeout).await.unwrap_err();
+            let took = started.elapsed();
+            assert!(matches!(err, PoolError::Timeout), "{err:?}");
+            assert!(took >= timeout, "timed out early: {took:?} < {timeout:?}");
+            assert!(took < LONG, "timed out far too late: {took:?}");
+            let m = pool.metrics();
+            assert_eq!(m.timeouts, round);
+            assert_eq!(m.timeouts_swept, round, "the pool's task timed it out");
+            assert_eq!(m.state.waiting, 0);
+        }
+        drop(held);
+        assert!(
+            pool.get_timeout(Duration::ZERO).await.is_ok(),
+            "nothing lost"
+        );
+    });
+}
+
+/// Waiters tracked by a background task whose runtime shuts down fall back
+/// to timers of their own: they still time out (they would hang forever if
+/// nobody woke them), and a release still reaches them.
+#[test]
+fn waiters_outlive_the_runtime_of_the_pools_background_task() {
+    let (pool, _t) = pool(1);
+    let first = runtime();
+    let held = first.block_on(async {
+        let held = pool.get().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        held
+    });
+    let second = runtime();
+    let timing_out = {
+        let pool = pool.clone();
+        second.spawn(async move {
+            let started = std::time::Instant::now();
+            let r = pool.get_timeout(Duration::from_millis(400)).await.map(drop);
+            (r, started.elapsed())
+        })
+    };
+    let served = {
+        let pool = pool.clone();
+        second.spawn(async move { pool.get_timeout(LONG).await.map(drop) })
+    };
+    second.block_on(wait_until("both waiters parked", || {
+        pool.state().waiting == 2
+    }));
+    // Shuts the background task down while both wait.
+    drop(first);
+    let (r, took) = second
+        .block_on(async { tokio::time::timeout(LONG, timing_out).await })
+        .expect("a waiter of the stopped task was never woken")
+        .unwrap();
+    assert!(matches!(r, Err(PoolError::Timeout)), "{r:?}");
+    assert!(took >= Duration::from_millis(400), "{took:?}");
+    assert!(took < LONG, "{took:?}");
+    drop(held);
+    assert!(
+        second.block_on(served).unwrap().is_ok(),
+        "served after the fall-back"
+    );
+    assert_eq!(pool.state().waiting, 0);
+}
+
 #[test]
 fn max_waiters_fails_fast_with_exhausted() {
     let (m, _t) = TestManager::new();
