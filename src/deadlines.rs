@@ -18,11 +18,14 @@
 //!   earlier, it kicks the sweeper. Every 1024th registration on a thread
 //!   kicks it too, so the inbox is drained at a bounded size.
 //! - **Sweep** ([`Deadlines::sweep`], the background task): drains the
-//!   inbox into a heap it owns, times out every node whose deadline passed
-//!   (`WAITING -> TIMED_OUT`, see `waiters.rs`), drops nodes that ended
-//!   otherwise, stores its next wake-up in `armed`, then (SeqCst fence)
-//!   looks at the inbox again. Either the sweeper sees a registration, or
-//!   the registrant sees the new `armed`: no deadline is slept past.
+//!   inbox into a heap it owns (32 registrations at a time, yielding to
+//!   the runtime in between, so that a sweep never holds a worker for
+//!   long; most nodes are already served and are dropped, not kept), times
+//!   out every node whose deadline passed (`WAITING -> TIMED_OUT`, see
+//!   `waiters.rs`), drops nodes that ended otherwise, stores its next
+//!   wake-up in `armed`, then (SeqCst fence) looks at the inbox again.
+//!   Either the sweeper sees a registration, or the registrant sees the
+//!   new `armed`: no deadline is slept past.
 //! - **Stop** ([`Deadlines::stop`], when the background task ends): stores
 //!   `armed = OFF`, then (SeqCst fence) wakes every node it holds or finds
 //!   in the inbox. A waiter polls its node (registering its waker) *then*
@@ -57,6 +60,8 @@ use crate::waiters::{Node, Waiters};
 const OFF: u64 = 0;
 /// Registrations on one thread between two kicks (bounds the inbox).
 const KICK_EVERY: u32 = 1024;
+/// Registrations one sweep drains before it yields to other tasks.
+const DRAIN_PER_SWEEP: usize = 32;
 /// Heap size below which finished nodes are not pruned.
 const PRUNE_AT: usize = 1024;
 
@@ -183,10 +188,13 @@ impl Deadlines {
         }
     }
 
-    /// One sweep at `now`: times out what is due (counting each in
-    /// `swept` before its waiter wakes), and arms the next wake-up, which
-    /// it returns: the earliest deadline it holds, or `next_tick` if that
-    /// is sooner.
+    /// One sweep at `now`: drains up to [`DRAIN_PER_SWEEP`] registrations
+    /// (dropping those whose waiter was served or left meanwhile, most of
+    /// them), times out what is due (counting each in `swept` before its
+    /// waiter wakes), and arms the next wake-up, which it returns: the
+    /// earliest deadline it holds, or `next_tick` if that is sooner.
+    /// `None`: more registrations wait; yield to the runtime's other tasks
+    /// and sweep again (a sweep never holds a worker for long).
     pub(crate) fn sweep(
         &self,
         sweeper: &mut Sweeper,
@@ -194,14 +202,19 @@ impl Deadlines {
         now: Instant,
         next_tick: Instant,
         swept: &std::sync::atomic::AtomicU64,
-    ) -> Instant {
+    ) -> Option<Instant> {
         let Some(&base) = self.base.get() else {
-            return next_tick;
+            return Some(next_tick);
         };
         let heap = &mut sweeper.heap;
+        let mut budget = DRAIN_PER_SWEEP;
         loop {
-            while let Some(p) = self.inbox.pop() {
-                heap.push(p);
+            while budget > 0 {
+                let Some(p) = self.inbox.pop() else { break };
+                budget -= 1;
+                if p.node.is_waiting() {
+                    heap.push(p);
+                }
             }
             while let Some(top) = heap.peek() {
                 if top.node.is_waiting() && top.deadline > now {
@@ -217,6 +230,9 @@ impl Deadlines {
             if heap.len() > PRUNE_AT && heap.len() > 2 * waiters.live() {
                 heap.retain(|p| p.node.is_waiting());
             }
+            if budget == 0 && !self.inbox.is_empty() {
+                return None;
+            }
             let target = heap.peek().map_or(next_tick, |p| p.deadline.min(next_tick));
             if self.epoch.load(Ordering::Acquire) == sweeper.epoch {
                 self.armed
@@ -225,7 +241,7 @@ impl Deadlines {
             // The sweeper's half of the protocol (module docs).
             fence(Ordering::SeqCst);
             if self.inbox.is_empty() {
-                return target;
+                return Some(target);
             }
         }
     }
@@ -269,7 +285,8 @@ mod tests {
     fn armed_sweeper(d: &Deadlines, w: &Waiters, next_tick: Instant) -> Sweeper {
         let mut s = d.start();
         let swept = Counter::new(0);
-        d.sweep(&mut s, w, Instant::now(), next_tick, &swept);
+        d.sweep(&mut s, w, Instant::now(), next_tick, &swept)
+            .unwrap();
         s
     }
 
@@ -315,7 +332,7 @@ mod tests {
         d.track(now, &gone).unwrap();
         assert_eq!(w.cancel(&gone), None);
         let swept = Counter::new(0);
-        let next = d.sweep(&mut s, &w, now, tick, &swept);
+        let next = d.sweep(&mut s, &w, now, tick, &swept).unwrap();
         assert_eq!(
             swept.load(std::sync::atomic::Ordering::Relaxed),
             1,
@@ -324,7 +341,9 @@ mod tests {
         assert!(!due.is_waiting() && later.is_waiting());
         assert_eq!(next, now + Duration::from_millis(500));
         assert_eq!(s.heap.len(), 1, "finished nodes are dropped");
-        let next = d.sweep(&mut s, &w, now + Duration::from_millis(500), tick, &swept);
+        let next = d
+            .sweep(&mut s, &w, now + Duration::from_millis(500), tick, &swept)
+            .unwrap();
         assert_eq!(swept.load(std::sync::atomic::Ordering::Relaxed), 2);
         assert_eq!(next, tick, "nothing held: the maintenance tick");
     }
@@ -348,7 +367,14 @@ mod tests {
             "every {KICK_EVERY} registrations kick the sweeper"
         );
         let swept = Counter::new(0);
-        d.sweep(&mut s, &w, now, now + Duration::from_secs(1), &swept);
+        let mut sweeps = 1;
+        while d
+            .sweep(&mut s, &w, now, now + Duration::from_secs(1), &swept)
+            .is_none()
+        {
+            sweeps += 1;
+        }
+        assert!(sweeps > 1, "a sweep drains a bounded batch, then yields");
         assert_eq!(s.heap.len(), 1, "only the live waiter is kept");
         assert!(d.inbox.is_empty());
     }

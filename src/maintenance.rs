@@ -314,14 +314,21 @@ pub(crate) async fn ticker<M: Manager>(weak: Weak<Shared<M>>, period: Duration) 
                 shared.refill();
                 next_tick = now + period;
             }
-            let wake_at = shared.deadlines.sweep(
+            let swept = shared.deadlines.sweep(
                 sweeper,
                 &shared.waiters,
                 now,
                 next_tick,
                 &shared.counters.timeouts_swept,
             );
-            sleep.as_mut().reset(wake_at);
+            match swept {
+                Some(wake_at) => sleep.as_mut().reset(wake_at),
+                None => {
+                    drop(shared);
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+            }
         }
         std::future::poll_fn(|cx| {
             let Some(shared) = weak.upgrade() else {
