@@ -18,6 +18,69 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use latchless::{Builder, Manager, Pool, PoolError};
+
+/// Fills freed memory with a pattern and holds it back from reuse for the
+/// next few thousand frees. Models 9 and 10 catch a release that reads the
+/// pool's core after the last reference freed it by loom reading an
+/// atomic's handle out of that memory. Without the quarantine, the freed
+/// block was often handed straight back to the next allocation, whose
+/// bytes could look like a valid handle: whether a model caught its mutant
+/// depended on the allocator (a change in the pool's own allocations once
+/// made model 9 miss it). Poisoned and quarantined, the handle is garbage
+/// and loom fails on it.
+struct Quarantine {
+    ring: std::sync::Mutex<QuarantineRing>,
+}
+
+struct QuarantineRing {
+    blocks: [(usize, usize, usize); QUARANTINED],
+    next: usize,
+}
+
+const QUARANTINED: usize = 4096;
+
+// SAFETY: defers every allocation and (eventually) every free to `System`
+// with the caller's layout; writes only to memory being freed, within it.
+// The ring's mutex never allocates (futex-based on Linux).
+unsafe impl std::alloc::GlobalAlloc for Quarantine {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        // SAFETY: same contract as ours.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: `ptr` is a live block of `layout.size()` bytes that the
+        // caller gives up; nothing reads it afterwards in a correct program.
+        unsafe { std::ptr::write_bytes(ptr, 0xA5, layout.size()) };
+        let evicted = {
+            let mut ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
+            let i = ring.next;
+            ring.next = (i + 1) % QUARANTINED;
+            std::mem::replace(
+                &mut ring.blocks[i],
+                (ptr as usize, layout.size(), layout.align()),
+            )
+        };
+        let (old, size, align) = evicted;
+        if old != 0 {
+            // SAFETY: a block freed earlier with this size and alignment,
+            // held back until now.
+            unsafe {
+                std::alloc::System.dealloc(
+                    old as *mut u8,
+                    std::alloc::Layout::from_size_align_unchecked(size, align),
+                );
+            }
+        }
+    }
+}
+
+#[global_allocator]
+static QUARANTINE: Quarantine = Quarantine {
+    ring: std::sync::Mutex::new(QuarantineRing {
+        blocks: [(0, 0, 0); QUARANTINED],
+        next: 0,
+    }),
+};
 use loom::future::block_on;
 use loom::thread;
 
