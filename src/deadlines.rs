@@ -12,115 +12,117 @@
 //!
 //! # Protocol
 //!
-//! - **Register** ([`Deadlines::track`]): a parked waiter pushes its node
-//!   and deadline into a lock-free inbox, then (SeqCst fence) reads
-//!   `armed`, the time the sweeper sleeps until. If its deadline is
-//!   earlier, it kicks the sweeper. Every 1024th registration on a thread
-//!   kicks it too, so the inbox is drained at a bounded size.
-//! - **Sweep** ([`Deadlines::sweep`], the background task): drains the
-//!   inbox into a heap it owns (32 registrations at a time, yielding to
-//!   the runtime in between, so that a sweep never holds a worker for
-//!   long; most nodes are already served and are dropped, not kept), times
-//!   out every node whose deadline passed (`WAITING -> TIMED_OUT`, see
-//!   `waiters.rs`), drops nodes that ended otherwise, stores its next
-//!   wake-up in `armed`, then (SeqCst fence) looks at the inbox again.
-//!   Either the sweeper sees a registration, or the registrant sees the
-//!   new `armed`: no deadline is slept past.
+//! A fixed array of slots, each holding one strong reference to a parked
+//! waiter's node (or nothing), and next to it the deadline as a hint. No
+//! per-wait work falls on the background task: a waiter takes a slot and
+//! clears it itself when its wait ends.
+//!
+//! - **Track** ([`Deadlines::track`]): the waiter stores its deadline in
+//!   its node, claims an empty slot near its thread's home (CAS to a
+//!   `CLAIMED` marker), writes the hint, then publishes its node (SeqCst)
+//!   and reads `armed`, the time the sweeper sleeps until (SeqCst). If its
+//!   deadline is earlier, it kicks the sweeper. No free slot nearby: it
+//!   arms its own Tokio timer instead.
+//! - **Untrack** ([`Deadlines::untrack`]): when the wait ends, the waiter
+//!   CASes its node out of its slot; if the sweeper took it first, the
+//!   sweeper owns that reference.
+//! - **Sweep** ([`Deadlines::sweep`], the background task, when the
+//!   earliest deadline or the maintenance tick comes): for each slot whose
+//!   hint is due, takes the node (CAS to empty, so it owns the reference),
+//!   checks the node's own deadline (the hint may belong to a previous
+//!   occupant), and times it out (`WAITING -> TIMED_OUT`, see
+//!   `waiters.rs`). Then it stores its next wake-up in `armed` (SeqCst)
+//!   and reads the slots again (SeqCst): either it sees a waiter that
+//!   published meanwhile, or that waiter sees the new `armed`; no
+//!   deadline is slept past.
 //! - **Stop** ([`Deadlines::stop`], when the background task ends): stores
-//!   `armed = OFF`, then (SeqCst fence) wakes every node it holds or finds
-//!   in the inbox. A waiter polls its node (registering its waker) *then*
-//!   checks that its sweeper still serves; so it either sees `OFF` or is
-//!   woken after, and then arms a Tokio timer of its own. A waiter that
-//!   finds no sweeper at registration (`background(false)`, no runtime
-//!   yet) does so from the start.
+//!   `armed = OFF`, then (SeqCst) takes and wakes every node in the slots.
+//!   A waiter polls its node (registering its waker) *then* checks that
+//!   its sweeper still serves; so it either sees `OFF` or is woken after,
+//!   and then arms a Tokio timer of its own. A waiter that finds no
+//!   sweeper (`background(false)`, no runtime yet) does so from the start.
 //!
 //! # Invariants kept
 //!
-//! - A tracked node that is still waiting is in the inbox or the heap until
-//!   its deadline passes or the sweeper stops (I5: it is only ever moved
-//!   `WAITING -> TIMED_OUT`, never handed anything).
+//! - A slot's node reference is owned by the slot until exactly one of the
+//!   waiter (untrack) or the sweeper takes it with a CAS.
 //! - Every waiter with a deadline has exactly one of: a serving sweeper
-//!   that will time it out, or its own timer.
-//! - The heap holds at most twice the live waiters plus a constant, and the
-//!   inbox at most about 1024 entries per registering thread between two
-//!   sweeps: memory is bounded by the waiters, not by the wait rate.
+//!   that will time it out, or its own timer. A node is only ever moved
+//!   `WAITING -> TIMED_OUT`, never handed anything (I5).
+//! - Memory is fixed: [`SLOTS`] slots per pool, whatever the wait rate.
 
-use std::cmp::Ordering as Order;
-use std::collections::BinaryHeap;
 use std::sync::OnceLock;
 use std::task::Context;
 
-use crossbeam_utils::CachePadded;
 use tokio::time::Instant;
 
-use crate::sync::{self, Arc, AtomicBool, AtomicU64, AtomicWaker, Ordering, SegQueue, fence};
+use crate::sync::{self, Arc, AtomicBool, AtomicPtr, AtomicU64, AtomicWaker, Ordering};
 use crate::waiters::{Node, Waiters};
 
 /// `armed` while no sweeper serves.
 const OFF: u64 = 0;
-/// Registrations on one thread between two kicks (bounds the inbox).
-const KICK_EVERY: u32 = 1024;
-/// Registrations one sweep drains before it yields to other tasks.
-const DRAIN_PER_SWEEP: usize = 32;
-/// Heap size below which finished nodes are not pruned.
-const PRUNE_AT: usize = 1024;
+/// Waiters a pool tracks at once; more arm their own timers.
+pub(crate) const SLOTS: usize = sync::DEADLINE_SLOTS;
+/// Slots a waiter tries, from its thread's home, before giving up.
+const PROBES: usize = if SLOTS < 32 { SLOTS } else { 32 };
 
-sync::thread_local_cell! {
-    /// Registrations on this thread since its last kick.
-    static SINCE_KICK: std::cell::Cell<u32> = std::cell::Cell::new(0);
+/// A slot's node while its claimer is still writing the hint.
+fn claimed() -> *mut Node {
+    std::ptr::dangling_mut()
 }
 
-/// A parked waiter and its deadline, ordered earliest first.
-struct Parked {
-    deadline: Instant,
-    node: Arc<Node>,
-}
-
-impl PartialEq for Parked {
-    fn eq(&self, other: &Self) -> bool {
-        self.deadline == other.deadline
-    }
-}
-impl Eq for Parked {}
-impl PartialOrd for Parked {
-    fn partial_cmp(&self, other: &Self) -> Option<Order> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Parked {
-    /// Reversed: `BinaryHeap` is a max-heap, the earliest must come first.
-    fn cmp(&self, other: &Self) -> Order {
-        other.deadline.cmp(&self.deadline)
-    }
+/// One tracked waiter: its node (a strong reference, or null, or
+/// [`claimed`]) and its deadline in ms (a hint, see the module docs).
+struct Slot {
+    node: AtomicPtr<Node>,
+    at: AtomicU64,
 }
 
 /// The deadlines of one pool's parked waiters.
 pub(crate) struct Deadlines {
-    inbox: SegQueue<Parked>,
+    slots: Box<[Slot]>,
     /// When the sweeper wakes next, in whole ms since `base`, plus one
     /// (rounded up); `OFF` while no sweeper serves.
-    armed: CachePadded<AtomicU64>,
+    armed: AtomicU64,
     /// Which sweeper serves (each start takes the next number).
     epoch: AtomicU64,
-    /// Set by a registrant that needs the sweeper earlier than `armed`.
+    /// Set by a waiter that needs the sweeper earlier than `armed`.
     kick: AtomicBool,
     /// The sweeper's task.
     waker: AtomicWaker,
-    /// The origin of `armed`, fixed by the first sweeper.
+    /// The origin of all ms values, fixed by the first sweeper.
     base: OnceLock<Instant>,
 }
 
-/// What the sweeper owns: its heap and its epoch.
+/// A waiter's hold on its slot.
+#[derive(Debug)]
+pub(crate) struct Tracked {
+    slot: usize,
+    node: *const Node,
+    pub(crate) epoch: u64,
+}
+
+// SAFETY: `node` is only compared, never dereferenced, through `Tracked`.
+unsafe impl Send for Tracked {}
+// SAFETY: as above.
+unsafe impl Sync for Tracked {}
+
+/// What the sweeper owns: its epoch, and nodes it could not put back.
 pub(crate) struct Sweeper {
-    heap: BinaryHeap<Parked>,
     epoch: u64,
+    kept: Vec<Arc<Node>>,
 }
 
 impl Deadlines {
     pub(crate) fn new() -> Self {
         Self {
-            inbox: SegQueue::new(),
-            armed: CachePadded::new(AtomicU64::new(OFF)),
+            slots: (0..SLOTS)
+                .map(|_| Slot {
+                    node: AtomicPtr::new(std::ptr::null_mut()),
+                    at: AtomicU64::new(0),
+                })
+                .collect(),
+            armed: AtomicU64::new(OFF),
             epoch: AtomicU64::new(0),
             kick: AtomicBool::new(false),
             waker: AtomicWaker::new(),
@@ -128,7 +130,8 @@ impl Deadlines {
         }
     }
 
-    /// `at` in whole ms since `base` plus one, rounded up or down.
+    /// `at` in whole ms since `base` plus one (so that no value is `OFF`),
+    /// rounded up (deadlines, wake-ups) or down (the current time).
     fn ms(base: Instant, at: Instant, up: bool) -> u64 {
         let d = at.saturating_duration_since(base);
         let mut ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX - 2);
@@ -139,37 +142,78 @@ impl Deadlines {
     }
 
     /// Hands `node` (just registered, about to park) and its deadline to
-    /// the sweeper. `Some(epoch)`: the sweeper of that epoch will time it
-    /// out; `None`: no sweeper serves, the caller arms its own timer.
-    pub(crate) fn track(&self, deadline: Instant, node: &Arc<Node>) -> Option<u64> {
+    /// the sweeper. `Some`: the sweeper of that epoch will time it out
+    /// (call [`untrack`](Self::untrack) when the wait ends); `None`: no
+    /// sweeper serves or no slot is free, the caller arms its own timer.
+    pub(crate) fn track(
+        &self,
+        deadline: Instant,
+        node: &Arc<Node>,
+        home: usize,
+    ) -> Option<Tracked> {
         let base = *self.base.get()?;
         if self.armed.load(Ordering::Relaxed) == OFF {
             return None;
         }
         let epoch = self.epoch.load(Ordering::Acquire);
-        self.inbox.push(Parked {
-            deadline,
-            node: Arc::clone(node),
-        });
-        // The registrant's half of the protocol (module docs).
-        fence(Ordering::SeqCst);
+        // Rounded up: a deadline is due once the floor of the time reaches
+        // it, so nobody is timed out before their deadline.
+        let at = Self::ms(base, deadline, true);
+        node.set_deadline(at);
+        let slot = (0..PROBES).map(|i| (home + i) % SLOTS).find(|&i| {
+            let s = &self.slots[i];
+            s.node.load(Ordering::Relaxed).is_null()
+                && s.node
+                    .compare_exchange(
+                        std::ptr::null_mut(),
+                        claimed(),
+                        Ordering::Acquire,
+                        Ordering::Relaxed,
+                    )
+                    .is_ok()
+        })?;
+        let s = &self.slots[slot];
+        s.at.store(at, Ordering::Relaxed);
+        let raw = Arc::into_raw(Arc::clone(node)).cast_mut();
+        // SeqCst: the waiter's half of the protocol (module docs); its
+        // Release side publishes the hint and the node's deadline.
+        s.node.store(raw, Ordering::SeqCst);
+        let tracked = Tracked {
+            slot,
+            node: raw,
+            epoch,
+        };
         let armed = self.armed.load(Ordering::SeqCst);
         if armed == OFF || self.epoch.load(Ordering::Acquire) != epoch {
-            return None; // stopped meanwhile; the entry is harmless
+            // Stopped meanwhile: take the node back and use a timer.
+            self.untrack(&tracked);
+            return None;
         }
-        let early = Self::ms(base, deadline, false) < armed;
-        let batch = SINCE_KICK
-            .try_with(|n| {
-                let v = n.get() + 1;
-                n.set(if v >= KICK_EVERY { 0 } else { v });
-                v >= KICK_EVERY
-            })
-            .unwrap_or(false);
-        if early || batch {
+        if at < armed {
             self.kick.store(true, Ordering::SeqCst);
             self.waker.wake();
         }
-        Some(epoch)
+        Some(tracked)
+    }
+
+    /// Ends a tracked wait: takes the node's reference out of its slot,
+    /// unless the sweeper took it first.
+    pub(crate) fn untrack(&self, tracked: &Tracked) {
+        let s = &self.slots[tracked.slot];
+        let mine = tracked.node.cast_mut();
+        if s.node
+            .compare_exchange(
+                mine,
+                std::ptr::null_mut(),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+        {
+            // SAFETY: the slot held this strong reference (made by
+            // `Arc::into_raw` in `track`), and the CAS made it ours.
+            drop(unsafe { Arc::from_raw(mine) });
+        }
     }
 
     /// Whether the sweeper of `epoch` still serves (checked by a tracked
@@ -183,18 +227,26 @@ impl Deadlines {
         let _ = self.base.get_or_init(Instant::now);
         let epoch = self.epoch.fetch_add(1, Ordering::AcqRel) + 1;
         Sweeper {
-            heap: BinaryHeap::new(),
             epoch,
+            kept: Vec::new(),
         }
     }
 
-    /// One sweep at `now`: drains up to [`DRAIN_PER_SWEEP`] registrations
-    /// (dropping those whose waiter was served or left meanwhile, most of
-    /// them), times out what is due (counting each in `swept` before its
-    /// waiter wakes), and arms the next wake-up, which it returns: the
-    /// earliest deadline it holds, or `next_tick` if that is sooner.
-    /// `None`: more registrations wait; yield to the runtime's other tasks
-    /// and sweep again (a sweep never holds a worker for long).
+    /// Takes slot `i`'s node if it is still `p`: the reference is ours.
+    fn take(&self, i: usize, p: *mut Node) -> Option<Arc<Node>> {
+        self.slots[i]
+            .node
+            .compare_exchange(p, std::ptr::null_mut(), Ordering::AcqRel, Ordering::Relaxed)
+            .ok()
+            // SAFETY: a published slot holds a strong reference made by
+            // `Arc::into_raw`; the CAS moved it to us.
+            .map(|p| unsafe { Arc::from_raw(p) })
+    }
+
+    /// One sweep at `now`: times out every tracked waiter whose deadline
+    /// passed (counting each in `swept` before its waiter wakes), and arms
+    /// the next wake-up, which it returns: the earliest deadline it saw, or
+    /// `next_tick` if that is sooner.
     pub(crate) fn sweep(
         &self,
         sweeper: &mut Sweeper,
@@ -202,48 +254,88 @@ impl Deadlines {
         now: Instant,
         next_tick: Instant,
         swept: &std::sync::atomic::AtomicU64,
-    ) -> Option<Instant> {
+    ) -> Instant {
         let Some(&base) = self.base.get() else {
-            return Some(next_tick);
+            return next_tick;
         };
-        let heap = &mut sweeper.heap;
-        let mut budget = DRAIN_PER_SWEEP;
-        loop {
-            while budget > 0 {
-                let Some(p) = self.inbox.pop() else { break };
-                budget -= 1;
-                if p.node.is_waiting() {
-                    heap.push(p);
-                }
+        let now_ms = Self::ms(base, now, false);
+        let expire = |node: &Node| {
+            if waiters.expire(node) {
+                crate::metrics::bump(swept);
+                node.wake();
             }
-            while let Some(top) = heap.peek() {
-                if top.node.is_waiting() && top.deadline > now {
-                    break;
+        };
+        // Each round handles what the previous one's re-read found; a
+        // stream of new due registrations cannot hold the worker: after a
+        // few rounds the sweeper comes back in a millisecond instead.
+        for _ in 0..4 {
+            let mut earliest = Self::ms(base, next_tick, true);
+            for i in 0..SLOTS {
+                let p = self.slots[i].node.load(Ordering::Acquire);
+                if p.is_null() || p == claimed() {
+                    continue;
                 }
-                if let Some(p) = heap.pop() {
-                    if waiters.expire(&p.node) {
-                        crate::metrics::bump(swept);
-                        p.node.wake();
+                let at = self.slots[i].at.load(Ordering::Relaxed);
+                if at > now_ms {
+                    earliest = earliest.min(at);
+                    continue;
+                }
+                let Some(node) = self.take(i, p) else {
+                    continue; // its waiter untracked it meanwhile
+                };
+                if node.deadline() <= now_ms {
+                    expire(&node);
+                } else {
+                    // The hint was a previous occupant's: put the node
+                    // back with its own, as a waiter would (claim, hint,
+                    // publish), or keep it here if the slot was taken.
+                    earliest = earliest.min(node.deadline());
+                    let s = &self.slots[i];
+                    if s.node
+                        .compare_exchange(
+                            std::ptr::null_mut(),
+                            claimed(),
+                            Ordering::Acquire,
+                            Ordering::Relaxed,
+                        )
+                        .is_ok()
+                    {
+                        s.at.store(node.deadline(), Ordering::Relaxed);
+                        s.node
+                            .store(Arc::into_raw(node).cast_mut(), Ordering::SeqCst);
+                    } else {
+                        sweeper.kept.push(node);
                     }
                 }
             }
-            if heap.len() > PRUNE_AT && heap.len() > 2 * waiters.live() {
-                heap.retain(|p| p.node.is_waiting());
-            }
-            if budget == 0 && !self.inbox.is_empty() {
-                return None;
-            }
-            let target = heap.peek().map_or(next_tick, |p| p.deadline.min(next_tick));
+            sweeper.kept.retain(|node| {
+                if !node.is_waiting() {
+                    return false;
+                }
+                if node.deadline() <= now_ms {
+                    expire(node);
+                    return false;
+                }
+                earliest = earliest.min(node.deadline());
+                true
+            });
             if self.epoch.load(Ordering::Acquire) == sweeper.epoch {
-                self.armed
-                    .store(Self::ms(base, target, true), Ordering::SeqCst);
+                self.armed.store(earliest, Ordering::SeqCst);
             }
-            // The sweeper's half of the protocol (module docs).
-            fence(Ordering::SeqCst);
-            if self.inbox.is_empty() {
-                return Some(target);
+            // The sweeper's half of the protocol (module docs): a waiter
+            // that published before this store's place in the SeqCst order
+            // is seen here.
+            let missed = (0..SLOTS).any(|i| {
+                let p = self.slots[i].node.load(Ordering::SeqCst);
+                !p.is_null()
+                    && p != claimed()
+                    && self.slots[i].at.load(Ordering::Relaxed) < earliest
+            });
+            if !missed {
+                return base + std::time::Duration::from_millis(earliest.saturating_sub(1));
             }
         }
+        now + std::time::Duration::from_millis(1)
     }
 
     /// Registers the sweeper's task and takes a pending kick.
@@ -257,12 +349,29 @@ impl Deadlines {
         if self.epoch.load(Ordering::Acquire) == sweeper.epoch {
             self.armed.store(OFF, Ordering::SeqCst);
         }
-        fence(Ordering::SeqCst);
-        while let Some(p) = self.inbox.pop() {
-            sweeper.heap.push(p);
+        for i in 0..SLOTS {
+            let p = self.slots[i].node.load(Ordering::SeqCst);
+            if p.is_null() || p == claimed() {
+                continue;
+            }
+            if let Some(node) = self.take(i, p) {
+                node.wake();
+            }
         }
-        for p in sweeper.heap.drain() {
-            p.node.wake();
+        for node in sweeper.kept.drain(..) {
+            node.wake();
+        }
+    }
+}
+
+impl Drop for Deadlines {
+    fn drop(&mut self) {
+        for s in self.slots.iter() {
+            let p = s.node.load(Ordering::Relaxed);
+            if !p.is_null() && p != claimed() {
+                // SAFETY: a published slot's strong reference, dropped once.
+                drop(unsafe { Arc::from_raw(p) });
+            }
         }
     }
 }
@@ -284,9 +393,7 @@ mod tests {
 
     fn armed_sweeper(d: &Deadlines, w: &Waiters, next_tick: Instant) -> Sweeper {
         let mut s = d.start();
-        let swept = Counter::new(0);
-        d.sweep(&mut s, w, Instant::now(), next_tick, &swept)
-            .unwrap();
+        d.sweep(&mut s, w, Instant::now(), next_tick, &Counter::new(0));
         s
     }
 
@@ -294,11 +401,19 @@ mod tests {
         d.kicked(&mut Context::from_waker(Waker::noop()))
     }
 
+    fn occupied(d: &Deadlines) -> usize {
+        d.slots
+            .iter()
+            .filter(|s| !s.node.load(Ordering::Relaxed).is_null())
+            .count()
+    }
+
     #[test]
     fn no_sweeper_no_tracking() {
         let (d, w) = (Deadlines::new(), Waiters::new());
         let node = w.register(None).unwrap();
-        assert_eq!(d.track(Instant::now(), &node), None);
+        assert!(d.track(Instant::now(), &node, 0).is_none());
+        assert_eq!(occupied(&d), 0);
     }
 
     #[test]
@@ -307,11 +422,11 @@ mod tests {
         let now = Instant::now();
         let _s = armed_sweeper(&d, &w, now + Duration::from_secs(1));
         let late = w.register(None).unwrap();
-        let epoch = d.track(now + Duration::from_secs(30), &late).unwrap();
-        assert!(d.serving(epoch));
+        let t = d.track(now + Duration::from_secs(30), &late, 0).unwrap();
+        assert!(d.serving(t.epoch));
         assert!(!kicked(&d), "a later deadline waits for the armed wake-up");
         let early = w.register(None).unwrap();
-        d.track(now + Duration::from_millis(10), &early).unwrap();
+        d.track(now + Duration::from_millis(10), &early, 0).unwrap();
         assert!(kicked(&d), "an earlier deadline wakes the sweeper");
         assert!(!kicked(&d), "a kick is taken once");
     }
@@ -327,56 +442,80 @@ mod tests {
             w.register(None).unwrap(),
             w.register(None).unwrap(),
         );
-        d.track(now, &due).unwrap();
-        d.track(now + Duration::from_millis(500), &later).unwrap();
-        d.track(now, &gone).unwrap();
+        d.track(now, &due, 0).unwrap();
+        d.track(now + Duration::from_millis(500), &later, 0)
+            .unwrap();
+        let g = d.track(now, &gone, 0).unwrap();
         assert_eq!(w.cancel(&gone), None);
+        d.untrack(&g);
+        assert_eq!(occupied(&d), 2, "an ended wait clears its own slot");
         let swept = Counter::new(0);
-        let next = d.sweep(&mut s, &w, now, tick, &swept).unwrap();
+        let at = now + Duration::from_millis(2);
+        let next = d.sweep(&mut s, &w, at, tick, &swept);
         assert_eq!(
             swept.load(std::sync::atomic::Ordering::Relaxed),
             1,
             "only the due waiter"
         );
         assert!(!due.is_waiting() && later.is_waiting());
-        assert_eq!(next, now + Duration::from_millis(500));
-        assert_eq!(s.heap.len(), 1, "finished nodes are dropped");
-        let next = d
-            .sweep(&mut s, &w, now + Duration::from_millis(500), tick, &swept)
-            .unwrap();
+        assert!(
+            next >= now + Duration::from_millis(500),
+            "never before a deadline"
+        );
+        assert!(next <= now + Duration::from_millis(502), "{next:?}");
+        assert_eq!(occupied(&d), 1);
+        let next = d.sweep(&mut s, &w, now + Duration::from_millis(502), tick, &swept);
         assert_eq!(swept.load(std::sync::atomic::Ordering::Relaxed), 2);
-        assert_eq!(next, tick, "nothing held: the maintenance tick");
+        assert!(next >= tick, "nothing held: the maintenance tick");
+        assert_eq!(occupied(&d), 0);
     }
 
     #[test]
-    fn memory_is_bounded_by_the_waiters_not_the_wait_rate() {
+    fn nobody_is_timed_out_before_their_deadline() {
         let (d, w) = (Deadlines::new(), Waiters::new());
         let now = Instant::now();
         let mut s = armed_sweeper(&d, &w, now + Duration::from_secs(1));
-        let oldest = w.register(None).unwrap();
-        d.track(now + Duration::from_secs(5), &oldest).unwrap();
-        let mut kicks = 0;
-        for _ in 0..3 * KICK_EVERY {
-            let n = w.register(None).unwrap();
-            d.track(now + Duration::from_secs(30), &n).unwrap();
-            assert_eq!(w.cancel(&n), None, "served or left long before");
-            kicks += usize::from(kicked(&d));
-        }
-        assert!(
-            kicks >= 2,
-            "every {KICK_EVERY} registrations kick the sweeper"
-        );
+        let n = w.register(None).unwrap();
+        let deadline = now + Duration::from_micros(10_300);
+        d.track(deadline, &n, 0).unwrap();
         let swept = Counter::new(0);
-        let mut sweeps = 1;
-        while d
-            .sweep(&mut s, &w, now, now + Duration::from_secs(1), &swept)
-            .is_none()
-        {
-            sweeps += 1;
+        let next = d.sweep(
+            &mut s,
+            &w,
+            deadline - Duration::from_micros(1),
+            now + Duration::from_secs(1),
+            &swept,
+        );
+        assert!(n.is_waiting(), "not due 1 µs before its deadline");
+        assert!(next >= deadline, "the wake-up is not before it either");
+        d.sweep(&mut s, &w, next, now + Duration::from_secs(1), &swept);
+        assert!(!n.is_waiting(), "due at the armed wake-up");
+    }
+
+    #[test]
+    fn slots_are_bounded_and_a_full_neighbourhood_falls_back_to_a_timer() {
+        let (d, w) = (Deadlines::new(), Waiters::new());
+        let now = Instant::now();
+        let _s = armed_sweeper(&d, &w, now + Duration::from_secs(1));
+        let nodes: Vec<_> = (0..PROBES + 1).map(|_| w.register(None).unwrap()).collect();
+        let tracked: Vec<_> = nodes
+            .iter()
+            .map(|n| d.track(now + Duration::from_secs(30), n, 5))
+            .collect();
+        assert!(tracked[..PROBES].iter().all(Option::is_some));
+        assert!(tracked[PROBES].is_none(), "no free slot within reach");
+        assert_eq!(occupied(&d), PROBES);
+        for t in tracked.iter().flatten() {
+            d.untrack(t);
         }
-        assert!(sweeps > 1, "a sweep drains a bounded batch, then yields");
-        assert_eq!(s.heap.len(), 1, "only the live waiter is kept");
-        assert!(d.inbox.is_empty());
+        assert_eq!(occupied(&d), 0, "every slot given back");
+        for n in &nodes {
+            assert_eq!(
+                Arc::strong_count(n),
+                2,
+                "the queue's and ours: no reference leaked"
+            );
+        }
     }
 
     #[test]
@@ -385,15 +524,38 @@ mod tests {
         let now = Instant::now();
         let mut s = armed_sweeper(&d, &w, now + Duration::from_secs(1));
         let n = w.register(None).unwrap();
-        let epoch = d.track(now + Duration::from_secs(30), &n).unwrap();
+        let t = d.track(now + Duration::from_secs(30), &n, 0).unwrap();
         d.stop(&mut s);
-        assert!(!d.serving(epoch));
-        assert!(s.heap.is_empty() && d.inbox.is_empty());
+        assert!(!d.serving(t.epoch));
+        assert_eq!(occupied(&d), 0);
+        d.untrack(&t);
         assert!(n.is_waiting(), "not timed out: it arms its own timer");
-        assert_eq!(d.track(now, &n), None, "no sweeper after the stop");
+        assert_eq!(Arc::strong_count(&n), 2);
+        assert!(d.track(now, &n, 0).is_none(), "no sweeper after the stop");
         let mut s2 = armed_sweeper(&d, &w, now + Duration::from_secs(1));
-        assert!(!d.serving(epoch), "a new sweeper is not the old one");
-        assert!(d.track(now + Duration::from_secs(30), &n).is_some());
+        assert!(!d.serving(t.epoch), "a new sweeper is not the old one");
+        let t2 = d.track(now + Duration::from_secs(30), &n, 0).unwrap();
+        assert!(d.serving(t2.epoch));
         d.stop(&mut s2);
+    }
+
+    #[test]
+    fn a_stale_hint_never_times_out_a_later_occupant() {
+        let (d, w) = (Deadlines::new(), Waiters::new());
+        let now = Instant::now();
+        let tick = now + Duration::from_secs(1);
+        let mut s = armed_sweeper(&d, &w, tick);
+        let n = w.register(None).unwrap();
+        let t = d.track(now + Duration::from_secs(30), &n, 0).unwrap();
+        // As if the hint were a previous occupant's, long due.
+        d.slots[t.slot].at.store(1, Ordering::Relaxed);
+        let swept = Counter::new(0);
+        d.sweep(&mut s, &w, now + Duration::from_secs(2), tick, &swept);
+        assert!(n.is_waiting(), "its own deadline decides");
+        assert_eq!(swept.load(std::sync::atomic::Ordering::Relaxed), 0);
+        assert_eq!(occupied(&d), 1, "put back in its slot");
+        d.untrack(&t);
+        assert_eq!(occupied(&d), 0);
+        assert_eq!(Arc::strong_count(&n), 2);
     }
 }

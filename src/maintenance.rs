@@ -314,21 +314,14 @@ pub(crate) async fn ticker<M: Manager>(weak: Weak<Shared<M>>, period: Duration) 
                 shared.refill();
                 next_tick = now + period;
             }
-            let swept = shared.deadlines.sweep(
+            let wake_at = shared.deadlines.sweep(
                 sweeper,
                 &shared.waiters,
                 now,
                 next_tick,
                 &shared.counters.timeouts_swept,
             );
-            match swept {
-                Some(wake_at) => sleep.as_mut().reset(wake_at),
-                None => {
-                    drop(shared);
-                    tokio::task::yield_now().await;
-                    continue;
-                }
-            }
+            sleep.as_mut().reset(wake_at);
         }
         std::future::poll_fn(|cx| {
             let Some(shared) = weak.upgrade() else {

@@ -855,6 +855,7 @@ impl<M: Manager> Pool<M> {
             shared,
             node,
             done: false,
+            tracked: None,
         };
         // The re-check after registering (waiters.rs: lost wake-ups).
         let outcome = if shared.closed.load(Ordering::SeqCst) {
@@ -1069,7 +1070,11 @@ async fn park<M: Manager>(
         return wait.await;
     };
     let deadlines = &wait.shared.deadlines;
-    if let Some(epoch) = deadlines.track(d, &wait.node) {
+    let home =
+        ((u64::from(crate::shards::home_hash()) * crate::deadlines::SLOTS as u64) >> 32) as usize;
+    if let Some(tracked) = deadlines.track(d, &wait.node, home) {
+        let epoch = tracked.epoch;
+        wait.tracked = Some(tracked);
         // Poll the node first (registering the waker), then look whether
         // the sweeper still serves: a sweeper that stops after the look
         // wakes this task (`Deadlines::stop`).
@@ -1096,6 +1101,8 @@ struct WaitGuard<'a, M: Manager> {
     shared: &'a Arc<Shared<M>>,
     node: sync::Arc<Node>,
     done: bool,
+    /// Its slot with the pool's deadline sweeper, if it took one.
+    tracked: Option<crate::deadlines::Tracked>,
 }
 
 impl<M: Manager> WaitGuard<'_, M> {
@@ -1121,6 +1128,9 @@ impl<M: Manager> Future for WaitGuard<'_, M> {
 
 impl<M: Manager> Drop for WaitGuard<'_, M> {
     fn drop(&mut self) {
+        if let Some(tracked) = self.tracked.take() {
+            self.shared.deadlines.untrack(&tracked);
+        }
         if self.done {
             return;
         }

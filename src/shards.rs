@@ -52,7 +52,7 @@ thread_local_cell! {
 static NEXT_THREAD: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
 
 #[inline(always)]
-fn home_hash() -> u32 {
+pub(crate) fn home_hash() -> u32 {
     HOME.with(|h| {
         let v = h.get();
         if v != 0 {

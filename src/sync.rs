@@ -170,6 +170,10 @@ mod imp {
 
     /// Whether a thread gives its hazard slot back when it exits.
     pub(crate) const HAZARD_RELEASE_AT_EXIT: bool = true;
+
+    /// Parked waiters a pool's deadline sweeper tracks at once (see
+    /// `deadlines.rs`; fewer in unit tests, to reach the limit).
+    pub(crate) const DEADLINE_SLOTS: usize = if cfg!(test) { 64 } else { 1024 };
 }
 
 #[cfg(latchless_loom)]
@@ -286,4 +290,8 @@ mod imp {
     /// model's threads keep their slots (a model has no more threads than
     /// slots, and every execution starts with a fresh registry).
     pub(crate) const HAZARD_RELEASE_AT_EXIT: bool = false;
+
+    /// Deadline slots in a model (no sweeper runs under loom: every slot
+    /// is an object loom tracks, and a pool's drop reads each).
+    pub(crate) const DEADLINE_SLOTS: usize = 4;
 }

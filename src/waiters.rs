@@ -103,9 +103,21 @@ pub(crate) struct Node {
     /// index in the upper bits. Leaves `WAITING` exactly once.
     state: AtomicU64,
     waker: AtomicWaker,
+    /// Its deadline in the pool's sweeper's ms (`deadlines.rs`), if tracked.
+    deadline: AtomicU64,
 }
 
 impl Node {
+    /// Records the deadline a sweeper tracks it by (before publishing it).
+    pub(crate) fn set_deadline(&self, ms: u64) {
+        self.deadline.store(ms, Ordering::Relaxed);
+    }
+
+    /// The deadline set by [`set_deadline`](Self::set_deadline).
+    pub(crate) fn deadline(&self) -> u64 {
+        self.deadline.load(Ordering::Relaxed)
+    }
+
     /// Polls for the outcome, registering the waker while still waiting.
     pub(crate) fn poll(&self, cx: &mut Context<'_>) -> Poll<Outcome> {
         // Acquire pairs with the Release of the serving CAS, so the slot's
@@ -184,6 +196,7 @@ impl Waiters {
         let node = Arc::new(Node {
             state: AtomicU64::new(WAITING),
             waker: AtomicWaker::new(),
+            deadline: AtomicU64::new(u64::MAX),
         });
         self.queue.push(Arc::clone(&node));
         // SeqCst, then a SeqCst fence before the caller's re-check: the
