@@ -18,8 +18,8 @@
 //! clears it itself when its wait ends.
 //!
 //! - **Track** ([`Deadlines::track`]): the waiter stores its deadline in
-//!   its node, claims an empty slot near its thread's home (CAS to a
-//!   `CLAIMED` marker), writes the hint, then publishes its node (SeqCst)
+//!   its node, claims an empty slot (CAS to a `CLAIMED` marker), looking
+//!   from just after its thread's previous one (its home at first), writes the hint, then publishes its node (SeqCst)
 //!   and reads `armed`, the time the sweeper sleeps until (SeqCst). If its
 //!   deadline is earlier, it kicks the sweeper. No free slot nearby: it
 //!   arms its own Tokio timer instead.
@@ -65,6 +65,11 @@ const OFF: u64 = 0;
 pub(crate) const SLOTS: usize = sync::DEADLINE_SLOTS;
 /// Slots a waiter tries, from its thread's home, before giving up.
 const PROBES: usize = if SLOTS < 32 { SLOTS } else { 32 };
+
+sync::thread_local_cell! {
+    /// Where this thread's next waiter starts looking for a free slot.
+    static CURSOR: std::cell::Cell<Option<usize>> = std::cell::Cell::new(None);
+}
 
 /// A slot's node while its claimer is still writing the hint.
 fn claimed() -> *mut Node {
@@ -160,7 +165,10 @@ impl Deadlines {
         // it, so nobody is timed out before their deadline.
         let at = Self::ms(base, deadline, true);
         node.set_deadline(at);
-        let slot = (0..PROBES).map(|i| (home + i) % SLOTS).find(|&i| {
+        // From just after this thread's last slot (its home at first), so
+        // that a thread's many waiters spread over the whole array.
+        let start = CURSOR.try_with(|c| c.get().unwrap_or(home)).unwrap_or(home);
+        let slot = (0..PROBES).map(|i| (start + i) % SLOTS).find(|&i| {
             let s = &self.slots[i];
             s.node.load(Ordering::Relaxed).is_null()
                 && s.node
@@ -172,6 +180,7 @@ impl Deadlines {
                     )
                     .is_ok()
         })?;
+        let _ = CURSOR.try_with(|c| c.set(Some((slot + 1) % SLOTS)));
         let s = &self.slots[slot];
         s.at.store(at, Ordering::Relaxed);
         let raw = Arc::into_raw(Arc::clone(node)).cast_mut();
@@ -497,11 +506,18 @@ mod tests {
         let (d, w) = (Deadlines::new(), Waiters::new());
         let now = Instant::now();
         let _s = armed_sweeper(&d, &w, now + Duration::from_secs(1));
+        // One waiter per fresh thread: each starts at the same home.
         let nodes: Vec<_> = (0..PROBES + 1).map(|_| w.register(None).unwrap()).collect();
-        let tracked: Vec<_> = nodes
-            .iter()
-            .map(|n| d.track(now + Duration::from_secs(30), n, 5))
-            .collect();
+        let tracked: Vec<_> = std::thread::scope(|sc| {
+            nodes
+                .iter()
+                .map(|n| {
+                    sc.spawn(|| d.track(now + Duration::from_secs(30), n, 5))
+                        .join()
+                        .unwrap()
+                })
+                .collect()
+        });
         assert!(tracked[..PROBES].iter().all(Option::is_some));
         assert!(tracked[PROBES].is_none(), "no free slot within reach");
         assert_eq!(occupied(&d), PROBES);
@@ -515,6 +531,26 @@ mod tests {
                 2,
                 "the queue's and ours: no reference leaked"
             );
+        }
+    }
+
+    #[test]
+    fn one_threads_waiters_spread_over_the_whole_array() {
+        let (d, w) = (Deadlines::new(), Waiters::new());
+        let now = Instant::now();
+        let _s = armed_sweeper(&d, &w, now + Duration::from_secs(1));
+        let nodes: Vec<_> = (0..SLOTS).map(|_| w.register(None).unwrap()).collect();
+        let tracked: Vec<_> = nodes
+            .iter()
+            .map(|n| d.track(now + Duration::from_secs(30), n, 5))
+            .collect();
+        assert!(
+            tracked.iter().all(Option::is_some),
+            "more than {PROBES} waiters of one thread are all tracked"
+        );
+        assert_eq!(occupied(&d), SLOTS);
+        for t in tracked.iter().flatten() {
+            d.untrack(t);
         }
     }
 
