@@ -51,6 +51,7 @@
 //!   `WAITING -> TIMED_OUT`, never handed anything (I5).
 //! - Memory is fixed: [`SLOTS`] slots per pool, whatever the wait rate.
 
+use std::cell::Cell;
 use std::sync::OnceLock;
 use std::task::Context;
 
@@ -63,12 +64,13 @@ use crate::waiters::{Node, Waiters};
 const OFF: u64 = 0;
 /// Waiters a pool tracks at once; more arm their own timers.
 pub(crate) const SLOTS: usize = sync::DEADLINE_SLOTS;
-/// Slots a waiter tries, from its thread's home, before giving up.
+/// Slots a waiter tries, from just after its thread's previous one, before
+/// giving up.
 const PROBES: usize = if SLOTS < 32 { SLOTS } else { 32 };
 
 sync::thread_local_cell! {
     /// Where this thread's next waiter starts looking for a free slot.
-    static CURSOR: std::cell::Cell<Option<usize>> = std::cell::Cell::new(None);
+    static CURSOR: Cell<Option<usize>> = Cell::new(None);
 }
 
 /// A slot's node while its claimer is still writing the hint.
@@ -99,18 +101,14 @@ pub(crate) struct Deadlines {
     base: OnceLock<Instant>,
 }
 
-/// A waiter's hold on its slot.
+/// A waiter's hold on its slot: which slot, and the address of its node
+/// there (only compared, never dereferenced).
 #[derive(Debug)]
 pub(crate) struct Tracked {
     slot: usize,
-    node: *const Node,
+    node: usize,
     pub(crate) epoch: u64,
 }
-
-// SAFETY: `node` is only compared, never dereferenced, through `Tracked`.
-unsafe impl Send for Tracked {}
-// SAFETY: as above.
-unsafe impl Sync for Tracked {}
 
 /// What the sweeper owns: its epoch, and nodes it could not put back.
 pub(crate) struct Sweeper {
@@ -150,12 +148,7 @@ impl Deadlines {
     /// the sweeper. `Some`: the sweeper of that epoch will time it out
     /// (call [`untrack`](Self::untrack) when the wait ends); `None`: no
     /// sweeper serves or no slot is free, the caller arms its own timer.
-    pub(crate) fn track(
-        &self,
-        deadline: Instant,
-        node: &Arc<Node>,
-        home: usize,
-    ) -> Option<Tracked> {
+    pub(crate) fn track(&self, deadline: Instant, node: &Arc<Node>) -> Option<Tracked> {
         let base = *self.base.get()?;
         if self.armed.load(Ordering::Relaxed) == OFF {
             return None;
@@ -167,31 +160,22 @@ impl Deadlines {
         node.set_deadline(at);
         // From just after this thread's last slot (its home at first), so
         // that a thread's many waiters spread over the whole array.
-        let start = CURSOR.try_with(|c| c.get().unwrap_or(home)).unwrap_or(home);
-        let slot = (0..PROBES).map(|i| (start + i) % SLOTS).find(|&i| {
-            let s = &self.slots[i];
-            s.node.load(Ordering::Relaxed).is_null()
-                && s.node
-                    .compare_exchange(
-                        std::ptr::null_mut(),
-                        claimed(),
-                        Ordering::Acquire,
-                        Ordering::Relaxed,
-                    )
-                    .is_ok()
-        })?;
+        let start = CURSOR
+            .try_with(Cell::get)
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| crate::shards::home_index(SLOTS));
+        let slot = (0..PROBES)
+            .map(|i| (start + i) % SLOTS)
+            .find(|&i| self.publish(i, node, at))?;
         let _ = CURSOR.try_with(|c| c.set(Some((slot + 1) % SLOTS)));
-        let s = &self.slots[slot];
-        s.at.store(at, Ordering::Relaxed);
-        let raw = Arc::into_raw(Arc::clone(node)).cast_mut();
-        // SeqCst: the waiter's half of the protocol (module docs); its
-        // Release side publishes the hint and the node's deadline.
-        s.node.store(raw, Ordering::SeqCst);
         let tracked = Tracked {
             slot,
-            node: raw,
+            node: Arc::as_ptr(node) as usize,
             epoch,
         };
+        // The waiter's half of the protocol (module docs), after its
+        // SeqCst publication in `publish`.
         let armed = self.armed.load(Ordering::SeqCst);
         if armed == OFF || self.epoch.load(Ordering::Acquire) != epoch {
             // Stopped meanwhile: take the node back and use a timer.
@@ -205,24 +189,41 @@ impl Deadlines {
         Some(tracked)
     }
 
+    /// Claims slot `i` if it is empty (CAS to [`claimed`]), writes the
+    /// hint `at`, then publishes a strong reference to `node` (SeqCst: the
+    /// waiter's half of the protocol; its Release side publishes the hint
+    /// and the node's deadline). `false`: the slot was taken.
+    fn publish(&self, i: usize, node: &Arc<Node>, at: u64) -> bool {
+        let s = &self.slots[i];
+        if !s.node.load(Ordering::Relaxed).is_null()
+            || s.node
+                .compare_exchange(
+                    std::ptr::null_mut(),
+                    claimed(),
+                    Ordering::Acquire,
+                    Ordering::Relaxed,
+                )
+                .is_err()
+        {
+            return false;
+        }
+        s.at.store(at, Ordering::Relaxed);
+        s.node
+            .store(Arc::into_raw(Arc::clone(node)).cast_mut(), Ordering::SeqCst);
+        true
+    }
+
+    /// Slot `i`'s node, if one is published there (not empty, not being
+    /// claimed). A hint: it may be taken right after.
+    fn published(&self, i: usize, order: Ordering) -> Option<*mut Node> {
+        let p = self.slots[i].node.load(order);
+        (!p.is_null() && p != claimed()).then_some(p)
+    }
+
     /// Ends a tracked wait: takes the node's reference out of its slot,
     /// unless the sweeper took it first.
     pub(crate) fn untrack(&self, tracked: &Tracked) {
-        let s = &self.slots[tracked.slot];
-        let mine = tracked.node.cast_mut();
-        if s.node
-            .compare_exchange(
-                mine,
-                std::ptr::null_mut(),
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            )
-            .is_ok()
-        {
-            // SAFETY: the slot held this strong reference (made by
-            // `Arc::into_raw` in `track`), and the CAS made it ours.
-            drop(unsafe { Arc::from_raw(mine) });
-        }
+        drop(self.take(tracked.slot, tracked.node as *mut Node));
     }
 
     /// Whether the sweeper of `epoch` still serves (checked by a tracked
@@ -241,7 +242,8 @@ impl Deadlines {
         }
     }
 
-    /// Takes slot `i`'s node if it is still `p`: the reference is ours.
+    /// Takes slot `i`'s node if it is still `p` (a published node): the
+    /// strong reference the slot held is ours.
     fn take(&self, i: usize, p: *mut Node) -> Option<Arc<Node>> {
         self.slots[i]
             .node
@@ -280,10 +282,9 @@ impl Deadlines {
         for _ in 0..4 {
             let mut earliest = Self::ms(base, next_tick, true);
             for i in 0..SLOTS {
-                let p = self.slots[i].node.load(Ordering::Acquire);
-                if p.is_null() || p == claimed() {
+                let Some(p) = self.published(i, Ordering::Acquire) else {
                     continue;
-                }
+                };
                 let at = self.slots[i].at.load(Ordering::Relaxed);
                 if at > now_ms {
                     earliest = earliest.min(at);
@@ -296,23 +297,10 @@ impl Deadlines {
                     expire(&node);
                 } else {
                     // The hint was a previous occupant's: put the node
-                    // back with its own, as a waiter would (claim, hint,
-                    // publish), or keep it here if the slot was taken.
+                    // back with its own, as a waiter would, or keep it
+                    // here if the slot was taken meanwhile.
                     earliest = earliest.min(node.deadline());
-                    let s = &self.slots[i];
-                    if s.node
-                        .compare_exchange(
-                            std::ptr::null_mut(),
-                            claimed(),
-                            Ordering::Acquire,
-                            Ordering::Relaxed,
-                        )
-                        .is_ok()
-                    {
-                        s.at.store(node.deadline(), Ordering::Relaxed);
-                        s.node
-                            .store(Arc::into_raw(node).cast_mut(), Ordering::SeqCst);
-                    } else {
+                    if !self.publish(i, &node, node.deadline()) {
                         sweeper.kept.push(node);
                     }
                 }
@@ -335,9 +323,7 @@ impl Deadlines {
             // that published before this store's place in the SeqCst order
             // is seen here.
             let missed = (0..SLOTS).any(|i| {
-                let p = self.slots[i].node.load(Ordering::SeqCst);
-                !p.is_null()
-                    && p != claimed()
+                self.published(i, Ordering::SeqCst).is_some()
                     && self.slots[i].at.load(Ordering::Relaxed) < earliest
             });
             if !missed {
@@ -359,11 +345,10 @@ impl Deadlines {
             self.armed.store(OFF, Ordering::SeqCst);
         }
         for i in 0..SLOTS {
-            let p = self.slots[i].node.load(Ordering::SeqCst);
-            if p.is_null() || p == claimed() {
-                continue;
-            }
-            if let Some(node) = self.take(i, p) {
+            let node = self
+                .published(i, Ordering::SeqCst)
+                .and_then(|p| self.take(i, p));
+            if let Some(node) = node {
                 node.wake();
             }
         }
@@ -375,12 +360,11 @@ impl Deadlines {
 
 impl Drop for Deadlines {
     fn drop(&mut self) {
-        for s in self.slots.iter() {
-            let p = s.node.load(Ordering::Relaxed);
-            if !p.is_null() && p != claimed() {
-                // SAFETY: a published slot's strong reference, dropped once.
-                drop(unsafe { Arc::from_raw(p) });
-            }
+        for i in 0..SLOTS {
+            drop(
+                self.published(i, Ordering::Relaxed)
+                    .and_then(|p| self.take(i, p)),
+            );
         }
     }
 }
@@ -421,7 +405,7 @@ mod tests {
     fn no_sweeper_no_tracking() {
         let (d, w) = (Deadlines::new(), Waiters::new());
         let node = w.register(None).unwrap();
-        assert!(d.track(Instant::now(), &node, 0).is_none());
+        assert!(d.track(Instant::now(), &node).is_none());
         assert_eq!(occupied(&d), 0);
     }
 
@@ -431,11 +415,11 @@ mod tests {
         let now = Instant::now();
         let _s = armed_sweeper(&d, &w, now + Duration::from_secs(1));
         let late = w.register(None).unwrap();
-        let t = d.track(now + Duration::from_secs(30), &late, 0).unwrap();
+        let t = d.track(now + Duration::from_secs(30), &late).unwrap();
         assert!(d.serving(t.epoch));
         assert!(!kicked(&d), "a later deadline waits for the armed wake-up");
         let early = w.register(None).unwrap();
-        d.track(now + Duration::from_millis(10), &early, 0).unwrap();
+        d.track(now + Duration::from_millis(10), &early).unwrap();
         assert!(kicked(&d), "an earlier deadline wakes the sweeper");
         assert!(!kicked(&d), "a kick is taken once");
     }
@@ -451,10 +435,9 @@ mod tests {
             w.register(None).unwrap(),
             w.register(None).unwrap(),
         );
-        d.track(now, &due, 0).unwrap();
-        d.track(now + Duration::from_millis(500), &later, 0)
-            .unwrap();
-        let g = d.track(now, &gone, 0).unwrap();
+        d.track(now, &due).unwrap();
+        d.track(now + Duration::from_millis(500), &later).unwrap();
+        let g = d.track(now, &gone).unwrap();
         assert_eq!(w.cancel(&gone), None);
         d.untrack(&g);
         assert_eq!(occupied(&d), 2, "an ended wait clears its own slot");
@@ -486,7 +469,7 @@ mod tests {
         let mut s = armed_sweeper(&d, &w, now + Duration::from_secs(1));
         let n = w.register(None).unwrap();
         let deadline = now + Duration::from_micros(10_300);
-        d.track(deadline, &n, 0).unwrap();
+        d.track(deadline, &n).unwrap();
         let swept = Counter::new(0);
         let next = d.sweep(
             &mut s,
@@ -506,15 +489,18 @@ mod tests {
         let (d, w) = (Deadlines::new(), Waiters::new());
         let now = Instant::now();
         let _s = armed_sweeper(&d, &w, now + Duration::from_secs(1));
-        // One waiter per fresh thread: each starts at the same home.
+        // One waiter per fresh thread, each starting at the same slot.
         let nodes: Vec<_> = (0..PROBES + 1).map(|_| w.register(None).unwrap()).collect();
         let tracked: Vec<_> = std::thread::scope(|sc| {
             nodes
                 .iter()
                 .map(|n| {
-                    sc.spawn(|| d.track(now + Duration::from_secs(30), n, 5))
-                        .join()
-                        .unwrap()
+                    sc.spawn(|| {
+                        CURSOR.with(|c| c.set(Some(5)));
+                        d.track(now + Duration::from_secs(30), n)
+                    })
+                    .join()
+                    .unwrap()
                 })
                 .collect()
         });
@@ -542,7 +528,7 @@ mod tests {
         let nodes: Vec<_> = (0..SLOTS).map(|_| w.register(None).unwrap()).collect();
         let tracked: Vec<_> = nodes
             .iter()
-            .map(|n| d.track(now + Duration::from_secs(30), n, 5))
+            .map(|n| d.track(now + Duration::from_secs(30), n))
             .collect();
         assert!(
             tracked.iter().all(Option::is_some),
@@ -560,17 +546,17 @@ mod tests {
         let now = Instant::now();
         let mut s = armed_sweeper(&d, &w, now + Duration::from_secs(1));
         let n = w.register(None).unwrap();
-        let t = d.track(now + Duration::from_secs(30), &n, 0).unwrap();
+        let t = d.track(now + Duration::from_secs(30), &n).unwrap();
         d.stop(&mut s);
         assert!(!d.serving(t.epoch));
         assert_eq!(occupied(&d), 0);
         d.untrack(&t);
         assert!(n.is_waiting(), "not timed out: it arms its own timer");
         assert_eq!(Arc::strong_count(&n), 2);
-        assert!(d.track(now, &n, 0).is_none(), "no sweeper after the stop");
+        assert!(d.track(now, &n).is_none(), "no sweeper after the stop");
         let mut s2 = armed_sweeper(&d, &w, now + Duration::from_secs(1));
         assert!(!d.serving(t.epoch), "a new sweeper is not the old one");
-        let t2 = d.track(now + Duration::from_secs(30), &n, 0).unwrap();
+        let t2 = d.track(now + Duration::from_secs(30), &n).unwrap();
         assert!(d.serving(t2.epoch));
         d.stop(&mut s2);
     }
@@ -582,7 +568,7 @@ mod tests {
         let tick = now + Duration::from_secs(1);
         let mut s = armed_sweeper(&d, &w, tick);
         let n = w.register(None).unwrap();
-        let t = d.track(now + Duration::from_secs(30), &n, 0).unwrap();
+        let t = d.track(now + Duration::from_secs(30), &n).unwrap();
         // As if the hint were a previous occupant's, long due.
         d.slots[t.slot].at.store(1, Ordering::Relaxed);
         let swept = Counter::new(0);

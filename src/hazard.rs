@@ -296,10 +296,4 @@ mod tests {
         );
         t.join().unwrap();
     }
-
-    #[test]
-    fn waiting_for_a_core_nobody_names_returns_at_once() {
-        let core = 4u64;
-        wait_until_unnamed(core_address(&core));
-    }
 }

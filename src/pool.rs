@@ -1070,9 +1070,7 @@ async fn park<M: Manager>(
         return wait.await;
     };
     let deadlines = &wait.shared.deadlines;
-    let home =
-        ((u64::from(crate::shards::home_hash()) * crate::deadlines::SLOTS as u64) >> 32) as usize;
-    if let Some(tracked) = deadlines.track(d, &wait.node, home) {
+    if let Some(tracked) = deadlines.track(d, &wait.node) {
         let epoch = tracked.epoch;
         wait.tracked = Some(tracked);
         // Poll the node first (registering the waker), then look whether

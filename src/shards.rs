@@ -52,7 +52,7 @@ thread_local_cell! {
 static NEXT_THREAD: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
 
 #[inline(always)]
-pub(crate) fn home_hash() -> u32 {
+fn home_hash() -> u32 {
     HOME.with(|h| {
         let v = h.get();
         if v != 0 {
@@ -65,6 +65,13 @@ pub(crate) fn home_hash() -> u32 {
         h.set(v);
         v
     })
+}
+
+/// This thread's home among `n` places (shards, deadline slots): its hash
+/// scaled to `0..n`.
+#[inline]
+pub(crate) fn home_index(n: usize) -> usize {
+    ((u64::from(home_hash()) * n as u64) >> 32) as usize
 }
 
 /// One shard: the hot word (a packed [`SlotKey`], 0 when empty) and the
@@ -137,7 +144,7 @@ impl Shards {
     /// The calling thread's home shard.
     #[inline(always)]
     fn home(&self) -> usize {
-        ((home_hash() as u64 * self.shards.len() as u64) >> 32) as usize
+        home_index(self.shards.len())
     }
 
     /// Pops a key, home shard first, then the others in order. The key may

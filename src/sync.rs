@@ -260,9 +260,6 @@ mod imp {
                 .unwrap_or_else(|e| e.into_inner())
                 .push_back(v);
         }
-        pub(crate) fn is_empty(&self) -> bool {
-            self.0.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
-        }
         pub(crate) fn pop(&self) -> Option<T> {
             let mut q = self.0.lock().unwrap_or_else(|e| e.into_inner());
             // loom mutant: lifo_waiters, see loom-tests/run-mutants.sh
