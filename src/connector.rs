@@ -189,6 +189,17 @@ impl<'a, M: Manager> CheckGuard<'a, M> {
     }
 }
 
+impl<M: Manager> CheckGuard<'_, M> {
+    /// Gives the connection back unchecked (the caller ran out of time
+    /// before its check could start): behind the other idle ones, keeping
+    /// its idle time, or to a waiter, who checks it.
+    pub(crate) fn requeue(mut self) {
+        if let Some(index) = self.index.take() {
+            settle_held(self.shared, self.shared.requeue(index));
+        }
+    }
+}
+
 impl<M: Manager> Drop for CheckGuard<'_, M> {
     fn drop(&mut self) {
         if let Some(index) = self.index.take() {

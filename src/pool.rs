@@ -782,10 +782,22 @@ impl<M: Manager> Pool<M> {
         by: &'static Location<'static>,
     ) -> Result<Pooled<M>, PoolError<M::Error>> {
         let shared = self.shared();
+        let mut first = true;
         loop {
+            // Every round after the first follows a check, an expiry or a
+            // wake-up: past the deadline, stop there (an unchecked
+            // candidate goes back to the idle set, not closed).
+            if !std::mem::take(&mut first)
+                && deadline.is_some_and(|d| tokio::time::Instant::now() >= d)
+            {
+                if let Some(c) = candidate.take() {
+                    c.requeue();
+                }
+                return Err(PoolError::Timeout);
+            }
             if let Some(c) = candidate.take() {
-                let checked = bounded(deadline, async { Ok(c.check(deadline).await) }).await?;
-                if let Some(index) = checked {
+                // Bounded by `deadline` itself (`CheckGuard::check`).
+                if let Some(index) = c.check(deadline).await {
                     return Ok(self.hand_out(index, by));
                 }
                 continue;
@@ -1046,7 +1058,7 @@ impl Drop for Connecting<'_> {
 }
 
 /// Bounds `fut` by `deadline` (a Tokio timer, armed only if `fut` is
-/// pending): connects and checks, whose deadline the pool does not sweep.
+/// pending): connects, whose deadline the pool does not sweep.
 async fn bounded<T, E>(
     deadline: Option<tokio::time::Instant>,
     fut: impl Future<Output = Result<T, PoolError<E>>>,

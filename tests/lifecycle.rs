@@ -251,6 +251,26 @@ fn a_hung_check_is_bounded_and_costs_nothing() {
     });
 }
 
+/// A caller whose deadline passes while a check hangs gets `Timeout` and
+/// costs the pool that one connection: it does not go on to start (and at
+/// once abandon, closing) a check on every other idle connection.
+#[test]
+fn a_deadline_that_passes_during_a_check_closes_one_connection_not_all() {
+    let (pool, t, _mock) = mocked(|b| b.max_size(4).check_after_idle(Some(Duration::ZERO)));
+    runtime().block_on(async {
+        open(&pool, 4).await;
+        t.check_hang.store(true, SeqCst);
+        let err = pool.get_timeout(Duration::from_millis(30)).await;
+        assert!(matches!(err, Err(PoolError::Timeout)), "{err:?}");
+        let m = pool.metrics();
+        assert_eq!(m.check_failures, 1, "only the check the deadline cut short");
+        assert_eq!(m.closed, 1);
+        assert_eq!(m.state.idle, 3, "the others stay idle, unchecked");
+        t.check_hang.store(false, SeqCst);
+        assert!(pool.get_timeout(LONG).await.is_ok());
+    });
+}
+
 #[test]
 fn a_server_restart_costs_one_failed_check_per_dead_connection_not_a_timeout() {
     // Checks after idle are off (1 h), so only the restart epoch triggers them.
