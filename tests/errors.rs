@@ -39,9 +39,12 @@ fn the_pool_times_out_parked_waiters_itself() {
     let (pool, _t) = pool(1);
     runtime().block_on(async {
         let held = pool.get().await.unwrap();
-        // The background task starts with the first `get`; let it run its
-        // first sweep, after which waiters are tracked.
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The background task starts with the first `get` and arms its
+        // deadline sweep at once; its first maintenance pass comes after.
+        wait_until("the background task runs", || {
+            pool.metrics().maintenance_passes > 0
+        })
+        .await;
         for round in 1..=3u64 {
             let timeout = Duration::from_millis(40 * round);
             let started = std::time::Instant::now();
@@ -72,7 +75,10 @@ fn waiters_outlive_the_runtime_of_the_pools_background_task() {
     let first = runtime();
     let held = first.block_on(async {
         let held = pool.get().await.unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        wait_until("the background task runs", || {
+            pool.metrics().maintenance_passes > 0
+        })
+        .await;
         held
     });
     let second = runtime();
