@@ -785,9 +785,10 @@ impl<M: Manager> Pool<M> {
         let mut first = true;
         loop {
             // Every round after the first follows a check, an expiry or a
-            // wake-up: past the deadline, stop there (an unchecked
-            // candidate goes back to the idle set, not closed).
-            if !std::mem::take(&mut first)
+            // wake-up, and a check needs time: past the deadline, stop
+            // there (an unchecked candidate goes back to the idle set, not
+            // closed by a check cut short before it began).
+            if (!std::mem::take(&mut first) || candidate.is_some())
                 && deadline.is_some_and(|d| tokio::time::Instant::now() >= d)
             {
                 if let Some(c) = candidate.take() {

@@ -266,6 +266,12 @@ fn a_deadline_that_passes_during_a_check_closes_one_connection_not_all() {
         assert_eq!(m.check_failures, 1, "only the check the deadline cut short");
         assert_eq!(m.closed, 1);
         assert_eq!(m.state.idle, 3, "the others stay idle, unchecked");
+        // No time at all: the connection due for a check is not checked
+        // (which would cut the check short and close it), it stays idle.
+        let err = pool.get_timeout(Duration::ZERO).await;
+        assert!(matches!(err, Err(PoolError::Timeout)), "{err:?}");
+        assert_eq!(pool.metrics().closed, 1);
+        assert_eq!(pool.state().idle, 3);
         t.check_hang.store(false, SeqCst);
         assert!(pool.get_timeout(LONG).await.is_ok());
     });
