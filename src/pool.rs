@@ -712,7 +712,8 @@ impl<M: Manager> Pool<M> {
 
     /// [`get`](Pool::get) with a per-call deadline instead of
     /// `acquire_timeout`. `Duration::ZERO` tries once without waiting for a
-    /// release (it may still connect).
+    /// release (it may still connect; it does not run a pre-ping check, so
+    /// a connection due for one stays idle).
     ///
     /// # Errors
     /// As [`get`](Pool::get).
