@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::lifetime::Owner;
 use crate::maintenance::{Deadline, Entry};
 use crate::metrics::bump;
 use crate::pool::{Shared, settle_held};
@@ -85,10 +86,8 @@ impl<M: Manager> Shared<M> {
         unsafe { self.slots.fill(index, conn, serial, now, expires_at, seq) };
         // Fresh: no check is due, only its lifetime bounds it.
         self.slots.set_fresh_until(index, expires_at);
-        // The connection's own reference on the core (see `pool.rs`).
-        // SAFETY: a `Shared` only ever lives inside the `Arc` made in
-        // `Pool::from_parts`, which is alive while `&self` is.
-        unsafe { Arc::increment_strong_count(std::ptr::from_ref(self)) };
+        // The connection's own reference on the core (`lifetime.rs`).
+        self.add_reference();
         if expires_at != u64::MAX {
             self.maintenance.schedule(
                 expires_at,
@@ -156,12 +155,12 @@ pub(crate) async fn connect_with_retry<M: Manager>(
 /// An owned idle connection awaiting its pre-ping. Dropped without a
 /// successful check, it closes the connection and passes its place on.
 pub(crate) struct CheckGuard<'a, M: Manager> {
-    shared: &'a Arc<Shared<M>>,
+    shared: &'a Arc<Owner<M>>,
     index: Option<u32>,
 }
 
 impl<'a, M: Manager> CheckGuard<'a, M> {
-    pub(crate) fn new(shared: &'a Arc<Shared<M>>, index: u32) -> Self {
+    pub(crate) fn new(shared: &'a Arc<Owner<M>>, index: u32) -> Self {
         Self {
             shared,
             index: Some(index),

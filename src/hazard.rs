@@ -21,15 +21,19 @@
 //!
 //! - Each thread claims one slot of a fixed global registry the first time
 //!   it releases (one CAS, once per thread) and gives it back when it exits.
-//! - **Releaser**: [`protect`] stores the core's address (Relaxed) *before*
+//! - **Releaser**: `Drop for Pooled` opens its window with [`protect`],
+//!   which stores the core's address (Release), at the start of the
+//!   release, while its connection still keeps the core alive, so *before*
 //!   publishing the connection. The publication is a Release (the slot
 //!   word's store in `make_idle`, or the CAS that hands a waiter its grant),
 //!   and every later owner of the connection acquires it, so the store
 //!   happens-before anything they do: closing the connection, dropping its
 //!   reference on the core, and so the final drop (the `Arc`'s decrements
 //!   form one release sequence ending in an Acquire fence). Dropping the
-//!   [`Window`] stores null (Release) after the releaser's last access.
-//! - **Last owner**: `Drop for Shared` calls [`wait_until_unnamed`], which
+//!   [`Window`] stores null (Release) after the releaser's last access,
+//!   in the same frame, which holds no reference to the core.
+//! - **Last owner**: `Drop for Owner` (`lifetime.rs`) calls
+//!   [`wait_until_unnamed`] before it makes any `&mut` to the core, which
 //!   spins (Acquire) until no slot names the core. It therefore reads the
 //!   releaser's address or a later value, and if it reads null, the
 //!   releaser's accesses happen-before the free.
@@ -81,29 +85,36 @@ sync::lazy_global! {
     static REGISTRY: Registry = Registry::new();
 }
 
-/// No slot claimed yet.
-const UNCLAIMED: usize = 0;
-/// The registry was full when this thread looked: use counted references.
-const NONE_FREE: usize = 1;
+/// What a thread knows of its slot.
+#[derive(Clone, Copy)]
+enum Mine {
+    /// No slot claimed yet.
+    Unclaimed,
+    /// The registry was full when this thread looked: use counted
+    /// references.
+    NoneFree,
+    /// This thread's slot (kept as a reference: no address round trip
+    /// through an integer, so it keeps its provenance).
+    Slot(&'static Hazard),
+}
 
-/// This thread's slot (its address, or one of the two markers above),
-/// given back at exit.
-struct Claim(std::cell::Cell<usize>);
+/// This thread's slot, given back at exit.
+struct Claim(std::cell::Cell<Mine>);
 
 impl Claim {
     const fn new() -> Self {
-        Self(std::cell::Cell::new(UNCLAIMED))
+        Self(std::cell::Cell::new(Mine::Unclaimed))
     }
 
     #[cold]
-    fn claim(&self) -> usize {
+    fn claim(&self) -> Mine {
         let found = REGISTRY.slots.iter().find(|h| {
             !h.owner.load(Ordering::Relaxed)
                 && h.owner
                     .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
         });
-        let mine = found.map_or(NONE_FREE, |h| std::ptr::from_ref::<Hazard>(h) as usize);
+        let mine = found.map_or(Mine::NoneFree, |h| Mine::Slot(registry_slot(h)));
         self.0.set(mine);
         mine
     }
@@ -112,12 +123,19 @@ impl Claim {
     #[inline(always)]
     fn hazard(&self) -> Option<&'static Hazard> {
         match self.0.get() {
-            UNCLAIMED | NONE_FREE => None,
-            // SAFETY: set by `claim` from an element of the registry, which
-            // lives as long as the program (the model, under loom).
-            addr => Some(unsafe { &*(addr as *const Hazard) }),
+            Mine::Slot(h) => Some(h),
+            Mine::Unclaimed | Mine::NoneFree => None,
         }
     }
+}
+
+/// A slot of the registry, as a `'static` reference.
+fn registry_slot(h: &CachePadded<Hazard>) -> &'static Hazard {
+    // SAFETY: `h` is an element of `REGISTRY`, a `LazyLock` static that is
+    // never dropped, so it lives as long as the program. (Under loom the
+    // registry lives for one execution of a model, which outlives every
+    // thread of that execution and so every claim.)
+    unsafe { &*std::ptr::from_ref::<Hazard>(h) }
 }
 
 impl Drop for Claim {
@@ -159,16 +177,17 @@ impl Drop for Window {
 #[inline(always)]
 pub(crate) fn protect(core: *const ()) -> Option<Window> {
     MINE.try_with(|mine| {
-        if mine.0.get() == UNCLAIMED {
+        if matches!(mine.0.get(), Mine::Unclaimed) {
             mine.claim();
         }
         let hazard = mine.hazard()?;
         if hazard.names.load(Ordering::Relaxed) != 0 {
             return None;
         }
-        // Relaxed: ordered before the publication by its Release (module
-        // docs).
-        hazard.names.store(core as usize, Ordering::Relaxed);
+        // Release (a plain store on x86-64): ordered before the
+        // publication, which is itself a Release (module docs); stated on
+        // the store itself so that no argument rests on the later one.
+        hazard.names.store(core.addr(), Ordering::Release);
         Some(Window { hazard })
     })
     .ok()
@@ -188,13 +207,13 @@ pub(crate) fn wait_until_unnamed(core: *const ()) {
     if sync::mutant("drop_ignores_hazards") {
         return;
     }
-    let core = core as usize;
-    let own = MINE.try_with(|m| m.0.get()).unwrap_or(UNCLAIMED);
+    let core = core.addr();
+    let own = MINE.try_with(Claim::hazard).ok().flatten();
     for hazard in REGISTRY.slots.iter() {
         let hazard: &Hazard = hazard;
         let mut spins = 0u32;
         while hazard.names.load(Ordering::Acquire) == core {
-            if std::ptr::from_ref(hazard) as usize == own {
+            if own.is_some_and(|mine| std::ptr::eq(mine, hazard)) {
                 eprintln!("latchless: a pool's core was dropped inside its own release");
                 std::process::abort();
             }
@@ -218,8 +237,8 @@ mod tests {
         std::ptr::from_ref(v).cast()
     }
 
-    fn slot_of_this_thread() -> usize {
-        MINE.with(|m| m.0.get())
+    fn slot_of_this_thread() -> Option<usize> {
+        MINE.with(|m| m.hazard().map(|h| std::ptr::from_ref(h).addr()))
     }
 
     #[test]
@@ -229,7 +248,7 @@ mod tests {
         let hazard = window.hazard;
         assert_eq!(
             hazard.names.load(Ordering::Relaxed),
-            core_address(&core) as usize
+            core_address(&core).addr()
         );
         assert!(
             protect(core_address(&core)).is_none(),
@@ -255,7 +274,7 @@ mod tests {
         })
         .join()
         .unwrap();
-        assert!(mine > NONE_FREE && theirs > NONE_FREE);
+        assert!(mine.is_some() && theirs.is_some());
         assert_ne!(mine, theirs, "two live threads never share a slot");
     }
 
@@ -272,14 +291,14 @@ mod tests {
     #[test]
     fn the_last_owner_waits_for_an_open_window_on_another_thread() {
         let core = Arc::new(3u64);
-        let address = core_address(&core) as usize;
+        let address = core_address(&core).addr();
         let done = Arc::new(StdBool::new(false));
         let (opened_tx, opened_rx) = std::sync::mpsc::channel();
         let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
         let t = {
             let done = Arc::clone(&done);
             std::thread::spawn(move || {
-                let window = protect(address as *const ()).unwrap();
+                let window = protect(std::ptr::without_provenance(address)).unwrap();
                 opened_tx.send(()).unwrap();
                 go_rx.recv().unwrap();
                 // The releaser's last access, which the waiter must see.
@@ -289,7 +308,7 @@ mod tests {
         };
         opened_rx.recv().unwrap();
         go_tx.send(()).unwrap();
-        wait_until_unnamed(address as *const ());
+        wait_until_unnamed(std::ptr::without_provenance(address));
         assert!(
             done.load(std::sync::atomic::Ordering::Relaxed),
             "wait_until_unnamed returned while the window was open"

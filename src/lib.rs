@@ -49,6 +49,7 @@ mod connector;
 mod deadlines;
 mod error;
 mod hazard;
+mod lifetime;
 mod maintenance;
 mod manager;
 mod metrics;

@@ -41,6 +41,7 @@ use std::time::Duration;
 
 use crate::Manager;
 use crate::deadlines::Sweeper;
+use crate::lifetime::Owner;
 use crate::pool::{Retired, Shared};
 use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Ordering, SegQueue, UnsafeCell};
 use crate::wheel::TimerWheel;
@@ -270,7 +271,7 @@ pub(crate) fn ms(d: Duration) -> u64 {
 /// then clears `ticking`, so that the next `get` on a live runtime starts a
 /// new task and, until then, checks read the real clock.
 struct Ticking<M: Manager> {
-    weak: Weak<Shared<M>>,
+    weak: Weak<Owner<M>>,
     sweeper: Option<Sweeper>,
 }
 
@@ -291,7 +292,7 @@ impl<M: Manager> Drop for Ticking<M> {
 /// The background task: a maintenance pass every `period`, and the
 /// deadlines of parked waiters (`deadlines.rs`), while the pool lives.
 /// Holds no strong reference across an await.
-pub(crate) async fn ticker<M: Manager>(weak: Weak<Shared<M>>, period: Duration) {
+pub(crate) async fn ticker<M: Manager>(weak: Weak<Owner<M>>, period: Duration) {
     let mut ticking = Ticking {
         weak: weak.clone(),
         sweeper: None,
@@ -414,7 +415,7 @@ impl<M: Manager> Shared<M> {
 }
 
 /// Decrements the refill count when a refill task ends (or is dropped).
-struct Refilling<M: Manager>(std::sync::Arc<Shared<M>>);
+struct Refilling<M: Manager>(std::sync::Arc<Owner<M>>);
 
 impl<M: Manager> Drop for Refilling<M> {
     fn drop(&mut self) {
@@ -449,7 +450,7 @@ impl<M: Manager> Drop for RefillConnect<'_, M> {
 }
 
 /// Opens connections into free places until `min_idle` are idle.
-async fn refill_task<M: Manager>(shared: std::sync::Arc<Shared<M>>) {
+async fn refill_task<M: Manager>(shared: std::sync::Arc<Owner<M>>) {
     let guard = Refilling(shared);
     let shared = &guard.0;
     let mut backoff = shared.config.connect_backoff;

@@ -39,7 +39,6 @@
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, Location, catch_unwind};
 use std::pin::Pin;
-use std::ptr::NonNull;
 use std::sync::{Arc, OnceLock, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -48,6 +47,8 @@ use crate::builder::{Builder, Config};
 use crate::clock::Clock;
 use crate::connector::CheckGuard;
 use crate::deadlines::Deadlines;
+use crate::lifetime::Owner;
+pub(crate) use crate::lifetime::{Retired, settle_held};
 use crate::maintenance::{Maintenance, ms};
 use crate::metrics::{Counters, Metrics, State, bump};
 use crate::shards::Shards;
@@ -55,12 +56,6 @@ use crate::slots::Slots;
 use crate::sync::{self, AtomicBool, AtomicU64, Ordering, fence, mutant};
 use crate::waiters::{Grant, Node, Outcome, Waiters};
 use crate::{Manager, PoolError, Pooled};
-
-/// Connection references (one per connection closed or detached) that the
-/// caller must drop once it no longer uses `&Shared`.
-#[must_use = "retired references must be settled"]
-#[derive(Debug, Default)]
-pub(crate) struct Retired(pub(crate) usize);
 
 /// Drops a connection, containing a panic in its `Drop` so that a faulty
 /// connection type cannot lose a place.
@@ -87,8 +82,9 @@ pub(crate) struct Shared<M: Manager> {
     pub(crate) ticks: Ticks,
     /// The runtime background work is spawned on, once one was seen.
     pub(crate) runtime: OnceLock<tokio::runtime::Handle>,
-    /// This core, for spawning background work from `&self`.
-    pub(crate) weak: Weak<Shared<M>>,
+    /// This core's owner, for spawning background work from `&self` and
+    /// for counting references with the `Arc`'s own provenance.
+    pub(crate) weak: Weak<Owner<M>>,
     /// The last connect failed (fast-fail mode returns at once then).
     pub(crate) backend_down: AtomicBool,
     /// State of the jitter generator (xorshift; cold paths only).
@@ -230,47 +226,9 @@ impl<M: Manager> Shared<M> {
             // Stored before the connection is passed on, to the idle set or
             // straight to a waiter, whose acquire judges by it.
             self.slots.set_fresh_until(index, fresh_until);
-            self.release_covered(index, now)
+            self.release(index, now).0
         };
         retired
-    }
-
-    /// [`release`](Self::release) with the core kept alive across it.
-    ///
-    /// Once the connection is in the idle set (or a waiter's hands), it and
-    /// its reference on this core may be closed by anyone: a concurrent drop
-    /// of the last `Pool`, or a releaser that saw `closed`. The re-checks
-    /// after the put-back still read the core, so the releaser announces
-    /// them in its thread's hazard slot (two plain stores; `hazard.rs`), or,
-    /// without one, holds a reference of its own, returned in the count.
-    /// Found by the loom models `release_races_last_pool_drop` and
-    /// `release_to_a_waiter_races_last_pool_drop`.
-    #[inline(always)]
-    fn release_covered(&self, index: u32, now: u64) -> usize {
-        // loom and ASan mutant: release_without_core_ref (run-mutants.sh, .ci/run)
-        if mutant("release_without_core_ref") {
-            return self.release(index, now).0;
-        }
-        match crate::hazard::protect(std::ptr::from_ref(self).cast()) {
-            Some(window) => {
-                let Retired(n) = self.release(index, now);
-                // Closes the window: the last access to `self` is above.
-                drop(window);
-                n
-            }
-            None => self.release_holding_a_reference(index, now),
-        }
-    }
-
-    /// The fallback of [`release_covered`](Self::release_covered): a
-    /// counted reference of the releaser's own, settled by its caller.
-    #[cold]
-    #[inline(never)]
-    fn release_holding_a_reference(&self, index: u32, now: u64) -> usize {
-        // SAFETY: `self` is kept alive by this guard's connection, which the
-        // guard still owns.
-        unsafe { Arc::increment_strong_count(self) };
-        self.release(index, now).0 + 1
     }
 
     /// A busy thread's share of maintenance (see `maintenance.rs`).
@@ -297,6 +255,7 @@ impl<M: Manager> Shared<M> {
         // SAFETY: the releasing guard owns the BUSY slot.
         let key = unsafe { self.slots.make_idle(index, now) };
         self.shards.push(key, |k| self.slots.is_live(k));
+        sync::after_publish();
         // As in `grant`: SeqCst loads after the put-back's SeqCst CAS.
         sync::sc_load_after_rmw();
         // loom mutants: close_no_recheck, lost_wakeup (run-mutants.sh)
@@ -338,6 +297,7 @@ impl<M: Manager> Shared<M> {
                 }
             }
             self.put_back(grant, self.now_for_checks());
+            sync::after_publish();
             // The put-back ended in a SeqCst CAS (queue tail); these SeqCst
             // loads pair with `register`'s token add + fence and with
             // `close`'s store + fence.
@@ -453,41 +413,11 @@ impl<M: Manager> Shared<M> {
             waiting: self.waiters.live(),
         }
     }
-
-    /// Drops `retired` connection references.
-    ///
-    /// # Safety
-    /// `this` points to a live `Shared` on which each retired reference was
-    /// taken, and the caller holds no reference into it any more (the last
-    /// drop frees it).
-    pub(crate) unsafe fn settle(this: NonNull<Self>, retired: Retired) {
-        for _ in 0..retired.0 {
-            // SAFETY: each retired count is one strong reference taken by
-            // `Arc::increment_strong_count` when its connection was opened.
-            unsafe { Arc::decrement_strong_count(this.as_ptr()) };
-        }
-    }
-}
-
-/// Drops retired references while the caller still holds a strong `Arc`,
-/// so the core cannot be freed under it.
-pub(crate) fn settle_held<M: Manager>(shared: &Arc<Shared<M>>, retired: Retired) {
-    // SAFETY: `shared` is a live strong reference, so the count stays >= 1
-    // and `&Shared` borrows elsewhere stay valid.
-    unsafe { Shared::settle(NonNull::from(&**shared), retired) }
 }
 
 /// The object all `Pool` clones share; dropping the last one closes the pool.
 struct Handle<M: Manager> {
-    shared: Arc<Shared<M>>,
-}
-
-impl<M: Manager> Drop for Shared<M> {
-    /// Runs when the last reference goes, before any field is dropped:
-    /// waits for releasers still re-checking this core (`hazard.rs`).
-    fn drop(&mut self) {
-        crate::hazard::wait_until_unnamed(std::ptr::from_ref(self).cast());
-    }
+    shared: Arc<Owner<M>>,
 }
 
 impl<M: Manager> Drop for Handle<M> {
@@ -568,25 +498,27 @@ impl<M: Manager> Pool<M> {
         };
         let clock = Clock::new(clock, ticks.uses_clock);
         let now = clock.now();
-        let shared = Arc::new_cyclic(|weak| Shared {
-            slots: Slots::new(config.max_size),
-            shards: Shards::new(
-                config.shards,
-                Shards::room_per_shard(config.max_size, config.shards),
-            ),
-            waiters: Waiters::new(),
-            deadlines: Deadlines::new(),
-            closed: AtomicBool::new(false),
-            counters: Counters::default(),
-            maintenance: Maintenance::new(now, ms(period), config.max_size),
-            ticks,
-            runtime: OnceLock::new(),
-            weak: weak.clone(),
-            backend_down: AtomicBool::new(false),
-            rng: AtomicU64::new(now ^ 0x9E37_79B9_7F4A_7C15 ^ (weak.as_ptr() as u64)),
-            clock,
-            manager,
-            config,
+        let shared = Arc::new_cyclic(|weak| {
+            Owner::new(Shared {
+                slots: Slots::new(config.max_size),
+                shards: Shards::new(
+                    config.shards,
+                    Shards::room_per_shard(config.max_size, config.shards),
+                ),
+                waiters: Waiters::new(),
+                deadlines: Deadlines::new(),
+                closed: AtomicBool::new(false),
+                counters: Counters::default(),
+                maintenance: Maintenance::new(now, ms(period), config.max_size),
+                ticks,
+                runtime: OnceLock::new(),
+                weak: weak.clone(),
+                backend_down: AtomicBool::new(false),
+                rng: AtomicU64::new(now ^ 0x9E37_79B9_7F4A_7C15 ^ (weak.as_ptr().addr() as u64)),
+                clock,
+                manager,
+                config,
+            })
         });
         shared.start_background();
         Self {
@@ -595,7 +527,7 @@ impl<M: Manager> Pool<M> {
     }
 
     #[inline(always)]
-    fn shared(&self) -> &Arc<Shared<M>> {
+    fn shared(&self) -> &Arc<Owner<M>> {
         &self.handle.shared
     }
 
@@ -1013,12 +945,12 @@ impl<M: Manager> Pool<M> {
 /// A reserved place held across the connect's await: dropped unused, it is
 /// given back (to a waiter, or to the free queue).
 pub(crate) struct PlaceGuard<'a, M: Manager> {
-    shared: &'a Arc<Shared<M>>,
+    shared: &'a Arc<Owner<M>>,
     index: Option<u32>,
 }
 
 impl<'a, M: Manager> PlaceGuard<'a, M> {
-    pub(crate) fn new(shared: &'a Arc<Shared<M>>, index: u32) -> Self {
+    pub(crate) fn new(shared: &'a Arc<Owner<M>>, index: u32) -> Self {
         Self {
             shared,
             index: Some(index),
@@ -1110,7 +1042,7 @@ async fn park<M: Manager>(
 /// A registered waiter. Polling it waits for the outcome; dropping it
 /// before that withdraws the node and gives back anything it was served.
 struct WaitGuard<'a, M: Manager> {
-    shared: &'a Arc<Shared<M>>,
+    shared: &'a Arc<Owner<M>>,
     node: sync::Arc<Node>,
     done: bool,
     /// Its slot with the pool's deadline sweeper, if it took one.

@@ -22,12 +22,13 @@
 use std::marker::PhantomData;
 use std::mem::ManuallyDrop;
 use std::ops::{Deref, DerefMut};
-use std::ptr::NonNull;
 use std::sync::Arc;
 
 use crate::Manager;
+use crate::lifetime::{CorePtr, Owner, Retired};
 use crate::metrics::bump;
-use crate::pool::{Retired, Shared};
+use crate::pool::Shared;
+use crate::sync::mutant;
 use crate::waiters::Grant;
 
 /// A connection checked out of a [`Pool`](crate::Pool). Derefs to the
@@ -49,8 +50,9 @@ use crate::waiters::Grant;
 #[must_use = "dropping a Pooled returns its connection to the pool at once"]
 #[clippy::has_significant_drop]
 pub struct Pooled<M: Manager> {
-    /// Kept alive by this connection's own strong reference (see `pool.rs`).
-    shared: NonNull<Shared<M>>,
+    /// Kept alive by this connection's own strong reference
+    /// (`lifetime.rs`).
+    core: CorePtr<M>,
     /// The BUSY slot this guard owns.
     index: u32,
     _owns: PhantomData<M::Connection>,
@@ -65,9 +67,9 @@ unsafe impl<M: Manager> Sync for Pooled<M> where M::Connection: Sync {}
 
 impl<M: Manager> Pooled<M> {
     #[inline(always)]
-    pub(crate) fn new(shared: &Arc<Shared<M>>, index: u32) -> Self {
+    pub(crate) fn new(owner: &Arc<Owner<M>>, index: u32) -> Self {
         Self {
-            shared: NonNull::from(&**shared),
+            core: CorePtr::new(owner),
             index,
             _owns: PhantomData,
         }
@@ -76,7 +78,7 @@ impl<M: Manager> Pooled<M> {
     #[inline(always)]
     fn shared(&self) -> &Shared<M> {
         // SAFETY: the core lives while this guard's connection is open.
-        unsafe { self.shared.as_ref() }
+        unsafe { self.core.get() }
     }
 
     /// Takes the connection out of the pool for good and frees its place
@@ -106,7 +108,7 @@ impl<M: Manager> Pooled<M> {
         };
         // SAFETY: no borrow of the core is live; the references were taken
         // when the retired connections were opened.
-        unsafe { Shared::settle(this.shared, retired) };
+        unsafe { this.core.settle(retired) };
         conn
     }
 }
@@ -130,12 +132,35 @@ impl<M: Manager> DerefMut for Pooled<M> {
 }
 
 impl<M: Manager> Drop for Pooled<M> {
+    /// The release path (module docs), covered from start to end: once its
+    /// connection is published, this guard no longer owns the reference
+    /// that kept the core alive, so its thread's hazard window (two plain
+    /// stores, `hazard.rs`) covers the re-checks that follow, or, without
+    /// a slot, a counted reference of its own. The window opens and closes
+    /// here, in a frame that holds no `&Shared` (`lifetime.rs`).
     #[inline]
     fn drop(&mut self) {
-        let retired = self.shared().give_back(self.index);
-        // SAFETY: the borrow above has ended; see `Shared::settle`. A
-        // healthy release returns the reference it held for its re-checks.
-        unsafe { Shared::settle(self.shared, retired) };
+        let core = self.core;
+        // loom and ASan mutant: release_without_core_ref (run-mutants.sh, .ci/run)
+        let window = if mutant("release_without_core_ref") {
+            None
+        } else {
+            crate::hazard::protect(core.address())
+        };
+        let own = usize::from(window.is_none() && !mutant("release_without_core_ref"));
+        if own == 1 {
+            // SAFETY: this guard's connection keeps the core alive.
+            unsafe { core.add_reference() };
+        }
+        // SAFETY: alive until the connection is published; from then on,
+        // the window (or the reference above) keeps it alive. The borrow
+        // ends with the call.
+        let Retired(n) = unsafe { core.get() }.give_back(self.index);
+        // Closes the window: the last access to the core is above.
+        drop(window);
+        // SAFETY: no borrow of the core is live; each count is a reference
+        // this release owns (retired connections', and its own).
+        unsafe { core.settle(Retired(n + own)) };
     }
 }
 

@@ -91,6 +91,17 @@ pub(crate) fn sc_load_after_rmw() {
     fence(Ordering::SeqCst);
 }
 
+/// A scheduling point right after a releaser publishes its connection,
+/// for miri only (`.ci/run`'s miri step): miri's scheduler then runs the
+/// other threads of a core-lifetime scenario inside the release's re-check
+/// window every time, instead of by chance. Elsewhere it compiles to
+/// nothing (loom has its own scheduling points).
+#[inline(always)]
+pub(crate) fn after_publish() {
+    #[cfg(miri)]
+    std::thread::yield_now();
+}
+
 /// Bounds `fut` by `deadline` (tokio's timer). Under loom, which cannot
 /// run tokio, time never passes: the future just runs to completion.
 #[cfg(not(latchless_loom))]

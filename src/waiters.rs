@@ -238,6 +238,7 @@ impl Waiters {
     pub(crate) fn serve(&self, grant: Grant) -> Result<(), Grant> {
         while let Some(node) = self.take() {
             if node.finish(grant.encode()).is_ok() {
+                crate::sync::after_publish();
                 self.live.fetch_sub(1, Ordering::Relaxed);
                 node.waker.wake();
                 return Ok(());
