@@ -301,7 +301,11 @@ impl<C> Slots<C> {
     /// the idle set, now stale.
     pub(crate) fn claim_in_place(&self, index: u32, serial: u64) -> bool {
         let slot = self.slot(index);
-        let word = slot.state.load(Ordering::Relaxed);
+        // Acquire, pairing with the Release in `make_idle`: the serial read
+        // next is then at least the one written before this idle period
+        // began (with Relaxed it could be an older connection's serial,
+        // and a stale wheel entry could claim the slot's new connection).
+        let word = slot.state.load(Ordering::Acquire);
         if tag(word) != IDLE || slot.serial.load(Ordering::Relaxed) != serial {
             return false;
         }
