@@ -171,7 +171,7 @@ impl Deadlines {
         let _ = CURSOR.try_with(|c| c.set(Some((slot + 1) % SLOTS)));
         let tracked = Tracked {
             slot,
-            node: Arc::as_ptr(node) as usize,
+            node: Arc::as_ptr(node).addr(),
             epoch,
         };
         // The waiter's half of the protocol (module docs), after its
@@ -223,7 +223,9 @@ impl Deadlines {
     /// Ends a tracked wait: takes the node's reference out of its slot,
     /// unless the sweeper took it first.
     pub(crate) fn untrack(&self, tracked: &Tracked) {
-        drop(self.take(tracked.slot, tracked.node as *mut Node));
+        // The address is only compared: the CAS returns the slot's own
+        // pointer (with its provenance) if it still names this node.
+        drop(self.take(tracked.slot, std::ptr::without_provenance_mut(tracked.node)));
     }
 
     /// Whether the sweeper of `epoch` still serves (checked by a tracked
