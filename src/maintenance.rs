@@ -31,7 +31,10 @@
 //!   leaving, so consecutive passes see each other's writes).
 //! - Maintenance takes a connection only through `Slots::claim_in_place`
 //!   (the same CAS as any acquirer, I1) and closes it before its place is
-//!   given on (I2, I3).
+//!   given on (I2, I3). It counts the key that claim leaves stale in the
+//!   idle set *before* claiming (`close_in_place`; the stale-key invariant
+//!   is in `shards.rs`), so `state().idle`, idle-timeout reaping and the
+//!   `min_idle` refill never work from a drifted count.
 //! - Maintenance never blocks a caller: losing the flag means skipping.
 
 use std::future::Future;
@@ -85,8 +88,6 @@ pub(crate) struct Maintenance {
     /// Entries scheduled by creators, drained into the wheel by a pass.
     inbox: SegQueue<(u64, Entry)>,
     owned: UnsafeCell<Owned>,
-    /// Keys left in the idle set by connections closed in place.
-    pub(crate) stale: AtomicUsize,
     /// Event sequence: opens, passed checks and failures each take the
     /// next number, so "verified before the last failure" is exact even
     /// within one clock tick.
@@ -125,7 +126,6 @@ impl Maintenance {
                 due: Vec::with_capacity(MAX_DUE_PER_PASS),
                 last_leak_scan: now,
             }),
-            stale: AtomicUsize::new(0),
             seq: AtomicU64::new(1),
             restart_epoch: AtomicU64::new(0),
             refilling: AtomicUsize::new(0),
@@ -201,11 +201,7 @@ impl Maintenance {
                 Deadline::Lifetime => {
                     // In use: the release path closes it (it is past
                     // `expires_at`). Idle: close it here.
-                    if shared.slots.claim_in_place(entry.index, entry.serial) {
-                        self.stale.fetch_add(1, Ordering::Relaxed);
-                        crate::metrics::bump(&shared.counters.expired);
-                        retired += shared.retire(entry.index).0;
-                    }
+                    retired += close_in_place(shared, entry).unwrap_or(0);
                 }
                 Deadline::Idle => {
                     let Some(timeout) = idle_timeout else {
@@ -214,15 +210,11 @@ impl Maintenance {
                     let idle_since = facts.released_at;
                     let expires = idle_since.saturating_add(timeout);
                     let busy = shared.slots.is_busy_with(entry.index, entry.serial);
-                    if !busy
-                        && now >= expires
-                        && shared.idle_count() > cfg.min_idle
-                        && shared.slots.claim_in_place(entry.index, entry.serial)
-                    {
-                        self.stale.fetch_add(1, Ordering::Relaxed);
-                        crate::metrics::bump(&shared.counters.expired);
-                        retired += shared.retire(entry.index).0;
-                        continue;
+                    if !busy && now >= expires && shared.idle_count() > cfg.min_idle {
+                        if let Some(n) = close_in_place(shared, entry) {
+                            retired += n;
+                            continue;
+                        }
                     }
                     // Used since, in use, or kept for `min_idle`: look again
                     // one timeout after its last release (or from now).
@@ -249,6 +241,20 @@ impl Maintenance {
         self.next_due.store(next, Ordering::Relaxed);
         Retired(retired)
     }
+}
+
+/// Closes the connection of `entry` where it lies if it is still idle, and
+/// returns the references retired; `None` if it is not idle (any more).
+/// Its key stays in the idle set, stale: counted before the claim that
+/// makes it so (the stale-key invariant in `shards.rs`).
+fn close_in_place<M: Manager>(shared: &Shared<M>, entry: Entry) -> Option<usize> {
+    shared.shards.count_stale();
+    if !shared.slots.claim_in_place(entry.index, entry.serial) {
+        shared.shards.uncount_stale();
+        return None;
+    }
+    crate::metrics::bump(&shared.counters.expired);
+    Some(shared.retire(entry.index).0)
 }
 
 impl std::fmt::Debug for Maintenance {

@@ -138,19 +138,16 @@ impl<M: Manager> Shared<M> {
         None
     }
 
+    /// A popped key was stale: it has left the idle set (`shards.rs`).
     #[cold]
     fn forget_stale(&self) {
-        let _ = self
-            .maintenance
-            .stale
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        self.shards.forget_stale();
     }
 
-    /// Idle connections: keys queued minus stale ones.
+    /// Idle connections: keys queued minus stale ones (exact when quiet;
+    /// the stale-key invariant is in `shards.rs`).
     pub(crate) fn idle_count(&self) -> usize {
-        self.shards
-            .len()
-            .saturating_sub(self.maintenance.stale.load(Ordering::Relaxed))
+        self.shards.idle()
     }
 
     /// The time lifecycle checks compare against: the cached reading while
