@@ -24,6 +24,28 @@
 //! it is in use. The leak scan (only with `leak_threshold`) visits every
 //! slot, but at most once per half threshold.
 //!
+//! # Which runtime
+//!
+//! Background work runs on the runtime of whoever starts it, never on one
+//! remembered from earlier: a pool outlives runtimes (a `static` pool
+//! shared by `#[tokio::test]`s sees one per test), a handle cannot tell
+//! whether its runtime is gone, and what is spawned on a runtime that is
+//! gone is dropped unrun. So:
+//!
+//! - The background task is started on the current runtime: by `build` or
+//!   a `get` that finds nothing idle, and, once the runtime it ran on has
+//!   dropped it, by any pass run inside a runtime ([`Pool::maintain`], a
+//!   busy thread's share): a later runtime takes over.
+//! - Refills are spawned on the current runtime. A pass outside any
+//!   runtime leaves them to the background task's next pass, at most one
+//!   period later. With `background(false)` nothing is spawned at all.
+//! - Every task owns its count from the spawn on (`Ticking` clears
+//!   `ticking`, `Refilling` gives back its share of `refilling`), so a task
+//!   that a runtime drops unpolled gives it back: no count leaks, and no
+//!   later runtime is locked out.
+//!
+//! [`Pool::maintain`]: crate::Pool::maintain
+//!
 //! # Invariants kept
 //!
 //! - One pass at a time: the wheel and the pass's scratch space are touched
@@ -273,8 +295,14 @@ pub(crate) fn ms(d: Duration) -> u64 {
 
 /// Ends the background task's duties when it ends or its runtime drops
 /// it: stops its deadline sweeper (tracked waiters arm their own timers),
-/// then clears `ticking`, so that the next `get` on a live runtime starts a
-/// new task and, until then, checks read the real clock.
+/// then clears `ticking`, so that the next `get` or pass on a live runtime
+/// starts a new task and, until then, checks read the real clock.
+///
+/// Made before the spawn and moved into the task's future, so that a
+/// runtime that drops the task without ever polling it (one that is
+/// shutting down, or shut down while its handle lives on) still clears
+/// `ticking`: otherwise no later runtime could take over, and the hot path
+/// would keep trusting a cached clock that nobody refreshes.
 struct Ticking<M: Manager> {
     weak: Weak<Shared<M>>,
     sweeper: Option<Sweeper>,
@@ -297,11 +325,8 @@ impl<M: Manager> Drop for Ticking<M> {
 /// The background task: a maintenance pass every `period`, and the
 /// deadlines of parked waiters (`deadlines.rs`), while the pool lives.
 /// Holds no strong reference across an await.
-pub(crate) async fn ticker<M: Manager>(weak: Weak<Shared<M>>, period: Duration) {
-    let mut ticking = Ticking {
-        weak: weak.clone(),
-        sweeper: None,
-    };
+async fn ticker<M: Manager>(mut ticking: Ticking<M>, period: Duration) {
+    let weak = ticking.weak.clone();
     let mut next_tick = tokio::time::Instant::now() + period;
     let mut sleep = std::pin::pin!(tokio::time::sleep_until(next_tick));
     loop {
@@ -355,6 +380,12 @@ impl<M: Manager> Shared<M> {
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return;
         };
+        self.start_ticker(&handle);
+        self.spawn_refills(&handle);
+    }
+
+    /// Spawns the background task on `handle` unless one runs.
+    fn start_ticker(&self, handle: &tokio::runtime::Handle) {
         if self.maintenance.ticking.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -362,23 +393,41 @@ impl<M: Manager> Shared<M> {
         if self.ticks.uses_clock {
             self.clock.cache(true);
         }
-        let _ = self.runtime.set(handle.clone());
+        // Owned by the task from here: dropped unpolled, it clears
+        // `ticking` (and the caching) again.
+        let ticking = Ticking {
+            weak: self.weak.clone(),
+            sweeper: None,
+        };
         let period = Duration::from_millis(self.maintenance.period_ms);
-        handle.spawn(ticker(self.weak.clone(), period));
-        self.refill();
+        handle.spawn(ticker(ticking, period));
     }
 
-    /// Starts refill connects (at most [`MAX_REFILL_CONNECTS`] at once)
-    /// while fewer than `min_idle` connections are idle and places are free.
+    /// A pass's follow-up, on the current runtime: restarts the background
+    /// task if its runtime dropped it, and starts `min_idle` refills
+    /// (module docs, "Which runtime"). Outside a runtime, or with
+    /// `background(false)`, it does nothing.
     pub(crate) fn refill(&self) {
-        let min = self.config.min_idle;
-        if min == 0 || self.closed.load(Ordering::Relaxed) {
+        if !self.config.background || self.closed.load(Ordering::Relaxed) {
             return;
         }
-        let Some(handle) = self.runtime.get() else {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        loop {
+        if !self.maintenance.ticking.load(Ordering::Relaxed) {
+            self.start_ticker(&handle);
+        }
+        self.spawn_refills(&handle);
+    }
+
+    /// Starts refill connects on `handle` (at most [`MAX_REFILL_CONNECTS`]
+    /// at once) while fewer than `min_idle` connections are idle and places
+    /// are free. Spawns at most that many per call, so a runtime that drops
+    /// its tasks at once (shutting down) cannot keep it spinning.
+    fn spawn_refills(&self, handle: &tokio::runtime::Handle) {
+        let min = self.config.min_idle;
+        let mut spawned = 0;
+        while min != 0 && spawned < MAX_REFILL_CONNECTS {
             let inflight = self.maintenance.refilling.load(Ordering::Relaxed);
             let connecting = self.maintenance.refill_connects.load(Ordering::Relaxed);
             if inflight >= MAX_REFILL_CONNECTS
@@ -391,14 +440,19 @@ impl<M: Manager> Shared<M> {
                 .maintenance
                 .refilling
                 .compare_exchange(inflight, inflight + 1, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
+                .is_err()
             {
-                let Some(me) = self.weak.upgrade() else {
-                    self.maintenance.refilling.fetch_sub(1, Ordering::Relaxed);
-                    return;
-                };
-                handle.spawn(refill_task(me));
+                continue;
             }
+            let Some(me) = self.weak.upgrade() else {
+                self.maintenance.refilling.fetch_sub(1, Ordering::Relaxed);
+                return;
+            };
+            // The count belongs to the task from here: a runtime that drops
+            // it unpolled gives it back (it used to leak, and after
+            // `MAX_REFILL_CONNECTS` such spawns refills stopped for good).
+            handle.spawn(refill_task(Refilling(me)));
+            spawned += 1;
         }
     }
 
@@ -419,7 +473,8 @@ impl<M: Manager> Shared<M> {
     }
 }
 
-/// Decrements the refill count when a refill task ends (or is dropped).
+/// One refill task's share of `refilling`, taken before the spawn and
+/// given back when the task ends or is dropped, polled or not.
 struct Refilling<M: Manager>(std::sync::Arc<Shared<M>>);
 
 impl<M: Manager> Drop for Refilling<M> {
@@ -455,8 +510,7 @@ impl<M: Manager> Drop for RefillConnect<'_, M> {
 }
 
 /// Opens connections into free places until `min_idle` are idle.
-async fn refill_task<M: Manager>(shared: std::sync::Arc<Shared<M>>) {
-    let guard = Refilling(shared);
+async fn refill_task<M: Manager>(guard: Refilling<M>) {
     let shared = &guard.0;
     let mut backoff = shared.config.connect_backoff;
     loop {

@@ -40,7 +40,7 @@ use std::future::Future;
 use std::panic::{AssertUnwindSafe, Location, catch_unwind};
 use std::pin::Pin;
 use std::ptr::NonNull;
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -85,8 +85,6 @@ pub(crate) struct Shared<M: Manager> {
     pub(crate) maintenance: Maintenance,
     /// Settings turned into clock ticks once, for the hot path.
     pub(crate) ticks: Ticks,
-    /// The runtime background work is spawned on, once one was seen.
-    pub(crate) runtime: OnceLock<tokio::runtime::Handle>,
     /// This core, for spawning background work from `&self`.
     pub(crate) weak: Weak<Shared<M>>,
     /// The last connect failed (fast-fail mode returns at once then).
@@ -577,7 +575,6 @@ impl<M: Manager> Pool<M> {
             counters: Counters::default(),
             maintenance: Maintenance::new(now, ms(period), config.max_size),
             ticks,
-            runtime: OnceLock::new(),
             weak: weak.clone(),
             backend_down: AtomicBool::new(false),
             rng: AtomicU64::new(now ^ 0x9E37_79B9_7F4A_7C15 ^ (weak.as_ptr() as u64)),

@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
 use common::{TestManager, runtime, wait_until};
@@ -61,5 +62,64 @@ fn idle_stays_exact_when_lifetimes_end_and_min_idle_refills() {
         assert_eq!(pool.state().in_use, 2);
         drop((a, b));
         assert_eq!(pool.state().idle, 2);
+    });
+}
+
+/// Issue 10, item 4: refills were spawned on the first runtime the pool
+/// saw; once that runtime was gone they never ran and leaked their count,
+/// so `min_idle` was never refilled again (a static pool shared by
+/// `#[tokio::test]`s).
+#[test]
+fn min_idle_is_refilled_on_a_later_runtime_once_the_first_is_gone() {
+    let (m, t) = TestManager::new();
+    let first = runtime();
+    let pool = first.block_on(async {
+        let pool = Pool::builder(m).max_size(4).min_idle(2).build().unwrap();
+        wait_until("filled on the first runtime", || pool.state().idle == 2).await;
+        pool
+    });
+    let gone = first.handle().clone();
+    drop(first);
+
+    // Both idle connections turn out broken and are closed on return.
+    let a = pool.try_get().unwrap();
+    let b = pool.try_get().unwrap();
+    a.broken.store(true, SeqCst);
+    b.broken.store(true, SeqCst);
+    drop((a, b));
+    assert_eq!(pool.state().size, 0);
+    // Passes in the context of the runtime that is gone: what they spawn
+    // there is dropped unrun, and must give back what it counted.
+    {
+        let _gone = gone.enter();
+        for _ in 0..4 {
+            pool.maintain();
+        }
+    }
+    assert_eq!(t.connect_calls.load(SeqCst), 2, "nothing ran there");
+
+    let second = runtime();
+    second.block_on(async {
+        // A pass on this runtime refills, and restarts the background task.
+        pool.maintain();
+        wait_until("min_idle refilled on the second runtime", || {
+            pool.state().idle == 2 && t.live() == 2
+        })
+        .await;
+        let c = pool.get().await.unwrap();
+        c.broken.store(true, SeqCst);
+        drop(c);
+        // Nobody calls `maintain` now: the background task, taken over by
+        // this runtime, refills.
+        let passes = pool.metrics().maintenance_passes;
+        wait_until("refilled again by the background task", || {
+            pool.state().idle == 2 && t.live() == 2
+        })
+        .await;
+        wait_until("the background task runs on this runtime", || {
+            pool.metrics().maintenance_passes > passes + 1
+        })
+        .await;
+        assert_eq!(t.opened(), 5);
     });
 }
