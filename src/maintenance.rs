@@ -252,7 +252,7 @@ impl Maintenance {
         if let Some(threshold) = cfg.leak_threshold.map(ms) {
             if now.saturating_sub(o.last_leak_scan) >= (threshold / 2).max(1) {
                 o.last_leak_scan = now;
-                shared.report_leaks(now, threshold);
+                shared.report_leaks(threshold);
             }
         }
         let next = o
@@ -457,9 +457,21 @@ impl<M: Manager> Shared<M> {
     }
 
     /// Reports (once each) connections held longer than `threshold` ticks.
-    pub(crate) fn report_leaks(&self, now: u64, threshold: u64) {
+    ///
+    /// Compares a real clock reading taken here (not the cached one, nor
+    /// the pass's `now`, whoever computed it) with the real stamp taken at
+    /// hand-out (`Pool::hand_out`), so `held_ms` is the true hold time at
+    /// the scan, within a millisecond (scans run every half threshold,
+    /// rounded up to the next pass, so a report comes at most that late).
+    /// Ticks are whole milliseconds, so a stamp and a reading `threshold`
+    /// ticks apart may be up to 1 ms less apart in truth: a holding is
+    /// reported from `threshold + 1` ticks, never before the threshold has
+    /// really passed.
+    pub(crate) fn report_leaks(&self, threshold: u64) {
+        let now = self.clock.exact();
+        let from = threshold.saturating_add(1);
         for index in 0..self.slots.capacity() as u32 {
-            if let Some((serial, held, by)) = self.slots.leak(index, now, threshold) {
+            if let Some((serial, held, by)) = self.slots.leak(index, now, from) {
                 crate::metrics::bump(&self.counters.leaks);
                 tracing::warn!(
                     target: "latchless",

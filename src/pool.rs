@@ -657,12 +657,13 @@ impl<M: Manager> Pool<M> {
     }
 
     /// Wraps an owned, ready slot in a guard (recording the taker for leak
-    /// detection when that is on).
+    /// detection when that is on: stamped with the real clock, one read,
+    /// since the cached reading may be a period or more old; `clock.rs`).
     #[inline(always)]
     fn hand_out(&self, index: u32, by: &'static Location<'static>) -> Pooled<M> {
         let shared = self.shared();
         if shared.ticks.leak != 0 {
-            shared.slots.set_taken(index, shared.clock.hot_now(), by);
+            shared.slots.set_taken(index, shared.clock.exact(), by);
         }
         Pooled::new(shared, index)
     }
