@@ -8,8 +8,18 @@
 //! task it reads the real clock (exact, and the price of having no task).
 //! Tests drive time with `quanta::Clock::mock()`.
 //!
-//! Invariant kept: the cached reading never exceeds `now()` and never goes
-//! backwards while it is cached.
+//! Leak detection needs the true time a connection was handed out: the
+//! cached reading can be a whole maintenance period old, and with
+//! `leak_threshold` the only time setting nothing refreshes it while the
+//! pool is quiet. So the hand-out stamps it with [`Clock::exact`], one real
+//! read and no write, only while `leak_threshold` is on.
+//!
+//! Invariants kept: the cached reading never exceeds `now()` and never goes
+//! backwards while it is cached; the acquire + release fast path reads the
+//! real clock never while the cached reading is kept (the background task
+//! runs, or no time-based policy is on), plus once per acquire with
+//! `leak_threshold` (measured by the unit test
+//! `the_fast_path_reads_the_clock_only_for_leak_detection`).
 
 use std::cell::Cell;
 
@@ -30,6 +40,12 @@ pub(crate) fn every_64th_op() -> bool {
         c.set(n);
         n % 64 == 0
     })
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Real clock reads on this thread (unit tests count them).
+    static READS: Cell<u64> = const { Cell::new(0) };
 }
 
 /// What `recent` holds while nothing keeps it fresh: read the real clock.
@@ -58,6 +74,8 @@ impl Clock {
     }
 
     fn read(&self) -> u64 {
+        #[cfg(test)]
+        READS.with(|r| r.set(r.get() + 1));
         let ms = self
             .clock
             .now()
@@ -81,6 +99,14 @@ impl Clock {
             UNCACHED => self.now(),
             cached => cached,
         }
+    }
+
+    /// Reads the real clock without refreshing the cached reading: no write
+    /// to memory other threads read, for a stamp taken on every acquire
+    /// (leak detection).
+    #[inline]
+    pub(crate) fn exact(&self) -> u64 {
+        self.read()
     }
 
     /// Reads the real clock (ticks since the pool was built) and refreshes
@@ -120,5 +146,66 @@ mod tests {
         c.cache(false);
         mock.increment(Duration::from_millis(1));
         assert_eq!(c.hot_now(), 1511);
+    }
+
+    #[test]
+    fn exact_reads_the_clock_and_leaves_the_cached_reading() {
+        let (clock, mock) = quanta::Clock::mock();
+        let c = Clock::new(clock, false);
+        mock.increment(Duration::from_millis(70));
+        assert_eq!(c.exact(), 70);
+        assert_eq!(c.hot_now(), 0, "cached reading untouched");
+    }
+
+    struct Unit;
+    impl crate::Manager for Unit {
+        type Connection = ();
+        type Error = std::io::Error;
+        async fn connect(&self) -> Result<(), std::io::Error> {
+            Ok(())
+        }
+    }
+
+    /// Real clock reads on this thread while `f` runs.
+    fn reads(f: impl FnOnce()) -> u64 {
+        let before = READS.with(Cell::get);
+        f();
+        READS.with(Cell::get) - before
+    }
+
+    /// `try_get` + drop reads the real clock once per acquire with leak
+    /// detection on (the hand-out's stamp), never with it off; apart from
+    /// that, one release in 64 reads it to look whether maintenance is due.
+    #[test]
+    fn the_fast_path_reads_the_clock_only_for_leak_detection() {
+        const OPS: u64 = 640;
+        for (leak, per_acquire) in [(None, 0), (Some(Duration::from_secs(1)), 1)] {
+            let (clock, _mock) = quanta::Clock::mock();
+            let pool = crate::Pool::builder(Unit)
+                .max_size(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .check_after_idle(None)
+                .leak_threshold(leak)
+                .background(false)
+                .clock(clock)
+                .build()
+                .unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            drop(rt.block_on(pool.get()).unwrap());
+            let n = reads(|| {
+                for _ in 0..OPS {
+                    drop(pool.try_get().unwrap());
+                }
+            });
+            assert_eq!(
+                n,
+                OPS * per_acquire + OPS / 64,
+                "leak_threshold {leak:?}: {n} clock reads in {OPS} acquires"
+            );
+        }
     }
 }

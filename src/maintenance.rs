@@ -24,6 +24,28 @@
 //! it is in use. The leak scan (only with `leak_threshold`) visits every
 //! slot, but at most once per half threshold.
 //!
+//! # Which runtime
+//!
+//! Background work runs on the runtime of whoever starts it, never on one
+//! remembered from earlier: a pool outlives runtimes (a `static` pool
+//! shared by `#[tokio::test]`s sees one per test), a handle cannot tell
+//! whether its runtime is gone, and what is spawned on a runtime that is
+//! gone is dropped unrun. So:
+//!
+//! - The background task is started on the current runtime: by `build` or
+//!   a `get` that finds nothing idle, and, once the runtime it ran on has
+//!   dropped it, by any pass run inside a runtime ([`Pool::maintain`], a
+//!   busy thread's share): a later runtime takes over.
+//! - Refills are spawned on the current runtime. A pass outside any
+//!   runtime leaves them to the background task's next pass, at most one
+//!   period later. With `background(false)` nothing is spawned at all.
+//! - Every task owns its count from the spawn on (`Ticking` clears
+//!   `ticking`, `Refilling` gives back its share of `refilling`), so a task
+//!   that a runtime drops unpolled gives it back: no count leaks, and no
+//!   later runtime is locked out.
+//!
+//! [`Pool::maintain`]: crate::Pool::maintain
+//!
 //! # Invariants kept
 //!
 //! - One pass at a time: the wheel and the pass's scratch space are touched
@@ -31,7 +53,10 @@
 //!   leaving, so consecutive passes see each other's writes).
 //! - Maintenance takes a connection only through `Slots::claim_in_place`
 //!   (the same CAS as any acquirer, I1) and closes it before its place is
-//!   given on (I2, I3).
+//!   given on (I2, I3). It counts the key that claim leaves stale in the
+//!   idle set *before* claiming (`close_in_place`; the stale-key invariant
+//!   is in `shards.rs`), so `state().idle`, idle-timeout reaping and the
+//!   `min_idle` refill never work from a drifted count.
 //! - Maintenance never blocks a caller: losing the flag means skipping.
 
 use std::future::Future;
@@ -86,8 +111,6 @@ pub(crate) struct Maintenance {
     /// Entries scheduled by creators, drained into the wheel by a pass.
     inbox: SegQueue<(u64, Entry)>,
     owned: UnsafeCell<Owned>,
-    /// Keys left in the idle set by connections closed in place.
-    pub(crate) stale: AtomicUsize,
     /// Event sequence: opens, passed checks and failures each take the
     /// next number, so "verified before the last failure" is exact even
     /// within one clock tick.
@@ -126,7 +149,6 @@ impl Maintenance {
                 due: Vec::with_capacity(MAX_DUE_PER_PASS),
                 last_leak_scan: now,
             }),
-            stale: AtomicUsize::new(0),
             seq: AtomicU64::new(1),
             restart_epoch: AtomicU64::new(0),
             refilling: AtomicUsize::new(0),
@@ -202,11 +224,7 @@ impl Maintenance {
                 Deadline::Lifetime => {
                     // In use: the release path closes it (it is past
                     // `expires_at`). Idle: close it here.
-                    if shared.slots.claim_in_place(entry.index, entry.serial) {
-                        self.stale.fetch_add(1, Ordering::Relaxed);
-                        crate::metrics::bump(&shared.counters.expired);
-                        retired += shared.retire(entry.index).0;
-                    }
+                    retired += close_in_place(shared, entry).unwrap_or(0);
                 }
                 Deadline::Idle => {
                     let Some(timeout) = idle_timeout else {
@@ -215,15 +233,11 @@ impl Maintenance {
                     let idle_since = facts.released_at;
                     let expires = idle_since.saturating_add(timeout);
                     let busy = shared.slots.is_busy_with(entry.index, entry.serial);
-                    if !busy
-                        && now >= expires
-                        && shared.idle_count() > cfg.min_idle
-                        && shared.slots.claim_in_place(entry.index, entry.serial)
-                    {
-                        self.stale.fetch_add(1, Ordering::Relaxed);
-                        crate::metrics::bump(&shared.counters.expired);
-                        retired += shared.retire(entry.index).0;
-                        continue;
+                    if !busy && now >= expires && shared.idle_count() > cfg.min_idle {
+                        if let Some(n) = close_in_place(shared, entry) {
+                            retired += n;
+                            continue;
+                        }
                     }
                     // Used since, in use, or kept for `min_idle`: look again
                     // one timeout after its last release (or from now).
@@ -239,7 +253,7 @@ impl Maintenance {
         if let Some(threshold) = cfg.leak_threshold.map(ms) {
             if now.saturating_sub(o.last_leak_scan) >= (threshold / 2).max(1) {
                 o.last_leak_scan = now;
-                shared.report_leaks(now, threshold);
+                shared.report_leaks(threshold);
             }
         }
         let next = o
@@ -250,6 +264,20 @@ impl Maintenance {
         self.next_due.store(next, Ordering::Relaxed);
         Retired(retired)
     }
+}
+
+/// Closes the connection of `entry` where it lies if it is still idle, and
+/// returns the references retired; `None` if it is not idle (any more).
+/// Its key stays in the idle set, stale: counted before the claim that
+/// makes it so (the stale-key invariant in `shards.rs`).
+fn close_in_place<M: Manager>(shared: &Shared<M>, entry: Entry) -> Option<usize> {
+    shared.shards.count_stale();
+    if !shared.slots.claim_in_place(entry.index, entry.serial) {
+        shared.shards.uncount_stale();
+        return None;
+    }
+    crate::metrics::bump(&shared.counters.expired);
+    Some(shared.retire(entry.index).0)
 }
 
 impl std::fmt::Debug for Maintenance {
@@ -268,8 +296,14 @@ pub(crate) fn ms(d: Duration) -> u64 {
 
 /// Ends the background task's duties when it ends or its runtime drops
 /// it: stops its deadline sweeper (tracked waiters arm their own timers),
-/// then clears `ticking`, so that the next `get` on a live runtime starts a
-/// new task and, until then, checks read the real clock.
+/// then clears `ticking`, so that the next `get` or pass on a live runtime
+/// starts a new task and, until then, checks read the real clock.
+///
+/// Made before the spawn and moved into the task's future, so that a
+/// runtime that drops the task without ever polling it (one that is
+/// shutting down, or shut down while its handle lives on) still clears
+/// `ticking`: otherwise no later runtime could take over, and the hot path
+/// would keep trusting a cached clock that nobody refreshes.
 struct Ticking<M: Manager> {
     weak: Weak<Owner<M>>,
     sweeper: Option<Sweeper>,
@@ -292,11 +326,8 @@ impl<M: Manager> Drop for Ticking<M> {
 /// The background task: a maintenance pass every `period`, and the
 /// deadlines of parked waiters (`deadlines.rs`), while the pool lives.
 /// Holds no strong reference across an await.
-pub(crate) async fn ticker<M: Manager>(weak: Weak<Owner<M>>, period: Duration) {
-    let mut ticking = Ticking {
-        weak: weak.clone(),
-        sweeper: None,
-    };
+async fn ticker<M: Manager>(mut ticking: Ticking<M>, period: Duration) {
+    let weak = ticking.weak.clone();
     let mut next_tick = tokio::time::Instant::now() + period;
     let mut sleep = std::pin::pin!(tokio::time::sleep_until(next_tick));
     loop {
@@ -350,6 +381,12 @@ impl<M: Manager> Shared<M> {
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return;
         };
+        self.start_ticker(&handle);
+        self.spawn_refills(&handle);
+    }
+
+    /// Spawns the background task on `handle` unless one runs.
+    fn start_ticker(&self, handle: &tokio::runtime::Handle) {
         if self.maintenance.ticking.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -357,23 +394,41 @@ impl<M: Manager> Shared<M> {
         if self.ticks.uses_clock {
             self.clock.cache(true);
         }
-        let _ = self.runtime.set(handle.clone());
+        // Owned by the task from here: dropped unpolled, it clears
+        // `ticking` (and the caching) again.
+        let ticking = Ticking {
+            weak: self.weak.clone(),
+            sweeper: None,
+        };
         let period = Duration::from_millis(self.maintenance.period_ms);
-        handle.spawn(ticker(self.weak.clone(), period));
-        self.refill();
+        handle.spawn(ticker(ticking, period));
     }
 
-    /// Starts refill connects (at most [`MAX_REFILL_CONNECTS`] at once)
-    /// while fewer than `min_idle` connections are idle and places are free.
+    /// A pass's follow-up, on the current runtime: restarts the background
+    /// task if its runtime dropped it, and starts `min_idle` refills
+    /// (module docs, "Which runtime"). Outside a runtime, or with
+    /// `background(false)`, it does nothing.
     pub(crate) fn refill(&self) {
-        let min = self.config.min_idle;
-        if min == 0 || self.closed.load(Ordering::Relaxed) {
+        if !self.config.background || self.closed.load(Ordering::Relaxed) {
             return;
         }
-        let Some(handle) = self.runtime.get() else {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        loop {
+        if !self.maintenance.ticking.load(Ordering::Relaxed) {
+            self.start_ticker(&handle);
+        }
+        self.spawn_refills(&handle);
+    }
+
+    /// Starts refill connects on `handle` (at most [`MAX_REFILL_CONNECTS`]
+    /// at once) while fewer than `min_idle` connections are idle and places
+    /// are free. Spawns at most that many per call, so a runtime that drops
+    /// its tasks at once (shutting down) cannot keep it spinning.
+    fn spawn_refills(&self, handle: &tokio::runtime::Handle) {
+        let min = self.config.min_idle;
+        let mut spawned = 0;
+        while min != 0 && spawned < MAX_REFILL_CONNECTS {
             let inflight = self.maintenance.refilling.load(Ordering::Relaxed);
             let connecting = self.maintenance.refill_connects.load(Ordering::Relaxed);
             if inflight >= MAX_REFILL_CONNECTS
@@ -386,21 +441,38 @@ impl<M: Manager> Shared<M> {
                 .maintenance
                 .refilling
                 .compare_exchange(inflight, inflight + 1, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
+                .is_err()
             {
-                let Some(me) = self.weak.upgrade() else {
-                    self.maintenance.refilling.fetch_sub(1, Ordering::Relaxed);
-                    return;
-                };
-                handle.spawn(refill_task(me));
+                continue;
             }
+            let Some(me) = self.weak.upgrade() else {
+                self.maintenance.refilling.fetch_sub(1, Ordering::Relaxed);
+                return;
+            };
+            // The count belongs to the task from here: a runtime that drops
+            // it unpolled gives it back (it used to leak, and after
+            // `MAX_REFILL_CONNECTS` such spawns refills stopped for good).
+            handle.spawn(refill_task(Refilling(me)));
+            spawned += 1;
         }
     }
 
     /// Reports (once each) connections held longer than `threshold` ticks.
-    pub(crate) fn report_leaks(&self, now: u64, threshold: u64) {
+    ///
+    /// Compares a real clock reading taken here (not the cached one, nor
+    /// the pass's `now`, whoever computed it) with the real stamp taken at
+    /// hand-out (`Pool::hand_out`), so `held_ms` is the true hold time at
+    /// the scan, within a millisecond (scans run every half threshold,
+    /// rounded up to the next pass, so a report comes at most that late).
+    /// Ticks are whole milliseconds, so a stamp and a reading `threshold`
+    /// ticks apart may be up to 1 ms less apart in truth: a holding is
+    /// reported from `threshold + 1` ticks, never before the threshold has
+    /// really passed.
+    pub(crate) fn report_leaks(&self, threshold: u64) {
+        let now = self.clock.exact();
+        let from = threshold.saturating_add(1);
         for index in 0..self.slots.capacity() as u32 {
-            if let Some((serial, held, by)) = self.slots.leak(index, now, threshold) {
+            if let Some((serial, held, by)) = self.slots.leak(index, now, from) {
                 crate::metrics::bump(&self.counters.leaks);
                 tracing::warn!(
                     target: "latchless",
@@ -414,7 +486,8 @@ impl<M: Manager> Shared<M> {
     }
 }
 
-/// Decrements the refill count when a refill task ends (or is dropped).
+/// One refill task's share of `refilling`, taken before the spawn and
+/// given back when the task ends or is dropped, polled or not.
 struct Refilling<M: Manager>(std::sync::Arc<Owner<M>>);
 
 impl<M: Manager> Drop for Refilling<M> {
@@ -450,8 +523,7 @@ impl<M: Manager> Drop for RefillConnect<'_, M> {
 }
 
 /// Opens connections into free places until `min_idle` are idle.
-async fn refill_task<M: Manager>(shared: std::sync::Arc<Owner<M>>) {
-    let guard = Refilling(shared);
+async fn refill_task<M: Manager>(guard: Refilling<M>) {
     let shared = &guard.0;
     let mut backoff = shared.config.connect_backoff;
     loop {

@@ -39,7 +39,7 @@
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, Location, catch_unwind};
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -80,8 +80,6 @@ pub(crate) struct Shared<M: Manager> {
     pub(crate) maintenance: Maintenance,
     /// Settings turned into clock ticks once, for the hot path.
     pub(crate) ticks: Ticks,
-    /// The runtime background work is spawned on, once one was seen.
-    pub(crate) runtime: OnceLock<tokio::runtime::Handle>,
     /// This core's owner, for spawning background work from `&self` and
     /// for counting references with the `Arc`'s own provenance.
     pub(crate) weak: Weak<Owner<M>>,
@@ -134,19 +132,16 @@ impl<M: Manager> Shared<M> {
         None
     }
 
+    /// A popped key was stale: it has left the idle set (`shards.rs`).
     #[cold]
     fn forget_stale(&self) {
-        let _ = self
-            .maintenance
-            .stale
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        self.shards.forget_stale();
     }
 
-    /// Idle connections: keys queued minus stale ones.
+    /// Idle connections: keys queued minus stale ones (exact when quiet;
+    /// the stale-key invariant is in `shards.rs`).
     pub(crate) fn idle_count(&self) -> usize {
-        self.shards
-            .len()
-            .saturating_sub(self.maintenance.stale.load(Ordering::Relaxed))
+        self.shards.idle()
     }
 
     /// The time lifecycle checks compare against: the cached reading while
@@ -511,7 +506,6 @@ impl<M: Manager> Pool<M> {
                 counters: Counters::default(),
                 maintenance: Maintenance::new(now, ms(period), config.max_size),
                 ticks,
-                runtime: OnceLock::new(),
                 weak: weak.clone(),
                 backend_down: AtomicBool::new(false),
                 rng: AtomicU64::new(now ^ 0x9E37_79B9_7F4A_7C15 ^ (weak.as_ptr().addr() as u64)),
@@ -595,12 +589,13 @@ impl<M: Manager> Pool<M> {
     }
 
     /// Wraps an owned, ready slot in a guard (recording the taker for leak
-    /// detection when that is on).
+    /// detection when that is on: stamped with the real clock, one read,
+    /// since the cached reading may be a period or more old; `clock.rs`).
     #[inline(always)]
     fn hand_out(&self, index: u32, by: &'static Location<'static>) -> Pooled<M> {
         let shared = self.shared();
         if shared.ticks.leak != 0 {
-            shared.slots.set_taken(index, shared.clock.hot_now(), by);
+            shared.slots.set_taken(index, shared.clock.exact(), by);
         }
         Pooled::new(shared, index)
     }

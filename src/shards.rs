@@ -28,6 +28,20 @@
 //!   are full while the pusher holds one more current key, some queued key
 //!   is stale (there are at most `max_size` connections), and
 //!   [`Shards::push`] rotates through the queues until it evicts one.
+//! - `stale` counts the stale keys in the set, so that [`Shards::idle`]
+//!   (keys queued minus stale ones) is exact whenever the pool is quiet.
+//!   A key goes stale only when maintenance claims its slot in place
+//!   (`Slots::claim_in_place`; a generation wrap after 2^43 idle periods
+//!   aside), and maintenance counts it with [`Shards::count_stale`]
+//!   *before* that claim (uncounting it if the claim fails), so nobody can
+//!   find a key stale before it is counted. Every path that drops a stale
+//!   key from the set uncounts it: a popper whose claim fails
+//!   ([`Shards::forget_stale`]) and a push that evicts it. The count is
+//!   kept in wrapping arithmetic and read as signed, so an uncount that
+//!   overtakes its count (no ordering forbids it) reads as -1 for a moment
+//!   and is never lost: a saturating count dropped such decrements and
+//!   `idle` drifted low for good (issue 10, item 3). All of this is on cold
+//!   paths; the uncontended pop and push never touch the count.
 //! - Ordering: every push ends in a SeqCst RMW (the hot word's CAS, or
 //!   `ArrayQueue`'s SeqCst CAS on its tail), and every pop that finds
 //!   nothing has read the hot word and the queue's tail after a SeqCst fence
@@ -39,7 +53,7 @@ use std::cell::Cell;
 use crossbeam_utils::CachePadded;
 
 use crate::slots::SlotKey;
-use crate::sync::{ArrayQueue, AtomicU64, Ordering, mutant, thread_local_cell};
+use crate::sync::{ArrayQueue, AtomicU64, AtomicUsize, Ordering, mutant, thread_local_cell};
 
 thread_local_cell! {
     /// This thread's shard hash; 0 until first use.
@@ -108,6 +122,8 @@ impl Shard {
 /// The sharded idle set.
 pub(crate) struct Shards {
     shards: Box<[CachePadded<Shard>]>,
+    /// Stale keys in the set, as a wrapping signed count (module docs).
+    stale: CachePadded<AtomicUsize>,
 }
 
 impl Shards {
@@ -122,6 +138,7 @@ impl Shards {
                     })
                 })
                 .collect(),
+            stale: CachePadded::new(AtomicUsize::new(0)),
         }
     }
 
@@ -218,7 +235,11 @@ impl Shards {
         loop {
             match self.shards[i].queue.force_push(key) {
                 None => return,
-                Some(out) if !is_live(out) => return,
+                Some(out) if !is_live(out) => {
+                    // A stale key left the set (module invariants).
+                    self.forget_stale();
+                    return;
+                }
                 Some(out) => {
                     key = out;
                     i = (i + 1) % n;
@@ -231,6 +252,34 @@ impl Shards {
     pub(crate) fn len(&self) -> usize {
         self.shards.iter().map(|s| s.len()).sum()
     }
+
+    /// Counts a key that is about to go stale: call it before the claim
+    /// that makes the key stale, and [`uncount_stale`](Self::uncount_stale)
+    /// if that claim fails.
+    pub(crate) fn count_stale(&self) {
+        self.stale.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Takes back a [`count_stale`](Self::count_stale) whose claim failed.
+    pub(crate) fn uncount_stale(&self) {
+        self.stale.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Uncounts a stale key a popper found (its claim failed) and dropped.
+    /// Wrapping: it may come before the count (module invariants).
+    pub(crate) fn forget_stale(&self) {
+        self.stale.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Idle connections: keys queued minus stale keys. Exact while nothing
+    /// is in flight; otherwise off by the operations in flight, never below
+    /// zero.
+    pub(crate) fn idle(&self) -> usize {
+        // Wrapping count read as signed: -1 while an uncount is ahead of
+        // its count, which reads as none stale.
+        let stale = usize::try_from(self.stale.load(Ordering::Relaxed) as isize).unwrap_or(0);
+        self.len().saturating_sub(stale)
+    }
 }
 
 impl std::fmt::Debug for Shards {
@@ -238,6 +287,7 @@ impl std::fmt::Debug for Shards {
         f.debug_struct("Shards")
             .field("shards", &self.count())
             .field("queued", &self.len())
+            .field("idle", &self.idle())
             .finish()
     }
 }
@@ -275,6 +325,53 @@ mod tests {
         left.sort_by_key(|k| k.index());
         assert_eq!(left, vec![key(1, 1), key(2, 1), key(9, 1)]);
         assert_eq!(s.pop(), None);
+    }
+
+    #[test]
+    fn evicting_a_stale_key_uncounts_it() {
+        let s = Shards::new(1, 2);
+        for i in 0..3 {
+            s.push(key(i, 1), |_| true);
+        }
+        // Maintenance closes 0 and 1 in place: counted, keys still queued.
+        s.count_stale();
+        s.count_stale();
+        assert_eq!((s.len(), s.idle()), (3, 1));
+        // Key 0 sits in the hot word, 1 and 2 fill the queue: a new key
+        // evicts stale key 1, which is uncounted; stale key 0 stays.
+        s.push(key(3, 1), |k| k.index() >= 2);
+        assert_eq!((s.len(), s.idle()), (3, 2), "1 evicted, 0 still queued");
+        // A popper drops the other stale key when its claim fails.
+        let mut live = 0;
+        while let Some(k) = s.pop() {
+            if k.index() < 2 {
+                s.forget_stale();
+            } else {
+                live += 1;
+            }
+        }
+        assert_eq!(live, 2);
+        assert_eq!((s.len(), s.idle()), (0, 0));
+        s.push(key(2, 2), |_| true);
+        assert_eq!(s.idle(), 1, "no stale count left over");
+    }
+
+    #[test]
+    fn an_uncount_that_overtakes_its_count_is_not_lost() {
+        let s = Shards::new(1, 4);
+        s.push(key(0, 1), |_| true);
+        s.push(key(1, 1), |_| true);
+        // A popper finds key 0 stale and drops it before maintenance,
+        // which claimed it in place, gets to count it.
+        assert_eq!(s.pop(), Some(key(0, 1)));
+        s.forget_stale();
+        assert_eq!(s.idle(), 1, "-1 stale for a moment reads as none");
+        s.count_stale();
+        assert_eq!((s.len(), s.idle()), (1, 1), "exact once both are in");
+        // A count taken back after a failed claim leaves no trace either.
+        s.count_stale();
+        s.uncount_stale();
+        assert_eq!(s.idle(), 1);
     }
 
     #[test]
