@@ -10,6 +10,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export RUSTFLAGS="--cfg latchless_loom --cfg latchless_mutants"
+# Loom runs with debug assertions on (as .ci/loom does).
+export CARGO_PROFILE_RELEASE_DEBUG_ASSERTIONS=true
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target/loom-mutants}"
 
 pairs=(
