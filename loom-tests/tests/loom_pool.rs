@@ -396,3 +396,68 @@ fn release_to_a_waiter_races_last_pool_drop() {
         assert_eq!(open.load(SeqCst), 0, "the connection closed once");
     });
 }
+
+/// Model 11 — the deadline slots: a waiter parks (claims a slot, writes
+/// the hint, publishes its node) while the sweeper (a loom thread: loom
+/// runs no Tokio task) scans the slots and takes what is due, and a
+/// release hands the waiter a connection. Exactly one outcome: the waiter
+/// is served the connection, or it times out and the releaser keeps the
+/// connection (for the idle set). Afterwards the slot is free and the node
+/// freed once (loom checks its `Arc`). Catches `sweep_take_without_cas`
+/// (the sweeper takes the node it saw with a store, not a CAS: that
+/// reference may be the one its waiter's untrack already took; loom sees
+/// the node's `Arc` released twice) and `untrack_keeps_slot` (an ended
+/// wait leaves its slot to the sweeper, which already passed it: the slot
+/// stays taken).
+#[test]
+fn sweeper_times_out_a_waiter_while_a_release_serves_it() {
+    explore(|| {
+        let d = Arc::new(Pool::<M>::loom_deadline_slots());
+        let d2 = Arc::clone(&d);
+        let sweeper = thread::spawn(move || d2.sweep());
+        let mut waiter = d.park();
+        let handed = d.serve(0);
+        let served = block_on(std::future::poll_fn(|cx| waiter.poll(cx)));
+        assert_eq!(waiter.end(&d), None, "an outcome taken is not given back");
+        let swept = sweeper.join().unwrap();
+        match served {
+            Some(slot) => {
+                assert_eq!(slot, 0);
+                assert!(handed && swept == 0, "served: not also timed out");
+            }
+            None => assert!(!handed && swept == 1, "timed out: the release kept it"),
+        }
+        assert_eq!(d.occupied(), 0, "the slot is free");
+        assert_eq!(d.waiting(), 0);
+    });
+}
+
+/// Model 12 — the deadline slots: a waiter parks and is cancelled (its
+/// `get` dropped) while the sweeper times it out and a release serves it.
+/// The connection ends with the releaser (idle) or is given back by the
+/// cancelled waiter, never lost; the waiter has one outcome; the slot is
+/// free and the node freed once. Catches `sweep_take_without_cas` and
+/// `untrack_keeps_slot` on the cancel path.
+#[test]
+fn sweeper_times_out_a_waiter_while_it_is_cancelled_and_served() {
+    explore(|| {
+        let d = Arc::new(Pool::<M>::loom_deadline_slots());
+        let d2 = Arc::clone(&d);
+        let sweeper = thread::spawn(move || d2.sweep());
+        let d3 = Arc::clone(&d);
+        let releaser = thread::spawn(move || d3.serve(0));
+        let waiter = d.park();
+        let given_back = waiter.end(&d);
+        let swept = sweeper.join().unwrap();
+        let handed = releaser.join().unwrap();
+        assert_eq!(
+            handed,
+            given_back == Some(0),
+            "a connection handed to the cancelled waiter comes back"
+        );
+        assert!(swept <= 1);
+        assert!(!(handed && swept == 1), "one outcome: served or timed out");
+        assert_eq!(d.occupied(), 0, "the slot is free");
+        assert_eq!(d.waiting(), 0);
+    });
+}
