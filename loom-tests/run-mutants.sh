@@ -31,6 +31,7 @@ pairs=(
   "sweeper_times_out_a_waiter_while_it_is_cancelled_and_served:sweep_take_without_cas"
   "sweeper_times_out_a_waiter_while_a_release_serves_it:untrack_keeps_slot"
   "sweeper_times_out_a_waiter_while_it_is_cancelled_and_served:untrack_keeps_slot"
+  "a_thread_with_an_empty_home_steals_while_the_owner_pops_and_pushes:steal_without_swap"
 )
 
 cargo test -q -p loom-tests --release --no-run || exit 1

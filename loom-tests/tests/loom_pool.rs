@@ -461,3 +461,38 @@ fn sweeper_times_out_a_waiter_while_it_is_cancelled_and_served() {
         assert_eq!(d.waiting(), 0);
     });
 }
+
+/// Model 13 — the steal path across two shards (I1, nothing lost): both
+/// idle connections sit in shard 1, one in its hot word, one in its queue;
+/// its owner thread (home 1) pops one, uses it and releases it there while
+/// a thread whose home (shard 0) is empty steals. No connection has two
+/// holders (loom checks each connection's cell), and afterwards both are
+/// idle, each key in a shard exactly once. Catches `steal_without_swap`
+/// (the stealer takes the victim's hot word with a load and a store: a key
+/// its owner parked in between is wiped, and that idle connection is lost
+/// to the pool).
+#[test]
+fn a_thread_with_an_empty_home_steals_while_the_owner_pops_and_pushes() {
+    explore(|| {
+        let (p, _mock) = pool(2, M::default(), |b| b.shards(2));
+        p.loom_pin_home_shard(1);
+        let (c1, c2) = (block_on(p.get()).unwrap(), block_on(p.get()).unwrap());
+        drop(c1); // to shard 1's hot word
+        drop(c2); // to shard 1's queue
+        let p2 = p.clone();
+        let owner = thread::spawn(move || {
+            p2.loom_pin_home_shard(1);
+            p2.try_get().map(|mut c| c.uses += 1).is_some()
+        });
+        p.loom_pin_home_shard(0);
+        let stole = p.try_get().map(|mut c| c.uses += 1).is_some();
+        let owned = owner.join().unwrap();
+        assert!(stole && owned, "two idle connections, one for each");
+        let s = p.state();
+        assert_eq!((s.size, s.idle, s.in_use), (2, 2, 0), "counts right");
+        let a = p.try_get().expect("no key lost");
+        let b = p.try_get().expect("no key lost");
+        assert_eq!(a.uses + b.uses, 2, "each used once, by one holder");
+        assert!(p.try_get().is_none(), "no key twice");
+    });
+}
