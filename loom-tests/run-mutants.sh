@@ -10,6 +10,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export RUSTFLAGS="--cfg latchless_loom --cfg latchless_mutants"
+# Loom runs with debug assertions on (as .ci/loom does).
+export CARGO_PROFILE_RELEASE_DEBUG_ASSERTIONS=true
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target/loom-mutants}"
 
 pairs=(
@@ -25,6 +27,11 @@ pairs=(
   "release_to_a_waiter_races_last_pool_drop:release_without_core_ref"
   "release_races_last_pool_drop:drop_ignores_hazards"
   "release_to_a_waiter_races_last_pool_drop:drop_ignores_hazards"
+  "sweeper_times_out_a_waiter_while_a_release_serves_it:sweep_take_without_cas"
+  "sweeper_times_out_a_waiter_while_it_is_cancelled_and_served:sweep_take_without_cas"
+  "sweeper_times_out_a_waiter_while_a_release_serves_it:untrack_keeps_slot"
+  "sweeper_times_out_a_waiter_while_it_is_cancelled_and_served:untrack_keeps_slot"
+  "a_thread_with_an_empty_home_steals_while_the_owner_pops_and_pushes:steal_without_swap"
 )
 
 cargo test -q -p loom-tests --release --no-run || exit 1
@@ -45,7 +52,10 @@ for pair in "${pairs[@]}"; do
   else
     if grep -q "rt/object.rs.*\|index out of bounds" "$log"; then
       # loom followed an atomic's handle read from freed memory.
-      why="use after free: loom read an atomic of a freed core"
+      why="use after free: loom read an atomic out of freed memory"
+    elif grep -q "loom.*/arc.rs\|Arc is already released" "$log"; then
+      # loom's Arc lost track of an object: a reference taken twice.
+      why="use after free: loom saw an Arc's object taken after its last release"
     else
       why=$(grep -m1 -oE "Causality violation: [^.]*|deadlock|assertion .*|[a-z ,]*(lost|back|once|first)[a-z ,]*$" "$log" || echo "test failed")
     fi

@@ -58,6 +58,8 @@ use std::task::Context;
 use tokio::time::Instant;
 
 use crate::sync::{self, Arc, AtomicBool, AtomicPtr, AtomicU64, AtomicWaker, Ordering};
+#[cfg(latchless_loom)]
+use crate::waiters::{Grant, Outcome};
 use crate::waiters::{Node, Waiters};
 
 /// `armed` while no sweeper serves.
@@ -223,6 +225,11 @@ impl Deadlines {
     /// Ends a tracked wait: takes the node's reference out of its slot,
     /// unless the sweeper took it first.
     pub(crate) fn untrack(&self, tracked: &Tracked) {
+        // loom mutant: untrack_keeps_slot (leaves the node to the sweeper),
+        // see loom-tests/run-mutants.sh
+        if sync::mutant("untrack_keeps_slot") {
+            return;
+        }
         // The address is only compared: the CAS returns the slot's own
         // pointer (with its provenance) if it still names this node.
         drop(self.take(tracked.slot, std::ptr::without_provenance_mut(tracked.node)));
@@ -292,7 +299,19 @@ impl Deadlines {
                     earliest = earliest.min(at);
                     continue;
                 }
-                let Some(node) = self.take(i, p) else {
+                // loom mutant: sweep_take_without_cas (a plain store, not
+                // a CAS from `p`), see loom-tests/run-mutants.sh
+                let taken = if sync::mutant("sweep_take_without_cas") {
+                    self.slots[i]
+                        .node
+                        .store(std::ptr::null_mut(), Ordering::Release);
+                    // SAFETY: none: the injected bug (mutant builds only);
+                    // its waiter may have taken `p`'s reference meanwhile.
+                    Some(unsafe { Arc::from_raw(p) })
+                } else {
+                    self.take(i, p)
+                };
+                let Some(node) = taken else {
                     continue; // its waiter untracked it meanwhile
                 };
                 if node.deadline() <= now_ms {
@@ -376,6 +395,156 @@ impl std::fmt::Debug for Deadlines {
         f.debug_struct("Deadlines")
             .field("armed", &self.armed.load(Ordering::Relaxed))
             .finish_non_exhaustive()
+    }
+}
+
+/// Loom test support (`loom-tests/`): a model cannot reach these slots
+/// through a `Pool` (it runs no Tokio, so no background task, and the core
+/// is private to `pool.rs`), so it gets the deadline slots and a waiter
+/// queue of their own, driven as the pool drives them: `park` and
+/// `WaitGuard` (`pool.rs`) for the waiter, the background task's sweep
+/// (`maintenance.rs`) for the sweeper.
+#[cfg(latchless_loom)]
+impl<M: crate::Manager> crate::Pool<M> {
+    /// A serving sweeper's deadline slots and a waiter queue (loom only).
+    #[doc(hidden)]
+    pub fn loom_deadline_slots() -> LoomDeadlines {
+        let (deadlines, waiters) = (Deadlines::new(), Waiters::new());
+        let mut sweeper = deadlines.start();
+        let start = Instant::now();
+        // Armed ten days ahead: every waiter's deadline is earlier and
+        // kicks it, the same branch in every execution.
+        let unused = std::sync::atomic::AtomicU64::new(0);
+        deadlines.sweep(
+            &mut sweeper,
+            &waiters,
+            start,
+            start + LOOM_DAY * 10,
+            &unused,
+        );
+        LoomDeadlines {
+            deadlines,
+            waiters,
+            epoch: sweeper.epoch,
+            start,
+        }
+    }
+}
+
+#[cfg(latchless_loom)]
+const LOOM_DAY: std::time::Duration = std::time::Duration::from_secs(86_400);
+
+/// See [`Pool::loom_deadline_slots`](crate::Pool::loom_deadline_slots).
+#[cfg(latchless_loom)]
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct LoomDeadlines {
+    deadlines: Deadlines,
+    waiters: Waiters,
+    epoch: u64,
+    start: Instant,
+}
+
+/// A parked `get` tracked in a deadline slot (loom only).
+#[cfg(latchless_loom)]
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct LoomWaiter {
+    node: Arc<Node>,
+    tracked: Option<Tracked>,
+    done: bool,
+}
+
+#[cfg(latchless_loom)]
+impl LoomDeadlines {
+    /// A `get` parks with a deadline an hour away (`park`): registers, then
+    /// tracks its node in a slot, from slot 0 (the thread's home, pinned:
+    /// the same slot in every execution).
+    pub fn park(&self) -> LoomWaiter {
+        let node = self.waiters.register(None).expect("no waiter bound");
+        let _ = CURSOR.try_with(|c| c.set(Some(0)));
+        let tracked = self
+            .deadlines
+            .track(self.start + LOOM_DAY / 24, &node)
+            .expect("a serving sweeper and a free slot");
+        LoomWaiter {
+            node,
+            tracked: Some(tracked),
+            done: false,
+        }
+    }
+
+    /// The background task's sweep a day later (every deadline is due);
+    /// returns how many waiters it timed out.
+    pub fn sweep(&self) -> u64 {
+        let mut sweeper = Sweeper {
+            epoch: self.epoch,
+            kept: Vec::new(),
+        };
+        let swept = std::sync::atomic::AtomicU64::new(0);
+        let now = self.start + LOOM_DAY;
+        let _ = self.deadlines.sweep(
+            &mut sweeper,
+            &self.waiters,
+            now,
+            now + LOOM_DAY * 10,
+            &swept,
+        );
+        assert!(sweeper.kept.is_empty(), "every due node timed out");
+        swept.into_inner()
+    }
+
+    /// A release hands connection `slot` to the oldest waiter
+    /// (`Shared::grant`). `false`: nobody took it, the releaser keeps it
+    /// (for the idle set).
+    pub fn serve(&self, slot: u32) -> bool {
+        self.waiters.serve(Grant::Slot(slot)).is_ok()
+    }
+
+    /// Slots holding a node or being claimed.
+    pub fn occupied(&self) -> usize {
+        self.deadlines
+            .slots
+            .iter()
+            .filter(|s| !s.node.load(Ordering::SeqCst).is_null())
+            .count()
+    }
+
+    /// Waiters still waiting.
+    pub fn waiting(&self) -> usize {
+        self.waiters.live()
+    }
+}
+
+#[cfg(latchless_loom)]
+impl LoomWaiter {
+    /// Polls the parked `get` (`WaitGuard`): `Ready(Some(slot))`, served
+    /// that connection; `Ready(None)`, timed out by the sweeper.
+    pub fn poll(&mut self, cx: &mut Context<'_>) -> std::task::Poll<Option<u32>> {
+        let outcome = self.node.poll(cx);
+        self.done |= outcome.is_ready();
+        outcome.map(|o| match o {
+            Outcome::Granted(Grant::Slot(i)) => Some(i),
+            Outcome::TimedOut => None,
+            o => panic!("not in a deadline model: {o:?}"),
+        })
+    }
+
+    /// The wait ends (`WaitGuard`'s drop: untrack, then, unless polled to
+    /// an outcome, withdraw). Returns the connection it was served
+    /// meanwhile, which the caller gives back.
+    pub fn end(mut self, d: &LoomDeadlines) -> Option<u32> {
+        if let Some(tracked) = self.tracked.take() {
+            d.deadlines.untrack(&tracked);
+        }
+        if self.done {
+            return None;
+        }
+        match d.waiters.cancel(&self.node) {
+            Some(Outcome::Granted(Grant::Slot(i))) => Some(i),
+            None | Some(Outcome::TimedOut) => None,
+            Some(o) => panic!("not in a deadline model: {o:?}"),
+        }
     }
 }
 

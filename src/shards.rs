@@ -88,6 +88,19 @@ pub(crate) fn home_index(n: usize) -> usize {
     ((u64::from(home_hash()) * n as u64) >> 32) as usize
 }
 
+#[cfg(latchless_loom)]
+impl<M: crate::Manager> crate::Pool<M> {
+    /// Loom test support: pins the calling thread's home to `shard` of the
+    /// pool's shards (a model needs the same home in every execution).
+    #[doc(hidden)]
+    pub fn loom_pin_home_shard(&self, shard: usize) {
+        let n = self.config().shards as u64;
+        assert!((shard as u64) < n, "no shard {shard} of {n}");
+        HOME.with(|h| h.set(((((shard as u64) << 32) / n) as u32 + 1) | 1));
+        debug_assert_eq!(home_index(n as usize), shard);
+    }
+}
+
 /// One shard: the hot word (a packed [`SlotKey`], 0 when empty) and the
 /// FIFO behind it, each on its own cache lines.
 struct Shard {
@@ -178,7 +191,17 @@ impl Shards {
     #[cold]
     fn steal(&self, home: usize) -> Option<SlotKey> {
         let n = self.shards.len();
-        (1..n).find_map(|i| self.shards[(home + i) % n].pop())
+        (1..n).find_map(|i| {
+            let victim = &self.shards[(home + i) % n];
+            // loom mutant: steal_without_swap (the hot word taken with a
+            // load and a store), see loom-tests/run-mutants.sh
+            if mutant("steal_without_swap") {
+                let k = SlotKey::from_bits(victim.hot.load(Ordering::Acquire));
+                victim.hot.store(0, Ordering::Relaxed);
+                return k.or_else(|| victim.queue.pop());
+            }
+            victim.pop()
+        })
     }
 
     /// Pushes a live key, home shard first. `is_live` tells stale keys from

@@ -396,3 +396,103 @@ fn release_to_a_waiter_races_last_pool_drop() {
         assert_eq!(open.load(SeqCst), 0, "the connection closed once");
     });
 }
+
+/// Model 11 — the deadline slots: a waiter parks (claims a slot, writes
+/// the hint, publishes its node) while the sweeper (a loom thread: loom
+/// runs no Tokio task) scans the slots and takes what is due, and a
+/// release hands the waiter a connection. Exactly one outcome: the waiter
+/// is served the connection, or it times out and the releaser keeps the
+/// connection (for the idle set). Afterwards the slot is free and the node
+/// freed once (loom checks its `Arc`). Catches `sweep_take_without_cas`
+/// (the sweeper takes the node it saw with a store, not a CAS: that
+/// reference may be the one its waiter's untrack already took; loom sees
+/// the node's `Arc` released twice) and `untrack_keeps_slot` (an ended
+/// wait leaves its slot to the sweeper, which already passed it: the slot
+/// stays taken).
+#[test]
+fn sweeper_times_out_a_waiter_while_a_release_serves_it() {
+    explore(|| {
+        let d = Arc::new(Pool::<M>::loom_deadline_slots());
+        let d2 = Arc::clone(&d);
+        let sweeper = thread::spawn(move || d2.sweep());
+        let mut waiter = d.park();
+        let handed = d.serve(0);
+        let served = block_on(std::future::poll_fn(|cx| waiter.poll(cx)));
+        assert_eq!(waiter.end(&d), None, "an outcome taken is not given back");
+        let swept = sweeper.join().unwrap();
+        match served {
+            Some(slot) => {
+                assert_eq!(slot, 0);
+                assert!(handed && swept == 0, "served: not also timed out");
+            }
+            None => assert!(!handed && swept == 1, "timed out: the release kept it"),
+        }
+        assert_eq!(d.occupied(), 0, "the slot is free");
+        assert_eq!(d.waiting(), 0);
+    });
+}
+
+/// Model 12 — the deadline slots: a waiter parks and is cancelled (its
+/// `get` dropped) while the sweeper times it out and a release serves it.
+/// The connection ends with the releaser (idle) or is given back by the
+/// cancelled waiter, never lost; the waiter has one outcome; the slot is
+/// free and the node freed once. Catches `sweep_take_without_cas` and
+/// `untrack_keeps_slot` on the cancel path.
+#[test]
+fn sweeper_times_out_a_waiter_while_it_is_cancelled_and_served() {
+    explore(|| {
+        let d = Arc::new(Pool::<M>::loom_deadline_slots());
+        let d2 = Arc::clone(&d);
+        let sweeper = thread::spawn(move || d2.sweep());
+        let d3 = Arc::clone(&d);
+        let releaser = thread::spawn(move || d3.serve(0));
+        let waiter = d.park();
+        let given_back = waiter.end(&d);
+        let swept = sweeper.join().unwrap();
+        let handed = releaser.join().unwrap();
+        assert_eq!(
+            handed,
+            given_back == Some(0),
+            "a connection handed to the cancelled waiter comes back"
+        );
+        assert!(swept <= 1);
+        assert!(!(handed && swept == 1), "one outcome: served or timed out");
+        assert_eq!(d.occupied(), 0, "the slot is free");
+        assert_eq!(d.waiting(), 0);
+    });
+}
+
+/// Model 13 — the steal path across two shards (I1, nothing lost): both
+/// idle connections sit in shard 1, one in its hot word, one in its queue;
+/// its owner thread (home 1) pops one, uses it and releases it there while
+/// a thread whose home (shard 0) is empty steals. No connection has two
+/// holders (loom checks each connection's cell), and afterwards both are
+/// idle, each key in a shard exactly once. Catches `steal_without_swap`
+/// (the stealer takes the victim's hot word with a load and a store: a key
+/// its owner parked in between is wiped, and that idle connection is lost
+/// to the pool).
+#[test]
+fn a_thread_with_an_empty_home_steals_while_the_owner_pops_and_pushes() {
+    explore(|| {
+        let (p, _mock) = pool(2, M::default(), |b| b.shards(2));
+        p.loom_pin_home_shard(1);
+        let (c1, c2) = (block_on(p.get()).unwrap(), block_on(p.get()).unwrap());
+        drop(c1); // to shard 1's hot word
+        drop(c2); // to shard 1's queue
+        let p2 = p.clone();
+        let owner = thread::spawn(move || {
+            p2.loom_pin_home_shard(1);
+            p2.try_get().map(|mut c| c.uses += 1).is_some()
+        });
+        p.loom_pin_home_shard(0);
+        let stole = p.try_get().map(|mut c| c.uses += 1).is_some();
+        let owned = owner.join().unwrap();
+        assert!(stole && owned, "two idle connections, one for each");
+        let s = p.state();
+        assert_eq!((s.size, s.idle, s.in_use), (2, 2, 0), "counts right");
+        let a = p.try_get().expect("no key lost");
+        let b = p.try_get().expect("no key lost");
+        assert_eq!(a.uses + b.uses, 2, "each used once, by one holder");
+        assert!(p.try_get().is_none(), "no key twice");
+    });
+}
