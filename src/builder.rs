@@ -159,7 +159,7 @@ impl std::error::Error for BuildError {}
 pub struct Builder<M: Manager> {
     manager: M,
     config: Config,
-    clock: Option<quanta::Clock>,
+    clock: Option<crate::Clock>,
 }
 
 impl<M: Manager> fmt::Debug for Builder<M> {
@@ -387,17 +387,19 @@ impl<M: Manager> Builder<M> {
         background: bool
     );
 
-    /// The clock the pool reads (for timestamps and, later, expiry).
-    /// Default: a real `quanta::Clock`; tests pass `quanta::Clock::mock()`.
+    /// The clock the pool reads: for idle times, lifetimes, pre-ping due
+    /// times and leak reports. Default: [`Clock::real`](crate::Clock::real);
+    /// tests pass [`Clock::mock`](crate::Clock::mock) and move its time
+    /// with the [`MockClock`](crate::MockClock).
     ///
     /// ```
-    /// # use latchless::{Manager, Pool};
+    /// # use latchless::{Clock, Manager, Pool};
     /// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
     /// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
-    /// let (clock, _mock) = quanta::Clock::mock();
+    /// let (clock, _mock) = Clock::mock();
     /// let pool = Pool::builder(M).clock(clock).build().unwrap();
     /// ```
-    pub fn clock(mut self, clock: quanta::Clock) -> Self {
+    pub fn clock(mut self, clock: crate::Clock) -> Self {
         self.clock = Some(clock);
         self
     }
@@ -420,7 +422,7 @@ impl<M: Manager> Builder<M> {
         Ok(Pool::from_parts(
             self.manager,
             self.config,
-            self.clock.unwrap_or_default(),
+            self.clock.unwrap_or_default().into_inner(),
         ))
     }
 }

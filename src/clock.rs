@@ -180,7 +180,7 @@ mod tests {
     fn the_fast_path_reads_the_clock_only_for_leak_detection() {
         const OPS: u64 = 640;
         for (leak, per_acquire) in [(None, 0), (Some(Duration::from_secs(1)), 1)] {
-            let (clock, _mock) = quanta::Clock::mock();
+            let (clock, _mock) = crate::Clock::mock();
             let pool = crate::Pool::builder(Unit)
                 .max_size(1)
                 .idle_timeout(None)

@@ -53,15 +53,26 @@ mod lifetime;
 mod maintenance;
 mod manager;
 mod metrics;
-#[cfg(feature = "model")]
-pub mod model;
 mod pool;
 mod pooled;
 mod shards;
 mod slots;
 mod sync;
+mod time;
 mod waiters;
-pub mod wheel;
+mod wheel;
+
+/// Entry points for the fuzz targets in `fuzz/` and the corpus replay in
+/// `tests/fuzz_corpus.rs`. Not part of the API: no stability promise.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Runs arbitrary insert / cancel / reschedule / advance operations
+    /// decoded from `data` on the timer wheel against a `BTreeMap`
+    /// reference, panicking on the first divergence.
+    pub fn wheel_ops(data: &[u8]) {
+        crate::wheel::check_ops(data);
+    }
+}
 
 pub use builder::{BuildError, Builder, Config, MAX_POOL_SIZE, MAX_SHARDS};
 pub use error::PoolError;
@@ -69,3 +80,4 @@ pub use manager::Manager;
 pub use metrics::{Metrics, State};
 pub use pool::Pool;
 pub use pooled::Pooled;
+pub use time::{Clock, MockClock};

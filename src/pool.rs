@@ -851,14 +851,14 @@ impl<M: Manager> Pool<M> {
     /// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
     /// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-    /// let (clock, mock) = quanta::Clock::mock();
+    /// let (clock, mock) = latchless::Clock::mock();
     /// let pool = Pool::builder(M)
     ///     .idle_timeout(Some(Duration::from_secs(60)))
     ///     .clock(clock)
     ///     .build()
     ///     .unwrap();
     /// drop(pool.get().await.unwrap());
-    /// mock.increment(Duration::from_secs(61));
+    /// mock.advance(Duration::from_secs(61));
     /// pool.maintain();
     /// assert_eq!(pool.state().size, 0, "the idle connection timed out");
     /// # }

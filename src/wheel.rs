@@ -46,16 +46,8 @@ const NIL: u32 = u32::MAX;
 
 /// Handle to a scheduled entry. It goes stale when its entry fires or is
 /// cancelled; stale handles are detected by a generation and ignored.
-///
-/// ```
-/// use latchless::wheel::TimerWheel;
-/// let mut w = TimerWheel::new(0);
-/// let k = w.insert(10, "a");
-/// assert_eq!(w.cancel(k), Some("a"));
-/// assert_eq!(w.cancel(k), None, "stale now");
-/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct TimerKey {
+pub(crate) struct TimerKey {
     index: u32,
     generation: u32,
 }
@@ -91,20 +83,8 @@ impl List {
 }
 
 /// A hierarchical timing wheel of values `T` (see the module docs).
-///
-/// ```
-/// use latchless::wheel::TimerWheel;
-/// let mut w = TimerWheel::new(0);
-/// w.insert(5, "five");
-/// w.insert(1_000_000, "a million");
-/// let mut fired = Vec::new();
-/// w.advance(10, usize::MAX, |_, at, v| fired.push((at, v)));
-/// assert_eq!(fired, [(5, "five")]);
-/// w.advance(2_000_000, usize::MAX, |_, at, v| fired.push((at, v)));
-/// assert_eq!(fired.len(), 2);
-/// ```
 #[derive(Debug)]
-pub struct TimerWheel<T> {
+pub(crate) struct TimerWheel<T> {
     now: u64,
     nodes: Vec<Node<T>>,
     free: u32,
@@ -122,24 +102,12 @@ pub struct TimerWheel<T> {
 
 impl<T> TimerWheel<T> {
     /// An empty wheel whose time is `now` (in ticks).
-    ///
-    /// ```
-    /// use latchless::wheel::TimerWheel;
-    /// let w: TimerWheel<()> = TimerWheel::new(42);
-    /// assert_eq!(w.now(), 42);
-    /// ```
-    pub fn new(now: u64) -> Self {
+    pub(crate) fn new(now: u64) -> Self {
         Self::with_capacity(now, 0)
     }
 
     /// An empty wheel with room for `cap` entries before it allocates.
-    ///
-    /// ```
-    /// use latchless::wheel::TimerWheel;
-    /// let w: TimerWheel<u8> = TimerWheel::with_capacity(0, 1024);
-    /// assert!(w.is_empty());
-    /// ```
-    pub fn with_capacity(now: u64, cap: usize) -> Self {
+    pub(crate) fn with_capacity(now: u64, cap: usize) -> Self {
         Self {
             now,
             nodes: Vec::with_capacity(cap),
@@ -156,66 +124,32 @@ impl<T> TimerWheel<T> {
     }
 
     /// The time up to which the wheel has advanced.
-    ///
-    /// ```
-    /// use latchless::wheel::TimerWheel;
-    /// let mut w: TimerWheel<()> = TimerWheel::new(0);
-    /// w.advance(7, usize::MAX, |_, _, _| {});
-    /// assert_eq!(w.now(), 7);
-    /// ```
-    pub fn now(&self) -> u64 {
+    pub(crate) fn now(&self) -> u64 {
         self.now
     }
 
     /// Entries scheduled.
-    ///
-    /// ```
-    /// use latchless::wheel::TimerWheel;
-    /// let mut w = TimerWheel::new(0);
-    /// w.insert(3, ());
-    /// assert_eq!(w.len(), 1);
-    /// ```
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.len
     }
 
     /// Whether no entry is scheduled.
-    ///
-    /// ```
-    /// use latchless::wheel::TimerWheel;
-    /// assert!(TimerWheel::<()>::new(0).is_empty());
-    /// ```
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
     }
 
     /// Entries touched by [`advance`](Self::advance) so far: a measure of
     /// its work, which grows with entries fired or cascaded, not with the
     /// wheel's size or the time advanced.
-    ///
-    /// ```
-    /// use latchless::wheel::TimerWheel;
-    /// let mut w = TimerWheel::new(0);
-    /// for i in 0..1000 { w.insert(1_000_000 + i, ()); }
-    /// let before = w.work();
-    /// w.advance(1, usize::MAX, |_, _, _| {});
-    /// assert_eq!(w.work(), before, "nothing due, nothing touched");
-    /// ```
-    pub fn work(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn work(&self) -> u64 {
         self.work
     }
 
     /// Schedules `value` at `deadline`; a deadline not after `now` is due
     /// at the next `advance`.
-    ///
-    /// ```
-    /// use latchless::wheel::TimerWheel;
-    /// let mut w = TimerWheel::new(100);
-    /// let k = w.insert(50, 'x'); // already past
-    /// assert_eq!(w.deadline(k), Some(50));
-    /// assert_eq!(w.advance(100, usize::MAX, |_, _, _| {}), 1);
-    /// ```
-    pub fn insert(&mut self, deadline: u64, value: T) -> TimerKey {
+    pub(crate) fn insert(&mut self, deadline: u64, value: T) -> TimerKey {
         let index = match self.free {
             NIL => {
                 self.nodes.push(Node {
@@ -245,15 +179,7 @@ impl<T> TimerWheel<T> {
     }
 
     /// Removes the entry and returns its value; `None` if the key is stale.
-    ///
-    /// ```
-    /// use latchless::wheel::TimerWheel;
-    /// let mut w = TimerWheel::new(0);
-    /// let k = w.insert(9, 9);
-    /// assert_eq!(w.cancel(k), Some(9));
-    /// assert!(w.is_empty());
-    /// ```
-    pub fn cancel(&mut self, key: TimerKey) -> Option<T> {
+    pub(crate) fn cancel(&mut self, key: TimerKey) -> Option<T> {
         let i = self.live(key)?;
         self.unlink(i);
         Some(self.release(i))
@@ -261,16 +187,7 @@ impl<T> TimerWheel<T> {
 
     /// Moves the entry to a new deadline; `false` if the key is stale. The
     /// key stays valid.
-    ///
-    /// ```
-    /// use latchless::wheel::TimerWheel;
-    /// let mut w = TimerWheel::new(0);
-    /// let k = w.insert(10, ());
-    /// assert!(w.reschedule(k, 20));
-    /// assert_eq!(w.advance(15, usize::MAX, |_, _, _| {}), 0);
-    /// assert_eq!(w.advance(20, usize::MAX, |_, _, _| {}), 1);
-    /// ```
-    pub fn reschedule(&mut self, key: TimerKey, deadline: u64) -> bool {
+    pub(crate) fn reschedule(&mut self, key: TimerKey, deadline: u64) -> bool {
         let Some(i) = self.live(key) else {
             return false;
         };
@@ -280,27 +197,9 @@ impl<T> TimerWheel<T> {
         true
     }
 
-    /// The entry's deadline; `None` if the key is stale.
-    ///
-    /// ```
-    /// use latchless::wheel::TimerWheel;
-    /// let mut w = TimerWheel::new(0);
-    /// let k = w.insert(77, ());
-    /// assert_eq!(w.deadline(k), Some(77));
-    /// ```
-    pub fn deadline(&self, key: TimerKey) -> Option<u64> {
-        self.live(key).map(|i| self.nodes[i as usize].deadline)
-    }
-
     /// The entry's value; `None` if the key is stale.
-    ///
-    /// ```
-    /// use latchless::wheel::TimerWheel;
-    /// let mut w = TimerWheel::new(0);
-    /// let k = w.insert(1, "v");
-    /// assert_eq!(w.get(k), Some(&"v"));
-    /// ```
-    pub fn get(&self, key: TimerKey) -> Option<&T> {
+    #[cfg(test)]
+    pub(crate) fn get(&self, key: TimerKey) -> Option<&T> {
         self.live(key)
             .and_then(|i| self.nodes[i as usize].value.as_ref())
     }
@@ -309,15 +208,7 @@ impl<T> TimerWheel<T> {
     /// entry: exact for entries due or within the next 64 ticks, otherwise
     /// the start of the slot holding the earliest entries (a lower bound).
     /// `None` when empty.
-    ///
-    /// ```
-    /// use latchless::wheel::TimerWheel;
-    /// let mut w = TimerWheel::new(0);
-    /// assert_eq!(w.next_deadline(), None);
-    /// w.insert(30, ());
-    /// assert_eq!(w.next_deadline(), Some(30));
-    /// ```
-    pub fn next_deadline(&self) -> Option<u64> {
+    pub(crate) fn next_deadline(&self) -> Option<u64> {
         if self.due.len > 0 {
             return Some(self.now);
         }
@@ -332,18 +223,12 @@ impl<T> TimerWheel<T> {
     /// entries (deadline `<= now`), calling `f(key, deadline, value)` for
     /// each in nondecreasing deadline order. Entries beyond `max` stay due
     /// for the next call. Returns how many fired.
-    ///
-    /// ```
-    /// use latchless::wheel::TimerWheel;
-    /// let mut w = TimerWheel::new(0);
-    /// for d in [3, 1, 2] { w.insert(d, d); }
-    /// let mut out = Vec::new();
-    /// assert_eq!(w.advance(5, 2, |_, _, v| out.push(v)), 2);
-    /// assert_eq!(out, [1, 2]);
-    /// assert_eq!(w.advance(5, 2, |_, _, v| out.push(v)), 1);
-    /// assert_eq!(out, [1, 2, 3]);
-    /// ```
-    pub fn advance(&mut self, now: u64, max: usize, mut f: impl FnMut(TimerKey, u64, T)) -> usize {
+    pub(crate) fn advance(
+        &mut self,
+        now: u64,
+        max: usize,
+        mut f: impl FnMut(TimerKey, u64, T),
+    ) -> usize {
         let now = now.max(self.now);
         // Cascade and collect until enough is due or nothing more is.
         while (self.due.len as usize) < max {
@@ -554,11 +439,7 @@ fn level_for(now: u64, deadline: u64) -> usize {
 /// interprets `data` as a sequence of operations on a `TimerWheel<u64>` and
 /// on a `BTreeMap` reference, and panics on any divergence (an entry fired
 /// early, late, twice or never, or out of deadline order).
-///
-/// ```
-/// latchless::wheel::check_ops(&[0, 1, 2, 3, 4, 5, 6, 7, 200, 9]);
-/// ```
-pub fn check_ops(data: &[u8]) {
+pub(crate) fn check_ops(data: &[u8]) {
     use std::collections::BTreeMap;
     let mut wheel = TimerWheel::new(0);
     // (deadline, id) -> key; ids are insertion numbers.

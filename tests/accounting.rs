@@ -1,7 +1,7 @@
 //! What the pool reports about itself stays true: `state().idle` does not
 //! drift, `min_idle` is refilled whichever runtime the pool is used on, and
 //! leak reports name true hold times (issue 10, items 3, 4 and 6). Time is
-//! driven with quanta's mock clock and `Pool::maintain()`.
+//! driven with the mock clock (`Clock::mock`) and `Pool::maintain()`.
 
 mod common;
 
@@ -27,7 +27,7 @@ fn ms(n: u64) -> Duration {
 #[test]
 fn idle_stays_exact_when_lifetimes_end_and_min_idle_refills() {
     let (m, t) = TestManager::new();
-    let (clock, mock) = quanta::Clock::mock();
+    let (clock, mock) = latchless::Clock::mock();
     let rt = runtime();
     let _in_runtime = rt.enter();
     let pool = Pool::builder(m)
@@ -47,7 +47,7 @@ fn idle_stays_exact_when_lifetimes_end_and_min_idle_refills() {
         .await;
         // Two rounds: whatever the accounting gets wrong accumulates.
         for round in 1..=2u64 {
-            mock.increment(secs(101)); // past both lifetimes
+            mock.advance(secs(101)); // past both lifetimes
             pool.maintain(); // closes both in place, then refills
             wait_until("both replaced", || {
                 t.opened() == 2 + 2 * round && t.live() == 2
@@ -177,7 +177,7 @@ impl Capture {
 #[test]
 fn leak_reports_never_come_early_and_state_the_true_hold_time() {
     let (m, _t) = TestManager::new();
-    let (clock, mock) = quanta::Clock::mock();
+    let (clock, mock) = latchless::Clock::mock();
     let threshold = 300;
     let pool = Pool::builder(m)
         .max_size(2)
@@ -195,9 +195,9 @@ fn leak_reports_never_come_early_and_state_the_true_hold_time() {
     let capture = Capture::default();
     tracing::subscriber::with_default(capture.clone(), || {
         // 100 s of quiet, then a connection held for 1 ms.
-        mock.increment(secs(100));
+        mock.advance(secs(100));
         let c = pool.try_get().unwrap();
-        mock.increment(ms(1));
+        mock.advance(ms(1));
         pool.maintain();
         drop(c);
         assert_eq!(
@@ -210,9 +210,9 @@ fn leak_reports_never_come_early_and_state_the_true_hold_time() {
         // The cached reading lags by most of a period (nothing refreshed
         // it), then a connection is held for 2/3 of the threshold.
         pool.maintain();
-        mock.increment(ms(period - 10));
+        mock.advance(ms(period - 10));
         let c = pool.try_get().unwrap();
-        mock.increment(ms(200));
+        mock.advance(ms(200));
         pool.maintain();
         assert_eq!(
             pool.metrics().leaks,
@@ -222,7 +222,7 @@ fn leak_reports_never_come_early_and_state_the_true_hold_time() {
         );
 
         // Held past the threshold: reported, with the time really held.
-        mock.increment(ms(period));
+        mock.advance(ms(period));
         pool.maintain();
         assert_eq!(pool.metrics().leaks, 1);
         let held = capture.held_ms();

@@ -56,7 +56,7 @@ impl Manager for Numbers {
 
 fn pool(max_size: usize) -> (Pool<Numbers>, Arc<Counted>) {
     let counted = Arc::new(Counted::default());
-    let (clock, _mock) = quanta::Clock::mock();
+    let (clock, _mock) = latchless::Clock::mock();
     let pool = Pool::builder(Numbers(Arc::clone(&counted)))
         .max_size(max_size)
         .background(false)

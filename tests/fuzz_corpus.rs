@@ -32,17 +32,17 @@ fn replay(target: &str, check: fn(&[u8])) {
 
 #[test]
 fn pool_ops_corpus_replays_clean() {
-    replay("pool_ops", latchless::model::check_pool_ops);
+    replay("pool_ops", latchless_model::check_pool_ops);
 }
 
 #[test]
 fn wheel_corpus_replays_clean() {
-    replay("wheel", latchless::wheel::check_ops);
+    replay("wheel", latchless::fuzzing::wheel_ops);
 }
 
 #[test]
 fn builder_corpus_replays_clean() {
-    replay("builder", latchless::model::check_builder);
+    replay("builder", latchless_model::check_builder);
 }
 
 /// Random inputs beyond the corpus, deterministic per run.
@@ -59,8 +59,8 @@ fn pool_ops_survive_random_inputs() {
                     x as u8
                 })
                 .collect();
-            latchless::model::check_pool_ops(&data);
-            latchless::model::check_builder(&data);
+            latchless_model::check_pool_ops(&data);
+            latchless_model::check_builder(&data);
         }
     }
 }

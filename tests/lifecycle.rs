@@ -1,4 +1,4 @@
-//! Lifecycle policies and their interplay, with time driven by quanta's
+//! Lifecycle policies and their interplay, with time driven by the
 //! mock clock and `Pool::maintain()` (no sleeps), plus a few real-time
 //! tests with generous margins.
 
@@ -18,9 +18,9 @@ fn secs(s: u64) -> Duration {
 /// A pool on a mock clock with every lifecycle feature off unless set.
 fn mocked(
     f: impl FnOnce(Builder<TestManager>) -> Builder<TestManager>,
-) -> (Pool<TestManager>, Arc<Tracker>, Arc<quanta::Mock>) {
+) -> (Pool<TestManager>, Arc<Tracker>, latchless::MockClock) {
     let (m, t) = TestManager::new();
-    let (clock, mock) = quanta::Clock::mock();
+    let (clock, mock) = latchless::Clock::mock();
     let b = Pool::builder(m)
         .clock(clock)
         .idle_timeout(None)
@@ -42,10 +42,10 @@ fn idle_timeout_closes_idle_connections_after_the_timeout() {
     let (pool, t, mock) = mocked(|b| b.max_size(4).idle_timeout(Some(secs(60))));
     runtime().block_on(async {
         open(&pool, 3).await;
-        mock.increment(secs(59));
+        mock.advance(secs(59));
         pool.maintain();
         assert_eq!(pool.state().idle, 3, "not yet");
-        mock.increment(secs(2));
+        mock.advance(secs(2));
         pool.maintain();
         assert_eq!(pool.state().size, 0);
         assert_eq!(t.live(), 0);
@@ -58,13 +58,13 @@ fn idle_timeout_counts_from_the_last_use() {
     let (pool, _t, mock) = mocked(|b| b.max_size(2).idle_timeout(Some(secs(60))));
     runtime().block_on(async {
         open(&pool, 1).await;
-        mock.increment(secs(40));
+        mock.advance(secs(40));
         pool.maintain(); // refreshes the pool's clock reading
         drop(pool.try_get().unwrap()); // used at t = 40
-        mock.increment(secs(30)); // t = 70: the first deadline passes
+        mock.advance(secs(30)); // t = 70: the first deadline passes
         pool.maintain();
         assert_eq!(pool.state().idle, 1, "used 30 s ago: kept, deadline moved");
-        mock.increment(secs(31)); // t = 101
+        mock.advance(secs(31)); // t = 101
         pool.maintain();
         assert_eq!(pool.state().size, 0);
     });
@@ -75,10 +75,10 @@ fn idle_timeout_never_goes_below_min_idle() {
     let (pool, _t, mock) = mocked(|b| b.max_size(4).min_idle(2).idle_timeout(Some(secs(60))));
     runtime().block_on(async {
         open(&pool, 4).await;
-        mock.increment(secs(61));
+        mock.advance(secs(61));
         pool.maintain();
         assert_eq!(pool.state().idle, 2, "two kept for min_idle");
-        mock.increment(secs(600));
+        mock.advance(secs(600));
         pool.maintain();
         assert_eq!(pool.state().idle, 2);
     });
@@ -106,9 +106,9 @@ fn max_lifetime_is_enforced_on_acquire_even_without_maintenance() {
     // Open one connection on a runtime, then drop the runtime: no background
     // task runs, nobody calls `maintain`, and acquires read the clock.
     runtime().block_on(open(&pool, 1));
-    mock.increment(secs(90)); // jitter takes at most 5%, the margin 1 s
+    mock.advance(secs(90)); // jitter takes at most 5%, the margin 1 s
     assert!(pool.try_get().is_some());
-    mock.increment(secs(10)); // t = 100: past any lifetime
+    mock.advance(secs(10)); // t = 100: past any lifetime
     assert!(
         pool.try_get().is_none(),
         "an over-age connection is never handed out"
@@ -129,7 +129,7 @@ fn no_connection_is_handed_out_past_max_lifetime_jitter_only_shortens() {
         open(&pool, 32).await;
         let mut expiries = std::collections::BTreeSet::new();
         // Step through the last 6% of the lifetime, 1 s at a time.
-        mock.increment(secs(940));
+        mock.advance(secs(940));
         for t in 940..=1000 {
             let before = pool.metrics().expired;
             pool.maintain();
@@ -144,7 +144,7 @@ fn no_connection_is_handed_out_past_max_lifetime_jitter_only_shortens() {
             if pool.metrics().expired > before {
                 expiries.insert(t);
             }
-            mock.increment(secs(1));
+            mock.advance(secs(1));
         }
         assert_eq!(pool.metrics().expired, 32);
         assert!(
@@ -159,7 +159,7 @@ fn a_connection_in_use_past_its_lifetime_closes_on_return() {
     let (pool, t, mock) = mocked(|b| b.max_size(2).max_lifetime(Some(secs(100))));
     runtime().block_on(async {
         let c = pool.get().await.unwrap();
-        mock.increment(secs(200));
+        mock.advance(secs(200));
         pool.maintain(); // its lifetime entry fires while it is in use
         assert_eq!(t.live(), 1, "not taken from its holder");
         drop(c);
@@ -173,7 +173,7 @@ fn maintenance_expires_idle_connections_without_traffic() {
     let (pool, t, mock) = mocked(|b| b.max_size(3).max_lifetime(Some(secs(100))));
     runtime().block_on(async {
         open(&pool, 3).await;
-        mock.increment(secs(101));
+        mock.advance(secs(101));
         pool.maintain();
         assert_eq!(t.live(), 0);
         assert_eq!(pool.state(), latchless::State::default());
@@ -190,18 +190,18 @@ fn check_after_idle_checks_only_connections_idle_that_long() {
         // `maintain()` after each step stands in for the background task,
         // which refreshes the pool's clock reading as real time passes.
         open(&pool, 1).await;
-        mock.increment(Duration::from_millis(100));
+        mock.advance(Duration::from_millis(100));
         pool.maintain();
         drop(pool.get().await.unwrap());
         assert_eq!(t.check_calls.load(SeqCst), 0, "idle 100 ms: no check");
-        mock.increment(Duration::from_millis(600));
+        mock.advance(Duration::from_millis(600));
         pool.maintain();
         let c = pool.get().await.unwrap();
         assert_eq!(t.check_calls.load(SeqCst), 1, "idle 600 ms: checked");
         assert_eq!(c.id, 0, "and it passed");
         drop(c);
         // try_get never runs an async check: it leaves the connection for get.
-        mock.increment(Duration::from_millis(600));
+        mock.advance(Duration::from_millis(600));
         pool.maintain();
         assert!(pool.try_get().is_none());
         assert_eq!(pool.state().idle, 1, "still there for get");
@@ -214,7 +214,7 @@ fn failed_check_closes_the_connection_and_the_caller_gets_another() {
     runtime().block_on(async {
         open(&pool, 2).await;
         t.dead_below.store(1, SeqCst); // connection 0 is dead
-        mock.increment(secs(1));
+        mock.advance(secs(1));
         let a = pool.get().await.unwrap();
         let b = pool.get().await.unwrap();
         let mut ids = [a.id, b.id];
@@ -398,12 +398,12 @@ fn a_leak_is_reported_once_with_the_location_of_the_get() {
     let kept = rt.block_on(pool.get()).unwrap();
     drop(kept); // returned in time: never reported
     tracing::subscriber::with_default(capture.clone(), || {
-        mock.increment(Duration::from_millis(50));
+        mock.advance(Duration::from_millis(50));
         pool.maintain();
         assert_eq!(pool.metrics().leaks, 0, "not yet");
-        mock.increment(Duration::from_millis(200));
+        mock.advance(Duration::from_millis(200));
         pool.maintain();
-        mock.increment(Duration::from_millis(200));
+        mock.advance(Duration::from_millis(200));
         pool.maintain();
     });
     assert_eq!(pool.metrics().leaks, 1, "reported once");

@@ -2,5 +2,5 @@
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    latchless::model::check_pool_ops(data);
+    latchless_model::check_pool_ops(data);
 });

@@ -2,5 +2,5 @@
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    latchless::wheel::check_ops(data);
+    latchless::fuzzing::wheel_ops(data);
 });

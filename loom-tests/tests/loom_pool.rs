@@ -132,8 +132,8 @@ fn pool(
     max: usize,
     m: M,
     f: impl FnOnce(Builder<M>) -> Builder<M>,
-) -> (Pool<M>, Arc<quanta::Mock>) {
-    let (clock, mock) = quanta::Clock::mock();
+) -> (Pool<M>, latchless::MockClock) {
+    let (clock, mock) = latchless::Clock::mock();
     let b = Pool::builder(m)
         .max_size(max)
         .shards(1)
@@ -153,12 +153,12 @@ fn with_idle_connection(pool: &Pool<M>) {
 
 /// A pool of one with `idle_timeout` 1 s whose one idle connection has sat
 /// for 2 s (mock clock): due to be closed by the next maintenance pass.
-fn pool_with_an_expired_idle_connection() -> (Pool<M>, Arc<quanta::Mock>) {
+fn pool_with_an_expired_idle_connection() -> (Pool<M>, latchless::MockClock) {
     let (p, mock) = pool(1, M::default(), |b| {
         b.idle_timeout(Some(Duration::from_secs(1)))
     });
     with_idle_connection(&p);
-    mock.increment(Duration::from_secs(2));
+    mock.advance(Duration::from_secs(2));
     (p, mock)
 }
 

@@ -1,6 +1,6 @@
-//! The reference model of the pool's observable behaviour, and the checks
-//! that drive the real pool against it. Compiled with the `model` feature;
-//! used by the cargo-fuzz targets in `fuzz/` and, on stable, by
+//! The reference model of latchless's observable behaviour, and the checks
+//! that drive the real pool against it (an unpublished workspace crate,
+//! driving only the public API); used by the cargo-fuzz targets in `fuzz/` and, on stable, by
 //! `tests/fuzz_corpus.rs`, which replays every corpus file through the same
 //! functions.
 //!
@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use crate::{Manager, Pool, PoolError, Pooled, State};
+use latchless::{Clock, Manager, Pool, PoolError, Pooled, State};
 
 /// What the fuzz manager was told to do, and what it saw.
 #[derive(Debug, Default)]
@@ -205,16 +205,11 @@ impl Model {
         }
     }
 
-    /// The state the pool must report.
-    fn state(&self, checking: usize, parked: usize) -> State {
+    /// The state the pool must report: `(size, idle, in_use, waiting)`.
+    fn state(&self, checking: usize, parked: usize) -> (usize, usize, usize, usize) {
         let size = self.open.len();
         let in_use = self.held.len() + checking;
-        State {
-            size,
-            idle: size - in_use,
-            in_use,
-            waiting: parked,
-        }
+        (size, size - in_use, in_use, parked)
     }
 }
 
@@ -274,7 +269,7 @@ impl Pending<'_> {
 /// Never panics otherwise, whatever the bytes.
 ///
 /// ```
-/// latchless::model::check_pool_ops(&[3, 1, 0, 2, 0, 8, 200, 9, 1, 1, 11, 0]);
+/// latchless_model::check_pool_ops(&[3, 1, 0, 2, 0, 8, 200, 9, 1, 1, 11, 0]);
 /// ```
 pub fn check_pool_ops(data: &[u8]) {
     let mut b = Bytes(data);
@@ -299,7 +294,7 @@ pub fn check_pool_ops(data: &[u8]) {
     };
     let shards = 1 + usize::from(b.u8() % 2);
     let world = Arc::new(Mutex::new(World::default()));
-    let (clock, mock) = quanta::Clock::mock();
+    let (clock, mock) = Clock::mock();
     let ms = Duration::from_millis;
     let pool = Pool::builder(FuzzManager(Arc::clone(&world)))
         .max_size(knobs.max_size)
@@ -377,7 +372,7 @@ pub fn check_pool_ops(data: &[u8]) {
             8 => {
                 let step = u64::from(arg) * 37;
                 lock(&world).now_ms += step;
-                mock.increment(ms(step));
+                mock.advance(ms(step));
             }
             9 => pool.maintain(),
             10 => {
@@ -476,7 +471,7 @@ pub fn check_pool_ops(data: &[u8]) {
         );
         let open_in_model: usize = model.open.len();
         assert_eq!(
-            state,
+            fields(state),
             model.state(hanging, parked),
             "state after op {op}: model has {open_in_model} open, {} held, {hanging} checking, {parked} parked",
             model.held.len()
@@ -558,7 +553,7 @@ fn hand_out(
 /// combinations, and name the field it refuses.
 ///
 /// ```
-/// latchless::model::check_builder(&[0; 64]);
+/// latchless_model::check_builder(&[0; 64]);
 /// ```
 pub fn check_builder(data: &[u8]) {
     let mut b = Bytes(data);
@@ -610,11 +605,11 @@ pub fn check_builder(data: &[u8]) {
         .background(false)
         .build();
     let zero_opt = |o: Option<Duration>| o.is_some_and(|d| d.is_zero());
-    let expected_field = if max_size == 0 || max_size > crate::MAX_POOL_SIZE {
+    let expected_field = if max_size == 0 || max_size > latchless::MAX_POOL_SIZE {
         Some("max_size")
     } else if min_idle > max_size {
         Some("min_idle")
-    } else if shards == 0 || shards > crate::MAX_SHARDS {
+    } else if shards == 0 || shards > latchless::MAX_SHARDS {
         Some("shards")
     } else if d[0].is_zero() {
         Some("acquire_timeout")
@@ -636,7 +631,7 @@ pub fn check_builder(data: &[u8]) {
     match (result, expected_field) {
         (Ok(pool), None) => {
             assert_eq!(pool.config().max_size, max_size);
-            assert_eq!(pool.state(), State::default());
+            assert_eq!(fields(pool.state()), (0, 0, 0, 0));
         }
         (Err(e), Some(field)) => {
             assert_eq!(e.field(), field, "{e}");
@@ -648,4 +643,9 @@ pub fn check_builder(data: &[u8]) {
         (Ok(_), Some(field)) => panic!("invalid {field} accepted"),
         (Err(e), None) => panic!("valid settings refused: {e}"),
     }
+}
+
+/// A [`State`]'s fields as a tuple, to compare with the model's.
+fn fields(s: State) -> (usize, usize, usize, usize) {
+    (s.size, s.idle, s.in_use, s.waiting)
 }
