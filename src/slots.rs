@@ -252,10 +252,14 @@ impl<C> Slots<C> {
         slot.expires_at.store(expires_at, Ordering::Relaxed);
         slot.released_at.store(now, Ordering::Relaxed);
         slot.verified_seq.store(verified_seq, Ordering::Relaxed);
+        // No holder yet: a previous holder that detached its connection
+        // left its leak stamp, which a leak scan must not blame on this one.
+        slot.taken_by.store(std::ptr::null_mut(), Ordering::Relaxed);
         let g = generation(slot.state.load(Ordering::Relaxed));
-        // Relaxed: only the owner reads its own BUSY word; the next hand-over
-        // (to idle, to a waiter, to the free queue) is the Release.
-        slot.state.store(pack(g, BUSY), Ordering::Relaxed);
+        // Release: a leak scan that sees this BUSY (Acquire) sees the
+        // cleared stamp. The next hand-over (to idle, to a waiter, to the
+        // free queue) is a Release too.
+        slot.state.store(pack(g, BUSY), Ordering::Release);
     }
 
     /// Takes the connection out of an owned slot, leaving it FREE (still
@@ -393,7 +397,9 @@ impl<C> Slots<C> {
         threshold: u64,
     ) -> Option<(u64, u64, &'static Location<'static>)> {
         let s = self.slot(index);
-        if tag(s.state.load(Ordering::Relaxed)) != BUSY {
+        // Acquire: pairs with `fill`'s Release (the stamp is this holder's
+        // or cleared, never a detached predecessor's).
+        if tag(s.state.load(Ordering::Acquire)) != BUSY {
             return None;
         }
         let by = s.taken_by.load(Ordering::Relaxed);
