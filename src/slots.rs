@@ -525,6 +525,33 @@ mod tests {
     }
 
     #[test]
+    fn a_new_connection_is_not_blamed_for_a_detached_holders_leak() {
+        let slots = Slots::<String>::new(1);
+        let by = std::panic::Location::caller();
+        let a = slots.reserve().unwrap();
+        // SAFETY: this single-threaded test owns the slot at each step.
+        unsafe { slots.fill(a, "a".into(), 1, 0, u64::MAX, 1) };
+        slots.set_taken(a, 0, by);
+        // Detached: taken out without `clear_taken`, its place given back.
+        // SAFETY: as above.
+        assert!(unsafe { slots.take(a) }.is_some());
+        // SAFETY: as above.
+        unsafe { slots.unreserve(a) };
+        // Much later a new connection fills the slot; before its hand-out
+        // stamps it, a scan must not report the old holder's stamp.
+        let b = slots.reserve().unwrap();
+        // SAFETY: as above.
+        unsafe { slots.fill(b, "b".into(), 2, 10_000, u64::MAX, 2) };
+        assert_eq!(slots.leak(b, 10_000, 100), None, "no holder yet");
+        slots.set_taken(b, 10_000, by);
+        assert_eq!(slots.leak(b, 10_050, 100), None, "held 50 ms");
+        assert_eq!(
+            slots.leak(b, 10_100, 100).map(|(s, held, _)| (s, held)),
+            Some((2, 100))
+        );
+    }
+
+    #[test]
     fn keys_pack_index_and_generation_and_are_never_zero() {
         for (i, g) in [(0, 0), (1, 1), ((1 << 20) - 1, GEN_MASK), (7, GEN_MASK + 5)] {
             let k = SlotKey::new(i, g);
