@@ -50,6 +50,8 @@ pub struct Config {
     pub acquire_timeout: Duration,
     /// Bound on one [`Manager::connect`]. Default 10 s.
     pub connect_timeout: Duration,
+    /// Bound on one [`Manager::check`] (pre-ping). Default 5 s.
+    pub check_timeout: Duration,
     /// Close connections idle this long (above `min_idle`). Default 10 min.
     pub idle_timeout: Option<Duration>,
     /// Never hand out a connection older than this. Default 30 min.
@@ -83,6 +85,7 @@ impl Default for Config {
             min_idle: 0,
             acquire_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
+            check_timeout: Duration::from_secs(5),
             idle_timeout: Some(Duration::from_secs(600)),
             max_lifetime: Some(Duration::from_secs(1800)),
             check_after_idle: Some(Duration::from_millis(500)),
@@ -245,6 +248,26 @@ impl<M: Manager> Builder<M> {
         /// assert!(Pool::builder(M).connect_timeout(Duration::ZERO).build().is_err());
         /// ```
         connect_timeout: Duration
+    );
+    setter!(
+        /// Bound on one [`Manager::check`] (the pre-ping before handing out
+        /// a connection that sat idle). A check that takes longer fails:
+        /// the connection is closed and the caller gets another one. Never
+        /// longer than the caller's own deadline: a `get` whose deadline
+        /// comes first returns `Timeout`, and the check finishes without it
+        /// (a passing connection goes back to the pool). Default 5 s; must
+        /// be non-zero.
+        ///
+        /// ```
+        /// # use latchless::{Manager, Pool};
+        /// # use std::time::Duration;
+        /// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+        /// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+        /// let pool = Pool::builder(M).check_timeout(Duration::from_millis(200)).build().unwrap();
+        /// assert_eq!(pool.config().check_timeout, Duration::from_millis(200));
+        /// assert!(Pool::builder(M).check_timeout(Duration::ZERO).build().is_err());
+        /// ```
+        check_timeout: Duration
     );
     setter!(
         /// Close connections idle this long, keeping `min_idle`. Default
@@ -464,6 +487,9 @@ fn validate(c: &Config) -> Result<(), BuildError> {
     }
     if c.connect_timeout.is_zero() {
         return err("connect_timeout", "connect_timeout must be non-zero".into());
+    }
+    if c.check_timeout.is_zero() {
+        return err("check_timeout", "check_timeout must be non-zero".into());
     }
     if c.connect_backoff.is_zero() {
         return err("connect_backoff", "connect_backoff must be non-zero".into());

@@ -10,11 +10,24 @@
 //!   gets `Connect(last error)`, or `Timeout` if no attempt finished. In
 //!   fast-fail mode the first failure is returned at once.
 //! - A connection under check is owned by a [`CheckGuard`]: if the check
-//!   fails, hangs, panics or is cancelled, the connection is closed (its
-//!   protocol state is unknown) and its place passed on (I3, I5).
+//!   fails, outlasts `check_timeout` or panics, the connection is closed
+//!   and its place passed on (I3, I5). If its caller goes away while the
+//!   check runs (cancelled, or its deadline came first), the same check
+//!   finishes without it on the current runtime, bounded by
+//!   `check_timeout`: a passing connection goes back to the pool, a
+//!   failing one is closed; without a runtime it is closed (its protocol
+//!   state is unknown), never counted as a failed check. Nothing is lost
+//!   if that runtime drops the task unrun: the task's owner closes it.
+//! - Evidence that the server went away (a failed check; a failed connect
+//!   after a successful one) starts a restart epoch: every connection
+//!   verified before it is checked before its next use. A broken
+//!   connection is not such evidence: it arms a probe of one connection.
 
+use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -22,7 +35,7 @@ use tokio::time::Instant;
 use crate::lifetime::Owner;
 use crate::maintenance::{Deadline, Entry};
 use crate::metrics::bump;
-use crate::pool::{Shared, settle_held};
+use crate::pool::{Retired, Shared, settle_held};
 use crate::sync::Ordering;
 use crate::{Manager, PoolError};
 
@@ -137,6 +150,12 @@ pub(crate) async fn connect_with_retry<M: Manager>(
             }
             None => bump(&shared.counters.connect_timeouts),
         }
+        // A connect that fails after earlier ones succeeded is evidence
+        // that the server went away: idle connections are checked before
+        // their next use.
+        if shared.counters.opened.load(Ordering::Relaxed) > 0 {
+            shared.maintenance.note_failure();
+        }
         shared.backend_down.store(true, Ordering::Relaxed);
         if cfg.fail_fast || shared.closed.load(Ordering::Acquire) {
             break;
@@ -152,11 +171,58 @@ pub(crate) async fn connect_with_retry<M: Manager>(
     Err(last.map_or(PoolError::Timeout, PoolError::Connect))
 }
 
-/// An owned idle connection awaiting its pre-ping. Dropped without a
-/// successful check, it closes the connection and passes its place on.
+/// A check in flight: `'static` (it owns a strong reference on the core and
+/// reaches the connection through the slot it owns), so that it can finish
+/// without its caller. One allocation per check, which is a network round
+/// trip anyway; the fast path runs none.
+type CheckFuture<E> = Pin<Box<dyn Future<Output = Result<(), E>> + Send>>;
+
+/// Where a [`CheckGuard`]'s check stands.
+enum Stage<E> {
+    /// Not started: dropped now, the connection goes back unchecked.
+    Waiting,
+    /// Running, with the instant `check_timeout` ends it.
+    Running(CheckFuture<E>, Option<Instant>),
+    /// Failed (or timed out, or panicked): dropped now, it is closed.
+    Failed,
+}
+
+/// An owned idle connection awaiting its pre-ping. Dropped before the check
+/// starts, it goes back unchecked; after a failed check, it is closed and
+/// its place passed on; while the check runs (the caller was cancelled or
+/// its deadline passed), the check finishes without the caller on the
+/// current runtime, bounded by `check_timeout`, and a passing connection
+/// goes back to the pool (a cancelled check is not a failed one).
 pub(crate) struct CheckGuard<'a, M: Manager> {
     shared: &'a Arc<Owner<M>>,
     index: Option<u32>,
+    stage: Stage<M::Error>,
+}
+
+/// Starts `Manager::check` on the connection of owned slot `index`.
+fn start_check<M: Manager>(owner: Arc<Owner<M>>, index: u32) -> CheckFuture<M::Error> {
+    Box::pin(async move {
+        // SAFETY: the slot is owned, BUSY, by whoever owns this future (a
+        // `CheckGuard`, then possibly `finish_detached`), which neither
+        // touches the connection nor gives the slot away before dropping
+        // the future: this is the only reference to the connection.
+        let conn = unsafe { owner.slots.conn_mut(index) };
+        owner.manager.check(conn).await
+    })
+}
+
+/// Polls a check, catching a panic in it as a failure.
+fn poll_guarded<E>(fut: &mut CheckFuture<E>, cx: &mut Context<'_>) -> Poll<Result<(), ()>> {
+    match catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+        Ok(Poll::Pending) => Poll::Pending,
+        Ok(Poll::Ready(r)) => Poll::Ready(r.map_err(drop)),
+        Err(_) => Poll::Ready(Err(())),
+    }
+}
+
+/// Runs a check to its end, catching a panic in it as a failure.
+async fn guarded<E>(fut: &mut CheckFuture<E>) -> Result<(), ()> {
+    std::future::poll_fn(|cx| poll_guarded(fut, cx)).await
 }
 
 impl<'a, M: Manager> CheckGuard<'a, M> {
@@ -164,31 +230,50 @@ impl<'a, M: Manager> CheckGuard<'a, M> {
         Self {
             shared,
             index: Some(index),
+            stage: Stage::Waiting,
         }
     }
 
-    /// Runs `Manager::check`, bounded by `connect_timeout` and `deadline`.
-    /// `Some(index)` if it passed (the slot is the caller's), `None` if the
-    /// connection failed and was closed.
+    /// Runs `Manager::check`, bounded by `check_timeout` and `deadline`.
+    /// `Some(index)` if it passed (the slot is the caller's); `None` if the
+    /// connection failed (closed when this guard drops) or the caller's
+    /// deadline came first (the check goes on without the caller).
     pub(crate) async fn check(mut self, deadline: Option<Instant>) -> Option<u32> {
         let shared = self.shared;
         let index = self.index?;
-        // SAFETY: the guard owns the BUSY slot; this is the only reference
-        // to its connection while the check runs.
-        let conn = unsafe { shared.slots.conn_mut(index) };
-        let at = limit(shared.config.connect_timeout, deadline);
-        if let Some(Ok(())) = bounded(at, shared.manager.check(conn)).await {
-            shared
-                .slots
-                .set_verified(index, shared.maintenance.next_seq());
-            self.index = None;
-            return Some(index);
+        let until = Instant::now().checked_add(shared.config.check_timeout);
+        // Kept in the guard while it runs: if this future is dropped at the
+        // await below, the guard's `Drop` finds it running and detaches it.
+        self.stage = Stage::Running(start_check(Arc::clone(shared), index), until);
+        let bound = match (until, deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let stage = &mut self.stage;
+        let run = std::future::poll_fn(|cx| match stage {
+            Stage::Running(fut, _) => poll_guarded(fut, cx),
+            _ => Poll::Ready(Err(())),
+        });
+        match bounded(bound, run).await {
+            Some(Ok(())) => {
+                self.stage = Stage::Waiting; // drops the future first
+                shared.passed_check(index);
+                self.index = None;
+                Some(index)
+            }
+            // `check_timeout` ran out, or the check failed or panicked.
+            None if until.is_none_or(|u| Instant::now() < u) => {
+                // The caller's deadline came first: `Drop` detaches the
+                // check, which goes on without the caller.
+                None
+            }
+            _ => {
+                self.stage = Stage::Failed; // drops the future first
+                None
+            }
         }
-        None // `Drop` closes it
     }
-}
 
-impl<M: Manager> CheckGuard<'_, M> {
     /// Gives the connection back unchecked (the caller ran out of time
     /// before its check could start): behind the other idle ones, keeping
     /// its idle time, or to a waiter, who checks it.
@@ -199,19 +284,87 @@ impl<M: Manager> CheckGuard<'_, M> {
     }
 }
 
-impl<M: Manager> Drop for CheckGuard<'_, M> {
+impl<M: Manager> Shared<M> {
+    /// A check of owned slot `index` passed: stamp it verified now.
+    fn passed_check(&self, index: u32) {
+        self.slots.set_verified(index, self.maintenance.next_seq());
+        self.maintenance.note_alive(self.clock.hot_now());
+    }
+
+    /// A check of owned slot `index` failed: close it, and since a failed
+    /// check is evidence that the server went away, every connection
+    /// verified before now is checked before its next use (after a server
+    /// restart that costs one failed check per connection, not one failed
+    /// request or timeout per connection).
+    fn failed_check(&self, index: u32) -> Retired {
+        bump(&self.counters.check_failures);
+        self.maintenance.note_failure();
+        // Contain a panic from the connection's `Drop` (retire does).
+        catch_unwind(AssertUnwindSafe(|| self.retire(index))).unwrap_or_default()
+    }
+}
+
+/// A check whose caller went away, owned by the task that finishes it.
+/// Dropped unfinished (its runtime shut down before it ran), it closes the
+/// connection and passes its place on: nothing is lost.
+struct Detached<M: Manager> {
+    owner: Arc<Owner<M>>,
+    index: Option<u32>,
+    fut: Option<CheckFuture<M::Error>>,
+}
+
+impl<M: Manager> Drop for Detached<M> {
     fn drop(&mut self) {
         if let Some(index) = self.index.take() {
-            let shared = self.shared;
-            bump(&shared.counters.check_failures);
-            // One failed check marks every connection opened before now
-            // for a check: after a server restart that costs one failed
-            // check, not one timeout per connection.
-            shared.maintenance.note_failure();
-            // Contain a panic from the connection's `Drop` (retire does).
-            let retired = catch_unwind(AssertUnwindSafe(|| shared.retire(index)));
-            if let Ok(r) = retired {
-                settle_held(shared, r);
+            // The future borrows the connection: gone before it closes.
+            self.fut = None;
+            let retired = catch_unwind(AssertUnwindSafe(|| self.owner.retire(index)));
+            settle_held(&self.owner, retired.unwrap_or_default());
+        }
+    }
+}
+
+/// Finishes a check whose caller went away, bounded by `until`.
+async fn finish_detached<M: Manager>(mut d: Detached<M>, until: Option<Instant>) {
+    let result = match d.fut.as_mut() {
+        Some(fut) => bounded(until, guarded(fut)).await,
+        None => None,
+    };
+    d.fut = None;
+    let Some(index) = d.index.take() else { return };
+    let retired = match result {
+        Some(Ok(())) => {
+            d.owner.passed_check(index);
+            // Straight to a waiter if one is parked, else idle.
+            d.owner.grant(crate::waiters::Grant::Slot(index))
+        }
+        _ => d.owner.failed_check(index),
+    };
+    settle_held(&d.owner, retired);
+}
+
+impl<M: Manager> Drop for CheckGuard<'_, M> {
+    fn drop(&mut self) {
+        let Some(index) = self.index.take() else {
+            return;
+        };
+        let shared = self.shared;
+        match std::mem::replace(&mut self.stage, Stage::Failed) {
+            Stage::Waiting => settle_held(shared, shared.requeue(index)),
+            Stage::Failed => settle_held(shared, shared.failed_check(index)),
+            Stage::Running(fut, until) => {
+                bump(&shared.counters.checks_detached);
+                let detached = Detached {
+                    owner: Arc::clone(shared),
+                    index: Some(index),
+                    fut: Some(fut),
+                };
+                // No runtime to finish it on: `Detached`'s drop closes the
+                // connection (its protocol state is unknown), but not as a
+                // failed check.
+                if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                    rt.spawn(finish_detached(detached, until));
+                }
             }
         }
     }

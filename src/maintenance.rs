@@ -115,10 +115,20 @@ pub(crate) struct Maintenance {
     /// next number, so "verified before the last failure" is exact even
     /// within one clock tick.
     seq: AtomicU64,
-    /// Sequence number of the latest failed check or broken connection
-    /// (0 = none): connections verified before it are checked before their
-    /// next use (the server-restart epoch).
+    /// Sequence number of the latest evidence that the server went away
+    /// (0 = none): a failed check, or a failed connect after a successful
+    /// one. Connections verified before it are checked before their next
+    /// use (the server-restart epoch).
     pub(crate) restart_epoch: AtomicU64,
+    /// Set by a broken return: the next `get` that takes an idle
+    /// connection checks that one connection first (a probe). One broken
+    /// connection is not evidence that the server went away; a failed
+    /// probe is.
+    probe: AtomicBool,
+    /// Tick until which the server is known alive (a check passed less
+    /// than a period before; 0 = not known): a broken return before then
+    /// arms no probe.
+    alive_until: AtomicU64,
     /// Refill tasks running (at most `MAX_REFILL_CONNECTS`).
     pub(crate) refilling: AtomicUsize,
     /// Refill connects in flight (counted towards `min_idle`).
@@ -151,6 +161,8 @@ impl Maintenance {
             }),
             seq: AtomicU64::new(1),
             restart_epoch: AtomicU64::new(0),
+            probe: AtomicBool::new(false),
+            alive_until: AtomicU64::new(0),
             refilling: AtomicUsize::new(0),
             refill_connects: AtomicUsize::new(0),
             ticking: AtomicBool::new(false),
@@ -176,8 +188,29 @@ impl Maintenance {
         self.seq.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Marks that a check failed or a connection broke: every connection
-    /// verified before now is checked before its next use.
+    /// A connection was returned (or found) broken at `now`: unless a check
+    /// passed within the last period, arm a probe of one idle connection.
+    pub(crate) fn suspect(&self, now: u64) {
+        if now >= self.alive_until.load(Ordering::Relaxed) {
+            self.probe.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Takes the armed probe, if any (one relaxed load when none is).
+    #[inline(always)]
+    pub(crate) fn take_probe(&self) -> bool {
+        self.probe.load(Ordering::Relaxed) && self.probe.swap(false, Ordering::Relaxed)
+    }
+
+    /// A check passed at `now`: the server is alive.
+    pub(crate) fn note_alive(&self, now: u64) {
+        self.alive_until
+            .fetch_max(now.saturating_add(self.period_ms), Ordering::Relaxed);
+    }
+
+    /// Evidence that the server went away (a failed check, a failed connect
+    /// after a successful one): every connection verified before now is
+    /// checked before its next use.
     pub(crate) fn note_failure(&self) {
         let s = self.next_seq();
         self.restart_epoch.fetch_max(s, Ordering::Relaxed);

@@ -80,8 +80,19 @@ pub struct Metrics {
     pub exhausted: u64,
     /// Connections closed for `idle_timeout` or `max_lifetime`.
     pub expired: u64,
-    /// `Manager::check` calls that failed, hung or panicked.
+    /// `Manager::check` calls that failed, hung past `check_timeout` or
+    /// panicked (each closed its connection).
     pub check_failures: u64,
+    /// Checks whose caller went away (cancelled, or its deadline passed)
+    /// before they finished: they finish without it, and a passing
+    /// connection goes back to the pool. Not failures.
+    pub checks_detached: u64,
+    /// Connections closed because they were broken: returned broken
+    /// ([`Manager::is_broken`](crate::Manager::is_broken),
+    /// [`Pooled::mark_broken`](crate::Pooled::mark_broken), a panic while
+    /// held) or found broken by `is_broken` when handed out from the idle
+    /// set. One broken connection closes that connection only.
+    pub broken: u64,
     /// Connections reported as held past `leak_threshold`.
     pub leaks: u64,
     /// Maintenance passes run.
@@ -103,6 +114,8 @@ pub(crate) struct Counters {
     pub(crate) exhausted: AtomicU64,
     pub(crate) expired: AtomicU64,
     pub(crate) check_failures: AtomicU64,
+    pub(crate) checks_detached: AtomicU64,
+    pub(crate) broken: AtomicU64,
     pub(crate) leaks: AtomicU64,
 }
 
@@ -128,6 +141,8 @@ impl Counters {
             exhausted: r(&self.exhausted),
             expired: r(&self.expired),
             check_failures: r(&self.check_failures),
+            checks_detached: r(&self.checks_detached),
+            broken: r(&self.broken),
             leaks: r(&self.leaks),
             maintenance_passes: passes,
         }

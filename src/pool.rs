@@ -114,9 +114,12 @@ pub(crate) enum Verdict {
     Ready,
     /// Past its lifetime: close it and look again.
     Expired,
-    /// Run `Manager::check` first (idle too long, or older than the last
-    /// failure: the server-restart epoch).
+    /// Run `Manager::check` first (idle too long, older than the last
+    /// failure: the server-restart epoch, or the probe after a broken
+    /// return).
     Check,
+    /// `Manager::is_broken` says so: close it and look again.
+    Broken,
 }
 
 impl<M: Manager> Shared<M> {
@@ -151,11 +154,16 @@ impl<M: Manager> Shared<M> {
         self.clock.hot_now()
     }
 
-    /// Judges a claimed idle connection (I6): one load and compare for the
-    /// time-based policies, one for the restart epoch; the details only
-    /// when one of them says so.
+    /// Judges a claimed idle connection (I6): the manager's cheap
+    /// `is_broken` probe, then one load and compare for the time-based
+    /// policies and one for the restart epoch; the details only when one of
+    /// them says so. With `probe`, an armed probe (a broken return since
+    /// the last passing check) makes this connection the one checked.
     #[inline]
-    pub(crate) fn judge(&self, index: u32, now: u64) -> Verdict {
+    pub(crate) fn judge(&self, index: u32, now: u64, probe: bool) -> Verdict {
+        if self.is_broken(index) {
+            return Verdict::Broken;
+        }
         let slots = &self.slots;
         if now >= slots.fresh_until(index) {
             return self.judge_closely(index, now);
@@ -164,7 +172,33 @@ impl<M: Manager> Shared<M> {
         if epoch != 0 && slots.facts(index).verified_seq < epoch {
             return Verdict::Check;
         }
+        if probe && self.maintenance.take_probe() {
+            return Verdict::Check;
+        }
         Verdict::Ready
+    }
+
+    /// `Manager::is_broken` on an owned connection; a panic in it counts
+    /// as broken.
+    #[inline(always)]
+    fn is_broken(&self, index: u32) -> bool {
+        catch_unwind(AssertUnwindSafe(|| {
+            // SAFETY: the caller owns the BUSY slot and holds no other
+            // reference to the connection.
+            self.manager
+                .is_broken(unsafe { self.slots.conn_mut(index) })
+        }))
+        .unwrap_or(true)
+    }
+
+    /// Closes an owned broken connection and passes its place on; arms a
+    /// probe of one idle connection (not a pool-wide check: one broken
+    /// connection is not evidence that the server went away).
+    #[cold]
+    pub(crate) fn retire_broken(&self, index: u32) -> Retired {
+        bump(&self.counters.broken);
+        self.maintenance.suspect(self.clock.now());
+        self.retire(index)
     }
 
     #[cold]
@@ -186,7 +220,7 @@ impl<M: Manager> Shared<M> {
     /// The release path for an owned connection: check it, then pass it on
     /// (healthy) or close it and pass its place on (broken).
     #[inline]
-    pub(crate) fn give_back(&self, index: u32) -> Retired {
+    pub(crate) fn give_back(&self, index: u32, marked_broken: bool) -> Retired {
         // First, while this guard's connection still keeps the core alive:
         // every 64th release looks whether maintenance is due.
         let mut retired = if crate::clock::every_64th_op() {
@@ -196,14 +230,7 @@ impl<M: Manager> Shared<M> {
         };
         // A guard dropped while its thread panics may hold a connection in
         // an unknown state (half a transaction): close it rather than reuse.
-        let broken = std::thread::panicking()
-            || catch_unwind(AssertUnwindSafe(|| {
-                // SAFETY: the releasing guard owns the BUSY slot and holds no
-                // other reference to the connection.
-                self.manager
-                    .is_broken(unsafe { self.slots.conn_mut(index) })
-            }))
-            .unwrap_or(true);
+        let broken = marked_broken || std::thread::panicking() || self.is_broken(index);
         if self.ticks.leak != 0 {
             self.slots.clear_taken(index);
         }
@@ -211,8 +238,7 @@ impl<M: Manager> Shared<M> {
         // The end of its lifetime (`u64::MAX`: none).
         let last = self.slots.expires_at(index);
         retired.0 += if broken {
-            self.maintenance.note_failure();
-            self.retire(index).0
+            self.retire_broken(index).0
         } else if now >= last {
             bump(&self.counters.expired);
             self.retire(index).0
@@ -573,9 +599,10 @@ impl<M: Manager> Pool<M> {
         // left for `get`); the budget bounds the loop when all are.
         let mut budget = shared.slots.capacity() + shared.shards.count();
         while let Some(i) = shared.take_idle() {
-            match shared.judge(i, now) {
+            match shared.judge(i, now, false) {
                 Verdict::Ready => return Some(self.hand_out(i, by)),
                 Verdict::Expired => self.expire(i),
+                Verdict::Broken => settle_held(shared, shared.retire_broken(i)),
                 Verdict::Check => {
                     settle_held(shared, shared.requeue(i));
                     budget -= 1;
@@ -678,9 +705,10 @@ impl<M: Manager> Pool<M> {
         let mut candidate = None;
         let now = shared.now_for_checks();
         while let Some(i) = shared.take_idle() {
-            match shared.judge(i, now) {
+            match shared.judge(i, now, true) {
                 Verdict::Ready => return Ok(self.hand_out(i, by)),
                 Verdict::Expired => self.expire(i),
+                Verdict::Broken => settle_held(shared, shared.retire_broken(i)),
                 Verdict::Check => {
                     candidate = Some(CheckGuard::new(shared, i));
                     break;
@@ -771,10 +799,14 @@ impl<M: Manager> Pool<M> {
         by: &'static Location<'static>,
     ) -> Result<Pooled<M>, Option<CheckGuard<'_, M>>> {
         let shared = self.shared();
-        match shared.judge(index, shared.clock.now()) {
+        match shared.judge(index, shared.clock.now(), true) {
             Verdict::Ready => Ok(self.hand_out(index, by)),
             Verdict::Expired => {
                 self.expire(index);
+                Err(None)
+            }
+            Verdict::Broken => {
+                settle_held(shared, shared.retire_broken(index));
                 Err(None)
             }
             Verdict::Check => Err(Some(CheckGuard::new(shared, index))),

@@ -55,6 +55,8 @@ pub struct Pooled<M: Manager> {
     core: CorePtr<M>,
     /// The BUSY slot this guard owns.
     index: u32,
+    /// Set by [`Pooled::mark_broken`]: close instead of returning.
+    broken: bool,
     _owns: PhantomData<M::Connection>,
 }
 
@@ -71,6 +73,7 @@ impl<M: Manager> Pooled<M> {
         Self {
             core: CorePtr::new(owner),
             index,
+            broken: false,
             _owns: PhantomData,
         }
     }
@@ -79,6 +82,57 @@ impl<M: Manager> Pooled<M> {
     fn shared(&self) -> &Shared<M> {
         // SAFETY: the core lives while this guard's connection is open.
         unsafe { self.core.get() }
+    }
+
+    /// Marks the connection unusable (after an I/O or protocol error):
+    /// dropping the guard then closes it, counted in
+    /// [`Metrics::broken`](crate::Metrics::broken), and frees its place,
+    /// without waiting for [`Manager::is_broken`] to notice. An associated
+    /// function, like [`detach`](Self::detach), so that it cannot shadow a
+    /// method of the connection.
+    ///
+    /// One broken connection closes that connection only: the pool does not
+    /// treat it as a server restart. It checks one other idle connection
+    /// before its next use (unless a check passed within the last
+    /// maintenance period); only if that check fails are all idle
+    /// connections checked before reuse.
+    ///
+    /// ```
+    /// # use latchless::{Manager, Pool, Pooled};
+    /// # struct M; impl Manager for M { type Connection = u8; type Error = std::io::Error;
+    /// #   async fn connect(&self) -> Result<u8, std::io::Error> { Ok(5) } }
+    /// # async fn query(_: &mut u8) -> Result<(), std::io::Error> { Err(std::io::ErrorKind::BrokenPipe.into()) }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let pool = Pool::builder(M).build().unwrap();
+    /// let mut conn = pool.get().await.unwrap();
+    /// if let Err(_e) = query(&mut conn).await {
+    ///     Pooled::mark_broken(&mut conn);
+    /// }
+    /// drop(conn); // closed, not returned
+    /// assert_eq!(pool.state().size, 0);
+    /// assert_eq!(pool.metrics().broken, 1);
+    /// # }
+    /// ```
+    pub fn mark_broken(this: &mut Self) {
+        this.broken = true;
+    }
+
+    /// Whether [`mark_broken`](Self::mark_broken) was called on this guard.
+    ///
+    /// ```
+    /// # use latchless::{Manager, Pool, Pooled};
+    /// # struct M; impl Manager for M { type Connection = u8; type Error = std::io::Error;
+    /// #   async fn connect(&self) -> Result<u8, std::io::Error> { Ok(5) } }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let pool = Pool::builder(M).build().unwrap();
+    /// let mut conn = pool.get().await.unwrap();
+    /// assert!(!Pooled::is_marked_broken(&conn));
+    /// Pooled::mark_broken(&mut conn);
+    /// assert!(Pooled::is_marked_broken(&conn));
+    /// # }
+    /// ```
+    pub fn is_marked_broken(this: &Self) -> bool {
+        this.broken
     }
 
     /// Takes the connection out of the pool for good and frees its place
@@ -155,7 +209,7 @@ impl<M: Manager> Drop for Pooled<M> {
         // SAFETY: alive until the connection is published; from then on,
         // the window (or the reference above) keeps it alive. The borrow
         // ends with the call.
-        let Retired(n) = unsafe { core.get() }.give_back(self.index);
+        let Retired(n) = unsafe { core.get() }.give_back(self.index, self.broken);
         // Closes the window: the last access to the core is above.
         drop(window);
         // SAFETY: no borrow of the core is live; each count is a reference

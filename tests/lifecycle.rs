@@ -230,7 +230,7 @@ fn a_hung_check_is_bounded_and_costs_nothing() {
     let (pool, t, _mock) = mocked(|b| {
         b.max_size(2)
             .check_after_idle(Some(Duration::ZERO))
-            .connect_timeout(Duration::from_millis(50))
+            .check_timeout(Duration::from_millis(50))
     });
     runtime().block_on(async {
         open(&pool, 1).await;
@@ -238,40 +238,63 @@ fn a_hung_check_is_bounded_and_costs_nothing() {
         let c = pool
             .get_timeout(LONG)
             .await
-            .expect("hung check bounded by connect_timeout");
+            .expect("hung check bounded by check_timeout");
         assert_eq!(c.id, 1, "the hung connection was closed, a new one opened");
+        assert_eq!(pool.metrics().check_failures, 1);
         drop(c);
-        // A deadline shorter than connect_timeout bounds the check too (and,
-        // with connects hanging as well, the caller gets Timeout).
+        // A deadline shorter than check_timeout bounds the caller: it gets
+        // Timeout (connects hang as well), and the check goes on without
+        // it until check_timeout, then fails and closes its connection.
         t.hang.store(true, SeqCst);
         let err = pool.get_timeout(Duration::from_millis(20)).await;
         assert!(matches!(err, Err(PoolError::Timeout)), "{err:?}");
-        assert_eq!(pool.state().size, 0, "closed, place free");
+        assert_eq!(pool.metrics().checks_detached, 1);
+        wait_until("the detached check failed", || {
+            pool.metrics().check_failures == 2
+        })
+        .await;
+        wait_until("closed, place free", || pool.state().size == 0).await;
         assert_eq!(t.live(), 0);
     });
 }
 
 /// A caller whose deadline passes while a check hangs gets `Timeout` and
-/// costs the pool that one connection: it does not go on to start (and at
-/// once abandon, closing) a check on every other idle connection.
+/// costs the pool nothing: the check goes on without it (bounded by
+/// `check_timeout`), and the caller does not go on to start (and at once
+/// abandon) a check on every other idle connection.
 #[test]
 fn a_deadline_that_passes_during_a_check_closes_one_connection_not_all() {
-    let (pool, t, _mock) = mocked(|b| b.max_size(4).check_after_idle(Some(Duration::ZERO)));
+    let (pool, t, _mock) = mocked(|b| {
+        b.max_size(4)
+            .check_after_idle(Some(Duration::ZERO))
+            .check_timeout(Duration::from_millis(300))
+    });
     runtime().block_on(async {
         open(&pool, 4).await;
         t.check_hang.store(true, SeqCst);
         let err = pool.get_timeout(Duration::from_millis(30)).await;
         assert!(matches!(err, Err(PoolError::Timeout)), "{err:?}");
         let m = pool.metrics();
-        assert_eq!(m.check_failures, 1, "only the check the deadline cut short");
-        assert_eq!(m.closed, 1);
+        assert_eq!(
+            m.check_failures, 0,
+            "a check cut short by the caller is not failed"
+        );
+        assert_eq!(m.checks_detached, 1, "it goes on without the caller");
+        assert_eq!(m.closed, 0);
         assert_eq!(m.state.idle, 3, "the others stay idle, unchecked");
         // No time at all: the connection due for a check is not checked
-        // (which would cut the check short and close it), it stays idle.
+        // (which would cut the check short), it stays idle.
         let err = pool.get_timeout(Duration::ZERO).await;
         assert!(matches!(err, Err(PoolError::Timeout)), "{err:?}");
-        assert_eq!(pool.metrics().closed, 1);
+        assert_eq!(pool.metrics().closed, 0);
         assert_eq!(pool.state().idle, 3);
+        // The detached check hangs past check_timeout: one failure, one
+        // connection closed, and no more.
+        wait_until("the detached check timed out", || {
+            pool.metrics().check_failures == 1
+        })
+        .await;
+        assert_eq!(pool.metrics().closed, 1);
         t.check_hang.store(false, SeqCst);
         assert!(pool.get_timeout(LONG).await.is_ok());
     });
@@ -289,7 +312,8 @@ fn a_server_restart_costs_one_failed_check_per_dead_connection_not_a_timeout() {
             a.id < 3,
             "handed out unchecked: nothing said the server went away"
         );
-        // The user finds it dead; returning it broken starts an epoch.
+        // The user finds it dead and returns it broken: that arms a probe
+        // of one other connection, whose failed check starts an epoch.
         a.broken.store(true, SeqCst);
         drop(a);
         let b = pool.get_timeout(LONG).await.unwrap();

@@ -249,15 +249,31 @@ impl std::task::Wake for Flag {
 struct Pending<'a> {
     fut: PendingGet<'a>,
     woken: Arc<Flag>,
+    /// The connection whose (hanging) check this get runs, if any: checks
+    /// start only inside a get's poll, so the hanging set's change across
+    /// a poll names it.
+    checking: Option<u64>,
 }
 
 impl Pending<'_> {
-    fn poll(&mut self) -> Poll<Result<Pooled<FuzzManager>, PoolError<Refused>>> {
+    fn poll(
+        &mut self,
+        world: &Mutex<World>,
+    ) -> Poll<Result<Pooled<FuzzManager>, PoolError<Refused>>> {
         self.woken
             .0
             .store(false, std::sync::atomic::Ordering::SeqCst);
         let waker = Waker::from(Arc::clone(&self.woken));
-        self.fut.as_mut().poll(&mut Context::from_waker(&waker))
+        let before = lock(world).hanging.clone();
+        let r = self.fut.as_mut().poll(&mut Context::from_waker(&waker));
+        let w = lock(world);
+        if let Some(&id) = w.hanging.difference(&before).next() {
+            self.checking = Some(id);
+        }
+        if self.checking.is_some_and(|id| !w.hanging.contains(&id)) {
+            self.checking = None;
+        }
+        r
     }
     fn woken(&self) -> bool {
         self.woken.0.load(std::sync::atomic::Ordering::SeqCst)
@@ -338,8 +354,9 @@ pub fn check_pool_ops(data: &[u8]) {
                 let mut p = Pending {
                     fut: Box::pin(pool.get_timeout(Duration::from_secs(3600))),
                     woken: Arc::default(),
+                    checking: None,
                 };
-                match p.poll() {
+                match p.poll(&world) {
                     Poll::Ready(r) => outcomes.push(r),
                     Poll::Pending => pending.push(p),
                 }
@@ -384,7 +401,10 @@ pub fn check_pool_ops(data: &[u8]) {
                 );
             }
             11 if !pending.is_empty() => {
-                // Cancel a pending get (drop its future).
+                // Cancel a pending get (drop its future). A check it was
+                // running goes on without it (held by a task of the
+                // runtime, which this model never drives): its connection
+                // stays in use, and closes when the runtime is dropped.
                 drop(pending.remove(usize::from(arg) % pending.len()));
             }
             _ => {}
@@ -398,7 +418,7 @@ pub fn check_pool_ops(data: &[u8]) {
                 polls < 100_000,
                 "pending gets keep waking each other (livelock)"
             );
-            if let Poll::Ready(r) = pending[i].poll() {
+            if let Poll::Ready(r) = pending[i].poll(&world) {
                 drop(pending.remove(i));
                 outcomes.push(r);
             }
@@ -423,8 +443,8 @@ pub fn check_pool_ops(data: &[u8]) {
                 model.open.remove(&id);
                 continue;
             }
-            // A check that hung and whose `get` was cancelled closes its
-            // connection (its protocol state is unknown).
+            // A connection whose check hung may be closed (a detached
+            // check ends with its runtime).
             let hung = was_hanging.contains(&id);
             assert!(
                 model.may_close(&knobs, id, now, failed.contains(&id) || hung),
@@ -463,7 +483,8 @@ pub fn check_pool_ops(data: &[u8]) {
                 model.open
             );
         }
-        let parked = pending.len() - hanging;
+        let checking_gets = pending.iter().filter(|p| p.checking.is_some()).count();
+        let parked = pending.len() - checking_gets;
         let state = pool.state();
         assert!(
             lock(&world).live.len() <= knobs.max_size,
@@ -499,6 +520,10 @@ pub fn check_pool_ops(data: &[u8]) {
     drop(held);
     drop(pending);
     drop(pool);
+    // Checks that went on without their cancelled gets end with the
+    // runtime that holds them, closing their connections.
+    drop(_in_runtime);
+    drop(rt);
     let w = lock(&world);
     assert!(w.live.is_empty(), "connections left open: {:?}", w.live);
     assert_eq!(w.opened, w.closed);
@@ -588,8 +613,16 @@ pub fn check_builder(data: &[u8]) {
     let leak = opt(&mut b, d[5]);
     let v = u64_(&mut b);
     let waiters = (b.u8() % 2 == 0).then_some(v as usize);
+    // Read last, so that older corpus files keep their meaning (an
+    // exhausted input reads zeros: the default check_timeout).
+    let v = u64_(&mut b);
+    let check_timeout = (b.u8() % 2 == 1).then(|| dur(&mut b, v));
     let world = Arc::new(Mutex::new(World::default()));
-    let result = Pool::builder(FuzzManager(world))
+    let mut builder = Pool::builder(FuzzManager(world));
+    if let Some(t) = check_timeout {
+        builder = builder.check_timeout(t);
+    }
+    let result = builder
         .max_size(max_size)
         .min_idle(min_idle)
         .shards(shards)
@@ -615,6 +648,8 @@ pub fn check_builder(data: &[u8]) {
         Some("acquire_timeout")
     } else if d[1].is_zero() {
         Some("connect_timeout")
+    } else if check_timeout.is_some_and(|t| t.is_zero()) {
+        Some("check_timeout")
     } else if d[6].is_zero() {
         Some("connect_backoff")
     } else if d[7] < d[6] {

@@ -38,6 +38,8 @@ pub struct Tracker {
     pub dead_below: AtomicU64,
     /// `check` hangs forever while set.
     pub check_hang: AtomicBool,
+    /// Delay of each `check`, in ms.
+    pub check_delay_ms: AtomicU64,
 }
 
 impl Tracker {
@@ -165,6 +167,10 @@ impl Manager for TestManager {
     async fn check(&self, conn: &mut Conn) -> Result<(), ConnectError> {
         let t = &self.t;
         t.check_calls.fetch_add(1, SeqCst);
+        let delay = t.check_delay_ms.load(SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
         if t.check_hang.load(SeqCst) {
             std::future::pending::<()>().await;
         }
