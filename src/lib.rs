@@ -49,6 +49,7 @@ mod connector;
 mod deadlines;
 mod error;
 mod hazard;
+mod histogram;
 mod lifetime;
 mod maintenance;
 mod manager;
@@ -65,6 +66,7 @@ pub mod wheel;
 
 pub use builder::{BuildError, Builder, Config, MAX_POOL_SIZE, MAX_SHARDS};
 pub use error::PoolError;
+pub use histogram::{Histogram, HistogramSnapshot};
 pub use manager::Manager;
 pub use metrics::{Metrics, State};
 pub use pool::Pool;
