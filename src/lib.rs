@@ -49,6 +49,7 @@ mod connector;
 mod deadlines;
 mod error;
 mod hazard;
+mod health;
 mod histogram;
 mod lifetime;
 mod maintenance;
@@ -66,6 +67,7 @@ pub mod wheel;
 
 pub use builder::{BuildError, Builder, Config, MAX_POOL_SIZE, MAX_SHARDS};
 pub use error::PoolError;
+pub use health::{Alert, AlertKind, Health, Sizing, SizingVerdict};
 pub use histogram::{Histogram, HistogramSnapshot};
 pub use manager::Manager;
 pub use metrics::{Metrics, State};
