@@ -173,8 +173,24 @@ pub struct Alert {
     pub since: Duration,
 }
 
-/// The pool's alerts at one moment (see the module docs of `health.rs`,
-/// summarised on `Pool::health`): empty when healthy.
+/// The pool's alerts at one moment: empty when healthy.
+///
+/// Alerts are evaluated over a sliding window of 30 one-second slots
+/// (the current one included, so what a sample saw counts for 29 to 30 s),
+/// fed by the pool's periodic samples of its counters and its acquire-wait
+/// histogram. [`Alert::value`] and [`Alert::threshold`] are in the unit
+/// given by [`AlertKind`].
+///
+/// | alert | fires when | default |
+/// | --- | --- | --- |
+/// | [`Utilization`](AlertKind::Utilization) | every sample for at least 30 s had `in_use / max_size` above the threshold (value: the lowest of them); clears at the first sample at or below it | above 0.8 |
+/// | [`AcquireWait`](AlertKind::AcquireWait) | the window's acquire-wait p99 is above the threshold, over at least 100 acquisitions (the p99 of fewer is just their maximum: a cold start's first connects would fire it) | above 100 ms (`Builder::wait_alert`) |
+/// | [`Exhaustion`](AlertKind::Exhaustion) | any `get` in the window failed with `Timeout` or `Exhausted` (value: how many) | any |
+/// | [`BackendDown`](AlertKind::BackendDown) | connects failed in the window and none succeeded, or the restart epoch moved (a failed check or a broken connection); value: the failures, plus one per sample that saw the epoch move | any |
+///
+/// Each transition into firing logs one `tracing` warning (fields `pool`,
+/// `alert`, `value`, `threshold`), at most one per alert kind per window;
+/// the transition out logs one info if entering it was logged.
 ///
 /// ```
 /// use latchless::{AlertKind, Health};
@@ -242,8 +258,23 @@ pub enum SizingVerdict {
 /// recommendation, and how `max_size` compares.
 ///
 /// connections = acquire rate × mean hold time × [`HEADROOM`](Self::HEADROOM)
-/// (1.5), rounded up. For tasks holding several connections at once, size
-/// to at least [`floor_for`](Self::floor_for) too.
+/// (1.5), rounded up, at least 1: Little's law (connections busy on
+/// average = arrival rate × time each is held) with 50 % headroom for
+/// bursts. The rate counts the acquisitions of the window (30 s, or what
+/// the pool has seen so far), the hold time is the mean over the
+/// connections returned in it. Worked examples:
+///
+/// - 100 req/s × 100 ms × 1.5 = 15 connections.
+/// - 2 000 req/s × 5 ms × 1.5 = 15 connections.
+/// - 50 req/s × 30 ms × 1.5 = 2.25, so 3 connections.
+///
+/// The rule assumes a task holds one connection at a time. Tasks holding
+/// several at once can deadlock a pool that is too small (each holding
+/// some, all waiting for one more): with `threads` such tasks at once,
+/// each holding up to `k`, `threads × (k − 1) + 1` connections guarantee
+/// that one of them can always finish ([`floor_for`](Self::floor_for)).
+/// Size to the larger of the two: e.g. 8 workers holding 2 connections
+/// each need at least 9, whatever their rate.
 ///
 /// ```
 /// use std::time::Duration;

@@ -1,30 +1,13 @@
 //! A lock-free log-linear histogram of durations in nanoseconds, and the
-//! plain [`HistogramSnapshot`] it hands out.
+//! plain [`HistogramSnapshot`] it hands out. The bucket layout, the error
+//! bound (1/64 relative) and the cost of a record are documented on
+//! [`Histogram`], for users; this is how they are kept.
 //!
-//! # Buckets
-//!
-//! HdrHistogram-style: values below 64 ns have one bucket each (exact);
-//! above that, every power-of-two range `[2^h, 2^(h+1))` is split into 32
-//! linear sub-buckets of width `2^(h-5)`. So a bucket's width is at most
-//! 1/32 of its lower bound, and a value read back as its bucket's midpoint
-//! is within [`Histogram::RELATIVE_ERROR`] = 1/64 (1.5625 %) of the value
-//! recorded. Values up to [`Histogram::MAX_TRACKED`] = 2^42 − 1 ns (about
-//! 73 minutes) are bucketed; larger ones are counted in the top bucket
-//! (their sum and the maximum stay exact, their quantiles saturate there).
-//! That is [`Histogram::BUCKETS`] = 1216 counters, 9.5 KiB per stripe.
-//!
-//! # Recording
-//!
-//! [`Histogram::record_in`] costs one relaxed `fetch_add` on the value's
-//! bucket; a non-zero value adds one relaxed `fetch_add` on the sum and a
-//! relaxed load of the maximum (plus a `fetch_max` only when the value is
-//! a new maximum, rare once warm). The count is not kept separately: a
-//! snapshot adds the buckets up. Nothing allocates after construction.
-//!
-//! A histogram has a power-of-two number of *stripes*, each a cache-padded
-//! copy of the counters. A recorder names its stripe (for the pool: its
-//! shard index), so recorders on different shards never write the same
-//! cache line; a snapshot adds the stripes up.
+//! A value's bucket is `(shift << 5) + (v >> shift)` with `shift` the
+//! number of bits above the 6th: the identity below 64, then 32 buckets
+//! per power of two (`index`, branch-free apart from the range clamp).
+//! Bucket bounds and midpoints are computed back from the index, never
+//! stored.
 //!
 //! # Invariants kept
 //!
@@ -34,10 +17,12 @@
 //!   2^64 ns, 584 years of accumulated time; [`HistogramSnapshot::since`]
 //!   subtracts it wrapping, so windows stay right). Successive snapshots
 //!   taken by one thread never see a bucket go down.
+//! - **No allocation after construction**; a snapshot allocates its own
+//!   buckets, [`Histogram::snapshot_into`] reuses a snapshot's.
 //! - **Consistency under concurrency**: each counter is read once, so a
 //!   snapshot taken while recorders run may miss, or half-see, records in
 //!   flight (a bucket counted whose sum is not yet added). It is exact once
-//!   recorders are quiescent.
+//!   recorders are quiescent; its `max` is kept inside its highest bucket.
 //!
 //! Counters are plain std atomics even in loom builds, like the pool's
 //! other counters (`metrics.rs`): they order nothing, and 1216 modelled
@@ -119,11 +104,33 @@ impl Stripe {
     }
 }
 
-/// A lock-free log-linear histogram of durations in nanoseconds (see the
-/// [module docs](self) for the bucket layout and the error bound).
+/// A lock-free log-linear histogram of durations in nanoseconds.
 ///
-/// Recording is a relaxed `fetch_add` or two and never allocates;
-/// [`snapshot`](Self::snapshot) never blocks a recorder.
+/// **Buckets.** HdrHistogram-style: values below 64 ns have one bucket
+/// each (exact); above that, every power-of-two range `[2^h, 2^(h+1))` is
+/// split into 32 linear sub-buckets of width `2^(h-5)`, at most 1/32 of
+/// the range's start. A value reads back as its bucket's midpoint, so
+/// every value read back (quantiles, `min`) is within
+/// [`RELATIVE_ERROR`](Self::RELATIVE_ERROR) = 1/64 (1.5625 %) of the exact
+/// one. Values up to [`MAX_TRACKED`](Self::MAX_TRACKED) = 2^42 − 1 ns
+/// (about 73 minutes) are bucketed; larger ones share the top bucket
+/// (their sum and the maximum stay exact, their quantiles saturate).
+/// That is [`BUCKETS`](Self::BUCKETS) = 1216 counters, 9.5 KiB per stripe.
+///
+/// **Recording** ([`record_in`](Self::record_in)) is one relaxed
+/// `fetch_add` on the value's bucket; a non-zero value adds a relaxed
+/// `fetch_add` on the sum and a relaxed load of the maximum, plus a
+/// `fetch_max` only for a new maximum. The count is the buckets' sum, added
+/// up by snapshots. Nothing allocates after construction.
+///
+/// **Stripes.** The counters come in a power-of-two number of cache-padded
+/// copies; a recorder names its stripe (e.g. its shard), so recorders on
+/// different stripes never write the same cache line.
+///
+/// **Snapshots** ([`snapshot`](Self::snapshot)) only load counters: they
+/// never block or retry, and never make a recorder wait. Every counter only
+/// grows, so successive snapshots taken by one thread never see a bucket
+/// go down; one taken while recorders run may miss records in flight.
 ///
 /// ```
 /// use latchless::Histogram;
@@ -552,6 +559,23 @@ impl HistogramSnapshot {
             .enumerate()
             .filter(|&(_, &c)| c != 0)
             .map(|(i, &c)| (lower(i), upper(i), c))
+    }
+
+    /// Adds `n` records of zero, counted elsewhere: e.g. fast-path hits
+    /// that the pool counts per slot, by the slot's owner (a plain load and
+    /// store instead of a shared `fetch_add`), and folds in when it takes a
+    /// snapshot.
+    ///
+    /// ```
+    /// let h = latchless::Histogram::new();
+    /// h.record(2_000_000);
+    /// let mut s = h.snapshot();
+    /// s.add_zeros(99);
+    /// assert_eq!((s.count(), s.sum(), s.p50(), s.max()), (100, 2_000_000, 0, 2_000_000));
+    /// ```
+    pub fn add_zeros(&mut self, n: u64) {
+        self.counts[0] += n;
+        self.count += n;
     }
 
     /// The highest non-empty bucket.
