@@ -15,7 +15,7 @@
 //! 30 s later by default). The window's acquire-wait histogram is kept as
 //! per-slot bucket deltas (u32) plus their running sum, so neither a
 //! sample nor an evaluation allocates: memory is fixed at construction,
-//! about `slots × 4.75 KiB` (146 KiB by default).
+//! `slots × 4.75 KiB` plus two 9.5 KiB snapshots (162 KiB by default).
 //!
 //! # Alerts and their defaults
 //!
