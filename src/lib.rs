@@ -49,6 +49,8 @@ mod connector;
 mod deadlines;
 mod error;
 mod hazard;
+mod health;
+mod histogram;
 mod lifetime;
 mod maintenance;
 mod manager;
@@ -76,6 +78,8 @@ pub mod fuzzing {
 
 pub use builder::{BuildError, Builder, Config, MAX_POOL_SIZE, MAX_SHARDS};
 pub use error::PoolError;
+pub use health::{Alert, AlertKind, Health, Sizing, SizingVerdict};
+pub use histogram::{Histogram, HistogramSnapshot};
 pub use manager::Manager;
 pub use metrics::{Metrics, State};
 pub use pool::Pool;

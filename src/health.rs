@@ -1,0 +1,1206 @@
+//! The pool's health and sizing advice: [`Health`] (the alerts firing),
+//! [`Sizing`] (the connection count the observed load calls for), and the
+//! `Monitor` that computes both from periodic samples.
+//!
+//! # The window
+//!
+//! The monitor keeps a ring of [`HealthConfig::slots`] slots of
+//! [`HealthConfig::slot_ms`] each (default 30 × 1 s = a 30 s window). Each
+//! `Monitor::sample(now_ms, &Observed)` call (the pool's maintenance pass,
+//! and `Pool::health()` / `Pool::sizing()` before they read) takes the
+//! cumulative counters and the acquire-wait histogram, subtracts the
+//! previous sample, and adds the difference to the slot of `now_ms`. The
+//! window is the last `slots` slots, the current one included: what a
+//! sample saw leaves the window when the slot `slots` later begins (29 to
+//! 30 s later by default). The window's acquire-wait histogram is kept as
+//! per-slot bucket deltas (u32) plus their running sum, so neither a
+//! sample nor an evaluation allocates: memory is fixed at construction,
+//! `slots × 4.75 KiB` plus two 9.5 KiB snapshots (162 KiB by default).
+//!
+//! # Alerts and their defaults
+//!
+//! Evaluated after every sample; [`Alert::value`] and
+//! [`Alert::threshold`] are in the unit given by [`AlertKind`].
+//!
+//! | alert | fires when | default |
+//! | --- | --- | --- |
+//! | [`Utilization`](AlertKind::Utilization) | every sample for at least `sustain_ms` had `in_use / max_size` above the threshold (value: the lowest of them) | above 0.8 for 30 s |
+//! | [`AcquireWait`](AlertKind::AcquireWait) | the window's acquire-wait p99 is above the threshold, over at least `wait_min_samples` acquisitions (a p99 of fewer is just their maximum: a cold start's first connect would fire it) | above 100 ms (`Builder::wait_alert`), at least 100 acquisitions |
+//! | [`Exhaustion`](AlertKind::Exhaustion) | any `get` in the window failed with `Timeout` or `Exhausted` (value: how many) | any |
+//! | [`BackendDown`](AlertKind::BackendDown) | connects failed in the window and none succeeded, or the restart epoch moved (a failed check or a broken connection); value: the failures plus one per sample that saw the epoch move | any |
+//!
+//! Utilization is judged on consecutive samples, not on the ring: it
+//! fires at the first sample `sustain_ms` after the first of an unbroken
+//! run above the threshold, and clears at the first sample at or below it.
+//!
+//! # Logging
+//!
+//! Each transition into firing emits one `tracing::warn!` with the pool's
+//! name (`pool`), the alert, its value and threshold, at most one per
+//! alert kind per window: a kind that fires again within a window of its
+//! last warning fires silently. The transition out of firing emits one
+//! `tracing::info!` if entering it was logged.
+//!
+//! # Sizing
+//!
+//! The seed's rule, Little's law with headroom: connections = acquire rate
+//! × mean hold time × 1.5 ([`Sizing::HEADROOM`]), rounded up, at least 1.
+//! The rate counts every acquisition recorded in the acquire-wait
+//! histogram over the window's observed span; the mean hold is the
+//! window's hold-time sum over its count. The monitor computes it in exact
+//! integer arithmetic. Worked examples:
+//!
+//! - 100 req/s × 100 ms × 1.5 = 15 connections.
+//! - 2 000 req/s × 5 ms × 1.5 = 15 connections.
+//! - 50 req/s × 30 ms × 1.5 = 2.25, so 3 connections.
+//!
+//! The rule assumes each task holds one connection at a time. Tasks that
+//! hold several at once can deadlock a pool that is too small (every task
+//! holding some, waiting for one more): with `threads` tasks at once each
+//! needing `k` connections, `threads × (k − 1) + 1` connections guarantee
+//! that one of them can finish ([`Sizing::floor_for`]); size to the larger
+//! of the two. E.g. 8 workers each holding 2 connections need at least 9.
+//!
+//! # Invariants kept
+//!
+//! - No allocation per sample or evaluation (only [`Health`]'s alert list,
+//!   built when asked for).
+//! - The window's totals are exactly the sum of its slots: a slot's
+//!   contribution is subtracted when it is reused, never recomputed.
+//! - Counters that go backwards (they should not) count as no change;
+//!   time that goes backwards counts as no time passing.
+//! - The monitor never touches a histogram's counters: it reads snapshots
+//!   handed to it, so it never blocks a recorder.
+
+// Until the pool calls the monitor (issue 13's wiring), only tests do.
+// Remove this when wiring: the expectation then fails the build.
+#![cfg_attr(
+    not(test),
+    expect(dead_code, reason = "the pool wires the monitor in issue 13")
+)]
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::histogram::{Histogram, HistogramSnapshot};
+
+const BUCKETS: usize = Histogram::BUCKETS;
+
+/// Which condition an [`Alert`] reports, and the unit of its
+/// [`value`](Alert::value) and [`threshold`](Alert::threshold).
+///
+/// ```
+/// use latchless::AlertKind;
+/// assert_eq!(AlertKind::AcquireWait.to_string(), "acquire_wait");
+/// assert_eq!(AlertKind::ALL.len(), 4);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AlertKind {
+    /// Connections in use over `max_size`, sustained (unit: a fraction,
+    /// 0.0–1.0; value: the lowest sample of the sustained run).
+    Utilization,
+    /// The acquire-wait p99 over the window (unit: seconds).
+    AcquireWait,
+    /// `get`s that failed with `Timeout` or `Exhausted` in the window
+    /// (unit: calls; threshold 0).
+    Exhaustion,
+    /// Connects failing with none succeeding, or the restart epoch moving,
+    /// in the window (unit: events; threshold 0).
+    BackendDown,
+}
+
+impl AlertKind {
+    /// Every kind, in the order [`Health::alerts`] lists them.
+    ///
+    /// ```
+    /// assert_eq!(latchless::AlertKind::ALL[0], latchless::AlertKind::Utilization);
+    /// ```
+    pub const ALL: [AlertKind; 4] = [
+        AlertKind::Utilization,
+        AlertKind::AcquireWait,
+        AlertKind::Exhaustion,
+        AlertKind::BackendDown,
+    ];
+
+    /// A stable snake_case name, for logs and metric labels.
+    ///
+    /// ```
+    /// assert_eq!(latchless::AlertKind::BackendDown.name(), "backend_down");
+    /// ```
+    pub fn name(self) -> &'static str {
+        match self {
+            AlertKind::Utilization => "utilization",
+            AlertKind::AcquireWait => "acquire_wait",
+            AlertKind::Exhaustion => "exhaustion",
+            AlertKind::BackendDown => "backend_down",
+        }
+    }
+
+    fn idx(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for AlertKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One firing alert: what fired, what was measured, the threshold it
+/// crossed, and since when.
+///
+/// ```
+/// fn page(health: &latchless::Health) {
+///     for a in &health.alerts {
+///         eprintln!("{} = {} (threshold {}) since {:?}", a.kind, a.value, a.threshold, a.since);
+///         assert!(a.value > a.threshold);
+///     }
+/// }
+/// page(&latchless::Health::default());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct Alert {
+    /// What fired.
+    pub kind: AlertKind,
+    /// The measured value, in the kind's unit (always above `threshold`).
+    pub value: f64,
+    /// The threshold, in the kind's unit.
+    pub threshold: f64,
+    /// When it started firing, as time since the pool was built.
+    pub since: Duration,
+}
+
+/// The pool's alerts at one moment: empty when healthy.
+///
+/// Alerts are evaluated over a sliding window of 30 one-second slots
+/// (the current one included, so what a sample saw counts for 29 to 30 s),
+/// fed by the pool's periodic samples of its counters and its acquire-wait
+/// histogram. [`Alert::value`] and [`Alert::threshold`] are in the unit
+/// given by [`AlertKind`].
+///
+/// | alert | fires when | default |
+/// | --- | --- | --- |
+/// | [`Utilization`](AlertKind::Utilization) | every sample for at least 30 s had `in_use / max_size` above the threshold (value: the lowest of them); clears at the first sample at or below it | above 0.8 |
+/// | [`AcquireWait`](AlertKind::AcquireWait) | the window's acquire-wait p99 is above the threshold, over at least 100 acquisitions (the p99 of fewer is just their maximum: a cold start's first connects would fire it) | above 100 ms (`Builder::wait_alert`) |
+/// | [`Exhaustion`](AlertKind::Exhaustion) | any `get` in the window failed with `Timeout` or `Exhausted` (value: how many) | any |
+/// | [`BackendDown`](AlertKind::BackendDown) | connects failed in the window and none succeeded, or the restart epoch moved (a failed check or a broken connection); value: the failures, plus one per sample that saw the epoch move | any |
+///
+/// Each transition into firing logs one `tracing` warning (fields `pool`,
+/// `alert`, `value`, `threshold`), at most one per alert kind per window;
+/// the transition out logs one info if entering it was logged.
+///
+/// ```
+/// use latchless::{AlertKind, Health};
+/// let h = Health::default();
+/// assert!(h.is_healthy());
+/// assert!(h.alert(AlertKind::Exhaustion).is_none());
+/// ```
+#[derive(Clone, Debug, Default, PartialEq)]
+#[non_exhaustive]
+pub struct Health {
+    /// The alerts firing, in [`AlertKind::ALL`] order.
+    pub alerts: Vec<Alert>,
+    /// When this was evaluated, as time since the pool was built.
+    pub at: Duration,
+    /// The length of the sliding window the alerts look at.
+    pub window: Duration,
+}
+
+impl Health {
+    /// Whether no alert fires.
+    ///
+    /// ```
+    /// assert!(latchless::Health::default().is_healthy());
+    /// ```
+    pub fn is_healthy(&self) -> bool {
+        self.alerts.is_empty()
+    }
+
+    /// The alert of `kind`, if it fires.
+    ///
+    /// ```
+    /// let h = latchless::Health::default();
+    /// assert_eq!(h.alert(latchless::AlertKind::Utilization), None);
+    /// ```
+    pub fn alert(&self, kind: AlertKind) -> Option<&Alert> {
+        self.alerts.iter().find(|a| a.kind == kind)
+    }
+}
+
+/// How the recommended size compares with the pool's `max_size`.
+///
+/// ```
+/// use latchless::{Sizing, SizingVerdict};
+/// assert_eq!(Sizing::verdict_for(15, 10), SizingVerdict::TooSmall);
+/// assert_eq!(Sizing::verdict_for(15, 20), SizingVerdict::AboutRight);
+/// assert_eq!(Sizing::verdict_for(15, 31), SizingVerdict::TooLarge);
+/// assert_eq!(Sizing::verdict_for(0, 10), SizingVerdict::NoData);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SizingVerdict {
+    /// No acquisition or no release in the window: nothing to go by.
+    #[default]
+    NoData,
+    /// `max_size` is below the recommendation: expect waits.
+    TooSmall,
+    /// `max_size` is between the recommendation and twice it.
+    AboutRight,
+    /// `max_size` is more than twice the recommendation: connections the
+    /// load does not need (the server pays for each).
+    TooLarge,
+}
+
+/// The seed's sizing rule applied to the observed window: its inputs, the
+/// recommendation, and how `max_size` compares.
+///
+/// connections = acquire rate × mean hold time × [`HEADROOM`](Self::HEADROOM)
+/// (1.5), rounded up, at least 1: Little's law (connections busy on
+/// average = arrival rate × time each is held) with 50 % headroom for
+/// bursts. The rate counts the acquisitions of the window (30 s, or what
+/// the pool has seen so far), the hold time is the mean over the
+/// connections returned in it. Worked examples:
+///
+/// - 100 req/s × 100 ms × 1.5 = 15 connections.
+/// - 2 000 req/s × 5 ms × 1.5 = 15 connections.
+/// - 50 req/s × 30 ms × 1.5 = 2.25, so 3 connections.
+///
+/// The rule assumes a task holds one connection at a time. Tasks holding
+/// several at once can deadlock a pool that is too small (each holding
+/// some, all waiting for one more): with `threads` such tasks at once,
+/// each holding up to `k`, `threads × (k − 1) + 1` connections guarantee
+/// that one of them can always finish ([`floor_for`](Self::floor_for)).
+/// Size to the larger of the two: e.g. 8 workers holding 2 connections
+/// each need at least 9, whatever their rate.
+///
+/// ```
+/// use std::time::Duration;
+/// use latchless::Sizing;
+/// // 100 req/s, each holding its connection 100 ms: 15 connections.
+/// assert_eq!(Sizing::recommend(100.0, Duration::from_millis(100)), 15);
+/// // 8 worker tasks each holding 2 connections at once: at least 9.
+/// assert_eq!(Sizing::floor_for(8, 2), 9);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[non_exhaustive]
+pub struct Sizing {
+    /// Acquisitions per second over the observed span.
+    pub acquire_rate_per_s: f64,
+    /// Mean time a connection was held (hand-out to return).
+    pub mean_hold: Duration,
+    /// The span the rate and hold time were measured over (at most the
+    /// window).
+    pub observed: Duration,
+    /// The recommended number of connections (0 with no data).
+    pub recommended: usize,
+    /// The pool's `max_size` when sampled.
+    pub max_size: usize,
+    /// How `max_size` compares with `recommended`.
+    pub verdict: SizingVerdict,
+}
+
+impl Sizing {
+    /// The seed's headroom factor over Little's law.
+    ///
+    /// ```
+    /// assert_eq!(latchless::Sizing::HEADROOM, 1.5);
+    /// ```
+    pub const HEADROOM: f64 = 1.5;
+
+    /// `rate_per_s × mean_hold × 1.5`, rounded up (floating-point noise
+    /// below 1e-9 ignored), at least 1 when both inputs are positive, 0
+    /// otherwise.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use latchless::Sizing;
+    /// assert_eq!(Sizing::recommend(2000.0, Duration::from_millis(5)), 15);
+    /// assert_eq!(Sizing::recommend(50.0, Duration::from_millis(30)), 3); // 2.25
+    /// assert_eq!(Sizing::recommend(0.5, Duration::from_millis(1)), 1);
+    /// assert_eq!(Sizing::recommend(0.0, Duration::from_secs(1)), 0);
+    /// ```
+    pub fn recommend(rate_per_s: f64, mean_hold: Duration) -> usize {
+        let x = rate_per_s * mean_hold.as_secs_f64() * Self::HEADROOM;
+        if x.is_nan() || x <= 0.0 {
+            return 0;
+        }
+        // `as` saturates.
+        ((x - 1e-9).ceil() as usize).max(1)
+    }
+
+    /// The fewest connections with which `threads` tasks, each holding up
+    /// to `conns_per_task` connections at once, cannot all be stuck
+    /// waiting: `threads × (conns_per_task − 1) + 1` (saturating; 0
+    /// connections per task count as 1).
+    ///
+    /// ```
+    /// use latchless::Sizing;
+    /// assert_eq!(Sizing::floor_for(8, 2), 9);
+    /// assert_eq!(Sizing::floor_for(4, 3), 9);
+    /// assert_eq!(Sizing::floor_for(100, 1), 1);
+    /// ```
+    pub fn floor_for(threads: usize, conns_per_task: usize) -> usize {
+        threads
+            .saturating_mul(conns_per_task.max(1) - 1)
+            .saturating_add(1)
+    }
+
+    /// How `max_size` compares with a recommendation (0: no data).
+    ///
+    /// ```
+    /// use latchless::{Sizing, SizingVerdict};
+    /// assert_eq!(Sizing::verdict_for(15, 15), SizingVerdict::AboutRight);
+    /// assert_eq!(Sizing::verdict_for(15, 30), SizingVerdict::AboutRight);
+    /// ```
+    pub fn verdict_for(recommended: usize, max_size: usize) -> SizingVerdict {
+        if recommended == 0 {
+            SizingVerdict::NoData
+        } else if max_size < recommended {
+            SizingVerdict::TooSmall
+        } else if max_size > recommended.saturating_mul(2) {
+            SizingVerdict::TooLarge
+        } else {
+            SizingVerdict::AboutRight
+        }
+    }
+}
+
+/// The monitor's thresholds and window (defaults in the module docs).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct HealthConfig {
+    /// Length of one slot of the ring (ms, at least 1).
+    pub(crate) slot_ms: u64,
+    /// Slots in the ring (at least 1): the window is `slots × slot_ms`.
+    pub(crate) slots: usize,
+    /// Utilization (in use / max size) above which the alert can fire.
+    pub(crate) utilization: f64,
+    /// How long utilization must stay above it (ms).
+    pub(crate) sustain_ms: u64,
+    /// Acquire-wait p99 above which the alert fires (ns); `None`: off.
+    pub(crate) wait_p99_ns: Option<u64>,
+    /// Acquisitions the window needs before its p99 is judged.
+    pub(crate) wait_min_samples: u64,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            slot_ms: 1_000,
+            slots: 30,
+            utilization: 0.8,
+            sustain_ms: 30_000,
+            wait_p99_ns: Some(100_000_000),
+            wait_min_samples: 100,
+        }
+    }
+}
+
+/// What the pool hands a sample: its state now and its cumulative
+/// counters (all since the pool was built; the monitor takes differences).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Observed<'a> {
+    /// Connections handed out now.
+    pub(crate) in_use: usize,
+    /// The pool's `max_size` now.
+    pub(crate) max_size: usize,
+    /// The acquire-wait histogram: one record per acquisition.
+    pub(crate) wait: &'a HistogramSnapshot,
+    /// Connections returned (the hold-time histogram's count).
+    pub(crate) hold_count: u64,
+    /// Their total hold time, ns (the hold-time histogram's sum).
+    pub(crate) hold_sum_ns: u64,
+    /// `get`s that failed with `Timeout` or `Exhausted`.
+    pub(crate) failed_acquires: u64,
+    /// Connects that succeeded.
+    pub(crate) connects: u64,
+    /// Connects that failed or timed out.
+    pub(crate) connect_failures: u64,
+    /// The server-restart epoch (moves on a failed check or a broken
+    /// connection).
+    pub(crate) restart_epoch: u64,
+}
+
+/// Per-slot (and whole-window) sums of the sampled differences.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Totals {
+    acquires: u64,
+    hold_count: u64,
+    hold_sum: u64,
+    failed_acquires: u64,
+    connects: u64,
+    connect_failures: u64,
+    epoch_trips: u64,
+}
+
+impl Totals {
+    fn add(&mut self, d: &Totals) {
+        self.acquires += d.acquires;
+        self.hold_count += d.hold_count;
+        self.hold_sum = self.hold_sum.wrapping_add(d.hold_sum);
+        self.failed_acquires += d.failed_acquires;
+        self.connects += d.connects;
+        self.connect_failures += d.connect_failures;
+        self.epoch_trips += d.epoch_trips;
+    }
+
+    fn sub(&mut self, d: &Totals) {
+        self.acquires -= d.acquires;
+        self.hold_count -= d.hold_count;
+        self.hold_sum = self.hold_sum.wrapping_sub(d.hold_sum);
+        self.failed_acquires -= d.failed_acquires;
+        self.connects -= d.connects;
+        self.connect_failures -= d.connect_failures;
+        self.epoch_trips -= d.epoch_trips;
+    }
+}
+
+/// One slot of the ring.
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    /// Time of the sample preceding this slot's first difference (the
+    /// start of the span it covers); `u64::MAX` while empty.
+    from_ms: u64,
+    totals: Totals,
+    /// Whether its wait deltas hold anything.
+    has_waits: bool,
+}
+
+const EMPTY: Slot = Slot {
+    from_ms: u64::MAX,
+    totals: Totals {
+        acquires: 0,
+        hold_count: 0,
+        hold_sum: 0,
+        failed_acquires: 0,
+        connects: 0,
+        connect_failures: 0,
+        epoch_trips: 0,
+    },
+    has_waits: false,
+};
+
+/// The previous sample's scalars.
+#[derive(Clone, Copy, Debug)]
+struct Prev {
+    ms: u64,
+    hold_count: u64,
+    hold_sum: u64,
+    failed_acquires: u64,
+    connects: u64,
+    connect_failures: u64,
+    restart_epoch: u64,
+}
+
+/// One alert kind's firing state and log rate limit.
+#[derive(Clone, Copy, Debug, Default)]
+struct KindState {
+    /// `(since_ms, value, threshold)` while firing.
+    firing: Option<(u64, f64, f64)>,
+    /// When its last warning was logged.
+    last_warn: Option<u64>,
+    /// Whether entering the current firing was logged.
+    logged: bool,
+}
+
+/// Computes [`Health`] and [`Sizing`] from periodic samples (module docs).
+/// Needs `&mut` to sample: the pool keeps it behind a mutex taken only by
+/// maintenance and `health()` / `sizing()`, never by `get` or a release.
+pub(crate) struct Monitor {
+    name: Box<str>,
+    cfg: HealthConfig,
+    slots: Box<[Slot]>,
+    /// `slots × BUCKETS` acquire-wait bucket deltas, slot-major.
+    waits: Box<[u32]>,
+    /// Index (time / slot_ms) of the newest slot.
+    cur: u64,
+    /// Sums over the live slots.
+    totals: Totals,
+    /// The window's acquire-wait histogram (counts; max fixed on use).
+    window_wait: HistogramSnapshot,
+    /// The latest cumulative acquire-wait snapshot.
+    prev_wait: HistogramSnapshot,
+    prev: Option<Prev>,
+    /// `max_size` at the latest sample.
+    max_size: usize,
+    /// Start and lowest value of the current run of samples above the
+    /// utilization threshold.
+    util_run: Option<(u64, f64)>,
+    kinds: [KindState; 4],
+    /// Warnings logged per kind (tests read these).
+    pub(crate) warnings: [u64; 4],
+    /// Recoveries logged per kind.
+    pub(crate) recoveries: [u64; 4],
+}
+
+impl Monitor {
+    /// A monitor for the pool named `name`; allocates its window now.
+    pub(crate) fn new(name: &str, cfg: HealthConfig) -> Self {
+        let cfg = HealthConfig {
+            slot_ms: cfg.slot_ms.max(1),
+            slots: cfg.slots.max(1),
+            ..cfg
+        };
+        Self {
+            name: name.into(),
+            slots: vec![EMPTY; cfg.slots].into_boxed_slice(),
+            waits: vec![0; cfg.slots * BUCKETS].into_boxed_slice(),
+            cfg,
+            cur: 0,
+            totals: Totals::default(),
+            window_wait: HistogramSnapshot::default(),
+            prev_wait: HistogramSnapshot::default(),
+            prev: None,
+            max_size: 0,
+            util_run: None,
+            kinds: [KindState::default(); 4],
+            warnings: [0; 4],
+            recoveries: [0; 4],
+        }
+    }
+
+    fn window_ms(&self) -> u64 {
+        self.cfg.slot_ms.saturating_mul(self.cfg.slots as u64)
+    }
+
+    /// Takes a sample at `now_ms` (pool ticks), then re-evaluates the
+    /// alerts, logging transitions. The first sample is the baseline.
+    pub(crate) fn sample(&mut self, now_ms: u64, o: &Observed<'_>) {
+        let now = self.prev.map_or(now_ms, |p| now_ms.max(p.ms));
+        let slot_id = now / self.cfg.slot_ms;
+        if let Some(p) = self.prev {
+            self.advance(slot_id);
+            let d = Totals {
+                acquires: o.wait.count.saturating_sub(self.prev_wait.count),
+                hold_count: o.hold_count.saturating_sub(p.hold_count),
+                hold_sum: o.hold_sum_ns.wrapping_sub(p.hold_sum),
+                failed_acquires: o.failed_acquires.saturating_sub(p.failed_acquires),
+                connects: o.connects.saturating_sub(p.connects),
+                connect_failures: o.connect_failures.saturating_sub(p.connect_failures),
+                epoch_trips: u64::from(o.restart_epoch > p.restart_epoch),
+            };
+            let n = self.slots.len();
+            let idx = (slot_id % n as u64) as usize;
+            let slot = &mut self.slots[idx];
+            if slot.from_ms == u64::MAX {
+                slot.from_ms = p.ms;
+            }
+            slot.totals.add(&d);
+            self.totals.add(&d);
+            if d.acquires != 0 {
+                let deltas = &mut self.waits[idx * BUCKETS..(idx + 1) * BUCKETS];
+                for (i, w) in deltas.iter_mut().enumerate() {
+                    let grew = o.wait.counts[i].saturating_sub(self.prev_wait.counts[i]);
+                    if grew != 0 {
+                        // Clamped so that the slot and the window agree.
+                        let add = grew.min(u64::from(u32::MAX - *w)) as u32;
+                        *w += add;
+                        self.window_wait.counts[i] += u64::from(add);
+                        self.window_wait.count += u64::from(add);
+                        slot.has_waits = true;
+                    }
+                }
+            }
+        } else {
+            self.cur = slot_id;
+        }
+        self.prev_wait.counts.copy_from_slice(&o.wait.counts);
+        self.prev_wait.count = o.wait.count;
+        self.prev_wait.sum = o.wait.sum;
+        self.prev_wait.max = o.wait.max;
+        self.prev = Some(Prev {
+            ms: now,
+            hold_count: o.hold_count,
+            hold_sum: o.hold_sum_ns,
+            failed_acquires: o.failed_acquires,
+            connects: o.connects,
+            connect_failures: o.connect_failures,
+            restart_epoch: o.restart_epoch,
+        });
+        self.max_size = o.max_size;
+        let util = o.in_use as f64 / o.max_size.max(1) as f64;
+        self.util_run = if util > self.cfg.utilization {
+            Some(self.util_run.map_or((now, util), |(s, m)| (s, m.min(util))))
+        } else {
+            None
+        };
+        self.evaluate(now);
+    }
+
+    /// Moves the newest slot to `to`, emptying the slots it passes over.
+    fn advance(&mut self, to: u64) {
+        if to <= self.cur {
+            return;
+        }
+        let n = self.slots.len() as u64;
+        let steps = (to - self.cur).min(n);
+        for id in to - steps + 1..=to {
+            let idx = (id % n) as usize;
+            let slot = self.slots[idx];
+            self.totals.sub(&slot.totals);
+            if slot.has_waits {
+                let deltas = &mut self.waits[idx * BUCKETS..(idx + 1) * BUCKETS];
+                for (i, w) in deltas.iter_mut().enumerate() {
+                    self.window_wait.counts[i] -= u64::from(*w);
+                    self.window_wait.count -= u64::from(*w);
+                    *w = 0;
+                }
+            }
+            self.slots[idx] = EMPTY;
+        }
+        self.cur = to;
+    }
+
+    /// The window's acquire-wait p99 (ns) and how many acquisitions it
+    /// covers.
+    fn window_p99(&mut self) -> (u64, u64) {
+        self.window_wait.fix_max(self.prev_wait.max);
+        (self.window_wait.p99(), self.window_wait.count)
+    }
+
+    /// Which alerts fire now: `(value, threshold)` per kind.
+    fn judge(&mut self, now: u64) -> [Option<(f64, f64)>; 4] {
+        let mut out = [None; 4];
+        if let Some((start, lowest)) = self.util_run {
+            if now - start >= self.cfg.sustain_ms {
+                out[AlertKind::Utilization.idx()] = Some((lowest, self.cfg.utilization));
+            }
+        }
+        if let Some(threshold) = self.cfg.wait_p99_ns {
+            let (p99, n) = self.window_p99();
+            if n >= self.cfg.wait_min_samples && p99 > threshold {
+                out[AlertKind::AcquireWait.idx()] =
+                    Some((p99 as f64 / 1e9, threshold as f64 / 1e9));
+            }
+        }
+        let t = self.totals;
+        if t.failed_acquires > 0 {
+            out[AlertKind::Exhaustion.idx()] = Some((t.failed_acquires as f64, 0.0));
+        }
+        if (t.connect_failures > 0 && t.connects == 0) || t.epoch_trips > 0 {
+            let events = t.connect_failures + t.epoch_trips;
+            out[AlertKind::BackendDown.idx()] = Some((events as f64, 0.0));
+        }
+        out
+    }
+
+    /// Re-evaluates the alerts at `now` and logs transitions.
+    fn evaluate(&mut self, now: u64) {
+        let judged = self.judge(now);
+        let window = self.window_ms();
+        for kind in AlertKind::ALL {
+            let i = kind.idx();
+            let st = &mut self.kinds[i];
+            match (st.firing, judged[i]) {
+                (None, Some((value, threshold))) => {
+                    st.firing = Some((now, value, threshold));
+                    st.logged = st.last_warn.is_none_or(|w| now - w >= window);
+                    if st.logged {
+                        st.last_warn = Some(now);
+                        self.warnings[i] += 1;
+                        tracing::warn!(
+                            pool = %self.name,
+                            alert = kind.name(),
+                            value,
+                            threshold,
+                            "connection pool alert firing"
+                        );
+                    }
+                }
+                (Some((since, _, _)), Some((value, threshold))) => {
+                    st.firing = Some((since, value, threshold));
+                }
+                (Some((since, _, _)), None) => {
+                    st.firing = None;
+                    if st.logged {
+                        self.recoveries[i] += 1;
+                        tracing::info!(
+                            pool = %self.name,
+                            alert = kind.name(),
+                            firing_ms = now - since,
+                            "connection pool alert cleared"
+                        );
+                    }
+                }
+                (None, None) => {}
+            }
+        }
+    }
+
+    /// The alerts as of the latest sample.
+    pub(crate) fn health(&self) -> Health {
+        let alerts = AlertKind::ALL
+            .iter()
+            .filter_map(|&kind| {
+                let (since, value, threshold) = self.kinds[kind.idx()].firing?;
+                Some(Alert {
+                    kind,
+                    value,
+                    threshold,
+                    since: Duration::from_millis(since),
+                })
+            })
+            .collect();
+        Health {
+            alerts,
+            at: Duration::from_millis(self.prev.map_or(0, |p| p.ms)),
+            window: Duration::from_millis(self.window_ms()),
+        }
+    }
+
+    /// The sizing rule over the window, as of the latest sample.
+    pub(crate) fn sizing(&self) -> Sizing {
+        let now = self.prev.map_or(0, |p| p.ms);
+        let from = self
+            .slots
+            .iter()
+            .map(|s| s.from_ms)
+            .min()
+            .unwrap_or(u64::MAX);
+        let span_ms = now.saturating_sub(from.min(now));
+        let t = self.totals;
+        let observed = Duration::from_millis(span_ms);
+        if span_ms == 0 || t.acquires == 0 || t.hold_count == 0 {
+            return Sizing {
+                observed,
+                max_size: self.max_size,
+                ..Sizing::default()
+            };
+        }
+        // ⌈acquires / span × hold_sum / hold_count × 3/2⌉, exactly.
+        let num = u128::from(t.acquires) * u128::from(t.hold_sum) * 3;
+        let den = u128::from(span_ms) * 1_000_000 * u128::from(t.hold_count) * 2;
+        let recommended = usize::try_from(num.div_ceil(den))
+            .unwrap_or(usize::MAX)
+            .max(1);
+        Sizing {
+            acquire_rate_per_s: t.acquires as f64 * 1000.0 / span_ms as f64,
+            mean_hold: Duration::from_nanos(t.hold_sum / t.hold_count),
+            observed,
+            recommended,
+            max_size: self.max_size,
+            verdict: Sizing::verdict_for(recommended, self.max_size),
+        }
+    }
+}
+
+impl fmt::Debug for Monitor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Monitor")
+            .field("name", &self.name)
+            .field("cfg", &self.cfg)
+            .field("cur", &self.cur)
+            .field("totals", &self.totals)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fmt::Write as _;
+    use std::sync::{Arc, Mutex};
+
+    const MS: u64 = 1_000_000;
+
+    /// A pool's cumulative counters, fed to a monitor by hand.
+    struct Feed {
+        wait: Histogram,
+        snap: HistogramSnapshot,
+        in_use: usize,
+        max_size: usize,
+        hold_count: u64,
+        hold_sum: u64,
+        failed: u64,
+        connects: u64,
+        connect_failures: u64,
+        epoch: u64,
+    }
+
+    impl Feed {
+        fn new(max_size: usize) -> Self {
+            Self {
+                wait: Histogram::new(),
+                snap: HistogramSnapshot::default(),
+                in_use: 0,
+                max_size,
+                hold_count: 0,
+                hold_sum: 0,
+                failed: 0,
+                connects: 0,
+                connect_failures: 0,
+                epoch: 0,
+            }
+        }
+
+        /// `n` acquisitions that waited `wait_ns` each.
+        fn waits(&mut self, n: u64, wait_ns: u64) {
+            for _ in 0..n {
+                self.wait.record(wait_ns);
+            }
+        }
+
+        fn sample(&mut self, m: &mut Monitor, now_ms: u64) {
+            self.wait.snapshot_into(&mut self.snap);
+            m.sample(
+                now_ms,
+                &Observed {
+                    in_use: self.in_use,
+                    max_size: self.max_size,
+                    wait: &self.snap,
+                    hold_count: self.hold_count,
+                    hold_sum_ns: self.hold_sum,
+                    failed_acquires: self.failed,
+                    connects: self.connects,
+                    connect_failures: self.connect_failures,
+                    restart_epoch: self.epoch,
+                },
+            );
+        }
+    }
+
+    fn monitor() -> Monitor {
+        Monitor::new("db", HealthConfig::default())
+    }
+
+    fn firing(m: &Monitor, kind: AlertKind) -> Option<Alert> {
+        m.health().alert(kind).copied()
+    }
+
+    #[test]
+    fn utilization_fires_after_30_s_above_80_percent_and_clears_at_it() {
+        let mut m = monitor();
+        let mut f = Feed::new(10);
+        f.in_use = 10;
+        f.sample(&mut m, 0);
+        f.in_use = 9;
+        for t in 1..30 {
+            f.sample(&mut m, t * 1000);
+            assert_eq!(firing(&m, AlertKind::Utilization), None, "at {t} s");
+        }
+        f.sample(&mut m, 30_000);
+        let a = firing(&m, AlertKind::Utilization).expect("30 s above 0.8");
+        assert_eq!(
+            (a.value, a.threshold),
+            (9.0 / 10.0, 0.8),
+            "the lowest sample"
+        );
+        assert_eq!(a.since, Duration::from_secs(30));
+        assert!(!m.health().is_healthy());
+        f.in_use = 8; // exactly 0.8: not above
+        f.sample(&mut m, 31_000);
+        assert_eq!(firing(&m, AlertKind::Utilization), None);
+        assert!(m.health().is_healthy());
+        // A new run starts from scratch: one dip resets the 30 s.
+        f.in_use = 9;
+        f.sample(&mut m, 32_000);
+        f.sample(&mut m, 61_999);
+        assert_eq!(firing(&m, AlertKind::Utilization), None);
+        f.sample(&mut m, 62_000);
+        assert!(firing(&m, AlertKind::Utilization).is_some());
+        let i = AlertKind::Utilization.idx();
+        assert_eq!((m.warnings[i], m.recoveries[i]), (2, 1));
+    }
+
+    #[test]
+    fn wait_alert_fires_above_the_p99_threshold_over_enough_acquisitions() {
+        let mut m = monitor();
+        let mut f = Feed::new(10);
+        f.sample(&mut m, 0);
+        f.waits(97, 0);
+        f.waits(2, 200 * MS);
+        f.sample(&mut m, 1_000);
+        assert_eq!(firing(&m, AlertKind::AcquireWait), None, "99 acquisitions");
+        f.waits(1, 0);
+        f.sample(&mut m, 2_000);
+        // p99 of 100 = the 99th smallest: 200 ms, read back as its
+        // bucket's midpoint [197_132_288, 201_326_591] -> 199_229_440.
+        let a = firing(&m, AlertKind::AcquireWait).expect("p99 200 ms > 100 ms");
+        assert_eq!((a.value, a.threshold), (199_229_440.0 / 1e9, 0.1));
+        assert_eq!(a.since, Duration::from_secs(2));
+        // 199 acquisitions: rank 198 is still slow; 200: rank 198 is fast.
+        f.waits(99, 0);
+        f.sample(&mut m, 3_000);
+        assert!(firing(&m, AlertKind::AcquireWait).is_some());
+        f.waits(1, 0);
+        f.sample(&mut m, 4_000);
+        assert_eq!(firing(&m, AlertKind::AcquireWait), None);
+    }
+
+    #[test]
+    fn wait_alert_threshold_is_strict_and_can_be_turned_off() {
+        for (threshold, fires) in [
+            (Some(199_229_439), true),
+            (Some(199_229_440), false),
+            (None, false),
+        ] {
+            let cfg = HealthConfig {
+                wait_p99_ns: threshold,
+                ..HealthConfig::default()
+            };
+            let mut m = Monitor::new("db", cfg);
+            let mut f = Feed::new(10);
+            f.sample(&mut m, 0);
+            f.waits(100, 200 * MS);
+            f.sample(&mut m, 1_000);
+            assert_eq!(
+                firing(&m, AlertKind::AcquireWait).is_some(),
+                fires,
+                "threshold {threshold:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn wait_alert_clears_when_the_slow_acquisitions_leave_the_window() {
+        let mut m = monitor();
+        let mut f = Feed::new(10);
+        f.sample(&mut m, 0);
+        f.waits(100, 150 * MS);
+        f.sample(&mut m, 1_500); // slot 1
+        assert!(firing(&m, AlertKind::AcquireWait).is_some());
+        f.sample(&mut m, 30_999); // slot 30: slots 1..=30 live
+        assert!(firing(&m, AlertKind::AcquireWait).is_some());
+        assert_eq!(m.window_wait.count, 100);
+        f.sample(&mut m, 31_000); // slot 31: slot 1 leaves
+        assert_eq!(firing(&m, AlertKind::AcquireWait), None);
+        assert_eq!(m.window_wait.count, 0);
+        assert!(m.waits.iter().all(|&w| w == 0));
+    }
+
+    #[test]
+    fn exhaustion_fires_on_any_failure_in_the_window_and_clears_when_it_leaves() {
+        let mut m = monitor();
+        let mut f = Feed::new(10);
+        f.sample(&mut m, 0);
+        f.sample(&mut m, 4_000);
+        assert_eq!(firing(&m, AlertKind::Exhaustion), None);
+        f.failed += 1;
+        f.sample(&mut m, 5_000);
+        let a = firing(&m, AlertKind::Exhaustion).expect("one timeout");
+        assert_eq!(
+            (a.value, a.threshold, a.since),
+            (1.0, 0.0, Duration::from_secs(5))
+        );
+        f.failed += 2;
+        f.sample(&mut m, 10_000);
+        assert_eq!(firing(&m, AlertKind::Exhaustion).unwrap().value, 3.0);
+        f.sample(&mut m, 34_999);
+        assert_eq!(firing(&m, AlertKind::Exhaustion).unwrap().value, 3.0);
+        f.sample(&mut m, 35_000);
+        let a = firing(&m, AlertKind::Exhaustion).expect("the later two remain");
+        assert_eq!((a.value, a.since), (2.0, Duration::from_secs(5)));
+        f.sample(&mut m, 39_999);
+        assert!(firing(&m, AlertKind::Exhaustion).is_some());
+        f.sample(&mut m, 40_000);
+        assert_eq!(firing(&m, AlertKind::Exhaustion), None);
+        // A long gap empties the whole window at once; time going back
+        // counts as no time passing.
+        f.failed += 1;
+        f.sample(&mut m, 41_000);
+        f.sample(&mut m, 20_000);
+        assert!(firing(&m, AlertKind::Exhaustion).is_some());
+        assert_eq!(m.health().at, Duration::from_secs(41));
+        f.sample(&mut m, 1_000_000);
+        assert_eq!(firing(&m, AlertKind::Exhaustion), None);
+        assert_eq!(m.totals, Totals::default());
+    }
+
+    #[test]
+    fn backend_down_fires_on_failing_connects_without_success_or_an_epoch_trip() {
+        let mut m = monitor();
+        let mut f = Feed::new(10);
+        f.connects = 3;
+        f.sample(&mut m, 0);
+        f.connect_failures += 2;
+        f.sample(&mut m, 1_000);
+        let a = firing(&m, AlertKind::BackendDown).expect("2 failures, no success");
+        assert_eq!((a.value, a.threshold), (2.0, 0.0));
+        f.connects += 1;
+        f.sample(&mut m, 2_000);
+        assert_eq!(
+            firing(&m, AlertKind::BackendDown),
+            None,
+            "a connect succeeded"
+        );
+        f.connect_failures += 5;
+        f.sample(&mut m, 3_000);
+        assert_eq!(
+            firing(&m, AlertKind::BackendDown),
+            None,
+            "the success is in the window"
+        );
+        // The success (slot 2) leaves at 32 s; the failures stay until 33 s.
+        f.sample(&mut m, 31_999);
+        assert_eq!(firing(&m, AlertKind::BackendDown), None);
+        f.sample(&mut m, 32_000);
+        assert_eq!(firing(&m, AlertKind::BackendDown).unwrap().value, 5.0);
+        f.sample(&mut m, 33_000);
+        assert_eq!(firing(&m, AlertKind::BackendDown), None);
+        // The restart epoch moving fires it on its own, for one window.
+        f.epoch = 17;
+        f.sample(&mut m, 40_000);
+        assert_eq!(firing(&m, AlertKind::BackendDown).unwrap().value, 1.0);
+        f.sample(&mut m, 69_999);
+        assert!(firing(&m, AlertKind::BackendDown).is_some());
+        f.sample(&mut m, 70_000);
+        assert_eq!(firing(&m, AlertKind::BackendDown), None);
+    }
+
+    #[test]
+    fn sizing_for_100_per_s_held_100_ms_is_15() {
+        let mut m = monitor();
+        let mut f = Feed::new(10);
+        f.sample(&mut m, 0);
+        assert_eq!(m.sizing().verdict, SizingVerdict::NoData);
+        for t in 1..=30 {
+            f.waits(100, 0);
+            f.hold_count += 100;
+            f.hold_sum += 100 * 100 * MS;
+            f.sample(&mut m, t * 1000);
+            if t == 10 {
+                let s = m.sizing();
+                assert_eq!((s.acquire_rate_per_s, s.recommended), (100.0, 15));
+                assert_eq!(s.observed, Duration::from_secs(10));
+            }
+        }
+        let s = m.sizing();
+        assert_eq!(s.acquire_rate_per_s, 100.0);
+        assert_eq!(s.mean_hold, Duration::from_millis(100));
+        assert_eq!(s.observed, Duration::from_secs(30));
+        assert_eq!((s.recommended, s.max_size), (15, 10));
+        assert_eq!(s.verdict, SizingVerdict::TooSmall);
+        // The window slides: 31 s of the same load reads the same.
+        f.waits(100, 0);
+        f.hold_count += 100;
+        f.hold_sum += 100 * 100 * MS;
+        f.max_size = 20;
+        f.sample(&mut m, 31_000);
+        let s = m.sizing();
+        assert_eq!(
+            (s.acquire_rate_per_s, s.observed),
+            (100.0, Duration::from_secs(30))
+        );
+        assert_eq!((s.recommended, s.verdict), (15, SizingVerdict::AboutRight));
+        f.max_size = 31;
+        f.sample(&mut m, 31_500);
+        assert_eq!(m.sizing().verdict, SizingVerdict::TooLarge);
+        // Rounded up: 50/s x 30 ms x 1.5 = 2.25 -> 3.
+        let mut m = monitor();
+        let mut f = Feed::new(3);
+        f.sample(&mut m, 0);
+        f.waits(100, 0);
+        f.hold_count += 100;
+        f.hold_sum += 100 * 30 * MS;
+        f.sample(&mut m, 2_000);
+        let s = m.sizing();
+        assert_eq!((s.acquire_rate_per_s, s.recommended), (50.0, 3));
+        assert_eq!(s.verdict, SizingVerdict::AboutRight);
+        // Quiet for a window: nothing to go by.
+        f.sample(&mut m, 40_000);
+        assert_eq!(
+            (m.sizing().recommended, m.sizing().verdict),
+            (0, SizingVerdict::NoData)
+        );
+    }
+
+    #[test]
+    fn sizing_helpers_follow_the_documented_formulas() {
+        assert_eq!(Sizing::recommend(100.0, Duration::from_millis(100)), 15);
+        assert_eq!(Sizing::recommend(1000.0, Duration::from_millis(10)), 15);
+        assert_eq!(Sizing::recommend(10.0, Duration::from_millis(100)), 2); // 1.5
+        assert_eq!(Sizing::recommend(f64::NAN, Duration::from_secs(1)), 0);
+        assert_eq!(Sizing::floor_for(8, 2), 9);
+        assert_eq!(Sizing::floor_for(3, 4), 10);
+        assert_eq!(Sizing::floor_for(0, 5), 1);
+        assert_eq!(Sizing::floor_for(5, 0), 1);
+        assert_eq!(Sizing::floor_for(usize::MAX, 3), usize::MAX);
+        assert_eq!(Sizing::verdict_for(1, 0), SizingVerdict::TooSmall);
+        assert_eq!(Sizing::verdict_for(1, 2), SizingVerdict::AboutRight);
+        assert_eq!(Sizing::verdict_for(1, 3), SizingVerdict::TooLarge);
+    }
+
+    /// Collects events as `(level, "field=value ...")`.
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<(tracing::Level, String)>>>);
+
+    impl tracing::Subscriber for Capture {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, event: &tracing::Event<'_>) {
+            struct Fields(String);
+            impl tracing::field::Visit for Fields {
+                fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn fmt::Debug) {
+                    let _ = write!(self.0, "{}={:?} ", f.name(), v);
+                }
+            }
+            let mut fields = Fields(String::new());
+            event.record(&mut fields);
+            let mut log = self.0.lock().unwrap();
+            log.push((*event.metadata().level(), fields.0));
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
+    /// One warning per transition into firing, at most one per kind per
+    /// window; one info per logged firing that clears.
+    #[test]
+    fn transitions_log_rate_limited_warnings_and_recoveries() {
+        let capture = Capture::default();
+        let cfg = HealthConfig {
+            wait_p99_ns: Some(1_000),
+            wait_min_samples: 1,
+            ..HealthConfig::default()
+        };
+        let mut m = Monitor::new("db", cfg);
+        let mut f = Feed::new(10);
+        let i = AlertKind::AcquireWait.idx();
+        tracing::subscriber::with_default(capture.clone(), || {
+            // Other tests of this binary may have hit these callsites
+            // first, with no subscriber: make them ask ours again.
+            tracing::callsite::rebuild_interest_cache();
+            f.sample(&mut m, 0);
+            f.waits(1, 5_000);
+            f.sample(&mut m, 1_000);
+            assert_eq!((m.warnings[i], m.recoveries[i]), (1, 0), "fires: logged");
+            f.waits(200, 0);
+            f.sample(&mut m, 2_000);
+            assert_eq!((m.warnings[i], m.recoveries[i]), (1, 1), "clears: logged");
+            f.waits(10, 5_000); // 11 slow in 211: rank 209 is slow
+            f.sample(&mut m, 3_000);
+            assert!(firing(&m, AlertKind::AcquireWait).is_some());
+            assert_eq!(m.warnings[i], 1, "fires again within the window: silent");
+            f.waits(2_000, 0);
+            f.sample(&mut m, 4_000);
+            assert_eq!(firing(&m, AlertKind::AcquireWait), None);
+            assert_eq!(m.recoveries[i], 1, "its firing was not logged");
+            f.waits(1, 5_000);
+            f.sample(&mut m, 40_000);
+            assert_eq!(m.warnings[i], 2, "a window after the last warning: logged");
+        });
+        let log = capture.0.lock().unwrap();
+        let levels: Vec<_> = log.iter().map(|(l, _)| *l).collect();
+        assert_eq!(
+            levels,
+            [
+                tracing::Level::WARN,
+                tracing::Level::INFO,
+                tracing::Level::WARN
+            ]
+        );
+        for (_, fields) in log.iter() {
+            assert!(fields.contains("pool=db "), "{fields}");
+            assert!(fields.contains("alert=\"acquire_wait\""), "{fields}");
+        }
+        assert!(log[0].1.contains("threshold=1e-6"), "{}", log[0].1);
+    }
+}
