@@ -346,7 +346,7 @@ where
         ProgressBar::hidden()
     };
     if let Ok(style) = ProgressStyle::with_template(
-        "{prefix:>22} [{bar:32}] {pos}/{len} {elapsed_precise} {per_sec:>12}",
+        "{prefix:>22} [{bar:32}] {pos}/{len} {elapsed_precise} eta {eta}",
     ) {
         bar.set_style(style.progress_chars("=> "));
     }
