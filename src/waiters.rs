@@ -7,43 +7,101 @@
 //! HikariCP's hand-off (a releaser gives its connection straight to a thread
 //! blocked in `borrow`) without its `SynchronousQueue`: a waiter is a small
 //! [`Node`] (allocated only on this slow path) with one atomic state word and
-//! an [`AtomicWaker`]. Nodes sit in a lock-free FIFO (`SegQueue`).
+//! an [`AtomicWaker`]. Nodes sit in a lock-free FIFO (`SegQueue`), behind at
+//! most one node parked in `front` (see *Reclaim*).
 //!
-//! - **Tokens.** `tokens` counts nodes that are in the queue and not yet
-//!   claimed by a popper. A waiter pushes its node *then* adds its token; a
-//!   server takes a token (CAS, never below zero) *then* pops, so a token
-//!   holder always finds a node, and nobody ever spins on another thread's
-//!   progress (a counter bumped before the push livelocked under loom).
-//! - **Serve.** A server CASes a node `WAITING -> SLOT(i)` or `PLACE(i)`; the
-//!   first success is the oldest live waiter (I7). Nodes found CANCELLED are
-//!   dropped, each consuming its own token.
+//! One control word, `ctl`, says who may take which node: in its upper 32
+//! bits the **tokens** (queued nodes not yet claimed); below them the
+//! **poppers** (servers and closers between their claim and their pop);
+//! then a deposited grant; in its low bits the flags `PEND` (a reclaimer
+//! holds a node it has not settled), `DEP` (a server deposited a grant for
+//! that node), `FRONT` (a node waits in `front`) and `CLOSING`. Every claim
+//! is one CAS on `ctl`, so a claim and the state it claims under are one
+//! atomic step.
+//!
+//! - **Tokens.** A waiter pushes its node *then* adds its token; a popper
+//!   takes a token (CAS, never below zero) *then* pops, so a token holder
+//!   always finds a node, and nobody ever spins on another thread's
+//!   progress (a counter bumped before the push livelocked under loom; the
+//!   one exception: a 256th concurrent popper waits for a popper count).
+//! - **Serve.** A server claims, in this order: the `front` node (clearing
+//!   `FRONT`); else, while a reclaimer holds a node with no grant for it
+//!   (`PEND` without `DEP`), a deposit of its grant for that node (setting
+//!   `DEP` and the grant: the reclaimer now owns it and serves it); else a
+//!   token and the queue's oldest node. It CASes a node `WAITING -> SLOT(i)`
+//!   or `PLACE(i)`; the first success is the oldest live waiter (I7). Nodes
+//!   found dead are dropped, each consuming its own claim.
 //! - **Time out.** The pool's deadline sweeper (`deadlines.rs`) CASes a
 //!   node whose deadline passed `WAITING -> TIMED_OUT` and wakes it; like a
-//!   cancelled node it stays queued until a server pops and skips it.
+//!   cancelled node it stays queued until a popper drops it.
 //! - **Cancel.** A waiter leaving (timeout, drop of the `get` future, or a
 //!   re-check that found something) CASes its own node `WAITING -> CANCELLED`.
 //!   If that fails it was served: what it was given goes back through the
 //!   release path, so nothing is lost (I5). The dead node stays queued until
-//!   a server pops it.
+//!   a popper drops it.
+//! - **Reclaim** (issue 10.5: dead nodes bounded). `dead` counts nodes made
+//!   dead (cancelled, timed out) and not yet dropped by a popper. When a
+//!   registration finds `dead > live + RECLAIM_SLACK`, before pushing its own
+//!   node it claims and pops up to `RECLAIM_BATCH` nodes from the head of the
+//!   line (`front` first), holding `PEND` for each (one reclaimer at a time;
+//!   the others skip). It claims only while no popper is counted: tokens
+//!   are counts, not names, so a server that claimed earlier but pops later
+//!   would otherwise get a younger node than the reclaimer's and serve it
+//!   first. A dead node it drops. A live one it cannot serve (it
+//!   holds no grant) and may not push back behind younger nodes (I7), so it
+//!   parks it in `front` (push, then one CAS `PEND -> FRONT`) and stops;
+//!   but if a server deposited a grant meanwhile (`DEP`), it serves the node
+//!   with it instead; if the pool is closing (`CLOSING`), it closes it. A
+//!   reclaimer that dropped a dead node and finds a deposit serves the grant
+//!   on like any server; if no live waiter is left, the grant is its own
+//!   caller's, whose node is returned already served and never queued.
 //! - **Lost wake-ups (I4).** A waiter registers (push, SeqCst token add,
 //!   SeqCst fence) and *then* re-checks the idle set and the free places; a
-//!   releaser that found no token puts its connection back (a SeqCst CAS on
-//!   the queue tail) and *then* reads `tokens` again (SeqCst). In the single
+//!   releaser that found no waiter ([`any`](Waiters::any): tokens, or
+//!   `FRONT`, or `PEND` without `DEP`) puts its connection back (a SeqCst CAS
+//!   on the queue tail) and *then* reads `ctl` again (SeqCst). In the single
 //!   total order of SeqCst operations one of the two comes second and sees
 //!   the other: the waiter finds the connection, or the releaser finds the
-//!   token, takes something back and serves. This is the race bb8#122 lost.
+//!   waiter, takes something back and serves. This is the race bb8#122
+//!   lost. A reclaimer's claims move a waiter's token to `PEND` and then to
+//!   `FRONT` (or to a deposit that serves it) in read-modify-writes of
+//!   `ctl`, each of which reads the one before it, so `any` stays true for a
+//!   live waiter in every value of `ctl` after its token's (it turns false
+//!   only on a claim whose node is dead or is being served).
 //!
 //! # Invariants kept
 //!
 //! - `tokens` <= nodes in the queue; every node is popped at most once.
+//!   `front` holds a node only while `FRONT` is set (one node) or while
+//!   the reclaimer holding `PEND` parks it there; `PEND` and `FRONT` are
+//!   never both set; only the reclaimer holding `PEND` clears it or `DEP`.
+//! - Order (I7): a reclaimer claims only when no popper is between claim
+//!   and pop, so it pops the oldest unclaimed node; from its claim until it
+//!   settles, servers deposit instead of popping (until one has), so no
+//!   younger node is served before it unless a grant is on its way to it;
+//!   parked in `front` it is served before every queued node. So a grant
+//!   goes to the oldest live waiter, as without reclaim.
 //! - A node leaves `WAITING` exactly once; whoever moves it decrements `live`.
 //! - A grant written into a node is owned by that node until its waiter
 //!   takes it, or, if the waiter is gone, until `Drop` of the waiter's guard
-//!   gives it back.
+//!   gives it back. A deposited grant is owned by the reclaimer holding
+//!   `PEND` until it writes it into a node (or its own caller's).
+//! - Bounded garbage: `dead` is incremented before the CAS that kills a
+//!   node (so never below the dead nodes queued), and each registration
+//!   over the bound drops up to `RECLAIM_BATCH` (> 1) of them while the head
+//!   of the line is dead, so queued dead nodes stay within `live +
+//!   RECLAIM_SLACK + RECLAIM_BATCH`: memory is O(live waiters), and a
+//!   release skips O(1) dead nodes amortised (each is dropped once, by one
+//!   popper). The exception: a live waiter parked in `front` stops the
+//!   reclaim (nothing may overtake it), so the dead nodes queued behind it
+//!   wait for it to be served, cancelled or timed out (`acquire_timeout`).
 
 use crossbeam_utils::CachePadded;
 
-use crate::sync::{Arc, AtomicU64, AtomicUsize, AtomicWaker, Ordering, SegQueue, fence, spin_loop};
+use crate::sync::{
+    Arc, AtomicU64, AtomicUsize, AtomicWaker, Ordering, RECLAIM_SLACK, SegQueue, fence, mutant,
+    spin_loop,
+};
 use std::task::{Context, Poll};
 
 const TAG_BITS: u32 = 3;
@@ -54,6 +112,29 @@ const CLOSED: u64 = 2;
 const SLOT: u64 = 3;
 const PLACE: u64 = 4;
 const TIMED_OUT: u64 = 5;
+
+/// `ctl`: a reclaimer holds a claimed node it has not settled.
+const PEND: u64 = 1;
+/// `ctl`: a server deposited a grant (in `GRANT_BITS`) for that node.
+const DEP: u64 = 1 << 1;
+/// `ctl`: one node, older than every queued one, waits in `front`.
+const FRONT: u64 = 1 << 2;
+/// `ctl`: `close_all` has begun.
+const CLOSING: u64 = 1 << 3;
+/// `ctl`: where a deposited grant is kept (its `encode()`).
+const GRANT_SHIFT: u32 = 4;
+const GRANT_BITS: u64 = ((1 << 20) - 1) << GRANT_SHIFT;
+// Every grant fits: slot indices are below `MAX_POOL_SIZE`.
+const _: () = assert!(((crate::MAX_POOL_SIZE as u64) << TAG_BITS) <= GRANT_BITS >> GRANT_SHIFT);
+/// `ctl`: one server or closer between its claim and its pop.
+const POPPER: u64 = 1 << 24;
+const POPPERS: u64 = ((1 << 8) - 1) << 24;
+/// `ctl`: one token (the tokens fill the upper 32 bits).
+const TOKEN: u64 = 1 << 32;
+
+/// Nodes a registration reclaims at most (more than the one dead node a
+/// registration can add, so the dead nodes shrink back under the bound).
+const RECLAIM_BATCH: usize = 4;
 
 /// What a releaser passes on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,11 +177,29 @@ fn decode(word: u64) -> Option<Outcome> {
     }
 }
 
+/// The grant deposited in a `ctl` word that has `DEP` set.
+fn deposited(ctl: u64) -> Grant {
+    let word = (ctl & GRANT_BITS) >> GRANT_SHIFT;
+    let i = (word >> TAG_BITS) as u32;
+    if word & TAG_MASK == PLACE {
+        Grant::Place(i)
+    } else {
+        Grant::Slot(i)
+    }
+}
+
+/// Whether a `ctl` word shows a waiter to serve: tokens, a parked `front`
+/// node, or a reclaimer's node with no grant for it.
+#[inline]
+fn wants_service(ctl: u64) -> bool {
+    ctl >= TOKEN || (ctl & (PEND | FRONT) != 0 && ctl & DEP == 0)
+}
+
 /// One parked `get`.
 #[derive(Debug)]
 pub(crate) struct Node {
-    /// `WAITING`, `CANCELLED`, `CLOSED`, or `SLOT`/`PLACE` with the slot
-    /// index in the upper bits. Leaves `WAITING` exactly once.
+    /// `WAITING`, `CANCELLED`, `CLOSED`, `TIMED_OUT`, or `SLOT`/`PLACE` with
+    /// the slot index in the upper bits. Leaves `WAITING` exactly once.
     state: AtomicU64,
     waker: AtomicWaker,
     /// Its deadline in the pool's sweeper's ms (`deadlines.rs`), if tracked.
@@ -108,6 +207,14 @@ pub(crate) struct Node {
 }
 
 impl Node {
+    fn new(state: u64) -> Self {
+        Self {
+            state: AtomicU64::new(state),
+            waker: AtomicWaker::new(),
+            deadline: AtomicU64::new(u64::MAX),
+        }
+    }
+
     /// Records the deadline a sweeper tracks it by (before publishing it).
     pub(crate) fn set_deadline(&self, ms: u64) {
         self.deadline.store(ms, Ordering::Relaxed);
@@ -147,29 +254,67 @@ impl Node {
     /// Moves `WAITING -> to`; on failure returns the word found.
     fn finish(&self, to: u64) -> Result<(), u64> {
         // Release publishes the grant's slot to the waiter (its Acquire in
-        // `poll`); Acquire on failure lets a canceller see what it was given.
+        // `poll`); Acquire on failure lets a canceller see what it was given
+        // (and a popper the canceller's count in `dead`).
         self.state
             .compare_exchange(WAITING, to, Ordering::AcqRel, Ordering::Acquire)
             .map(drop)
     }
 }
 
+/// Who claims (see [`Waiters::claim`]).
+#[derive(Clone, Copy)]
+enum Claimer {
+    /// A releaser with a grant to hand out.
+    Server(Grant),
+    /// `close_all`.
+    Closer,
+    /// A registration reclaiming dead nodes: claims under `PEND`.
+    Reclaimer,
+}
+
+/// What a claim got.
+enum Claimed {
+    /// The oldest node, now the claimer's to finish or drop.
+    Node(Arc<Node>),
+    /// The server's grant now belongs to the reclaimer holding `PEND`.
+    Deposited,
+}
+
+/// How a reclaimer left the node it claimed.
+#[derive(Debug, PartialEq, Eq)]
+enum Settled {
+    /// Dropped (dead), or served with a deposited grant: go on.
+    Next,
+    /// Parked in `front` (or closed): stop.
+    Stop,
+    /// Holding a grant that no live waiter took: its caller's.
+    Spare(Grant),
+}
+
 /// The FIFO of parked callers.
 #[derive(Debug)]
 pub(crate) struct Waiters {
     queue: SegQueue<Arc<Node>>,
-    /// Queued nodes not yet claimed by a popper (see the module docs).
-    tokens: CachePadded<AtomicUsize>,
+    /// At most one live node older than every queued one (`FRONT`).
+    front: SegQueue<Arc<Node>>,
+    /// Tokens and flags (see the module docs).
+    ctl: CachePadded<AtomicU64>,
     /// Nodes still `WAITING`: `State::waiting` and the `max_waiters` bound.
     live: CachePadded<AtomicUsize>,
+    /// Nodes made dead (cancelled, timed out) and not yet dropped by a
+    /// popper: the reclaim's trigger.
+    dead: CachePadded<AtomicUsize>,
 }
 
 impl Waiters {
     pub(crate) fn new() -> Self {
         Self {
             queue: SegQueue::new(),
-            tokens: CachePadded::new(AtomicUsize::new(0)),
+            front: SegQueue::new(),
+            ctl: CachePadded::new(AtomicU64::new(0)),
             live: CachePadded::new(AtomicUsize::new(0)),
+            dead: CachePadded::new(AtomicUsize::new(0)),
         }
     }
 
@@ -179,10 +324,12 @@ impl Waiters {
     }
 
     /// Whether a node may be waiting to be served. SeqCst: the releaser's
-    /// half of the lost-wake-up argument (module docs).
+    /// half of the lost-wake-up argument (module docs). One load; with no
+    /// waiter the word is 0 and that is the only test.
     #[inline(always)]
     pub(crate) fn any(&self) -> bool {
-        self.tokens.load(Ordering::SeqCst) != 0
+        let ctl = self.ctl.load(Ordering::SeqCst);
+        ctl != 0 && wants_service(ctl)
     }
 
     /// Registers a new waiter, or `None` if `max` are already waiting.
@@ -193,67 +340,218 @@ impl Waiters {
             self.live.fetch_sub(1, Ordering::Relaxed);
             return None;
         }
-        let node = Arc::new(Node {
-            state: AtomicU64::new(WAITING),
-            waker: AtomicWaker::new(),
-            deadline: AtomicU64::new(u64::MAX),
-        });
+        if self.dead.load(Ordering::Relaxed) > before.saturating_add(RECLAIM_SLACK) {
+            if let Some(grant) = self.reclaim() {
+                // No older live waiter took it: it is this caller's, in a
+                // node nobody else sees (never queued, never live).
+                self.live.fetch_sub(1, Ordering::Relaxed);
+                return Some(Arc::new(Node::new(grant.encode())));
+            }
+        }
+        let node = Arc::new(Node::new(WAITING));
         self.queue.push(Arc::clone(&node));
         // SeqCst, then a SeqCst fence before the caller's re-check: the
         // waiter's half of the lost-wake-up argument (module docs).
-        self.tokens.fetch_add(1, Ordering::SeqCst);
+        self.ctl.fetch_add(TOKEN, Ordering::SeqCst);
         fence(Ordering::SeqCst);
         Some(node)
     }
 
-    /// Pops the oldest node if a token can be taken.
-    fn take(&self) -> Option<Arc<Node>> {
-        let mut t = self.tokens.load(Ordering::Acquire);
-        loop {
-            if t == 0 {
-                return None;
-            }
-            // Acquire pairs with the token add (after the push), so the pop
-            // below sees that node.
+    /// Claims the oldest node for `by` (or, for a server, a deposit), in
+    /// one CAS on `ctl`; then pops the node claimed.
+    fn claim(&self, by: Claimer) -> Option<Claimed> {
+        let mut ctl = self.ctl.load(Ordering::Acquire);
+        let from_front = loop {
+            let (next, from_front) = match by {
+                // Not while another reclaims, nor while a popper may still
+                // pop a node older than the one this claim would pop.
+                // loom mutant: reclaim_ignores_poppers, see loom model 12
+                Claimer::Reclaimer
+                    if ctl & PEND != 0
+                        || (ctl & POPPERS != 0 && !mutant("reclaim_ignores_poppers")) =>
+                {
+                    return None;
+                }
+                Claimer::Reclaimer if ctl & FRONT != 0 => ((ctl & !FRONT) | PEND, Some(true)),
+                Claimer::Reclaimer if ctl >= TOKEN => ((ctl - TOKEN) | PEND, Some(false)),
+                Claimer::Reclaimer => return None,
+                // 255 poppers between claim and pop at once: wait for one.
+                _ if ctl & POPPERS == POPPERS => {
+                    spin_loop();
+                    ctl = self.ctl.load(Ordering::Acquire);
+                    continue;
+                }
+                _ if ctl & FRONT != 0 => ((ctl & !FRONT) + POPPER, Some(true)),
+                // loom mutant: reclaim_overtaken (a server pops past a
+                // reclaimer's live node), see loom model 12
+                Claimer::Server(grant)
+                    if ctl & (PEND | DEP | CLOSING) == PEND && !mutant("reclaim_overtaken") =>
+                {
+                    (ctl | DEP | (grant.encode() << GRANT_SHIFT), None)
+                }
+                _ if ctl >= TOKEN => (ctl - TOKEN + POPPER, Some(false)),
+                _ => return None,
+            };
+            // Acquire pairs with the token add after the push (or the
+            // `FRONT` set after the push to `front`), so the pop below sees
+            // that node; Release hands a deposited grant's slot over.
             match self
-                .tokens
-                .compare_exchange_weak(t, t - 1, Ordering::AcqRel, Ordering::Acquire)
+                .ctl
+                .compare_exchange_weak(ctl, next, Ordering::AcqRel, Ordering::Acquire)
             {
-                Ok(_) => break,
-                Err(now) => t = now,
+                Ok(_) => break from_front,
+                Err(now) => ctl = now,
             }
-        }
-        loop {
-            if let Some(node) = self.queue.pop() {
-                return Some(node);
+        };
+        let Some(from_front) = from_front else {
+            return Some(Claimed::Deposited);
+        };
+        let queue = if from_front { &self.front } else { &self.queue };
+        let node = loop {
+            if let Some(node) = queue.pop() {
+                break node;
             }
-            // Unreachable while `tokens <= queued nodes` holds; spinning
-            // (not failing) keeps the token accounting exact if it ever is.
+            // Unreachable while the claims match the nodes (invariants);
+            // spinning (not failing) keeps the accounting exact if it ever is.
             spin_loop();
+        };
+        if !matches!(by, Claimer::Reclaimer) {
+            // Release: a reclaimer that sees no popper (Acquire, its claim)
+            // pops after this pop.
+            self.ctl.fetch_sub(POPPER, Ordering::Release);
         }
+        Some(Claimed::Node(node))
+    }
+
+    /// A popper drops a dead node it claimed.
+    fn drop_dead(&self) {
+        self.dead.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Hands `grant` to the oldest live waiter; gives it back if there is
     /// none.
     pub(crate) fn serve(&self, grant: Grant) -> Result<(), Grant> {
-        while let Some(node) = self.take() {
-            if node.finish(grant.encode()).is_ok() {
-                self.live.fetch_sub(1, Ordering::Relaxed);
-                node.waker.wake();
-                return Ok(());
+        loop {
+            match self.claim(Claimer::Server(grant)) {
+                None => return Err(grant),
+                Some(Claimed::Deposited) => return Ok(()),
+                Some(Claimed::Node(node)) => {
+                    if node.finish(grant.encode()).is_ok() {
+                        self.live.fetch_sub(1, Ordering::Relaxed);
+                        node.waker.wake();
+                        return Ok(());
+                    }
+                    // Dead: drop it and try the next one.
+                    self.drop_dead();
+                }
             }
-            // Cancelled: drop the dead node and try the next one.
         }
-        Err(grant)
     }
 
     /// Wakes every queued waiter with `Closed`.
     pub(crate) fn close_all(&self) {
-        while let Some(node) = self.take() {
-            if node.finish(CLOSED).is_ok() {
-                self.live.fetch_sub(1, Ordering::Relaxed);
-                node.waker.wake();
+        // From here on servers deposit nothing, and a reclaimer closes the
+        // node it holds instead of parking it in `front`.
+        self.ctl.fetch_or(CLOSING, Ordering::AcqRel);
+        while let Some(claimed) = self.claim(Claimer::Closer) {
+            if let Claimed::Node(node) = claimed {
+                self.close(&node);
             }
+        }
+    }
+
+    /// Finishes a claimed node with `Closed`, or drops it if dead.
+    fn close(&self, node: &Node) {
+        if node.finish(CLOSED).is_ok() {
+            self.live.fetch_sub(1, Ordering::Relaxed);
+            node.waker.wake();
+        } else {
+            self.drop_dead();
+        }
+    }
+
+    /// Drops dead nodes from the head of the line, up to `RECLAIM_BATCH`,
+    /// stopping at a live one (module docs: *Reclaim*). Returns a grant it
+    /// was left holding that no live waiter took.
+    fn reclaim(&self) -> Option<Grant> {
+        for _ in 0..RECLAIM_BATCH {
+            let Some(Claimed::Node(node)) = self.claim(Claimer::Reclaimer) else {
+                return None;
+            };
+            match self.settle(node) {
+                Settled::Next => {}
+                Settled::Stop => return None,
+                Settled::Spare(grant) => return Some(grant),
+            }
+        }
+        None
+    }
+
+    /// Settles the node a reclaimer claimed (it holds `PEND`).
+    fn settle(&self, node: Arc<Node>) -> Settled {
+        // Acquire: a canceller's `dead` increment happens before the drop's
+        // decrement.
+        if node.state.load(Ordering::Acquire) != WAITING {
+            self.drop_dead();
+            // Only this reclaimer clears PEND and DEP (servers only set DEP).
+            let ctl = self
+                .ctl
+                .fetch_and(!(PEND | DEP | GRANT_BITS), Ordering::AcqRel);
+            // loom mutant: reclaim_drops_deposit, see loom model 11
+            if ctl & DEP != 0 && !mutant("reclaim_drops_deposit") {
+                return self.pass_on(deposited(ctl));
+            }
+            return Settled::Next;
+        }
+        let mut parked = false;
+        let mut ctl = self.ctl.load(Ordering::Acquire);
+        loop {
+            if ctl & (DEP | CLOSING) != 0 {
+                if parked {
+                    // Take it back: nobody else pops `front` without FRONT.
+                    while self.front.pop().is_none() {
+                        spin_loop();
+                    }
+                }
+                let ctl = self
+                    .ctl
+                    .fetch_and(!(PEND | DEP | GRANT_BITS), Ordering::AcqRel);
+                if ctl & DEP == 0 {
+                    self.close(&node);
+                    return Settled::Stop;
+                }
+                let grant = deposited(ctl);
+                if node.finish(grant.encode()).is_ok() {
+                    self.live.fetch_sub(1, Ordering::Relaxed);
+                    node.waker.wake();
+                    return Settled::Next;
+                }
+                // Cancelled meanwhile: the grant goes on to the next one.
+                self.drop_dead();
+                return self.pass_on(grant);
+            }
+            if !parked {
+                // Published before FRONT is (the CAS below releases it).
+                self.front.push(Arc::clone(&node));
+                parked = true;
+            }
+            match self.ctl.compare_exchange_weak(
+                ctl,
+                (ctl & !PEND) | FRONT,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Settled::Stop,
+                Err(now) => ctl = now,
+            }
+        }
+    }
+
+    /// A reclaimer holding a grant serves it like a releaser would.
+    fn pass_on(&self, grant: Grant) -> Settled {
+        match self.serve(grant) {
+            Ok(()) => Settled::Next,
+            Err(grant) => Settled::Spare(grant),
         }
     }
 
@@ -261,22 +559,30 @@ impl Waiters {
     /// caller then wakes it ([`Node::wake`]). Whatever else happened to it
     /// first stands.
     pub(crate) fn expire(&self, node: &Node) -> bool {
+        // Counted before the CAS that makes it dead (module docs).
+        self.dead.fetch_add(1, Ordering::Relaxed);
         if node.finish(TIMED_OUT).is_ok() {
             self.live.fetch_sub(1, Ordering::Relaxed);
             return true;
         }
+        self.dead.fetch_sub(1, Ordering::Relaxed);
         false
     }
 
     /// Withdraws `node`. `None` if it was still waiting (now cancelled);
     /// otherwise how it was served, which the caller now owns.
     pub(crate) fn cancel(&self, node: &Node) -> Option<Outcome> {
+        // Counted before the CAS that makes it dead (module docs).
+        self.dead.fetch_add(1, Ordering::Relaxed);
         match node.finish(CANCELLED) {
             Ok(()) => {
                 self.live.fetch_sub(1, Ordering::Relaxed);
                 None
             }
-            Err(word) => decode(word),
+            Err(word) => {
+                self.dead.fetch_sub(1, Ordering::Relaxed);
+                decode(word)
+            }
         }
     }
 }
@@ -320,6 +626,172 @@ mod tests {
         assert_eq!(a.poll(&mut cx), Poll::Ready(Outcome::Closed));
         assert_eq!(w.live(), 0);
         assert!(w.register(Some(0)).is_none());
+    }
+
+    fn granted(node: &Node) -> Poll<Outcome> {
+        node.poll(&mut Context::from_waker(Waker::noop()))
+    }
+
+    fn queued(w: &Waiters) -> usize {
+        (w.ctl.load(Ordering::SeqCst) / TOKEN) as usize
+    }
+
+    /// Claims the oldest node as a reclaimer would (under `PEND`).
+    fn claim_as_reclaimer(w: &Waiters) -> Arc<Node> {
+        match w.claim(Claimer::Reclaimer) {
+            Some(Claimed::Node(n)) => n,
+            _ => panic!("a node to claim"),
+        }
+    }
+
+    #[test]
+    fn cancelled_nodes_are_reclaimed_by_registrations() {
+        let w = Waiters::new();
+        for _ in 0..10_000 {
+            let n = w.register(None).unwrap();
+            assert_eq!(w.cancel(&n), None);
+        }
+        let bound = RECLAIM_SLACK + RECLAIM_BATCH + 1;
+        assert!(queued(&w) <= bound, "{} dead nodes queued", queued(&w));
+        assert_eq!(w.queue.len(), queued(&w), "tokens match the queue");
+        assert!(w.dead.load(Ordering::Relaxed) <= bound);
+        assert_eq!(w.live(), 0);
+        // Timed-out nodes count as dead too.
+        for _ in 0..10_000 {
+            let n = w.register(None).unwrap();
+            assert!(w.expire(&n));
+        }
+        assert!(queued(&w) <= bound, "{} dead nodes queued", queued(&w));
+        // A release drops the few left and finds nobody.
+        assert_eq!(w.serve(Grant::Slot(1)), Err(Grant::Slot(1)));
+        assert_eq!((queued(&w), w.queue.len()), (0, 0));
+        assert_eq!(w.dead.load(Ordering::Relaxed), 0);
+        assert!(!w.any());
+    }
+
+    #[test]
+    fn a_live_head_is_parked_in_front_and_keeps_its_turn() {
+        let w = Waiters::new();
+        let a = w.register(None).unwrap();
+        for _ in 0..10 {
+            let n = w.register(None).unwrap();
+            w.cancel(&n);
+        }
+        // The reclaim reached `a`, could not serve it and parked it.
+        assert_ne!(w.ctl.load(Ordering::SeqCst) & FRONT, 0, "a is in front");
+        assert!(w.any(), "a parked waiter is seen by releasers");
+        let b = w.register(None).unwrap();
+        for _ in 0..10 {
+            let n = w.register(None).unwrap();
+            w.cancel(&n);
+        }
+        let c = w.register(None).unwrap();
+        assert_eq!(w.live(), 3);
+        for (i, node) in [&a, &b, &c].into_iter().enumerate() {
+            assert_eq!(w.serve(Grant::Slot(i as u32)), Ok(()));
+            assert_eq!(
+                granted(node),
+                Poll::Ready(Outcome::Granted(Grant::Slot(i as u32))),
+                "waiter {i} is served in its turn"
+            );
+        }
+        assert_eq!(w.live(), 0);
+        assert!(!w.any());
+    }
+
+    #[test]
+    fn a_parked_head_that_leaves_lets_the_reclaim_go_on() {
+        let w = Waiters::new();
+        let a = w.register(None).unwrap();
+        for _ in 0..100 {
+            let n = w.register(None).unwrap();
+            w.cancel(&n);
+        }
+        assert!(
+            queued(&w) > 50,
+            "dead nodes behind a parked live waiter wait"
+        );
+        assert_eq!(w.cancel(&a), None);
+        for _ in 0..100 {
+            let n = w.register(None).unwrap();
+            w.cancel(&n);
+        }
+        let bound = RECLAIM_SLACK + RECLAIM_BATCH + 1;
+        assert!(queued(&w) <= bound, "{} dead nodes queued", queued(&w));
+        assert_eq!(w.ctl.load(Ordering::SeqCst) & FRONT, 0);
+        let b = w.register(None).unwrap();
+        assert_eq!(w.serve(Grant::Place(4)), Ok(()));
+        assert_eq!(granted(&b), Poll::Ready(Outcome::Granted(Grant::Place(4))));
+    }
+
+    #[test]
+    fn a_grant_deposited_for_a_reclaimed_node_serves_it() {
+        let w = Waiters::new();
+        let a = w.register(None).unwrap();
+        let held = claim_as_reclaimer(&w);
+        assert!(w.any(), "a claimed node with no grant still wants one");
+        // A releaser meanwhile may not overtake it: it deposits.
+        assert_eq!(w.serve(Grant::Slot(5)), Ok(()));
+        assert!(!w.any(), "the deposit covers it");
+        assert_eq!(w.settle(held), Settled::Next);
+        assert_eq!(granted(&a), Poll::Ready(Outcome::Granted(Grant::Slot(5))));
+        // Its waiter, cancelling now, learns the grant and gives it back.
+        assert_eq!(w.cancel(&a), Some(Outcome::Granted(Grant::Slot(5))));
+        assert_eq!(w.ctl.load(Ordering::SeqCst), 0);
+        assert_eq!(w.live(), 0);
+    }
+
+    #[test]
+    fn a_deposit_for_a_node_cancelled_meanwhile_goes_to_the_next() {
+        let w = Waiters::new();
+        let a = w.register(None).unwrap();
+        let b = w.register(None).unwrap();
+        let held = claim_as_reclaimer(&w);
+        assert_eq!(w.serve(Grant::Slot(5)), Ok(()));
+        // Cancelled while a grant was on its way: the grant is not lost.
+        assert_eq!(w.cancel(&a), None);
+        assert_eq!(w.settle(held), Settled::Next);
+        assert_eq!(granted(&b), Poll::Ready(Outcome::Granted(Grant::Slot(5))));
+        assert_eq!((w.live(), w.dead.load(Ordering::Relaxed)), (0, 0));
+        // With nobody left, the reclaimer keeps it (for its own caller).
+        let c = w.register(None).unwrap();
+        assert_eq!(w.cancel(&c), None);
+        let held = claim_as_reclaimer(&w);
+        assert_eq!(w.serve(Grant::Place(6)), Ok(()));
+        assert_eq!(w.settle(held), Settled::Spare(Grant::Place(6)));
+        assert_eq!(w.ctl.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn a_claimed_node_with_no_deposit_is_parked_then_served_first() {
+        let w = Waiters::new();
+        let a = w.register(None).unwrap();
+        let b = w.register(None).unwrap();
+        let held = claim_as_reclaimer(&w);
+        assert_eq!(w.settle(held), Settled::Stop);
+        assert_eq!(w.ctl.load(Ordering::SeqCst), TOKEN | FRONT);
+        assert_eq!(w.serve(Grant::Slot(1)), Ok(()));
+        assert_eq!(granted(&a), Poll::Ready(Outcome::Granted(Grant::Slot(1))));
+        assert_eq!(granted(&b), Poll::Pending);
+    }
+
+    #[test]
+    fn close_all_closes_parked_and_claimed_nodes() {
+        let w = Waiters::new();
+        let a = w.register(None).unwrap();
+        let b = w.register(None).unwrap();
+        let c = w.register(None).unwrap();
+        let held = claim_as_reclaimer(&w);
+        assert_eq!(w.settle(held), Settled::Stop); // `a` parked in front
+        let held = claim_as_reclaimer(&w); // `a` again, under PEND
+        w.close_all();
+        // The reclaimer closes what it holds instead of parking it.
+        assert_eq!(w.settle(held), Settled::Stop);
+        for n in [&a, &b, &c] {
+            assert_eq!(granted(n), Poll::Ready(Outcome::Closed));
+        }
+        assert_eq!(w.live(), 0);
+        assert!(!w.any());
     }
 
     #[test]
