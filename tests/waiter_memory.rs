@@ -185,3 +185,66 @@ fn waiters_among_cancelled_ones_are_served_in_order() {
     assert_eq!(pool.state().waiting, 0);
     assert!(pool.try_get().is_some(), "nothing lost");
 }
+
+/// Reclaim under real concurrency: tasks on several threads cancel waits
+/// in bursts (so registrations keep reclaiming dead nodes) while others are
+/// served and release. Nothing is lost: every served wait gets the one
+/// connection alone, and at the end it is idle with nobody queued.
+#[test]
+fn reclaiming_registrations_race_releases_and_lose_nothing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap();
+    let pool = Pool::builder(Numbers).max_size(1).build().unwrap();
+    let holders = std::sync::Arc::new(AtomicUsize::new(0));
+    let served = std::sync::Arc::new(AtomicUsize::new(0));
+    rt.block_on(async {
+        let mut tasks = Vec::new();
+        for t in 0..8u64 {
+            let pool = pool.clone();
+            let holders = std::sync::Arc::clone(&holders);
+            let served = std::sync::Arc::clone(&served);
+            tasks.push(tokio::spawn(async move {
+                for i in 0..400u64 {
+                    if t % 2 == 0 {
+                        // A burst of waits, each cancelled after one poll
+                        // (unless served at once, then released).
+                        for _ in 0..100 {
+                            let mut wait = pin!(pool.get());
+                            let polled =
+                                std::future::poll_fn(|cx| Poll::Ready(wait.as_mut().poll(cx)));
+                            drop(polled.await);
+                        }
+                        tokio::task::yield_now().await;
+                        continue;
+                    }
+                    let c = pool
+                        .get_timeout(Duration::from_secs(60))
+                        .await
+                        .expect("served");
+                    assert_eq!(holders.fetch_add(1, SeqCst), 0, "held once");
+                    for _ in 0..(i + t) % 4 {
+                        tokio::task::yield_now().await;
+                    }
+                    holders.fetch_sub(1, SeqCst);
+                    served.fetch_add(1, SeqCst);
+                    drop(c);
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    assert_eq!(
+        served.load(SeqCst),
+        4 * 400,
+        "every wait not cancelled is served"
+    );
+    let s = pool.state();
+    assert_eq!((s.size, s.idle, s.waiting), (1, 1, 0), "nothing lost");
+    assert!(pool.try_get().is_some());
+}
