@@ -8,28 +8,29 @@
 //! blocked in `borrow`) without its `SynchronousQueue`: a waiter is a small
 //! [`Node`] (allocated only on this slow path) with one atomic state word and
 //! an [`AtomicWaker`]. Nodes sit in a lock-free FIFO (`SegQueue`), behind at
-//! most one node parked in `front` (see *Reclaim*).
+//! most `MAX_FRONT` (15) nodes parked in a second one, `front` (see
+//! *Reclaim*).
 //!
-//! One control word, `ctl`, says who may take which node: in its upper 32
-//! bits the **tokens** (queued nodes not yet claimed); below them the
-//! **poppers** (servers and closers between their claim and their pop);
-//! then a deposited grant; in its low bits the flags `PEND` (a reclaimer
-//! holds a node it has not settled), `DEP` (a server deposited a grant for
-//! that node), `FRONT` (a node waits in `front`) and `CLOSING`. Every claim
-//! is one CAS on `ctl`, so a claim and the state it claims under are one
-//! atomic step.
+//! One control word, `ctl`, says who may take which node. From the top:
+//! the **tokens** (queued nodes not yet claimed, 29 bits), the **fronts**
+//! (nodes parked in `front`, 4 bits), the **poppers** (servers and closers
+//! between their claim and their pop, 8 bits), a deposited grant (20 bits),
+//! and the flags `CLOSING`, `DEP` (a server deposited a grant for the node
+//! a reclaimer holds) and `PEND` (a reclaimer holds a node it has not
+//! settled). Every claim is one CAS on `ctl`, so a claim and the state it
+//! claims under are one atomic step.
 //!
 //! - **Tokens.** A waiter pushes its node *then* adds its token; a popper
 //!   takes a token (CAS, never below zero) *then* pops, so a token holder
 //!   always finds a node, and nobody ever spins on another thread's
 //!   progress (a counter bumped before the push livelocked under loom; the
 //!   one exception: a 256th concurrent popper waits for a popper count).
-//! - **Serve.** A server claims, in this order: the `front` node (clearing
-//!   `FRONT`); else, while a reclaimer holds a node with no grant for it
-//!   (`PEND` without `DEP`), a deposit of its grant for that node (setting
-//!   `DEP` and the grant: the reclaimer now owns it and serves it); else a
-//!   token and the queue's oldest node. It CASes a node `WAITING -> SLOT(i)`
-//!   or `PLACE(i)`; the first success is the oldest live waiter (I7). Nodes
+//! - **Serve.** A server claims, in this order: the oldest node in `front`;
+//!   else, while a reclaimer holds a node with no grant for it (`PEND`
+//!   without `DEP`), a deposit of its grant for that node (setting `DEP` and
+//!   the grant: the reclaimer now owns it and passes it on); else a token
+//!   and the queue's oldest node. It CASes a node `WAITING -> SLOT(i)` or
+//!   `PLACE(i)`; the first success is the oldest live waiter (I7). Nodes
 //!   found dead are dropped, each consuming its own claim.
 //! - **Time out.** The pool's deadline sweeper (`deadlines.rs`) CASes a
 //!   node whose deadline passed `WAITING -> TIMED_OUT` and wakes it; like a
@@ -41,60 +42,73 @@
 //!   a popper drops it.
 //! - **Reclaim** (issue 10.5: dead nodes bounded). `dead` counts nodes made
 //!   dead (cancelled, timed out) and not yet dropped by a popper. When a
-//!   registration finds `dead > live + RECLAIM_SLACK`, before pushing its own
-//!   node it claims and pops up to `RECLAIM_BATCH` nodes from the head of the
-//!   line (`front` first), holding `PEND` for each (one reclaimer at a time;
-//!   the others skip). It claims only while no popper is counted: tokens
-//!   are counts, not names, so a server that claimed earlier but pops later
-//!   would otherwise get a younger node than the reclaimer's and serve it
-//!   first. A dead node it drops. A live one it cannot serve (it
-//!   holds no grant) and may not push back behind younger nodes (I7), so it
-//!   parks it in `front` (push, then one CAS `PEND -> FRONT`) and stops;
-//!   but if a server deposited a grant meanwhile (`DEP`), it serves the node
-//!   with it instead; if the pool is closing (`CLOSING`), it closes it. A
-//!   reclaimer that dropped a dead node and finds a deposit serves the grant
-//!   on like any server; if no live waiter is left, the grant is its own
-//!   caller's, whose node is returned already served and never queued.
+//!   registration finds `dead > live + RECLAIM_SLACK`, before pushing its
+//!   own node it claims and pops, one at a time and up to `RECLAIM_BATCH`
+//!   claims, nodes from the head of the line, holding `PEND` for each (one
+//!   reclaimer at a time; the others skip): first the node in `front` if it
+//!   is the only one there, then queued nodes while `front` has room. It
+//!   claims only while no popper is counted: tokens are counts, not names,
+//!   so a server that claimed earlier but pops later would otherwise get a
+//!   younger node than the reclaimer's and serve it first. A dead node it
+//!   drops. A live one it cannot serve (it holds no grant) and may not push
+//!   back behind younger nodes (I7), so it parks it at the back of `front`
+//!   (behind older parked nodes, ahead of every queued one): push, then one
+//!   CAS that counts it and releases `PEND`. If that CAS finds a deposit,
+//!   the reclaimer serves the grant on like any server (the oldest live
+//!   waiter, this node or an older one); if it finds `CLOSING`, it closes
+//!   what `close_all` may have missed. A reclaimer that dropped a dead node
+//!   and finds a deposit also serves the grant on; if no live waiter is
+//!   left, the grant is its own caller's, whose node is returned already
+//!   served and never queued.
 //! - **Lost wake-ups (I4).** A waiter registers (push, SeqCst token add,
 //!   SeqCst fence) and *then* re-checks the idle set and the free places; a
-//!   releaser that found no waiter ([`any`](Waiters::any): tokens, or
-//!   `FRONT`, or `PEND` without `DEP`) puts its connection back (a SeqCst CAS
-//!   on the queue tail) and *then* reads `ctl` again (SeqCst). In the single
-//!   total order of SeqCst operations one of the two comes second and sees
-//!   the other: the waiter finds the connection, or the releaser finds the
+//!   releaser that found no waiter ([`any`](Waiters::any): tokens, fronts,
+//!   or `PEND` without `DEP`) puts its connection back (a SeqCst CAS on the
+//!   queue tail) and *then* reads `ctl` again (SeqCst). In the single total
+//!   order of SeqCst operations one of the two comes second and sees the
+//!   other: the waiter finds the connection, or the releaser finds the
 //!   waiter, takes something back and serves. This is the race bb8#122
 //!   lost. A reclaimer's claims move a waiter's token to `PEND` and then to
-//!   `FRONT` (or to a deposit that serves it) in read-modify-writes of
-//!   `ctl`, each of which reads the one before it, so `any` stays true for a
-//!   live waiter in every value of `ctl` after its token's (it turns false
-//!   only on a claim whose node is dead or is being served).
+//!   a front count (or to a deposit passed on to it) in read-modify-writes
+//!   of `ctl`, each of which reads the one before it, so `any` stays true
+//!   for a live waiter in every value of `ctl` after its token's (it turns
+//!   false only on a claim whose node is dead or has a grant on its way).
 //!
 //! # Invariants kept
 //!
-//! - `tokens` <= nodes in the queue; every node is popped at most once.
-//!   `front` holds a node only while `FRONT` is set (one node) or while
-//!   the reclaimer holding `PEND` parks it there; `PEND` and `FRONT` are
-//!   never both set; only the reclaimer holding `PEND` clears it or `DEP`.
-//! - Order (I7): a reclaimer claims only when no popper is between claim
-//!   and pop, so it pops the oldest unclaimed node; from its claim until it
-//!   settles, servers deposit instead of popping (until one has), so no
-//!   younger node is served before it unless a grant is on its way to it;
-//!   parked in `front` it is served before every queued node. So a grant
-//!   goes to the oldest live waiter, as without reclaim.
+//! - `tokens` <= nodes in the queue, `fronts` <= nodes in `front` (a
+//!   reclaimer pushes before it counts); every node is popped at most
+//!   once; only the reclaimer holding `PEND` clears it or `DEP`, and only
+//!   it adds to `fronts`, never above `MAX_FRONT`.
+//! - Order (I7): `front` holds nodes older than every queued one, in
+//!   order, and a reclaimer's node is younger than those and older than
+//!   every queued one: a reclaimer claims only when no popper is between
+//!   claim and pop, so it pops the oldest unclaimed node (the only one in
+//!   `front`, or the queue's oldest). From its claim until it settles,
+//!   servers take `front` first, then deposit instead of popping (until
+//!   one has), so no younger node is served before it unless a grant is on
+//!   its way to it. So a grant goes to the oldest live waiter, as without
+//!   reclaim.
 //! - A node leaves `WAITING` exactly once; whoever moves it decrements `live`.
 //! - A grant written into a node is owned by that node until its waiter
 //!   takes it, or, if the waiter is gone, until `Drop` of the waiter's guard
 //!   gives it back. A deposited grant is owned by the reclaimer holding
 //!   `PEND` until it writes it into a node (or its own caller's).
 //! - Bounded garbage: `dead` is incremented before the CAS that kills a
-//!   node (so never below the dead nodes queued), and each registration
-//!   over the bound drops up to `RECLAIM_BATCH` (> 1) of them while the head
-//!   of the line is dead, so queued dead nodes stay within `live +
-//!   RECLAIM_SLACK + RECLAIM_BATCH`: memory is O(live waiters), and a
-//!   release skips O(1) dead nodes amortised (each is dropped once, by one
-//!   popper). The exception: a live waiter parked in `front` stops the
-//!   reclaim (nothing may overtake it), so the dead nodes queued behind it
-//!   wait for it to be served, cancelled or timed out (`acquire_timeout`).
+//!   node (so a popper's decrement comes after it), and each registration
+//!   over the bound drops dead nodes from the head of the line, passing
+//!   live ones into `front`, up to `RECLAIM_BATCH` (> 1) claims; a
+//!   registration adds at most one dead node. So queued dead nodes stay
+//!   within about `live + RECLAIM_SLACK + RECLAIM_BATCH`: memory is O(live
+//!   waiters), and a release skips O(1) dead nodes amortised (each is
+//!   dropped once, by one popper). The exceptions: registrations that find
+//!   another reclaiming (or a popper counted) skip; parked nodes that die
+//!   behind an older parked one wait for a release (the reclaimer takes a
+//!   parked node only when it is the only one: it may not put one back
+//!   ahead of others); and once `front` is full (15 parked), the reclaim
+//!   stops until releases, or the parked waiters' own cancellations and
+//!   timeouts (`acquire_timeout`), drain it. A live waiter at the head of
+//!   the line with only cancellations behind it does not stop the reclaim.
 
 use crossbeam_utils::CachePadded;
 
@@ -117,20 +131,23 @@ const TIMED_OUT: u64 = 5;
 const PEND: u64 = 1;
 /// `ctl`: a server deposited a grant (in `GRANT_BITS`) for that node.
 const DEP: u64 = 1 << 1;
-/// `ctl`: one node, older than every queued one, waits in `front`.
-const FRONT: u64 = 1 << 2;
 /// `ctl`: `close_all` has begun.
-const CLOSING: u64 = 1 << 3;
+const CLOSING: u64 = 1 << 2;
 /// `ctl`: where a deposited grant is kept (its `encode()`).
-const GRANT_SHIFT: u32 = 4;
+const GRANT_SHIFT: u32 = 3;
 const GRANT_BITS: u64 = ((1 << 20) - 1) << GRANT_SHIFT;
 // Every grant fits: slot indices are below `MAX_POOL_SIZE`.
 const _: () = assert!(((crate::MAX_POOL_SIZE as u64) << TAG_BITS) <= GRANT_BITS >> GRANT_SHIFT);
 /// `ctl`: one server or closer between its claim and its pop.
-const POPPER: u64 = 1 << 24;
-const POPPERS: u64 = ((1 << 8) - 1) << 24;
-/// `ctl`: one token (the tokens fill the upper 32 bits).
-const TOKEN: u64 = 1 << 32;
+const POPPER: u64 = 1 << 23;
+const POPPERS: u64 = ((1 << 8) - 1) << 23;
+/// `ctl`: one node parked in `front` (older than every queued one).
+const FRONT_ONE: u64 = 1 << 31;
+const FRONTS: u64 = ((1 << 4) - 1) << 31;
+/// Nodes `front` holds at most.
+const MAX_FRONT: u64 = FRONTS / FRONT_ONE;
+/// `ctl`: one token (the tokens fill the upper 29 bits).
+const TOKEN: u64 = 1 << 35;
 
 /// Nodes a registration reclaims at most (more than the one dead node a
 /// registration can add, so the dead nodes shrink back under the bound).
@@ -192,7 +209,12 @@ fn deposited(ctl: u64) -> Grant {
 /// node, or a reclaimer's node with no grant for it.
 #[inline]
 fn wants_service(ctl: u64) -> bool {
-    ctl >= TOKEN || (ctl & (PEND | FRONT) != 0 && ctl & DEP == 0)
+    ctl >= TOKEN || ctl & FRONTS != 0 || ctl & (PEND | DEP) == PEND
+}
+
+/// Nodes parked in `front`, by a `ctl` word.
+fn fronts(ctl: u64) -> u64 {
+    (ctl & FRONTS) / FRONT_ONE
 }
 
 /// One parked `get`.
@@ -269,8 +291,9 @@ enum Claimer {
     Server(Grant),
     /// `close_all`.
     Closer,
-    /// A registration reclaiming dead nodes: claims under `PEND`.
-    Reclaimer,
+    /// A registration reclaiming dead nodes: claims under `PEND`; the one
+    /// node in `front` only if `try_front`, else a queued one.
+    Reclaimer { try_front: bool },
 }
 
 /// What a claim got.
@@ -284,9 +307,11 @@ enum Claimed {
 /// How a reclaimer left the node it claimed.
 #[derive(Debug, PartialEq, Eq)]
 enum Settled {
-    /// Dropped (dead), or served with a deposited grant: go on.
+    /// Dropped (dead), or its grant passed on to a live waiter: go on.
     Next,
-    /// Parked in `front` (or closed): stop.
+    /// Live: parked at the back of `front`: go on.
+    Parked,
+    /// The pool is closing: stop.
     Stop,
     /// Holding a grant that no live waiter took: its caller's.
     Spare(Grant),
@@ -296,7 +321,8 @@ enum Settled {
 #[derive(Debug)]
 pub(crate) struct Waiters {
     queue: SegQueue<Arc<Node>>,
-    /// At most one live node older than every queued one (`FRONT`).
+    /// Up to `MAX_FRONT` nodes, each older than every queued one, parked
+    /// there (live) by reclaimers, in order.
     front: SegQueue<Arc<Node>>,
     /// Tokens and flags (see the module docs).
     ctl: CachePadded<AtomicU64>,
@@ -366,22 +392,29 @@ impl Waiters {
                 // Not while another reclaims, nor while a popper may still
                 // pop a node older than the one this claim would pop.
                 // loom mutant: reclaim_ignores_poppers, see loom model 12
-                Claimer::Reclaimer
+                Claimer::Reclaimer { .. }
                     if ctl & PEND != 0
                         || (ctl & POPPERS != 0 && !mutant("reclaim_ignores_poppers")) =>
                 {
                     return None;
                 }
-                Claimer::Reclaimer if ctl & FRONT != 0 => ((ctl & !FRONT) | PEND, Some(true)),
-                Claimer::Reclaimer if ctl >= TOKEN => ((ctl - TOKEN) | PEND, Some(false)),
-                Claimer::Reclaimer => return None,
+                // The one parked node (if several, the older ones could not
+                // be put back ahead of the others).
+                Claimer::Reclaimer { try_front: true } if fronts(ctl) == 1 => {
+                    ((ctl - FRONT_ONE) | PEND, Some(true))
+                }
+                // A queued node, if there is room to park it.
+                Claimer::Reclaimer { .. } if ctl >= TOKEN && fronts(ctl) < MAX_FRONT => {
+                    ((ctl - TOKEN) | PEND, Some(false))
+                }
+                Claimer::Reclaimer { .. } => return None,
                 // 255 poppers between claim and pop at once: wait for one.
                 _ if ctl & POPPERS == POPPERS => {
                     spin_loop();
                     ctl = self.ctl.load(Ordering::Acquire);
                     continue;
                 }
-                _ if ctl & FRONT != 0 => ((ctl & !FRONT) + POPPER, Some(true)),
+                _ if ctl & FRONTS != 0 => (ctl - FRONT_ONE + POPPER, Some(true)),
                 // loom mutant: reclaim_overtaken (a server pops past a
                 // reclaimer's live node), see loom model 12
                 Claimer::Server(grant)
@@ -393,7 +426,7 @@ impl Waiters {
                 _ => return None,
             };
             // Acquire pairs with the token add after the push (or the
-            // `FRONT` set after the push to `front`), so the pop below sees
+            // front count after the push to `front`), so the pop below sees
             // that node; Release hands a deposited grant's slot over.
             match self
                 .ctl
@@ -415,7 +448,7 @@ impl Waiters {
             // spinning (not failing) keeps the accounting exact if it ever is.
             spin_loop();
         };
-        if !matches!(by, Claimer::Reclaimer) {
+        if !matches!(by, Claimer::Reclaimer { .. }) {
             // Release: a reclaimer that sees no popper (Acquire, its claim)
             // pops after this pop.
             self.ctl.fetch_sub(POPPER, Ordering::Release);
@@ -453,6 +486,11 @@ impl Waiters {
         // From here on servers deposit nothing, and a reclaimer closes the
         // node it holds instead of parking it in `front`.
         self.ctl.fetch_or(CLOSING, Ordering::AcqRel);
+        self.close_claimed();
+    }
+
+    /// Closes every node `front` and the queue hold.
+    fn close_claimed(&self) {
         while let Some(claimed) = self.claim(Claimer::Closer) {
             if let Claimed::Node(node) = claimed {
                 self.close(&node);
@@ -470,16 +508,18 @@ impl Waiters {
         }
     }
 
-    /// Drops dead nodes from the head of the line, up to `RECLAIM_BATCH`,
-    /// stopping at a live one (module docs: *Reclaim*). Returns a grant it
-    /// was left holding that no live waiter took.
+    /// Drops dead nodes from the head of the line, up to `RECLAIM_BATCH`
+    /// claims, parking live ones in `front` (module docs: *Reclaim*).
+    /// Returns a grant it was left holding that no live waiter took.
     fn reclaim(&self) -> Option<Grant> {
-        for _ in 0..RECLAIM_BATCH {
-            let Some(Claimed::Node(node)) = self.claim(Claimer::Reclaimer) else {
+        for i in 0..RECLAIM_BATCH {
+            // The node in `front` once, first: re-parked if live.
+            let by = Claimer::Reclaimer { try_front: i == 0 };
+            let Some(Claimed::Node(node)) = self.claim(by) else {
                 return None;
             };
             match self.settle(node) {
-                Settled::Next => {}
+                Settled::Next | Settled::Parked => {}
                 Settled::Stop => return None,
                 Settled::Spare(grant) => return Some(grant),
             }
@@ -503,48 +543,35 @@ impl Waiters {
             }
             return Settled::Next;
         }
-        let mut parked = false;
+        // Live: park it at the back of `front` (behind older nodes, ahead
+        // of every queued one), then count it, releasing PEND and taking
+        // any deposit, in one CAS (its Release publishes the push).
+        self.front.push(node);
         let mut ctl = self.ctl.load(Ordering::Acquire);
         loop {
-            if ctl & (DEP | CLOSING) != 0 {
-                if parked {
-                    // Take it back: nobody else pops `front` without FRONT.
-                    while self.front.pop().is_none() {
-                        spin_loop();
-                    }
-                }
-                let ctl = self
-                    .ctl
-                    .fetch_and(!(PEND | DEP | GRANT_BITS), Ordering::AcqRel);
-                if ctl & DEP == 0 {
-                    self.close(&node);
-                    return Settled::Stop;
-                }
-                let grant = deposited(ctl);
-                if node.finish(grant.encode()).is_ok() {
-                    self.live.fetch_sub(1, Ordering::Relaxed);
-                    node.waker.wake();
-                    return Settled::Next;
-                }
-                // Cancelled meanwhile: the grant goes on to the next one.
-                self.drop_dead();
-                return self.pass_on(grant);
-            }
-            if !parked {
-                // Published before FRONT is (the CAS below releases it).
-                self.front.push(Arc::clone(&node));
-                parked = true;
-            }
-            match self.ctl.compare_exchange_weak(
-                ctl,
-                (ctl & !PEND) | FRONT,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => return Settled::Stop,
+            let next = (ctl & !(PEND | DEP | GRANT_BITS)) + FRONT_ONE;
+            match self
+                .ctl
+                .compare_exchange_weak(ctl, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => break,
                 Err(now) => ctl = now,
             }
         }
+        let mut settled = Settled::Parked;
+        if ctl & DEP != 0 {
+            // Deposited for the node now parked: serve the oldest (the
+            // front's head, if not this one then an older one).
+            settled = self.pass_on(deposited(ctl));
+        }
+        if ctl & CLOSING != 0 {
+            // `close_all` may have finished before the node was parked.
+            self.close_claimed();
+            if !matches!(settled, Settled::Spare(_)) {
+                settled = Settled::Stop;
+            }
+        }
+        settled
     }
 
     /// A reclaimer holding a grant serves it like a releaser would.
@@ -638,7 +665,7 @@ mod tests {
 
     /// Claims the oldest node as a reclaimer would (under `PEND`).
     fn claim_as_reclaimer(w: &Waiters) -> Arc<Node> {
-        match w.claim(Claimer::Reclaimer) {
+        match w.claim(Claimer::Reclaimer { try_front: true }) {
             Some(Claimed::Node(n)) => n,
             _ => panic!("a node to claim"),
         }
@@ -678,7 +705,7 @@ mod tests {
             w.cancel(&n);
         }
         // The reclaim reached `a`, could not serve it and parked it.
-        assert_ne!(w.ctl.load(Ordering::SeqCst) & FRONT, 0, "a is in front");
+        assert_eq!(fronts(w.ctl.load(Ordering::SeqCst)), 1, "a is in front");
         assert!(w.any(), "a parked waiter is seen by releasers");
         let b = w.register(None).unwrap();
         for _ in 0..10 {
@@ -700,28 +727,54 @@ mod tests {
     }
 
     #[test]
-    fn a_parked_head_that_leaves_lets_the_reclaim_go_on() {
+    fn a_live_head_does_not_stop_the_reclaim_behind_it() {
         let w = Waiters::new();
         let a = w.register(None).unwrap();
-        for _ in 0..100 {
+        for _ in 0..10_000 {
             let n = w.register(None).unwrap();
             w.cancel(&n);
         }
-        assert!(
-            queued(&w) > 50,
-            "dead nodes behind a parked live waiter wait"
-        );
-        assert_eq!(w.cancel(&a), None);
-        for _ in 0..100 {
-            let n = w.register(None).unwrap();
-            w.cancel(&n);
-        }
-        let bound = RECLAIM_SLACK + RECLAIM_BATCH + 1;
+        let bound = RECLAIM_SLACK + RECLAIM_BATCH + 2;
         assert!(queued(&w) <= bound, "{} dead nodes queued", queued(&w));
-        assert_eq!(w.ctl.load(Ordering::SeqCst) & FRONT, 0);
+        assert_eq!(fronts(w.ctl.load(Ordering::SeqCst)), 1, "a is parked");
+        // Once `a` leaves, the parked dead node goes too.
+        assert_eq!(w.cancel(&a), None);
+        for _ in 0..10 {
+            let n = w.register(None).unwrap();
+            w.cancel(&n);
+        }
+        assert_eq!(fronts(w.ctl.load(Ordering::SeqCst)), 0);
+        assert!(queued(&w) <= bound, "{} dead nodes queued", queued(&w));
         let b = w.register(None).unwrap();
         assert_eq!(w.serve(Grant::Place(4)), Ok(()));
         assert_eq!(granted(&b), Poll::Ready(Outcome::Granted(Grant::Place(4))));
+    }
+
+    #[test]
+    fn live_nodes_reached_by_reclaims_are_parked_in_order_up_to_the_limit() {
+        let w = Waiters::new();
+        let mut live = Vec::new();
+        for _ in 0..40 {
+            live.push(w.register(None).unwrap());
+            for _ in 0..3 {
+                let n = w.register(None).unwrap();
+                w.cancel(&n);
+            }
+        }
+        let parked = fronts(w.ctl.load(Ordering::SeqCst));
+        assert!(parked > 1 && parked <= MAX_FRONT, "{parked} parked");
+        assert_eq!(w.front.len() as u64, parked);
+        for (i, node) in live.iter().enumerate() {
+            assert_eq!(w.serve(Grant::Slot(i as u32)), Ok(()));
+            assert_eq!(
+                granted(node),
+                Poll::Ready(Outcome::Granted(Grant::Slot(i as u32))),
+                "waiter {i} is served in its turn"
+            );
+        }
+        assert_eq!(w.serve(Grant::Slot(99)), Err(Grant::Slot(99)));
+        assert_eq!(w.ctl.load(Ordering::SeqCst), 0);
+        assert_eq!((w.live(), w.dead.load(Ordering::Relaxed)), (0, 0));
     }
 
     #[test]
@@ -768,8 +821,8 @@ mod tests {
         let a = w.register(None).unwrap();
         let b = w.register(None).unwrap();
         let held = claim_as_reclaimer(&w);
-        assert_eq!(w.settle(held), Settled::Stop);
-        assert_eq!(w.ctl.load(Ordering::SeqCst), TOKEN | FRONT);
+        assert_eq!(w.settle(held), Settled::Parked);
+        assert_eq!(w.ctl.load(Ordering::SeqCst), TOKEN | FRONT_ONE);
         assert_eq!(w.serve(Grant::Slot(1)), Ok(()));
         assert_eq!(granted(&a), Poll::Ready(Outcome::Granted(Grant::Slot(1))));
         assert_eq!(granted(&b), Poll::Pending);
@@ -782,10 +835,10 @@ mod tests {
         let b = w.register(None).unwrap();
         let c = w.register(None).unwrap();
         let held = claim_as_reclaimer(&w);
-        assert_eq!(w.settle(held), Settled::Stop); // `a` parked in front
+        assert_eq!(w.settle(held), Settled::Parked); // `a` parked in front
         let held = claim_as_reclaimer(&w); // `a` again, under PEND
         w.close_all();
-        // The reclaimer closes what it holds instead of parking it.
+        // The reclaimer parks it, sees the pool closing, and closes it.
         assert_eq!(w.settle(held), Settled::Stop);
         for n in [&a, &b, &c] {
             assert_eq!(granted(n), Poll::Ready(Outcome::Closed));

@@ -111,6 +111,40 @@ fn cancelled_waits_leave_bounded_garbage_and_a_cheap_release() {
     assert!(rt.block_on(pool.get()).is_ok());
 }
 
+/// As above with a live waiter at the head of the line the whole time:
+/// the dead nodes queued behind it are reclaimed all the same, and it is
+/// still the one served.
+#[test]
+fn a_live_waiter_at_the_head_does_not_stop_the_reclaim() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let rt = runtime();
+    let _enter = rt.enter();
+    let pool = Pool::builder(Numbers).max_size(1).build().unwrap();
+    let held = rt.block_on(pool.get()).unwrap();
+    let mut first = Box::pin(pool.get());
+    assert!(poll_once(first.as_mut()).is_pending());
+
+    cancel_waits(&pool, 1_000);
+    let before = HELD.load(SeqCst);
+    cancel_waits(&pool, 200_000);
+    let grown = HELD.load(SeqCst) - before;
+    assert_eq!(pool.state().waiting, 1);
+    let frees = FREES.load(SeqCst);
+    drop(held);
+    let freed = FREES.load(SeqCst) - frees;
+    assert!(
+        grown < 256 * 1024 && freed < 1_000,
+        "200k cancelled waits behind a live one still hold {grown} bytes, \
+         and the next release freed {freed} blocks in its Drop"
+    );
+    let Poll::Ready(Ok(c)) = poll_once(first.as_mut()) else {
+        panic!("the waiter at the head is served");
+    };
+    drop(c);
+    assert_eq!(pool.state().waiting, 0);
+    assert!(pool.try_get().is_some(), "nothing lost");
+}
+
 /// Timed-out waits (the pool's deadline sweeper, or each wait's own timer)
 /// are dead nodes too: many waits that each time out leave memory bounded.
 #[test]

@@ -427,10 +427,11 @@ fn release_races_a_registration_that_reclaims_a_dead_waiter() {
 
 /// Model 12 — I7 with reclaim (issue 10.5): two live waiters queued
 /// ahead of three cancelled ones; a new registration reclaims from the
-/// head and claims the older live waiter (it cannot serve it) while a
-/// release races it. The release must not overtake the claimed waiter,
-/// neither by popping past it nor by having claimed before it and popping
-/// after it: the oldest waiter gets the connection, the others still wait.
+/// head, claiming the live waiters one by one (it cannot serve them: it
+/// parks them in order ahead of the queue) while a release races it. The
+/// release must not overtake a claimed waiter, neither by popping past it
+/// nor by having claimed before it and popping after it: the oldest waiter
+/// gets the connection, the others still wait.
 /// Catches `reclaim_overtaken` (a server pops past a reclaimer's node
 /// instead of depositing its grant for it) and `reclaim_ignores_poppers`
 /// (a reclaim starts while a server that claimed earlier has not popped:
