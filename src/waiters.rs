@@ -12,7 +12,8 @@
 //! *Reclaim*).
 //!
 //! One control word, `ctl`, says who may take which node. From the top:
-//! the **tokens** (queued nodes not yet claimed, 29 bits), the **fronts**
+//! the **tokens** (queued nodes not yet claimed, 29 bits: 536M nodes,
+//! 38 GB of them, more than memory holds), the **fronts**
 //! (nodes parked in `front`, 4 bits), the **poppers** (servers and closers
 //! between their claim and their pop, 8 bits), a deposited grant (20 bits),
 //! and the flags `CLOSING`, `DEP` (a server deposited a grant for the node
