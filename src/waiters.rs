@@ -352,7 +352,7 @@ impl Waiters {
 
     /// Whether a node may be waiting to be served. SeqCst: the releaser's
     /// half of the lost-wake-up argument (module docs). One load; with no
-    /// waiter the word is 0 and that is the only test.
+    /// waiter (and the pool open) the word is 0 and that is the only test.
     #[inline(always)]
     pub(crate) fn any(&self) -> bool {
         let ctl = self.ctl.load(Ordering::SeqCst);
