@@ -7,89 +7,94 @@
 //! HikariCP's hand-off (a releaser gives its connection straight to a thread
 //! blocked in `borrow`) without its `SynchronousQueue`: a waiter is a small
 //! [`Node`] (allocated only on this slow path) with one atomic state word and
-//! an [`AtomicWaker`]. Nodes sit in a lock-free FIFO (`SegQueue`), behind at
-//! most `MAX_FRONT` (15) nodes parked in a second one, `front` (see
-//! *Reclaim*).
+//! an [`AtomicWaker`]. Nodes sit in a lock-free FIFO (`SegQueue`), behind
+//! live nodes that reclaims moved ahead of it (see *Reclaim*): at most one
+//! in `head`, then at most `MAX_FRONT` (15) in `front`. The line is `head`,
+//! then `front`, then the queue, each oldest first.
 //!
 //! One control word, `ctl`, says who may take which node. From the top:
-//! the **tokens** (queued nodes not yet claimed, 29 bits: 536M nodes,
-//! 38 GB of them, more than memory holds), the **fronts**
-//! (nodes parked in `front`, 4 bits), the **poppers** (servers and closers
-//! between their claim and their pop, 8 bits), a deposited grant (20 bits),
-//! and the flags `CLOSING`, `DEP` (a server deposited a grant for the node
-//! a reclaimer holds) and `PEND` (a reclaimer holds a node it has not
-//! settled). Every claim is one CAS on `ctl`, so a claim and the state it
-//! claims under are one atomic step.
+//! the **tokens** (queued nodes not yet claimed, 26 bits), the **fronts**
+//! (nodes in `front`, 4 bits), the **poppers** (servers and closers between
+//! their claim and their pop, 8 bits), a deposited grant (20 bits), and the
+//! flags `FROM_FRONT` and `FROM_HEAD` (where the reclaimer's node came
+//! from), `HEAD` (a node in `head`), `CLOSING`, `DEP` (a server deposited a
+//! grant for the node a reclaimer holds) and `PEND` (a reclaimer holds a
+//! node it has not settled). Every claim is one CAS on `ctl`, so a claim
+//! and the state it claims under are one atomic step.
 //!
 //! - **Tokens.** A waiter pushes its node *then* adds its token; a popper
 //!   takes a token (CAS, never below zero) *then* pops, so a token holder
 //!   always finds a node, and nobody ever spins on another thread's
 //!   progress (a counter bumped before the push livelocked under loom; the
 //!   one exception: a 256th concurrent popper waits for a popper count).
-//! - **Serve.** A server claims, in this order: the oldest node in `front`;
-//!   else, while a reclaimer holds a node with no grant for it (`PEND`
-//!   without `DEP`), a deposit of its grant for that node (setting `DEP` and
-//!   the grant: the reclaimer now owns it and passes it on); else a token
-//!   and the queue's oldest node. It CASes a node `WAITING -> SLOT(i)` or
-//!   `PLACE(i)`; the first success is the oldest live waiter (I7). Nodes
-//!   found dead are dropped, each consuming its own claim.
+//!   Past 66M queued nodes (about 4.7 GB of them: 26 bits of tokens) a
+//!   registration fails as if `max_waiters` were reached.
+//! - **Serve.** A server claims the oldest node of the line, except that
+//!   where a reclaimer's node with no grant for it stands in the line (after
+//!   `head` if it came from `head` or `front`, after `front` if it came
+//!   from the queue), it deposits its grant for that node instead (setting
+//!   `DEP` and the grant: the reclaimer now owns it and passes it on). It
+//!   CASes a node `WAITING -> SLOT(i)` or `PLACE(i)`; the first success is
+//!   the oldest live waiter (I7). Nodes found dead are dropped, each
+//!   consuming its own claim.
 //! - **Time out.** The pool's deadline sweeper (`deadlines.rs`) CASes a
 //!   node whose deadline passed `WAITING -> TIMED_OUT` and wakes it; like a
-//!   cancelled node it stays queued until a popper drops it.
+//!   cancelled node it stays in line until a popper drops it.
 //! - **Cancel.** A waiter leaving (timeout, drop of the `get` future, or a
 //!   re-check that found something) CASes its own node `WAITING -> CANCELLED`.
 //!   If that fails it was served: what it was given goes back through the
-//!   release path, so nothing is lost (I5). The dead node stays queued until
-//!   a popper drops it.
+//!   release path, so nothing is lost (I5). The dead node stays in line
+//!   until a popper drops it.
 //! - **Reclaim** (issue 10.5: dead nodes bounded). `dead` counts nodes made
 //!   dead (cancelled, timed out) and not yet dropped by a popper. When a
 //!   registration finds `dead > live + RECLAIM_SLACK`, before pushing its
 //!   own node it claims and pops, one at a time and up to `RECLAIM_BATCH`
 //!   claims, nodes from the head of the line, holding `PEND` for each (one
-//!   reclaimer at a time; the others skip): first the node in `front` if it
-//!   is the only one there, then queued nodes while `front` has room. It
-//!   claims only while no popper is counted: tokens are counts, not names,
-//!   so a server that claimed earlier but pops later would otherwise get a
-//!   younger node than the reclaimer's and serve it first. A dead node it
-//!   drops. A live one it cannot serve (it holds no grant) and may not push
-//!   back behind younger nodes (I7), so it parks it at the back of `front`
-//!   (behind older parked nodes, ahead of every queued one): push, then one
-//!   CAS that counts it and releases `PEND`. If that CAS finds a deposit,
-//!   the reclaimer serves the grant on like any server (the oldest live
-//!   waiter, this node or an older one); if it finds `CLOSING`, it closes
-//!   what `close_all` may have missed. A reclaimer that dropped a dead node
-//!   and finds a deposit also serves the grant on; if no live waiter is
-//!   left, the grant is its own caller's, whose node is returned already
-//!   served and never queued.
+//!   reclaimer at a time; the others skip): the `head` node (once a pass),
+//!   else the oldest in `front` if `head` is empty, else a queued node if
+//!   `front` has room. It claims only while no popper is counted: tokens
+//!   are counts, not names, so a server that claimed earlier but pops later
+//!   would otherwise get a younger node than the reclaimer's and serve it
+//!   first. A dead node it drops. A live one it cannot serve (it holds no
+//!   grant) and may not push back behind younger nodes (I7): taken from
+//!   `head` or `front` it is the oldest, and goes (back) to `head`; taken
+//!   from the queue it goes to the back of `front`. Push, then one CAS that
+//!   counts it and releases `PEND`. If that CAS finds a deposit, the
+//!   reclaimer serves the grant on like any server (the oldest live waiter,
+//!   this node or an older one); if it finds `CLOSING`, it closes what
+//!   `close_all` may have missed. A reclaimer that dropped a dead node and
+//!   finds a deposit also serves the grant on; if no live waiter is left,
+//!   the grant is its own caller's, whose node is returned already served
+//!   and never queued.
 //! - **Lost wake-ups (I4).** A waiter registers (push, SeqCst token add,
 //!   SeqCst fence) and *then* re-checks the idle set and the free places; a
-//!   releaser that found no waiter ([`any`](Waiters::any): tokens, fronts,
-//!   or `PEND` without `DEP`) puts its connection back (a SeqCst CAS on the
-//!   queue tail) and *then* reads `ctl` again (SeqCst). In the single total
-//!   order of SeqCst operations one of the two comes second and sees the
-//!   other: the waiter finds the connection, or the releaser finds the
-//!   waiter, takes something back and serves. This is the race bb8#122
-//!   lost. A reclaimer's claims move a waiter's token to `PEND` and then to
-//!   a front count (or to a deposit passed on to it) in read-modify-writes
-//!   of `ctl`, each of which reads the one before it, so `any` stays true
-//!   for a live waiter in every value of `ctl` after its token's (it turns
-//!   false only on a claim whose node is dead or has a grant on its way).
+//!   releaser that found no waiter ([`any`](Waiters::any): tokens, `HEAD`,
+//!   fronts, or `PEND` without `DEP`) puts its connection back (a SeqCst
+//!   CAS on the queue tail) and *then* reads `ctl` again (SeqCst). In the
+//!   single total order of SeqCst operations one of the two comes second
+//!   and sees the other: the waiter finds the connection, or the releaser
+//!   finds the waiter, takes something back and serves. This is the race
+//!   bb8#122 lost. A reclaimer's claims move a waiter from its token to
+//!   `PEND` and then to `HEAD` or a front count (or to a deposit passed on
+//!   to it) in read-modify-writes of `ctl`, each of which reads the one
+//!   before it, so `any` stays true for a live waiter in every value of
+//!   `ctl` after its token's (it turns false only on a claim whose node is
+//!   dead or has a grant on its way).
 //!
 //! # Invariants kept
 //!
-//! - `tokens` <= nodes in the queue, `fronts` <= nodes in `front` (a
-//!   reclaimer pushes before it counts); every node is popped at most
-//!   once; only the reclaimer holding `PEND` clears it or `DEP`, and only
-//!   it adds to `fronts`, never above `MAX_FRONT`.
-//! - Order (I7): `front` holds nodes older than every queued one, in
-//!   order, and a reclaimer's node is younger than those and older than
-//!   every queued one: a reclaimer claims only when no popper is between
-//!   claim and pop, so it pops the oldest unclaimed node (the only one in
-//!   `front`, or the queue's oldest). From its claim until it settles,
-//!   servers take `front` first, then deposit instead of popping (until
-//!   one has), so no younger node is served before it unless a grant is on
-//!   its way to it. So a grant goes to the oldest live waiter, as without
-//!   reclaim.
+//! - `tokens` <= nodes in the queue, fronts <= nodes in `front`, `HEAD` =>
+//!   one node in `head` (a reclaimer pushes before it counts); every node
+//!   is popped at most once. Only the reclaimer holding `PEND` clears it or
+//!   `DEP`, sets `HEAD` (when it holds the node of an empty `head`) or adds
+//!   to fronts (never above `MAX_FRONT`).
+//! - Order (I7): `head` < `front` < queue, each FIFO; the reclaimer's node
+//!   comes right after `head` (from `head` or `front`) or right after
+//!   `front` (from the queue): it claims only when no popper is between
+//!   claim and pop, so it pops the oldest node of its part, and it puts a
+//!   live node back at that place. Servers claim in that order, depositing
+//!   at the reclaimer's place (until one has). So a grant goes to the
+//!   oldest live waiter, as without reclaim.
 //! - A node leaves `WAITING` exactly once; whoever moves it decrements `live`.
 //! - A grant written into a node is owned by that node until its waiter
 //!   takes it, or, if the waiter is gone, until `Drop` of the waiter's guard
@@ -97,19 +102,19 @@
 //!   `PEND` until it writes it into a node (or its own caller's).
 //! - Bounded garbage: `dead` is incremented before the CAS that kills a
 //!   node (so a popper's decrement comes after it), and each registration
-//!   over the bound drops dead nodes from the head of the line, passing
-//!   live ones into `front`, up to `RECLAIM_BATCH` (> 1) claims; a
-//!   registration adds at most one dead node. So queued dead nodes stay
-//!   within about `live + RECLAIM_SLACK + RECLAIM_BATCH`: memory is O(live
+//!   over the bound drops dead nodes from the head of the line, moving live
+//!   ones out of the way, up to `RECLAIM_BATCH` (> 1) claims; a
+//!   registration adds at most one dead node. So dead nodes stay within
+//!   about `live + RECLAIM_SLACK + RECLAIM_BATCH`: memory is O(live
 //!   waiters), and a release skips O(1) dead nodes amortised (each is
-//!   dropped once, by one popper). The exceptions: registrations that find
-//!   another reclaiming (or a popper counted) skip; parked nodes that die
-//!   behind an older parked one wait for a release (the reclaimer takes a
-//!   parked node only when it is the only one: it may not put one back
-//!   ahead of others); and once `front` is full (15 parked), the reclaim
-//!   stops until releases, or the parked waiters' own cancellations and
-//!   timeouts (`acquire_timeout`), drain it. A live waiter at the head of
-//!   the line with only cancellations behind it does not stop the reclaim.
+//!   dropped once, by one popper). A live waiter at the head of the line
+//!   with cancellations behind it does not stop the reclaim. The
+//!   exceptions, each lasting until a release, or until the live waiters
+//!   in `head` and `front` leave (served, cancelled, or timed out after
+//!   `acquire_timeout`): registrations that find another reclaiming (or a
+//!   popper counted) skip; dead nodes in `front` behind the live `head`
+//!   wait; and with `front` full (15 parked) behind a live `head`, the
+//!   reclaim stops.
 
 use crossbeam_utils::CachePadded;
 
@@ -134,21 +139,32 @@ const PEND: u64 = 1;
 const DEP: u64 = 1 << 1;
 /// `ctl`: `close_all` has begun.
 const CLOSING: u64 = 1 << 2;
+/// `ctl`: one node waits in `head`, older than every other.
+const HEAD: u64 = 1 << 3;
+/// `ctl`: the reclaimer's node came from `head`.
+const FROM_HEAD: u64 = 1 << 4;
+/// `ctl`: the reclaimer's node came from `front`.
+const FROM_FRONT: u64 = 1 << 5;
 /// `ctl`: where a deposited grant is kept (its `encode()`).
-const GRANT_SHIFT: u32 = 3;
+const GRANT_SHIFT: u32 = 6;
 const GRANT_BITS: u64 = ((1 << 20) - 1) << GRANT_SHIFT;
 // Every grant fits: slot indices are below `MAX_POOL_SIZE`.
 const _: () = assert!(((crate::MAX_POOL_SIZE as u64) << TAG_BITS) <= GRANT_BITS >> GRANT_SHIFT);
 /// `ctl`: one server or closer between its claim and its pop.
-const POPPER: u64 = 1 << 23;
-const POPPERS: u64 = ((1 << 8) - 1) << 23;
-/// `ctl`: one node parked in `front` (older than every queued one).
-const FRONT_ONE: u64 = 1 << 31;
-const FRONTS: u64 = ((1 << 4) - 1) << 31;
+const POPPER: u64 = 1 << 26;
+const POPPERS: u64 = ((1 << 8) - 1) << 26;
+/// `ctl`: one node parked in `front`.
+const FRONT_ONE: u64 = 1 << 34;
+const FRONTS: u64 = ((1 << 4) - 1) << 34;
 /// Nodes `front` holds at most.
 const MAX_FRONT: u64 = FRONTS / FRONT_ONE;
-/// `ctl`: one token (the tokens fill the upper 29 bits).
-const TOKEN: u64 = 1 << 35;
+/// `ctl`: one token (the tokens fill the upper 26 bits).
+const TOKEN: u64 = 1 << 38;
+/// Queued nodes a registration adds to at most (the tokens' range, less a
+/// margin for registrations racing past the check).
+const MAX_QUEUED: u64 = (1 << 26) - (1 << 20);
+/// What a reclaimer clears when it settles its node.
+const SETTLE: u64 = PEND | DEP | GRANT_BITS | FROM_HEAD | FROM_FRONT;
 
 /// Nodes a registration reclaims at most (more than the one dead node a
 /// registration can add, so the dead nodes shrink back under the bound).
@@ -210,7 +226,7 @@ fn deposited(ctl: u64) -> Grant {
 /// node, or a reclaimer's node with no grant for it.
 #[inline]
 fn wants_service(ctl: u64) -> bool {
-    ctl >= TOKEN || ctl & FRONTS != 0 || ctl & (PEND | DEP) == PEND
+    ctl >= TOKEN || ctl & (HEAD | FRONTS) != 0 || ctl & (PEND | DEP) == PEND
 }
 
 /// Nodes parked in `front`, by a `ctl` word.
@@ -292,15 +308,24 @@ enum Claimer {
     Server(Grant),
     /// `close_all`.
     Closer,
-    /// A registration reclaiming dead nodes: claims under `PEND`; the one
-    /// node in `front` only if `try_front`, else a queued one.
-    Reclaimer { try_front: bool },
+    /// A registration reclaiming dead nodes: claims under `PEND` the node
+    /// in `head` (only if `try_head`), else the oldest in `front`, else a
+    /// queued one.
+    Reclaimer { try_head: bool },
+}
+
+/// Where a claimed node came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Src {
+    Head,
+    Front,
+    Queue,
 }
 
 /// What a claim got.
 enum Claimed {
     /// The oldest node, now the claimer's to finish or drop.
-    Node(Arc<Node>),
+    Node(Arc<Node>, Src),
     /// The server's grant now belongs to the reclaimer holding `PEND`.
     Deposited,
 }
@@ -310,8 +335,9 @@ enum Claimed {
 enum Settled {
     /// Dropped (dead), or its grant passed on to a live waiter: go on.
     Next,
-    /// Live: parked at the back of `front`: go on.
-    Parked,
+    /// Live: put back in `head` (`head: true`), or parked at the back of
+    /// `front`: go on.
+    Parked { head: bool },
     /// The pool is closing: stop.
     Stop,
     /// Holding a grant that no live waiter took: its caller's.
@@ -322,8 +348,11 @@ enum Settled {
 #[derive(Debug)]
 pub(crate) struct Waiters {
     queue: SegQueue<Arc<Node>>,
-    /// Up to `MAX_FRONT` nodes, each older than every queued one, parked
-    /// there (live) by reclaimers, in order.
+    /// At most one node (`HEAD`), older than every other, put there (live)
+    /// by a reclaimer.
+    head: SegQueue<Arc<Node>>,
+    /// Up to `MAX_FRONT` nodes, older than every queued one, parked there
+    /// (live) by reclaimers, in order.
     front: SegQueue<Arc<Node>>,
     /// Tokens and flags (see the module docs).
     ctl: CachePadded<AtomicU64>,
@@ -338,6 +367,7 @@ impl Waiters {
     pub(crate) fn new() -> Self {
         Self {
             queue: SegQueue::new(),
+            head: SegQueue::new(),
             front: SegQueue::new(),
             ctl: CachePadded::new(AtomicU64::new(0)),
             live: CachePadded::new(AtomicUsize::new(0)),
@@ -375,6 +405,11 @@ impl Waiters {
                 return Some(Arc::new(Node::new(grant.encode())));
             }
         }
+        if self.ctl.load(Ordering::Relaxed) / TOKEN >= MAX_QUEUED {
+            // 66M queued nodes (module docs): as if `max` were reached.
+            self.live.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
         let node = Arc::new(Node::new(WAITING));
         self.queue.push(Arc::clone(&node));
         // SeqCst, then a SeqCst fence before the caller's re-check: the
@@ -388,8 +423,9 @@ impl Waiters {
     /// one CAS on `ctl`; then pops the node claimed.
     fn claim(&self, by: Claimer) -> Option<Claimed> {
         let mut ctl = self.ctl.load(Ordering::Acquire);
-        let from_front = loop {
-            let (next, from_front) = match by {
+        let src = loop {
+            let reclaimer_hand = ctl & (FROM_HEAD | FROM_FRONT) != 0;
+            let (next, src) = match by {
                 // Not while another reclaims, nor while a popper may still
                 // pop a node older than the one this claim would pop.
                 // loom mutant: reclaim_ignores_poppers, see loom model 12
@@ -399,14 +435,16 @@ impl Waiters {
                 {
                     return None;
                 }
-                // The one parked node (if several, the older ones could not
-                // be put back ahead of the others).
-                Claimer::Reclaimer { try_front: true } if fronts(ctl) == 1 => {
-                    ((ctl - FRONT_ONE) | PEND, Some(true))
+                Claimer::Reclaimer { try_head: true } if ctl & HEAD != 0 => {
+                    ((ctl & !HEAD) | PEND | FROM_HEAD, Some(Src::Head))
+                }
+                // The oldest parked node: if live, it goes to `head`.
+                Claimer::Reclaimer { .. } if ctl & HEAD == 0 && ctl & FRONTS != 0 => {
+                    ((ctl - FRONT_ONE) | PEND | FROM_FRONT, Some(Src::Front))
                 }
                 // A queued node, if there is room to park it.
                 Claimer::Reclaimer { .. } if ctl >= TOKEN && fronts(ctl) < MAX_FRONT => {
-                    ((ctl - TOKEN) | PEND, Some(false))
+                    ((ctl - TOKEN) | PEND, Some(Src::Queue))
                 }
                 Claimer::Reclaimer { .. } => return None,
                 // 255 poppers between claim and pop at once: wait for one.
@@ -415,32 +453,48 @@ impl Waiters {
                     ctl = self.ctl.load(Ordering::Acquire);
                     continue;
                 }
-                _ if ctl & FRONTS != 0 => (ctl - FRONT_ONE + POPPER, Some(true)),
-                // loom mutant: reclaim_overtaken (a server pops past a
-                // reclaimer's live node), see loom model 12
+                _ if ctl & HEAD != 0 => ((ctl & !HEAD) + POPPER, Some(Src::Head)),
+                // A reclaimer's node from `head` or `front` comes before the
+                // rest of `front`, one from the queue after it.
+                // loom mutants: reclaim_overtaken (a server pops past a
+                // reclaimer's live node), see loom models 12 and 13;
+                // head_behind_front (past one from `head` or `front`), 13
+                Claimer::Server(grant)
+                    if reclaimer_hand
+                        && ctl & (PEND | DEP | CLOSING) == PEND
+                        && !mutant("reclaim_overtaken")
+                        && !mutant("head_behind_front") =>
+                {
+                    (ctl | DEP | (grant.encode() << GRANT_SHIFT), None)
+                }
+                _ if ctl & FRONTS != 0 => (ctl - FRONT_ONE + POPPER, Some(Src::Front)),
                 Claimer::Server(grant)
                     if ctl & (PEND | DEP | CLOSING) == PEND && !mutant("reclaim_overtaken") =>
                 {
                     (ctl | DEP | (grant.encode() << GRANT_SHIFT), None)
                 }
-                _ if ctl >= TOKEN => (ctl - TOKEN + POPPER, Some(false)),
+                _ if ctl >= TOKEN => (ctl - TOKEN + POPPER, Some(Src::Queue)),
                 _ => return None,
             };
             // Acquire pairs with the token add after the push (or the
-            // front count after the push to `front`), so the pop below sees
-            // that node; Release hands a deposited grant's slot over.
+            // `HEAD` flag or front count after the push there), so the pop
+            // below sees that node; Release hands a deposited grant over.
             match self
                 .ctl
                 .compare_exchange_weak(ctl, next, Ordering::AcqRel, Ordering::Acquire)
             {
-                Ok(_) => break from_front,
+                Ok(_) => break src,
                 Err(now) => ctl = now,
             }
         };
-        let Some(from_front) = from_front else {
+        let Some(src) = src else {
             return Some(Claimed::Deposited);
         };
-        let queue = if from_front { &self.front } else { &self.queue };
+        let queue = match src {
+            Src::Head => &self.head,
+            Src::Front => &self.front,
+            Src::Queue => &self.queue,
+        };
         let node = loop {
             if let Some(node) = queue.pop() {
                 break node;
@@ -454,7 +508,7 @@ impl Waiters {
             // pops after this pop.
             self.ctl.fetch_sub(POPPER, Ordering::Release);
         }
-        Some(Claimed::Node(node))
+        Some(Claimed::Node(node, src))
     }
 
     /// A popper drops a dead node it claimed.
@@ -469,7 +523,7 @@ impl Waiters {
             match self.claim(Claimer::Server(grant)) {
                 None => return Err(grant),
                 Some(Claimed::Deposited) => return Ok(()),
-                Some(Claimed::Node(node)) => {
+                Some(Claimed::Node(node, _)) => {
                     if node.finish(grant.encode()).is_ok() {
                         self.live.fetch_sub(1, Ordering::Relaxed);
                         node.waker.wake();
@@ -493,7 +547,7 @@ impl Waiters {
     /// Closes every node `front` and the queue hold.
     fn close_claimed(&self) {
         while let Some(claimed) = self.claim(Claimer::Closer) {
-            if let Claimed::Node(node) = claimed {
+            if let Claimed::Node(node, _) = claimed {
                 self.close(&node);
             }
         }
@@ -510,17 +564,19 @@ impl Waiters {
     }
 
     /// Drops dead nodes from the head of the line, up to `RECLAIM_BATCH`
-    /// claims, parking live ones in `front` (module docs: *Reclaim*).
-    /// Returns a grant it was left holding that no live waiter took.
+    /// claims, moving live ones to `head` or `front` (module docs:
+    /// *Reclaim*). Returns a grant it was left holding that no live waiter
+    /// took.
     fn reclaim(&self) -> Option<Grant> {
-        for i in 0..RECLAIM_BATCH {
-            // The node in `front` once, first: re-parked if live.
-            let by = Claimer::Reclaimer { try_front: i == 0 };
-            let Some(Claimed::Node(node)) = self.claim(by) else {
+        let mut try_head = true;
+        for _ in 0..RECLAIM_BATCH {
+            let Some(Claimed::Node(node, src)) = self.claim(Claimer::Reclaimer { try_head }) else {
                 return None;
             };
-            match self.settle(node) {
-                Settled::Next | Settled::Parked => {}
+            match self.settle(node, src) {
+                Settled::Next | Settled::Parked { head: false } => {}
+                // `head` holds a live node now: look behind it.
+                Settled::Parked { head: true } => try_head = false,
                 Settled::Stop => return None,
                 Settled::Spare(grant) => return Some(grant),
             }
@@ -528,29 +584,34 @@ impl Waiters {
         None
     }
 
-    /// Settles the node a reclaimer claimed (it holds `PEND`).
-    fn settle(&self, node: Arc<Node>) -> Settled {
+    /// Settles the node a reclaimer claimed from `src` (it holds `PEND`).
+    fn settle(&self, node: Arc<Node>, src: Src) -> Settled {
         // Acquire: a canceller's `dead` increment happens before the drop's
         // decrement.
         if node.state.load(Ordering::Acquire) != WAITING {
             self.drop_dead();
             // Only this reclaimer clears PEND and DEP (servers only set DEP).
-            let ctl = self
-                .ctl
-                .fetch_and(!(PEND | DEP | GRANT_BITS), Ordering::AcqRel);
+            let ctl = self.ctl.fetch_and(!SETTLE, Ordering::AcqRel);
             // loom mutant: reclaim_drops_deposit, see loom model 11
             if ctl & DEP != 0 && !mutant("reclaim_drops_deposit") {
                 return self.pass_on(deposited(ctl));
             }
             return Settled::Next;
         }
-        // Live: park it at the back of `front` (behind older nodes, ahead
-        // of every queued one), then count it, releasing PEND and taking
-        // any deposit, in one CAS (its Release publishes the push).
-        self.front.push(node);
+        // Live. From `head` or `front` it is the oldest node: (back) to
+        // `head`, which is empty (only a reclaimer fills it, and it claimed
+        // from `front` only with `head` empty). From the queue: to the back
+        // of `front` (behind older nodes, ahead of every queued one). Push,
+        // then, in one CAS, count it, release PEND and take any deposit
+        // (the CAS's Release publishes the push).
+        let (to, counted) = match src {
+            Src::Head | Src::Front => (&self.head, HEAD),
+            Src::Queue => (&self.front, FRONT_ONE),
+        };
+        to.push(node);
         let mut ctl = self.ctl.load(Ordering::Acquire);
         loop {
-            let next = (ctl & !(PEND | DEP | GRANT_BITS)) + FRONT_ONE;
+            let next = (ctl & !SETTLE) + counted;
             match self
                 .ctl
                 .compare_exchange_weak(ctl, next, Ordering::AcqRel, Ordering::Acquire)
@@ -559,10 +620,12 @@ impl Waiters {
                 Err(now) => ctl = now,
             }
         }
-        let mut settled = Settled::Parked;
+        let mut settled = Settled::Parked {
+            head: counted == HEAD,
+        };
         if ctl & DEP != 0 {
-            // Deposited for the node now parked: serve the oldest (the
-            // front's head, if not this one then an older one).
+            // Deposited for the node now parked: serve the oldest (this one
+            // or, from the queue, an older parked one).
             settled = self.pass_on(deposited(ctl));
         }
         if ctl & CLOSING != 0 {
@@ -665,9 +728,9 @@ mod tests {
     }
 
     /// Claims the oldest node as a reclaimer would (under `PEND`).
-    fn claim_as_reclaimer(w: &Waiters) -> Arc<Node> {
-        match w.claim(Claimer::Reclaimer { try_front: true }) {
-            Some(Claimed::Node(n)) => n,
+    fn claim_as_reclaimer(w: &Waiters) -> (Arc<Node>, Src) {
+        match w.claim(Claimer::Reclaimer { try_head: true }) {
+            Some(Claimed::Node(n, src)) => (n, src),
             _ => panic!("a node to claim"),
         }
     }
@@ -705,8 +768,9 @@ mod tests {
             let n = w.register(None).unwrap();
             w.cancel(&n);
         }
-        // The reclaim reached `a`, could not serve it and parked it.
-        assert_eq!(fronts(w.ctl.load(Ordering::SeqCst)), 1, "a is in front");
+        // The reclaim reached `a`, could not serve it and parked it (in
+        // `front`, then, the oldest, in `head`).
+        assert_ne!(w.ctl.load(Ordering::SeqCst) & HEAD, 0, "a is in head");
         assert!(w.any(), "a parked waiter is seen by releasers");
         let b = w.register(None).unwrap();
         for _ in 0..10 {
@@ -737,14 +801,14 @@ mod tests {
         }
         let bound = RECLAIM_SLACK + RECLAIM_BATCH + 2;
         assert!(queued(&w) <= bound, "{} dead nodes queued", queued(&w));
-        assert_eq!(fronts(w.ctl.load(Ordering::SeqCst)), 1, "a is parked");
+        assert_eq!(w.ctl.load(Ordering::SeqCst) & (HEAD | FRONTS), HEAD);
         // Once `a` leaves, the parked dead node goes too.
         assert_eq!(w.cancel(&a), None);
         for _ in 0..10 {
             let n = w.register(None).unwrap();
             w.cancel(&n);
         }
-        assert_eq!(fronts(w.ctl.load(Ordering::SeqCst)), 0);
+        assert_eq!(w.ctl.load(Ordering::SeqCst) & (HEAD | FRONTS), 0);
         assert!(queued(&w) <= bound, "{} dead nodes queued", queued(&w));
         let b = w.register(None).unwrap();
         assert_eq!(w.serve(Grant::Place(4)), Ok(()));
@@ -762,9 +826,10 @@ mod tests {
                 w.cancel(&n);
             }
         }
-        let parked = fronts(w.ctl.load(Ordering::SeqCst));
-        assert!(parked > 1 && parked <= MAX_FRONT, "{parked} parked");
-        assert_eq!(w.front.len() as u64, parked);
+        let ctl = w.ctl.load(Ordering::SeqCst);
+        let parked = fronts(ctl) + u64::from(ctl & HEAD != 0);
+        assert!(parked > 1 && parked <= MAX_FRONT + 1, "{parked} parked");
+        assert_eq!((w.front.len() + w.head.len()) as u64, parked);
         for (i, node) in live.iter().enumerate() {
             assert_eq!(w.serve(Grant::Slot(i as u32)), Ok(()));
             assert_eq!(
@@ -779,15 +844,43 @@ mod tests {
     }
 
     #[test]
+    fn parked_waiters_that_time_out_let_the_reclaim_drain_them() {
+        // No release at all (an outage): parked waiters time out, and the
+        // reclaim drops them from `head` and `front`, then goes on.
+        let w = Waiters::new();
+        let mut live = Vec::new();
+        for _ in 0..40 {
+            live.push(w.register(None).unwrap());
+            for _ in 0..3 {
+                let n = w.register(None).unwrap();
+                w.cancel(&n);
+            }
+        }
+        assert_ne!(w.ctl.load(Ordering::SeqCst) & (HEAD | FRONTS), 0);
+        for n in &live {
+            assert!(w.expire(n));
+        }
+        for _ in 0..10_000 {
+            let n = w.register(None).unwrap();
+            w.cancel(&n);
+        }
+        let bound = RECLAIM_SLACK + RECLAIM_BATCH + 2;
+        assert!(queued(&w) <= bound, "{} dead nodes queued", queued(&w));
+        assert_eq!(w.ctl.load(Ordering::SeqCst) & (HEAD | FRONTS), 0);
+        assert_eq!((w.head.len(), w.front.len()), (0, 0));
+        assert_eq!(w.live(), 0);
+    }
+
+    #[test]
     fn a_grant_deposited_for_a_reclaimed_node_serves_it() {
         let w = Waiters::new();
         let a = w.register(None).unwrap();
-        let held = claim_as_reclaimer(&w);
+        let (held, src) = claim_as_reclaimer(&w);
         assert!(w.any(), "a claimed node with no grant still wants one");
         // A releaser meanwhile may not overtake it: it deposits.
         assert_eq!(w.serve(Grant::Slot(5)), Ok(()));
         assert!(!w.any(), "the deposit covers it");
-        assert_eq!(w.settle(held), Settled::Next);
+        assert_eq!(w.settle(held, src), Settled::Next);
         assert_eq!(granted(&a), Poll::Ready(Outcome::Granted(Grant::Slot(5))));
         // Its waiter, cancelling now, learns the grant and gives it back.
         assert_eq!(w.cancel(&a), Some(Outcome::Granted(Grant::Slot(5))));
@@ -800,19 +893,19 @@ mod tests {
         let w = Waiters::new();
         let a = w.register(None).unwrap();
         let b = w.register(None).unwrap();
-        let held = claim_as_reclaimer(&w);
+        let (held, src) = claim_as_reclaimer(&w);
         assert_eq!(w.serve(Grant::Slot(5)), Ok(()));
         // Cancelled while a grant was on its way: the grant is not lost.
         assert_eq!(w.cancel(&a), None);
-        assert_eq!(w.settle(held), Settled::Next);
+        assert_eq!(w.settle(held, src), Settled::Next);
         assert_eq!(granted(&b), Poll::Ready(Outcome::Granted(Grant::Slot(5))));
         assert_eq!((w.live(), w.dead.load(Ordering::Relaxed)), (0, 0));
         // With nobody left, the reclaimer keeps it (for its own caller).
         let c = w.register(None).unwrap();
         assert_eq!(w.cancel(&c), None);
-        let held = claim_as_reclaimer(&w);
+        let (held, src) = claim_as_reclaimer(&w);
         assert_eq!(w.serve(Grant::Place(6)), Ok(()));
-        assert_eq!(w.settle(held), Settled::Spare(Grant::Place(6)));
+        assert_eq!(w.settle(held, src), Settled::Spare(Grant::Place(6)));
         assert_eq!(w.ctl.load(Ordering::SeqCst), 0);
     }
 
@@ -821,12 +914,43 @@ mod tests {
         let w = Waiters::new();
         let a = w.register(None).unwrap();
         let b = w.register(None).unwrap();
-        let held = claim_as_reclaimer(&w);
-        assert_eq!(w.settle(held), Settled::Parked);
+        let (held, src) = claim_as_reclaimer(&w);
+        assert_eq!(w.settle(held, src), Settled::Parked { head: false });
         assert_eq!(w.ctl.load(Ordering::SeqCst), TOKEN | FRONT_ONE);
         assert_eq!(w.serve(Grant::Slot(1)), Ok(()));
         assert_eq!(granted(&a), Poll::Ready(Outcome::Granted(Grant::Slot(1))));
         assert_eq!(granted(&b), Poll::Pending);
+    }
+
+    #[test]
+    fn a_reclaimer_holding_the_head_gets_the_grant_before_front_is_served() {
+        let w = Waiters::new();
+        let a = w.register(None).unwrap();
+        let b = w.register(None).unwrap();
+        // `a` to `front`, then to `head`; `b` to `front`.
+        let (held, src) = claim_as_reclaimer(&w);
+        assert_eq!(w.settle(held, src), Settled::Parked { head: false });
+        let (held, src) = claim_as_reclaimer(&w);
+        assert_eq!(src, Src::Front);
+        assert_eq!(w.settle(held, src), Settled::Parked { head: true });
+        let (held, src) = match w.claim(Claimer::Reclaimer { try_head: false }) {
+            Some(Claimed::Node(n, src)) => (n, src),
+            _ => panic!("b to claim"),
+        };
+        assert_eq!(src, Src::Queue);
+        assert_eq!(w.settle(held, src), Settled::Parked { head: false });
+        assert_eq!(w.ctl.load(Ordering::SeqCst), HEAD | FRONT_ONE);
+        // Holding `a` again, from `head`: a release deposits (it may not
+        // serve `b`, in `front`, first), and `a` gets the grant.
+        let (held, src) = claim_as_reclaimer(&w);
+        assert_eq!(src, Src::Head);
+        assert_eq!(w.serve(Grant::Slot(8)), Ok(()));
+        assert_eq!(granted(&b), Poll::Pending);
+        assert_eq!(w.settle(held, src), Settled::Next);
+        assert_eq!(granted(&a), Poll::Ready(Outcome::Granted(Grant::Slot(8))));
+        assert_eq!(w.serve(Grant::Slot(9)), Ok(()));
+        assert_eq!(granted(&b), Poll::Ready(Outcome::Granted(Grant::Slot(9))));
+        assert_eq!(w.ctl.load(Ordering::SeqCst), 0);
     }
 
     #[test]
@@ -835,17 +959,29 @@ mod tests {
         let a = w.register(None).unwrap();
         let b = w.register(None).unwrap();
         let c = w.register(None).unwrap();
-        let held = claim_as_reclaimer(&w);
-        assert_eq!(w.settle(held), Settled::Parked); // `a` parked in front
-        let held = claim_as_reclaimer(&w); // `a` again, under PEND
+        let (held, src) = claim_as_reclaimer(&w);
+        assert_eq!(w.settle(held, src), Settled::Parked { head: false });
+        let (held, src) = claim_as_reclaimer(&w); // `a` again, from `front`
         w.close_all();
         // The reclaimer parks it, sees the pool closing, and closes it.
-        assert_eq!(w.settle(held), Settled::Stop);
+        assert_eq!(w.settle(held, src), Settled::Stop);
         for n in [&a, &b, &c] {
             assert_eq!(granted(n), Poll::Ready(Outcome::Closed));
         }
         assert_eq!(w.live(), 0);
         assert!(!w.any());
+    }
+
+    #[test]
+    fn registration_fails_cleanly_when_the_tokens_would_overflow() {
+        let w = Waiters::new();
+        w.ctl.store(MAX_QUEUED * TOKEN, Ordering::SeqCst);
+        assert!(w.register(None).is_none(), "as if max_waiters were reached");
+        assert_eq!(w.live(), 0);
+        w.ctl.store((MAX_QUEUED - 1) * TOKEN, Ordering::SeqCst);
+        let n = w.register(None).unwrap();
+        assert_eq!(w.ctl.load(Ordering::SeqCst), MAX_QUEUED * TOKEN);
+        assert_eq!(w.cancel(&n), None);
     }
 
     #[test]

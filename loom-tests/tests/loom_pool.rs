@@ -462,3 +462,44 @@ fn a_reclaimed_live_waiter_keeps_its_turn_against_a_racing_release() {
         assert!(poll_once(third.as_mut()).is_pending());
     });
 }
+
+/// Model 13 — I7 with reclaim through `head` (issue 10.5): a live waiter
+/// that earlier reclaims moved to the head of the line is claimed again by
+/// a registration (which also parks the next live waiter behind it) while
+/// a release races it: the release must serve the oldest waiter first (by
+/// taking it, or by depositing its connection for the reclaimer holding
+/// it), never the one parked behind it. Catches `reclaim_overtaken` and
+/// `head_behind_front` (a server serves the parked waiter while the
+/// reclaimer holds the older one it took from the head).
+#[test]
+fn a_waiter_at_the_head_keeps_its_turn_against_a_racing_release() {
+    explore(|| {
+        let (p, _mock) = pool(1, M::default(), |b| b);
+        let c = block_on(p.get()).unwrap();
+        let cancel = |n: usize| {
+            for _ in 0..n {
+                let mut cancelled = Box::pin(p.get());
+                assert!(poll_once(cancelled.as_mut()).is_pending());
+            }
+        };
+        let mut first = Box::pin(p.get());
+        assert!(poll_once(first.as_mut()).is_pending());
+        cancel(2);
+        // Reclaims: `first` parked, then moved to the head; two dead dropped.
+        let mut second = Box::pin(p.get());
+        assert!(poll_once(second.as_mut()).is_pending());
+        cancel(3);
+        let t = thread::spawn(move || drop(c));
+        // Reclaims: `first` claimed and put back, `second` parked behind it.
+        let mut third = Box::pin(p.get());
+        assert!(poll_once(third.as_mut()).is_pending());
+        t.join().unwrap();
+        let served = poll_once(first.as_mut());
+        assert!(
+            matches!(served, Poll::Ready(Ok(_))),
+            "the oldest waiter first"
+        );
+        assert!(poll_once(second.as_mut()).is_pending());
+        assert!(poll_once(third.as_mut()).is_pending());
+    });
+}
