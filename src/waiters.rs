@@ -604,14 +604,20 @@ impl Waiters {
         // of `front` (behind older nodes, ahead of every queued one). Push,
         // then, in one CAS, count it, release PEND and take any deposit
         // (the CAS's Release publishes the push).
-        let (to, counted) = match src {
-            Src::Head | Src::Front => (&self.head, HEAD),
-            Src::Queue => (&self.front, FRONT_ONE),
-        };
-        to.push(node);
+        let to_head = src != Src::Queue;
+        if to_head {
+            self.head.push(node);
+        } else {
+            self.front.push(node);
+        }
         let mut ctl = self.ctl.load(Ordering::Acquire);
         loop {
-            let next = (ctl & !SETTLE) + counted;
+            debug_assert!(ctl & HEAD == 0 || !to_head, "head was empty");
+            let next = if to_head {
+                (ctl & !SETTLE) | HEAD
+            } else {
+                (ctl & !SETTLE) + FRONT_ONE
+            };
             match self
                 .ctl
                 .compare_exchange_weak(ctl, next, Ordering::AcqRel, Ordering::Acquire)
@@ -620,9 +626,7 @@ impl Waiters {
                 Err(now) => ctl = now,
             }
         }
-        let mut settled = Settled::Parked {
-            head: counted == HEAD,
-        };
+        let mut settled = Settled::Parked { head: to_head };
         if ctl & DEP != 0 {
             // Deposited for the node now parked: serve the oldest (this one
             // or, from the queue, an older parked one).

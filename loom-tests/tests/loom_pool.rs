@@ -463,10 +463,10 @@ fn a_reclaimed_live_waiter_keeps_its_turn_against_a_racing_release() {
     });
 }
 
-/// Model 13 — I7 with reclaim through `head` (issue 10.5): a live waiter
-/// that earlier reclaims moved to the head of the line is claimed again by
-/// a registration (which also parks the next live waiter behind it) while
-/// a release races it: the release must serve the oldest waiter first (by
+/// Model 13 — I7 with reclaim through `head` (issue 10.5): earlier
+/// reclaims moved the oldest waiter to the head of the line and parked the
+/// next one behind it; a registration claims the head waiter again while a
+/// release races it: the release must serve the oldest waiter first (by
 /// taking it, or by depositing its connection for the reclaimer holding
 /// it), never the one parked behind it. Catches `reclaim_overtaken` and
 /// `head_behind_front` (a server serves the parked waiter while the
@@ -489,17 +489,22 @@ fn a_waiter_at_the_head_keeps_its_turn_against_a_racing_release() {
         let mut second = Box::pin(p.get());
         assert!(poll_once(second.as_mut()).is_pending());
         cancel(3);
-        let t = thread::spawn(move || drop(c));
-        // Reclaims: `first` claimed and put back, `second` parked behind it.
+        // Reclaims: `first` put back, `second` parked behind it.
         let mut third = Box::pin(p.get());
         assert!(poll_once(third.as_mut()).is_pending());
+        cancel(3);
+        let t = thread::spawn(move || drop(c));
+        // Reclaims: `first` claimed from the head and put back, ...
+        let mut fourth = Box::pin(p.get());
+        assert!(poll_once(fourth.as_mut()).is_pending());
         t.join().unwrap();
         let served = poll_once(first.as_mut());
         assert!(
             matches!(served, Poll::Ready(Ok(_))),
             "the oldest waiter first"
         );
-        assert!(poll_once(second.as_mut()).is_pending());
-        assert!(poll_once(third.as_mut()).is_pending());
+        for later in [&mut second, &mut third, &mut fourth] {
+            assert!(poll_once(later.as_mut()).is_pending());
+        }
     });
 }
