@@ -32,6 +32,11 @@ pairs=(
   "sweeper_times_out_a_waiter_while_a_release_serves_it:untrack_keeps_slot"
   "sweeper_times_out_a_waiter_while_it_is_cancelled_and_served:untrack_keeps_slot"
   "a_thread_with_an_empty_home_steals_while_the_owner_pops_and_pushes:steal_without_swap"
+  "release_races_a_registration_that_reclaims_a_dead_waiter:reclaim_drops_deposit"
+  "a_reclaimed_live_waiter_keeps_its_turn_against_a_racing_release:reclaim_overtaken"
+  "a_reclaimed_live_waiter_keeps_its_turn_against_a_racing_release:reclaim_ignores_poppers"
+  "a_waiter_at_the_head_keeps_its_turn_against_a_racing_release:reclaim_overtaken"
+  "a_waiter_at_the_head_keeps_its_turn_against_a_racing_release:head_behind_front"
 )
 
 cargo test -q -p loom-tests --release --no-run || exit 1

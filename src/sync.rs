@@ -185,6 +185,10 @@ mod imp {
     /// Parked waiters a pool's deadline sweeper tracks at once (see
     /// `deadlines.rs`; fewer in unit tests, to reach the limit).
     pub(crate) const DEADLINE_SLOTS: usize = if cfg!(test) { 64 } else { 1024 };
+
+    /// Dead waiter nodes tolerated beyond the live ones before a
+    /// registration reclaims some (see `waiters.rs`; fewer in unit tests).
+    pub(crate) const RECLAIM_SLACK: usize = if cfg!(test) { 2 } else { 64 };
 }
 
 #[cfg(latchless_loom)]
@@ -302,4 +306,8 @@ mod imp {
     /// Deadline slots in a model (no sweeper runs under loom: every slot
     /// is an object loom tracks, and a pool's drop reads each).
     pub(crate) const DEADLINE_SLOTS: usize = 4;
+
+    /// No slack in a model: one dead node more than the live ones starts a
+    /// reclaim (see `waiters.rs`), so a few threads reach it.
+    pub(crate) const RECLAIM_SLACK: usize = 0;
 }

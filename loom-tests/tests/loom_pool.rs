@@ -494,5 +494,115 @@ fn a_thread_with_an_empty_home_steals_while_the_owner_pops_and_pushes() {
         let b = p.try_get().expect("no key lost");
         assert_eq!(a.uses + b.uses, 2, "each used once, by one holder");
         assert!(p.try_get().is_none(), "no key twice");
+
+/// Model 14 — I4 and I5 with reclaim (issue 10.5): a registration that
+/// reclaims a cancelled waiter's dead node (the loom build tolerates no
+/// dead node beyond the live ones) races the release that serves the
+/// queue. The release may drop the dead node itself, or find it claimed by
+/// the reclaimer and deposit its connection for it; the reclaimer then
+/// finds nobody older alive and keeps the connection for its own caller.
+/// Either way the new waiter gets the connection and nothing is lost.
+#[test]
+fn release_races_a_registration_that_reclaims_a_dead_waiter() {
+    explore(|| {
+        let m = M::default();
+        let open = Arc::clone(&m.open);
+        let (p, _mock) = pool(1, m, |b| b);
+        let c = block_on(p.get()).unwrap();
+        let mut cancelled = Box::pin(p.get());
+        assert!(poll_once(cancelled.as_mut()).is_pending());
+        drop(cancelled);
+        let t = thread::spawn(move || drop(c));
+        let got = block_on(p.get());
+        assert!(got.is_ok(), "the new waiter is served");
+        drop(got);
+        t.join().unwrap();
+        let s = p.state();
+        assert_eq!((s.size, s.idle, s.waiting), (1, 1, 0), "nothing lost");
+        assert_eq!(open.load(SeqCst), 1);
+    });
+}
+
+/// Model 15 — I7 with reclaim (issue 10.5): two live waiters queued
+/// ahead of three cancelled ones; a new registration reclaims from the
+/// head, claiming the live waiters one by one (it cannot serve them: it
+/// parks them in order ahead of the queue) while a release races it. The
+/// release must not overtake a claimed waiter, neither by popping past it
+/// nor by having claimed before it and popping after it: the oldest waiter
+/// gets the connection, the others still wait.
+/// Catches `reclaim_overtaken` (a server pops past a reclaimer's node
+/// instead of depositing its grant for it) and `reclaim_ignores_poppers`
+/// (a reclaim starts while a server that claimed earlier has not popped:
+/// the server serves the second waiter).
+#[test]
+fn a_reclaimed_live_waiter_keeps_its_turn_against_a_racing_release() {
+    explore(|| {
+        let (p, _mock) = pool(1, M::default(), |b| b);
+        let c = block_on(p.get()).unwrap();
+        let mut first = Box::pin(p.get());
+        assert!(poll_once(first.as_mut()).is_pending());
+        let mut second = Box::pin(p.get());
+        assert!(poll_once(second.as_mut()).is_pending());
+        for _ in 0..3 {
+            let mut cancelled = Box::pin(p.get());
+            assert!(poll_once(cancelled.as_mut()).is_pending());
+        }
+        let t = thread::spawn(move || drop(c));
+        let mut third = Box::pin(p.get());
+        assert!(poll_once(third.as_mut()).is_pending());
+        t.join().unwrap();
+        let served = poll_once(first.as_mut());
+        assert!(
+            matches!(served, Poll::Ready(Ok(_))),
+            "the oldest waiter first"
+        );
+        assert!(poll_once(second.as_mut()).is_pending());
+        assert!(poll_once(third.as_mut()).is_pending());
+    });
+}
+
+/// Model 16 — I7 with reclaim through `head` (issue 10.5): earlier
+/// reclaims moved the oldest waiter to the head of the line and parked the
+/// next one behind it; a registration claims the head waiter again while a
+/// release races it: the release must serve the oldest waiter first (by
+/// taking it, or by depositing its connection for the reclaimer holding
+/// it), never the one parked behind it. Catches `reclaim_overtaken` and
+/// `head_behind_front` (a server serves the parked waiter while the
+/// reclaimer holds the older one it took from the head).
+#[test]
+fn a_waiter_at_the_head_keeps_its_turn_against_a_racing_release() {
+    explore(|| {
+        let (p, _mock) = pool(1, M::default(), |b| b);
+        let c = block_on(p.get()).unwrap();
+        let cancel = |n: usize| {
+            for _ in 0..n {
+                let mut cancelled = Box::pin(p.get());
+                assert!(poll_once(cancelled.as_mut()).is_pending());
+            }
+        };
+        let mut first = Box::pin(p.get());
+        assert!(poll_once(first.as_mut()).is_pending());
+        cancel(2);
+        // Reclaims: `first` parked, then moved to the head; two dead dropped.
+        let mut second = Box::pin(p.get());
+        assert!(poll_once(second.as_mut()).is_pending());
+        cancel(3);
+        // Reclaims: `first` put back, `second` parked behind it.
+        let mut third = Box::pin(p.get());
+        assert!(poll_once(third.as_mut()).is_pending());
+        cancel(3);
+        let t = thread::spawn(move || drop(c));
+        // Reclaims: `first` claimed from the head and put back, ...
+        let mut fourth = Box::pin(p.get());
+        assert!(poll_once(fourth.as_mut()).is_pending());
+        t.join().unwrap();
+        let served = poll_once(first.as_mut());
+        assert!(
+            matches!(served, Poll::Ready(Ok(_))),
+            "the oldest waiter first"
+        );
+        for later in [&mut second, &mut third, &mut fourth] {
+            assert!(poll_once(later.as_mut()).is_pending());
+        }
     });
 }
