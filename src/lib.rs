@@ -52,6 +52,7 @@ mod hazard;
 mod lifetime;
 mod maintenance;
 mod manager;
+pub mod managers;
 mod metrics;
 #[cfg(feature = "model")]
 pub mod model;
