@@ -51,12 +51,38 @@ pub enum PgError {
 impl fmt::Display for PgError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Config(e) => write!(f, "invalid PostgreSQL connection string: {e}"),
-            Self::Connect(e) => write!(f, "could not connect to PostgreSQL: {e}"),
-            Self::Init(e) => write!(f, "PostgreSQL connection init hook failed: {e}"),
-            Self::Check(e) => write!(f, "PostgreSQL liveness check failed: {e}"),
+            Self::Config(e) => write!(f, "invalid PostgreSQL connection string: {}", Detail(e)),
+            Self::Connect(e) => write!(f, "could not connect to PostgreSQL: {}", Detail(e)),
+            Self::Init(e) => write!(f, "PostgreSQL connection init hook failed: {}", Detail(e)),
+            Self::Check(e) => write!(f, "PostgreSQL liveness check failed: {}", Detail(e)),
             Self::Closed => f.write_str("PostgreSQL connection is closed or broken"),
         }
+    }
+}
+
+/// A tokio-postgres error with what its `Display` leaves out: the server's
+/// severity, SQLSTATE and message, or the underlying cause.
+struct Detail<'a>(&'a tokio_postgres::Error);
+
+impl fmt::Display for Detail<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let e = self.0;
+        if let Some(db) = e.as_db_error() {
+            return write!(
+                f,
+                "{} {}: {}",
+                db.severity(),
+                db.code().code(),
+                db.message()
+            );
+        }
+        write!(f, "{e}")?;
+        let mut source = e.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
     }
 }
 
