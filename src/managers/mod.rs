@@ -4,11 +4,11 @@
 //!
 //! | feature | manager | connection |
 //! | --- | --- | --- |
-//! | `tcp` | [`TcpManager`] | [`TcpConnection`] over tokio's `TcpStream` |
-//! | `tls` | [`TlsManager`] | [`TlsConnection`]: rustls over the TCP manager |
-//! | `postgres` | [`PgManager`] | [`PgConnection`] over tokio-postgres |
-//! | `postgres-tls` | [`PgManager::with_tls`] | the same, over rustls |
-//! | `redis` | [`RedisManager`] | [`RedisConnection`] over the redis crate |
+//! | `tcp` | `TcpManager` | `TcpConnection` over tokio's `TcpStream` |
+//! | `tls` | `TlsManager` | `TlsConnection`: rustls over the TCP manager |
+//! | `postgres` | `PgManager` | `PgConnection` over tokio-postgres |
+//! | `postgres-tls` | `PgManager::with_tls` | the same, over rustls |
+//! | `redis` | `RedisManager` | `RedisConnection` over the redis crate |
 //!
 //! # One failed request costs one connection
 //!
@@ -45,7 +45,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 /// A boxed, `Send` future borrowing for `'a`: what the user hooks
-/// ([`TcpManager::with_check`], [`PgManager::with_init`], ...) return.
+/// (`TcpManager::with_check`, `PgManager::with_init`, ...) return.
 ///
 /// ```
 /// use latchless::managers::BoxFuture;
@@ -75,7 +75,7 @@ mod redis;
 pub use self::redis::{RedisConnection, RedisManager};
 
 /// The rustls crate this module is built against (for
-/// [`TlsManager::new`] and `PgManager::with_tls` configs).
+/// `TlsManager::new` and `PgManager::with_tls` configs).
 ///
 /// ```
 /// let provider = latchless::managers::rustls::crypto::ring::default_provider();

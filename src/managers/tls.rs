@@ -1,4 +1,5 @@
-//! [`TlsManager`]: TLS (rustls, ring provider) over the [`TcpManager`].
+//! [`TlsManager`]: TLS (rustls, ring provider) over the
+//! [`TcpManager`](super::TcpManager).
 //!
 //! Invariant kept: a handshake that fails (untrusted certificate, wrong
 //! name, rejected client certificate) is a `connect` error; a connection
@@ -34,7 +35,7 @@ use crate::Manager;
 /// ```
 pub type TlsConnection = TcpConnection<TlsStream<TcpStream>>;
 
-/// Opens TLS connections: a [`TcpManager`] connect, then a rustls handshake
+/// Opens TLS connections: a [`TcpManager`](super::TcpManager) connect, then a rustls handshake
 /// with SNI, the roots you give (no system roots are loaded: trust is
 /// explicit) and optionally a client certificate.
 ///
