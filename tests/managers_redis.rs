@@ -294,6 +294,7 @@ async fn every_connection_killed_in_a_tight_loop_costs_at_most_one_failure_per_c
                     Err(e) => {
                         let clean = e.is_io_error()
                             || e.is_connection_dropped()
+                            || e.is_timeout()
                             || e.is_unrecoverable_error();
                         failures.push((start.elapsed(), e.to_string(), clean));
                     }

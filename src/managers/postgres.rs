@@ -46,6 +46,9 @@ pub enum PgError {
     Check(tokio_postgres::Error),
     /// The connection is closed or was marked broken.
     Closed,
+    /// `connect` ran outside a Tokio runtime (the session's driver task
+    /// needs one).
+    NoRuntime,
 }
 
 impl fmt::Display for PgError {
@@ -56,6 +59,9 @@ impl fmt::Display for PgError {
             Self::Init(e) => write!(f, "PostgreSQL connection init hook failed: {}", Detail(e)),
             Self::Check(e) => write!(f, "PostgreSQL liveness check failed: {}", Detail(e)),
             Self::Closed => f.write_str("PostgreSQL connection is closed or broken"),
+            Self::NoRuntime => {
+                f.write_str("PgManager::connect needs a Tokio runtime to drive the session")
+            }
         }
     }
 }
@@ -90,7 +96,7 @@ impl StdError for PgError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         match self {
             Self::Config(e) | Self::Connect(e) | Self::Init(e) | Self::Check(e) => Some(e),
-            Self::Closed => None,
+            Self::Closed | Self::NoRuntime => None,
         }
     }
 }
@@ -254,11 +260,12 @@ impl Manager for PgManager {
     type Error = PgError;
 
     async fn connect(&self) -> Result<PgConnection, PgError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| PgError::NoRuntime)?;
         let (client, driver) = match &self.tls {
             Tls::None => {
                 let (client, connection) =
                     self.config.connect(NoTls).await.map_err(PgError::Connect)?;
-                (client, tokio::spawn(drive(connection)))
+                (client, runtime.spawn(drive(connection)))
             }
             #[cfg(feature = "postgres-tls")]
             Tls::Rustls(tls) => {
@@ -267,7 +274,7 @@ impl Manager for PgManager {
                     .connect(tls.clone())
                     .await
                     .map_err(PgError::Connect)?;
-                (client, tokio::spawn(drive(connection)))
+                (client, runtime.spawn(drive(connection)))
             }
         };
         let mut conn = PgConnection {
