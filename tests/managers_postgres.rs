@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use latchless::managers::{PgError, PgManager};
 use latchless::{Manager, Pool, PoolError};
+use std::future::Future;
 use tokio_postgres::NoTls;
 
 const BASE: &str = "host=127.0.0.1 port=5432 user=root dbname=test";
@@ -497,4 +498,16 @@ async fn report_acquire_overhead_next_to_select_1() {
         "postgres overhead ({build}): SELECT 1 p50 {select_p50:?}; acquire p50 {acq_p50:?}, p99.9 {acq_p999:?} = {:.2}% of SELECT 1 p50 (target < 1%)",
         100.0 * acq_p999.as_secs_f64() / select_p50.as_secs_f64()
     );
+}
+
+#[test]
+fn connect_outside_a_tokio_runtime_is_a_typed_error_not_a_panic() {
+    let manager = manager(&app_name("noruntime"));
+    let mut connect = std::pin::pin!(manager.connect());
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match connect.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(Err(PgError::NoRuntime)) => {}
+        std::task::Poll::Ready(other) => panic!("expected NoRuntime, got {:?}", other.err()),
+        std::task::Poll::Pending => panic!("expected NoRuntime at once"),
+    }
 }

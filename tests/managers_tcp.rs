@@ -345,3 +345,38 @@ async fn many_concurrent_requests_never_open_more_than_max_size() {
     assert!(max <= N, "server saw {max} connections, max_size is {N}");
     assert!(max >= 2, "the load was concurrent");
 }
+
+#[cfg(target_os = "linux")] // relies on Linux dropping SYNs to a full accept queue
+#[tokio::test]
+async fn a_connect_that_hangs_is_a_timed_out_connect_error_within_the_connect_timeout() {
+    // A listener whose accept queue is full (backlog 0, never accepting):
+    // Linux drops further SYNs, so a connect hangs in SYN_SENT.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    socket.listen(0).unwrap();
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        if let Ok(s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            fillers.push(s);
+        }
+    }
+    let manager = TcpManager::new([addr.to_string()]).connect_timeout(Duration::from_millis(300));
+    let pool = Pool::builder(manager).fail_fast(true).build().unwrap();
+    let start = Instant::now();
+    let err = pool.get_timeout(Duration::from_secs(5)).await.unwrap_err();
+    let elapsed = start.elapsed();
+    println!("tcp, connect to a full listener: {err} ({elapsed:?})");
+    match &err {
+        PoolError::Connect(e) => assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}"),
+        other => panic!("expected Connect(TimedOut), got {other:?}"),
+    }
+    assert!(
+        elapsed >= Duration::from_millis(250) && elapsed < Duration::from_secs(2),
+        "{elapsed:?}"
+    );
+    assert_eq!(pool.state().size, 0, "no place leaked");
+    drop((fillers, socket));
+}
