@@ -29,6 +29,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let px: f64 = conn.get("latchless:example:px").await?;
     let (hits, ttl): (i64, i64) = redis::pipe()
         .incr("latchless:example:hits", 1)
+        .expire("latchless:example:hits", 60)
+        .ignore()
         .ttl("latchless:example:px")
         .query_async(&mut *conn)
         .await?;
