@@ -54,6 +54,7 @@ mod histogram;
 mod lifetime;
 mod maintenance;
 mod manager;
+pub mod managers;
 mod metrics;
 mod pool;
 mod pooled;
@@ -85,3 +86,12 @@ pub use metrics::{Metrics, State};
 pub use pool::Pool;
 pub use pooled::Pooled;
 pub use time::{Clock, MockClock};
+
+#[cfg(feature = "postgres")]
+pub use managers::{PgConnection, PgError, PgManager};
+#[cfg(feature = "redis")]
+pub use managers::{RedisConnection, RedisManager};
+#[cfg(feature = "tcp")]
+pub use managers::{TcpConnection, TcpManager};
+#[cfg(feature = "tls")]
+pub use managers::{TlsBuilder, TlsConnection, TlsManager};

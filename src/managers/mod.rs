@@ -1,0 +1,85 @@
+//! Ready-made [`Manager`](crate::Manager)s for the servers services talk to,
+//! each behind a cargo feature (all off by default, so the core crate stays
+//! light):
+//!
+//! | feature | manager | connection |
+//! | --- | --- | --- |
+//! | `tcp` | `TcpManager` | `TcpConnection` over tokio's `TcpStream` |
+//! | `tls` | `TlsManager` | `TlsConnection`: rustls over the TCP manager |
+//! | `postgres` | `PgManager` | `PgConnection` over tokio-postgres |
+//! | `postgres-tls` | `PgManager::with_tls` | the same, over rustls |
+//! | `redis` | `RedisManager` | `RedisConnection` over the redis crate |
+//!
+//! # One failed request costs one connection
+//!
+//! Every connection type here records its own brokenness: a request through
+//! it that fails with an I/O error (or the client reporting itself closed)
+//! sets a flag, and each has a `mark_broken` method for the cases only the
+//! caller can see (a request cancelled half-way through a byte protocol, a
+//! reply that makes no sense). The manager's
+//! [`is_broken`](crate::Manager::is_broken) reads that flag when the
+//! connection is returned, so the pool closes it instead of handing it to
+//! the next caller: one failed request costs one connection, never two.
+//! The managers' [`check`](crate::Manager::check) (the pre-ping, see
+//! `Builder::check_after_idle`) catches connections that died while idle.
+//!
+//! No manager's `Debug` output shows a password, a token or a private key.
+//!
+//! ```no_run
+//! # #[cfg(feature = "tcp")]
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use latchless::Pool;
+//! use latchless::managers::TcpManager;
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//!
+//! let pool = Pool::builder(TcpManager::new(["127.0.0.1:7000"])).max_size(8).build()?;
+//! let mut conn = pool.get().await?;
+//! conn.write_all(b"PING\r\n").await?;
+//! let mut reply = [0u8; 7];
+//! conn.read_exact(&mut reply).await?; // an error here marks `conn` broken
+//! # Ok(()) }
+//! ```
+#![cfg(any(feature = "tcp", feature = "postgres", feature = "redis"))]
+
+use std::future::Future;
+use std::pin::Pin;
+
+/// A boxed, `Send` future borrowing for `'a`: what the user hooks
+/// (`TcpManager::with_check`, `PgManager::with_init`, ...) return.
+///
+/// ```
+/// use latchless::managers::BoxFuture;
+/// let f: BoxFuture<'_, u32> = Box::pin(async { 7 });
+/// # drop(f);
+/// ```
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+#[cfg(feature = "tcp")]
+mod tcp;
+#[cfg(feature = "tcp")]
+pub use tcp::{TcpConnection, TcpManager};
+
+#[cfg(feature = "tls")]
+mod tls;
+#[cfg(feature = "tls")]
+pub use tls::{TlsBuilder, TlsConnection, TlsManager};
+
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "postgres")]
+pub use postgres::{PgConnection, PgError, PgManager};
+
+#[cfg(feature = "redis")]
+mod redis;
+#[cfg(feature = "redis")]
+pub use self::redis::{RedisConnection, RedisManager};
+
+/// The rustls crate this module is built against (for
+/// `TlsManager::new` and `PgManager::with_tls` configs).
+///
+/// ```
+/// let provider = latchless::managers::rustls::crypto::ring::default_provider();
+/// # drop(provider);
+/// ```
+#[cfg(feature = "tls")]
+pub use rustls;

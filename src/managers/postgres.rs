@@ -1,0 +1,463 @@
+//! [`PgManager`]: PostgreSQL connections over tokio-postgres.
+//!
+//! Invariant kept: a connection whose client reports itself closed (the
+//! server ended the session, the socket failed), whose driver task ended,
+//! or that was marked broken, is never handed out again; the init hook has
+//! run, successfully, on every connection the pool holds.
+
+use std::collections::HashMap;
+use std::error::Error as StdError;
+use std::fmt;
+use std::ops::Deref;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use tokio::task::JoinHandle;
+use tokio_postgres::{Client, Config, NoTls, Statement};
+
+use super::BoxFuture;
+use crate::Manager;
+
+type InitFn = Arc<
+    dyn for<'a> Fn(&'a mut PgConnection) -> BoxFuture<'a, Result<(), tokio_postgres::Error>>
+        + Send
+        + Sync,
+>;
+
+/// Why a [`PgManager`] could not open or check a connection.
+///
+/// ```
+/// use latchless::managers::{PgError, PgManager};
+/// let err = PgManager::from_url("postgres://host:notaport/db").unwrap_err();
+/// assert!(matches!(err, PgError::Config(_)));
+/// assert!(err.to_string().starts_with("invalid PostgreSQL connection string"));
+/// ```
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum PgError {
+    /// The connection string or URL did not parse.
+    Config(tokio_postgres::Error),
+    /// Connecting or authenticating failed (refused, unknown user or
+    /// database, bad password, TLS).
+    Connect(tokio_postgres::Error),
+    /// The init hook failed on a new connection (which was closed).
+    Init(tokio_postgres::Error),
+    /// The pre-ping round trip failed.
+    Check(tokio_postgres::Error),
+    /// The connection is closed or was marked broken.
+    Closed,
+    /// `connect` ran outside a Tokio runtime (the session's driver task
+    /// needs one).
+    NoRuntime,
+}
+
+impl fmt::Display for PgError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Config(e) => write!(f, "invalid PostgreSQL connection string: {}", Detail(e)),
+            Self::Connect(e) => write!(f, "could not connect to PostgreSQL: {}", Detail(e)),
+            Self::Init(e) => write!(f, "PostgreSQL connection init hook failed: {}", Detail(e)),
+            Self::Check(e) => write!(f, "PostgreSQL liveness check failed: {}", Detail(e)),
+            Self::Closed => f.write_str("PostgreSQL connection is closed or broken"),
+            Self::NoRuntime => {
+                f.write_str("PgManager::connect needs a Tokio runtime to drive the session")
+            }
+        }
+    }
+}
+
+/// A tokio-postgres error with what its `Display` leaves out: the server's
+/// severity, SQLSTATE and message, or the underlying cause.
+struct Detail<'a>(&'a tokio_postgres::Error);
+
+impl fmt::Display for Detail<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let e = self.0;
+        if let Some(db) = e.as_db_error() {
+            return write!(
+                f,
+                "{} {}: {}",
+                db.severity(),
+                db.code().code(),
+                db.message()
+            );
+        }
+        write!(f, "{e}")?;
+        let mut source = e.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
+    }
+}
+
+impl StdError for PgError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        match self {
+            Self::Config(e) | Self::Connect(e) | Self::Init(e) | Self::Check(e) => Some(e),
+            Self::Closed | Self::NoRuntime => None,
+        }
+    }
+}
+
+#[derive(Clone)]
+enum Tls {
+    None,
+    #[cfg(feature = "postgres-tls")]
+    Rustls(tokio_postgres_rustls::MakeRustlsConnect),
+}
+
+/// Opens PostgreSQL connections with tokio-postgres, plain or (feature
+/// `postgres-tls`) over rustls, and runs an optional init hook once on each.
+///
+/// - `connect`: connect and authenticate, spawn the connection's driver
+///   task on the current Tokio runtime, run the init hook.
+/// - `check` (pre-ping): an empty simple query, one cheap round trip.
+/// - `is_broken`: no round trip: the client's closed state, the driver
+///   task's end, or [`PgConnection::mark_broken`].
+///
+/// Set `application_name` in the config: it is how `pg_stat_activity`
+/// tells the pool's sessions apart.
+///
+/// ```no_run
+/// use latchless::Pool;
+/// use latchless::managers::PgManager;
+///
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let manager = PgManager::from_url("postgres://app@127.0.0.1/orders?application_name=gateway")?
+///     .with_init(|conn| {
+///         Box::pin(async move {
+///             conn.batch_execute("SET search_path TO trading").await?;
+///             conn.prepare_cached("SELECT qty FROM positions WHERE id = $1").await?;
+///             Ok(())
+///         })
+///     });
+/// let pool = Pool::builder(manager).max_size(16).build()?;
+///
+/// let mut conn = pool.get().await?;
+/// let stmt = conn.prepare_cached("SELECT qty FROM positions WHERE id = $1").await?; // from the cache
+/// let row = conn.query_one(&stmt, &[&42i64]).await;
+/// let row = conn.observe(row)?; // an error that closed the session marks the connection broken
+/// let qty: i64 = row.get(0);
+/// # let _ = qty; Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct PgManager {
+    config: Config,
+    tls: Tls,
+    init: Option<InitFn>,
+}
+
+impl fmt::Debug for PgManager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // tokio-postgres's Config redacts the password.
+        f.debug_struct("PgManager")
+            .field("config", &self.config)
+            .field(
+                "tls",
+                &match self.tls {
+                    Tls::None => "none",
+                    #[cfg(feature = "postgres-tls")]
+                    Tls::Rustls(_) => "rustls",
+                },
+            )
+            .field("init", &self.init.as_ref().map(|_| "<init hook>"))
+            .finish()
+    }
+}
+
+impl PgManager {
+    /// A manager for this config (no TLS, no init hook).
+    ///
+    /// ```
+    /// use latchless::managers::PgManager;
+    /// let mut config = tokio_postgres::Config::new();
+    /// config.host("127.0.0.1").user("app").dbname("orders").application_name("gateway");
+    /// let m = PgManager::new(config);
+    /// assert_eq!(m.config().get_application_name(), Some("gateway"));
+    /// ```
+    pub fn new(config: Config) -> Self {
+        Self {
+            config,
+            tls: Tls::None,
+            init: None,
+        }
+    }
+
+    /// A manager from a URL (`postgres://user:pass@host:port/db?opts`) or a
+    /// `key=value` connection string. A string that does not parse is
+    /// [`PgError::Config`], never a panic.
+    ///
+    /// ```
+    /// use latchless::managers::PgManager;
+    /// let m = PgManager::from_url("host=127.0.0.1 user=app password=hunter2 dbname=orders").unwrap();
+    /// assert!(!format!("{m:?}").contains("hunter2"));
+    /// ```
+    pub fn from_url(url: &str) -> Result<Self, PgError> {
+        Config::from_str(url)
+            .map(Self::new)
+            .map_err(PgError::Config)
+    }
+
+    /// Run `init` once on every new connection, before the pool hands it
+    /// out (session setup: `SET search_path`, `SET statement_timeout`,
+    /// [`PgConnection::prepare_cached`] statements). If it fails, the
+    /// connection is closed and `connect` returns [`PgError::Init`].
+    ///
+    /// ```
+    /// # use latchless::managers::PgManager;
+    /// let m = PgManager::from_url("host=127.0.0.1 user=app").unwrap()
+    ///     .with_init(|conn| Box::pin(conn.batch_execute("SET statement_timeout = '2s'")));
+    /// # drop(m);
+    /// ```
+    pub fn with_init<F>(mut self, init: F) -> Self
+    where
+        F: for<'a> Fn(&'a mut PgConnection) -> BoxFuture<'a, Result<(), tokio_postgres::Error>>
+            + Send
+            + Sync
+            + 'static,
+    {
+        self.init = Some(Arc::new(init));
+        self
+    }
+
+    /// Connect over TLS with this rustls config (feature `postgres-tls`).
+    /// With `sslmode=require` in the config, a server without TLS is a
+    /// [`PgError::Connect`].
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use latchless::managers::PgManager;
+    /// let provider = Arc::new(rustls::crypto::ring::default_provider());
+    /// let tls = rustls::ClientConfig::builder_with_provider(provider)
+    ///     .with_safe_default_protocol_versions().unwrap()
+    ///     .with_root_certificates(rustls::RootCertStore::empty())
+    ///     .with_no_client_auth();
+    /// let m = PgManager::from_url("host=db.internal user=app sslmode=require").unwrap().with_tls(tls);
+    /// # drop(m);
+    /// ```
+    #[cfg(feature = "postgres-tls")]
+    pub fn with_tls(mut self, config: rustls::ClientConfig) -> Self {
+        self.tls = Tls::Rustls(tokio_postgres_rustls::MakeRustlsConnect::new(config));
+        self
+    }
+
+    /// The connection config.
+    ///
+    /// ```
+    /// # use latchless::managers::PgManager;
+    /// let m = PgManager::from_url("host=127.0.0.1 user=app dbname=orders").unwrap();
+    /// assert_eq!(m.config().get_dbname(), Some("orders"));
+    /// ```
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+}
+
+impl Manager for PgManager {
+    type Connection = PgConnection;
+    type Error = PgError;
+
+    async fn connect(&self) -> Result<PgConnection, PgError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| PgError::NoRuntime)?;
+        let (client, driver) = match &self.tls {
+            Tls::None => {
+                let (client, connection) =
+                    self.config.connect(NoTls).await.map_err(PgError::Connect)?;
+                (client, runtime.spawn(drive(connection)))
+            }
+            #[cfg(feature = "postgres-tls")]
+            Tls::Rustls(tls) => {
+                let (client, connection) = self
+                    .config
+                    .connect(tls.clone())
+                    .await
+                    .map_err(PgError::Connect)?;
+                (client, runtime.spawn(drive(connection)))
+            }
+        };
+        let mut conn = PgConnection {
+            client,
+            broken: false,
+            statements: HashMap::new(),
+            driver,
+        };
+        if let Some(init) = &self.init {
+            init(&mut conn).await.map_err(PgError::Init)?;
+        }
+        Ok(conn)
+    }
+
+    async fn check(&self, conn: &mut PgConnection) -> Result<(), PgError> {
+        if self.is_broken(conn) {
+            return Err(PgError::Closed);
+        }
+        match conn.client.simple_query("").await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                conn.broken = true;
+                Err(PgError::Check(e))
+            }
+        }
+    }
+
+    fn is_broken(&self, conn: &mut PgConnection) -> bool {
+        conn.is_broken()
+    }
+}
+
+/// The connection's driver task: ends when the session ends.
+async fn drive<F>(connection: F)
+where
+    F: std::future::Future<Output = Result<(), tokio_postgres::Error>>,
+{
+    if let Err(e) = connection.await {
+        tracing::debug!(error = %e, "latchless: PostgreSQL connection ended with an error");
+    }
+}
+
+/// A pooled PostgreSQL session: derefs to the tokio-postgres [`Client`],
+/// keeps a per-connection prepared-statement cache, and records its own
+/// brokenness ([`mark_broken`](Self::mark_broken), [`observe`](Self::observe)).
+///
+/// Dropping it drops the client, which ends the session (the driver task
+/// sends `Terminate` and exits).
+///
+/// ```no_run
+/// # async fn demo(pool: latchless::Pool<latchless::managers::PgManager>) -> Result<(), Box<dyn std::error::Error>> {
+/// let mut conn = pool.get().await?;
+/// let rows = conn.query("SELECT 1", &[]).await;
+/// let rows = conn.observe(rows)?;
+/// assert_eq!(rows.len(), 1);
+/// # Ok(()) }
+/// ```
+pub struct PgConnection {
+    client: Client,
+    broken: bool,
+    statements: HashMap<String, Statement>,
+    driver: JoinHandle<()>,
+}
+
+impl fmt::Debug for PgConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgConnection")
+            .field("closed", &self.client.is_closed())
+            .field("broken", &self.broken)
+            .field("cached_statements", &self.statements.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Deref for PgConnection {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl PgConnection {
+    /// The tokio-postgres client (also reachable through `Deref`).
+    ///
+    /// ```no_run
+    /// # async fn demo(conn: &latchless::managers::PgConnection) -> Result<(), tokio_postgres::Error> {
+    /// conn.client().batch_execute("SELECT 1").await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Mark the connection broken: the pool closes it when it is returned.
+    ///
+    /// ```no_run
+    /// # async fn demo(pool: latchless::Pool<latchless::managers::PgManager>) -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut conn = pool.get().await?;
+    /// conn.mark_broken();
+    /// assert!(conn.is_broken());
+    /// # Ok(()) }
+    /// ```
+    pub fn mark_broken(&mut self) {
+        self.broken = true;
+    }
+
+    /// Closed (the client says so, or its driver task ended) or marked
+    /// broken: what the manager's `is_broken` reports. No round trip.
+    ///
+    /// ```no_run
+    /// # async fn demo(pool: latchless::Pool<latchless::managers::PgManager>) -> Result<(), Box<dyn std::error::Error>> {
+    /// let conn = pool.get().await?;
+    /// assert!(!conn.is_broken());
+    /// # Ok(()) }
+    /// ```
+    pub fn is_broken(&self) -> bool {
+        self.broken || self.client.is_closed() || self.driver.is_finished()
+    }
+
+    /// Pass a request's result through, marking the connection broken if
+    /// the error means the session is gone or unusable: the client closed,
+    /// an I/O error, or a server error of class 08 (connection exception)
+    /// or 57P01-57P03 (the server is shutting the session down). An
+    /// ordinary SQL error (syntax, constraint) leaves it healthy.
+    ///
+    /// ```no_run
+    /// # async fn demo(pool: latchless::Pool<latchless::managers::PgManager>) -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut conn = pool.get().await?;
+    /// let n = conn.execute("UPDATE t SET x = 1", &[]).await;
+    /// let n = conn.observe(n)?;
+    /// # let _ = n; Ok(()) }
+    /// ```
+    pub fn observe<T>(
+        &mut self,
+        result: Result<T, tokio_postgres::Error>,
+    ) -> Result<T, tokio_postgres::Error> {
+        if let Err(e) = &result {
+            if session_lost(e) || self.client.is_closed() {
+                self.broken = true;
+            }
+        }
+        result
+    }
+
+    /// Prepare `sql` once per connection and cache the statement (init
+    /// hooks can warm the cache). A failure that lost the session marks
+    /// the connection broken.
+    ///
+    /// ```no_run
+    /// # async fn demo(pool: latchless::Pool<latchless::managers::PgManager>) -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut conn = pool.get().await?;
+    /// let stmt = conn.prepare_cached("SELECT $1::int4 + 1").await?;
+    /// let row = conn.query_one(&stmt, &[&41i32]).await?;
+    /// assert_eq!(row.get::<_, i32>(0), 42);
+    /// # Ok(()) }
+    /// ```
+    pub async fn prepare_cached(&mut self, sql: &str) -> Result<Statement, tokio_postgres::Error> {
+        if let Some(stmt) = self.statements.get(sql) {
+            return Ok(stmt.clone());
+        }
+        let prepared = self.client.prepare(sql).await;
+        let stmt = self.observe(prepared)?;
+        self.statements.insert(sql.to_owned(), stmt.clone());
+        Ok(stmt)
+    }
+}
+
+/// The error means the session is gone (or going).
+fn session_lost(e: &tokio_postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    if let Some(code) = e.code() {
+        let code = code.code();
+        return code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03");
+    }
+    // No SQLSTATE: a transport or protocol error.
+    let mut source = e.source();
+    while let Some(s) = source {
+        if s.is::<std::io::Error>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}

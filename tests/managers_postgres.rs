@@ -1,0 +1,513 @@
+//! `PgManager` against the real PostgreSQL on 127.0.0.1:5432 (CI starts it;
+//! if it is unreachable these tests fail, they do not skip).
+//!
+//! Each test sets its own `application_name` and kills only the backends
+//! that carry it (`pg_terminate_backend`); the server is never restarted.
+//! Every loop is bounded in count and time.
+#![cfg(feature = "postgres")]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::time::{Duration, Instant};
+
+use latchless::managers::{PgError, PgManager};
+use latchless::{Manager, Pool, PoolError};
+use std::future::Future;
+use tokio_postgres::NoTls;
+
+const BASE: &str = "host=127.0.0.1 port=5432 user=root dbname=test";
+
+fn app_name(test: &str) -> String {
+    format!("latchless-{test}-{}", std::process::id())
+}
+
+fn manager(app: &str) -> PgManager {
+    PgManager::from_url(&format!("{BASE} application_name={app} connect_timeout=5")).unwrap()
+}
+
+/// A connection outside any pool, to watch and kill the pool's sessions.
+async fn admin() -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(
+        &format!("{BASE} application_name=latchless-test-admin"),
+        NoTls,
+    )
+    .await
+    .expect("PostgreSQL must be reachable on 127.0.0.1:5432 (user root, database test)");
+    tokio::spawn(conn);
+    client
+}
+
+async fn pid(conn: &tokio_postgres::Client) -> Result<i32, tokio_postgres::Error> {
+    conn.query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .map(|r| r.get(0))
+}
+
+/// Open `n` connections (held at once, then returned idle).
+async fn warm(pool: &Pool<PgManager>, n: usize) {
+    let mut held = Vec::new();
+    for _ in 0..n {
+        held.push(pool.get().await.unwrap());
+    }
+    assert_eq!(pool.state().size, n);
+}
+
+async fn sessions(admin: &tokio_postgres::Client, app: &str) -> i64 {
+    admin
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+            &[&app],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Terminate every backend of `app`; returns how many.
+async fn kill_all(admin: &tokio_postgres::Client, app: &str) -> usize {
+    admin
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+            &[&app],
+        )
+        .await
+        .unwrap()
+        .len()
+}
+
+/// Wait (bounded) until the server has no backend of `app` left.
+async fn wait_gone(admin: &tokio_postgres::Client, app: &str) {
+    let start = Instant::now();
+    while sessions(admin, app).await > 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{app}: backends did not exit"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_requests_never_open_more_than_max_size_sessions() {
+    const N: usize = 4;
+    const M: usize = 200;
+    let app = app_name("cap");
+    let admin = admin().await;
+    let inits = Arc::new(AtomicUsize::new(0));
+    let i = inits.clone();
+    let manager = manager(&app).with_init(move |conn| {
+        i.fetch_add(1, SeqCst);
+        Box::pin(async move {
+            conn.batch_execute("SET search_path TO latchless_test, public")
+                .await
+        })
+    });
+    let pool = Pool::builder(manager)
+        .max_size(N)
+        .acquire_timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let done = done.clone();
+        let app = app.clone();
+        tokio::spawn(async move {
+            let (mut max, mut samples) = (0i64, 0u32);
+            let start = Instant::now();
+            while !done.load(SeqCst)
+                && start.elapsed() < Duration::from_secs(60)
+                && samples < 100_000
+            {
+                max = max.max(sessions(&admin, &app).await);
+                samples += 1;
+            }
+            (max, samples)
+        })
+    };
+    let mut tasks = Vec::new();
+    for _ in 0..M {
+        let pool = pool.clone();
+        tasks.push(tokio::spawn(async move {
+            let conn = pool.get().await.map_err(|e| e.to_string())?;
+            let row = conn
+                .query_one(
+                    "SELECT current_setting('search_path'), pg_sleep(0.002)::text",
+                    &[],
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<String, String>(row.get(0))
+        }));
+    }
+    for t in tasks {
+        let search_path = t.await.unwrap().unwrap();
+        assert_eq!(
+            search_path, "latchless_test, public",
+            "the init hook ran on this connection"
+        );
+    }
+    done.store(true, SeqCst);
+    let (max, samples) = sampler.await.unwrap();
+    let opened = inits.load(SeqCst);
+    println!(
+        "postgres: {M} concurrent requests over a pool of {N}: pg_stat_activity showed at most {max} sessions ({samples} samples); {opened} connections opened, init ran once each"
+    );
+    assert!(
+        max <= N as i64,
+        "server saw {max} sessions, max_size is {N}"
+    );
+    assert!(
+        max >= 1 && samples >= 2,
+        "the sampler saw the pool's sessions"
+    );
+    assert!(
+        opened <= N,
+        "init ran {opened} times for at most {N} connections"
+    );
+    assert_eq!(
+        pool.state().size,
+        opened,
+        "init ran exactly once per connection"
+    );
+}
+
+#[tokio::test]
+async fn a_killed_session_is_broken_without_a_round_trip() {
+    let app = app_name("closed");
+    let admin = admin().await;
+    let pool = Pool::builder(manager(&app))
+        .max_size(1)
+        .check_after_idle(None)
+        .build()
+        .unwrap();
+    {
+        let mut conn = pool.get().await.unwrap();
+        conn.simple_query("SELECT 1").await.unwrap();
+        assert!(!pool.manager().is_broken(&mut conn));
+        assert_eq!(kill_all(&admin, &app).await, 1);
+        let start = Instant::now();
+        while !pool.manager().is_broken(&mut conn) {
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "is_broken never saw the kill"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    assert_eq!(
+        pool.state().size,
+        0,
+        "the dead session was closed on return, not pooled"
+    );
+    let conn = pool.get().await.unwrap();
+    conn.simple_query("SELECT 1").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_session_killed_with_pre_ping_and_paced_requests_fails_no_request() {
+    const N: usize = 4;
+    let app = app_name("paced");
+    let admin = admin().await;
+    let pool = Pool::builder(manager(&app))
+        .max_size(N)
+        .check_after_idle(Some(Duration::ZERO))
+        .build()
+        .unwrap();
+    warm(&pool, N).await;
+    let mut old = std::collections::HashSet::new();
+    for _ in 0..20 {
+        let conn = pool.get().await.unwrap();
+        old.insert(pid(&conn).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert_eq!(sessions(&admin, &app).await, N as i64);
+
+    // Kill every backend between two requests, then keep the pace.
+    let killed_at = Instant::now();
+    assert_eq!(kill_all(&admin, &app).await, N);
+    let (mut failures, mut recovered, mut served_new) = (0, None, 0);
+    for _ in 0..100 {
+        match pool.get().await {
+            Ok(mut conn) => match pid(&conn).await {
+                Ok(p) => {
+                    recovered.get_or_insert(killed_at.elapsed());
+                    assert!(!old.contains(&p), "served by a killed backend {p}");
+                    served_new += 1;
+                }
+                Err(e) => {
+                    conn.mark_broken();
+                    failures += 1;
+                    eprintln!("request failed after the kill: {e}");
+                }
+            },
+            Err(e) => panic!("get failed: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let recovered = recovered.expect("no request succeeded after the kill");
+    println!(
+        "postgres: {N} sessions killed, pre-ping on, paced: {failures} failed requests, first success {recovered:?} after the kill, {served_new} served by new sessions"
+    );
+    assert_eq!(failures, 0, "pre-ping must catch every killed session");
+    assert!(pool.state().size <= N);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_session_killed_in_a_tight_loop_costs_at_most_one_failure_per_connection() {
+    const N: usize = 4;
+    let app = app_name("tight");
+    let admin = admin().await;
+    let pool = Pool::builder(manager(&app))
+        .max_size(N)
+        .check_after_idle(None) // no pre-ping: only is_broken protects the callers
+        .acquire_timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    warm(&pool, N).await;
+
+    let start = Instant::now();
+    let kill_at = Duration::from_millis(300);
+    let stop_at = Duration::from_millis(1300);
+    let mut workers = Vec::new();
+    for _ in 0..N {
+        let pool = pool.clone();
+        workers.push(tokio::spawn(async move {
+            // (time since start, error) of each failure; successes after the kill.
+            let (mut failures, mut ok_after_kill, mut n) = (Vec::new(), 0u32, 0u32);
+            while start.elapsed() < stop_at && n < 200_000 {
+                n += 1;
+                let mut conn = match pool.get().await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        failures.push((start.elapsed(), format!("get: {e}"), false));
+                        continue;
+                    }
+                };
+                let result = conn.simple_query("SELECT 1").await;
+                match conn.observe(result) {
+                    Ok(_) if start.elapsed() > kill_at => ok_after_kill += 1,
+                    Ok(_) => {}
+                    Err(e) => {
+                        // A clean, typed error: the session was terminated or closed.
+                        let clean = e.is_closed()
+                            || e.code() == Some(&tokio_postgres::error::SqlState::ADMIN_SHUTDOWN)
+                            || std::error::Error::source(&e)
+                                .is_some_and(|s| s.is::<std::io::Error>());
+                        failures.push((start.elapsed(), e.to_string(), clean));
+                    }
+                }
+                tokio::task::yield_now().await;
+            }
+            (failures, ok_after_kill)
+        }));
+    }
+    tokio::time::sleep(kill_at).await;
+    let killed_after = start.elapsed();
+    let killed = kill_all(&admin, &app).await;
+    let (mut failures, mut ok_after) = (Vec::new(), 0);
+    for w in workers {
+        let (f, ok) = w.await.unwrap();
+        failures.extend(f);
+        ok_after += ok;
+    }
+    let last = failures.iter().map(|f| f.0).max();
+    println!(
+        "postgres: {killed} sessions killed in a tight loop, no pre-ping: {} failed requests (last {:?} after the kill), {ok_after} succeeded after the kill",
+        failures.len(),
+        last.map(|l| l.saturating_sub(killed_after)),
+    );
+    for f in &failures {
+        assert!(f.2, "not a clean session-lost error: {}", f.1);
+    }
+    assert_eq!(killed, N);
+    assert!(
+        failures.len() <= N,
+        "{} failures for {N} killed sessions: {failures:?}",
+        failures.len()
+    );
+    assert!(ok_after > 0, "the pool recovered");
+    assert!(pool.state().size <= N);
+}
+
+#[tokio::test]
+async fn connect_errors_are_clear_typed_and_leak_no_place() {
+    let app = app_name("errors");
+    let closed_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let cases = [
+        (
+            "closed port",
+            format!("host=127.0.0.1 port={closed_port} user=root dbname=test connect_timeout=2"),
+        ),
+        (
+            "unknown role",
+            format!("{BASE} user=latchless_no_such_role application_name={app} connect_timeout=2"),
+        ),
+        (
+            "unknown database",
+            format!(
+                "host=127.0.0.1 user=root dbname=latchless_no_such_db application_name={app} connect_timeout=2"
+            ),
+        ),
+    ];
+    for (what, url) in &cases {
+        let pool = Pool::builder(PgManager::from_url(url).unwrap())
+            .max_size(2)
+            .connect_timeout(Duration::from_secs(2))
+            .fail_fast(true)
+            .build()
+            .unwrap();
+        let start = Instant::now();
+        let err = pool.get().await.unwrap_err();
+        let elapsed = start.elapsed();
+        println!("postgres, {what}: {err} ({elapsed:?})");
+        assert!(
+            matches!(err, PoolError::Connect(PgError::Connect(_))),
+            "{what}: {err:?}"
+        );
+        assert!(elapsed < Duration::from_secs(2), "{what}: took {elapsed:?}");
+        assert_eq!(pool.state().size, 0, "{what}: a place leaked");
+    }
+    // Without fail-fast: retried until the deadline, then the last error.
+    let pool = Pool::builder(PgManager::from_url(&cases[1].1).unwrap())
+        .connect_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let err = pool
+        .get_timeout(Duration::from_millis(500))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, PoolError::Connect(PgError::Connect(_))),
+        "{err:?}"
+    );
+    assert_eq!(pool.state().size, 0);
+
+    // A bad URL is a typed error, not a panic.
+    assert!(matches!(
+        PgManager::from_url("postgres://h:port/x"),
+        Err(PgError::Config(_))
+    ));
+}
+
+#[cfg(feature = "postgres-tls")]
+#[tokio::test]
+async fn tls_with_an_untrusted_server_certificate_is_a_connect_error() {
+    use latchless::managers::rustls;
+    let app = app_name("tls");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let manager = PgManager::from_url(&format!("{BASE} sslmode=require application_name={app}"))
+        .unwrap()
+        .with_tls(tls);
+    let pool = Pool::builder(manager)
+        .fail_fast(true)
+        .connect_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let start = Instant::now();
+    let err = pool.get().await.unwrap_err();
+    println!(
+        "postgres over TLS, untrusted certificate: {err} ({:?})",
+        start.elapsed()
+    );
+    assert!(
+        matches!(err, PoolError::Connect(PgError::Connect(_))),
+        "{err:?}"
+    );
+    assert!(start.elapsed() < Duration::from_secs(2));
+    assert_eq!(pool.state().size, 0);
+}
+
+#[tokio::test]
+async fn a_failing_init_hook_is_an_init_error_and_closes_the_session() {
+    let app = app_name("init");
+    let admin = admin().await;
+    let failing =
+        manager(&app).with_init(|conn| Box::pin(conn.batch_execute("SELECT no_such_column")));
+    let pool = Pool::builder(failing).fail_fast(true).build().unwrap();
+    let err = pool.get().await.unwrap_err();
+    assert!(
+        matches!(err, PoolError::Connect(PgError::Init(_))),
+        "{err:?}"
+    );
+    assert_eq!(pool.state().size, 0);
+    wait_gone(&admin, &app).await;
+
+    // Statements prepared in init are cached per connection.
+    let preparing = manager(&app).with_init(|conn| {
+        Box::pin(async move { conn.prepare_cached("SELECT $1::int4 + 1").await.map(drop) })
+    });
+    let pool = Pool::builder(preparing).max_size(1).build().unwrap();
+    let mut conn = pool.get().await.unwrap();
+    let stmt = conn.prepare_cached("SELECT $1::int4 + 1").await.unwrap();
+    let row = conn.query_one(&stmt, &[&41i32]).await.unwrap();
+    assert_eq!(row.get::<_, i32>(0), 42);
+    // An ordinary SQL error does not break the connection; a lost session does.
+    let bad = conn.simple_query("SELECT no_such_column").await;
+    assert!(conn.observe(bad).is_err());
+    assert!(!conn.is_broken(), "a SQL error leaves the session usable");
+}
+
+#[test]
+fn debug_never_shows_the_password() {
+    let m = PgManager::from_url("postgres://root:hunter2-secret@127.0.0.1/test").unwrap();
+    let shown = format!("{m:?} {m:#?}");
+    assert!(!shown.contains("hunter2-secret"), "{shown}");
+    assert!(shown.contains("root"));
+}
+
+/// Acquire p99.9 through the pool next to the `SELECT 1` round trip p50,
+/// printed (not asserted: timing depends on the machine).
+#[tokio::test]
+async fn report_acquire_overhead_next_to_select_1() {
+    let app = app_name("overhead");
+    let pool = Pool::builder(manager(&app)).max_size(1).build().unwrap();
+    let conn = pool.get().await.unwrap();
+    let mut rtt = Vec::with_capacity(2_000);
+    for _ in 0..2_000 {
+        let t = Instant::now();
+        conn.simple_query("SELECT 1").await.unwrap();
+        rtt.push(t.elapsed());
+    }
+    drop(conn);
+    let mut acq = Vec::with_capacity(100_000);
+    for _ in 0..100_000 {
+        let t = Instant::now();
+        let conn = pool.get().await.unwrap();
+        acq.push(t.elapsed());
+        drop(conn);
+    }
+    rtt.sort();
+    acq.sort();
+    let p = |v: &[Duration], q: f64| v[((v.len() as f64 * q) as usize).min(v.len() - 1)];
+    let (select_p50, acq_p50, acq_p999) = (p(&rtt, 0.5), p(&acq, 0.5), p(&acq, 0.999));
+    let build = if cfg!(debug_assertions) {
+        "debug build; for the release figure run `cargo run --release --example postgres --features postgres`"
+    } else {
+        "release build"
+    };
+    println!(
+        "postgres overhead ({build}): SELECT 1 p50 {select_p50:?}; acquire p50 {acq_p50:?}, p99.9 {acq_p999:?} = {:.2}% of SELECT 1 p50 (target < 1%)",
+        100.0 * acq_p999.as_secs_f64() / select_p50.as_secs_f64()
+    );
+}
+
+#[test]
+fn connect_outside_a_tokio_runtime_is_a_typed_error_not_a_panic() {
+    let manager = manager(&app_name("noruntime"));
+    let mut connect = std::pin::pin!(manager.connect());
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match connect.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(Err(PgError::NoRuntime)) => {}
+        std::task::Poll::Ready(other) => panic!("expected NoRuntime, got {:?}", other.err()),
+        std::task::Poll::Pending => panic!("expected NoRuntime at once"),
+    }
+}

@@ -1,0 +1,392 @@
+//! `RedisManager` against the real Redis on 127.0.0.1:6379 (CI starts it; if
+//! it is unreachable these tests fail, they do not skip).
+//!
+//! Each test names its connections (`CLIENT SETNAME`, unique per test) and
+//! kills only those (`CLIENT KILL ID`); the server is never restarted.
+//! Every loop is bounded in count and time.
+#![cfg(feature = "redis")]
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::time::{Duration, Instant};
+
+use latchless::managers::{RedisConnection, RedisManager};
+use latchless::{Manager, Pool, PoolError};
+use redis::aio::MultiplexedConnection;
+
+const URL: &str = "redis://127.0.0.1:6379/0";
+
+fn name(test: &str) -> String {
+    format!("latchless-{test}-{}", std::process::id())
+}
+
+fn manager(name: &str) -> RedisManager {
+    RedisManager::new(URL).unwrap().client_name(name)
+}
+
+/// A connection outside any pool, to watch and kill the pool's connections.
+async fn admin() -> MultiplexedConnection {
+    let client = redis::Client::open(URL).unwrap();
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("Redis must be reachable on 127.0.0.1:6379");
+    redis::cmd("CLIENT")
+        .arg("SETNAME")
+        .arg("latchless-test-admin")
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    conn
+}
+
+/// Ids of the server's clients named `name` (from `CLIENT LIST`).
+async fn ids(admin: &mut MultiplexedConnection, name: &str) -> Vec<u64> {
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(admin)
+        .await
+        .unwrap();
+    list.lines()
+        .filter(|line| line.split(' ').any(|f| f == format!("name={name}")))
+        .filter_map(|line| line.split(' ').find_map(|f| f.strip_prefix("id=")))
+        .map(|id| id.parse().unwrap())
+        .collect()
+}
+
+/// `CLIENT KILL ID` every client named `name`; returns how many.
+async fn kill_all(admin: &mut MultiplexedConnection, name: &str) -> usize {
+    let mut killed = 0;
+    for id in ids(admin, name).await {
+        let n: usize = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("ID")
+            .arg(id)
+            .query_async(admin)
+            .await
+            .unwrap();
+        killed += n;
+    }
+    killed
+}
+
+async fn client_id(conn: &mut RedisConnection) -> redis::RedisResult<u64> {
+    redis::cmd("CLIENT").arg("ID").query_async(conn).await
+}
+
+/// Open `n` connections (held at once, then returned idle).
+async fn warm(pool: &Pool<RedisManager>, n: usize) -> HashSet<u64> {
+    let mut held = Vec::new();
+    let mut seen = HashSet::new();
+    for _ in 0..n {
+        let mut conn = pool.get().await.unwrap();
+        seen.insert(client_id(&mut conn).await.unwrap());
+        held.push(conn);
+    }
+    assert_eq!(pool.state().size, n);
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_requests_never_open_more_than_max_size_connections() {
+    const N: usize = 4;
+    const M: usize = 200;
+    let name = name("cap");
+    let mut admin = admin().await;
+    let pool = Pool::builder(manager(&name))
+        .max_size(N)
+        .acquire_timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (done, name) = (done.clone(), name.clone());
+        tokio::spawn(async move {
+            let (mut max, mut samples) = (0usize, 0u32);
+            let start = Instant::now();
+            while !done.load(SeqCst)
+                && start.elapsed() < Duration::from_secs(60)
+                && samples < 100_000
+            {
+                max = max.max(ids(&mut admin, &name).await.len());
+                samples += 1;
+            }
+            (max, samples)
+        })
+    };
+    let key = format!("{name}:counter");
+    let mut tasks = Vec::new();
+    for _ in 0..M {
+        let (pool, key) = (pool.clone(), key.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut conn = pool.get().await.map_err(|e| e.to_string())?;
+            let (n,): (i64,) = redis::pipe()
+                .incr(&key, 1)
+                .cmd("PEXPIRE")
+                .arg(&key)
+                .arg(60_000)
+                .ignore()
+                .cmd("PING")
+                .ignore()
+                .query_async(&mut *conn)
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::time::sleep(Duration::from_millis(1)).await; // hold it a little
+            Ok::<i64, String>(n)
+        }));
+    }
+    let mut seen = Vec::new();
+    for t in tasks {
+        seen.push(t.await.unwrap().unwrap());
+    }
+    done.store(true, SeqCst);
+    let (max, samples) = sampler.await.unwrap();
+    seen.sort();
+    println!(
+        "redis: {M} concurrent requests over a pool of {N}: CLIENT LIST showed at most {max} connections ({samples} samples)"
+    );
+    assert_eq!(
+        seen,
+        (1..=M as i64).collect::<Vec<_>>(),
+        "every request ran exactly once"
+    );
+    assert!(max <= N, "server saw {max} connections, max_size is {N}");
+    assert!(
+        max >= 1 && samples >= 2,
+        "the sampler saw the pool's connections"
+    );
+}
+
+#[tokio::test]
+async fn a_request_that_hits_a_killed_connection_marks_it_broken() {
+    let name = name("marked");
+    let mut admin = admin().await;
+    let pool = Pool::builder(manager(&name))
+        .max_size(1)
+        .check_after_idle(None)
+        .build()
+        .unwrap();
+    {
+        let mut conn = pool.get().await.unwrap();
+        redis::cmd("PING")
+            .query_async::<()>(&mut *conn)
+            .await
+            .unwrap();
+        assert!(!pool.manager().is_broken(&mut conn));
+        assert_eq!(kill_all(&mut admin, &name).await, 1);
+        // The failed request is the only sign: the client does not report closed.
+        let mut err = None;
+        for _ in 0..50 {
+            match redis::cmd("PING").query_async::<()>(&mut *conn).await {
+                Ok(()) => tokio::time::sleep(Duration::from_millis(10)).await,
+                Err(e) => {
+                    err = Some(e);
+                    break;
+                }
+            }
+        }
+        let err = err.expect("a request on the killed connection failed");
+        println!("redis, request on a killed connection: {err}");
+        assert!(
+            conn.is_marked_broken(),
+            "the error ({err}) marked the connection broken"
+        );
+        assert!(pool.manager().is_broken(&mut conn));
+    }
+    assert_eq!(pool.state().size, 0, "closed on return, not pooled");
+    let mut conn = pool.get().await.unwrap();
+    redis::cmd("PING")
+        .query_async::<()>(&mut *conn)
+        .await
+        .unwrap();
+
+    // An ordinary command error leaves the connection healthy.
+    let wrong: redis::RedisResult<()> = redis::cmd("INCR")
+        .arg("a")
+        .arg("b")
+        .arg("c")
+        .query_async(&mut *conn)
+        .await;
+    assert!(wrong.is_err());
+    assert!(
+        !conn.is_marked_broken(),
+        "a command error is not a broken connection"
+    );
+    conn.mark_broken();
+    drop(conn);
+    assert_eq!(pool.state().size, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_connection_killed_with_pre_ping_and_paced_requests_fails_no_request() {
+    const N: usize = 4;
+    let name = name("paced");
+    let mut admin = admin().await;
+    let pool = Pool::builder(manager(&name))
+        .max_size(N)
+        .check_after_idle(Some(Duration::ZERO))
+        .build()
+        .unwrap();
+    let old = warm(&pool, N).await;
+    let killed_at = Instant::now();
+    assert_eq!(kill_all(&mut admin, &name).await, N);
+    let (mut failures, mut recovered) = (0, None);
+    for _ in 0..100 {
+        let mut conn = pool
+            .get()
+            .await
+            .unwrap_or_else(|e| panic!("get failed: {e}"));
+        match client_id(&mut conn).await {
+            Ok(id) => {
+                recovered.get_or_insert(killed_at.elapsed());
+                assert!(!old.contains(&id), "served by killed connection {id}");
+            }
+            Err(e) => {
+                failures += 1;
+                eprintln!("request failed after the kill: {e}");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let recovered = recovered.expect("no request succeeded after the kill");
+    println!(
+        "redis: {N} connections killed, pre-ping on, paced: {failures} failed requests, first success {recovered:?} after the kill"
+    );
+    assert_eq!(
+        failures, 0,
+        "pre-ping (PING) must catch every killed connection"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_connection_killed_in_a_tight_loop_costs_at_most_one_failure_per_connection() {
+    const N: usize = 4;
+    let name = name("tight");
+    let mut admin = admin().await;
+    let pool = Pool::builder(manager(&name))
+        .max_size(N)
+        .check_after_idle(None) // no pre-ping: only the broken mark protects the callers
+        .acquire_timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    warm(&pool, N).await;
+    let start = Instant::now();
+    let kill_at = Duration::from_millis(300);
+    let stop_at = Duration::from_millis(1300);
+    let mut workers = Vec::new();
+    for _ in 0..N {
+        let pool = pool.clone();
+        workers.push(tokio::spawn(async move {
+            let (mut failures, mut ok_after_kill, mut n) = (Vec::new(), 0u32, 0u32);
+            while start.elapsed() < stop_at && n < 200_000 {
+                n += 1;
+                let mut conn = match pool.get().await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        failures.push((start.elapsed(), format!("get: {e}"), false));
+                        continue;
+                    }
+                };
+                match redis::cmd("PING").query_async::<()>(&mut *conn).await {
+                    Ok(()) if start.elapsed() > kill_at => ok_after_kill += 1,
+                    Ok(()) => {}
+                    Err(e) => {
+                        let clean = e.is_io_error()
+                            || e.is_connection_dropped()
+                            || e.is_timeout()
+                            || e.is_unrecoverable_error();
+                        failures.push((start.elapsed(), e.to_string(), clean));
+                    }
+                }
+                tokio::task::yield_now().await;
+            }
+            (failures, ok_after_kill)
+        }));
+    }
+    tokio::time::sleep(kill_at).await;
+    let killed_after = start.elapsed();
+    let killed = kill_all(&mut admin, &name).await;
+    let (mut failures, mut ok_after) = (Vec::new(), 0);
+    for w in workers {
+        let (f, ok) = w.await.unwrap();
+        failures.extend(f);
+        ok_after += ok;
+    }
+    let last = failures.iter().map(|f| f.0).max();
+    println!(
+        "redis: {killed} connections killed in a tight loop, no pre-ping: {} failed requests (last {:?} after the kill), {ok_after} succeeded after the kill",
+        failures.len(),
+        last.map(|l| l.saturating_sub(killed_after)),
+    );
+    for f in &failures {
+        assert!(f.2, "not a clean connection-lost error: {}", f.1);
+    }
+    assert_eq!(killed, N);
+    assert!(
+        failures.len() <= N,
+        "{} failures for {N} killed connections: {failures:?}",
+        failures.len()
+    );
+    assert!(ok_after > 0, "the pool recovered");
+}
+
+#[tokio::test]
+async fn connect_errors_are_clear_typed_and_leak_no_place() {
+    let closed_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let cases = [
+        ("closed port", format!("redis://127.0.0.1:{closed_port}/0")),
+        (
+            "wrong credentials",
+            "redis://latchless_no_user:wrong-password@127.0.0.1:6379/0".to_owned(),
+        ),
+    ];
+    for (what, url) in &cases {
+        let manager = RedisManager::new(url.as_str())
+            .unwrap()
+            .connect_timeout(Duration::from_secs(1));
+        let pool = Pool::builder(manager)
+            .max_size(2)
+            .fail_fast(true)
+            .build()
+            .unwrap();
+        let start = Instant::now();
+        let err = pool.get().await.unwrap_err();
+        let elapsed = start.elapsed();
+        println!("redis, {what}: {err} ({elapsed:?})");
+        assert!(matches!(err, PoolError::Connect(_)), "{what}: {err:?}");
+        assert!(
+            elapsed < Duration::from_secs(1) + Duration::from_millis(500),
+            "{what}: took {elapsed:?}"
+        );
+        assert_eq!(pool.state().size, 0, "{what}: a place leaked");
+        assert!(!err.to_string().contains("wrong-password"), "{err}");
+    }
+    if let Some(PoolError::Connect(e)) =
+        Pool::builder(RedisManager::new(cases[0].1.as_str()).unwrap())
+            .fail_fast(true)
+            .build()
+            .unwrap()
+            .get()
+            .await
+            .err()
+    {
+        assert!(e.is_connection_refusal(), "{e}");
+    } else {
+        panic!("closed port: expected a Connect error");
+    }
+    // A bad URL is a typed error, not a panic.
+    assert!(RedisManager::new("http://127.0.0.1").is_err());
+    assert!(RedisManager::new("redis://127.0.0.1:notaport").is_err());
+}
+
+#[test]
+fn debug_never_shows_the_password() {
+    let m = RedisManager::new("redis://app:s3cret-token@127.0.0.1:6379/1").unwrap();
+    let shown = format!("{m:?} {m:#?}");
+    assert!(!shown.contains("s3cret-token"), "{shown}");
+    assert!(shown.contains("app"));
+}

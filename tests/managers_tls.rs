@@ -1,0 +1,341 @@
+//! `TlsManager` against an in-test tokio-rustls server on 127.0.0.1 with
+//! certificates made at test time (rcgen): SNI, custom roots, client
+//! certificates, untrusted certificates and wrong names as `Connect`
+//! errors, a peer-closed TLS connection seen as broken, and `Debug` that
+//! never shows the private key.
+#![cfg(feature = "tls")]
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use latchless::managers::rustls;
+use latchless::managers::{TcpManager, TlsConnection, TlsManager};
+use latchless::{Manager, Pool, PoolError};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, KeyUsagePurpose};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::server::WebPkiClientVerifier;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+struct Pki {
+    ca_pem: String,
+    ca_der: CertificateDer<'static>,
+    server_cert: CertificateDer<'static>,
+    server_key: Vec<u8>,
+    client_cert_pem: String,
+    client_cert: CertificateDer<'static>,
+    client_key_pem: String,
+}
+
+/// A CA, a server certificate for `localhost` and a client certificate,
+/// both signed by the CA.
+fn pki() -> Pki {
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let server_key = KeyPair::generate().unwrap();
+    let server_cert = CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&server_key, &ca)
+        .unwrap();
+    let client_key = KeyPair::generate().unwrap();
+    let client_cert = CertificateParams::new(vec!["client.latchless.test".to_owned()])
+        .unwrap()
+        .signed_by(&client_key, &ca)
+        .unwrap();
+    Pki {
+        ca_pem: ca.pem(),
+        ca_der: ca.der().clone(),
+        server_cert: server_cert.der().clone(),
+        server_key: server_key.serialize_der(),
+        client_cert_pem: client_cert.pem(),
+        client_cert: client_cert.der().clone(),
+        client_key_pem: client_key.serialize_pem(),
+    }
+}
+
+#[derive(Default)]
+struct Seen {
+    accepted: usize,
+    sni: Vec<Option<String>>,
+    client_certs: Vec<Option<CertificateDer<'static>>>,
+    handshake_errors: Vec<String>,
+}
+
+/// A TLS server: `PING\n` -> `PONG\n`, `CLOSE` -> close_notify and hang up.
+async fn server(pki: &Pki, require_client_cert: bool) -> (SocketAddr, Arc<Mutex<Seen>>) {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap();
+    let builder = if require_client_cert {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(pki.ca_der.clone()).unwrap();
+        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .unwrap();
+        builder.with_client_cert_verifier(verifier)
+    } else {
+        builder.with_no_client_auth()
+    };
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pki.server_key.clone()));
+    let config = builder
+        .with_single_cert(vec![pki.server_cert.clone()], key)
+        .unwrap();
+    let acceptor = TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let s = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((sock, _)) = listener.accept().await else {
+                return;
+            };
+            let (acceptor, s) = (acceptor.clone(), s.clone());
+            tokio::spawn(async move {
+                let mut tls = match acceptor.accept(sock).await {
+                    Ok(tls) => tls,
+                    Err(e) => {
+                        s.lock().unwrap().handshake_errors.push(e.to_string());
+                        return;
+                    }
+                };
+                {
+                    let session = tls.get_ref().1;
+                    let mut seen = s.lock().unwrap();
+                    seen.accepted += 1;
+                    seen.sni.push(session.server_name().map(str::to_owned));
+                    seen.client_certs
+                        .push(session.peer_certificates().and_then(|c| c.first().cloned()));
+                }
+                let mut cmd = [0u8; 5];
+                while tls.read_exact(&mut cmd).await.is_ok() {
+                    if &cmd != b"PING\n" || tls.write_all(b"PONG\n").await.is_err() {
+                        break;
+                    }
+                }
+                let _ = tls.shutdown().await; // close_notify, then FIN
+            });
+        }
+    });
+    (addr, seen)
+}
+
+async fn ping(conn: &mut TlsConnection) -> io::Result<()> {
+    conn.write_all(b"PING\n").await?;
+    let mut reply = [0u8; 5];
+    conn.read_exact(&mut reply).await?;
+    if &reply == b"PONG\n" {
+        Ok(())
+    } else {
+        Err(io::Error::other("bad reply"))
+    }
+}
+
+fn tcp(addr: SocketAddr) -> TcpManager {
+    TcpManager::new([addr.to_string()]).connect_timeout(Duration::from_secs(2))
+}
+
+#[tokio::test]
+async fn sni_custom_roots_and_reuse() {
+    let pki = pki();
+    let (addr, seen) = server(&pki, false).await;
+    let manager = TlsManager::builder(tcp(addr), "localhost")
+        .add_root_pem(pki.ca_pem.as_bytes())
+        .build()
+        .unwrap();
+    let pool = Pool::builder(manager).max_size(1).build().unwrap();
+    for _ in 0..20 {
+        let mut conn = pool.get().await.unwrap();
+        ping(&mut conn).await.unwrap();
+    }
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.accepted, 1, "one TLS session served every request");
+    assert_eq!(seen.sni, vec![Some("localhost".to_owned())], "SNI sent");
+    assert_eq!(seen.client_certs, vec![None]);
+}
+
+#[tokio::test]
+async fn a_client_certificate_is_presented_when_the_server_requires_one() {
+    let pki = pki();
+    let (addr, seen) = server(&pki, true).await;
+    let manager = TlsManager::builder(tcp(addr), "localhost")
+        .add_root_pem(pki.ca_pem.as_bytes())
+        .client_cert_pem(
+            pki.client_cert_pem.as_bytes(),
+            pki.client_key_pem.as_bytes(),
+        )
+        .build()
+        .unwrap();
+    let pool = Pool::builder(manager).max_size(1).build().unwrap();
+    let mut conn = pool.get().await.unwrap();
+    ping(&mut conn).await.unwrap();
+    assert_eq!(
+        seen.lock().unwrap().client_certs,
+        vec![Some(pki.client_cert.clone())]
+    );
+
+    // Without a client certificate the server refuses the session (at the
+    // handshake, or, in TLS 1.3, at the first request).
+    let anonymous = TlsManager::builder(tcp(addr), "localhost")
+        .add_root_pem(pki.ca_pem.as_bytes())
+        .build()
+        .unwrap();
+    let pool = Pool::builder(anonymous)
+        .max_size(1)
+        .fail_fast(true)
+        .build()
+        .unwrap();
+    let refused = async {
+        let mut conn = pool.get().await.map_err(|e| e.to_string())?;
+        let r = ping(&mut conn).await.map_err(|e| e.to_string());
+        assert!(r.is_err() == conn.is_marked_broken());
+        r
+    }
+    .await;
+    assert!(
+        refused.is_err(),
+        "the server must refuse a session without a client certificate"
+    );
+    let start = Instant::now();
+    while seen.lock().unwrap().handshake_errors.is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(5));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(pool.state().size, 0, "the refused connection is not pooled");
+}
+
+#[tokio::test]
+async fn untrusted_certificate_and_wrong_name_are_connect_errors_within_the_timeout() {
+    let pki = pki();
+    let (addr, _seen) = server(&pki, false).await;
+    let other_ca = self::pki(); // a CA that did not sign the server's certificate
+    let cases = [
+        (
+            "no roots",
+            TlsManager::builder(tcp(addr), "localhost").build().unwrap(),
+            "UnknownIssuer",
+        ),
+        (
+            "another CA",
+            TlsManager::builder(tcp(addr), "localhost")
+                .add_root_pem(other_ca.ca_pem.as_bytes())
+                .build()
+                .unwrap(),
+            "certificate",
+        ),
+        (
+            "wrong name",
+            TlsManager::builder(tcp(addr), "not-localhost.example")
+                .add_root_pem(pki.ca_pem.as_bytes())
+                .build()
+                .unwrap(),
+            "not valid for name",
+        ),
+    ];
+    for (what, manager, needle) in cases {
+        let pool = Pool::builder(manager)
+            .max_size(2)
+            .connect_timeout(Duration::from_secs(2))
+            .fail_fast(true)
+            .build()
+            .unwrap();
+        let start = Instant::now();
+        let err = pool.get().await.unwrap_err();
+        let elapsed = start.elapsed();
+        println!("tls, {what}: {err} ({elapsed:?})");
+        match &err {
+            PoolError::Connect(e) => {
+                assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{what}: {e}");
+                assert!(e.to_string().contains(needle), "{what}: {e}");
+            }
+            other => panic!("{what}: expected Connect, got {other:?}"),
+        }
+        assert!(elapsed < Duration::from_secs(2), "{what}: took {elapsed:?}");
+        assert_eq!(pool.state().size, 0, "{what}: a place leaked");
+    }
+}
+
+#[tokio::test]
+async fn a_peer_closed_tls_connection_is_broken_without_a_round_trip() {
+    let pki = pki();
+    let (addr, seen) = server(&pki, false).await;
+    let manager = TlsManager::builder(tcp(addr), "localhost")
+        .add_root_pem(pki.ca_pem.as_bytes())
+        .build()
+        .unwrap();
+    let pool = Pool::builder(manager)
+        .max_size(1)
+        .check_after_idle(None)
+        .build()
+        .unwrap();
+    {
+        let mut conn = pool.get().await.unwrap();
+        ping(&mut conn).await.unwrap();
+        assert!(
+            !pool.manager().is_broken(&mut conn),
+            "healthy (session tickets are not unread replies)"
+        );
+        conn.write_all(b"CLOSE").await.unwrap();
+        let start = Instant::now();
+        while !pool.manager().is_broken(&mut conn) {
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "is_broken never saw the close"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    assert_eq!(pool.state().size, 0, "closed on return, not pooled");
+    let mut conn = pool.get().await.unwrap();
+    ping(&mut conn).await.unwrap();
+    assert_eq!(seen.lock().unwrap().accepted, 2);
+}
+
+#[test]
+fn bad_pem_and_names_are_typed_errors_and_debug_never_shows_the_key() {
+    let pki = pki();
+    let tcp = || TcpManager::new(["127.0.0.1:1"]);
+    let bad = TlsManager::builder(tcp(), "localhost")
+        .add_root_pem(b"garbage")
+        .build();
+    assert_eq!(bad.unwrap_err().kind(), io::ErrorKind::InvalidInput);
+    let bad = TlsManager::builder(tcp(), "localhost")
+        .client_cert_pem(
+            pki.client_cert_pem.as_bytes(),
+            b"-----BEGIN PRIVATE KEY-----\nnope\n-----END PRIVATE KEY-----\n",
+        )
+        .build();
+    assert_eq!(bad.unwrap_err().kind(), io::ErrorKind::InvalidInput);
+    let bad = TlsManager::builder(tcp(), "not a host name!").build();
+    assert_eq!(bad.unwrap_err().kind(), io::ErrorKind::InvalidInput);
+
+    let builder = TlsManager::builder(tcp(), "localhost")
+        .add_root_pem(pki.ca_pem.as_bytes())
+        .client_cert_pem(
+            pki.client_cert_pem.as_bytes(),
+            pki.client_key_pem.as_bytes(),
+        );
+    // A line from the middle of the key's base64 body.
+    let key_line = pki.client_key_pem.lines().nth(1).unwrap().to_owned();
+    let shown = format!("{builder:?}");
+    assert!(
+        !shown.contains(&key_line) && !shown.contains("PRIVATE"),
+        "{shown}"
+    );
+    let manager = builder.build().unwrap();
+    let shown = format!("{manager:?} {manager:#?}");
+    assert!(
+        !shown.contains(&key_line) && !shown.contains("PRIVATE"),
+        "{shown}"
+    );
+    assert!(shown.contains("localhost"));
+}
