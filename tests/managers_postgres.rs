@@ -511,3 +511,160 @@ fn connect_outside_a_tokio_runtime_is_a_typed_error_not_a_panic() {
         std::task::Poll::Pending => panic!("expected NoRuntime at once"),
     }
 }
+
+// ---- Faults (issue 12): one broken connection, idle backends killed,
+// a pre-ping whose caller goes away. ----
+
+/// `PgManager` with its checks counted and, optionally, slowed down (to
+/// cancel a `get` in the middle of one).
+struct Counted {
+    inner: PgManager,
+    checks: Arc<AtomicUsize>,
+    check_delay: Duration,
+}
+
+impl Manager for Counted {
+    type Connection = <PgManager as Manager>::Connection;
+    type Error = PgError;
+
+    fn connect(&self) -> impl Future<Output = Result<Self::Connection, PgError>> + Send {
+        self.inner.connect()
+    }
+
+    async fn check(&self, conn: &mut Self::Connection) -> Result<(), PgError> {
+        self.checks.fetch_add(1, SeqCst);
+        let r = self.inner.check(conn).await;
+        tokio::time::sleep(self.check_delay).await;
+        r
+    }
+
+    fn is_broken(&self, conn: &mut Self::Connection) -> bool {
+        self.inner.is_broken(conn)
+    }
+}
+
+fn counted(app: &str, check_delay: Duration) -> (Counted, Arc<AtomicUsize>) {
+    let checks = Arc::new(AtomicUsize::new(0));
+    let m = Counted {
+        inner: manager(app),
+        checks: Arc::clone(&checks),
+        check_delay,
+    };
+    (m, checks)
+}
+
+/// `Pooled::mark_broken` after a failed request closes that session only;
+/// the pool then checks one other connection (a probe), not all of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_marked_broken_closes_its_session_and_probes_one_other() {
+    let app = app_name("mark-broken");
+    let admin = admin().await;
+    let (m, checks) = counted(&app, Duration::ZERO);
+    let pool = Pool::builder(m)
+        .max_size(3)
+        .check_after_idle(Some(Duration::from_secs(3600)))
+        .build()
+        .unwrap();
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(pool.get().await.unwrap());
+    }
+    drop(held);
+    assert_eq!(sessions(&admin, &app).await, 3);
+    let mut conn = pool.get().await.unwrap();
+    // A request fails in a way the application judges fatal for this
+    // connection (here: a statement that aborts the session's state).
+    let failed = conn.client().simple_query("SELECT 1/0").await;
+    assert!(failed.is_err());
+    latchless::Pooled::mark_broken(&mut conn);
+    drop(conn);
+    let start = Instant::now();
+    while sessions(&admin, &app).await != 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "session not closed"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let a = pool.get().await.unwrap();
+    let b = pool.get().await.unwrap();
+    assert_eq!(checks.load(SeqCst), 1, "one probe, not a pool-wide check");
+    let m = pool.metrics();
+    assert_eq!((m.broken, m.check_failures, m.opened), (1, 0, 3));
+    drop((a, b));
+}
+
+/// Backends killed while idle: the client reports them closed, and the
+/// pool sees that when it hands them out (`is_broken` at hand-out), so no
+/// request fails even with pre-ping off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sessions_killed_are_caught_at_hand_out_and_no_request_fails() {
+    let app = app_name("handout");
+    let admin = admin().await;
+    let (m, checks) = counted(&app, Duration::ZERO);
+    let pool = Pool::builder(m)
+        .max_size(4)
+        .check_after_idle(None)
+        .build()
+        .unwrap();
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(pool.get().await.unwrap());
+    }
+    drop(held);
+    assert_eq!(kill_all(&admin, &app).await, 4);
+    wait_gone(&admin, &app).await;
+    // Give the clients' connection tasks a moment to read the server's
+    // goodbye (they do within milliseconds on loopback; generous here).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(pool.state().idle, 4, "still idle: nothing handed out yet");
+    for i in 0..8 {
+        let conn = pool.get().await.unwrap();
+        let r = conn.client().simple_query("SELECT 1").await;
+        assert!(r.is_ok(), "request {i} failed: {r:?}");
+    }
+    let m = pool.metrics();
+    assert_eq!(m.broken, 4, "all four found closed at hand-out: {m:?}");
+    assert_eq!(
+        m.opened, 5,
+        "one new session serves the sequential requests"
+    );
+    // Broken connections arm one probe of a later idle connection, which
+    // passed: no pool-wide check.
+    assert!(checks.load(SeqCst) <= 1, "{} checks", checks.load(SeqCst));
+    assert_eq!(m.check_failures, 0);
+}
+
+/// A `get` cancelled during its pre-ping keeps the healthy backend: the
+/// check finishes without it and the same session serves the next `get`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_cancelled_during_its_pre_ping_keeps_the_session() {
+    let app = app_name("cancel-check");
+    let admin = admin().await;
+    let (m, checks) = counted(&app, Duration::from_millis(150));
+    let pool = Pool::builder(m)
+        .max_size(1)
+        .check_after_idle(Some(Duration::ZERO))
+        .build()
+        .unwrap();
+    let before = {
+        let c = pool.get().await.unwrap();
+        pid(c.client()).await.unwrap()
+    };
+    let cut = tokio::time::timeout(Duration::from_millis(30), pool.get()).await;
+    assert!(cut.is_err(), "cancelled in the middle of its check");
+    assert_eq!(pool.metrics().checks_detached, 1);
+    let start = Instant::now();
+    while pool.state().idle != 1 {
+        assert!(start.elapsed() < Duration::from_secs(10), "never came back");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let c = pool.get().await.unwrap();
+    assert_eq!(pid(c.client()).await.unwrap(), before, "the same session");
+    let m = pool.metrics();
+    assert_eq!((m.check_failures, m.opened, m.closed), (0, 1, 0));
+    // The first get connected (no check); the cancelled one and this one
+    // each checked.
+    assert_eq!(checks.load(SeqCst), 2);
+    assert_eq!(sessions(&admin, &app).await, 1);
+}
