@@ -494,6 +494,8 @@ fn a_thread_with_an_empty_home_steals_while_the_owner_pops_and_pushes() {
         let b = p.try_get().expect("no key lost");
         assert_eq!(a.uses + b.uses, 2, "each used once, by one holder");
         assert!(p.try_get().is_none(), "no key twice");
+    });
+}
 
 /// Model 14 — I4 and I5 with reclaim (issue 10.5): a registration that
 /// reclaims a cancelled waiter's dead node (the loom build tolerates no
