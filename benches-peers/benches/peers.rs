@@ -20,8 +20,8 @@
 //!   `try_get` (retried with a thread yield while `None`) and the floor.
 //!
 //! ```text
-//! cargo bench -p latchless-benches --bench peers                      # everything (~5 min on 2 cores)
-//! cargo bench -p latchless-benches --bench peers -- peers_uncontended # one group
+//! cargo bench -p latchless-benches --bench peers                       # everything (~5 min on 2 cores)
+//! cargo bench -p latchless-benches --bench peers -- peers_uncontended  # one group
 //! cargo bench -p latchless-benches --bench peers -- --warm-up-time 0.2 --measurement-time 0.5 peers_uncontended
 //! ```
 //!

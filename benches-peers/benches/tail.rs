@@ -7,7 +7,7 @@
 //! `yield_now()` while holding, release. The pool holds T / 2 connections
 //! ("below": tasks wait for each other; at least 1) or 2 x T ("above":
 //! nobody waits), the same trivial managers as `benches/peers.rs`
-//! (`benches/common/mod.rs`). r2d2, latchless `try_get` (retried with a
+//! (`benches/common/mod.rs` in this crate). r2d2, latchless `try_get` (retried with a
 //! thread yield while `None`) and the bare `ArrayQueue` floor run the same
 //! loop on T OS threads. The reference entries of `benches/peers.rs`
 //! ("latchless no-deadline", "semaphore floor", "yield floor"; not peers)
@@ -16,8 +16,8 @@
 //! acquire for `--stall-secs` as stalled instead of hanging the run.
 //!
 //! ```text
-//! cargo bench -p latchless-benches --bench tail                                   # 1,2,4,8 tasks
-//! cargo bench -p latchless-benches --bench tail -- --threads 1,2,4,8,16 --workers match   # more cores
+//! cargo bench -p latchless-benches --bench tail                                          # 1,2,4,8 tasks
+//! cargo bench -p latchless-benches --bench tail -- --threads 1,2,4,8,16 --workers match  # more cores
 //! cargo bench -p latchless-benches --bench tail -- --threads 8 --ops 5000 --sizes below --pools latchless,bb8
 //! ```
 //!
