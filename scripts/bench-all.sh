@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Runs the comparison benches (benches/peers.rs, benches/e2e_tcp.rs,
-# benches/tail.rs), records the machine and toolchain, and regenerates the
-# results section of BENCHMARKS.md and the plot docs/bench.svg with
-# scripts/bench-report.py.
+# Runs the comparison benches of the latchless-benches crate
+# (benches-peers/benches/{peers,e2e_tcp,tail}.rs), records the machine and
+# toolchain, and regenerates the results section of BENCHMARKS.md and the
+# plot docs/bench.svg with its bench-report binary
+# (benches-peers/src/bin/bench-report.rs).
 #
 #   scripts/bench-all.sh              # full run (roughly 5-10 min on 2 cores)
 #   QUICK=1 scripts/bench-all.sh      # smoke run (~2 min): short criterion
@@ -44,8 +45,9 @@ mkdir -p "$results"
     echo "tail_args: --threads $TAIL_THREADS --workers $TAIL_WORKERS --ops $tail_ops"
 } > "$results/env.txt"
 
-cargo bench --bench peers -- "${criterion_args[@]}"
-cargo bench --bench e2e_tcp -- "${criterion_args[@]}"
-cargo bench --bench tail -- --threads "$TAIL_THREADS" --workers "$TAIL_WORKERS" --ops "$tail_ops"
+cargo bench -p latchless-benches --bench peers -- "${criterion_args[@]}"
+cargo bench -p latchless-benches --bench e2e_tcp -- "${criterion_args[@]}"
+cargo bench -p latchless-benches --bench tail -- --threads "$TAIL_THREADS" --workers "$TAIL_WORKERS" --ops "$tail_ops"
 
-python3 scripts/bench-report.py
+# The bench profile: reuses the library the benches were just built with.
+cargo run --profile bench -q -p latchless-benches --bin bench-report

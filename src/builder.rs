@@ -223,7 +223,7 @@ impl<M: Manager> Builder<M> {
         /// A `get` that finds a connection idle reads no clock and arms no
         /// timer; one that has to wait arms one Tokio timer for this
         /// deadline, about a third of the cost of a wait when tasks
-        /// outnumber connections (`cargo bench --bench peers --
+        /// outnumber connections (`cargo bench -p latchless-benches --bench peers --
         /// contended_below`). `Duration::MAX` means no deadline and arms no
         /// timer: such a `get` waits until it is served or the pool closes.
         ///

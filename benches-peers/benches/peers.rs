@@ -20,13 +20,14 @@
 //!   `try_get` (retried with a thread yield while `None`) and the floor.
 //!
 //! ```text
-//! cargo bench --bench peers                      # everything (~5 min on 2 cores)
-//! cargo bench --bench peers -- peers_uncontended # one group
-//! cargo bench --bench peers -- --warm-up-time 0.2 --measurement-time 0.5 peers_uncontended
+//! cargo bench -p latchless-benches --bench peers                       # everything (~5 min on 2 cores)
+//! cargo bench -p latchless-benches --bench peers -- peers_uncontended  # one group
+//! cargo bench -p latchless-benches --bench peers -- --warm-up-time 0.2 --measurement-time 0.5 peers_uncontended
 //! ```
 //!
 //! `scripts/bench-all.sh` runs it with the other benches and
-//! `scripts/bench-report.py` turns the results into BENCHMARKS.md.
+//! `bench-report` (`src/bin/bench-report.rs`) turns the results into
+//! BENCHMARKS.md.
 
 mod common;
 
@@ -166,10 +167,10 @@ fn contended(c: &mut Criterion) {
     }
 }
 
-/// Record (for `scripts/bench-report.py`) and print the configurations a
+/// Record (for `bench-report`) and print the configurations a
 /// group left out; an empty list removes an older note.
 fn note_skipped(group: &str, skipped: &[String]) {
-    let path = common::results_dir().join(format!("skipped-{group}.txt"));
+    let path = latchless_benches::results_dir().join(format!("skipped-{group}.txt"));
     if skipped.is_empty() {
         let _ = std::fs::remove_file(path);
         return;

@@ -2,7 +2,7 @@
 //! every feature off vs on, and one maintenance pass over a pool of 10 vs
 //! 10,000 idle connections (nothing due: O(due entries), not O(pool)).
 //!
-//! `cargo bench --bench lifecycle`
+//! `cargo bench -p latchless-benches --bench lifecycle`
 
 mod common;
 

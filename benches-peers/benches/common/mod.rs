@@ -1,5 +1,6 @@
-//! Shared helpers of the comparison benches (`benches/peers.rs`,
-//! `benches/tail.rs`): the same trivial manager (a connection is a `u64`)
+//! Shared helpers of the benches (`peers.rs` and `tail.rs` use all of it,
+//! `acquire.rs`, `lifecycle.rs` and `e2e_tcp.rs` the latchless manager and
+//! the criterion settings): the same trivial manager (a connection is a `u64`)
 //! for latchless and for each peer (deadpool managed, bb8, mobc, qp,
 //! r2d2), a builder for each pool at a given `max_size`, and one uniform
 //! acquire interface per pool so that every bench drives every pool with
@@ -542,16 +543,6 @@ pub fn size_below(tasks: usize) -> usize {
 /// ever waits for a connection.
 pub fn size_above(tasks: usize) -> usize {
     tasks * 2
-}
-
-/// Where the benches write their machine-readable results and notes:
-/// `$CARGO_TARGET_DIR/bench-results` (default `target/bench-results`,
-/// relative to the package root, which is the benches' working directory).
-pub fn results_dir() -> std::path::PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR").unwrap_or_else(|| "target".into());
-    let dir = std::path::PathBuf::from(target).join("bench-results");
-    std::fs::create_dir_all(&dir).expect("create the bench-results folder");
-    dir
 }
 
 /// A multi-threaded Tokio runtime with `workers` worker threads and every

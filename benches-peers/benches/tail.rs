@@ -7,7 +7,7 @@
 //! `yield_now()` while holding, release. The pool holds T / 2 connections
 //! ("below": tasks wait for each other; at least 1) or 2 x T ("above":
 //! nobody waits), the same trivial managers as `benches/peers.rs`
-//! (`benches/common/mod.rs`). r2d2, latchless `try_get` (retried with a
+//! (`benches/common/mod.rs` in this crate). r2d2, latchless `try_get` (retried with a
 //! thread yield while `None`) and the bare `ArrayQueue` floor run the same
 //! loop on T OS threads. The reference entries of `benches/peers.rs`
 //! ("latchless no-deadline", "semaphore floor", "yield floor"; not peers)
@@ -16,9 +16,9 @@
 //! acquire for `--stall-secs` as stalled instead of hanging the run.
 //!
 //! ```text
-//! cargo bench --bench tail                                   # 1,2,4,8 tasks
-//! cargo bench --bench tail -- --threads 1,2,4,8,16 --workers match   # more cores
-//! cargo bench --bench tail -- --threads 8 --ops 5000 --sizes below --pools latchless,bb8
+//! cargo bench -p latchless-benches --bench tail                                          # 1,2,4,8 tasks
+//! cargo bench -p latchless-benches --bench tail -- --threads 1,2,4,8,16 --workers match  # more cores
+//! cargo bench -p latchless-benches --bench tail -- --threads 8 --ops 5000 --sizes below --pools latchless,bb8
 //! ```
 //!
 //! Options: `--threads LIST` (default 1,2,4,8), `--ops N` per task
@@ -26,11 +26,10 @@
 //! many as tasks; default 2), `--sizes below,above`, `--pools LIST` (names
 //! as printed), `--stall-secs S` (default 2), `--json PATH` (default
 //! `target/bench-results/tail.json`). Prints a table (nanoseconds) and
-//! writes the JSON that `scripts/bench-report.py` reads.
+//! writes the JSON (`latchless_benches::TailReport`) that `bench-report` reads.
 
 mod common;
 
-use std::fmt::Write as _;
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -43,6 +42,7 @@ use common::{
 };
 use crossbeam_utils::CachePadded;
 use hdrhistogram::Histogram;
+use latchless_benches::{Latency, TailReport, TailRow, Workers};
 
 struct Args {
     threads: Vec<usize>,
@@ -58,7 +58,7 @@ struct Args {
 fn usage(msg: &str) -> ! {
     eprintln!("tail: {msg}");
     eprintln!(
-        "usage: cargo bench --bench tail -- [--threads 1,2,4,8] [--ops N] \
+        "usage: cargo bench -p latchless-benches --bench tail -- [--threads 1,2,4,8] [--ops N] \
          [--workers N|match] [--sizes below,above] [--pools a,b] [--stall-secs S] [--json PATH]"
     );
     std::process::exit(2)
@@ -72,7 +72,7 @@ fn parse_args() -> Args {
         sizes: vec!["below".into(), "above".into()],
         pools: None,
         stall: Duration::from_secs(2),
-        json: common::results_dir().join("tail.json"),
+        json: latchless_benches::results_dir().join("tail.json"),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -113,16 +113,40 @@ fn parse_args() -> Args {
     args
 }
 
-/// One configuration's result.
-struct Row {
-    pool: &'static str,
-    mode: &'static str,
-    threads: usize,
-    workers: usize,
-    size_class: String,
-    size: usize,
-    /// `Err(acquires done)` when the watchdog saw no progress.
+/// One configuration's result as the report reads it; `outcome` is
+/// `Err(acquires done)` when the watchdog saw no progress.
+fn row(
+    pool: &str,
+    mode: &str,
+    (threads, workers): (usize, usize),
+    (size_class, size): (String, usize),
     outcome: Result<Histogram<u64>, u64>,
+) -> TailRow {
+    let (stalled, count, latency) = match outcome {
+        Ok(h) => (
+            false,
+            h.len(),
+            Some(Latency {
+                p50: h.value_at_quantile(0.5),
+                p99: h.value_at_quantile(0.99),
+                p999: h.value_at_quantile(0.999),
+                max: h.max(),
+                mean: h.mean(),
+            }),
+        ),
+        Err(done) => (true, done, None),
+    };
+    TailRow {
+        pool: pool.to_owned(),
+        mode: mode.to_owned(),
+        threads,
+        workers,
+        size_class,
+        size,
+        stalled,
+        count,
+        latency,
+    }
 }
 
 fn histogram() -> Histogram<u64> {
@@ -191,7 +215,7 @@ async fn run_tasks<P: AsyncPool>(
     Ok(all)
 }
 
-fn run_async<P: AsyncPool>(args: &Args, rows: &mut Vec<Row>) {
+fn run_async<P: AsyncPool>(args: &Args, rows: &mut Vec<TailRow>) {
     if !selected(args, P::NAME) {
         return;
     }
@@ -210,15 +234,13 @@ fn run_async<P: AsyncPool>(args: &Args, rows: &mut Vec<Row>) {
                 Ok(_) => rt.block_on(run_tasks(&pool, threads, args.ops, args.stall)),
                 Err(done) => Err(done),
             };
-            let row = Row {
-                pool: P::NAME,
-                mode: "tasks",
-                threads,
-                workers,
-                size_class,
-                size,
+            let row = row(
+                P::NAME,
+                "tasks",
+                (threads, workers),
+                (size_class, size),
                 outcome,
-            };
+            );
             print_row(&row);
             rows.push(row);
         }
@@ -226,7 +248,7 @@ fn run_async<P: AsyncPool>(args: &Args, rows: &mut Vec<Row>) {
     }
 }
 
-fn run_threads<P: SyncPool>(args: &Args, rows: &mut Vec<Row>) {
+fn run_threads<P: SyncPool>(args: &Args, rows: &mut Vec<TailRow>) {
     if !selected(args, P::NAME) {
         return;
     }
@@ -260,15 +282,14 @@ fn run_threads<P: SyncPool>(args: &Args, rows: &mut Vec<Row>) {
                 })
             };
             run((args.ops / 10).max(1));
-            let row = Row {
-                pool: P::NAME,
-                mode: "threads",
-                threads,
-                workers: threads,
-                size_class,
-                size,
-                outcome: Ok(run(args.ops)),
-            };
+            let outcome = Ok(run(args.ops));
+            let row = row(
+                P::NAME,
+                "threads",
+                (threads, threads),
+                (size_class, size),
+                outcome,
+            );
             print_row(&row);
             rows.push(row);
         }
@@ -302,63 +323,21 @@ fn print_header() {
     );
 }
 
-fn print_row(r: &Row) {
+fn print_row(r: &TailRow) {
     let head = format!(
         "{:<22} {:<7} {:>3} {:>4} {:>7}",
         r.pool, r.mode, r.threads, r.size, r.size_class
     );
-    match &r.outcome {
-        Ok(h) => println!(
+    match &r.latency {
+        Some(l) if !r.stalled => println!(
             "{head} {:>10} {:>9} {:>9} {:>9} {:>11}",
-            h.len(),
-            h.value_at_quantile(0.5),
-            h.value_at_quantile(0.99),
-            h.value_at_quantile(0.999),
-            h.max()
+            r.count, l.p50, l.p99, l.p999, l.max
         ),
-        Err(done) => println!(
-            "{head} STALLED: no acquire completed for the stall limit after {done} acquires"
+        _ => println!(
+            "{head} STALLED: no acquire completed for the stall limit after {} acquires",
+            r.count
         ),
     }
-}
-
-fn json(args: &Args, rows: &[Row]) -> String {
-    let mut out = String::new();
-    let workers = match args.workers {
-        Some(n) => n.to_string(),
-        None => "\"match\"".into(),
-    };
-    let _ = writeln!(
-        out,
-        "{{\n  \"ops_per_task\": {},\n  \"workers\": {workers},\n  \"stall_secs\": {},\n  \"rows\": [",
-        args.ops,
-        args.stall.as_secs()
-    );
-    for (i, r) in rows.iter().enumerate() {
-        let _ = write!(
-            out,
-            "    {{\"pool\": \"{}\", \"mode\": \"{}\", \"threads\": {}, \"workers\": {}, \
-             \"size_class\": \"{}\", \"size\": {}, ",
-            r.pool, r.mode, r.threads, r.workers, r.size_class, r.size
-        );
-        let _ = match &r.outcome {
-            Ok(h) => write!(
-                out,
-                "\"stalled\": false, \"count\": {}, \"p50\": {}, \"p99\": {}, \"p999\": {}, \
-                 \"max\": {}, \"mean\": {:.1}}}",
-                h.len(),
-                h.value_at_quantile(0.5),
-                h.value_at_quantile(0.99),
-                h.value_at_quantile(0.999),
-                h.max(),
-                h.mean()
-            ),
-            Err(done) => write!(out, "\"stalled\": true, \"count\": {done}}}"),
-        };
-        out.push_str(if i + 1 < rows.len() { ",\n" } else { "\n" });
-    }
-    out.push_str("  ]\n}\n");
-    out
 }
 
 fn main() {
@@ -379,6 +358,12 @@ fn main() {
     if let Some(dir) = args.json.parent() {
         std::fs::create_dir_all(dir).expect("create the JSON's folder");
     }
-    std::fs::write(&args.json, json(&args, &rows)).expect("write the JSON");
+    let report = TailReport {
+        ops_per_task: args.ops as u64,
+        workers: args.workers.map_or(Workers::Match, Workers::Count),
+        stall_secs: args.stall.as_secs(),
+        rows,
+    };
+    std::fs::write(&args.json, report.to_json()).expect("write the JSON");
     println!("wrote {}", args.json.display());
 }

@@ -16,8 +16,8 @@
 //! favours the baseline.
 //!
 //! ```text
-//! cargo bench --bench e2e_tcp
-//! cargo bench --bench e2e_tcp -- --warm-up-time 0.2 --measurement-time 0.5
+//! cargo bench -p latchless-benches --bench e2e_tcp
+//! cargo bench -p latchless-benches --bench e2e_tcp -- --warm-up-time 0.2 --measurement-time 0.5
 //! ```
 
 mod common;

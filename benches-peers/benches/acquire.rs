@@ -1,7 +1,7 @@
 //! Uncontended acquire + release against the floor: a bare crossbeam
 //! `ArrayQueue` pop + push, measured in the same run.
 //!
-//! `cargo bench --bench acquire`
+//! `cargo bench -p latchless-benches --bench acquire`
 
 mod common;
 
