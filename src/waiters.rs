@@ -686,6 +686,10 @@ impl Waiters {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Cancellations per churn test (miri runs a few hundred: enough for
+    /// many reclaim rounds, at its speed).
+    const CHURN: usize = if cfg!(miri) { 300 } else { 10_000 };
     use std::task::Waker;
 
     #[test]
@@ -743,7 +747,7 @@ mod tests {
     #[test]
     fn cancelled_nodes_are_reclaimed_by_registrations() {
         let w = Waiters::new();
-        for _ in 0..10_000 {
+        for _ in 0..CHURN {
             let n = w.register(None).unwrap();
             assert_eq!(w.cancel(&n), None);
         }
@@ -753,7 +757,7 @@ mod tests {
         assert!(w.dead.load(Ordering::Relaxed) <= bound);
         assert_eq!(w.live(), 0);
         // Timed-out nodes count as dead too.
-        for _ in 0..10_000 {
+        for _ in 0..CHURN {
             let n = w.register(None).unwrap();
             assert!(w.expire(&n));
         }
@@ -800,7 +804,7 @@ mod tests {
     fn a_live_head_does_not_stop_the_reclaim_behind_it() {
         let w = Waiters::new();
         let a = w.register(None).unwrap();
-        for _ in 0..10_000 {
+        for _ in 0..CHURN {
             let n = w.register(None).unwrap();
             w.cancel(&n);
         }
@@ -865,7 +869,7 @@ mod tests {
         for n in &live {
             assert!(w.expire(n));
         }
-        for _ in 0..10_000 {
+        for _ in 0..CHURN {
             let n = w.register(None).unwrap();
             w.cancel(&n);
         }
