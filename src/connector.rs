@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use crate::lifetime::Owner;
 use crate::maintenance::{Deadline, Entry};
 use crate::metrics::bump;
-use crate::pool::{Shared, settle_held};
+use crate::pool::{Connecting, PlaceGuard, Shared, close_quietly, settle_held};
 use crate::sync::Ordering;
 use crate::{Manager, PoolError};
 
@@ -112,6 +112,29 @@ impl<M: Manager> Shared<M> {
     }
 }
 
+/// The one connect path, for `get` and the `min_idle` refill alike: opens
+/// a connection into the reserved `place`, counted as connecting (not in
+/// use) while it runs, retrying failures with backoff until `deadline`
+/// ([`connect_with_retry`]). If the pool closed meanwhile, the new
+/// connection is counted opened and closed, and closed; its place goes
+/// back when `place` drops. Returns the slot, now BUSY and the caller's.
+pub(crate) async fn open<M: Manager>(
+    owner: &Arc<Owner<M>>,
+    place: PlaceGuard<'_, M>,
+    deadline: Option<Instant>,
+) -> Result<u32, PoolError<M::Error>> {
+    let shared: &Shared<M> = owner;
+    let _connecting = Connecting::new(shared);
+    let conn = connect_with_retry(shared, deadline).await?;
+    if shared.closed.load(Ordering::Acquire) {
+        close_quietly(Some(conn));
+        bump(&shared.counters.opened);
+        bump(&shared.counters.closed);
+        return Err(PoolError::Closed); // `place` goes back on drop
+    }
+    Ok(shared.adopt(place.into_index(), conn))
+}
+
 /// Opens a connection: attempts bounded by `connect_timeout` and
 /// `deadline`, failures retried with backoff (module docs).
 pub(crate) async fn connect_with_retry<M: Manager>(
@@ -127,17 +150,13 @@ pub(crate) async fn connect_with_retry<M: Manager>(
             shared.manager.connect(),
         );
         match attempt.await {
-            Some(Ok(conn)) => {
-                shared.backend_down.store(false, Ordering::Relaxed);
-                return Ok(conn);
-            }
+            Some(Ok(conn)) => return Ok(conn),
             Some(Err(e)) => {
                 bump(&shared.counters.connect_errors);
                 last = Some(e);
             }
             None => bump(&shared.counters.connect_timeouts),
         }
-        shared.backend_down.store(true, Ordering::Relaxed);
         if cfg.fail_fast || shared.closed.load(Ordering::Acquire) {
             break;
         }

@@ -539,28 +539,22 @@ async fn refill_task<M: Manager>(guard: Refilling<M>) {
             return;
         };
         let place = crate::pool::PlaceGuard::new(shared, index);
-        let attempt = tokio::time::timeout(shared.config.connect_timeout, shared.manager.connect());
-        match attempt.await {
-            Ok(Ok(conn)) if !shared.closed.load(Ordering::Acquire) => {
-                shared.backend_down.store(false, Ordering::Relaxed);
-                let index = shared.adopt(place.into_index(), conn);
+        // One round of the connect path `get` uses (counted as connecting,
+        // attempts bounded by `connect_timeout`); between rounds the place
+        // goes back, so a `get` may take it.
+        let deadline = tokio::time::Instant::now().checked_add(shared.config.connect_timeout);
+        match crate::connector::open(shared, place, deadline).await {
+            Ok(index) => {
+                // Stamped like any connection going idle (`check_after_idle`).
+                let now = shared.now_for_checks();
+                shared.stamp_fresh(index, shared.slots.expires_at(index), now);
                 // Straight to a waiter if one is parked, else idle.
                 let retired = shared.grant(crate::waiters::Grant::Slot(index));
                 crate::pool::settle_held(shared, retired);
                 backoff = shared.config.connect_backoff;
             }
-            Ok(Ok(conn)) => {
-                crate::pool::close_quietly(Some(conn));
-                return;
-            }
-            failed => {
-                let counter = match failed {
-                    Ok(Err(_)) => &shared.counters.connect_errors,
-                    _ => &shared.counters.connect_timeouts,
-                };
-                crate::metrics::bump(counter);
-                shared.backend_down.store(true, Ordering::Relaxed);
-                drop(place);
+            Err(crate::PoolError::Closed) => return,
+            Err(_) => {
                 tokio::time::sleep(shared.jitter(backoff)).await;
                 backoff = backoff
                     .saturating_mul(2)

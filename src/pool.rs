@@ -83,8 +83,6 @@ pub(crate) struct Shared<M: Manager> {
     /// This core's owner, for spawning background work from `&self` and
     /// for counting references with the `Arc`'s own provenance.
     pub(crate) weak: Weak<Owner<M>>,
-    /// The last connect failed (fast-fail mode returns at once then).
-    pub(crate) backend_down: AtomicBool,
     /// State of the jitter generator (xorshift; cold paths only).
     pub(crate) rng: AtomicU64,
 }
@@ -217,13 +215,21 @@ impl<M: Manager> Shared<M> {
             bump(&self.counters.expired);
             self.retire(index).0
         } else {
-            let fresh_until = last.min(now.saturating_add(self.ticks.check_after_idle));
-            // Stored before the connection is passed on, to the idle set or
-            // straight to a waiter, whose acquire judges by it.
-            self.slots.set_fresh_until(index, fresh_until);
+            self.stamp_fresh(index, last, now);
             self.release(index, now).0
         };
         retired
+    }
+
+    /// Stamps until when an owned healthy connection, about to go idle at
+    /// `now`, may be handed out without a closer look: the end of its
+    /// lifetime `last` or when it becomes due for a check, whichever comes
+    /// first. Stored before the connection is passed on, to the idle set or
+    /// straight to a waiter, whose acquire judges by it.
+    #[inline(always)]
+    pub(crate) fn stamp_fresh(&self, index: u32, last: u64, now: u64) {
+        let fresh_until = last.min(now.saturating_add(self.ticks.check_after_idle));
+        self.slots.set_fresh_until(index, fresh_until);
     }
 
     /// A busy thread's share of maintenance (see `maintenance.rs`).
@@ -507,7 +513,6 @@ impl<M: Manager> Pool<M> {
                 maintenance: Maintenance::new(now, ms(period), config.max_size),
                 ticks,
                 weak: weak.clone(),
-                backend_down: AtomicBool::new(false),
                 rng: AtomicU64::new(now ^ 0x9E37_79B9_7F4A_7C15 ^ (weak.as_ptr().addr() as u64)),
                 clock,
                 manager,
@@ -820,23 +825,14 @@ impl<M: Manager> Pool<M> {
         }
     }
 
-    /// Opens a connection into a reserved place, retrying failures with
-    /// backoff until `deadline` (see `connector.rs`), and returns its slot.
+    /// Opens a connection into a reserved place (`connector::open`, the
+    /// one connect path) and returns its slot.
     async fn connect(
         &self,
         place: PlaceGuard<'_, M>,
         deadline: Option<tokio::time::Instant>,
     ) -> Result<u32, PoolError<M::Error>> {
-        let shared = self.shared();
-        let _connecting = Connecting::new(shared);
-        let conn = crate::connector::connect_with_retry(shared, deadline).await?;
-        if shared.closed.load(Ordering::Acquire) {
-            close_quietly(Some(conn));
-            bump(&shared.counters.opened);
-            bump(&shared.counters.closed);
-            return Err(PoolError::Closed); // `place` goes back on drop
-        }
-        Ok(shared.adopt(place.into_index(), conn))
+        crate::connector::open(self.shared(), place, deadline).await
     }
 
     /// Runs one maintenance pass now: expire idle and over-age connections,
@@ -971,10 +967,10 @@ impl<M: Manager> Drop for PlaceGuard<'_, M> {
 }
 
 /// Counts a connect in flight for `State::in_use`.
-struct Connecting<'a>(&'a std::sync::atomic::AtomicUsize);
+pub(crate) struct Connecting<'a>(&'a std::sync::atomic::AtomicUsize);
 
 impl<'a> Connecting<'a> {
-    fn new<M: Manager>(shared: &'a Shared<M>) -> Self {
+    pub(crate) fn new<M: Manager>(shared: &'a Shared<M>) -> Self {
         shared.counters.connecting.fetch_add(1, Ordering::Relaxed);
         Self(&shared.counters.connecting)
     }

@@ -119,8 +119,6 @@ struct Slot<C> {
     /// Serial number of the connection in the slot (from 1; 0 = none), so a
     /// timer entry for a closed connection never touches its successor.
     serial: AtomicU64,
-    /// When the connection was opened.
-    created_at: AtomicU64,
     /// The first tick at which it must not be handed out: opened +
     /// `max_lifetime` − jitter − the clock margin (`u64::MAX` without a
     /// lifetime).
@@ -147,7 +145,6 @@ struct Slot<C> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Facts {
     pub(crate) serial: u64,
-    pub(crate) created_at: u64,
     pub(crate) expires_at: u64,
     pub(crate) released_at: u64,
     pub(crate) verified_seq: u64,
@@ -179,7 +176,6 @@ impl<C> Slots<C> {
                     state: AtomicU64::new(pack(0, FREE)),
                     conn: UnsafeCell::new(None),
                     serial: AtomicU64::new(0),
-                    created_at: AtomicU64::new(0),
                     expires_at: AtomicU64::new(u64::MAX),
                     released_at: AtomicU64::new(0),
                     fresh_until: AtomicU64::new(u64::MAX),
@@ -248,7 +244,6 @@ impl<C> Slots<C> {
         // SAFETY: the caller owns the FREE slot (I1); nobody else reads the cell.
         slot.conn.with_mut(|c| unsafe { *c = Some(conn) });
         slot.serial.store(serial, Ordering::Relaxed);
-        slot.created_at.store(now, Ordering::Relaxed);
         slot.expires_at.store(expires_at, Ordering::Relaxed);
         slot.released_at.store(now, Ordering::Relaxed);
         slot.verified_seq.store(verified_seq, Ordering::Relaxed);
@@ -342,7 +337,6 @@ impl<C> Slots<C> {
         let s = self.slot(index);
         Facts {
             serial: s.serial.load(Ordering::Relaxed),
-            created_at: s.created_at.load(Ordering::Relaxed),
             expires_at: s.expires_at.load(Ordering::Relaxed),
             released_at: s.released_at.load(Ordering::Relaxed),
             verified_seq: s.verified_seq.load(Ordering::Relaxed),
@@ -493,7 +487,7 @@ mod tests {
         assert_eq!(slots.taken(), 2);
         // SAFETY: this single-threaded test owns the slot at each step.
         unsafe { slots.fill(a, "a".into(), 1, 5, u64::MAX, 1) };
-        assert_eq!(slots.facts(a).created_at, 5);
+        assert_eq!(slots.facts(a).released_at, 5, "opened counts as released");
         // SAFETY: this single-threaded test owns the slot at each step.
         let key = unsafe { slots.make_idle(a, 7) };
         assert!(slots.is_live(key));
