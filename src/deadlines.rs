@@ -398,43 +398,39 @@ impl std::fmt::Debug for Deadlines {
     }
 }
 
-/// Loom test support (`loom-tests/`): a model cannot reach these slots
-/// through a `Pool` (it runs no Tokio, so no background task, and the core
-/// is private to `pool.rs`), so it gets the deadline slots and a waiter
-/// queue of their own, driven as the pool drives them: `park` and
-/// `WaitGuard` (`pool.rs`) for the waiter, the background task's sweep
-/// (`maintenance.rs`) for the sweeper.
+/// Loom test support (`loom-tests/`, through `Pool::loom_deadline_slots`):
+/// a model cannot reach these slots through a `Pool` (it runs no Tokio, so
+/// no background task, and the core is private), so it gets the deadline
+/// slots and a waiter queue of their own, driven as the pool drives them:
+/// `park` (`pool.rs`) and `WaitGuard` (`guards.rs`) for the waiter, the
+/// ticker's sweep (`background.rs`) for the sweeper.
 #[cfg(latchless_loom)]
-impl<M: crate::Manager> crate::Pool<M> {
-    /// A serving sweeper's deadline slots and a waiter queue (loom only).
-    #[doc(hidden)]
-    pub fn loom_deadline_slots() -> LoomDeadlines {
-        let (deadlines, waiters) = (Deadlines::new(), Waiters::new());
-        let mut sweeper = deadlines.start();
-        let start = Instant::now();
-        // Armed ten days ahead: every waiter's deadline is earlier and
-        // kicks it, the same branch in every execution.
-        let unused = std::sync::atomic::AtomicU64::new(0);
-        deadlines.sweep(
-            &mut sweeper,
-            &waiters,
-            start,
-            start + LOOM_DAY * 10,
-            &unused,
-        );
-        LoomDeadlines {
-            deadlines,
-            waiters,
-            epoch: sweeper.epoch,
-            start,
-        }
+pub(crate) fn loom_deadline_slots() -> LoomDeadlines {
+    let (deadlines, waiters) = (Deadlines::new(), Waiters::new());
+    let mut sweeper = deadlines.start();
+    let start = Instant::now();
+    // Armed ten days ahead: every waiter's deadline is earlier and
+    // kicks it, the same branch in every execution.
+    let unused = std::sync::atomic::AtomicU64::new(0);
+    deadlines.sweep(
+        &mut sweeper,
+        &waiters,
+        start,
+        start + LOOM_DAY * 10,
+        &unused,
+    );
+    LoomDeadlines {
+        deadlines,
+        waiters,
+        epoch: sweeper.epoch,
+        start,
     }
 }
 
 #[cfg(latchless_loom)]
 const LOOM_DAY: std::time::Duration = std::time::Duration::from_secs(86_400);
 
-/// See [`Pool::loom_deadline_slots`](crate::Pool::loom_deadline_slots).
+/// See `Pool::loom_deadline_slots`.
 #[cfg(latchless_loom)]
 #[doc(hidden)]
 #[derive(Debug)]
@@ -495,7 +491,7 @@ impl LoomDeadlines {
     }
 
     /// A release hands connection `slot` to the oldest waiter
-    /// (`Shared::grant`). `false`: nobody took it, the releaser keeps it
+    /// (`Core::pass_on`). `false`: nobody took it, the releaser keeps it
     /// (for the idle set).
     pub fn serve(&self, slot: u32) -> bool {
         self.waiters.serve(Grant::Slot(slot)).is_ok()

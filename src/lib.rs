@@ -43,12 +43,17 @@
     clippy::undocumented_unsafe_blocks
 )]
 
+mod background;
 mod builder;
 mod clock;
+mod config;
 mod connector;
+mod core;
 mod deadlines;
 mod error;
+mod guards;
 mod hazard;
+mod lifecycle;
 mod lifetime;
 mod maintenance;
 mod manager;
@@ -63,7 +68,8 @@ mod sync;
 mod waiters;
 pub mod wheel;
 
-pub use builder::{BuildError, Builder, Config, MAX_POOL_SIZE, MAX_SHARDS};
+pub use builder::{BuildError, Builder, MAX_POOL_SIZE, MAX_SHARDS};
+pub use config::Config;
 pub use error::PoolError;
 pub use manager::Manager;
 pub use metrics::{Metrics, State};

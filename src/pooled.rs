@@ -25,10 +25,10 @@ use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
 use crate::Manager;
-use crate::lifetime::{CorePtr, Owner, Retired};
+use crate::background::cooperative_tick;
+use crate::core::{Core, Owner};
+use crate::lifetime::{CorePtr, Retired};
 use crate::metrics::bump;
-use crate::pool::Shared;
-use crate::sync::mutant;
 use crate::waiters::Grant;
 
 /// A connection checked out of a [`Pool`](crate::Pool). Derefs to the
@@ -52,7 +52,7 @@ use crate::waiters::Grant;
 pub struct Pooled<M: Manager> {
     /// Kept alive by this connection's own strong reference
     /// (`lifetime.rs`).
-    core: CorePtr<M>,
+    core: CorePtr<Core<M>>,
     /// The BUSY slot this guard owns.
     index: u32,
     _owns: PhantomData<M::Connection>,
@@ -76,7 +76,7 @@ impl<M: Manager> Pooled<M> {
     }
 
     #[inline(always)]
-    fn shared(&self) -> &Shared<M> {
+    fn shared(&self) -> &Core<M> {
         // SAFETY: the core lives while this guard's connection is open.
         unsafe { self.core.get() }
     }
@@ -103,7 +103,7 @@ impl<M: Manager> Pooled<M> {
             let conn = unsafe { shared.slots.take(this.index) }
                 .expect("latchless: an owned busy slot always holds a connection");
             bump(&shared.counters.detached);
-            let Retired(n) = shared.grant(Grant::Place(this.index));
+            let Retired(n) = shared.pass_on(Grant::Place(this.index));
             (conn, Retired(n + 1))
         };
         // SAFETY: no borrow of the core is live; the references were taken
@@ -137,30 +137,26 @@ impl<M: Manager> Drop for Pooled<M> {
     /// that kept the core alive, so its thread's hazard window (two plain
     /// stores, `hazard.rs`) covers the re-checks that follow, or, without
     /// a slot, a counted reference of its own. The window opens and closes
-    /// here, in a frame that holds no `&Shared` (`lifetime.rs`).
+    /// here, in a frame that holds no `&Core` (`lifetime.rs`).
     #[inline]
     fn drop(&mut self) {
-        let core = self.core;
-        // loom and ASan mutant: release_without_core_ref (run-mutants.sh, .ci/run)
-        let window = if mutant("release_without_core_ref") {
-            None
-        } else {
-            crate::hazard::protect(core.address())
-        };
-        let own = usize::from(window.is_none() && !mutant("release_without_core_ref"));
-        if own == 1 {
-            // SAFETY: this guard's connection keeps the core alive.
-            unsafe { core.add_reference() };
-        }
+        // SAFETY: this guard's connection, not yet published, keeps the
+        // core alive.
+        let cover = unsafe { self.core.cover() };
         // SAFETY: alive until the connection is published; from then on,
-        // the window (or the reference above) keeps it alive. The borrow
-        // ends with the call.
-        let Retired(n) = unsafe { core.get() }.give_back(self.index);
-        // Closes the window: the last access to the core is above.
-        drop(window);
-        // SAFETY: no borrow of the core is live; each count is a reference
-        // this release owns (retired connections', and its own).
-        unsafe { core.settle(Retired(n + own)) };
+        // the cover keeps it alive. The borrow ends with the statement.
+        let core = unsafe { self.core.get() };
+        // First, while this guard's connection still keeps the core alive:
+        // every 64th release on a thread looks whether maintenance is due.
+        let ticked = if crate::clock::every_64th_op() {
+            cooperative_tick(core)
+        } else {
+            Retired(0)
+        };
+        let Retired(n) = core.release(self.index);
+        // SAFETY: no borrow of the core is live (`core` is not used past
+        // the release); each count is a reference this release owns.
+        unsafe { cover.end(Retired(n + ticked.0)) };
     }
 }
 

@@ -88,17 +88,14 @@ pub(crate) fn home_index(n: usize) -> usize {
     ((u64::from(home_hash()) * n as u64) >> 32) as usize
 }
 
+/// Loom test support: pins the calling thread's home to `shard` of `n`
+/// (a model needs the same home in every execution; `Pool::loom_pin_home_shard`).
 #[cfg(latchless_loom)]
-impl<M: crate::Manager> crate::Pool<M> {
-    /// Loom test support: pins the calling thread's home to `shard` of the
-    /// pool's shards (a model needs the same home in every execution).
-    #[doc(hidden)]
-    pub fn loom_pin_home_shard(&self, shard: usize) {
-        let n = self.config().shards as u64;
-        assert!((shard as u64) < n, "no shard {shard} of {n}");
-        HOME.with(|h| h.set(((((shard as u64) << 32) / n) as u32 + 1) | 1));
-        debug_assert_eq!(home_index(n as usize), shard);
-    }
+pub(crate) fn pin_home(shard: usize, n: usize) {
+    assert!(shard < n, "no shard {shard} of {n}");
+    let n = n as u64;
+    HOME.with(|h| h.set(((((shard as u64) << 32) / n) as u32 + 1) | 1));
+    debug_assert_eq!(home_index(n as usize), shard);
 }
 
 /// One shard: the hot word (a packed [`SlotKey`], 0 when empty) and the
