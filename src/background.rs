@@ -44,8 +44,8 @@ use crate::deadlines::Sweeper;
 use crate::guards::PlaceGuard;
 use crate::lifetime::{Retired, settle_held};
 use crate::maintenance::MAX_REFILL_CONNECTS;
+use crate::slots::Held;
 use crate::sync::Ordering;
-use crate::waiters::Grant;
 
 /// A busy thread's share of maintenance (every 64th release on a thread,
 /// `Drop for Pooled`): reads the real clock and, if a pass is due, runs
@@ -273,21 +273,21 @@ async fn refill_task<M: Manager>(guard: Refilling<M>) {
         {
             return;
         }
-        let Some(index) = shared.slots.reserve() else {
+        let Some(place) = shared.slots.reserve() else {
             return;
         };
-        let place = PlaceGuard::new(shared, index);
+        let place = PlaceGuard::new(shared, place);
         // One round of the connect path `get` uses (counted as connecting,
         // attempts bounded by `connect_timeout`); between rounds the place
         // goes back, so a `get` may take it.
         let deadline = tokio::time::Instant::now().checked_add(shared.config.connect_timeout);
         match crate::connector::open(shared, place, deadline).await {
-            Ok(index) => {
+            Ok(busy) => {
                 // Stamped like any connection going idle (`check_after_idle`).
                 let now = shared.now_for_checks();
-                shared.stamp_fresh(index, shared.slots.expires_at(index), now);
+                shared.stamp_fresh(&busy, shared.slots.expires_at(busy.index()), now);
                 // Straight to a waiter if one is parked, else idle.
-                let retired = shared.pass_on(Grant::Slot(index));
+                let retired = shared.pass_on(Held::Busy(busy));
                 settle_held(shared, retired);
                 backoff = shared.config.connect_backoff;
             }

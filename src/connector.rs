@@ -25,6 +25,7 @@ use tokio::time::Instant;
 use crate::core::{Core, Owner, close_quietly};
 use crate::guards::{CheckGuard, Connecting, PlaceGuard};
 use crate::metrics::bump;
+use crate::slots::Busy;
 use crate::sync::Ordering;
 use crate::{Manager, PoolError};
 
@@ -49,12 +50,12 @@ async fn bounded<F: Future>(at: Option<Instant>, fut: F) -> Option<F::Output> {
 /// use) while it runs, retrying failures with backoff until `deadline`
 /// ([`connect_with_retry`]). If the pool closed meanwhile, the new
 /// connection is counted opened and closed, and closed; its place goes
-/// back when `place` drops. Returns the slot, now BUSY and the caller's.
+/// back when `place` drops. Returns the claimed slot, the caller's.
 pub(crate) async fn open<M: Manager>(
     owner: &Arc<Owner<M>>,
     place: PlaceGuard<'_, M>,
     deadline: Option<Instant>,
-) -> Result<u32, PoolError<M::Error>> {
+) -> Result<Busy, PoolError<M::Error>> {
     let shared: &Core<M> = owner;
     let _connecting = Connecting::new(shared);
     let conn = connect_with_retry(shared, deadline).await?;
@@ -64,7 +65,7 @@ pub(crate) async fn open<M: Manager>(
         bump(&shared.counters.closed);
         return Err(PoolError::Closed); // `place` goes back on drop
     }
-    Ok(shared.adopt(place.into_index(), conn))
+    Ok(shared.adopt(place.into_place(), conn))
 }
 
 /// Opens a connection: attempts bounded by `connect_timeout` and
@@ -108,14 +109,11 @@ pub(crate) async fn connect_with_retry<M: Manager>(
 /// the caller's), `None` if the connection failed and was closed (by the
 /// guard's `Drop`).
 pub(crate) async fn check<M: Manager>(
-    guard: CheckGuard<'_, M>,
+    mut guard: CheckGuard<'_, M>,
     deadline: Option<Instant>,
-) -> Option<u32> {
+) -> Option<Busy> {
     let shared = guard.shared;
-    let index = guard.index()?;
-    // SAFETY: the guard owns the BUSY slot; this is the only reference to
-    // its connection while the check runs.
-    let conn = unsafe { shared.slots.conn_mut(index) };
+    let conn = guard.conn_mut()?;
     let at = limit(shared.config.connect_timeout, deadline);
     if let Some(Ok(())) = bounded(at, shared.manager.check(conn)).await {
         return guard.passed();

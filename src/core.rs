@@ -37,12 +37,40 @@ use crate::lifetime::{self, Retired};
 use crate::maintenance::{Deadline, Entry, Household, Maintenance};
 use crate::metrics::{Counters, State, bump};
 use crate::shards::Shards;
-use crate::slots::{Facts, Slots};
+use crate::slots::{Busy, Facts, Held, Place, Slots};
 use crate::sync::{self, AtomicBool, Ordering, fence, mutant};
 use crate::waiters::{Grant, Waiters};
 
 /// The counted owner of a core (`lifetime.rs`).
 pub(crate) type Owner<M> = lifetime::Owner<Core<M>>;
+
+/// Carries what `held` owns into a waiter node's grant (a number: the
+/// ownership travels with the node's serving CAS, `waiters.rs`).
+#[inline]
+pub(crate) fn into_grant(held: Held) -> Grant {
+    match held {
+        Held::Busy(busy) => Grant::Slot(busy.into_raw()),
+        Held::Place(place) => Grant::Place(place.into_raw()),
+    }
+}
+
+/// Takes back the ownership a grant carries.
+///
+/// # Safety
+/// `grant` was made by [`into_grant`] from a token of this pool, and the
+/// caller is the one party it was given to: the waiter that a node's
+/// serving CAS served (and that saw it, `poll` or `cancel`), or the server
+/// that `Waiters::serve` gave it back to.
+#[inline]
+pub(crate) unsafe fn from_grant(grant: Grant) -> Held {
+    // SAFETY: per the contract, the caller is the grant's only owner.
+    unsafe {
+        match grant {
+            Grant::Slot(i) => Held::Busy(Busy::from_raw(i)),
+            Grant::Place(i) => Held::Place(Place::from_raw(i)),
+        }
+    }
+}
 
 /// Drops a connection, containing a panic in its `Drop` so that a faulty
 /// connection type cannot lose a place.
@@ -113,18 +141,18 @@ impl<M: Manager> Core<M> {
     /// clock, one read, since the cached reading may be a period or more
     /// old; `clock.rs`).
     #[inline(always)]
-    pub(crate) fn hand_out(&self, index: u32, by: &'static Location<'static>) {
+    pub(crate) fn hand_out(&self, busy: &Busy, by: &'static Location<'static>) {
         if self.lifecycle.ticks.leak != 0 {
-            self.slots.set_taken(index, self.clock.exact(), by);
+            self.slots.set_taken(busy, self.clock.exact(), by);
         }
     }
 
     /// Takes an idle connection: pop a key, claim its slot. Skips stale keys.
     #[inline]
-    pub(crate) fn take_idle(&self) -> Option<u32> {
+    pub(crate) fn take_idle(&self) -> Option<Busy> {
         while let Some(key) = self.shards.pop() {
-            if self.slots.claim(key) {
-                return Some(key.index());
+            if let Some(busy) = self.slots.claim(key) {
+                return Some(busy);
             }
             self.forget_stale();
         }
@@ -152,15 +180,15 @@ impl<M: Manager> Core<M> {
 
     /// Judges a claimed idle connection (`lifecycle.rs`).
     #[inline]
-    pub(crate) fn judge(&self, index: u32, now: u64) -> Verdict {
-        self.lifecycle.judge(&self.slots, index, now)
+    pub(crate) fn judge(&self, busy: &Busy, now: u64) -> Verdict {
+        self.lifecycle.judge(&self.slots, busy.index(), now)
     }
 
     /// Takes anything a waiter could use: an idle connection or a place.
-    pub(crate) fn take_any(&self) -> Option<Grant> {
+    pub(crate) fn take_any(&self) -> Option<Held> {
         match self.take_idle() {
-            Some(i) => Some(Grant::Slot(i)),
-            None => self.slots.reserve().map(Grant::Place),
+            Some(busy) => Some(Held::Busy(busy)),
+            None => self.slots.reserve().map(Held::Place),
         }
     }
 
@@ -168,32 +196,29 @@ impl<M: Manager> Core<M> {
     /// check it, then pass it on (healthy) or close it and pass its place
     /// on (broken, or past its lifetime).
     #[inline]
-    pub(crate) fn release(&self, index: u32) -> Retired {
+    pub(crate) fn release(&self, mut busy: Busy) -> Retired {
         // A guard dropped while its thread panics may hold a connection in
         // an unknown state (half a transaction): close it rather than reuse.
         let broken = std::thread::panicking()
             || catch_unwind(AssertUnwindSafe(|| {
-                // SAFETY: the releasing guard owns the BUSY slot and holds no
-                // other reference to the connection.
-                self.manager
-                    .is_broken(unsafe { self.slots.conn_mut(index) })
+                self.manager.is_broken(self.slots.conn_mut(&mut busy))
             }))
             .unwrap_or(true);
         if self.lifecycle.ticks.leak != 0 {
-            self.slots.clear_taken(index);
+            self.slots.clear_taken(&busy);
         }
         let now = self.now_for_checks();
         // The end of its lifetime (`u64::MAX`: none).
-        let last = self.slots.expires_at(index);
+        let last = self.slots.expires_at(busy.index());
         if broken {
             self.lifecycle.note_failure();
-            self.retire(index)
+            self.retire(busy)
         } else if now >= last {
             bump(&self.counters.expired);
-            self.retire(index)
+            self.retire(busy)
         } else {
-            self.stamp_fresh(index, last, now);
-            self.publish(index, now)
+            self.stamp_fresh(&busy, last, now);
+            self.publish(busy, now)
         }
     }
 
@@ -203,9 +228,9 @@ impl<M: Manager> Core<M> {
     /// first. Stored before the connection is passed on, to the idle set or
     /// straight to a waiter, whose acquire judges by it.
     #[inline(always)]
-    pub(crate) fn stamp_fresh(&self, index: u32, last: u64, now: u64) {
+    pub(crate) fn stamp_fresh(&self, busy: &Busy, last: u64, now: u64) {
         let fresh_until = self.lifecycle.fresh_until(last, now);
-        self.slots.set_fresh_until(index, fresh_until);
+        self.slots.set_fresh_until(busy, fresh_until);
     }
 
     /// `publish`: the common case of [`pass_on`](Self::pass_on) for a
@@ -213,12 +238,11 @@ impl<M: Manager> Core<M> {
     /// Pooled`: no waiter, pool open, push to the home shard, and the same
     /// re-check.
     #[inline(always)]
-    fn publish(&self, index: u32, now: u64) -> Retired {
+    fn publish(&self, busy: Busy, now: u64) -> Retired {
         if self.closed.load(Ordering::Relaxed) || self.waiters.any() {
-            return self.pass_on(Grant::Slot(index));
+            return self.pass_on(Held::Busy(busy));
         }
-        // SAFETY: the releasing guard owns the BUSY slot.
-        let key = unsafe { self.slots.make_idle(index, now) };
+        let key = self.slots.make_idle(busy, now);
         self.shards.push(key, |k| self.slots.is_live(k));
         sync::after_publish();
         // As in `pass_on`: SeqCst loads after the put-back's SeqCst CAS.
@@ -233,12 +257,12 @@ impl<M: Manager> Core<M> {
 
     /// `retire`: closes the connection of an owned BUSY slot and passes its
     /// place on.
-    pub(crate) fn retire(&self, index: u32) -> Retired {
-        // SAFETY: the caller owns the BUSY slot.
-        close_quietly(unsafe { self.slots.take(index) });
+    pub(crate) fn retire(&self, busy: Busy) -> Retired {
+        let (conn, place) = self.slots.take(busy);
+        close_quietly(conn);
         bump(&self.counters.closed);
         // The connection is gone before its place goes to anyone else.
-        let Retired(n) = self.pass_on(Grant::Place(index));
+        let Retired(n) = self.pass_on(Held::Place(place));
         Retired(n + 1)
     }
 
@@ -251,18 +275,20 @@ impl<M: Manager> Core<M> {
     /// Each further round consumes a waiter token or ends, so the loop is
     /// bounded by the number of registrations it races with.
     #[inline(never)]
-    pub(crate) fn pass_on(&self, mut grant: Grant) -> Retired {
+    pub(crate) fn pass_on(&self, mut held: Held) -> Retired {
         loop {
             if self.closed.load(Ordering::Acquire) {
-                return self.discard(grant);
+                return self.discard(held);
             }
             if self.waiters.any() {
-                match self.waiters.serve(grant) {
+                match self.waiters.serve(into_grant(held)) {
                     Ok(()) => return Retired(0),
-                    Err(back) => grant = back,
+                    // SAFETY: `serve` gave back the grant made just above,
+                    // which no waiter took.
+                    Err(back) => held = unsafe { from_grant(back) },
                 }
             }
-            self.shelve(grant, self.now_for_checks());
+            self.shelve(held, self.now_for_checks());
             sync::after_publish();
             // The put-back ended in a SeqCst CAS (queue tail); these SeqCst
             // loads pair with `register`'s token add + fence and with
@@ -275,7 +301,7 @@ impl<M: Manager> Core<M> {
                 return Retired(0);
             }
             match self.take_any() {
-                Some(next) => grant = next,
+                Some(next) => held = next,
                 None => return Retired(0),
             }
         }
@@ -299,28 +325,25 @@ impl<M: Manager> Core<M> {
     /// the idle set (stamped as released at `now`), a place into the free
     /// queue. Serves nobody and re-checks nothing (see `pass_on`).
     #[inline]
-    pub(crate) fn shelve(&self, grant: Grant, now: u64) {
-        match grant {
-            Grant::Slot(i) => {
-                // SAFETY: a `Grant::Slot` is an owned BUSY slot.
-                let key = unsafe { self.slots.make_idle(i, now) };
+    pub(crate) fn shelve(&self, held: Held, now: u64) {
+        match held {
+            Held::Busy(busy) => {
+                let key = self.slots.make_idle(busy, now);
                 self.shards.push(key, |k| self.slots.is_live(k));
             }
-            // SAFETY: a `Grant::Place` is an owned FREE slot.
-            Grant::Place(i) => unsafe { self.slots.unreserve(i) },
+            Held::Place(place) => self.slots.unreserve(place),
         }
     }
 
     /// `requeue`: puts an owned idle connection that `try_get` may not hand
     /// out (it is due for a check) back behind the others, keeping its idle time; a
     /// waiter, if any, gets it instead (and checks it).
-    pub(crate) fn requeue(&self, index: u32) -> Retired {
+    pub(crate) fn requeue(&self, busy: Busy) -> Retired {
         if self.waiters.any() || self.closed.load(Ordering::Relaxed) {
-            return self.pass_on(Grant::Slot(index));
+            return self.pass_on(Held::Busy(busy));
         }
-        let since = self.slots.facts(index).released_at;
-        // SAFETY: the caller owns the BUSY slot.
-        let key = unsafe { self.slots.make_idle(index, since) };
+        let since = self.slots.facts(busy.index()).released_at;
+        let key = self.slots.make_idle(busy, since);
         self.shards.push_back(key, |k| self.slots.is_live(k));
         // The same re-check as `pass_on` after a shelve.
         sync::sc_load_after_rmw();
@@ -332,19 +355,18 @@ impl<M: Manager> Core<M> {
 
     /// `discard`: closes what `grant` holds and frees its place, serving
     /// nobody (the pool is closed).
-    fn discard(&self, grant: Grant) -> Retired {
-        match grant {
-            Grant::Slot(i) => {
-                // SAFETY: an owned BUSY slot; emptied, then its place freed.
-                close_quietly(unsafe { self.slots.take(i) });
+    fn discard(&self, held: Held) -> Retired {
+        match held {
+            Held::Busy(busy) => {
+                // Emptied (closed) first, then its place freed.
+                let (conn, place) = self.slots.take(busy);
+                close_quietly(conn);
                 bump(&self.counters.closed);
-                // SAFETY: the slot is FREE and still ours.
-                unsafe { self.slots.unreserve(i) };
+                self.slots.unreserve(place);
                 Retired(1)
             }
-            Grant::Place(i) => {
-                // SAFETY: an owned FREE slot.
-                unsafe { self.slots.unreserve(i) };
+            Held::Place(place) => {
+                self.slots.unreserve(place);
                 Retired(0)
             }
         }
@@ -353,8 +375,8 @@ impl<M: Manager> Core<M> {
     /// Closes every idle connection (the pool is closed).
     fn close_idle(&self) -> Retired {
         let mut n = 0;
-        while let Some(i) = self.take_idle() {
-            n += self.discard(Grant::Slot(i)).0;
+        while let Some(busy) = self.take_idle() {
+            n += self.discard(Held::Busy(busy)).0;
         }
         Retired(n)
     }
@@ -383,20 +405,19 @@ impl<M: Manager> Core<M> {
         }
     }
 
-    /// Puts a freshly opened connection into reserved slot `index` (owned,
-    /// FREE): stamps its lifetime (shortened by up to 5% of jitter, so
-    /// connections opened together do not expire together), takes its
-    /// reference on the core, and schedules its deadlines. Returns `index`,
-    /// now BUSY and owned by the caller.
-    pub(crate) fn adopt(&self, index: u32, conn: M::Connection) -> u32 {
+    /// Puts a freshly opened connection into a reserved place: stamps its
+    /// lifetime (shortened by up to 5% of jitter, so connections opened
+    /// together do not expire together), takes its reference on the core,
+    /// and schedules its deadlines. Returns the claimed slot, the caller's.
+    pub(crate) fn adopt(&self, place: Place, conn: M::Connection) -> Busy {
         let now = self.clock.now();
         let serial = self.counters.opened.fetch_add(1, Ordering::Relaxed) + 1;
         let expires_at = self.lifecycle.expires_at(now);
         let seq = self.lifecycle.next_seq();
-        // SAFETY: the caller owns the reserved, FREE slot.
-        unsafe { self.slots.fill(index, conn, serial, now, expires_at, seq) };
+        let busy = self.slots.fill(place, conn, serial, now, expires_at, seq);
+        let index = busy.index();
         // Fresh: no check is due, only its lifetime bounds it.
-        self.slots.set_fresh_until(index, expires_at);
+        self.slots.set_fresh_until(&busy, expires_at);
         // The connection's own reference on the core (`lifetime.rs`).
         crate::lifetime::add_reference(&self.weak);
         if expires_at != u64::MAX {
@@ -419,7 +440,7 @@ impl<M: Manager> Core<M> {
                 },
             );
         }
-        index
+        busy
     }
 }
 
@@ -440,12 +461,12 @@ impl<M: Manager> Household for Core<M> {
     /// makes it so (the stale-key invariant in `shards.rs`).
     fn close_in_place(&self, index: u32, serial: u64) -> Option<Retired> {
         self.shards.count_stale();
-        if !self.slots.claim_in_place(index, serial) {
+        let Some(busy) = self.slots.claim_in_place(index, serial) else {
             self.shards.uncount_stale();
             return None;
-        }
+        };
         bump(&self.counters.expired);
-        Some(self.retire(index))
+        Some(self.retire(busy))
     }
 
     /// Reports (once each) connections held longer than `threshold` ticks.

@@ -19,30 +19,35 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use crate::Manager;
-use crate::core::{Core, Owner};
+use crate::core::{Core, Owner, from_grant};
 use crate::lifetime::settle_held;
 use crate::metrics::bump;
+use crate::slots::{Busy, Held, Place};
 use crate::sync::{self, Ordering, mutant};
-use crate::waiters::{Grant, Node, Outcome};
+use crate::waiters::{Node, Outcome};
 
 /// A reserved place held across the connect's await: dropped unused, it is
 /// given back (to a waiter, or to the free queue).
 pub(crate) struct PlaceGuard<'a, M: Manager> {
     shared: &'a Arc<Owner<M>>,
-    index: Option<u32>,
+    place: Option<Place>,
 }
 
 impl<'a, M: Manager> PlaceGuard<'a, M> {
-    pub(crate) fn new(shared: &'a Arc<Owner<M>>, index: u32) -> Self {
+    pub(crate) fn new(shared: &'a Arc<Owner<M>>, place: Place) -> Self {
         Self {
             shared,
-            index: Some(index),
+            place: Some(place),
         }
     }
 
-    pub(crate) fn into_index(mut self) -> u32 {
-        // Always `Some` until here: only this consumes it.
-        self.index.take().unwrap_or_default()
+    /// The place, for the connection just opened into it.
+    pub(crate) fn into_place(mut self) -> Place {
+        match self.place.take() {
+            Some(place) => place,
+            // Only this and `Drop` take it, and each runs once.
+            None => unreachable!("a place guard is consumed once"),
+        }
     }
 }
 
@@ -52,8 +57,8 @@ impl<M: Manager> Drop for PlaceGuard<'_, M> {
         if mutant("leak_place") {
             return;
         }
-        if let Some(i) = self.index.take() {
-            settle_held(self.shared, self.shared.pass_on(Grant::Place(i)));
+        if let Some(place) = self.place.take() {
+            settle_held(self.shared, self.shared.pass_on(Held::Place(place)));
         }
     }
 }
@@ -130,7 +135,10 @@ impl<M: Manager> Drop for WaitGuard<'_, M> {
             if mutant("cancel_drops_grant") {
                 return;
             }
-            settle_held(self.shared, self.shared.pass_on(grant));
+            // SAFETY: `withdraw` found the node served: the grant is this
+            // waiter's, and nobody else's (`waiters.rs`).
+            let held = unsafe { from_grant(grant) };
+            settle_held(self.shared, self.shared.pass_on(held));
         }
     }
 }
@@ -139,30 +147,31 @@ impl<M: Manager> Drop for WaitGuard<'_, M> {
 /// successful check, it closes the connection and passes its place on.
 pub(crate) struct CheckGuard<'a, M: Manager> {
     pub(crate) shared: &'a Arc<Owner<M>>,
-    index: Option<u32>,
+    busy: Option<Busy>,
 }
 
 impl<'a, M: Manager> CheckGuard<'a, M> {
-    pub(crate) fn new(shared: &'a Arc<Owner<M>>, index: u32) -> Self {
+    pub(crate) fn new(shared: &'a Arc<Owner<M>>, busy: Busy) -> Self {
         Self {
             shared,
-            index: Some(index),
+            busy: Some(busy),
         }
     }
 
-    /// The slot it holds (BUSY, owned by this guard).
-    pub(crate) fn index(&self) -> Option<u32> {
-        self.index
+    /// The connection under check (this guard's claimed slot).
+    pub(crate) fn conn_mut(&mut self) -> Option<&mut M::Connection> {
+        let shared: &'a Owner<M> = self.shared;
+        self.busy.as_mut().map(|busy| shared.slots.conn_mut(busy))
     }
 
     /// The check passed: records it and hands the slot to the caller.
-    pub(crate) fn passed(mut self) -> Option<u32> {
-        let index = self.index.take()?;
+    pub(crate) fn passed(mut self) -> Option<Busy> {
+        let busy = self.busy.take()?;
         let shared = self.shared;
         shared
             .slots
-            .set_verified(index, shared.lifecycle.next_seq());
-        Some(index)
+            .set_verified(&busy, shared.lifecycle.next_seq());
+        Some(busy)
     }
 }
 
@@ -171,15 +180,15 @@ impl<M: Manager> CheckGuard<'_, M> {
     /// before its check could start): behind the other idle ones, keeping
     /// its idle time, or to a waiter, who checks it.
     pub(crate) fn requeue(mut self) {
-        if let Some(index) = self.index.take() {
-            settle_held(self.shared, self.shared.requeue(index));
+        if let Some(busy) = self.busy.take() {
+            settle_held(self.shared, self.shared.requeue(busy));
         }
     }
 }
 
 impl<M: Manager> Drop for CheckGuard<'_, M> {
     fn drop(&mut self) {
-        if let Some(index) = self.index.take() {
+        if let Some(busy) = self.busy.take() {
             let shared = self.shared;
             bump(&shared.counters.check_failures);
             // One failed check marks every connection opened before now
@@ -187,7 +196,7 @@ impl<M: Manager> Drop for CheckGuard<'_, M> {
             // check, not one timeout per connection.
             shared.lifecycle.note_failure();
             // Contain a panic from the connection's `Drop` (retire does).
-            let retired = catch_unwind(AssertUnwindSafe(|| shared.retire(index)));
+            let retired = catch_unwind(AssertUnwindSafe(|| shared.retire(busy)));
             if let Ok(r) = retired {
                 settle_held(shared, r);
             }

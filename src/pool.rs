@@ -37,13 +37,14 @@ use std::time::Duration;
 
 use crate::background::{refill, start_background};
 use crate::config::Config;
-use crate::core::{Core, Owner};
+use crate::core::{Core, Owner, from_grant};
 use crate::guards::{CheckGuard, PlaceGuard, WaitGuard};
 use crate::lifecycle::Verdict;
 use crate::lifetime::settle_held;
 use crate::metrics::{Metrics, State, bump};
+use crate::slots::{Busy, Held};
 use crate::sync::{self, Ordering};
-use crate::waiters::{Grant, Outcome};
+use crate::waiters::Outcome;
 use crate::{Manager, PoolError, Pooled};
 
 /// The object all `Pool` clones share; dropping the last one closes the pool.
@@ -164,12 +165,12 @@ impl<M: Manager> Pool<M> {
         // Connections due for a check are re-queued behind the others (and
         // left for `get`); the budget bounds the loop when all are.
         let mut budget = shared.slots.capacity() + shared.shards.count();
-        while let Some(i) = shared.take_idle() {
-            match shared.judge(i, now) {
-                Verdict::Ready => return Some(self.hand_out(i, by)),
-                Verdict::Expired => self.expire(i),
+        while let Some(busy) = shared.take_idle() {
+            match shared.judge(&busy, now) {
+                Verdict::Ready => return Some(self.hand_out(busy, by)),
+                Verdict::Expired => self.expire(busy),
                 Verdict::Check => {
-                    settle_held(shared, shared.requeue(i));
+                    settle_held(shared, shared.requeue(busy));
                     budget -= 1;
                     if budget == 0 {
                         return None;
@@ -184,18 +185,18 @@ impl<M: Manager> Pool<M> {
     /// detection when that is on: stamped with the real clock, one read,
     /// since the cached reading may be a period or more old; `clock.rs`).
     #[inline(always)]
-    fn hand_out(&self, index: u32, by: &'static Location<'static>) -> Pooled<M> {
+    fn hand_out(&self, busy: Busy, by: &'static Location<'static>) -> Pooled<M> {
         let shared = self.shared();
-        shared.hand_out(index, by);
-        Pooled::new(shared, index)
+        shared.hand_out(&busy, by);
+        Pooled::new(shared, busy)
     }
 
     /// Closes an owned connection that is past its lifetime.
     #[cold]
-    fn expire(&self, index: u32) {
+    fn expire(&self, busy: Busy) {
         let shared = self.shared();
         bump(&shared.counters.expired);
-        settle_held(shared, shared.retire(index));
+        settle_held(shared, shared.retire(busy));
     }
 
     /// A connection, waiting at most `acquire_timeout` (connecting
@@ -267,12 +268,12 @@ impl<M: Manager> Pool<M> {
         // Step 1, the fast path: no clock read, no allocation, no timer.
         let mut candidate = None;
         let now = shared.now_for_checks();
-        while let Some(i) = shared.take_idle() {
-            match shared.judge(i, now) {
-                Verdict::Ready => return Ok(self.hand_out(i, by)),
-                Verdict::Expired => self.expire(i),
+        while let Some(busy) = shared.take_idle() {
+            match shared.judge(&busy, now) {
+                Verdict::Ready => return Ok(self.hand_out(busy, by)),
+                Verdict::Expired => self.expire(busy),
                 Verdict::Check => {
-                    candidate = Some(CheckGuard::new(shared, i));
+                    candidate = Some(CheckGuard::new(shared, busy));
                     break;
                 }
             }
@@ -316,16 +317,16 @@ impl<M: Manager> Pool<M> {
             }
             if let Some(c) = candidate.take() {
                 // Bounded by `deadline` itself (`CheckGuard::check`).
-                if let Some(index) = crate::connector::check(c, deadline).await {
-                    return Ok(self.hand_out(index, by));
+                if let Some(busy) = crate::connector::check(c, deadline).await {
+                    return Ok(self.hand_out(busy, by));
                 }
                 continue;
             }
             if shared.closed.load(Ordering::Acquire) {
                 return Err(PoolError::Closed);
             }
-            if let Some(i) = shared.take_idle() {
-                match self.triage(i, by) {
+            if let Some(busy) = shared.take_idle() {
+                match self.triage(busy, by) {
                     Ok(p) => return Ok(p),
                     Err(c) => {
                         candidate = c;
@@ -338,14 +339,13 @@ impl<M: Manager> Pool<M> {
                 let p = bounded(deadline, connect).await?;
                 return Ok(self.hand_out(p, by));
             }
-            let outcome = self.wait(deadline).await?;
-            match outcome {
-                Grant::Slot(i) => match self.triage(i, by) {
+            match self.wait(deadline).await? {
+                Held::Busy(busy) => match self.triage(busy, by) {
                     Ok(p) => return Ok(p),
                     Err(c) => candidate = c,
                 },
-                Grant::Place(i) => {
-                    let connect = self.connect(PlaceGuard::new(shared, i), deadline);
+                Held::Place(place) => {
+                    let connect = self.connect(PlaceGuard::new(shared, place), deadline);
                     let p = bounded(deadline, connect).await?;
                     return Ok(self.hand_out(p, by));
                 }
@@ -357,17 +357,17 @@ impl<M: Manager> Pool<M> {
     /// out), expired (closed; `Err(None)`), or due for a check.
     fn triage(
         &self,
-        index: u32,
+        busy: Busy,
         by: &'static Location<'static>,
     ) -> Result<Pooled<M>, Option<CheckGuard<'_, M>>> {
         let shared = self.shared();
-        match shared.judge(index, shared.clock.now()) {
-            Verdict::Ready => Ok(self.hand_out(index, by)),
+        match shared.judge(&busy, shared.clock.now()) {
+            Verdict::Ready => Ok(self.hand_out(busy, by)),
             Verdict::Expired => {
-                self.expire(index);
+                self.expire(busy);
                 Err(None)
             }
-            Verdict::Check => Err(Some(CheckGuard::new(shared, index))),
+            Verdict::Check => Err(Some(CheckGuard::new(shared, busy))),
         }
     }
 
@@ -375,7 +375,7 @@ impl<M: Manager> Pool<M> {
     async fn wait(
         &self,
         deadline: Option<tokio::time::Instant>,
-    ) -> Result<Grant, PoolError<M::Error>> {
+    ) -> Result<Held, PoolError<M::Error>> {
         let shared = self.shared();
         let Some(node) = shared.waiters.register(shared.config.max_waiters) else {
             bump(&shared.counters.exhausted);
@@ -388,7 +388,7 @@ impl<M: Manager> Pool<M> {
             wait.withdraw().unwrap_or(Outcome::Closed)
         } else if let Some(found) = shared.take_any() {
             match wait.withdraw() {
-                None => Outcome::Granted(found),
+                None => return Ok(found),
                 // Served meanwhile: keep the older grant, give back ours.
                 Some(served) => {
                     settle_held(shared, shared.pass_on(found));
@@ -399,7 +399,9 @@ impl<M: Manager> Pool<M> {
             park(&mut wait, deadline).await
         };
         match outcome {
-            Outcome::Granted(g) => Ok(g),
+            // SAFETY: this waiter's node was served with `g` (its poll or
+            // its withdraw saw the serving CAS): the grant is its alone.
+            Outcome::Granted(g) => Ok(unsafe { from_grant(g) }),
             Outcome::Closed => Err(PoolError::Closed),
             Outcome::TimedOut => Err(PoolError::Timeout),
         }
@@ -411,7 +413,7 @@ impl<M: Manager> Pool<M> {
         &self,
         place: PlaceGuard<'_, M>,
         deadline: Option<tokio::time::Instant>,
-    ) -> Result<u32, PoolError<M::Error>> {
+    ) -> Result<Busy, PoolError<M::Error>> {
         crate::connector::open(self.shared(), place, deadline).await
     }
 

@@ -29,7 +29,7 @@ use crate::background::cooperative_tick;
 use crate::core::{Core, Owner};
 use crate::lifetime::{CorePtr, Retired};
 use crate::metrics::bump;
-use crate::waiters::Grant;
+use crate::slots::{Busy, Held};
 
 /// A connection checked out of a [`Pool`](crate::Pool). Derefs to the
 /// connection; dropping it returns the connection to the pool (or closes it
@@ -53,8 +53,9 @@ pub struct Pooled<M: Manager> {
     /// Kept alive by this connection's own strong reference
     /// (`lifetime.rs`).
     core: CorePtr<Core<M>>,
-    /// The BUSY slot this guard owns.
-    index: u32,
+    /// The claimed slot this guard owns; taken out once, by `Drop` or
+    /// [`Pooled::detach`], whichever ends the guard.
+    slot: ManuallyDrop<Busy>,
     _owns: PhantomData<M::Connection>,
 }
 
@@ -67,10 +68,10 @@ unsafe impl<M: Manager> Sync for Pooled<M> where M::Connection: Sync {}
 
 impl<M: Manager> Pooled<M> {
     #[inline(always)]
-    pub(crate) fn new(owner: &Arc<Owner<M>>, index: u32) -> Self {
+    pub(crate) fn new(owner: &Arc<Owner<M>>, slot: Busy) -> Self {
         Self {
             core: CorePtr::new(owner),
-            index,
+            slot: ManuallyDrop::new(slot),
             _owns: PhantomData,
         }
     }
@@ -96,14 +97,16 @@ impl<M: Manager> Pooled<M> {
     /// # }
     /// ```
     pub fn detach(this: Self) -> M::Connection {
-        let this = ManuallyDrop::new(this);
+        let mut this = ManuallyDrop::new(this);
+        // SAFETY: the guard ends here without its `Drop`, so the slot is
+        // taken out once and the field never read again.
+        let busy = unsafe { ManuallyDrop::take(&mut this.slot) };
         let (conn, retired) = {
             let shared = this.shared();
-            // SAFETY: the guard owns its BUSY slot.
-            let conn = unsafe { shared.slots.take(this.index) }
-                .expect("latchless: an owned busy slot always holds a connection");
+            let (conn, place) = shared.slots.take(busy);
+            let conn = conn.expect("latchless: a claimed slot always holds a connection");
             bump(&shared.counters.detached);
-            let Retired(n) = shared.pass_on(Grant::Place(this.index));
+            let Retired(n) = shared.pass_on(Held::Place(place));
             (conn, Retired(n + 1))
         };
         // SAFETY: no borrow of the core is live; the references were taken
@@ -118,16 +121,18 @@ impl<M: Manager> Deref for Pooled<M> {
 
     #[inline]
     fn deref(&self) -> &M::Connection {
-        // SAFETY: the guard owns its BUSY slot; `&self` excludes `&mut`.
-        unsafe { self.shared().slots.conn(self.index) }
+        self.shared().slots.conn(&self.slot)
     }
 }
 
 impl<M: Manager> DerefMut for Pooled<M> {
     #[inline]
     fn deref_mut(&mut self) -> &mut M::Connection {
-        // SAFETY: the guard owns its BUSY slot; `&mut self` is unique.
-        unsafe { self.shared().slots.conn_mut(self.index) }
+        // SAFETY: the core lives while this guard's connection is open; the
+        // borrow is tied to `&mut self`, which excludes every other use of
+        // the guard.
+        let core = unsafe { self.core.get() };
+        core.slots.conn_mut(&mut self.slot)
     }
 }
 
@@ -153,7 +158,9 @@ impl<M: Manager> Drop for Pooled<M> {
         } else {
             Retired(0)
         };
-        let Retired(n) = core.release(self.index);
+        // SAFETY: `drop` runs once and never reads the field again.
+        let busy = unsafe { ManuallyDrop::take(&mut self.slot) };
+        let Retired(n) = core.release(busy);
         // SAFETY: no borrow of the core is live (`core` is not used past
         // the release); each count is a reference this release owns.
         unsafe { cover.end(Retired(n + ticked.0)) };
