@@ -245,7 +245,9 @@ impl<M: Manager> Core<M> {
         let key = self.slots.make_idle(busy, now);
         self.shards.push(key, |k| self.slots.is_live(k));
         sync::after_publish();
-        // As in `pass_on`: SeqCst loads after the put-back's SeqCst CAS.
+        // The push ended in a SeqCst operation of ours (the hot word's CAS,
+        // or a fence after a queue push, `shards.rs`); these SeqCst loads
+        // follow it in S.
         sync::sc_load_after_rmw();
         // loom mutants: close_no_recheck, lost_wakeup (run-mutants.sh)
         let closed = !mutant("close_no_recheck") && self.closed.load(Ordering::SeqCst);
@@ -290,10 +292,12 @@ impl<M: Manager> Core<M> {
             }
             self.shelve(held, self.now_for_checks());
             sync::after_publish();
-            // The put-back ended in a SeqCst CAS (queue tail); these SeqCst
-            // loads pair with `register`'s token add + fence and with
-            // `close`'s store + fence.
-            sync::sc_load_after_rmw();
+            // Our own SeqCst fence after the shelve (a place's push onto the
+            // free queue is crossbeam's, whose orderings are not ours to rely
+            // on): these SeqCst loads then pair with `register`'s token add
+            // + fence and with `close`'s store + fence (DESIGN.md, "The
+            // lost-wake-up argument"). A cold path.
+            fence(Ordering::SeqCst);
             if self.closed.load(Ordering::SeqCst) {
                 return self.close_idle();
             }
@@ -345,7 +349,7 @@ impl<M: Manager> Core<M> {
         let since = self.slots.facts(busy.index()).released_at;
         let key = self.slots.make_idle(busy, since);
         self.shards.push_back(key, |k| self.slots.is_live(k));
-        // The same re-check as `pass_on` after a shelve.
+        // The same re-check as `publish` (`push_back` ends in our fence).
         sync::sc_load_after_rmw();
         if self.closed.load(Ordering::SeqCst) || self.waiters.any() {
             return self.after_shelve();

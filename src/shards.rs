@@ -42,18 +42,23 @@
 //!   and is never lost: a saturating count dropped such decrements and
 //!   `idle` drifted low for good (issue 10, item 3). All of this is on cold
 //!   paths; the uncontended pop and push never touch the count.
-//! - Ordering: every push ends in a SeqCst RMW (the hot word's CAS, or
-//!   `ArrayQueue`'s SeqCst CAS on its tail), and every pop that finds
-//!   nothing has read the hot word and the queue's tail after a SeqCst fence
-//!   (the waiter's fence in `register`, or the queue's own on its empty
-//!   path). The pool's lost-wake-up argument (`waiters.rs`) rests on this.
+//! - Ordering, ours alone: every push ends in a SeqCst operation of this
+//!   module's own: the hot word's SeqCst CAS, or, when the key went into a
+//!   queue, a SeqCst fence after it ([`queued`]). The pool's lost-wake-up
+//!   argument (DESIGN.md, "The lost-wake-up argument") rests on that and on
+//!   the waiter's own SeqCst fence in `register` before its pops, never on
+//!   `ArrayQueue`'s internal orderings (its SeqCst tail CAS in `push`, the
+//!   fence on `pop`'s empty path), which are not crossbeam's API and which
+//!   the loom stand-in queue does not model. The fence costs only the
+//!   queue branch: the uncontended release parks its key in the empty hot
+//!   word, whose CAS is the SeqCst operation.
 
 use std::cell::Cell;
 
 use crossbeam_utils::CachePadded;
 
 use crate::slots::SlotKey;
-use crate::sync::{ArrayQueue, AtomicU64, AtomicUsize, Ordering, mutant, thread_local_cell};
+use crate::sync::{ArrayQueue, AtomicU64, AtomicUsize, Ordering, fence, mutant, thread_local_cell};
 
 thread_local_cell! {
     /// This thread's shard hash; 0 until first use.
@@ -127,6 +132,16 @@ impl Shard {
     fn len(&self) -> usize {
         usize::from(self.hot.load(Ordering::Relaxed) != 0) + self.queue.len()
     }
+}
+
+/// Ends a push that went into a queue: a SeqCst fence of ours, so that the
+/// releaser's re-check (SeqCst loads of the waiter tokens and `closed`)
+/// comes after the key's publication in the total order S whatever the
+/// queue does inside (module invariants). On x86-64 one `mfence`, on the
+/// queue branch only.
+#[inline(always)]
+fn queued() {
+    fence(Ordering::SeqCst);
 }
 
 /// The sharded idle set.
@@ -227,15 +242,18 @@ impl Shards {
         if let Err(key) = shard.queue.push(key) {
             self.push_slow(home, key, is_live);
         }
+        queued();
     }
 
     /// Pushes a live key to the back of the home queue, bypassing the hot
-    /// word (for a connection that should not be the next one out).
+    /// word (for a connection that should not be the next one out). Ends in
+    /// a SeqCst fence of ours, as [`push`](Self::push) does.
     pub(crate) fn push_back(&self, key: SlotKey, is_live: impl Fn(SlotKey) -> bool) {
         let home = self.home();
         if let Err(key) = self.shards[home].queue.push(key) {
             self.push_slow(home, key, is_live);
         }
+        queued();
     }
 
     #[cold]

@@ -27,8 +27,9 @@
 //!   a server pops it.
 //! - **Lost wake-ups (I4).** A waiter registers (push, SeqCst token add,
 //!   SeqCst fence) and *then* re-checks the idle set and the free places; a
-//!   releaser that found no token puts its connection back (a SeqCst CAS on
-//!   the queue tail) and *then* reads `tokens` again (SeqCst). In the single
+//!   releaser that found no token puts its connection back (ending in a
+//!   SeqCst CAS or fence of the pool's own, `shards.rs`) and *then* reads
+//!   `tokens` again (SeqCst). In the single
 //!   total order of SeqCst operations one of the two comes second and sees
 //!   the other: the waiter finds the connection, or the releaser finds the
 //!   token, takes something back and serves. This is the race bb8#122 lost.
