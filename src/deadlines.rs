@@ -51,13 +51,13 @@
 //!   `WAITING -> TIMED_OUT`, never handed anything (I5).
 //! - Memory is fixed: [`SLOTS`] slots per pool, whatever the wait rate.
 
-use std::cell::Cell;
 use std::sync::OnceLock;
 use std::task::Context;
 
 use tokio::time::Instant;
 
 use crate::sync::{self, Arc, AtomicBool, AtomicPtr, AtomicU64, AtomicWaker, Ordering};
+use crate::tid;
 #[cfg(latchless_loom)]
 use crate::waiters::{Grant, Outcome};
 use crate::waiters::{Node, Waiters};
@@ -69,11 +69,6 @@ pub(crate) const SLOTS: usize = sync::DEADLINE_SLOTS;
 /// Slots a waiter tries, from just after its thread's previous one, before
 /// giving up.
 const PROBES: usize = if SLOTS < 32 { SLOTS } else { 32 };
-
-sync::thread_local_cell! {
-    /// Where this thread's next waiter starts looking for a free slot.
-    static CURSOR: Cell<Option<usize>> = Cell::new(None);
-}
 
 /// A slot's node while its claimer is still writing the hint.
 fn claimed() -> *mut Node {
@@ -162,15 +157,11 @@ impl Deadlines {
         node.set_deadline(at);
         // From just after this thread's last slot (its home at first), so
         // that a thread's many waiters spread over the whole array.
-        let start = CURSOR
-            .try_with(Cell::get)
-            .ok()
-            .flatten()
-            .unwrap_or_else(|| crate::shards::home_index(SLOTS));
+        let start = tid::cursor().unwrap_or_else(|| tid::home_index(SLOTS));
         let slot = (0..PROBES)
             .map(|i| (start + i) % SLOTS)
             .find(|&i| self.publish(i, node, at))?;
-        let _ = CURSOR.try_with(|c| c.set(Some((slot + 1) % SLOTS)));
+        tid::set_cursor(Some((slot + 1) % SLOTS));
         let tracked = Tracked {
             slot,
             node: Arc::as_ptr(node).addr(),
@@ -458,7 +449,7 @@ impl LoomDeadlines {
     /// the same slot in every execution).
     pub fn park(&self) -> LoomWaiter {
         let node = self.waiters.register(None).expect("no waiter bound");
-        let _ = CURSOR.try_with(|c| c.set(Some(0)));
+        tid::set_cursor(Some(0));
         let tracked = self
             .deadlines
             .track(self.start + LOOM_DAY / 24, &node)
@@ -663,7 +654,7 @@ mod tests {
                 .iter()
                 .map(|n| {
                     sc.spawn(|| {
-                        CURSOR.with(|c| c.set(Some(5)));
+                        tid::set_cursor(Some(5));
                         d.track(now + Duration::from_secs(30), n)
                     })
                     .join()

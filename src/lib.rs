@@ -65,6 +65,7 @@ mod pooled;
 mod shards;
 mod slots;
 mod sync;
+mod tid;
 mod waiters;
 pub mod wheel;
 

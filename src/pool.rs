@@ -571,7 +571,7 @@ impl<M: Manager> Pool<M> {
     /// model needs the same home in every execution).
     #[doc(hidden)]
     pub fn loom_pin_home_shard(&self, shard: usize) {
-        crate::shards::pin_home(shard, self.config().shards);
+        crate::tid::pin_home(shard, self.config().shards);
     }
 
     /// A serving sweeper's deadline slots and a waiter queue: a model

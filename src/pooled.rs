@@ -153,7 +153,7 @@ impl<M: Manager> Drop for Pooled<M> {
         let core = unsafe { self.core.get() };
         // First, while this guard's connection still keeps the core alive:
         // every 64th release on a thread looks whether maintenance is due.
-        let ticked = if crate::clock::every_64th_op() {
+        let ticked = if crate::tid::every_64th_op() {
             cooperative_tick(core)
         } else {
             Retired(0)

@@ -3,8 +3,8 @@
 //!
 //! A thread releases to and acquires from its *home* shard first and steals
 //! from the others only when its home is empty, so threads on different
-//! cores mostly touch different cache lines. The home shard is a per-thread
-//! random number mapped onto the shard count with one multiply
+//! cores mostly touch different cache lines. The home shard is the
+//! thread's hash (`tid.rs`) mapped onto the shard count with one multiply
 //! (Lemire's "fastrange"), costing a thread-local read, not a
 //! `sched_getcpu()` system call (whose answer is stale after migration).
 //!
@@ -53,55 +53,11 @@
 //!   queue branch: the uncontended release parks its key in the empty hot
 //!   word, whose CAS is the SeqCst operation.
 
-use std::cell::Cell;
-
 use crossbeam_utils::CachePadded;
 
 use crate::slots::SlotKey;
-use crate::sync::{ArrayQueue, AtomicU64, AtomicUsize, Ordering, fence, mutant, thread_local_cell};
-
-thread_local_cell! {
-    /// This thread's shard hash; 0 until first use.
-    static HOME: Cell<u32> = Cell::new(0);
-}
-
-/// Hands out distinct thread numbers, spread by Fibonacci hashing. A std
-/// atomic even under loom (a `static` needs a `const` constructor, and which
-/// shard a thread calls home is no part of the protocol).
-static NEXT_THREAD: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
-
-#[inline(always)]
-fn home_hash() -> u32 {
-    HOME.with(|h| {
-        let v = h.get();
-        if v != 0 {
-            return v;
-        }
-        let n = NEXT_THREAD.fetch_add(1, std::sync::atomic::Ordering::Relaxed) as u32;
-        // Golden-ratio spread of consecutive thread numbers over u32; `| 1`
-        // keeps it away from the 0 sentinel.
-        let v = n.wrapping_mul(0x9E37_79B9) | 1;
-        h.set(v);
-        v
-    })
-}
-
-/// This thread's home among `n` places (shards, deadline slots): its hash
-/// scaled to `0..n`.
-#[inline]
-pub(crate) fn home_index(n: usize) -> usize {
-    ((u64::from(home_hash()) * n as u64) >> 32) as usize
-}
-
-/// Loom test support: pins the calling thread's home to `shard` of `n`
-/// (a model needs the same home in every execution; `Pool::loom_pin_home_shard`).
-#[cfg(latchless_loom)]
-pub(crate) fn pin_home(shard: usize, n: usize) {
-    assert!(shard < n, "no shard {shard} of {n}");
-    let n = n as u64;
-    HOME.with(|h| h.set(((((shard as u64) << 32) / n) as u32 + 1) | 1));
-    debug_assert_eq!(home_index(n as usize), shard);
-}
+use crate::sync::{ArrayQueue, AtomicU64, AtomicUsize, Ordering, fence, mutant};
+use crate::tid::home_index;
 
 /// One shard: the hot word (a packed [`SlotKey`], 0 when empty) and the
 /// FIFO behind it, each on its own cache lines.
