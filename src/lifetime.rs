@@ -42,6 +42,11 @@
 //!   a protector for the call) has ended before the window closes.
 //! - **Retired references are settled last**, after the settling code's
 //!   last use of `&T` (the last decrement may free the core).
+//! - **One cover per release.** [`Cover`] is what a release holds across
+//!   its window (a hazard window, or a counted reference of its own when
+//!   the thread has no slot); [`Cover::end`] closes the window and settles
+//!   last. This module owns `Retired`, the settling and the use of the
+//!   hazard slots; `hazard.rs` is the slots themselves.
 
 use std::ops::Deref;
 use std::ptr::NonNull;

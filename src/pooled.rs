@@ -12,8 +12,9 @@
 //!    read), mark the slot IDLE and push its key onto this thread's home
 //!    shard; then re-check for a waiter that registered meanwhile.
 //!
-//! Invariant kept: the guard owns its slot (BUSY) from creation until
-//! `Drop` or [`Pooled::detach`]; neither allocates, and every access to the
+//! Invariant kept: the guard owns its claimed slot (a `slots::Busy` token,
+//! BUSY) from creation until `Drop` or [`Pooled::detach`], which consume
+//! it; neither allocates, and every access to the
 //! shared core is covered: by the guard's connection's strong reference
 //! until that connection leaves its hands, then (on a healthy release) by
 //! the releasing thread's hazard slot, which the core's last owner waits
@@ -148,22 +149,26 @@ impl<M: Manager> Drop for Pooled<M> {
         // SAFETY: this guard's connection, not yet published, keeps the
         // core alive.
         let cover = unsafe { self.core.cover() };
-        // SAFETY: alive until the connection is published; from then on,
-        // the cover keeps it alive. The borrow ends with the statement.
-        let core = unsafe { self.core.get() };
-        // First, while this guard's connection still keeps the core alive:
-        // every 64th release on a thread looks whether maintenance is due.
-        let ticked = if crate::tid::every_64th_op() {
-            cooperative_tick(core)
-        } else {
-            Retired(0)
-        };
         // SAFETY: `drop` runs once and never reads the field again.
         let busy = unsafe { ManuallyDrop::take(&mut self.slot) };
-        let Retired(n) = core.release(busy);
-        // SAFETY: no borrow of the core is live (`core` is not used past
-        // the release); each count is a reference this release owns.
-        unsafe { cover.end(Retired(n + ticked.0)) };
+        let retired = {
+            // SAFETY: alive until the connection is published; from then
+            // on, the cover keeps it alive. The borrow ends with this block.
+            let core = unsafe { self.core.get() };
+            // First, while this guard's connection still keeps the core
+            // alive: every 64th release on a thread looks whether
+            // maintenance is due.
+            let ticked = if crate::tid::every_64th_op() {
+                cooperative_tick(core)
+            } else {
+                Retired(0)
+            };
+            let Retired(n) = core.release(busy);
+            Retired(n + ticked.0)
+        };
+        // SAFETY: no borrow of the core is live (the block above ended
+        // it); each count is a reference this release owns.
+        unsafe { cover.end(retired) };
     }
 }
 
