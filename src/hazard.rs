@@ -52,8 +52,6 @@
 //!
 //! Nothing on this path allocates: the registry is a static array.
 
-use crossbeam_utils::CachePadded;
-
 use crate::sync::{self, AtomicUsize, HAZARD_SLOTS, Ordering};
 use crate::tid;
 
@@ -62,35 +60,20 @@ struct Hazard {
     names: AtomicUsize,
 }
 
-/// The slots, one per thread id (`tid.rs`), each on its own cache line
-/// (only its thread writes it).
-struct Registry {
-    slots: Box<[CachePadded<Hazard>]>,
-}
-
-impl Registry {
-    fn new() -> Self {
-        Self {
-            slots: (0..HAZARD_SLOTS)
-                .map(|_| {
-                    CachePadded::new(Hazard {
-                        names: AtomicUsize::new(0),
-                    })
-                })
-                .collect(),
-        }
-    }
-}
-
-sync::lazy_global! {
-    static REGISTRY: Registry = Registry::new();
+sync::global_array! {
+    /// The slots, one per thread id (`tid.rs`), each on its own cache line
+    /// (only its thread writes it). A plain `static` (no lazy-init check):
+    /// `protect` indexes it on every release.
+    static REGISTRY: [Hazard; HAZARD_SLOTS] = Hazard {
+        names: AtomicUsize::new(0),
+    };
 }
 
 /// The slot of thread id `id`, as a `'static` reference.
 fn registry_slot(id: usize) -> Option<&'static Hazard> {
-    let h: &Hazard = REGISTRY.slots.get(id)?;
-    // SAFETY: `h` is an element of `REGISTRY`, a `LazyLock` static that is
-    // never dropped, so it lives as long as the program. (Under loom the
+    let h: &Hazard = REGISTRY.get(id)?;
+    // SAFETY: `h` is an element of `REGISTRY`, a `static` that is never
+    // dropped, so it lives as long as the program. (Under loom the
     // registry lives for one execution of a model, which outlives every
     // thread of that execution and so every window.)
     Some(unsafe { &*std::ptr::from_ref::<Hazard>(h) })
@@ -143,7 +126,7 @@ pub(crate) fn wait_until_unnamed(core: *const ()) {
     }
     let core = core.addr();
     let own = tid::held_id().and_then(registry_slot);
-    for hazard in REGISTRY.slots.iter() {
+    for hazard in REGISTRY.iter() {
         let hazard: &Hazard = hazard;
         let mut spins = 0u32;
         while hazard.names.load(Ordering::Acquire) == core {

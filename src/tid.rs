@@ -27,22 +27,14 @@
 
 use std::cell::Cell;
 
-use crossbeam_utils::CachePadded;
-
 use crate::sync::{self, AtomicBool, HAZARD_RELEASE_AT_EXIT, HAZARD_SLOTS, Ordering};
 
 /// Thread ids handed out at once; more threads have none.
 pub(crate) const THREAD_IDS: usize = HAZARD_SLOTS;
 
-/// Which ids are held, each flag on its own cache line.
-struct Ids {
-    taken: Box<[CachePadded<AtomicBool>]>,
-}
-
-sync::lazy_global! {
-    static IDS: Ids = Ids {
-        taken: (0..THREAD_IDS).map(|_| CachePadded::new(AtomicBool::new(false))).collect(),
-    };
+sync::global_array! {
+    /// Which ids are held, each flag on its own cache line.
+    static IDS: [AtomicBool; THREAD_IDS] = AtomicBool::new(false);
 }
 
 /// What a thread knows of its id.
@@ -79,7 +71,7 @@ impl Local {
 
     #[cold]
     fn claim(&self) -> Id {
-        let found = IDS.taken.iter().position(|t| {
+        let found = IDS.iter().position(|t| {
             !t.load(Ordering::Relaxed)
                 && t.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
@@ -108,7 +100,7 @@ impl Drop for Local {
         if let Id::Held(i) = self.id.get() {
             // Release: the next holder starts after this thread's last use
             // of the id (its hazard window closed).
-            IDS.taken[i].store(false, Ordering::Release);
+            IDS[i].store(false, Ordering::Release);
         }
     }
 }
@@ -206,11 +198,11 @@ mod tests {
     fn threads_hold_distinct_ids_and_give_them_back() {
         let mine = id().expect("a fresh thread gets an id");
         assert_eq!(id(), Some(mine), "stable for the thread");
-        assert!(IDS.taken[mine].load(Ordering::Relaxed));
+        assert!(IDS[mine].load(Ordering::Relaxed));
         let theirs = std::thread::spawn(|| id().unwrap()).join().unwrap();
         assert_ne!(mine, theirs, "two live threads never share an id");
         assert!(
-            !IDS.taken[theirs].load(Ordering::Relaxed),
+            !IDS[theirs].load(Ordering::Relaxed),
             "given back when its thread exited"
         );
     }
