@@ -233,7 +233,6 @@ struct Slot<C> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Facts {
     pub(crate) serial: u64,
-    pub(crate) expires_at: u64,
     pub(crate) released_at: u64,
     pub(crate) verified_seq: u64,
 }
@@ -424,7 +423,6 @@ impl<C> Slots<C> {
         let s = self.slot(index);
         Facts {
             serial: s.serial.load(Ordering::Relaxed),
-            expires_at: s.expires_at.load(Ordering::Relaxed),
             released_at: s.released_at.load(Ordering::Relaxed),
             verified_seq: s.verified_seq.load(Ordering::Relaxed),
         }
