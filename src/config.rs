@@ -25,15 +25,15 @@ pub struct Config {
     pub max_size: usize,
     /// Connections kept open even when unused. Default 0.
     pub min_idle: usize,
-    /// Default wait bound for [`Pool::get`]. Default 30 s.
+    /// Default wait bound for [`Pool::get`](crate::Pool::get). Default 30 s.
     pub acquire_timeout: Duration,
-    /// Bound on one [`Manager::connect`]. Default 10 s.
+    /// Bound on one [`Manager::connect`](crate::Manager::connect). Default 10 s.
     pub connect_timeout: Duration,
     /// Close connections idle this long (above `min_idle`). Default 10 min.
     pub idle_timeout: Option<Duration>,
     /// Never hand out a connection older than this. Default 30 min.
     pub max_lifetime: Option<Duration>,
-    /// Run [`Manager::check`] on connections idle at least this long.
+    /// Run [`Manager::check`](crate::Manager::check) on connections idle at least this long.
     /// Default 500 ms.
     pub check_after_idle: Option<Duration>,
     /// Report a connection held longer than this. Default off.

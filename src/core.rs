@@ -20,7 +20,7 @@
 //! I1 (via `slots.rs`), I2 (a connection lives in a slot; a place is a
 //! slot), I3 (every close path runs [`close_quietly`] once, counts it, and
 //! gives the place on only after), I4 and I7 (via `waiters.rs` and
-//! [`Core::pass_on`]: the lost-wake-up argument in `shards.rs`). Every
+//! [`Core::pass_on`]: DESIGN.md, "The lost-wake-up argument"). Every
 //! function that closes connections returns their counted references as a
 //! [`Retired`] count, settled by the caller after its last use of the core
 //! (`lifetime.rs`).

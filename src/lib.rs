@@ -17,9 +17,15 @@
 //!   its connection (or a freed place) straight to the oldest live waiter
 //!   with one CAS on the node. Cancelling withdraws the node or gives back
 //!   what it was served.
-//! - **The release path** is `Drop for Pooled` (`pooled.rs`); the acquire
-//!   path is in `pool.rs`. Neither takes a lock, allocates, or reads a clock
-//!   in the steady state; the guard needs no reference count of its own.
+//! - **The release path** starts in `Drop for Pooled` (`pooled.rs`) and
+//!   continues in the core's hand-off protocol (`core.rs`); the acquire
+//!   path is in `pool.rs`. Neither takes a lock, allocates, or reads a
+//!   clock in the steady state; the guard needs no reference count of its
+//!   own. Slot ownership travels as non-`Copy` tokens (`slots.rs`).
+//! - **Layers** (DESIGN.md, "Layout"): `pool` → `background`, `connector`,
+//!   `guards` → `core` → `lifecycle`, `maintenance`, `lifetime` → the data
+//!   structures → `config`, `clock`, `metrics`, `error`, `manager`, `tid`,
+//!   `sync`; no module imports one that imports it back.
 //! - **Time** comes from `quanta` (`clock.rs`), read on slow paths only; the
 //!   hot path uses a cached coarse reading.
 //!
