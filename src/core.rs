@@ -292,12 +292,11 @@ impl<M: Manager> Core<M> {
             }
             self.shelve(held, self.now_for_checks());
             sync::after_publish();
-            // Our own SeqCst fence after the shelve (a place's push onto the
-            // free queue is crossbeam's, whose orderings are not ours to rely
-            // on): these SeqCst loads then pair with `register`'s token add
-            // + fence and with `close`'s store + fence (DESIGN.md, "The
-            // lost-wake-up argument"). A cold path.
-            fence(Ordering::SeqCst);
+            // The shelve ended in a SeqCst operation of ours (`shelve`);
+            // these SeqCst loads follow it in S and pair with `register`'s
+            // token add + fence and with `close`'s store + fence (DESIGN.md,
+            // "The lost-wake-up argument").
+            sync::sc_load_after_rmw();
             if self.closed.load(Ordering::SeqCst) {
                 return self.close_idle();
             }
@@ -327,7 +326,10 @@ impl<M: Manager> Core<M> {
 
     /// `shelve`: puts a grant where the next taker looks: a connection into
     /// the idle set (stamped as released at `now`), a place into the free
-    /// queue. Serves nobody and re-checks nothing (see `pass_on`).
+    /// queue. Serves nobody and re-checks nothing (see `pass_on`). Ends in a
+    /// SeqCst operation of ours: the idle set's push does (`shards.rs`); a
+    /// place's push onto the free queue is crossbeam's, whose orderings are
+    /// not ours to rely on, so a SeqCst fence follows it.
     #[inline]
     pub(crate) fn shelve(&self, held: Held, now: u64) {
         match held {
@@ -335,7 +337,10 @@ impl<M: Manager> Core<M> {
                 let key = self.slots.make_idle(busy, now);
                 self.shards.push(key, |k| self.slots.is_live(k));
             }
-            Held::Place(place) => self.slots.unreserve(place),
+            Held::Place(place) => {
+                self.slots.unreserve(place);
+                fence(Ordering::SeqCst);
+            }
         }
     }
 
