@@ -7,6 +7,7 @@
 
 use std::{fmt, time::Duration};
 
+use crate::config::Config;
 use crate::{Manager, Pool};
 
 /// The largest `max_size` accepted: 65,536 (more connections than one
@@ -28,77 +29,6 @@ pub const MAX_POOL_SIZE: usize = 1 << 16;
 /// assert!(Pool::builder(M).shards(MAX_SHARDS).build().is_ok());
 /// ```
 pub const MAX_SHARDS: usize = 1024;
-
-/// The settings of a pool, as validated by [`Builder::build`].
-///
-/// ```
-/// # use latchless::{Manager, Pool};
-/// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
-/// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
-/// let pool = Pool::builder(M).max_size(4).build().unwrap();
-/// assert_eq!(pool.config().max_size, 4);
-/// assert_eq!(pool.config().min_idle, 0);
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Config {
-    /// Hard cap on open connections, connecting ones included. Default 10.
-    pub max_size: usize,
-    /// Connections kept open even when unused. Default 0.
-    pub min_idle: usize,
-    /// Default wait bound for [`Pool::get`]. Default 30 s.
-    pub acquire_timeout: Duration,
-    /// Bound on one [`Manager::connect`]. Default 10 s.
-    pub connect_timeout: Duration,
-    /// Bound on one [`Manager::check`] (pre-ping). Default 5 s.
-    pub check_timeout: Duration,
-    /// Close connections idle this long (above `min_idle`). Default 10 min.
-    pub idle_timeout: Option<Duration>,
-    /// Never hand out a connection older than this. Default 30 min.
-    pub max_lifetime: Option<Duration>,
-    /// Run [`Manager::check`] on connections idle at least this long.
-    /// Default 500 ms.
-    pub check_after_idle: Option<Duration>,
-    /// Report a connection held longer than this. Default off.
-    pub leak_threshold: Option<Duration>,
-    /// At most this many waiting `get`s. Default unbounded.
-    pub max_waiters: Option<usize>,
-    /// Number of idle-set shards. Default: available cores.
-    pub shards: usize,
-    /// First pause before retrying a failed connect (then doubled, with
-    /// jitter). Default 25 ms.
-    pub connect_backoff: Duration,
-    /// Longest pause between connect retries. Default 1 s.
-    pub max_connect_backoff: Duration,
-    /// Return the first connect failure at once instead of retrying until
-    /// the deadline. Default `false`.
-    pub fail_fast: bool,
-    /// Start the background maintenance task (and `min_idle` refills) when
-    /// a Tokio runtime is present. Default `true`.
-    pub background: bool,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            max_size: 10,
-            min_idle: 0,
-            acquire_timeout: Duration::from_secs(30),
-            connect_timeout: Duration::from_secs(10),
-            check_timeout: Duration::from_secs(5),
-            idle_timeout: Some(Duration::from_secs(600)),
-            max_lifetime: Some(Duration::from_secs(1800)),
-            check_after_idle: Some(Duration::from_millis(500)),
-            leak_threshold: None,
-            max_waiters: None,
-            shards: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            connect_backoff: Duration::from_millis(25),
-            max_connect_backoff: Duration::from_secs(1),
-            fail_fast: false,
-            background: true,
-        }
-    }
-}
 
 /// A setting [`Builder::build`] refused: [`Display`](fmt::Display) names the
 /// field and the rule it broke.
@@ -183,8 +113,22 @@ macro_rules! setter {
     };
 }
 
+impl<M: Manager> Pool<M> {
+    /// Starts configuring a pool for `manager`.
+    ///
+    /// ```
+    /// # use latchless::{Manager, Pool};
+    /// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+    /// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+    /// let pool = Pool::builder(M).max_size(8).build().unwrap();
+    /// ```
+    pub fn builder(manager: M) -> Builder<M> {
+        Builder::new(manager)
+    }
+}
+
 impl<M: Manager> Builder<M> {
-    pub(crate) fn new(manager: M) -> Self {
+    fn new(manager: M) -> Self {
         Self {
             manager,
             config: Config::default(),
@@ -442,7 +386,7 @@ impl<M: Manager> Builder<M> {
     /// ```
     pub fn build(self) -> Result<Pool<M>, BuildError> {
         validate(&self.config)?;
-        Ok(Pool::from_parts(
+        Ok(Pool::new(
             self.manager,
             self.config,
             self.clock.unwrap_or_default().into_inner(),

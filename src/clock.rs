@@ -21,26 +21,10 @@
 //! `leak_threshold` (measured by the unit test
 //! `the_fast_path_reads_the_clock_only_for_leak_detection`).
 
+#[cfg(test)]
 use std::cell::Cell;
 
-use crate::sync::{AtomicU64, Ordering, thread_local_cell};
-
-thread_local_cell! {
-    /// Releases on this thread, for [`every_64th_op`].
-    static OPS: Cell<u32> = Cell::new(0);
-}
-
-/// True on every 64th call on this thread: when a busy thread reads the
-/// real clock and looks whether maintenance is due. One thread-local
-/// increment otherwise.
-#[inline(always)]
-pub(crate) fn every_64th_op() -> bool {
-    OPS.with(|c| {
-        let n = c.get().wrapping_add(1);
-        c.set(n);
-        n % 64 == 0
-    })
-}
+use crate::sync::{AtomicU64, Ordering};
 
 #[cfg(test)]
 thread_local! {

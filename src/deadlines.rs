@@ -51,13 +51,13 @@
 //!   `WAITING -> TIMED_OUT`, never handed anything (I5).
 //! - Memory is fixed: [`SLOTS`] slots per pool, whatever the wait rate.
 
-use std::cell::Cell;
 use std::sync::OnceLock;
 use std::task::Context;
 
 use tokio::time::Instant;
 
 use crate::sync::{self, Arc, AtomicBool, AtomicPtr, AtomicU64, AtomicWaker, Ordering};
+use crate::tid;
 #[cfg(latchless_loom)]
 use crate::waiters::{Grant, Outcome};
 use crate::waiters::{Node, Waiters};
@@ -69,11 +69,6 @@ pub(crate) const SLOTS: usize = sync::DEADLINE_SLOTS;
 /// Slots a waiter tries, from just after its thread's previous one, before
 /// giving up.
 const PROBES: usize = if SLOTS < 32 { SLOTS } else { 32 };
-
-sync::thread_local_cell! {
-    /// Where this thread's next waiter starts looking for a free slot.
-    static CURSOR: Cell<Option<usize>> = Cell::new(None);
-}
 
 /// A slot's node while its claimer is still writing the hint.
 fn claimed() -> *mut Node {
@@ -162,15 +157,11 @@ impl Deadlines {
         node.set_deadline(at);
         // From just after this thread's last slot (its home at first), so
         // that a thread's many waiters spread over the whole array.
-        let start = CURSOR
-            .try_with(Cell::get)
-            .ok()
-            .flatten()
-            .unwrap_or_else(|| crate::shards::home_index(SLOTS));
+        let start = tid::cursor().unwrap_or_else(|| tid::home_index(SLOTS));
         let slot = (0..PROBES)
             .map(|i| (start + i) % SLOTS)
             .find(|&i| self.publish(i, node, at))?;
-        let _ = CURSOR.try_with(|c| c.set(Some((slot + 1) % SLOTS)));
+        tid::set_cursor(Some((slot + 1) % SLOTS));
         let tracked = Tracked {
             slot,
             node: Arc::as_ptr(node).addr(),
@@ -398,43 +389,39 @@ impl std::fmt::Debug for Deadlines {
     }
 }
 
-/// Loom test support (`loom-tests/`): a model cannot reach these slots
-/// through a `Pool` (it runs no Tokio, so no background task, and the core
-/// is private to `pool.rs`), so it gets the deadline slots and a waiter
-/// queue of their own, driven as the pool drives them: `park` and
-/// `WaitGuard` (`pool.rs`) for the waiter, the background task's sweep
-/// (`maintenance.rs`) for the sweeper.
+/// Loom test support (`loom-tests/`, through `Pool::loom_deadline_slots`):
+/// a model cannot reach these slots through a `Pool` (it runs no Tokio, so
+/// no background task, and the core is private), so it gets the deadline
+/// slots and a waiter queue of their own, driven as the pool drives them:
+/// `park` (`pool.rs`) and `WaitGuard` (`guards.rs`) for the waiter, the
+/// ticker's sweep (`background.rs`) for the sweeper.
 #[cfg(latchless_loom)]
-impl<M: crate::Manager> crate::Pool<M> {
-    /// A serving sweeper's deadline slots and a waiter queue (loom only).
-    #[doc(hidden)]
-    pub fn loom_deadline_slots() -> LoomDeadlines {
-        let (deadlines, waiters) = (Deadlines::new(), Waiters::new());
-        let mut sweeper = deadlines.start();
-        let start = Instant::now();
-        // Armed ten days ahead: every waiter's deadline is earlier and
-        // kicks it, the same branch in every execution.
-        let unused = std::sync::atomic::AtomicU64::new(0);
-        deadlines.sweep(
-            &mut sweeper,
-            &waiters,
-            start,
-            start + LOOM_DAY * 10,
-            &unused,
-        );
-        LoomDeadlines {
-            deadlines,
-            waiters,
-            epoch: sweeper.epoch,
-            start,
-        }
+pub(crate) fn loom_deadline_slots() -> LoomDeadlines {
+    let (deadlines, waiters) = (Deadlines::new(), Waiters::new());
+    let mut sweeper = deadlines.start();
+    let start = Instant::now();
+    // Armed ten days ahead: every waiter's deadline is earlier and
+    // kicks it, the same branch in every execution.
+    let unused = std::sync::atomic::AtomicU64::new(0);
+    deadlines.sweep(
+        &mut sweeper,
+        &waiters,
+        start,
+        start + LOOM_DAY * 10,
+        &unused,
+    );
+    LoomDeadlines {
+        deadlines,
+        waiters,
+        epoch: sweeper.epoch,
+        start,
     }
 }
 
 #[cfg(latchless_loom)]
 const LOOM_DAY: std::time::Duration = std::time::Duration::from_secs(86_400);
 
-/// See [`Pool::loom_deadline_slots`](crate::Pool::loom_deadline_slots).
+/// See `Pool::loom_deadline_slots`.
 #[cfg(latchless_loom)]
 #[doc(hidden)]
 #[derive(Debug)]
@@ -462,7 +449,7 @@ impl LoomDeadlines {
     /// the same slot in every execution).
     pub fn park(&self) -> LoomWaiter {
         let node = self.waiters.register(None).expect("no waiter bound");
-        let _ = CURSOR.try_with(|c| c.set(Some(0)));
+        tid::set_cursor(Some(0));
         let tracked = self
             .deadlines
             .track(self.start + LOOM_DAY / 24, &node)
@@ -495,7 +482,7 @@ impl LoomDeadlines {
     }
 
     /// A release hands connection `slot` to the oldest waiter
-    /// (`Shared::grant`). `false`: nobody took it, the releaser keeps it
+    /// (`Core::pass_on`). `false`: nobody took it, the releaser keeps it
     /// (for the idle set).
     pub fn serve(&self, slot: u32) -> bool {
         self.waiters.serve(Grant::Slot(slot)).is_ok()
@@ -667,7 +654,7 @@ mod tests {
                 .iter()
                 .map(|n| {
                     sc.spawn(|| {
-                        CURSOR.with(|c| c.set(Some(5)));
+                        tid::set_cursor(Some(5));
                         d.track(now + Duration::from_secs(30), n)
                     })
                     .join()

@@ -19,8 +19,9 @@
 //!
 //! # Protocol
 //!
-//! - Each thread claims one slot of a fixed global registry the first time
-//!   it releases (one CAS, once per thread) and gives it back when it exits.
+//! - Each thread's slot is the one indexed by its thread id (`tid.rs`),
+//!   claimed the first time it needs one (one CAS, once per thread) and
+//!   given back when it exits.
 //! - **Releaser**: `Drop for Pooled` opens its window with [`protect`],
 //!   which stores the core's address (Release), at the start of the
 //!   release, while its connection still keeps the core alive, so *before*
@@ -51,108 +52,31 @@
 //!
 //! Nothing on this path allocates: the registry is a static array.
 
-use crossbeam_utils::CachePadded;
-
-use crate::sync::{self, AtomicBool, AtomicUsize, HAZARD_RELEASE_AT_EXIT, HAZARD_SLOTS, Ordering};
+use crate::sync::{self, AtomicUsize, HAZARD_SLOTS, Ordering};
+use crate::tid;
 
 /// One thread's announcement: the address of the core it is reading, or 0.
 struct Hazard {
-    owner: AtomicBool,
     names: AtomicUsize,
 }
 
-/// The slots, each on its own cache line (only its owner writes it).
-struct Registry {
-    slots: Box<[CachePadded<Hazard>]>,
+sync::global_array! {
+    /// The slots, one per thread id (`tid.rs`), each on its own cache line
+    /// (only its thread writes it). A plain `static` (no lazy-init check):
+    /// `protect` indexes it on every release.
+    static REGISTRY: [Hazard; HAZARD_SLOTS] = Hazard {
+        names: AtomicUsize::new(0),
+    };
 }
 
-impl Registry {
-    fn new() -> Self {
-        Self {
-            slots: (0..HAZARD_SLOTS)
-                .map(|_| {
-                    CachePadded::new(Hazard {
-                        owner: AtomicBool::new(false),
-                        names: AtomicUsize::new(0),
-                    })
-                })
-                .collect(),
-        }
-    }
-}
-
-sync::lazy_global! {
-    static REGISTRY: Registry = Registry::new();
-}
-
-/// What a thread knows of its slot.
-#[derive(Clone, Copy)]
-enum Mine {
-    /// No slot claimed yet.
-    Unclaimed,
-    /// The registry was full when this thread looked: use counted
-    /// references.
-    NoneFree,
-    /// This thread's slot (kept as a reference: no address round trip
-    /// through an integer, so it keeps its provenance).
-    Slot(&'static Hazard),
-}
-
-/// This thread's slot, given back at exit.
-struct Claim(std::cell::Cell<Mine>);
-
-impl Claim {
-    const fn new() -> Self {
-        Self(std::cell::Cell::new(Mine::Unclaimed))
-    }
-
-    #[cold]
-    fn claim(&self) -> Mine {
-        let found = REGISTRY.slots.iter().find(|h| {
-            !h.owner.load(Ordering::Relaxed)
-                && h.owner
-                    .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-                    .is_ok()
-        });
-        let mine = found.map_or(Mine::NoneFree, |h| Mine::Slot(registry_slot(h)));
-        self.0.set(mine);
-        mine
-    }
-
-    /// This thread's slot, if it has one.
-    #[inline(always)]
-    fn hazard(&self) -> Option<&'static Hazard> {
-        match self.0.get() {
-            Mine::Slot(h) => Some(h),
-            Mine::Unclaimed | Mine::NoneFree => None,
-        }
-    }
-}
-
-/// A slot of the registry, as a `'static` reference.
-fn registry_slot(h: &CachePadded<Hazard>) -> &'static Hazard {
-    // SAFETY: `h` is an element of `REGISTRY`, a `LazyLock` static that is
-    // never dropped, so it lives as long as the program. (Under loom the
+/// The slot of thread id `id`, as a `'static` reference.
+fn registry_slot(id: usize) -> Option<&'static Hazard> {
+    let h: &Hazard = REGISTRY.get(id)?;
+    // SAFETY: `h` is an element of `REGISTRY`, a `static` that is never
+    // dropped, so it lives as long as the program. (Under loom the
     // registry lives for one execution of a model, which outlives every
-    // thread of that execution and so every claim.)
-    unsafe { &*std::ptr::from_ref::<Hazard>(h) }
-}
-
-impl Drop for Claim {
-    fn drop(&mut self) {
-        if !HAZARD_RELEASE_AT_EXIT {
-            return;
-        }
-        if let Some(h) = self.hazard() {
-            // Release: the next owner starts after this thread's last
-            // window closed (its `names` is 0).
-            h.owner.store(false, Ordering::Release);
-        }
-    }
-}
-
-sync::thread_local_cell! {
-    static MINE: Claim = Claim::new();
+    // thread of that execution and so every window.)
+    Some(unsafe { &*std::ptr::from_ref::<Hazard>(h) })
 }
 
 /// An open window: this thread's slot names a core until it is dropped.
@@ -176,22 +100,15 @@ impl Drop for Window {
 /// caller then holds a counted reference instead.
 #[inline(always)]
 pub(crate) fn protect(core: *const ()) -> Option<Window> {
-    MINE.try_with(|mine| {
-        if matches!(mine.0.get(), Mine::Unclaimed) {
-            mine.claim();
-        }
-        let hazard = mine.hazard()?;
-        if hazard.names.load(Ordering::Relaxed) != 0 {
-            return None;
-        }
-        // Release (a plain store on x86-64): ordered before the
-        // publication, which is itself a Release (module docs); stated on
-        // the store itself so that no argument rests on the later one.
-        hazard.names.store(core.addr(), Ordering::Release);
-        Some(Window { hazard })
-    })
-    .ok()
-    .flatten()
+    let hazard = registry_slot(tid::id()?)?;
+    if hazard.names.load(Ordering::Relaxed) != 0 {
+        return None;
+    }
+    // Release (a plain store on x86-64): ordered before the publication,
+    // which is itself a Release (module docs); stated on the store itself
+    // so that no argument rests on the later one.
+    hazard.names.store(core.addr(), Ordering::Release);
+    Some(Window { hazard })
 }
 
 /// Waits until no thread's window names `core` (called by the core's
@@ -208,8 +125,8 @@ pub(crate) fn wait_until_unnamed(core: *const ()) {
         return;
     }
     let core = core.addr();
-    let own = MINE.try_with(Claim::hazard).ok().flatten();
-    for hazard in REGISTRY.slots.iter() {
+    let own = tid::held_id().and_then(registry_slot);
+    for hazard in REGISTRY.iter() {
         let hazard: &Hazard = hazard;
         let mut spins = 0u32;
         while hazard.names.load(Ordering::Acquire) == core {
@@ -238,7 +155,7 @@ mod tests {
     }
 
     fn slot_of_this_thread() -> Option<usize> {
-        MINE.with(|m| m.hazard().map(|h| std::ptr::from_ref(h).addr()))
+        tid::held_id()
     }
 
     #[test]
@@ -276,16 +193,6 @@ mod tests {
         .unwrap();
         assert!(mine.is_some() && theirs.is_some());
         assert_ne!(mine, theirs, "two live threads never share a slot");
-    }
-
-    #[test]
-    fn a_claim_owns_its_slot_until_dropped() {
-        let claim = Claim::new();
-        claim.claim();
-        let hazard = claim.hazard().expect("the registry has free slots");
-        assert!(hazard.owner.load(Ordering::Relaxed));
-        drop(claim);
-        assert!(!hazard.owner.load(Ordering::Relaxed), "given back at exit");
     }
 
     #[test]

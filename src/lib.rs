@@ -17,9 +17,15 @@
 //!   its connection (or a freed place) straight to the oldest live waiter
 //!   with one CAS on the node. Cancelling withdraws the node or gives back
 //!   what it was served.
-//! - **The release path** is `Drop for Pooled` (`pooled.rs`); the acquire
-//!   path is in `pool.rs`. Neither takes a lock, allocates, or reads a clock
-//!   in the steady state; the guard needs no reference count of its own.
+//! - **The release path** starts in `Drop for Pooled` (`pooled.rs`) and
+//!   continues in the core's hand-off protocol (`core.rs`); the acquire
+//!   path is in `pool.rs`. Neither takes a lock, allocates, or reads a
+//!   clock in the steady state; the guard needs no reference count of its
+//!   own. Slot ownership travels as non-`Copy` tokens (`slots.rs`).
+//! - **Layers** (DESIGN.md, "Layout"): `pool` → `background`, `connector`,
+//!   `guards` → `core` → `lifecycle`, `maintenance`, `lifetime` → the data
+//!   structures → `config`, `clock`, `metrics`, `error`, `manager`, `tid`,
+//!   `sync`; no module imports one that imports it back.
 //! - **Time** comes from `quanta` (`clock.rs`), read on slow paths only; the
 //!   hot path uses a cached coarse reading.
 //!
@@ -27,7 +33,8 @@
 //! than `max_size` open; I3 every connection opened is closed once; I4 no
 //! waiter sleeps while a connection is idle or a place free; I5 a cancelled
 //! `get` loses nothing; I7 waiters are served first come, first served.
-//! (I6, freshness, arrives with the lifecycle policies.)
+//! I6 a connection past `max_lifetime` is never handed out, and one idle
+//! past `check_after_idle` is checked first.
 //!
 //! Overtaking (I7): a `get` that finds an idle connection takes it without
 //! queueing. That can only happen in the short window in which a releaser
@@ -43,14 +50,19 @@
     clippy::undocumented_unsafe_blocks
 )]
 
+mod background;
 mod builder;
 mod clock;
+mod config;
 mod connector;
+mod core;
 mod deadlines;
 mod error;
+mod guards;
 mod hazard;
 mod health;
 mod histogram;
+mod lifecycle;
 mod lifetime;
 mod maintenance;
 mod manager;
@@ -61,6 +73,7 @@ mod pooled;
 mod shards;
 mod slots;
 mod sync;
+mod tid;
 mod time;
 mod waiters;
 mod wheel;
@@ -77,7 +90,8 @@ pub mod fuzzing {
     }
 }
 
-pub use builder::{BuildError, Builder, Config, MAX_POOL_SIZE, MAX_SHARDS};
+pub use builder::{BuildError, Builder, MAX_POOL_SIZE, MAX_SHARDS};
+pub use config::Config;
 pub use error::PoolError;
 pub use health::{Alert, AlertKind, Health, Sizing, SizingVerdict};
 pub use histogram::{Histogram, HistogramSnapshot};

@@ -12,8 +12,9 @@
 //!    read), mark the slot IDLE and push its key onto this thread's home
 //!    shard; then re-check for a waiter that registered meanwhile.
 //!
-//! Invariant kept: the guard owns its slot (BUSY) from creation until
-//! `Drop` or [`Pooled::detach`]; neither allocates, and every access to the
+//! Invariant kept: the guard owns its claimed slot (a `slots::Busy` token,
+//! BUSY) from creation until `Drop` or [`Pooled::detach`], which consume
+//! it; neither allocates, and every access to the
 //! shared core is covered: by the guard's connection's strong reference
 //! until that connection leaves its hands, then (on a healthy release) by
 //! the releasing thread's hazard slot, which the core's last owner waits
@@ -25,11 +26,11 @@ use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
 use crate::Manager;
-use crate::lifetime::{CorePtr, Owner, Retired};
+use crate::background::cooperative_tick;
+use crate::core::{Core, Owner};
+use crate::lifetime::{CorePtr, Retired};
 use crate::metrics::bump;
-use crate::pool::Shared;
-use crate::sync::mutant;
-use crate::waiters::Grant;
+use crate::slots::{Busy, Held};
 
 /// A connection checked out of a [`Pool`](crate::Pool). Derefs to the
 /// connection; dropping it returns the connection to the pool (or closes it
@@ -52,9 +53,10 @@ use crate::waiters::Grant;
 pub struct Pooled<M: Manager> {
     /// Kept alive by this connection's own strong reference
     /// (`lifetime.rs`).
-    core: CorePtr<M>,
-    /// The BUSY slot this guard owns.
-    index: u32,
+    core: CorePtr<Core<M>>,
+    /// The claimed slot this guard owns; taken out once, by `Drop` or
+    /// [`Pooled::detach`], whichever ends the guard.
+    slot: ManuallyDrop<Busy>,
     /// Set by [`Pooled::mark_broken`]: close instead of returning.
     broken: bool,
     _owns: PhantomData<M::Connection>,
@@ -69,17 +71,17 @@ unsafe impl<M: Manager> Sync for Pooled<M> where M::Connection: Sync {}
 
 impl<M: Manager> Pooled<M> {
     #[inline(always)]
-    pub(crate) fn new(owner: &Arc<Owner<M>>, index: u32) -> Self {
+    pub(crate) fn new(owner: &Arc<Owner<M>>, slot: Busy) -> Self {
         Self {
             core: CorePtr::new(owner),
-            index,
+            slot: ManuallyDrop::new(slot),
             broken: false,
             _owns: PhantomData,
         }
     }
 
     #[inline(always)]
-    fn shared(&self) -> &Shared<M> {
+    fn shared(&self) -> &Core<M> {
         // SAFETY: the core lives while this guard's connection is open.
         unsafe { self.core.get() }
     }
@@ -150,14 +152,16 @@ impl<M: Manager> Pooled<M> {
     /// # }
     /// ```
     pub fn detach(this: Self) -> M::Connection {
-        let this = ManuallyDrop::new(this);
+        let mut this = ManuallyDrop::new(this);
+        // SAFETY: the guard ends here without its `Drop`, so the slot is
+        // taken out once and the field never read again.
+        let busy = unsafe { ManuallyDrop::take(&mut this.slot) };
         let (conn, retired) = {
             let shared = this.shared();
-            // SAFETY: the guard owns its BUSY slot.
-            let conn = unsafe { shared.slots.take(this.index) }
-                .expect("latchless: an owned busy slot always holds a connection");
+            let (conn, place) = shared.slots.take(busy);
+            let conn = conn.expect("latchless: a claimed slot always holds a connection");
             bump(&shared.counters.detached);
-            let Retired(n) = shared.grant(Grant::Place(this.index));
+            let Retired(n) = shared.pass_on(Held::Place(place));
             (conn, Retired(n + 1))
         };
         // SAFETY: no borrow of the core is live; the references were taken
@@ -172,16 +176,18 @@ impl<M: Manager> Deref for Pooled<M> {
 
     #[inline]
     fn deref(&self) -> &M::Connection {
-        // SAFETY: the guard owns its BUSY slot; `&self` excludes `&mut`.
-        unsafe { self.shared().slots.conn(self.index) }
+        self.shared().slots.conn(&self.slot)
     }
 }
 
 impl<M: Manager> DerefMut for Pooled<M> {
     #[inline]
     fn deref_mut(&mut self) -> &mut M::Connection {
-        // SAFETY: the guard owns its BUSY slot; `&mut self` is unique.
-        unsafe { self.shared().slots.conn_mut(self.index) }
+        // SAFETY: the core lives while this guard's connection is open; the
+        // borrow is tied to `&mut self`, which excludes every other use of
+        // the guard.
+        let core = unsafe { self.core.get() };
+        core.slots.conn_mut(&mut self.slot)
     }
 }
 
@@ -191,30 +197,32 @@ impl<M: Manager> Drop for Pooled<M> {
     /// that kept the core alive, so its thread's hazard window (two plain
     /// stores, `hazard.rs`) covers the re-checks that follow, or, without
     /// a slot, a counted reference of its own. The window opens and closes
-    /// here, in a frame that holds no `&Shared` (`lifetime.rs`).
+    /// here, in a frame that holds no `&Core` (`lifetime.rs`).
     #[inline]
     fn drop(&mut self) {
-        let core = self.core;
-        // loom and ASan mutant: release_without_core_ref (run-mutants.sh, .ci/run)
-        let window = if mutant("release_without_core_ref") {
-            None
-        } else {
-            crate::hazard::protect(core.address())
+        // SAFETY: this guard's connection, not yet published, keeps the
+        // core alive.
+        let cover = unsafe { self.core.cover() };
+        // SAFETY: `drop` runs once and never reads the field again.
+        let busy = unsafe { ManuallyDrop::take(&mut self.slot) };
+        let retired = {
+            // SAFETY: alive until the connection is published; from then
+            // on, the cover keeps it alive. The borrow ends with this block.
+            let core = unsafe { self.core.get() };
+            // First, while this guard's connection still keeps the core
+            // alive: every 64th release on a thread looks whether
+            // maintenance is due.
+            let ticked = if crate::tid::every_64th_op() {
+                cooperative_tick(core)
+            } else {
+                Retired(0)
+            };
+            let Retired(n) = core.release(busy, self.broken);
+            Retired(n + ticked.0)
         };
-        let own = usize::from(window.is_none() && !mutant("release_without_core_ref"));
-        if own == 1 {
-            // SAFETY: this guard's connection keeps the core alive.
-            unsafe { core.add_reference() };
-        }
-        // SAFETY: alive until the connection is published; from then on,
-        // the window (or the reference above) keeps it alive. The borrow
-        // ends with the call.
-        let Retired(n) = unsafe { core.get() }.give_back(self.index, self.broken);
-        // Closes the window: the last access to the core is above.
-        drop(window);
-        // SAFETY: no borrow of the core is live; each count is a reference
-        // this release owns (retired connections', and its own).
-        unsafe { core.settle(Retired(n + own)) };
+        // SAFETY: no borrow of the core is live (the block above ended
+        // it); each count is a reference this release owns.
+        unsafe { cover.end(retired) };
     }
 }
 

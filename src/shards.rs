@@ -3,8 +3,8 @@
 //!
 //! A thread releases to and acquires from its *home* shard first and steals
 //! from the others only when its home is empty, so threads on different
-//! cores mostly touch different cache lines. The home shard is a per-thread
-//! random number mapped onto the shard count with one multiply
+//! cores mostly touch different cache lines. The home shard is the
+//! thread's hash (`tid.rs`) mapped onto the shard count with one multiply
 //! (Lemire's "fastrange"), costing a thread-local read, not a
 //! `sched_getcpu()` system call (whose answer is stale after migration).
 //!
@@ -42,64 +42,22 @@
 //!   and is never lost: a saturating count dropped such decrements and
 //!   `idle` drifted low for good (issue 10, item 3). All of this is on cold
 //!   paths; the uncontended pop and push never touch the count.
-//! - Ordering: every push ends in a SeqCst RMW (the hot word's CAS, or
-//!   `ArrayQueue`'s SeqCst CAS on its tail), and every pop that finds
-//!   nothing has read the hot word and the queue's tail after a SeqCst fence
-//!   (the waiter's fence in `register`, or the queue's own on its empty
-//!   path). The pool's lost-wake-up argument (`waiters.rs`) rests on this.
-
-use std::cell::Cell;
+//! - Ordering, ours alone: every push ends in a SeqCst operation of this
+//!   module's own: the hot word's SeqCst CAS, or, when the key went into a
+//!   queue, a SeqCst fence after it ([`queued`]). The pool's lost-wake-up
+//!   argument (DESIGN.md, "The lost-wake-up argument") rests on that and on
+//!   the waiter's own SeqCst fence in `register` before its pops, never on
+//!   `ArrayQueue`'s internal orderings (its SeqCst tail CAS in `push`, the
+//!   fence on `pop`'s empty path), which are not crossbeam's API and which
+//!   the loom stand-in queue does not model. The fence costs only the
+//!   queue branch: the uncontended release parks its key in the empty hot
+//!   word, whose CAS is the SeqCst operation.
 
 use crossbeam_utils::CachePadded;
 
 use crate::slots::SlotKey;
-use crate::sync::{ArrayQueue, AtomicU64, AtomicUsize, Ordering, mutant, thread_local_cell};
-
-thread_local_cell! {
-    /// This thread's shard hash; 0 until first use.
-    static HOME: Cell<u32> = Cell::new(0);
-}
-
-/// Hands out distinct thread numbers, spread by Fibonacci hashing. A std
-/// atomic even under loom (a `static` needs a `const` constructor, and which
-/// shard a thread calls home is no part of the protocol).
-static NEXT_THREAD: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
-
-#[inline(always)]
-fn home_hash() -> u32 {
-    HOME.with(|h| {
-        let v = h.get();
-        if v != 0 {
-            return v;
-        }
-        let n = NEXT_THREAD.fetch_add(1, std::sync::atomic::Ordering::Relaxed) as u32;
-        // Golden-ratio spread of consecutive thread numbers over u32; `| 1`
-        // keeps it away from the 0 sentinel.
-        let v = n.wrapping_mul(0x9E37_79B9) | 1;
-        h.set(v);
-        v
-    })
-}
-
-/// This thread's home among `n` places (shards, deadline slots): its hash
-/// scaled to `0..n`.
-#[inline]
-pub(crate) fn home_index(n: usize) -> usize {
-    ((u64::from(home_hash()) * n as u64) >> 32) as usize
-}
-
-#[cfg(latchless_loom)]
-impl<M: crate::Manager> crate::Pool<M> {
-    /// Loom test support: pins the calling thread's home to `shard` of the
-    /// pool's shards (a model needs the same home in every execution).
-    #[doc(hidden)]
-    pub fn loom_pin_home_shard(&self, shard: usize) {
-        let n = self.config().shards as u64;
-        assert!((shard as u64) < n, "no shard {shard} of {n}");
-        HOME.with(|h| h.set(((((shard as u64) << 32) / n) as u32 + 1) | 1));
-        debug_assert_eq!(home_index(n as usize), shard);
-    }
-}
+use crate::sync::{ArrayQueue, AtomicU64, AtomicUsize, Ordering, fence, mutant};
+use crate::tid::home_index;
 
 /// One shard: the hot word (a packed [`SlotKey`], 0 when empty) and the
 /// FIFO behind it, each on its own cache lines.
@@ -130,6 +88,16 @@ impl Shard {
     fn len(&self) -> usize {
         usize::from(self.hot.load(Ordering::Relaxed) != 0) + self.queue.len()
     }
+}
+
+/// Ends a push that went into a queue: a SeqCst fence of ours, so that the
+/// releaser's re-check (SeqCst loads of the waiter tokens and `closed`)
+/// comes after the key's publication in the total order S whatever the
+/// queue does inside (module invariants). On x86-64 one `mfence`, on the
+/// queue branch only.
+#[inline(always)]
+fn queued() {
+    fence(Ordering::SeqCst);
 }
 
 /// The sharded idle set.
@@ -230,15 +198,18 @@ impl Shards {
         if let Err(key) = shard.queue.push(key) {
             self.push_slow(home, key, is_live);
         }
+        queued();
     }
 
     /// Pushes a live key to the back of the home queue, bypassing the hot
-    /// word (for a connection that should not be the next one out).
+    /// word (for a connection that should not be the next one out). Ends in
+    /// a SeqCst fence of ours, as [`push`](Self::push) does.
     pub(crate) fn push_back(&self, key: SlotKey, is_live: impl Fn(SlotKey) -> bool) {
         let home = self.home();
         if let Err(key) = self.shards[home].queue.push(key) {
             self.push_slow(home, key, is_live);
         }
+        queued();
     }
 
     #[cold]

@@ -43,6 +43,14 @@
 //!   index), or that won the `IDLE(g) -> BUSY(g)` CAS, or that was handed the
 //!   index by one of those, reads or writes the connection cell.
 //! - The connection cell is `Some` exactly when the tag is IDLE or BUSY.
+//! - Ownership is a value: a [`Busy`] token for a claimed slot, a [`Place`]
+//!   token for a reserved one. Only the transitions that hand a slot to one
+//!   party make a token, and the ones that end the holding consume it, so
+//!   `fill`, `take`, `make_idle`, `unreserve` and the connection accessors
+//!   are safe: their signatures carry the proof, and each `unsafe` block
+//!   here argues from the token. The one way around it is a token's
+//!   `into_raw` / `from_raw` pair, for the waiter node's state word, whose
+//!   `from_raw` is `unsafe` (`core::from_grant`).
 //! - Every transition that hands the slot to another thread is a Release
 //!   store or CAS, paired with the Acquire that takes it (noted at each site).
 
@@ -103,6 +111,86 @@ impl SlotKey {
     }
 }
 
+/// Proof of owning a claimed slot: BUSY, holding a connection that only
+/// the token's holder may touch (I1). Made only here, by the transitions
+/// that hand a slot to one party ([`Slots::fill`], [`Slots::claim`],
+/// [`Slots::claim_in_place`]), and consumed by the ones that end the
+/// holding ([`Slots::make_idle`], [`Slots::take`]). Neither `Copy` nor
+/// `Clone`: a holder that passes it on cannot touch the slot again.
+/// Zero-cost: the slot index, nothing more.
+///
+/// A token names a slot of the arena that made it; each pool has one arena
+/// and its tokens never leave it.
+#[repr(transparent)]
+#[derive(Debug, PartialEq, Eq)]
+#[must_use = "a claimed slot must be made idle or emptied"]
+pub(crate) struct Busy(u32);
+
+/// Proof of owning a reserved place: a FREE slot popped off the free queue,
+/// which only the holder may fill ([`Slots::fill`]) or give back
+/// ([`Slots::unreserve`]). Neither `Copy` nor `Clone`; zero-cost.
+#[repr(transparent)]
+#[derive(Debug, PartialEq, Eq)]
+#[must_use = "a reserved place must be filled or given back"]
+pub(crate) struct Place(u32);
+
+/// What one party may own of a slot: a claimed connection or a place.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Held {
+    /// A claimed slot and its connection.
+    Busy(Busy),
+    /// A reserved, empty place.
+    Place(Place),
+}
+
+impl Busy {
+    /// The slot's index.
+    #[inline(always)]
+    pub(crate) const fn index(&self) -> u32 {
+        self.0
+    }
+
+    /// Gives up the token for its index, to carry the ownership through a
+    /// channel that stores numbers (a waiter node's state word).
+    #[inline(always)]
+    pub(crate) const fn into_raw(self) -> u32 {
+        self.0
+    }
+
+    /// Takes ownership back from [`into_raw`](Self::into_raw).
+    ///
+    /// # Safety
+    /// `index` came from `into_raw` of a token of this arena, and the
+    /// caller is the one party the channel gave it to.
+    #[inline(always)]
+    pub(crate) const unsafe fn from_raw(index: u32) -> Self {
+        Self(index)
+    }
+}
+
+impl Place {
+    /// The slot's index.
+    #[cfg(test)]
+    pub(crate) const fn index(&self) -> u32 {
+        self.0
+    }
+
+    /// As [`Busy::into_raw`].
+    #[inline(always)]
+    pub(crate) const fn into_raw(self) -> u32 {
+        self.0
+    }
+
+    /// As [`Busy::from_raw`].
+    ///
+    /// # Safety
+    /// As [`Busy::from_raw`], for a place.
+    #[inline(always)]
+    pub(crate) const unsafe fn from_raw(index: u32) -> Self {
+        Self(index)
+    }
+}
+
 /// One place in the pool.
 ///
 /// Besides the state word and the connection, a slot keeps the lifecycle
@@ -119,8 +207,6 @@ struct Slot<C> {
     /// Serial number of the connection in the slot (from 1; 0 = none), so a
     /// timer entry for a closed connection never touches its successor.
     serial: AtomicU64,
-    /// When the connection was opened.
-    created_at: AtomicU64,
     /// The first tick at which it must not be handed out: opened +
     /// `max_lifetime` − jitter − the clock margin (`u64::MAX` without a
     /// lifetime).
@@ -147,8 +233,6 @@ struct Slot<C> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Facts {
     pub(crate) serial: u64,
-    pub(crate) created_at: u64,
-    pub(crate) expires_at: u64,
     pub(crate) released_at: u64,
     pub(crate) verified_seq: u64,
 }
@@ -179,7 +263,6 @@ impl<C> Slots<C> {
                     state: AtomicU64::new(pack(0, FREE)),
                     conn: UnsafeCell::new(None),
                     serial: AtomicU64::new(0),
-                    created_at: AtomicU64::new(0),
                     expires_at: AtomicU64::new(u64::MAX),
                     released_at: AtomicU64::new(0),
                     fresh_until: AtomicU64::new(u64::MAX),
@@ -213,16 +296,14 @@ impl<C> Slots<C> {
     /// The pop's CAS is the capacity reservation; `None` means all
     /// `max_size` places are taken.
     #[inline]
-    pub(crate) fn reserve(&self) -> Option<u32> {
-        self.free.pop()
+    pub(crate) fn reserve(&self) -> Option<Place> {
+        self.free.pop().map(Place)
     }
 
-    /// Gives a reserved, empty place back.
-    ///
-    /// # Safety
-    /// The caller owns slot `index` and it is FREE (never filled, or emptied
-    /// with [`Slots::take`]).
-    pub(crate) unsafe fn unreserve(&self, index: u32) {
+    /// Gives a reserved, empty place back (never filled, or emptied with
+    /// [`Slots::take`]).
+    pub(crate) fn unreserve(&self, place: Place) {
+        let index = place.0;
         debug_assert_eq!(tag(self.slot(index).state.load(Ordering::Relaxed)), FREE);
         // The push publishes the emptied cell (Release on the queue's stamp,
         // paired with the Acquire in the next `reserve`'s pop).
@@ -230,25 +311,24 @@ impl<C> Slots<C> {
         debug_assert!(pushed.is_ok(), "free queue has room for every slot");
     }
 
-    /// Puts a freshly opened connection into a reserved slot, which stays
-    /// owned by the caller (BUSY).
-    ///
-    /// # Safety
-    /// The caller owns slot `index` and it is FREE.
-    pub(crate) unsafe fn fill(
+    /// Puts a freshly opened connection into a reserved place, which stays
+    /// owned by the caller, now BUSY.
+    pub(crate) fn fill(
         &self,
-        index: u32,
+        place: Place,
         conn: C,
         serial: u64,
         now: u64,
         expires_at: u64,
         verified_seq: u64,
-    ) {
+    ) -> Busy {
+        let index = place.0;
         let slot = self.slot(index);
-        // SAFETY: the caller owns the FREE slot (I1); nobody else reads the cell.
+        // SAFETY: `place` proves the slot FREE and the caller's (I1): popped
+        // off the free queue by `reserve`, whose Acquire saw the cell
+        // emptied; nobody else reads the cell.
         slot.conn.with_mut(|c| unsafe { *c = Some(conn) });
         slot.serial.store(serial, Ordering::Relaxed);
-        slot.created_at.store(now, Ordering::Relaxed);
         slot.expires_at.store(expires_at, Ordering::Relaxed);
         slot.released_at.store(now, Ordering::Relaxed);
         slot.verified_seq.store(verified_seq, Ordering::Relaxed);
@@ -260,31 +340,31 @@ impl<C> Slots<C> {
         // cleared stamp. The next hand-over (to idle, to a waiter, to the
         // free queue) is a Release too.
         slot.state.store(pack(g, BUSY), Ordering::Release);
+        Busy(index)
     }
 
-    /// Takes the connection out of an owned slot, leaving it FREE (still
-    /// owned by the caller: give the place on with `unreserve` or a grant).
-    ///
-    /// # Safety
-    /// The caller owns slot `index` and it is BUSY.
-    pub(crate) unsafe fn take(&self, index: u32) -> Option<C> {
+    /// Takes the connection out of a claimed slot, leaving it FREE and
+    /// still the caller's, as a place (give it on with `unreserve` or to a
+    /// waiter).
+    pub(crate) fn take(&self, busy: Busy) -> (Option<C>, Place) {
+        let index = busy.0;
         let slot = self.slot(index);
         let g = generation(slot.state.load(Ordering::Relaxed));
-        // SAFETY: the caller owns the BUSY slot (I1).
+        // SAFETY: `busy` proves the slot BUSY and the caller's (I1): nobody
+        // else touches the cell, and the token is consumed here.
         let conn = slot.conn.with_mut(|c| unsafe { (*c).take() });
         slot.serial.store(0, Ordering::Relaxed);
         slot.expires_at.store(u64::MAX, Ordering::Relaxed);
         slot.state.store(pack(g, FREE), Ordering::Relaxed);
-        conn
+        (conn, Place(index))
     }
 
-    /// Marks an owned, filled slot IDLE with a new generation and returns
-    /// the key to put in the idle set. The caller no longer owns it.
-    ///
-    /// # Safety
-    /// The caller owns slot `index` and it is BUSY.
+    /// Marks a claimed slot IDLE with a new generation and returns the key
+    /// to put in the idle set. The token is consumed: the caller no longer
+    /// owns the slot.
     #[inline]
-    pub(crate) unsafe fn make_idle(&self, index: u32, now: u64) -> SlotKey {
+    pub(crate) fn make_idle(&self, busy: Busy, now: u64) -> SlotKey {
+        let index = busy.0;
         let slot = self.slot(index);
         slot.released_at.store(now, Ordering::Relaxed);
         let g = generation(slot.state.load(Ordering::Relaxed)).wrapping_add(1) & GEN_MASK;
@@ -303,7 +383,7 @@ impl<C> Slots<C> {
     /// Claims slot `index` if it is IDLE and holds connection `serial`
     /// (maintenance closing an idle connection in place). Its key stays in
     /// the idle set, now stale.
-    pub(crate) fn claim_in_place(&self, index: u32, serial: u64) -> bool {
+    pub(crate) fn claim_in_place(&self, index: u32, serial: u64) -> Option<Busy> {
         let slot = self.slot(index);
         // Acquire, pairing with the Release in `make_idle`: the serial read
         // next is then at least the one written before this idle period
@@ -311,13 +391,13 @@ impl<C> Slots<C> {
         // and a stale wheel entry could claim the slot's new connection).
         let word = slot.state.load(Ordering::Acquire);
         if tag(word) != IDLE || slot.serial.load(Ordering::Relaxed) != serial {
-            return false;
+            return None;
         }
         // loom mutant: claim_without_cas, see loom-tests/run-mutants.sh
         if mutant("claim_without_cas") {
             slot.state
                 .store(pack(generation(word), BUSY), Ordering::Relaxed);
-            return true;
+            return Some(Busy(index));
         }
         // Acquire pairs with the Release in `make_idle`. The generation in
         // `word` pins the idle period, so the serial read above is this
@@ -329,7 +409,8 @@ impl<C> Slots<C> {
                 Ordering::Acquire,
                 Ordering::Relaxed,
             )
-            .is_ok()
+            .ok()
+            .map(|_| Busy(index))
     }
 
     /// Whether slot `index` holds connection `serial` and is BUSY (a hint).
@@ -346,8 +427,6 @@ impl<C> Slots<C> {
         let s = self.slot(index);
         Facts {
             serial: s.serial.load(Ordering::Relaxed),
-            created_at: s.created_at.load(Ordering::Relaxed),
-            expires_at: s.expires_at.load(Ordering::Relaxed),
             released_at: s.released_at.load(Ordering::Relaxed),
             verified_seq: s.verified_seq.load(Ordering::Relaxed),
         }
@@ -359,12 +438,14 @@ impl<C> Slots<C> {
         self.slot(index).expires_at.load(Ordering::Relaxed)
     }
 
-    /// Sets until when the owned connection in `index` may be handed out
-    /// without a closer look (by its owner, before passing it on: to the
-    /// idle set or straight to a waiter).
+    /// Sets until when the claimed connection may be handed out without a
+    /// closer look (by its owner, before passing it on: to the idle set or
+    /// straight to a waiter).
     #[inline(always)]
-    pub(crate) fn set_fresh_until(&self, index: u32, until: u64) {
-        self.slot(index).fresh_until.store(until, Ordering::Relaxed);
+    pub(crate) fn set_fresh_until(&self, busy: &Busy, until: u64) {
+        self.slot(busy.0)
+            .fresh_until
+            .store(until, Ordering::Relaxed);
     }
 
     /// Until when the idle connection in `index` needs no closer look.
@@ -373,14 +454,14 @@ impl<C> Slots<C> {
         self.slot(index).fresh_until.load(Ordering::Relaxed)
     }
 
-    /// Records that the owned connection in `index` passed a check.
-    pub(crate) fn set_verified(&self, index: u32, seq: u64) {
-        self.slot(index).verified_seq.store(seq, Ordering::Relaxed);
+    /// Records that the claimed connection passed a check.
+    pub(crate) fn set_verified(&self, busy: &Busy, seq: u64) {
+        self.slot(busy.0).verified_seq.store(seq, Ordering::Relaxed);
     }
 
-    /// Records who took the owned connection in `index`, and when.
-    pub(crate) fn set_taken(&self, index: u32, now: u64, by: &'static Location<'static>) {
-        let s = self.slot(index);
+    /// Records who took the claimed connection, and when.
+    pub(crate) fn set_taken(&self, busy: &Busy, now: u64, by: &'static Location<'static>) {
+        let s = self.slot(busy.0);
         s.taken_at.store(now, Ordering::Relaxed);
         s.taken_by
             .store(std::ptr::from_ref(by).cast_mut(), Ordering::Relaxed);
@@ -415,16 +496,16 @@ impl<C> Slots<C> {
     /// Ends a holding for leak detection (a plain store: the next
     /// `set_taken` resets the reported flag).
     #[inline(always)]
-    pub(crate) fn clear_taken(&self, index: u32) {
-        self.slot(index)
+    pub(crate) fn clear_taken(&self, busy: &Busy) {
+        self.slot(busy.0)
             .taken_by
             .store(std::ptr::null_mut(), Ordering::Relaxed);
     }
 
     /// Tries to take ownership of the idle connection named by `key`: one
-    /// CAS `IDLE(g) -> BUSY(g)`. `false` means the key is stale.
+    /// CAS `IDLE(g) -> BUSY(g)`. `None` means the key is stale.
     #[inline]
-    pub(crate) fn claim(&self, key: SlotKey) -> bool {
+    pub(crate) fn claim(&self, key: SlotKey) -> Option<Busy> {
         // Acquire on success pairs with the Release in `make_idle`.
         // loom mutant: relaxed_handover, see loom-tests/run-mutants.sh
         let order = if mutant("relaxed_handover") {
@@ -440,7 +521,8 @@ impl<C> Slots<C> {
                 order,
                 Ordering::Relaxed,
             )
-            .is_ok()
+            .ok()
+            .map(|_| Busy(key.index()))
     }
 
     /// Whether `key` still names an idle connection (a hint: it may change
@@ -449,29 +531,28 @@ impl<C> Slots<C> {
         self.slot(key.index()).state.load(Ordering::Relaxed) == pack(key.generation(), IDLE)
     }
 
-    /// Shared access to the connection of an owned slot.
-    ///
-    /// # Safety
-    /// The caller owns slot `index`, it is BUSY, and no `&mut` to the
-    /// connection is live.
+    /// Shared access to the connection of a claimed slot, for as long as
+    /// the token is borrowed.
     #[inline(always)]
-    pub(crate) unsafe fn conn(&self, index: u32) -> &C {
-        // SAFETY: the caller owns the filled slot (I1), so the cell is `Some`
-        // and nobody else touches it.
-        let conn = self.slot(index).conn.with(|c| unsafe { (*c).as_ref() });
+    pub(crate) fn conn<'a>(&'a self, busy: &'a Busy) -> &'a C {
+        // SAFETY: `busy` proves the slot BUSY and its holder the only party
+        // touching the cell (I1), so the cell is `Some`; the shared borrow
+        // of the token excludes `conn_mut` (which needs it `&mut`) while the
+        // returned reference lives.
+        let conn = self.slot(busy.0).conn.with(|c| unsafe { (*c).as_ref() });
         conn.expect("latchless: an owned busy slot always holds a connection")
     }
 
-    /// Exclusive access to the connection of an owned slot.
-    ///
-    /// # Safety
-    /// The caller owns slot `index`, it is BUSY, and no other reference to
-    /// the connection is live.
+    /// Exclusive access to the connection of a claimed slot, for as long as
+    /// the token is borrowed mutably.
     #[inline(always)]
-    #[allow(clippy::mut_from_ref)]
-    pub(crate) unsafe fn conn_mut(&self, index: u32) -> &mut C {
-        // SAFETY: as in `conn`, and the caller promises uniqueness.
-        let conn = self.slot(index).conn.with_mut(|c| unsafe { (*c).as_mut() });
+    pub(crate) fn conn_mut<'a>(&'a self, busy: &'a mut Busy) -> &'a mut C {
+        // SAFETY: as in `conn`; the unique borrow of the token (the only
+        // one for the slot) excludes every other reference to the cell.
+        let conn = self
+            .slot(busy.0)
+            .conn
+            .with_mut(|c| unsafe { (*c).as_mut() });
         conn.expect("latchless: an owned busy slot always holds a connection")
     }
 }
@@ -494,33 +575,31 @@ mod tests {
         let slots = Slots::<String>::new(2);
         let a = slots.reserve().unwrap();
         let b = slots.reserve().unwrap();
-        assert_ne!(a, b);
+        assert_ne!(a.index(), b.index());
         assert!(slots.reserve().is_none(), "two places only");
         assert_eq!(slots.taken(), 2);
-        // SAFETY: this single-threaded test owns the slot at each step.
-        unsafe { slots.fill(a, "a".into(), 1, 5, u64::MAX, 1) };
-        assert_eq!(slots.facts(a).created_at, 5);
-        // SAFETY: this single-threaded test owns the slot at each step.
-        let key = unsafe { slots.make_idle(a, 7) };
+        let ia = a.index();
+        let busy = slots.fill(a, "a".into(), 1, 5, u64::MAX, 1);
+        assert_eq!(busy.index(), ia);
+        assert_eq!(slots.facts(ia).released_at, 5, "opened counts as released");
+        let key = slots.make_idle(busy, 7);
         assert!(slots.is_live(key));
-        assert!(slots.claim(key));
-        assert!(!slots.claim(key), "a key is claimed once");
-        // SAFETY: this single-threaded test owns the slot at each step.
-        assert_eq!(unsafe { slots.conn(a) }, "a");
-        // SAFETY: this single-threaded test owns the slot at each step.
-        let key2 = unsafe { slots.make_idle(a, 8) };
+        let mut busy = slots.claim(key).expect("a live key is claimed");
+        assert!(slots.claim(key).is_none(), "a key is claimed once");
+        assert_eq!(slots.conn(&busy), "a");
+        slots.conn_mut(&mut busy).push('!');
+        let key2 = slots.make_idle(busy, 8);
         assert!(
             !slots.is_live(key),
             "old key is stale after a new idle period"
         );
-        assert!(!slots.claim(key));
-        assert!(slots.claim(key2));
-        // SAFETY: this single-threaded test owns the slot at each step.
-        assert_eq!(unsafe { slots.take(a) }.as_deref(), Some("a"));
-        // SAFETY: this single-threaded test owns the slot at each step.
-        unsafe { slots.unreserve(a) };
-        // SAFETY: this single-threaded test owns the slot at each step.
-        unsafe { slots.unreserve(b) };
+        assert!(slots.claim(key).is_none());
+        let busy = slots.claim(key2).unwrap();
+        let (conn, place) = slots.take(busy);
+        assert_eq!(conn.as_deref(), Some("a!"));
+        assert_eq!(place.index(), ia);
+        slots.unreserve(place);
+        slots.unreserve(b);
         assert_eq!(slots.taken(), 0);
     }
 
@@ -528,27 +607,25 @@ mod tests {
     fn a_new_connection_is_not_blamed_for_a_detached_holders_leak() {
         let slots = Slots::<String>::new(1);
         let by = std::panic::Location::caller();
-        let a = slots.reserve().unwrap();
-        // SAFETY: this single-threaded test owns the slot at each step.
-        unsafe { slots.fill(a, "a".into(), 1, 0, u64::MAX, 1) };
-        slots.set_taken(a, 0, by);
+        let a = slots.fill(slots.reserve().unwrap(), "a".into(), 1, 0, u64::MAX, 1);
+        slots.set_taken(&a, 0, by);
         // Detached: taken out without `clear_taken`, its place given back.
-        // SAFETY: as above.
-        assert!(unsafe { slots.take(a) }.is_some());
-        // SAFETY: as above.
-        unsafe { slots.unreserve(a) };
+        let (conn, place) = slots.take(a);
+        assert!(conn.is_some());
+        slots.unreserve(place);
         // Much later a new connection fills the slot; before its hand-out
         // stamps it, a scan must not report the old holder's stamp.
-        let b = slots.reserve().unwrap();
-        // SAFETY: as above.
-        unsafe { slots.fill(b, "b".into(), 2, 10_000, u64::MAX, 2) };
-        assert_eq!(slots.leak(b, 10_000, 100), None, "no holder yet");
-        slots.set_taken(b, 10_000, by);
-        assert_eq!(slots.leak(b, 10_050, 100), None, "held 50 ms");
+        let b = slots.fill(slots.reserve().unwrap(), "b".into(), 2, 10_000, u64::MAX, 2);
+        let i = b.index();
+        assert_eq!(slots.leak(i, 10_000, 100), None, "no holder yet");
+        slots.set_taken(&b, 10_000, by);
+        assert_eq!(slots.leak(i, 10_050, 100), None, "held 50 ms");
         assert_eq!(
-            slots.leak(b, 10_100, 100).map(|(s, held, _)| (s, held)),
+            slots.leak(i, 10_100, 100).map(|(s, held, _)| (s, held)),
             Some((2, 100))
         );
+        let (_conn, place) = slots.take(b);
+        slots.unreserve(place);
     }
 
     #[test]

@@ -43,25 +43,32 @@ macro_rules! thread_local_cell {
 
 pub(crate) use thread_local_cell;
 
-/// A global initialised on first use: std's `LazyLock` (touched only off
-/// the hot path) or loom's `lazy_static`, which starts afresh in every
-/// execution of a model.
+/// A global array of `$n` cache-padded `$t`, each `$init`: a plain
+/// `static`, constant-initialised (no lazy-init check on access, so the hot
+/// path may index it), or loom's `lazy_static`, afresh in every execution.
+/// `$init` must be a constant expression in the std build.
 #[cfg(not(latchless_loom))]
-macro_rules! lazy_global {
-    ($(#[$attr:meta])* static $name:ident: $t:ty = $init:expr;) => {
-        $(#[$attr])* static $name: std::sync::LazyLock<$t> = std::sync::LazyLock::new(|| $init);
+macro_rules! global_array {
+    ($(#[$attr:meta])* static $name:ident: [$t:ty; $n:expr] = $init:expr;) => {
+        $(#[$attr])*
+        static $name: [crossbeam_utils::CachePadded<$t>; $n] =
+            [const { crossbeam_utils::CachePadded::new($init) }; $n];
     };
 }
 
-/// A global initialised on first use (loom's `lazy_static`).
+/// A global array of cache-padded values (loom's `lazy_static`).
 #[cfg(latchless_loom)]
-macro_rules! lazy_global {
-    ($(#[$attr:meta])* static $name:ident: $t:ty = $init:expr;) => {
-        loom::lazy_static! { $(#[$attr])* static ref $name: $t = $init; }
+macro_rules! global_array {
+    ($(#[$attr:meta])* static $name:ident: [$t:ty; $n:expr] = $init:expr;) => {
+        loom::lazy_static! {
+            $(#[$attr])*
+            static ref $name: Box<[crossbeam_utils::CachePadded<$t>]> =
+                (0..$n).map(|_| crossbeam_utils::CachePadded::new($init)).collect();
+        }
     };
 }
 
-pub(crate) use lazy_global;
+pub(crate) use global_array;
 
 /// Whether the named injected bug is on (only in `latchless_mutants`
 /// builds, for `loom-tests/run-mutants.sh`).

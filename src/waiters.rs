@@ -69,8 +69,9 @@
 //! - **Lost wake-ups (I4).** A waiter registers (push, SeqCst token add,
 //!   SeqCst fence) and *then* re-checks the idle set and the free places; a
 //!   releaser that found no waiter ([`any`](Waiters::any): tokens, `HEAD`,
-//!   fronts, or `PEND` without `DEP`) puts its connection back (a SeqCst
-//!   CAS on the queue tail) and *then* reads `ctl` again (SeqCst). In the
+//!   fronts, or `PEND` without `DEP`) puts its connection back (ending in
+//!   a SeqCst CAS or fence of the pool's own, `shards.rs`) and *then*
+//!   reads `ctl` again (SeqCst). In the
 //!   single total order of SeqCst operations one of the two comes second
 //!   and sees the other: the waiter finds the connection, or the releaser
 //!   finds the waiter, takes something back and serves. This is the race

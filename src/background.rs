@@ -1,0 +1,303 @@
+//! The pool's background work on Tokio: the ticker task (a maintenance
+//! pass every period, and the deadline sweep of parked waiters), the
+//! `min_idle` refill, and a busy thread's cooperative share of
+//! maintenance. What a pass does is `maintenance.rs`'s; this module decides
+//! who runs it, where, and when.
+//!
+//! # Which runtime
+//!
+//! Background work runs on the runtime of whoever starts it, never on one
+//! remembered from earlier: a pool outlives runtimes (a `static` pool
+//! shared by `#[tokio::test]`s sees one per test), a handle cannot tell
+//! whether its runtime is gone, and what is spawned on a runtime that is
+//! gone is dropped unrun. So:
+//!
+//! - The ticker is started on the current runtime: by `build` or a `get`
+//!   that finds nothing idle, and, once the runtime it ran on has dropped
+//!   it, by any pass run inside a runtime (`Pool::maintain`, a busy
+//!   thread's share): a later runtime takes over.
+//! - Refills are spawned on the current runtime. A pass outside any
+//!   runtime leaves them to the ticker's next pass, at most one period
+//!   later. With `background(false)` nothing is spawned at all.
+//! - Every task owns its count from the spawn on ([`Ticking`] clears
+//!   `ticking`, [`Refilling`] gives back its share of `refilling`), so a
+//!   task that a runtime drops unpolled gives it back: no count leaks, and
+//!   no later runtime is locked out.
+//!
+//! # Invariants kept
+//!
+//! - The ticker holds no strong reference to the core across an await.
+//! - A refill opens through the one connect path (`connector::open`), so
+//!   it is counted as connecting, counts what it closes, and stamps what it
+//!   opens for `check_after_idle` like any connection going idle.
+//! - Concurrent refills never overshoot `min_idle`: connects in flight
+//!   count as idle-to-be.
+
+use std::future::Future;
+use std::sync::{Arc, Weak};
+use std::task::Poll;
+use std::time::Duration;
+
+use crate::Manager;
+use crate::core::{Core, Owner};
+use crate::deadlines::Sweeper;
+use crate::guards::PlaceGuard;
+use crate::lifetime::{Retired, settle_held};
+use crate::maintenance::MAX_REFILL_CONNECTS;
+use crate::slots::Held;
+use crate::sync::Ordering;
+
+/// A busy thread's share of maintenance (every 64th release on a thread,
+/// `Drop for Pooled`): reads the real clock and, if a pass is due, runs
+/// one, then starts what the pass calls for on the current runtime.
+#[cold]
+#[inline(never)]
+pub(crate) fn cooperative_tick<M: Manager>(core: &Core<M>) -> Retired {
+    let now = core.clock.now();
+    if !core.maintenance.is_due(now) {
+        return Retired(0);
+    }
+    let retired = core.maintenance.pass(core, now);
+    refill(core);
+    retired
+}
+
+/// Ends the background task's duties when it ends or its runtime drops
+/// it: stops its deadline sweeper (tracked waiters arm their own timers),
+/// then clears `ticking`, so that the next `get` or pass on a live runtime
+/// starts a new task and, until then, checks read the real clock.
+///
+/// Made before the spawn and moved into the task's future, so that a
+/// runtime that drops the task without ever polling it (one that is
+/// shutting down, or shut down while its handle lives on) still clears
+/// `ticking`: otherwise no later runtime could take over, and the hot path
+/// would keep trusting a cached clock that nobody refreshes.
+struct Ticking<M: Manager> {
+    weak: Weak<Owner<M>>,
+    sweeper: Option<Sweeper>,
+}
+
+impl<M: Manager> Drop for Ticking<M> {
+    fn drop(&mut self) {
+        if let Some(shared) = self.weak.upgrade() {
+            if let Some(sweeper) = self.sweeper.as_mut() {
+                shared.deadlines.stop(sweeper);
+            }
+            shared.maintenance.ticking.store(false, Ordering::Relaxed);
+            if shared.lifecycle.ticks.uses_clock {
+                shared.clock.cache(false);
+            }
+        }
+    }
+}
+
+/// The background task: a maintenance pass every `period`, and the
+/// deadlines of parked waiters (`deadlines.rs`), while the pool lives.
+/// Holds no strong reference across an await.
+async fn ticker<M: Manager>(mut ticking: Ticking<M>, period: Duration) {
+    let weak = ticking.weak.clone();
+    let mut next_tick = tokio::time::Instant::now() + period;
+    let mut sleep = std::pin::pin!(tokio::time::sleep_until(next_tick));
+    loop {
+        {
+            let Some(shared) = weak.upgrade() else { return };
+            if shared.closed.load(Ordering::Acquire) {
+                return;
+            }
+            let sweeper = ticking
+                .sweeper
+                .get_or_insert_with(|| shared.deadlines.start());
+            let now = tokio::time::Instant::now();
+            if now >= next_tick {
+                let retired = shared.maintenance.pass(&**shared, shared.clock.now());
+                settle_held(&shared, retired);
+                refill(&shared);
+                next_tick = now + period;
+            }
+            let wake_at = shared.deadlines.sweep(
+                sweeper,
+                &shared.waiters,
+                now,
+                next_tick,
+                &shared.counters.timeouts_swept,
+            );
+            sleep.as_mut().reset(wake_at);
+        }
+        std::future::poll_fn(|cx| {
+            let Some(shared) = weak.upgrade() else {
+                return Poll::Ready(());
+            };
+            if shared.deadlines.kicked(cx) {
+                return Poll::Ready(());
+            }
+            sleep.as_mut().poll(cx)
+        })
+        .await;
+    }
+}
+
+/// Starts the background task (and the `min_idle` refill) if a Tokio
+/// runtime is present and it is not running yet. Cheap when it runs.
+pub(crate) fn start_background<M: Manager>(core: &Core<M>) {
+    if !core.config.background
+        || core.maintenance.ticking.load(Ordering::Relaxed)
+        || core.closed.load(Ordering::Relaxed)
+    {
+        return;
+    }
+    let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    start_ticker(core, &handle);
+    spawn_refills(core, &handle);
+}
+
+/// Spawns the background task on `handle` unless one runs.
+fn start_ticker<M: Manager>(core: &Core<M>, handle: &tokio::runtime::Handle) {
+    if core.maintenance.ticking.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    // From now on the task keeps the hot path's reading fresh.
+    if core.lifecycle.ticks.uses_clock {
+        core.clock.cache(true);
+    }
+    // Owned by the task from here: dropped unpolled, it clears
+    // `ticking` (and the caching) again.
+    let ticking = Ticking {
+        weak: core.weak.clone(),
+        sweeper: None,
+    };
+    let period = Duration::from_millis(core.maintenance.period_ms);
+    handle.spawn(ticker(ticking, period));
+}
+
+/// A pass's follow-up, on the current runtime: restarts the background
+/// task if its runtime dropped it, and starts `min_idle` refills
+/// (module docs, "Which runtime"). Outside a runtime, or with
+/// `background(false)`, it does nothing.
+pub(crate) fn refill<M: Manager>(core: &Core<M>) {
+    if !core.config.background || core.closed.load(Ordering::Relaxed) {
+        return;
+    }
+    let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    if !core.maintenance.ticking.load(Ordering::Relaxed) {
+        start_ticker(core, &handle);
+    }
+    spawn_refills(core, &handle);
+}
+
+/// Starts refill connects on `handle` (at most [`MAX_REFILL_CONNECTS`]
+/// at once) while fewer than `min_idle` connections are idle and places
+/// are free. Spawns at most that many per call, so a runtime that drops
+/// its tasks at once (shutting down) cannot keep it spinning.
+fn spawn_refills<M: Manager>(core: &Core<M>, handle: &tokio::runtime::Handle) {
+    let min = core.config.min_idle;
+    let mut spawned = 0;
+    while min != 0 && spawned < MAX_REFILL_CONNECTS {
+        let inflight = core.maintenance.refilling.load(Ordering::Relaxed);
+        let connecting = core.maintenance.refill_connects.load(Ordering::Relaxed);
+        if inflight >= MAX_REFILL_CONNECTS
+            || core.idle_count() + connecting >= min
+            || core.slots.taken() >= core.slots.capacity()
+        {
+            return;
+        }
+        if core
+            .maintenance
+            .refilling
+            .compare_exchange(inflight, inflight + 1, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            continue;
+        }
+        let Some(me) = core.weak.upgrade() else {
+            core.maintenance.refilling.fetch_sub(1, Ordering::Relaxed);
+            return;
+        };
+        // The count belongs to the task from here: a runtime that drops
+        // it unpolled gives it back (it used to leak, and after
+        // `MAX_REFILL_CONNECTS` such spawns refills stopped for good).
+        handle.spawn(refill_task(Refilling(me)));
+        spawned += 1;
+    }
+}
+
+/// One refill task's share of `refilling`, taken before the spawn and
+/// given back when the task ends or is dropped, polled or not.
+struct Refilling<M: Manager>(Arc<Owner<M>>);
+
+impl<M: Manager> Drop for Refilling<M> {
+    fn drop(&mut self) {
+        self.0.maintenance.refilling.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One refill connect in flight (see `refill_task`).
+struct RefillConnect<'a, M: Manager> {
+    shared: &'a Core<M>,
+    /// Refill connects in flight besides this one.
+    others: usize,
+}
+
+impl<'a, M: Manager> RefillConnect<'a, M> {
+    fn new(shared: &'a Core<M>) -> Self {
+        let others = shared
+            .maintenance
+            .refill_connects
+            .fetch_add(1, Ordering::Relaxed);
+        Self { shared, others }
+    }
+}
+
+impl<M: Manager> Drop for RefillConnect<'_, M> {
+    fn drop(&mut self) {
+        self.shared
+            .maintenance
+            .refill_connects
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Opens connections into free places until `min_idle` are idle.
+async fn refill_task<M: Manager>(guard: Refilling<M>) {
+    let shared = &guard.0;
+    let mut backoff = shared.config.connect_backoff;
+    loop {
+        // Claim one connect of the shortfall; connects in flight count as
+        // idle-to-be, so concurrent refills never overshoot `min_idle`.
+        let claim = RefillConnect::new(shared);
+        if shared.closed.load(Ordering::Acquire)
+            || shared.idle_count() + claim.others >= shared.config.min_idle
+        {
+            return;
+        }
+        let Some(place) = shared.slots.reserve() else {
+            return;
+        };
+        let place = PlaceGuard::new(shared, place);
+        // One round of the connect path `get` uses (counted as connecting,
+        // attempts bounded by `connect_timeout`); between rounds the place
+        // goes back, so a `get` may take it.
+        let deadline = tokio::time::Instant::now().checked_add(shared.config.connect_timeout);
+        match crate::connector::open(shared, place, deadline).await {
+            Ok(busy) => {
+                // Stamped like any connection going idle (`check_after_idle`).
+                let now = shared.now_for_checks();
+                shared.stamp_fresh(&busy, shared.slots.expires_at(busy.index()), now);
+                // Straight to a waiter if one is parked, else idle.
+                let retired = shared.pass_on(Held::Busy(busy));
+                settle_held(shared, retired);
+                backoff = shared.config.connect_backoff;
+            }
+            Err(crate::PoolError::Closed) => return,
+            Err(_) => {
+                tokio::time::sleep(shared.lifecycle.jitter(backoff)).await;
+                backoff = backoff
+                    .saturating_mul(2)
+                    .min(shared.config.max_connect_backoff);
+            }
+        }
+    }
+}

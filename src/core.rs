@@ -1,0 +1,549 @@
+//! The shared core ([`Core`], ex-`Shared`) and the release / hand-off
+//! protocol: what happens to a connection or a place when its owner is done
+//! with it. The acquire path is in `pool.rs`; the release path starts in
+//! `Drop for Pooled` (`pooled.rs`) and continues here.
+//!
+//! # One verb per act
+//!
+//! | verb | act |
+//! | --- | --- |
+//! | [`release`](Core::release) | a guard gives its connection back: judge it, then `publish` it or `retire` it |
+//! | [`publish`](Core::publish) | the inlined common case of `pass_on` for a healthy released connection |
+//! | [`pass_on`](Core::pass_on) | hand a connection or a place to the oldest waiter, else `shelve` it, then re-check |
+//! | [`shelve`](Core::shelve) | put a connection into the idle set or a place into the free queue (no re-check) |
+//! | [`requeue`](Core::requeue) | shelve an unchecked idle connection behind the others (`try_get`, a `get` out of time) |
+//! | [`retire`](Core::retire) | close an owned connection, then `pass_on` its place |
+//! | [`discard`](Core::discard) | the pool is closed: close and free, serving nobody |
+//!
+//! # Invariants kept
+//!
+//! I1 (via `slots.rs`), I2 (a connection lives in a slot; a place is a
+//! slot), I3 (every close path runs [`close_quietly`] once, counts it, and
+//! gives the place on only after), I4 and I7 (via `waiters.rs` and
+//! [`Core::pass_on`]: DESIGN.md, "The lost-wake-up argument"). Every
+//! function that closes connections returns their counted references as a
+//! [`Retired`] count, settled by the caller after its last use of the core
+//! (`lifetime.rs`).
+
+use std::panic::{AssertUnwindSafe, Location, catch_unwind};
+use std::sync::{Arc, Weak};
+
+use crate::Manager;
+use crate::clock::Clock;
+use crate::config::{Config, Ticks};
+use crate::deadlines::Deadlines;
+use crate::lifecycle::{Lifecycle, Verdict};
+use crate::lifetime::{self, Retired};
+use crate::maintenance::{Deadline, Entry, Household, Maintenance};
+use crate::metrics::{Counters, State, bump};
+use crate::shards::Shards;
+use crate::slots::{Busy, Facts, Held, Place, Slots};
+use crate::sync::{self, AtomicBool, Ordering, fence, mutant};
+use crate::waiters::{Grant, Waiters};
+
+/// The counted owner of a core (`lifetime.rs`).
+pub(crate) type Owner<M> = lifetime::Owner<Core<M>>;
+
+/// Carries what `held` owns into a waiter node's grant (a number: the
+/// ownership travels with the node's serving CAS, `waiters.rs`).
+#[inline]
+pub(crate) fn into_grant(held: Held) -> Grant {
+    match held {
+        Held::Busy(busy) => Grant::Slot(busy.into_raw()),
+        Held::Place(place) => Grant::Place(place.into_raw()),
+    }
+}
+
+/// Takes back the ownership a grant carries.
+///
+/// # Safety
+/// `grant` was made by [`into_grant`] from a token of this pool, and the
+/// caller is the one party it was given to: the waiter that a node's
+/// serving CAS served (and that saw it, `poll` or `cancel`), or the server
+/// that `Waiters::serve` gave it back to.
+#[inline]
+pub(crate) unsafe fn from_grant(grant: Grant) -> Held {
+    // SAFETY: per the contract, the caller is the grant's only owner.
+    unsafe {
+        match grant {
+            Grant::Slot(i) => Held::Busy(Busy::from_raw(i)),
+            Grant::Place(i) => Held::Place(Place::from_raw(i)),
+        }
+    }
+}
+
+/// Drops a connection, containing a panic in its `Drop` so that a faulty
+/// connection type cannot lose a place.
+pub(crate) fn close_quietly<C>(conn: Option<C>) {
+    let _ = catch_unwind(AssertUnwindSafe(move || drop(conn)));
+}
+
+/// The state all handles, guards and waiters share.
+pub(crate) struct Core<M: Manager> {
+    pub(crate) manager: M,
+    pub(crate) config: Config,
+    pub(crate) slots: Slots<M::Connection>,
+    pub(crate) shards: Shards,
+    pub(crate) waiters: Waiters,
+    /// Deadlines of parked waiters, timed out by the background task.
+    pub(crate) deadlines: Deadlines,
+    /// Set once by `close`; SeqCst where it takes part in the re-check
+    /// arguments (see `pass_on` and `close`).
+    pub(crate) closed: AtomicBool,
+    pub(crate) clock: Clock,
+    pub(crate) counters: Counters,
+    pub(crate) maintenance: Maintenance,
+    /// Judging connections: settings in ticks, restart epoch, jitter.
+    pub(crate) lifecycle: Lifecycle,
+    /// This core's owner, for spawning background work from `&self` and
+    /// for counting references with the `Arc`'s own provenance.
+    pub(crate) weak: Weak<Owner<M>>,
+}
+
+impl<M: Manager> Core<M> {
+    /// A core for `manager` with `config` (validated), in its own counted
+    /// allocation (`lifetime.rs`). Starts nothing.
+    pub(crate) fn new(manager: M, config: Config, clock: quanta::Clock) -> Arc<Owner<M>> {
+        let ticks = Ticks::new(&config);
+        let clock = Clock::new(clock, ticks.uses_clock);
+        let now = clock.now();
+        Arc::new_cyclic(|weak: &Weak<Owner<M>>| {
+            let seed = now ^ 0x9E37_79B9_7F4A_7C15 ^ (weak.as_ptr().addr() as u64);
+            Owner::new(Core {
+                slots: Slots::new(config.max_size),
+                shards: Shards::new(
+                    config.shards,
+                    Shards::room_per_shard(config.max_size, config.shards),
+                ),
+                waiters: Waiters::new(),
+                deadlines: Deadlines::new(),
+                closed: AtomicBool::new(false),
+                counters: Counters::default(),
+                maintenance: Maintenance::new(
+                    now,
+                    ticks.margin,
+                    config.max_size,
+                    ticks.idle_timeout,
+                    ticks.leak,
+                    config.min_idle,
+                ),
+                lifecycle: Lifecycle::new(ticks, seed),
+                weak: weak.clone(),
+                clock,
+                manager,
+                config,
+            })
+        })
+    }
+
+    /// Bookkeeping for handing out an owned, ready slot: records
+    /// the taker for leak detection when that is on (stamped with the real
+    /// clock, one read, since the cached reading may be a period or more
+    /// old; `clock.rs`).
+    #[inline(always)]
+    pub(crate) fn hand_out(&self, busy: &Busy, by: &'static Location<'static>) {
+        if self.lifecycle.ticks.leak != 0 {
+            self.slots.set_taken(busy, self.clock.exact(), by);
+        }
+    }
+
+    /// Takes an idle connection: pop a key, claim its slot. Skips stale keys.
+    #[inline]
+    pub(crate) fn take_idle(&self) -> Option<Busy> {
+        while let Some(key) = self.shards.pop() {
+            if let Some(busy) = self.slots.claim(key) {
+                return Some(busy);
+            }
+            self.forget_stale();
+        }
+        None
+    }
+
+    /// A popped key was stale: it has left the idle set (`shards.rs`).
+    #[cold]
+    fn forget_stale(&self) {
+        self.shards.forget_stale();
+    }
+
+    /// Idle connections: keys queued minus stale ones (exact when quiet;
+    /// the stale-key invariant is in `shards.rs`).
+    pub(crate) fn idle_count(&self) -> usize {
+        self.shards.idle()
+    }
+
+    /// The time lifecycle checks compare against: the cached reading while
+    /// the background task keeps it fresh, the real clock otherwise.
+    #[inline(always)]
+    pub(crate) fn now_for_checks(&self) -> u64 {
+        self.clock.hot_now()
+    }
+
+    /// Judges a claimed idle connection: the manager's cheap `is_broken`
+    /// first (it runs at hand-out too), then the lifecycle policy
+    /// (`lifecycle.rs`); `probe`: an armed probe checks this connection.
+    #[inline]
+    pub(crate) fn judge(&self, busy: &mut Busy, now: u64, probe: bool) -> Verdict {
+        if self.is_broken(busy) {
+            return Verdict::Broken;
+        }
+        self.lifecycle.judge(&self.slots, busy.index(), now, probe)
+    }
+
+    /// `Manager::is_broken` on an owned connection; a panic in it counts
+    /// as broken.
+    #[inline(always)]
+    fn is_broken(&self, busy: &mut Busy) -> bool {
+        catch_unwind(AssertUnwindSafe(|| {
+            self.manager.is_broken(self.slots.conn_mut(busy))
+        }))
+        .unwrap_or(true)
+    }
+
+    /// A check of `busy`'s connection passed: stamp it verified now, and
+    /// the server known alive (no probe for a period).
+    pub(crate) fn passed_check(&self, busy: &Busy) {
+        self.slots.set_verified(busy, self.lifecycle.next_seq());
+        self.lifecycle.note_alive(self.clock.hot_now());
+    }
+
+    /// A check of `busy`'s connection failed: close it; and since a failed
+    /// check is evidence that the server went away, every connection
+    /// verified before now is checked before its next use (after a server
+    /// restart that costs one failed check per connection, not one failed
+    /// request or timeout per connection).
+    pub(crate) fn failed_check(&self, busy: Busy) -> Retired {
+        bump(&self.counters.check_failures);
+        self.lifecycle.note_failure();
+        // Contain a panic from the connection's `Drop` (retire does).
+        catch_unwind(AssertUnwindSafe(|| self.retire(busy))).unwrap_or_default()
+    }
+
+    /// `retire` for a broken connection: closes it (counted in
+    /// `Metrics::broken`) and arms a probe of one other idle connection,
+    /// not a pool-wide check: one broken connection is not evidence that
+    /// the server went away (`lifecycle.rs`).
+    #[cold]
+    pub(crate) fn retire_broken(&self, busy: Busy) -> Retired {
+        bump(&self.counters.broken);
+        self.lifecycle.suspect(self.clock.now());
+        self.retire(busy)
+    }
+
+    /// Takes anything a waiter could use: an idle connection or a place.
+    pub(crate) fn take_any(&self) -> Option<Held> {
+        match self.take_idle() {
+            Some(busy) => Some(Held::Busy(busy)),
+            None => self.slots.reserve().map(Held::Place),
+        }
+    }
+
+    /// `release`: a guard gives its connection back (the release path):
+    /// check it, then pass it on (healthy) or close it and pass its place
+    /// on (broken: marked so by its holder, `is_broken`, or a panic; or
+    /// past its lifetime).
+    #[inline]
+    pub(crate) fn release(&self, mut busy: Busy, marked_broken: bool) -> Retired {
+        // A guard dropped while its thread panics may hold a connection in
+        // an unknown state (half a transaction): close it rather than reuse.
+        let broken = marked_broken || std::thread::panicking() || self.is_broken(&mut busy);
+        if self.lifecycle.ticks.leak != 0 {
+            self.slots.clear_taken(&busy);
+        }
+        let now = self.now_for_checks();
+        // The end of its lifetime (`u64::MAX`: none).
+        let last = self.slots.expires_at(busy.index());
+        if broken {
+            self.retire_broken(busy)
+        } else if now >= last {
+            bump(&self.counters.expired);
+            self.retire(busy)
+        } else {
+            self.stamp_fresh(&busy, last, now);
+            self.publish(busy, now)
+        }
+    }
+
+    /// Stamps until when an owned healthy connection, about to go idle at
+    /// `now`, may be handed out without a closer look: the end of its
+    /// lifetime `last` or when it becomes due for a check, whichever comes
+    /// first. Stored before the connection is passed on, to the idle set or
+    /// straight to a waiter, whose acquire judges by it.
+    #[inline(always)]
+    pub(crate) fn stamp_fresh(&self, busy: &Busy, last: u64, now: u64) {
+        let fresh_until = self.lifecycle.fresh_until(last, now);
+        self.slots.set_fresh_until(busy, fresh_until);
+    }
+
+    /// `publish`: the common case of [`pass_on`](Self::pass_on) for a
+    /// healthy released connection, small enough to inline into `Drop for
+    /// Pooled`: no waiter, pool open, push to the home shard, and the same
+    /// re-check.
+    #[inline(always)]
+    fn publish(&self, busy: Busy, now: u64) -> Retired {
+        if self.closed.load(Ordering::Relaxed) || self.waiters.any() {
+            return self.pass_on(Held::Busy(busy));
+        }
+        let key = self.slots.make_idle(busy, now);
+        self.shards.push(key, |k| self.slots.is_live(k));
+        sync::after_publish();
+        // The push ended in a SeqCst operation of ours (the hot word's CAS,
+        // or a fence after a queue push, `shards.rs`); these SeqCst loads
+        // follow it in S.
+        sync::sc_load_after_rmw();
+        // loom mutants: close_no_recheck, lost_wakeup (run-mutants.sh)
+        let closed = !mutant("close_no_recheck") && self.closed.load(Ordering::SeqCst);
+        if closed || (!mutant("lost_wakeup") && self.waiters.any()) {
+            return self.after_shelve();
+        }
+        Retired(0)
+    }
+
+    /// `retire`: closes the connection of an owned BUSY slot and passes its
+    /// place on.
+    pub(crate) fn retire(&self, busy: Busy) -> Retired {
+        let (conn, place) = self.slots.take(busy);
+        close_quietly(conn);
+        bump(&self.counters.closed);
+        // The connection is gone before its place goes to anyone else.
+        let Retired(n) = self.pass_on(Held::Place(place));
+        Retired(n + 1)
+    }
+
+    /// `pass_on`: hands `grant` to the oldest live waiter, or shelves it:
+    /// into the idle set (a connection) or the free queue (a place).
+    ///
+    /// After putting it back, re-reads `tokens` (SeqCst): a waiter that
+    /// registered meanwhile either found what was put back in its own
+    /// re-check or is seen here, and then something is taken back for it.
+    /// Each further round consumes a waiter token or ends, so the loop is
+    /// bounded by the number of registrations it races with.
+    #[inline(never)]
+    pub(crate) fn pass_on(&self, mut held: Held) -> Retired {
+        loop {
+            if self.closed.load(Ordering::Acquire) {
+                return self.discard(held);
+            }
+            if self.waiters.any() {
+                match self.waiters.serve(into_grant(held)) {
+                    Ok(()) => return Retired(0),
+                    // SAFETY: `serve` gave back the grant made just above,
+                    // which no waiter took.
+                    Err(back) => held = unsafe { from_grant(back) },
+                }
+            }
+            self.shelve(held, self.now_for_checks());
+            sync::after_publish();
+            // The shelve ended in a SeqCst operation of ours (`shelve`);
+            // these SeqCst loads follow it in S and pair with `register`'s
+            // token add + fence and with `close`'s store + fence (DESIGN.md,
+            // "The lost-wake-up argument").
+            sync::sc_load_after_rmw();
+            if self.closed.load(Ordering::SeqCst) {
+                return self.close_idle();
+            }
+            if !self.waiters.any() {
+                return Retired(0);
+            }
+            match self.take_any() {
+                Some(next) => held = next,
+                None => return Retired(0),
+            }
+        }
+    }
+
+    /// The end of `pass_on`'s round after a shelve that raced with a
+    /// waiter's registration or with `close`.
+    #[cold]
+    #[inline(never)]
+    fn after_shelve(&self) -> Retired {
+        if self.closed.load(Ordering::SeqCst) {
+            return self.close_idle();
+        }
+        match self.take_any() {
+            Some(next) => self.pass_on(next),
+            None => Retired(0),
+        }
+    }
+
+    /// `shelve`: puts a grant where the next taker looks: a connection into
+    /// the idle set (stamped as released at `now`), a place into the free
+    /// queue. Serves nobody and re-checks nothing (see `pass_on`). Ends in a
+    /// SeqCst operation of ours: the idle set's push does (`shards.rs`); a
+    /// place's push onto the free queue is crossbeam's, whose orderings are
+    /// not ours to rely on, so a SeqCst fence follows it.
+    #[inline]
+    pub(crate) fn shelve(&self, held: Held, now: u64) {
+        match held {
+            Held::Busy(busy) => {
+                let key = self.slots.make_idle(busy, now);
+                self.shards.push(key, |k| self.slots.is_live(k));
+            }
+            Held::Place(place) => {
+                self.slots.unreserve(place);
+                fence(Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// `requeue`: puts an owned idle connection that `try_get` may not hand
+    /// out (it is due for a check) back behind the others, keeping its idle time; a
+    /// waiter, if any, gets it instead (and checks it).
+    pub(crate) fn requeue(&self, busy: Busy) -> Retired {
+        if self.waiters.any() || self.closed.load(Ordering::Relaxed) {
+            return self.pass_on(Held::Busy(busy));
+        }
+        let since = self.slots.facts(busy.index()).released_at;
+        let key = self.slots.make_idle(busy, since);
+        self.shards.push_back(key, |k| self.slots.is_live(k));
+        // The same re-check as `publish` (`push_back` ends in our fence).
+        sync::sc_load_after_rmw();
+        if self.closed.load(Ordering::SeqCst) || self.waiters.any() {
+            return self.after_shelve();
+        }
+        Retired(0)
+    }
+
+    /// `discard`: closes what `grant` holds and frees its place, serving
+    /// nobody (the pool is closed).
+    fn discard(&self, held: Held) -> Retired {
+        match held {
+            Held::Busy(busy) => {
+                // Emptied (closed) first, then its place freed.
+                let (conn, place) = self.slots.take(busy);
+                close_quietly(conn);
+                bump(&self.counters.closed);
+                self.slots.unreserve(place);
+                Retired(1)
+            }
+            Held::Place(place) => {
+                self.slots.unreserve(place);
+                Retired(0)
+            }
+        }
+    }
+
+    /// Closes every idle connection (the pool is closed).
+    fn close_idle(&self) -> Retired {
+        let mut n = 0;
+        while let Some(busy) = self.take_idle() {
+            n += self.discard(Held::Busy(busy)).0;
+        }
+        Retired(n)
+    }
+
+    /// Stops handing out: rejects waiters, closes idle connections.
+    pub(crate) fn close(&self) -> Retired {
+        self.closed.store(true, Ordering::SeqCst);
+        // Pairs with the SeqCst fence in `register` and the SeqCst loads in
+        // `grant`: a waiter or an idle connection that arrives after this is
+        // seen by its own side's re-check of `closed`.
+        fence(Ordering::SeqCst);
+        self.waiters.close_all();
+        self.close_idle()
+    }
+
+    /// A snapshot of sizes and waiters (`Pool::state`).
+    pub(crate) fn state(&self) -> State {
+        let size = self.slots.taken();
+        let idle = self.idle_count().min(size);
+        let connecting = self.counters.connecting.load(Ordering::Relaxed);
+        State {
+            size,
+            idle,
+            in_use: size.saturating_sub(idle + connecting),
+            waiting: self.waiters.live(),
+        }
+    }
+
+    /// Puts a freshly opened connection into a reserved place: stamps its
+    /// lifetime (shortened by up to 5% of jitter, so connections opened
+    /// together do not expire together), takes its reference on the core,
+    /// and schedules its deadlines. Returns the claimed slot, the caller's.
+    pub(crate) fn adopt(&self, place: Place, conn: M::Connection) -> Busy {
+        let now = self.clock.now();
+        let serial = self.counters.opened.fetch_add(1, Ordering::Relaxed) + 1;
+        let expires_at = self.lifecycle.expires_at(now);
+        let seq = self.lifecycle.next_seq();
+        let busy = self.slots.fill(place, conn, serial, now, expires_at, seq);
+        let index = busy.index();
+        // Fresh: no check is due, only its lifetime bounds it.
+        self.slots.set_fresh_until(&busy, expires_at);
+        // The connection's own reference on the core (`lifetime.rs`).
+        crate::lifetime::add_reference(&self.weak);
+        if expires_at != u64::MAX {
+            self.maintenance.schedule(
+                expires_at,
+                Entry {
+                    index,
+                    serial,
+                    kind: Deadline::Lifetime,
+                },
+            );
+        }
+        if let Some(idle) = self.lifecycle.ticks.idle_timeout {
+            self.maintenance.schedule(
+                now.saturating_add(idle),
+                Entry {
+                    index,
+                    serial,
+                    kind: Deadline::Idle,
+                },
+            );
+        }
+        busy
+    }
+}
+
+impl<M: Manager> Household for Core<M> {
+    fn facts(&self, index: u32) -> Facts {
+        self.slots.facts(index)
+    }
+
+    fn is_busy_with(&self, index: u32, serial: u64) -> bool {
+        self.slots.is_busy_with(index, serial)
+    }
+
+    fn idle_count(&self) -> usize {
+        Core::idle_count(self)
+    }
+
+    /// Its key stays in the idle set, stale: counted before the claim that
+    /// makes it so (the stale-key invariant in `shards.rs`).
+    fn close_in_place(&self, index: u32, serial: u64) -> Option<Retired> {
+        self.shards.count_stale();
+        let Some(busy) = self.slots.claim_in_place(index, serial) else {
+            self.shards.uncount_stale();
+            return None;
+        };
+        bump(&self.counters.expired);
+        Some(self.retire(busy))
+    }
+
+    /// Reports (once each) connections held longer than `threshold` ticks.
+    ///
+    /// Compares a real clock reading taken here (not the cached one, nor
+    /// the pass's `now`, whoever computed it) with the real stamp taken at
+    /// hand-out (`Core::hand_out`), so `held_ms` is the true hold time at
+    /// the scan, within a millisecond (scans run every half threshold,
+    /// rounded up to the next pass, so a report comes at most that late).
+    /// Ticks are whole milliseconds, so a stamp and a reading `threshold`
+    /// ticks apart may be up to 1 ms less apart in truth: a holding is
+    /// reported from `threshold + 1` ticks, never before the threshold has
+    /// really passed.
+    fn report_leaks(&self, threshold: u64) {
+        let now = self.clock.exact();
+        let from = threshold.saturating_add(1);
+        for index in 0..self.slots.capacity() as u32 {
+            if let Some((serial, held, by)) = self.slots.leak(index, now, from) {
+                crate::metrics::bump(&self.counters.leaks);
+                tracing::warn!(
+                    target: "latchless",
+                    connection = serial,
+                    held_ms = held,
+                    taken_at = %by,
+                    "connection held longer than leak_threshold ({threshold} ms); taken by the `get` at {by}"
+                );
+            }
+        }
+    }
+}

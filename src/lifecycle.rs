@@ -1,0 +1,185 @@
+//! Judging a connection (I6): whether an idle one may be handed out as it
+//! is, must be checked first (idle too long, or verified before the last
+//! failure: the server-restart epoch), or is past its lifetime; and the
+//! stamps that make that judgement one load and one compare on the hot
+//! path (`fresh_until`, set when a connection goes idle).
+//!
+//! # Invariants kept
+//!
+//! - No connection is handed out at or past its `expires_at`, which is its
+//!   `max_lifetime` less jitter (up to 5%) less the margin by which the
+//!   cached clock may lag: jitter only shortens a lifetime.
+//! - Every connection that goes idle, whoever opened it, is stamped with
+//!   [`Lifecycle::fresh_until`] before it is published, so one idle longer
+//!   than `check_after_idle` is judged [`Verdict::Check`].
+//! - `restart_epoch` only grows: evidence that the server went away (a
+//!   failed check, a failed connect after a successful one) marks every
+//!   connection verified before it for a check.
+//! - One broken connection is not such evidence: it arms a probe, and the
+//!   next acquirer that judges with `probe` checks that one connection
+//!   (unless a check passed within the last maintenance period). A failed
+//!   probe is a failed check, and starts an epoch.
+//!
+//! This module knows no core type: it judges slots of [`Slots`].
+
+use std::time::Duration;
+
+use crate::config::Ticks;
+use crate::slots::Slots;
+use crate::sync::{AtomicBool, AtomicU64, Ordering};
+
+/// What an acquirer must do with a claimed idle connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Hand it out.
+    Ready,
+    /// Past its lifetime: close it and look again.
+    Expired,
+    /// Run `Manager::check` first (idle too long, older than the last
+    /// failure: the server-restart epoch, or the probe after a broken
+    /// connection).
+    Check,
+    /// `Manager::is_broken` says so: close it and look again (judged by
+    /// the core, which owns the manager).
+    Broken,
+}
+
+/// A pool's lifecycle policy and its event sequence.
+#[derive(Debug)]
+pub(crate) struct Lifecycle {
+    /// Settings turned into clock ticks once, for the hot path.
+    pub(crate) ticks: Ticks,
+    /// Event sequence: opens, passed checks and failures each take the
+    /// next number, so "verified before the last failure" is exact even
+    /// within one clock tick.
+    seq: AtomicU64,
+    /// Sequence number of the latest evidence that the server went away
+    /// (0 = none): a failed check, or a failed connect after a successful
+    /// one. Connections verified before it are checked before their next
+    /// use (the server-restart epoch).
+    restart_epoch: AtomicU64,
+    /// Set by a broken connection: the next `get` that takes an idle
+    /// connection checks that one first (a probe).
+    probe: AtomicBool,
+    /// Tick until which the server is known alive (a check passed less
+    /// than a period before; 0 = not known): a broken connection before
+    /// then arms no probe.
+    alive_until: AtomicU64,
+    /// State of the jitter generator (xorshift; cold paths only).
+    rng: AtomicU64,
+}
+
+impl Lifecycle {
+    /// A policy for `ticks`, its jitter generator seeded with `seed`.
+    pub(crate) fn new(ticks: Ticks, seed: u64) -> Self {
+        Self {
+            ticks,
+            seq: AtomicU64::new(1),
+            restart_epoch: AtomicU64::new(0),
+            probe: AtomicBool::new(false),
+            alive_until: AtomicU64::new(0),
+            rng: AtomicU64::new(seed | 1),
+        }
+    }
+
+    /// Judges a claimed idle connection (I6): one load and compare for the
+    /// time-based policies, one for the restart epoch; the details only
+    /// when one of them says so. With `probe`, an armed probe makes this
+    /// connection the one checked.
+    #[inline]
+    pub(crate) fn judge<C>(&self, slots: &Slots<C>, index: u32, now: u64, probe: bool) -> Verdict {
+        if now >= slots.fresh_until(index) {
+            return Self::judge_closely(slots, index, now);
+        }
+        let epoch = self.restart_epoch.load(Ordering::Relaxed);
+        if epoch != 0 && slots.facts(index).verified_seq < epoch {
+            return Verdict::Check;
+        }
+        if probe && self.take_probe() {
+            return Verdict::Check;
+        }
+        Verdict::Ready
+    }
+
+    /// A connection was returned (or found) broken at `now`: unless a check
+    /// passed within the last period, arm a probe of one idle connection.
+    pub(crate) fn suspect(&self, now: u64) {
+        if now >= self.alive_until.load(Ordering::Relaxed) {
+            self.probe.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Takes the armed probe, if any (one relaxed load when none is).
+    #[inline(always)]
+    fn take_probe(&self) -> bool {
+        self.probe.load(Ordering::Relaxed) && self.probe.swap(false, Ordering::Relaxed)
+    }
+
+    /// A check passed at `now`: the server is known alive for a period.
+    pub(crate) fn note_alive(&self, now: u64) {
+        self.alive_until
+            .fetch_max(now.saturating_add(self.ticks.margin), Ordering::Relaxed);
+    }
+
+    #[cold]
+    fn judge_closely<C>(slots: &Slots<C>, index: u32, now: u64) -> Verdict {
+        if slots.expires_at(index) <= now {
+            return Verdict::Expired;
+        }
+        Verdict::Check
+    }
+
+    /// Until when a healthy connection going idle at `now`, whose lifetime
+    /// ends at `last`, may be handed out without a closer look: the end of
+    /// its lifetime or when it becomes due for a check, whichever is first.
+    #[inline(always)]
+    pub(crate) fn fresh_until(&self, last: u64, now: u64) -> u64 {
+        last.min(now.saturating_add(self.ticks.check_after_idle))
+    }
+
+    /// The first tick at which a connection opened at `now` must not be
+    /// handed out: its lifetime less jitter (up to 5%, so connections
+    /// opened together do not expire together) less the margin by which
+    /// the cached clock may lag. `u64::MAX` without a lifetime.
+    pub(crate) fn expires_at(&self, now: u64) -> u64 {
+        if self.ticks.lifetime == 0 {
+            return u64::MAX;
+        }
+        let l = self.ticks.lifetime;
+        now.saturating_add(l - self.random_below(l / 20 + 1))
+            .saturating_sub(self.ticks.margin)
+    }
+
+    /// The next event sequence number (for an open or a passed check).
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Evidence that the server went away (a failed check, a failed connect
+    /// after a successful one): every connection verified before now is
+    /// checked before its next use.
+    pub(crate) fn note_failure(&self) {
+        let s = self.next_seq();
+        self.restart_epoch.fetch_max(s, Ordering::Relaxed);
+    }
+
+    /// A random duration in `[d/2, d]` (cold paths only).
+    pub(crate) fn jitter(&self, d: Duration) -> Duration {
+        let half = d / 2;
+        half + half.mul_f64(self.random_below(1024) as f64 / 1023.0)
+    }
+
+    /// A random number in `0..n` (xorshift; cold paths only).
+    fn random_below(&self, n: u64) -> u64 {
+        let r = self
+            .rng
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |mut x| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                Some(x)
+            })
+            .unwrap_or(1);
+        r % n.max(1)
+    }
+}

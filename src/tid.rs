@@ -1,0 +1,223 @@
+//! The thread registry: one thread-local per thread behind everything the
+//! pool keeps per thread, in the spirit of sharded-slab's `tid.rs`. A
+//! release used to touch four thread-locals (the shard home, the hazard
+//! claim, the deadline cursor, the ops counter); it now touches one.
+//!
+//! - **Thread ids.** A thread that needs one claims the lowest free id of
+//!   [`THREAD_IDS`] (one CAS, once per thread) and gives it back when it
+//!   exits, so ids stay small and dense: the hazard slots (`hazard.rs`)
+//!   are indexed by them. A thread that finds none free has no id (the
+//!   hazard code then takes counted references).
+//! - **Home.** A per-thread hash, spread by Fibonacci hashing, that picks
+//!   the thread's home shard and deadline slot ([`home_index`]).
+//! - **Ops.** Releases on this thread ([`every_64th_op`]).
+//! - **Cursor.** Where this thread's next waiter looks for a free deadline
+//!   slot (`deadlines.rs`).
+//!
+//! # Invariants kept
+//!
+//! - An id is held by at most one live thread: claimed by a CAS
+//!   `false -> true` (Acquire), given back at exit by a Release store, so
+//!   the next holder starts after the last use by the previous one.
+//! - Every access goes through `try_with`: a release run from another
+//!   thread-local's destructor, after this one is gone, gets the fallback
+//!   (no id, home 0, no maintenance share, no cursor), never a panic.
+//!
+//! This module imports only `sync.rs`.
+
+use std::cell::Cell;
+
+use crate::sync::{self, AtomicBool, HAZARD_RELEASE_AT_EXIT, HAZARD_SLOTS, Ordering};
+
+/// Thread ids handed out at once; more threads have none.
+pub(crate) const THREAD_IDS: usize = HAZARD_SLOTS;
+
+sync::global_array! {
+    /// Which ids are held, each flag on its own cache line.
+    static IDS: [AtomicBool; THREAD_IDS] = AtomicBool::new(false);
+}
+
+/// What a thread knows of its id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Id {
+    /// None claimed yet.
+    Unclaimed,
+    /// Every id was taken when this thread looked.
+    NoneFree,
+    /// This thread's id.
+    Held(usize),
+}
+
+/// Everything the pool keeps per thread.
+struct Local {
+    id: Cell<Id>,
+    /// Home hash; 0 until first use.
+    home: Cell<u32>,
+    /// Releases on this thread.
+    ops: Cell<u32>,
+    /// Where this thread's next waiter starts looking for a deadline slot.
+    cursor: Cell<Option<usize>>,
+}
+
+impl Local {
+    const fn new() -> Self {
+        Self {
+            id: Cell::new(Id::Unclaimed),
+            home: Cell::new(0),
+            ops: Cell::new(0),
+            cursor: Cell::new(None),
+        }
+    }
+
+    #[cold]
+    fn claim(&self) -> Id {
+        let found = IDS.iter().position(|t| {
+            !t.load(Ordering::Relaxed)
+                && t.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+        });
+        let id = found.map_or(Id::NoneFree, Id::Held);
+        self.id.set(id);
+        id
+    }
+
+    #[cold]
+    fn first_home(&self) -> u32 {
+        let n = NEXT_THREAD.fetch_add(1, std::sync::atomic::Ordering::Relaxed) as u32;
+        // Golden-ratio spread of consecutive thread numbers over u32; `| 1`
+        // keeps it away from the 0 sentinel.
+        let v = n.wrapping_mul(0x9E37_79B9) | 1;
+        self.home.set(v);
+        v
+    }
+}
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        if !HAZARD_RELEASE_AT_EXIT {
+            return;
+        }
+        if let Id::Held(i) = self.id.get() {
+            // Release: the next holder starts after this thread's last use
+            // of the id (its hazard window closed).
+            IDS[i].store(false, Ordering::Release);
+        }
+    }
+}
+
+sync::thread_local_cell! {
+    static LOCAL: Local = Local::new();
+}
+
+/// Hands out distinct thread numbers for home hashes. A std atomic even
+/// under loom (a `static` needs a `const` constructor, and which shard a
+/// thread calls home is no part of the protocol).
+static NEXT_THREAD: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+
+/// This thread's id, claimed on first use; `None` if every id is taken or
+/// the thread's registry entry is gone (it is exiting).
+#[inline(always)]
+pub(crate) fn id() -> Option<usize> {
+    LOCAL
+        .try_with(|l| {
+            let id = match l.id.get() {
+                Id::Unclaimed => l.claim(),
+                id => id,
+            };
+            match id {
+                Id::Held(i) => Some(i),
+                Id::Unclaimed | Id::NoneFree => None,
+            }
+        })
+        .ok()
+        .flatten()
+}
+
+/// This thread's id if it already holds one (claims nothing).
+pub(crate) fn held_id() -> Option<usize> {
+    LOCAL
+        .try_with(|l| match l.id.get() {
+            Id::Held(i) => Some(i),
+            Id::Unclaimed | Id::NoneFree => None,
+        })
+        .ok()
+        .flatten()
+}
+
+/// This thread's home among `n` places (shards, deadline slots): its hash
+/// scaled to `0..n` with one multiply (Lemire's "fastrange").
+#[inline(always)]
+pub(crate) fn home_index(n: usize) -> usize {
+    let hash = LOCAL
+        .try_with(|l| match l.home.get() {
+            0 => l.first_home(),
+            v => v,
+        })
+        .unwrap_or(0);
+    ((u64::from(hash) * n as u64) >> 32) as usize
+}
+
+/// Loom test support: makes `shard` of `n` this thread's home.
+#[cfg(latchless_loom)]
+pub(crate) fn pin_home(shard: usize, n: usize) {
+    assert!(shard < n, "no shard {shard} of {n}");
+    let v = ((((shard as u64) << 32) / n as u64) as u32 + 1) | 1;
+    let _ = LOCAL.try_with(|l| l.home.set(v));
+    debug_assert_eq!(home_index(n), shard);
+}
+
+/// True on every 64th call on this thread: when a busy thread reads the
+/// real clock and looks whether maintenance is due. One thread-local
+/// increment otherwise.
+#[inline(always)]
+pub(crate) fn every_64th_op() -> bool {
+    LOCAL
+        .try_with(|l| {
+            let n = l.ops.get().wrapping_add(1);
+            l.ops.set(n);
+            n % 64 == 0
+        })
+        .unwrap_or(false)
+}
+
+/// Where this thread's next waiter starts looking for a deadline slot.
+pub(crate) fn cursor() -> Option<usize> {
+    LOCAL.try_with(|l| l.cursor.get()).ok().flatten()
+}
+
+/// Sets where this thread's next waiter starts looking.
+pub(crate) fn set_cursor(at: Option<usize>) {
+    let _ = LOCAL.try_with(|l| l.cursor.set(at));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn threads_hold_distinct_ids_and_give_them_back() {
+        let mine = id().expect("a fresh thread gets an id");
+        assert_eq!(id(), Some(mine), "stable for the thread");
+        assert!(IDS[mine].load(Ordering::Relaxed));
+        let theirs = std::thread::spawn(|| id().unwrap()).join().unwrap();
+        assert_ne!(mine, theirs, "two live threads never share an id");
+        assert!(
+            !IDS[theirs].load(Ordering::Relaxed),
+            "given back when its thread exited"
+        );
+    }
+
+    #[test]
+    fn home_index_is_stable_and_in_range() {
+        let a = home_index(7);
+        assert!(a < 7);
+        assert_eq!(home_index(7), a);
+        assert_eq!(home_index(1), 0);
+    }
+
+    #[test]
+    fn every_64th_op_fires_once_in_64() {
+        let fired = (0..640).filter(|_| every_64th_op()).count();
+        assert_eq!(fired, 10);
+    }
+}
