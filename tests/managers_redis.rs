@@ -390,3 +390,99 @@ fn debug_never_shows_the_password() {
     assert!(!shown.contains("s3cret-token"), "{shown}");
     assert!(shown.contains("app"));
 }
+
+// ---- Faults (issue 12) on the real Redis. ----
+
+/// `RedisManager` with its checks counted and slowed down, to cancel a
+/// `get` in the middle of its pre-ping.
+struct SlowCheck {
+    inner: RedisManager,
+    checks: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Manager for SlowCheck {
+    type Connection = RedisConnection;
+    type Error = <RedisManager as Manager>::Error;
+
+    fn connect(
+        &self,
+    ) -> impl std::future::Future<Output = Result<RedisConnection, Self::Error>> + Send {
+        self.inner.connect()
+    }
+
+    async fn check(&self, conn: &mut RedisConnection) -> Result<(), Self::Error> {
+        self.checks.fetch_add(1, SeqCst);
+        let r = self.inner.check(conn).await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        r
+    }
+
+    fn is_broken(&self, conn: &mut RedisConnection) -> bool {
+        self.inner.is_broken(conn)
+    }
+}
+
+/// `Pooled::mark_broken` closes that client only: the server sees one
+/// client of ours fewer, and the other stays in the pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_marked_broken_closes_its_client_only() {
+    let name = name("mark-broken");
+    let mut admin = admin().await;
+    let pool = Pool::builder(manager(&name)).max_size(2).build().unwrap();
+    let before = warm(&pool, 2).await;
+    assert_eq!(before.len(), 2);
+    let mut conn = pool.get().await.unwrap();
+    let gone = client_id(&mut conn).await.unwrap();
+    latchless::Pooled::mark_broken(&mut conn);
+    drop(conn);
+    let start = Instant::now();
+    loop {
+        let now: HashSet<u64> = ids(&mut admin, &name).await.into_iter().collect();
+        if !now.contains(&gone) {
+            assert_eq!(now.len(), 1, "the other client stays: {now:?}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "client not closed"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let m = pool.metrics();
+    assert_eq!((m.broken, m.closed, m.state.size), (1, 1, 1));
+}
+
+/// A `get` cancelled during its pre-ping keeps the healthy client: the
+/// check finishes without it, and the same client serves the next `get`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_cancelled_during_its_pre_ping_keeps_the_client() {
+    let name = name("cancel-check");
+    let mut admin = admin().await;
+    let checks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let m = SlowCheck {
+        inner: manager(&name),
+        checks: Arc::clone(&checks),
+    };
+    let pool = Pool::builder(m)
+        .max_size(1)
+        .check_after_idle(Some(Duration::ZERO))
+        .build()
+        .unwrap();
+    let first = {
+        let mut c = pool.get().await.unwrap();
+        client_id(&mut c).await.unwrap()
+    };
+    let cut = tokio::time::timeout(Duration::from_millis(30), pool.get()).await;
+    assert!(cut.is_err(), "cancelled in the middle of its check");
+    let start = Instant::now();
+    while pool.state().idle != 1 {
+        assert!(start.elapsed() < Duration::from_secs(10), "never came back");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut c = pool.get().await.unwrap();
+    assert_eq!(client_id(&mut c).await.unwrap(), first, "the same client");
+    let m = pool.metrics();
+    assert_eq!((m.check_failures, m.checks_detached, m.opened), (0, 1, 1));
+    assert_eq!(checks.load(SeqCst), 2);
+    assert_eq!(ids(&mut admin, &name).await.len(), 1);
+}
