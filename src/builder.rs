@@ -165,11 +165,12 @@ impl<M: Manager> Builder<M> {
         /// Default 30 s; must be non-zero (use [`Pool::try_get`] not to wait).
         ///
         /// A `get` that finds a connection idle reads no clock and arms no
-        /// timer; one that has to wait arms one Tokio timer for this
-        /// deadline, about a third of the cost of a wait when tasks
-        /// outnumber connections (`cargo bench -p latchless-benches --bench peers --
-        /// contended_below`). `Duration::MAX` means no deadline and arms no
-        /// timer: such a `get` waits until it is served or the pool closes.
+        /// timer; one that has to wait hands its deadline to the pool's
+        /// background task (a slot it claims and clears itself), or, without
+        /// that task, arms a Tokio timer of its own. Connects and checks are
+        /// bounded by a Tokio timer. `Duration::MAX` means no deadline and
+        /// arms nothing: such a `get` waits until it is served or the pool
+        /// closes.
         ///
         /// ```
         /// # use latchless::{Manager, Pool};
