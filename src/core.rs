@@ -95,6 +95,9 @@ pub(crate) struct Core<M: Manager> {
     pub(crate) maintenance: Maintenance,
     /// Judging connections: settings in ticks, restart epoch, jitter.
     pub(crate) lifecycle: Lifecycle,
+    /// Notified (all waiters) whenever a place is freed or a connection
+    /// closed after `close`: `Pool::drain` waits on it (no polling).
+    pub(crate) drained: tokio::sync::Notify,
     /// This core's owner, for spawning background work from `&self` and
     /// for counting references with the `Arc`'s own provenance.
     pub(crate) weak: Weak<Owner<M>>,
@@ -110,19 +113,20 @@ impl<M: Manager> Core<M> {
         Arc::new_cyclic(|weak: &Weak<Owner<M>>| {
             let seed = now ^ 0x9E37_79B9_7F4A_7C15 ^ (weak.as_ptr().addr() as u64);
             Owner::new(Core {
-                slots: Slots::new(config.max_size),
+                slots: Slots::with_cap(config.limit(), config.max_size),
                 shards: Shards::new(
                     config.shards,
-                    Shards::room_per_shard(config.max_size, config.shards),
+                    Shards::room_per_shard(config.limit(), config.shards),
                 ),
                 waiters: Waiters::new(),
+                drained: tokio::sync::Notify::new(),
                 deadlines: Deadlines::new(),
                 closed: AtomicBool::new(false),
                 counters: Counters::default(),
                 maintenance: Maintenance::new(
                     now,
                     ticks.margin,
-                    config.max_size,
+                    config.limit(),
                     ticks.idle_timeout,
                     ticks.leak,
                     config.min_idle,
@@ -257,6 +261,9 @@ impl<M: Manager> Core<M> {
         } else if now >= last {
             bump(&self.counters.expired);
             self.retire(busy)
+        } else if self.slots.over_cap() {
+            // A shrink is under way (`resize`): surplus closes on return.
+            self.retire(busy)
         } else {
             self.stamp_fresh(&busy, last, now);
             self.publish(busy, now)
@@ -323,7 +330,11 @@ impl<M: Manager> Core<M> {
             if self.closed.load(Ordering::Acquire) {
                 return self.discard(held);
             }
-            if self.waiters.any() {
+            // A place above the cap (a shrink under way) goes to no waiter:
+            // it is shelved, and the re-check below reserves through the
+            // cap (`Slots::reserve`).
+            let surplus = matches!(held, Held::Place(_)) && self.slots.over_cap();
+            if !surplus && self.waiters.any() {
                 match self.waiters.serve(into_grant(held)) {
                     Ok(()) => return Retired(0),
                     // SAFETY: `serve` gave back the grant made just above,
@@ -339,6 +350,7 @@ impl<M: Manager> Core<M> {
             // "The lost-wake-up argument").
             sync::sc_load_after_rmw();
             if self.closed.load(Ordering::SeqCst) {
+                self.drained.notify_waiters();
                 return self.close_idle();
             }
             if !self.waiters.any() {
@@ -413,10 +425,12 @@ impl<M: Manager> Core<M> {
                 close_quietly(conn);
                 bump(&self.counters.closed);
                 self.slots.unreserve(place);
+                self.drained.notify_waiters();
                 Retired(1)
             }
             Held::Place(place) => {
                 self.slots.unreserve(place);
+                self.drained.notify_waiters();
                 Retired(0)
             }
         }
@@ -440,6 +454,34 @@ impl<M: Manager> Core<M> {
         fence(Ordering::SeqCst);
         self.waiters.close_all();
         self.close_idle()
+    }
+
+    /// `Pool::set_max_size`: sets the cap on places (`1 <= n <=
+    /// limit`, `n >= min_idle`, checked by the caller). Growing serves
+    /// parked waiters with the new places at once; shrinking closes idle
+    /// connections above the new cap now (in-use ones close on return,
+    /// `release`, and freed places above it go to no waiter, `pass_on`).
+    pub(crate) fn resize(&self, n: usize) -> Retired {
+        self.slots.set_cap(n);
+        let mut retired = 0;
+        // Shrink: the surplus that is idle closes now. Bounded: each round
+        // closes one connection.
+        while self.slots.over_cap() {
+            let Some(busy) = self.take_idle() else { break };
+            retired += self.retire(busy).0;
+        }
+        // Grow: parked waiters connect at once. Bounded by the new cap
+        // (each round takes a place; `pass_on` re-checks on its own).
+        for _ in 0..n {
+            if !self.waiters.any() || self.closed.load(Ordering::Acquire) {
+                break;
+            }
+            let Some(place) = self.slots.reserve() else {
+                break;
+            };
+            retired += self.pass_on(Held::Place(place)).0;
+        }
+        Retired(retired)
     }
 
     /// A snapshot of sizes and waiters (`Pool::state`).
