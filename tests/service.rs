@@ -229,6 +229,36 @@ fn resize_down_closes_idle_surplus_now_and_in_use_surplus_on_return() {
 }
 
 #[test]
+fn a_place_freed_above_the_new_cap_goes_to_no_waiter() {
+    runtime().block_on(async {
+        let (pool, t) = pool(4);
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            held.push(pool.get().await.unwrap());
+        }
+        let p = pool.clone();
+        let waiter =
+            tokio::spawn(async move { p.get_timeout(Duration::from_secs(20)).await.map(|c| c.id) });
+        until(|| pool.state().waiting == 1).await;
+        pool.set_max_size(2).unwrap();
+        // Two returns are surplus: closed, and their places serve nobody
+        // (no new connection is opened for the waiter above the cap).
+        drop(held.pop());
+        drop(held.pop());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(pool.state().waiting, 1);
+        assert_eq!(t.live(), 2);
+        assert_eq!(t.opened(), 4);
+        // The third return is within the cap: it goes to the waiter.
+        let id = held[1].id;
+        drop(held.pop());
+        assert_eq!(waiter.await.unwrap().unwrap(), id);
+        assert_eq!(t.opened(), 4);
+        assert_eq!(t.max_live(), 4);
+    });
+}
+
+#[test]
 fn set_max_size_validates_and_names_the_rule() {
     let (m, _t) = TestManager::new();
     let pool = Pool::builder(m)
