@@ -302,6 +302,10 @@ impl<M: Manager> Core<M> {
         if closed || (!mutant("lost_wakeup") && self.waiters.any()) {
             return self.after_shelve();
         }
+        // loom mutant: shrink_no_recheck (run-mutants.sh)
+        if !mutant("shrink_no_recheck") && self.slots.over_cap_sc() {
+            return self.trim();
+        }
         Retired(0)
     }
 
@@ -342,6 +346,7 @@ impl<M: Manager> Core<M> {
                     Err(back) => held = unsafe { from_grant(back) },
                 }
             }
+            let shelved_busy = matches!(held, Held::Busy(_));
             self.shelve(held, self.now_for_checks());
             sync::after_publish();
             // The shelve ended in a SeqCst operation of ours (`shelve`);
@@ -352,6 +357,9 @@ impl<M: Manager> Core<M> {
             if self.closed.load(Ordering::SeqCst) {
                 self.drained.notify_waiters();
                 return self.close_idle();
+            }
+            if shelved_busy && self.slots.over_cap_sc() {
+                return self.trim();
             }
             if !self.waiters.any() {
                 return Retired(0);
@@ -463,13 +471,12 @@ impl<M: Manager> Core<M> {
     /// `release`, and freed places above it go to no waiter, `pass_on`).
     pub(crate) fn resize(&self, n: usize) -> Retired {
         self.slots.set_cap(n);
-        let mut retired = 0;
-        // Shrink: the surplus that is idle closes now. Bounded: each round
-        // closes one connection.
-        while self.slots.over_cap() {
-            let Some(busy) = self.take_idle() else { break };
-            retired += self.retire(busy).0;
-        }
+        // Pairs with a releaser's shelve + `over_cap_sc` re-check (`publish`,
+        // `pass_on`), as in the lost-wake-up argument: either the trim
+        // below pops the connection it shelved, or its re-check sees the
+        // new cap and trims itself.
+        fence(Ordering::SeqCst);
+        let Retired(mut retired) = self.trim();
         // Grow: parked waiters connect at once. Bounded by the new cap
         // (each round takes a place; `pass_on` re-checks on its own).
         for _ in 0..n {
@@ -480,6 +487,19 @@ impl<M: Manager> Core<M> {
                 break;
             };
             retired += self.pass_on(Held::Place(place)).0;
+        }
+        Retired(retired)
+    }
+
+    /// Closes idle connections while more places are taken than the cap
+    /// (a shrink, `resize`). Bounded: each round closes one connection,
+    /// and it stops when the idle set is empty.
+    #[cold]
+    fn trim(&self) -> Retired {
+        let mut retired = 0;
+        while self.slots.over_cap() {
+            let Some(busy) = self.take_idle() else { break };
+            retired += self.retire(busy).0;
         }
         Retired(retired)
     }

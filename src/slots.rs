@@ -312,8 +312,7 @@ impl<C> Slots<C> {
     /// on `reserve` takes none while `cap` or more are taken.
     pub(crate) fn set_cap(&self, cap: usize) {
         self.cap.store(cap, Ordering::SeqCst);
-        self.limited
-            .store(cap < self.slots.len(), Ordering::Relaxed);
+        self.limited.store(cap < self.slots.len(), Ordering::SeqCst);
     }
 
     /// More places are taken than the cap allows (a shrink is under way):
@@ -323,6 +322,15 @@ impl<C> Slots<C> {
     #[inline(always)]
     pub(crate) fn over_cap(&self) -> bool {
         self.limited.load(Ordering::Relaxed) && self.over_cap_slow()
+    }
+
+    /// [`over_cap`](Self::over_cap) with a SeqCst load of the flag: a
+    /// releaser's re-check after it shelved a connection, which pairs with
+    /// the resizer's `set_cap` + fence (`Core::resize`) the way the
+    /// lost-wake-up argument pairs a release with a registration.
+    #[inline(always)]
+    pub(crate) fn over_cap_sc(&self) -> bool {
+        self.limited.load(Ordering::SeqCst) && self.over_cap_slow()
     }
 
     #[cold]

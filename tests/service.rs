@@ -38,7 +38,7 @@ async fn until(mut cond: impl FnMut() -> bool) {
 fn warm_up_opens_min_idle_connections() {
     runtime().block_on(async {
         let (m, t) = TestManager::new();
-        t.connect_delay_ms.store(20, SeqCst);
+        t.connect_delay_ms.store(50, SeqCst);
         let pool = Pool::builder(m)
             .max_size(8)
             .min_idle(6)
@@ -49,9 +49,9 @@ fn warm_up_opens_min_idle_connections() {
         assert_eq!(pool.warm_up().await.unwrap(), 6);
         assert_eq!(pool.state().idle, 6);
         assert_eq!(t.opened(), 6);
-        // Concurrently (4 at a time): two rounds of 20 ms, not six.
+        // Concurrently (4 at a time): two rounds of 50 ms, not six.
         assert!(
-            start.elapsed() < Duration::from_millis(110),
+            start.elapsed() < Duration::from_millis(250),
             "{:?}",
             start.elapsed()
         );
@@ -180,21 +180,23 @@ fn resize_up_wakes_waiters_at_once() {
         let waiters: Vec<_> = (0..2)
             .map(|_| {
                 let p = pool.clone();
-                tokio::spawn(
-                    async move { p.get_timeout(Duration::from_secs(20)).await.map(|c| c.id) },
-                )
+                tokio::spawn(async move { p.get_timeout(Duration::from_secs(20)).await })
             })
             .collect();
         until(|| pool.state().waiting == 2).await;
         let start = Instant::now();
         pool.set_max_size(3).unwrap();
+        // Each waiter keeps its connection: both connected at once.
+        let mut served = Vec::new();
         for w in waiters {
-            w.await.unwrap().unwrap();
+            served.push(w.await.unwrap().unwrap());
         }
         assert!(start.elapsed() < Duration::from_secs(5));
         assert_eq!(pool.max_size(), 3);
         assert_eq!(pool.state().size, 3);
+        assert_eq!(pool.state().in_use, 3);
         assert_eq!(t.max_live(), 3);
+        drop(served);
     });
 }
 
