@@ -13,12 +13,18 @@
 //! | [`shelve`](Core::shelve) | put a connection into the idle set or a place into the free queue (no re-check) |
 //! | [`requeue`](Core::requeue) | shelve an unchecked idle connection behind the others (`try_get`, a `get` out of time) |
 //! | [`retire`](Core::retire) | close an owned connection, then `pass_on` its place |
-//! | [`discard`](Core::discard) | the pool is closed: close and free, serving nobody |
+//! | [`discard`](Core::discard) | the pool is closed: close and free, serving nobody (and wake a drainer) |
+//! | [`resize`](Core::resize) | set the cap on places: trim idle surplus (shrink), serve waiters (grow) |
+//! | [`trim`](Core::trim) | close idle connections while more places are taken than the cap |
 //!
 //! # Invariants kept
 //!
 //! I1 (via `slots.rs`), I2 (a connection lives in a slot; a place is a
-//! slot), I3 (every close path runs [`close_quietly`] once, counts it, and
+//! slot, taken only below the run-time cap; after a shrink, a connection
+//! returned while more places than the cap are taken is closed, a place
+//! freed then goes to no waiter, and a releaser re-checks the cap after its
+//! shelve, SeqCst, as for a lost wake-up, so that once connections are back
+//! at most the cap are open), I3 (every close path runs [`close_quietly`] once, counts it, and
 //! gives the place on only after), I4 and I7 (via `waiters.rs` and
 //! [`Core::pass_on`]: DESIGN.md, "The lost-wake-up argument"). Every
 //! function that closes connections returns their counted references as a

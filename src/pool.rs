@@ -1,6 +1,23 @@
 //! [`Pool`], the handle, and the acquire path (`get`, `get_timeout`,
-//! `try_get`); `state()`, `metrics()`, `close()`. The shared core and the
-//! release / hand-off protocol are `core.rs`'s.
+//! `get_until`, `try_get`, `get_blocking`); `state()`, `metrics()`,
+//! `close()`; what a service needs around them (`warm_up`, `drain`,
+//! `max_size`). The shared core and the release / hand-off protocol are
+//! `core.rs`'s; `set_max_size` is `builder.rs`'s (it returns `BuildError`).
+//!
+//! # Around `get`
+//!
+//! - `warm_up` opens through `connector::open` (the one connect path), at
+//!   most 4 at a time, each into a place reserved through the cap; the
+//!   first error drops the connects in flight (their `PlaceGuard`s give the
+//!   places back). The background refill may open alongside it, so the pool
+//!   can briefly hold more than `min_idle` idle, never more than the cap.
+//! - `drain` registers on the core's `drained` notification before it
+//!   looks at the places taken (no lost wake-up): every place freed or
+//!   connection closed after `close` notifies it.
+//! - `get_blocking` is `try_get` first (no runtime, no allocation); only
+//!   to wait or connect does it run `acquire` on the runtime the pool was
+//!   built in, with `Handle::block_on` (its waiter node is in the same FIFO
+//!   queue, its waker unparks the thread).
 //!
 //! # Acquire
 //!

@@ -1,12 +1,18 @@
 //! The slot arena: one slot per place in the pool, and the ownership
 //! protocol that says who may touch the connection inside it.
 //!
-//! A pool of `max_size` has exactly `max_size` slots. A *place* (the right to
-//! hold one open or connecting connection) **is** a slot: reserving capacity
-//! means popping a slot index off the `free` queue (one CAS inside
-//! `ArrayQueue::pop`), and giving it back means pushing the index again. So
-//! invariant I2 (never more than `max_size` connections, connecting ones
-//! included) holds by construction: a connection can only live in a slot.
+//! A pool has exactly `max_size_limit` slots (default `max_size`). A *place*
+//! (the right to hold one open or connecting connection) **is** a slot:
+//! reserving capacity means taking a place on the `places` count (one CAS,
+//! only while fewer than the run-time `cap` are taken) and popping a slot
+//! index off the `free` queue; giving it back means pushing the index again
+//! and then decrementing the count. So invariant I2 (never more than
+//! `max_size` connections, connecting ones included) holds by construction
+//! for new places: a connection can only live in a slot, and no place is
+//! taken at or above the cap. After a shrink (`Pool::set_max_size`) the
+//! places already taken above the new cap are given back as their
+//! connections return (`over_cap`, `core.rs`): once they are back, at most
+//! `cap` are open.
 //!
 //! # The state word
 //!
@@ -51,6 +57,9 @@
 //!   here argues from the token. The one way around it is a token's
 //!   `into_raw` / `from_raw` pair, for the waiter node's state word, whose
 //!   `from_raw` is `unsafe` (`core::from_grant`).
+//! - `places` never counts fewer places than indices out of the free queue
+//!   (incremented before the pop, decremented after the push), and a
+//!   reserve takes one only while `places < cap`, so its pop finds an index.
 //! - Every transition that hands the slot to another thread is a Release
 //!   store or CAS, paired with the Acquire that takes it (noted at each site).
 
