@@ -22,6 +22,8 @@ use std::time::Duration;
 #[non_exhaustive]
 pub struct Config {
     /// Hard cap on open connections, connecting ones included. Default 10.
+    /// The size at build: after [`Pool::set_max_size`](crate::Pool::set_max_size),
+    /// [`Pool::max_size`](crate::Pool::max_size) is the current one.
     pub max_size: usize,
     /// Ceiling for [`Pool::set_max_size`](crate::Pool::set_max_size):
     /// the pool's slot arena has this many places. Default `None`: the
