@@ -37,6 +37,7 @@ pairs=(
   "a_reclaimed_live_waiter_keeps_its_turn_against_a_racing_release:reclaim_ignores_poppers"
   "a_waiter_at_the_head_keeps_its_turn_against_a_racing_release:reclaim_overtaken"
   "a_waiter_at_the_head_keeps_its_turn_against_a_racing_release:head_behind_front"
+  "releases_race_a_shrink:shrink_no_recheck"
 )
 
 cargo test -q -p loom-tests --release --no-run || exit 1

@@ -200,7 +200,7 @@ fn spawn_refills<M: Manager>(core: &Core<M>, handle: &tokio::runtime::Handle) {
         let connecting = core.maintenance.refill_connects.load(Ordering::Relaxed);
         if inflight >= MAX_REFILL_CONNECTS
             || core.idle_count() + connecting >= min
-            || core.slots.taken() >= core.slots.capacity()
+            || core.slots.taken() >= core.slots.cap()
         {
             return;
         }

@@ -48,7 +48,7 @@ pub struct BuildError {
 }
 
 impl BuildError {
-    fn new(field: &'static str, message: String) -> Self {
+    pub(crate) fn new(field: &'static str, message: String) -> Self {
         Self { field, message }
     }
 
@@ -148,6 +148,26 @@ impl<M: Manager> Builder<M> {
         /// ```
         max_size: usize
     );
+    /// Ceiling for [`Pool::set_max_size`] at run time: the pool reserves
+    /// this many places (128 bytes each) at build. Default: `max_size`
+    /// (the pool cannot grow past its built size); must be in
+    /// `max_size..=MAX_POOL_SIZE`.
+    ///
+    /// ```
+    /// # use latchless::{Manager, Pool};
+    /// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+    /// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+    /// let pool = Pool::builder(M).max_size(4).max_size_limit(16).build().unwrap();
+    /// assert!(pool.set_max_size(16).is_ok());
+    /// assert_eq!(pool.max_size(), 16);
+    /// let err = Pool::builder(M).max_size(4).max_size_limit(2).build().unwrap_err();
+    /// assert_eq!(err.field(), "max_size_limit");
+    /// ```
+    pub fn max_size_limit(mut self, limit: usize) -> Self {
+        self.config.max_size_limit = Some(limit);
+        self
+    }
+
     setter!(
         /// Connections kept idle even when unused (refilled in the
         /// background). Default 0; must not exceed `max_size`.
@@ -395,6 +415,50 @@ impl<M: Manager> Builder<M> {
     }
 }
 
+impl<M: Manager> Pool<M> {
+    /// Resizes the pool at run time, within the ceiling fixed at build
+    /// ([`Builder::max_size_limit`]). Lock-free like the rest of the pool.
+    /// Growing lets parked waiters connect at once; shrinking closes idle
+    /// connections above `n` now and in-use ones above it when they are
+    /// returned, so once they are back at most `n` are open (connects
+    /// already under way finish and count towards that). [`state`](Pool::state),
+    /// [`metrics`](Pool::metrics) and [`max_size`](Pool::max_size) reflect
+    /// the new size.
+    ///
+    /// # Errors
+    /// A [`BuildError`] naming `max_size` unless `1 <= n <= max_size_limit`
+    /// and `n >= min_idle`; the pool is unchanged then.
+    ///
+    /// ```
+    /// # use latchless::{Manager, Pool};
+    /// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+    /// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+    /// let pool = Pool::builder(M).max_size(2).max_size_limit(8).build().unwrap();
+    /// pool.set_max_size(8).unwrap();
+    /// assert_eq!(pool.max_size(), 8);
+    /// let err = pool.set_max_size(9).unwrap_err();
+    /// assert_eq!(err.to_string(), "max_size (9) must be in 1..=max_size_limit (8)");
+    /// ```
+    pub fn set_max_size(&self, n: usize) -> Result<(), BuildError> {
+        let c = self.config();
+        let limit = c.limit();
+        if n == 0 || n > limit {
+            return Err(BuildError::new(
+                "max_size",
+                format!("max_size ({n}) must be in 1..=max_size_limit ({limit})"),
+            ));
+        }
+        if n < c.min_idle {
+            return Err(BuildError::new(
+                "max_size",
+                format!("max_size ({n}) must not be below min_idle ({})", c.min_idle),
+            ));
+        }
+        self.resize(n);
+        Ok(())
+    }
+}
+
 fn validate(c: &Config) -> Result<(), BuildError> {
     let err = |field, message: String| Err(BuildError::new(field, message));
     if c.max_size == 0 {
@@ -408,6 +472,17 @@ fn validate(c: &Config) -> Result<(), BuildError> {
             "max_size",
             format!("max_size ({}) must not exceed {MAX_POOL_SIZE}", c.max_size),
         );
+    }
+    if let Some(limit) = c.max_size_limit {
+        if limit < c.max_size || limit > MAX_POOL_SIZE {
+            return err(
+                "max_size_limit",
+                format!(
+                    "max_size_limit ({limit}) must be in max_size ({})..={MAX_POOL_SIZE}",
+                    c.max_size
+                ),
+            );
+        }
     }
     if c.min_idle > c.max_size {
         return err(

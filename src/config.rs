@@ -22,7 +22,13 @@ use std::time::Duration;
 #[non_exhaustive]
 pub struct Config {
     /// Hard cap on open connections, connecting ones included. Default 10.
+    /// The size at build: after [`Pool::set_max_size`](crate::Pool::set_max_size),
+    /// [`Pool::max_size`](crate::Pool::max_size) is the current one.
     pub max_size: usize,
+    /// Ceiling for [`Pool::set_max_size`](crate::Pool::set_max_size):
+    /// the pool's slot arena has this many places. Default `None`: the
+    /// same as `max_size` (no growing past the built size).
+    pub max_size_limit: Option<usize>,
     /// Connections kept open even when unused. Default 0.
     pub min_idle: usize,
     /// Default wait bound for [`Pool::get`](crate::Pool::get). Default 30 s.
@@ -62,6 +68,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             max_size: 10,
+            max_size_limit: None,
             min_idle: 0,
             acquire_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
@@ -77,6 +84,13 @@ impl Default for Config {
             fail_fast: false,
             background: true,
         }
+    }
+}
+
+impl Config {
+    /// The ceiling for `set_max_size`: `max_size_limit`, or `max_size`.
+    pub(crate) fn limit(&self) -> usize {
+        self.max_size_limit.unwrap_or(self.max_size)
     }
 }
 

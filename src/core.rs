@@ -13,12 +13,18 @@
 //! | [`shelve`](Core::shelve) | put a connection into the idle set or a place into the free queue (no re-check) |
 //! | [`requeue`](Core::requeue) | shelve an unchecked idle connection behind the others (`try_get`, a `get` out of time) |
 //! | [`retire`](Core::retire) | close an owned connection, then `pass_on` its place |
-//! | [`discard`](Core::discard) | the pool is closed: close and free, serving nobody |
+//! | [`discard`](Core::discard) | the pool is closed: close and free, serving nobody (and wake a drainer) |
+//! | [`resize`](Core::resize) | set the cap on places: trim idle surplus (shrink), serve waiters (grow) |
+//! | [`trim`](Core::trim) | close idle connections while more places are taken than the cap |
 //!
 //! # Invariants kept
 //!
 //! I1 (via `slots.rs`), I2 (a connection lives in a slot; a place is a
-//! slot), I3 (every close path runs [`close_quietly`] once, counts it, and
+//! slot, taken only below the run-time cap; after a shrink, a connection
+//! returned while more places than the cap are taken is closed, a place
+//! freed then goes to no waiter, and a releaser re-checks the cap after its
+//! shelve, SeqCst, as for a lost wake-up, so that once connections are back
+//! at most the cap are open), I3 (every close path runs [`close_quietly`] once, counts it, and
 //! gives the place on only after), I4 and I7 (via `waiters.rs` and
 //! [`Core::pass_on`]: DESIGN.md, "The lost-wake-up argument"). Every
 //! function that closes connections returns their counted references as a
@@ -95,6 +101,9 @@ pub(crate) struct Core<M: Manager> {
     pub(crate) maintenance: Maintenance,
     /// Judging connections: settings in ticks, restart epoch, jitter.
     pub(crate) lifecycle: Lifecycle,
+    /// Notified (all waiters) whenever a place is freed or a connection
+    /// closed after `close`: `Pool::drain` waits on it (no polling).
+    pub(crate) drained: tokio::sync::Notify,
     /// This core's owner, for spawning background work from `&self` and
     /// for counting references with the `Arc`'s own provenance.
     pub(crate) weak: Weak<Owner<M>>,
@@ -110,19 +119,20 @@ impl<M: Manager> Core<M> {
         Arc::new_cyclic(|weak: &Weak<Owner<M>>| {
             let seed = now ^ 0x9E37_79B9_7F4A_7C15 ^ (weak.as_ptr().addr() as u64);
             Owner::new(Core {
-                slots: Slots::new(config.max_size),
+                slots: Slots::with_cap(config.limit(), config.max_size),
                 shards: Shards::new(
                     config.shards,
-                    Shards::room_per_shard(config.max_size, config.shards),
+                    Shards::room_per_shard(config.limit(), config.shards),
                 ),
                 waiters: Waiters::new(),
+                drained: tokio::sync::Notify::new(),
                 deadlines: Deadlines::new(),
                 closed: AtomicBool::new(false),
                 counters: Counters::default(),
                 maintenance: Maintenance::new(
                     now,
                     ticks.margin,
-                    config.max_size,
+                    config.limit(),
                     ticks.idle_timeout,
                     ticks.leak,
                     config.min_idle,
@@ -257,6 +267,9 @@ impl<M: Manager> Core<M> {
         } else if now >= last {
             bump(&self.counters.expired);
             self.retire(busy)
+        } else if self.slots.over_cap() {
+            // A shrink is under way (`resize`): surplus closes on return.
+            self.retire(busy)
         } else {
             self.stamp_fresh(&busy, last, now);
             self.publish(busy, now)
@@ -295,6 +308,10 @@ impl<M: Manager> Core<M> {
         if closed || (!mutant("lost_wakeup") && self.waiters.any()) {
             return self.after_shelve();
         }
+        // loom mutant: shrink_no_recheck (run-mutants.sh)
+        if !mutant("shrink_no_recheck") && self.slots.over_cap_sc() {
+            return self.trim();
+        }
         Retired(0)
     }
 
@@ -323,7 +340,11 @@ impl<M: Manager> Core<M> {
             if self.closed.load(Ordering::Acquire) {
                 return self.discard(held);
             }
-            if self.waiters.any() {
+            // A place above the cap (a shrink under way) goes to no waiter:
+            // it is shelved, and the re-check below reserves through the
+            // cap (`Slots::reserve`).
+            let surplus = matches!(held, Held::Place(_)) && self.slots.over_cap();
+            if !surplus && self.waiters.any() {
                 match self.waiters.serve(into_grant(held)) {
                     Ok(()) => return Retired(0),
                     // SAFETY: `serve` gave back the grant made just above,
@@ -331,6 +352,7 @@ impl<M: Manager> Core<M> {
                     Err(back) => held = unsafe { from_grant(back) },
                 }
             }
+            let shelved_busy = matches!(held, Held::Busy(_));
             self.shelve(held, self.now_for_checks());
             sync::after_publish();
             // The shelve ended in a SeqCst operation of ours (`shelve`);
@@ -339,7 +361,11 @@ impl<M: Manager> Core<M> {
             // "The lost-wake-up argument").
             sync::sc_load_after_rmw();
             if self.closed.load(Ordering::SeqCst) {
+                self.drained.notify_waiters();
                 return self.close_idle();
+            }
+            if shelved_busy && self.slots.over_cap_sc() {
+                return self.trim();
             }
             if !self.waiters.any() {
                 return Retired(0);
@@ -413,10 +439,12 @@ impl<M: Manager> Core<M> {
                 close_quietly(conn);
                 bump(&self.counters.closed);
                 self.slots.unreserve(place);
+                self.drained.notify_waiters();
                 Retired(1)
             }
             Held::Place(place) => {
                 self.slots.unreserve(place);
+                self.drained.notify_waiters();
                 Retired(0)
             }
         }
@@ -440,6 +468,46 @@ impl<M: Manager> Core<M> {
         fence(Ordering::SeqCst);
         self.waiters.close_all();
         self.close_idle()
+    }
+
+    /// `Pool::set_max_size`: sets the cap on places (`1 <= n <=
+    /// limit`, `n >= min_idle`, checked by the caller). Growing serves
+    /// parked waiters with the new places at once; shrinking closes idle
+    /// connections above the new cap now (in-use ones close on return,
+    /// `release`, and freed places above it go to no waiter, `pass_on`).
+    pub(crate) fn resize(&self, n: usize) -> Retired {
+        self.slots.set_cap(n);
+        // Pairs with a releaser's shelve + `over_cap_sc` re-check (`publish`,
+        // `pass_on`), as in the lost-wake-up argument: either the trim
+        // below pops the connection it shelved, or its re-check sees the
+        // new cap and trims itself.
+        fence(Ordering::SeqCst);
+        let Retired(mut retired) = self.trim();
+        // Grow: parked waiters connect at once. Bounded by the new cap
+        // (each round takes a place; `pass_on` re-checks on its own).
+        for _ in 0..n {
+            if !self.waiters.any() || self.closed.load(Ordering::Acquire) {
+                break;
+            }
+            let Some(place) = self.slots.reserve() else {
+                break;
+            };
+            retired += self.pass_on(Held::Place(place)).0;
+        }
+        Retired(retired)
+    }
+
+    /// Closes idle connections while more places are taken than the cap
+    /// (a shrink, `resize`). Bounded: each round closes one connection,
+    /// and it stops when the idle set is empty.
+    #[cold]
+    fn trim(&self) -> Retired {
+        let mut retired = 0;
+        while self.slots.over_cap() {
+            let Some(busy) = self.take_idle() else { break };
+            retired += self.retire(busy).0;
+        }
+        Retired(retired)
     }
 
     /// A snapshot of sizes and waiters (`Pool::state`).

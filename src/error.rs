@@ -26,6 +26,14 @@ pub enum PoolError<E> {
     Exhausted,
     /// [`Manager::connect`](crate::Manager::connect) failed; the error is the manager's.
     Connect(E),
+    /// [`Pool::get_blocking`](crate::Pool::get_blocking) had to wait or
+    /// connect, but the pool was built outside a Tokio runtime, so there is
+    /// none to run the wait or the connect on.
+    NoRuntime,
+    /// [`Pool::get_blocking`](crate::Pool::get_blocking) had to wait or
+    /// connect on a thread that is inside a Tokio runtime, where blocking
+    /// would stall the executor; use [`Pool::get`](crate::Pool::get) there.
+    BlockingInRuntime,
 }
 
 impl<E: fmt::Display> fmt::Display for PoolError<E> {
@@ -39,6 +47,12 @@ impl<E: fmt::Display> fmt::Display for PoolError<E> {
                 "too many callers are already waiting for a connection (max_waiters reached)",
             ),
             Self::Connect(e) => write!(f, "could not open a connection: {e}"),
+            Self::NoRuntime => f.write_str(
+                "get_blocking must wait or connect, but the pool was built outside a Tokio runtime: build it inside one",
+            ),
+            Self::BlockingInRuntime => f.write_str(
+                "get_blocking must wait or connect, but was called inside a Tokio runtime, where blocking stalls the executor: use get().await",
+            ),
         }
     }
 }

@@ -2,10 +2,11 @@
 //!
 //! # Architecture in one page
 //!
-//! - **Places are slots** (`slots.rs`). A pool of `max_size` owns exactly
-//!   `max_size` slots; reserving capacity pops a free slot index (one CAS),
-//!   so there can never be more than `max_size` connections, connecting ones
-//!   included. Each slot has one atomic word, generation + state
+//! - **Places are slots** (`slots.rs`). A pool owns exactly
+//!   `max_size_limit` slots (default `max_size`); reserving capacity takes
+//!   a place below the run-time cap (one CAS) and pops a free slot index,
+//!   so there can never be more than `max_size` connections, connecting
+//!   ones included (after a run-time shrink, once the surplus is back). Each slot has one atomic word, generation + state
 //!   (FREE / IDLE / BUSY), the single source of truth for who owns it.
 //! - **The idle set is sharded per core** (`shards.rs`): one cache-padded
 //!   crossbeam `ArrayQueue` of `(slot, generation)` keys per shard. A thread

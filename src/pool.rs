@@ -1,6 +1,23 @@
 //! [`Pool`], the handle, and the acquire path (`get`, `get_timeout`,
-//! `try_get`); `state()`, `metrics()`, `close()`. The shared core and the
-//! release / hand-off protocol are `core.rs`'s.
+//! `get_until`, `try_get`, `get_blocking`); `state()`, `metrics()`,
+//! `close()`; what a service needs around them (`warm_up`, `drain`,
+//! `max_size`). The shared core and the release / hand-off protocol are
+//! `core.rs`'s; `set_max_size` is `builder.rs`'s (it returns `BuildError`).
+//!
+//! # Around `get`
+//!
+//! - `warm_up` opens through `connector::open` (the one connect path), at
+//!   most 4 at a time, each into a place reserved through the cap; the
+//!   first error drops the connects in flight (their `PlaceGuard`s give the
+//!   places back). The background refill may open alongside it, so the pool
+//!   can briefly hold more than `min_idle` idle, never more than the cap.
+//! - `drain` registers on the core's `drained` notification before it
+//!   looks at the places taken (no lost wake-up): every place freed or
+//!   connection closed after `close` notifies it.
+//! - `get_blocking` is `try_get` first (no runtime, no allocation); only
+//!   to wait or connect does it run `acquire` on the runtime the pool was
+//!   built in, with `Handle::block_on` (its waiter node is in the same FIFO
+//!   queue, its waker unparks the thread).
 //!
 //! # Acquire
 //!
@@ -50,6 +67,9 @@ use crate::{Manager, PoolError, Pooled};
 /// The object all `Pool` clones share; dropping the last one closes the pool.
 struct Handle<M: Manager> {
     shared: Arc<Owner<M>>,
+    /// The runtime the pool was built in, if any: `get_blocking` waits and
+    /// connects on it.
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl<M: Manager> Drop for Handle<M> {
@@ -109,7 +129,10 @@ impl<M: Manager> Pool<M> {
         let shared = Core::new(manager, config, clock);
         start_background(&shared);
         Self {
-            handle: Arc::new(Handle { shared }),
+            handle: Arc::new(Handle {
+                shared,
+                runtime: tokio::runtime::Handle::try_current().ok(),
+            }),
         }
     }
 
@@ -518,6 +541,237 @@ impl<M: Manager> Pool<M> {
     /// ```
     pub fn is_closed(&self) -> bool {
         self.shared().closed.load(Ordering::Acquire)
+    }
+}
+
+/// How many connects [`Pool::warm_up`] runs at once.
+const WARM_UP_CONNECTS: usize = 4;
+
+/// What a service needs around `get`: warm-up at start, a graceful drain at
+/// shutdown, run-time resizing (`Pool::set_max_size` is `builder.rs`'s, it
+/// owns `BuildError`), per-request deadlines, and a blocking acquire for
+/// threads outside the runtime.
+impl<M: Manager> Pool<M> {
+    /// The current cap on open connections: `max_size` as built, or as last
+    /// set by [`set_max_size`](Pool::set_max_size).
+    ///
+    /// ```
+    /// # use latchless::{Manager, Pool};
+    /// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+    /// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+    /// let pool = Pool::builder(M).max_size(3).max_size_limit(6).build().unwrap();
+    /// assert_eq!(pool.max_size(), 3);
+    /// pool.set_max_size(5).unwrap();
+    /// assert_eq!(pool.max_size(), 5);
+    /// ```
+    pub fn max_size(&self) -> usize {
+        self.shared().slots.cap()
+    }
+
+    /// Sets the cap (validated by `set_max_size`, `builder.rs`).
+    pub(crate) fn resize(&self, n: usize) {
+        let shared = self.shared();
+        settle_held(shared, shared.resize(n));
+    }
+
+    /// Opens connections until `min_idle` are idle (at least one, to prove
+    /// the target is reachable), up to 4 at a time, within the current
+    /// `max_size` and `acquire_timeout`; returns how many it opened. Call it
+    /// before a service starts taking traffic.
+    ///
+    /// # Errors
+    /// The first connect error as [`PoolError::Connect`] (with `fail_fast`
+    /// at once, otherwise after retrying until `acquire_timeout`), so that a
+    /// service can refuse to start; [`PoolError::Timeout`] if no connect
+    /// finished in time; [`PoolError::Closed`]. Connections opened before
+    /// the error stay idle in the pool.
+    ///
+    /// ```
+    /// # use latchless::{Manager, Pool};
+    /// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+    /// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let pool = Pool::builder(M).max_size(8).min_idle(3).build().unwrap();
+    /// let opened = pool.warm_up().await.unwrap();
+    /// assert!(pool.state().idle >= 3);
+    /// assert!(opened <= 3);
+    /// # }
+    /// ```
+    pub async fn warm_up(&self) -> Result<usize, PoolError<M::Error>> {
+        let shared = self.shared();
+        if shared.closed.load(Ordering::Acquire) {
+            return Err(PoolError::Closed);
+        }
+        let target = shared.config.min_idle.max(1);
+        let deadline = tokio::time::Instant::now().checked_add(shared.config.acquire_timeout);
+        let open = |place| {
+            Box::pin(crate::connector::open(
+                shared,
+                PlaceGuard::new(shared, place),
+                deadline,
+            ))
+        };
+        let mut inflight = Vec::with_capacity(WARM_UP_CONNECTS);
+        let mut opened = 0;
+        loop {
+            while inflight.len() < WARM_UP_CONNECTS && shared.idle_count() + inflight.len() < target
+            {
+                let Some(place) = shared.slots.reserve() else {
+                    break;
+                };
+                inflight.push(open(place));
+            }
+            if inflight.is_empty() {
+                return Ok(opened);
+            }
+            let done = std::future::poll_fn(|cx| {
+                for i in 0..inflight.len() {
+                    if let Poll::Ready(r) = inflight[i].as_mut().poll(cx) {
+                        drop(inflight.swap_remove(i));
+                        return Poll::Ready(r);
+                    }
+                }
+                Poll::Pending
+            })
+            .await;
+            // On an error the connects still in flight are dropped with
+            // their places (`PlaceGuard`).
+            let busy = done?;
+            let now = shared.now_for_checks();
+            shared.stamp_fresh(&busy, shared.slots.expires_at(busy.index()), now);
+            settle_held(shared, shared.pass_on(Held::Busy(busy)));
+            opened += 1;
+        }
+    }
+
+    /// Closes the pool as [`close`](Pool::close) does (waiters get
+    /// [`PoolError::Closed`], idle connections close now), then waits until
+    /// every connection in use has come back and been closed, or `timeout`
+    /// passed. Returns how many places were still taken then (connections
+    /// in use or connecting): 0 means a clean shutdown. No polling: the
+    /// last place given back wakes the drainer.
+    ///
+    /// ```
+    /// # use latchless::{Manager, Pool};
+    /// # use std::time::Duration;
+    /// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+    /// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let pool = Pool::builder(M).build().unwrap();
+    /// let conn = pool.get().await.unwrap();
+    /// let returner = tokio::spawn(async move {
+    ///     tokio::time::sleep(Duration::from_millis(20)).await;
+    ///     drop(conn);
+    /// });
+    /// assert_eq!(pool.drain(Duration::from_secs(5)).await, 0);
+    /// assert_eq!(pool.state().size, 0);
+    /// # returner.await.unwrap();
+    /// # }
+    /// ```
+    pub async fn drain(&self, timeout: Duration) -> usize {
+        self.close().await;
+        let shared = self.shared();
+        let deadline = tokio::time::Instant::now().checked_add(timeout);
+        loop {
+            let notified = shared.drained.notified();
+            let mut notified = std::pin::pin!(notified);
+            // Registered before the look, so a place freed after it wakes us.
+            notified.as_mut().enable();
+            let out = shared.slots.taken();
+            if out == 0 {
+                return 0;
+            }
+            match deadline {
+                Some(d) => {
+                    if sync::timeout_at(d, notified).await.is_err() {
+                        return shared.slots.taken();
+                    }
+                }
+                None => notified.await,
+            }
+        }
+    }
+
+    /// [`get`](Pool::get) with an absolute deadline instead of
+    /// `acquire_timeout` (the path of [`get_timeout`](Pool::get_timeout),
+    /// with the time left; a deadline already past tries once without
+    /// waiting). A Tokio `Instant` converts with `into_std()`.
+    ///
+    /// # Errors
+    /// As [`get`](Pool::get).
+    ///
+    /// ```
+    /// # use latchless::{Manager, Pool};
+    /// # use std::time::{Duration, Instant};
+    /// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+    /// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let pool = Pool::builder(M).build().unwrap();
+    /// let request_deadline = Instant::now() + Duration::from_millis(250);
+    /// let conn = pool.get_until(request_deadline).await.unwrap();
+    /// # }
+    /// ```
+    #[track_caller]
+    pub fn get_until(
+        &self,
+        deadline: std::time::Instant,
+    ) -> impl Future<Output = Result<Pooled<M>, PoolError<M::Error>>> + Send + '_ {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        self.acquire(left, Location::caller())
+    }
+
+    /// A connection for an OS thread outside the runtime, waiting at most
+    /// `timeout`.
+    ///
+    /// Served from the idle set like [`try_get`](Pool::try_get) (no
+    /// runtime, no allocation, no lock). When it must wait or connect, it
+    /// runs the ordinary acquire path on the runtime the pool was built in
+    /// (`Handle::block_on` from this thread): the thread parks with a
+    /// waker that unparks it, and its waiter node sits in the same FIFO
+    /// queue as async callers, so blocking and async waiters are served in
+    /// arrival order. That runtime must be a multi-threaded one, or a
+    /// current-thread one driven by another thread (its timers and I/O run
+    /// there). The returned [`Pooled`] may be dropped on any thread.
+    ///
+    /// # Errors
+    /// As [`get`](Pool::get), and: [`PoolError::NoRuntime`] if it must wait
+    /// or connect but the pool was built outside a runtime;
+    /// [`PoolError::BlockingInRuntime`] if it must wait or connect on a
+    /// thread inside a runtime (a worker, or a `spawn_blocking` thread:
+    /// use `get().await`, or `Handle::block_on(pool.get())` there).
+    ///
+    /// ```
+    /// # use latchless::{Manager, Pool};
+    /// # use std::time::Duration;
+    /// # struct M; impl Manager for M { type Connection = u8; type Error = std::io::Error;
+    /// #   async fn connect(&self) -> Result<u8, std::io::Error> { Ok(1) } }
+    /// # #[tokio::main(flavor = "multi_thread", worker_threads = 1)] async fn main() {
+    /// let pool = Pool::builder(M).max_size(1).build().unwrap();
+    /// let for_thread = pool.clone();
+    /// let worker = std::thread::spawn(move || {
+    ///     let conn = for_thread.get_blocking(Duration::from_secs(5)).unwrap();
+    ///     *conn
+    /// });
+    /// # let v = tokio::task::spawn_blocking(move || worker.join().unwrap()).await.unwrap();
+    /// # assert_eq!(v, 1);
+    /// # }
+    /// ```
+    #[track_caller]
+    pub fn get_blocking(&self, timeout: Duration) -> Result<Pooled<M>, PoolError<M::Error>> {
+        if let Some(p) = self.try_get() {
+            return Ok(p);
+        }
+        let by = Location::caller();
+        if self.is_closed() {
+            return Err(PoolError::Closed);
+        }
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(PoolError::BlockingInRuntime);
+        }
+        let Some(runtime) = &self.handle.runtime else {
+            return Err(PoolError::NoRuntime);
+        };
+        runtime.block_on(self.acquire(timeout, by))
     }
 }
 

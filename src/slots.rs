@@ -1,12 +1,18 @@
 //! The slot arena: one slot per place in the pool, and the ownership
 //! protocol that says who may touch the connection inside it.
 //!
-//! A pool of `max_size` has exactly `max_size` slots. A *place* (the right to
-//! hold one open or connecting connection) **is** a slot: reserving capacity
-//! means popping a slot index off the `free` queue (one CAS inside
-//! `ArrayQueue::pop`), and giving it back means pushing the index again. So
-//! invariant I2 (never more than `max_size` connections, connecting ones
-//! included) holds by construction: a connection can only live in a slot.
+//! A pool has exactly `max_size_limit` slots (default `max_size`). A *place*
+//! (the right to hold one open or connecting connection) **is** a slot:
+//! reserving capacity means taking a place on the `places` count (one CAS,
+//! only while fewer than the run-time `cap` are taken) and popping a slot
+//! index off the `free` queue; giving it back means pushing the index again
+//! and then decrementing the count. So invariant I2 (never more than
+//! `max_size` connections, connecting ones included) holds by construction
+//! for new places: a connection can only live in a slot, and no place is
+//! taken at or above the cap. After a shrink (`Pool::set_max_size`) the
+//! places already taken above the new cap are given back as their
+//! connections return (`over_cap`, `core.rs`): once they are back, at most
+//! `cap` are open.
 //!
 //! # The state word
 //!
@@ -51,6 +57,9 @@
 //!   here argues from the token. The one way around it is a token's
 //!   `into_raw` / `from_raw` pair, for the waiter node's state word, whose
 //!   `from_raw` is `unsafe` (`core::from_grant`).
+//! - `places` never counts fewer places than indices out of the free queue
+//!   (incremented before the pop, decremented after the push), and a
+//!   reserve takes one only while `places < cap`, so its pop finds an index.
 //! - Every transition that hands the slot to another thread is a Release
 //!   store or CAS, paired with the Acquire that takes it (noted at each site).
 
@@ -58,7 +67,9 @@ use crossbeam_utils::CachePadded;
 
 use std::panic::Location;
 
-use crate::sync::{ArrayQueue, AtomicBool, AtomicPtr, AtomicU64, Ordering, UnsafeCell, mutant};
+use crate::sync::{
+    ArrayQueue, AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering, UnsafeCell, mutant,
+};
 
 const TAG_BITS: u32 = 2;
 const TAG_MASK: u64 = (1 << TAG_BITS) - 1;
@@ -249,11 +260,29 @@ pub(crate) struct Slots<C> {
     /// Indices of FREE slots nobody has reserved. Capacity `max_size`, so a
     /// push of an index that was popped can never fail.
     free: ArrayQueue<u32>,
+    /// Places taken (reserved or holding a connection): incremented by
+    /// `reserve` before its pop, decremented by `unreserve` after its push,
+    /// so it never counts fewer places than are out of the free queue.
+    places: AtomicUsize,
+    /// The run-time cap (`Pool::set_max_size`), at most the arena's length:
+    /// `reserve` takes a place only while `places < cap`.
+    cap: AtomicUsize,
+    /// `cap` is below the arena's length: only then can a release find the
+    /// pool over its cap (one relaxed load of a read-mostly word on the
+    /// release path, `Slots::over_cap`).
+    limited: AtomicBool,
 }
 
 impl<C> Slots<C> {
     /// `n` free slots; `n` must be in `1..=u32::MAX` (the builder checks).
+    #[cfg(test)]
     pub(crate) fn new(n: usize) -> Self {
+        Self::with_cap(n, n)
+    }
+
+    /// `n` free slots of which at most `cap` may be taken at once
+    /// (`1 <= cap <= n`, the builder checks).
+    pub(crate) fn with_cap(n: usize, cap: usize) -> Self {
         let free = ArrayQueue::new(n);
         let slots = (0..n)
             .map(|i| {
@@ -273,17 +302,59 @@ impl<C> Slots<C> {
                 })
             })
             .collect();
-        Self { slots, free }
+        Self {
+            slots,
+            free,
+            places: AtomicUsize::new(0),
+            cap: AtomicUsize::new(cap),
+            limited: AtomicBool::new(cap < n),
+        }
     }
 
-    /// Number of slots (`max_size`).
+    /// The run-time cap on places taken (`Pool::max_size`).
+    pub(crate) fn cap(&self) -> usize {
+        self.cap.load(Ordering::Relaxed)
+    }
+
+    /// Sets the run-time cap (`1 <= cap <= capacity()`, the caller checks).
+    /// Places already taken above it stay taken until given back; from now
+    /// on `reserve` takes none while `cap` or more are taken.
+    pub(crate) fn set_cap(&self, cap: usize) {
+        self.cap.store(cap, Ordering::SeqCst);
+        self.limited.store(cap < self.slots.len(), Ordering::SeqCst);
+    }
+
+    /// More places are taken than the cap allows (a shrink is under way):
+    /// a connection given back now is closed, a place given back is not
+    /// handed to a waiter. One relaxed load unless the cap is below the
+    /// arena's length.
+    #[inline(always)]
+    pub(crate) fn over_cap(&self) -> bool {
+        self.limited.load(Ordering::Relaxed) && self.over_cap_slow()
+    }
+
+    /// [`over_cap`](Self::over_cap) with a SeqCst load of the flag: a
+    /// releaser's re-check after it shelved a connection, which pairs with
+    /// the resizer's `set_cap` + fence (`Core::resize`) the way the
+    /// lost-wake-up argument pairs a release with a registration.
+    #[inline(always)]
+    pub(crate) fn over_cap_sc(&self) -> bool {
+        self.limited.load(Ordering::SeqCst) && self.over_cap_slow()
+    }
+
+    #[cold]
+    fn over_cap_slow(&self) -> bool {
+        self.places.load(Ordering::SeqCst) > self.cap.load(Ordering::SeqCst)
+    }
+
+    /// Number of slots (`max_size_limit`).
     pub(crate) fn capacity(&self) -> usize {
         self.slots.len()
     }
 
     /// Places taken: slots holding a connection or reserved for a connect.
     pub(crate) fn taken(&self) -> usize {
-        self.slots.len().saturating_sub(self.free.len())
+        self.places.load(Ordering::Relaxed).min(self.slots.len())
     }
 
     #[inline(always)]
@@ -293,11 +364,37 @@ impl<C> Slots<C> {
 
     /// Reserves a place: pops a FREE slot, which the caller now owns.
     ///
-    /// The pop's CAS is the capacity reservation; `None` means all
-    /// `max_size` places are taken.
+    /// The CAS on `places` (only while fewer than the cap are taken) is
+    /// the capacity reservation; `None` means the cap is reached. The pop
+    /// that follows cannot find the queue empty: every index out of it is
+    /// held by a party counted in `places` (I2), and `places <= cap <=
+    /// capacity()` counting this one.
     #[inline]
     pub(crate) fn reserve(&self) -> Option<Place> {
-        self.free.pop().map(Place)
+        let mut taken = self.places.load(Ordering::SeqCst);
+        loop {
+            if taken >= self.cap.load(Ordering::SeqCst) {
+                return None;
+            }
+            match self.places.compare_exchange_weak(
+                taken,
+                taken + 1,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            ) {
+                Ok(_) => break,
+                Err(now) => taken = now,
+            }
+        }
+        match self.free.pop() {
+            Some(index) => Some(Place(index)),
+            None => {
+                // Unreachable by the counting argument above; give the
+                // count back rather than lose a place.
+                self.places.fetch_sub(1, Ordering::SeqCst);
+                None
+            }
+        }
     }
 
     /// Gives a reserved, empty place back (never filled, or emptied with
@@ -309,6 +406,10 @@ impl<C> Slots<C> {
         // paired with the Acquire in the next `reserve`'s pop).
         let pushed = self.free.push(index);
         debug_assert!(pushed.is_ok(), "free queue has room for every slot");
+        // After the push: `places` never undercounts the indices out of
+        // the queue (see `reserve`). The caller's SeqCst fence or load
+        // that follows orders it for the lost-wake-up argument.
+        self.places.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// Puts a freshly opened connection into a reserved place, which stays

@@ -608,3 +608,32 @@ fn a_waiter_at_the_head_keeps_its_turn_against_a_racing_release() {
         }
     });
 }
+
+/// Model 17 — I2 under a run-time shrink (`Pool::set_max_size`): two
+/// releases race a shrink from 2 to 1. Once both connections are back, at
+/// most one is open: either the shrink's trim pops a connection shelved
+/// before it, or that release's re-check after its shelve sees the new cap
+/// and trims itself. Catches `shrink_no_recheck` (the release skips that
+/// re-check: both connections stay idle above the cap).
+#[test]
+fn releases_race_a_shrink() {
+    explore(|| {
+        let m = M::default();
+        let open = Arc::clone(&m.open);
+        let (p, _mock) = pool(2, m, |b| b);
+        let c1 = block_on(p.get()).unwrap();
+        let c2 = block_on(p.get()).unwrap();
+        let t1 = thread::spawn(move || drop(c1));
+        let t2 = thread::spawn(move || drop(c2));
+        p.set_max_size(1).unwrap();
+        t1.join().unwrap();
+        t2.join().unwrap();
+        assert!(open.load(SeqCst) <= 1, "I2: more open than the new cap");
+        assert!(p.state().size <= 1);
+        assert_eq!(p.max_size(), 1);
+        // The cap holds for new connects too.
+        let c = block_on(p.get()).unwrap();
+        assert!(p.try_get().is_none());
+        drop(c);
+    });
+}

@@ -617,10 +617,16 @@ pub fn check_builder(data: &[u8]) {
     // exhausted input reads zeros: the default check_timeout).
     let v = u64_(&mut b);
     let check_timeout = (b.u8() % 2 == 1).then(|| dur(&mut b, v));
+    // Read after it, for the same reason (zeros: no max_size_limit).
+    let v = u64_(&mut b);
+    let limit = (b.u8() % 2 == 1).then(|| size(&mut b, v));
     let world = Arc::new(Mutex::new(World::default()));
     let mut builder = Pool::builder(FuzzManager(world));
     if let Some(t) = check_timeout {
         builder = builder.check_timeout(t);
+    }
+    if let Some(l) = limit {
+        builder = builder.max_size_limit(l);
     }
     let result = builder
         .max_size(max_size)
@@ -640,6 +646,8 @@ pub fn check_builder(data: &[u8]) {
     let zero_opt = |o: Option<Duration>| o.is_some_and(|d| d.is_zero());
     let expected_field = if max_size == 0 || max_size > latchless::MAX_POOL_SIZE {
         Some("max_size")
+    } else if limit.is_some_and(|l| l < max_size || l > latchless::MAX_POOL_SIZE) {
+        Some("max_size_limit")
     } else if min_idle > max_size {
         Some("min_idle")
     } else if shards == 0 || shards > latchless::MAX_SHARDS {
@@ -666,6 +674,7 @@ pub fn check_builder(data: &[u8]) {
     match (result, expected_field) {
         (Ok(pool), None) => {
             assert_eq!(pool.config().max_size, max_size);
+            assert_eq!(pool.max_size(), max_size);
             assert_eq!(fields(pool.state()), (0, 0, 0, 0));
         }
         (Err(e), Some(field)) => {
