@@ -69,6 +69,17 @@ fn uncontended(c: &mut Criterion) {
         })
     });
 
+    // Served from the idle set on a plain thread, no runtime involved (the
+    // target: within 10% of `try_get`).
+    g.bench_function("latchless get_blocking+drop", |b| {
+        b.iter(|| {
+            let c = pool
+                .get_blocking(std::time::Duration::from_secs(1))
+                .expect("an idle connection");
+            black_box(&*c);
+        })
+    });
+
     // Inside the runtime's context, as a task would be: a connection that
     // sat idle past `check_after_idle` while criterion paused between
     // benchmarks is checked (asynchronously) once, which needs the timer.
