@@ -1,13 +1,23 @@
 //! What the pool can tell about itself: the [`State`] snapshot and the
 //! [`Metrics`] counters.
 //!
-//! Invariant kept: counters are bumped only on cold paths (connect, close,
-//! wait, error), never on the uncontended acquire/release path, so
-//! observability costs the hot path nothing. Every counter only grows.
+//! Invariant kept: shared counters and histograms are bumped only on cold
+//! paths (connect, close, wait, check, error), never on the uncontended
+//! acquire/release path. That path counts its hits and its holdings under
+//! one tick in per-slot counters written only by the slot's owner (plain
+//! load + store, `slots.rs`), summed at snapshot time: fast-path hits are
+//! folded into the acquire-wait histogram as zeros
+//! ([`HistogramSnapshot::add_zeros`]). A holding of one tick (1 ms of the
+//! cached clock) or more is recorded in the striped hold histogram on
+//! release (stripe: the slot index), a cost next to a millisecond of use.
+//! Every counter only grows; snapshots only load, never blocking a
+//! recorder.
 
 // Plain std atomics even under loom: counters order nothing, and keeping
 // them out of the model keeps its state space to the protocol.
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use crate::histogram::{Histogram, HistogramSnapshot};
 
 /// A cheap snapshot of the pool. Exact when the pool is quiescent; under
 /// concurrency each field is read separately and may be off by the
@@ -34,10 +44,17 @@ pub struct State {
     pub waiting: usize,
 }
 
-/// Counters since the pool was built, and the current [`State`].
+/// Counters and time histograms since the pool was built, and the current
+/// [`State`].
 ///
 /// `opened == closed + detached + state.size` (connects in flight aside)
-/// when the pool is quiescent.
+/// when the pool is quiescent; `closed` is the sum of the close reasons
+/// (`closed_idle + closed_lifetime + broken + check_failures +
+/// closed_check_cancelled + closed_pool_closed`). Histograms are in
+/// nanoseconds, each value read back within
+/// [`Histogram::RELATIVE_ERROR`] (1/64); the hold time is measured on the
+/// pool's cached clock, in whole milliseconds. Not `Copy` (the histograms
+/// own their buckets).
 ///
 /// ```
 /// # use latchless::{Manager, Pool};
@@ -51,7 +68,7 @@ pub struct State {
 /// assert_eq!(m.state.idle, 1);
 /// # }
 /// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Metrics {
     /// The current snapshot.
@@ -97,6 +114,37 @@ pub struct Metrics {
     pub leaks: u64,
     /// Maintenance passes run.
     pub maintenance_passes: u64,
+    /// Acquisitions served by an idle connection on the fast path
+    /// (`try_get`, or a `get` that neither waited, connected nor checked).
+    pub hits: u64,
+    /// `get`s that opened a connection for themselves.
+    pub acquire_connects: u64,
+    /// Of `closed`: idle longer than `idle_timeout`.
+    pub closed_idle: u64,
+    /// Of `closed`: past `max_lifetime`. (`expired` is
+    /// `closed_idle + closed_lifetime`.)
+    pub closed_lifetime: u64,
+    /// Of `closed`: a check whose caller went away could not finish (no
+    /// runtime left to run it on).
+    pub closed_check_cancelled: u64,
+    /// Of `closed`: closed because the pool was closed.
+    pub closed_pool_closed: u64,
+    /// Of `timeouts`: timed out waiting for a connection to be returned.
+    pub timeouts_waiting: u64,
+    /// Of `timeouts`: timed out connecting.
+    pub timeouts_connecting: u64,
+    /// Of `timeouts`: timed out while a connection was being checked.
+    pub timeouts_checking: u64,
+    /// Acquire wait time of every successful acquisition, ns: fast-path
+    /// hits as 0, the others (waited, connected or checked) as measured.
+    pub acquire_wait: HistogramSnapshot,
+    /// Time of each successful `Manager::connect`, ns.
+    pub connect_time: HistogramSnapshot,
+    /// How long each connection was held (hand-out to return), ns, in whole
+    /// milliseconds of the pool's cached clock.
+    pub hold_time: HistogramSnapshot,
+    /// Time of each `Manager::check` that finished (passed or failed), ns.
+    pub check_time: HistogramSnapshot,
 }
 
 /// The pool's counters (all relaxed: they order nothing).
@@ -117,6 +165,20 @@ pub(crate) struct Counters {
     pub(crate) checks_detached: AtomicU64,
     pub(crate) broken: AtomicU64,
     pub(crate) leaks: AtomicU64,
+    pub(crate) acquire_connects: AtomicU64,
+    pub(crate) closed_idle: AtomicU64,
+    pub(crate) closed_lifetime: AtomicU64,
+    pub(crate) closed_check_cancelled: AtomicU64,
+    pub(crate) closed_pool_closed: AtomicU64,
+    pub(crate) timeouts_waiting: AtomicU64,
+    pub(crate) timeouts_connecting: AtomicU64,
+    pub(crate) timeouts_checking: AtomicU64,
+    /// Slow-path acquisitions (waited, connected or checked).
+    pub(crate) wait: Histogram,
+    pub(crate) connect: Histogram,
+    /// Holdings of at least one tick (the others are counted per slot).
+    pub(crate) hold: Histogram,
+    pub(crate) check: Histogram,
 }
 
 /// Bumps a counter by one.
@@ -126,9 +188,52 @@ pub(crate) fn bump(c: &AtomicU64) {
 }
 
 impl Counters {
-    pub(crate) fn snapshot(&self, state: State, passes: u64) -> Metrics {
+    /// Counters with `stripes` stripes for the histograms recorded by many
+    /// threads at once (acquire wait, hold time).
+    pub(crate) fn new(stripes: usize) -> Self {
+        Self {
+            wait: Histogram::with_stripes(stripes),
+            hold: Histogram::with_stripes(stripes),
+            ..Self::default()
+        }
+    }
+
+    /// `snapshot`'s histograms: the acquire-wait one (with `hits` zeros
+    /// folded in) and the hold one (with `zero_holds` zeros) into reused
+    /// buffers, allocating nothing.
+    pub(crate) fn wait_and_hold_into(
+        &self,
+        hits: u64,
+        zero_holds: u64,
+        wait: &mut HistogramSnapshot,
+        hold: &mut HistogramSnapshot,
+    ) {
+        self.wait.snapshot_into(wait);
+        wait.add_zeros(hits);
+        self.hold.snapshot_into(hold);
+        hold.add_zeros(zero_holds);
+    }
+
+    /// The pool's metrics; `hits` and `zero_holds` are the per-slot sums.
+    pub(crate) fn snapshot(&self, state: State, passes: u64, hits: u64, zero_holds: u64) -> Metrics {
         let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut acquire_wait = HistogramSnapshot::default();
+        let mut hold_time = HistogramSnapshot::default();
+        self.wait_and_hold_into(hits, zero_holds, &mut acquire_wait, &mut hold_time);
         Metrics {
+            hits,
+            acquire_connects: r(&self.acquire_connects),
+            closed_idle: r(&self.closed_idle),
+            closed_lifetime: r(&self.closed_lifetime),
+            closed_check_cancelled: r(&self.closed_check_cancelled),
+            closed_pool_closed: r(&self.closed_pool_closed),
+            timeouts_waiting: r(&self.timeouts_waiting),
+            timeouts_connecting: r(&self.timeouts_connecting),
+            timeouts_checking: r(&self.timeouts_checking),
+            acquire_wait,
+            connect_time: self.connect.snapshot(),
+            hold_time,
+            check_time: self.check.snapshot(),
             state,
             opened: r(&self.opened),
             closed: r(&self.closed),

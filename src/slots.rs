@@ -227,6 +227,26 @@ struct Slot<C> {
     taken_by: AtomicPtr<Location<'static>>,
     /// The current holding was already reported as a leak.
     leak_reported: AtomicBool,
+    /// Observability counters, written only by the slot's owner.
+    stats: SlotStats,
+}
+
+/// Per-slot observability counters (issue 13). Written only by the slot's
+/// current owner, with a plain load and store (no read-modify-write): the
+/// hand-over of the slot (`make_idle`'s Release, `claim`'s Acquire, or the
+/// queue or node that carries a token) orders one owner's store before the
+/// next owner's load, so no increment is lost. Read by snapshots with
+/// relaxed loads, which may miss the latest hand-outs (exact when
+/// quiescent). Plain std atomics even under loom: they order nothing.
+/// Cumulative across the connections the slot holds.
+#[derive(Debug, Default)]
+struct SlotStats {
+    /// When the current holder took the connection (cached clock, ticks).
+    handed_at: std::sync::atomic::AtomicU64,
+    /// Fast-path hand-outs (an idle hit in `try_get` / `get`).
+    hits: std::sync::atomic::AtomicU64,
+    /// Holdings that lasted under one tick (not in the hold histogram).
+    zero_holds: std::sync::atomic::AtomicU64,
 }
 
 /// A copy of a slot's lifecycle facts.
@@ -270,6 +290,7 @@ impl<C> Slots<C> {
                     taken_at: AtomicU64::new(0),
                     taken_by: AtomicPtr::new(std::ptr::null_mut()),
                     leak_reported: AtomicBool::new(false),
+                    stats: SlotStats::default(),
                 })
             })
             .collect();
@@ -491,6 +512,43 @@ impl<C> Slots<C> {
         // SAFETY: `taken_by` only ever holds null or a `&'static Location`.
         let by = unsafe { &*by };
         Some((s.serial.load(Ordering::Relaxed), held, by))
+    }
+
+    /// Stamps the hand-out of the claimed connection at `now` (cached
+    /// clock ticks) and, for a fast-path hit, counts it. Owner-only plain
+    /// stores (`SlotStats`).
+    #[inline(always)]
+    pub(crate) fn note_handed(&self, busy: &Busy, now: u64, hit: bool) {
+        let st = &self.slot(busy.0).stats;
+        st.handed_at.store(now, std::sync::atomic::Ordering::Relaxed);
+        if hit {
+            let n = st.hits.load(std::sync::atomic::Ordering::Relaxed);
+            st.hits.store(n + 1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Ends the holding of the claimed connection at `now`: returns how
+    /// many ticks it was held; a holding under one tick is counted here
+    /// (owner-only plain stores).
+    #[inline(always)]
+    pub(crate) fn note_held(&self, busy: &Busy, now: u64) -> u64 {
+        let st = &self.slot(busy.0).stats;
+        let held = now.saturating_sub(st.handed_at.load(std::sync::atomic::Ordering::Relaxed));
+        if held == 0 {
+            let n = st.zero_holds.load(std::sync::atomic::Ordering::Relaxed);
+            st.zero_holds
+                .store(n + 1, std::sync::atomic::Ordering::Relaxed);
+        }
+        held
+    }
+
+    /// The sums over all slots of fast-path hits and holdings under one
+    /// tick (relaxed loads; exact when quiescent).
+    pub(crate) fn stats_sums(&self) -> (u64, u64) {
+        let r = std::sync::atomic::Ordering::Relaxed;
+        self.slots.iter().fold((0, 0), |(h, z), s| {
+            (h + s.stats.hits.load(r), z + s.stats.zero_holds.load(r))
+        })
     }
 
     /// Ends a holding for leak detection (a plain store: the next
