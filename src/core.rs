@@ -334,7 +334,11 @@ impl<M: Manager> Core<M> {
     /// Samples the health monitor at `now` (ticks): when `force`d
     /// (`Pool::health` / `Pool::sizing`, which wait for the lock), else at
     /// most once a second and only if the lock is free (maintenance).
-    pub(crate) fn observe(&self, now: u64, force: bool) -> Option<std::sync::MutexGuard<'_, Watch>> {
+    pub(crate) fn observe(
+        &self,
+        now: u64,
+        force: bool,
+    ) -> Option<std::sync::MutexGuard<'_, Watch>> {
         use std::sync::atomic::Ordering as O;
         let mut watch = if force {
             // A panic while sampling leaves nothing half-done that matters.

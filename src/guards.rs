@@ -339,8 +339,10 @@ impl<M: Manager> Drop for Detached<M> {
             drop(fut);
             // SAFETY: the future that owned the token is gone.
             let busy = unsafe { recover(self.index) };
-            self.owner
-                .note_close(&self.owner.counters.closed_check_cancelled, "check_cancelled");
+            self.owner.note_close(
+                &self.owner.counters.closed_check_cancelled,
+                "check_cancelled",
+            );
             let retired = catch_unwind(AssertUnwindSafe(|| self.owner.retire(busy)));
             settle_held(&self.owner, retired.unwrap_or_default());
         }

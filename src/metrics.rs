@@ -215,7 +215,13 @@ impl Counters {
     }
 
     /// The pool's metrics; `hits` and `zero_holds` are the per-slot sums.
-    pub(crate) fn snapshot(&self, state: State, passes: u64, hits: u64, zero_holds: u64) -> Metrics {
+    pub(crate) fn snapshot(
+        &self,
+        state: State,
+        passes: u64,
+        hits: u64,
+        zero_holds: u64,
+    ) -> Metrics {
         let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut acquire_wait = HistogramSnapshot::default();
         let mut hold_time = HistogramSnapshot::default();

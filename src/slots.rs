@@ -520,7 +520,8 @@ impl<C> Slots<C> {
     #[inline(always)]
     pub(crate) fn note_handed(&self, busy: &Busy, now: u64, hit: bool) {
         let st = &self.slot(busy.0).stats;
-        st.handed_at.store(now, std::sync::atomic::Ordering::Relaxed);
+        st.handed_at
+            .store(now, std::sync::atomic::Ordering::Relaxed);
         if hit {
             let n = st.hits.load(std::sync::atomic::Ordering::Relaxed);
             st.hits.store(n + 1, std::sync::atomic::Ordering::Relaxed);

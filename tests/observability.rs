@@ -5,8 +5,8 @@
 
 mod common;
 
-use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
 use common::{TestManager, Tracker};
@@ -88,7 +88,11 @@ fn a_get_that_waited_records_its_wait() {
     let m = pool.metrics();
     assert_eq!((m.waits, m.hits, m.acquire_connects), (1, 0, 1));
     assert_eq!(m.acquire_wait.count(), 2);
-    assert!(close_to(m.acquire_wait.max(), 30_000_000), "{:?}", m.acquire_wait);
+    assert!(
+        close_to(m.acquire_wait.max(), 30_000_000),
+        "{:?}",
+        m.acquire_wait
+    );
 }
 
 #[test]
@@ -123,8 +127,7 @@ fn closes_are_counted_by_reason() {
     assert_eq!((m.closed_idle, m.closed_lifetime, m.closed), (2, 0, 2));
 
     // Lifetime, broken, pool closed.
-    let (pool, _t, mock) =
-        mocked(|b| b.max_size(4).max_lifetime(Some(Duration::from_secs(100))));
+    let (pool, _t, mock) = mocked(|b| b.max_size(4).max_lifetime(Some(Duration::from_secs(100))));
     paused().block_on(async {
         drop(pool.get().await.unwrap());
         mock.advance(Duration::from_secs(101));
@@ -177,7 +180,12 @@ fn timeouts_are_counted_by_kind() {
     });
     let m = pool.metrics();
     assert_eq!(
-        (m.timeouts, m.timeouts_waiting, m.timeouts_checking, m.timeouts_connecting),
+        (
+            m.timeouts,
+            m.timeouts_waiting,
+            m.timeouts_checking,
+            m.timeouts_connecting
+        ),
         (2, 1, 1, 0)
     );
     let m2 = pool2.metrics();
@@ -199,7 +207,10 @@ fn exhaustion_alert_fires_on_a_timeout_and_clears_after_the_window() {
     assert_eq!(alert.value, 1.0);
     assert_eq!(h.alerts.len(), 1, "{h:?}");
     mock.advance(Duration::from_secs(29));
-    assert!(pool.health().alert(AlertKind::Exhaustion).is_some(), "in the window");
+    assert!(
+        pool.health().alert(AlertKind::Exhaustion).is_some(),
+        "in the window"
+    );
     mock.advance(Duration::from_secs(2));
     assert!(pool.health().is_healthy(), "out of the window");
 }
@@ -219,13 +230,19 @@ fn utilization_alert_fires_after_30s_above_80_percent_and_clears() {
         held.push(pool.get().await.unwrap());
         assert!(pool.health().is_healthy(), "the run starts");
         mock.advance(Duration::from_secs(29));
-        assert!(pool.health().alert(AlertKind::Utilization).is_none(), "29 s");
+        assert!(
+            pool.health().alert(AlertKind::Utilization).is_none(),
+            "29 s"
+        );
         mock.advance(Duration::from_secs(1));
         let h = pool.health();
         let a = h.alert(AlertKind::Utilization).expect("30 s above");
         assert_eq!((a.value, a.threshold), (1.0, 0.8));
         held.pop();
-        assert!(pool.health().alert(AlertKind::Utilization).is_none(), "back to 0.8");
+        assert!(
+            pool.health().alert(AlertKind::Utilization).is_none(),
+            "back to 0.8"
+        );
     });
 }
 
