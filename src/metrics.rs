@@ -259,3 +259,130 @@ impl Counters {
         }
     }
 }
+
+/// Exports `m` (and the pool's health and sizing) through the `metrics`
+/// facade under stable names, each with a `pool` label (`Pool::export_metrics`;
+/// names and meanings in docs/MONITORING.md). Counters are set to their
+/// absolute values, so exporting twice counts nothing twice. Histograms
+/// are exported as summaries: a gauge per quantile (`quantile` label: 0.5,
+/// 0.9, 0.99, 0.999, and 1 for the maximum), in seconds, with `_sum`
+/// (seconds) and `_count`.
+#[cfg(feature = "metrics")]
+pub(crate) fn export(
+    pool: &str,
+    m: &Metrics,
+    health: &crate::health::Health,
+    sizing: &crate::health::Sizing,
+    max_size: usize,
+) {
+    let name = pool.to_owned();
+    let counter = |key: &'static str, v: u64| {
+        ::metrics::counter!(key, "pool" => name.clone()).absolute(v);
+    };
+    counter("latchless_connections_opened_total", m.opened);
+    counter("latchless_connections_detached_total", m.detached);
+    counter("latchless_connect_errors_total", m.connect_errors);
+    counter("latchless_connect_timeouts_total", m.connect_timeouts);
+    counter("latchless_acquire_hits_total", m.hits);
+    counter("latchless_acquire_waits_total", m.waits);
+    counter("latchless_acquire_connects_total", m.acquire_connects);
+    counter("latchless_acquire_exhausted_total", m.exhausted);
+    counter("latchless_checks_detached_total", m.checks_detached);
+    counter("latchless_leaks_total", m.leaks);
+    counter("latchless_maintenance_passes_total", m.maintenance_passes);
+    for (reason, v) in [
+        ("idle_timeout", m.closed_idle),
+        ("lifetime", m.closed_lifetime),
+        ("broken", m.broken),
+        ("check_failed", m.check_failures),
+        ("check_cancelled", m.closed_check_cancelled),
+        ("pool_closed", m.closed_pool_closed),
+    ] {
+        ::metrics::counter!("latchless_connections_closed_total", "pool" => name.clone(), "reason" => reason)
+            .absolute(v);
+    }
+    for (kind, v) in [
+        ("waiting", m.timeouts_waiting),
+        ("connecting", m.timeouts_connecting),
+        ("checking", m.timeouts_checking),
+    ] {
+        ::metrics::counter!("latchless_acquire_timeouts_total", "pool" => name.clone(), "kind" => kind)
+            .absolute(v);
+    }
+    let gauge = |key: &'static str, v: f64| {
+        ::metrics::gauge!(key, "pool" => name.clone()).set(v);
+    };
+    gauge("latchless_connections", m.state.size as f64);
+    gauge("latchless_connections_idle", m.state.idle as f64);
+    gauge("latchless_connections_in_use", m.state.in_use as f64);
+    gauge("latchless_waiters", m.state.waiting as f64);
+    gauge("latchless_max_size", max_size as f64);
+    gauge(
+        "latchless_sizing_recommended_connections",
+        sizing.recommended as f64,
+    );
+    gauge(
+        "latchless_acquire_rate_per_second",
+        sizing.acquire_rate_per_s,
+    );
+    for kind in crate::health::AlertKind::ALL {
+        let firing = f64::from(u8::from(health.alert(kind).is_some()));
+        ::metrics::gauge!("latchless_alert_firing", "pool" => name.clone(), "alert" => kind.name())
+            .set(firing);
+    }
+    for (keys, h) in [
+        (
+            [
+                "latchless_acquire_wait_seconds",
+                "latchless_acquire_wait_seconds_sum",
+                "latchless_acquire_wait_seconds_count",
+            ],
+            &m.acquire_wait,
+        ),
+        (
+            [
+                "latchless_connect_seconds",
+                "latchless_connect_seconds_sum",
+                "latchless_connect_seconds_count",
+            ],
+            &m.connect_time,
+        ),
+        (
+            [
+                "latchless_hold_seconds",
+                "latchless_hold_seconds_sum",
+                "latchless_hold_seconds_count",
+            ],
+            &m.hold_time,
+        ),
+        (
+            [
+                "latchless_check_seconds",
+                "latchless_check_seconds_sum",
+                "latchless_check_seconds_count",
+            ],
+            &m.check_time,
+        ),
+    ] {
+        summary(&name, keys, h);
+    }
+}
+
+/// One histogram as a summary: quantile gauges, `_sum` and `_count`
+/// (`keys`: the three names).
+#[cfg(feature = "metrics")]
+fn summary(pool: &str, keys: [&'static str; 3], h: &HistogramSnapshot) {
+    let [key, sum, count] = keys;
+    let secs = |ns: u64| ns as f64 / 1e9;
+    for (q, v) in [
+        ("0.5", h.p50()),
+        ("0.9", h.p90()),
+        ("0.99", h.p99()),
+        ("0.999", h.p999()),
+        ("1", h.max()),
+    ] {
+        ::metrics::gauge!(key, "pool" => pool.to_owned(), "quantile" => q).set(secs(v));
+    }
+    ::metrics::gauge!(sum, "pool" => pool.to_owned()).set(secs(h.sum()));
+    ::metrics::counter!(count, "pool" => pool.to_owned()).absolute(h.count());
+}

@@ -567,6 +567,36 @@ impl<M: Manager> Pool<M> {
             .snapshot(shared.state(), passes, hits, zero_holds)
     }
 
+    /// Exports every counter, gauge and histogram of [`metrics`](Pool::metrics),
+    /// and the alerts of [`health`](Pool::health) and the recommendation of
+    /// [`sizing`](Pool::sizing), through the [`metrics`](https://docs.rs/metrics)
+    /// facade to whatever recorder is installed, under stable names
+    /// (`latchless_acquire_wait_seconds`, …, listed in docs/MONITORING.md)
+    /// with a `pool` label (`Builder::name`). Call it before each scrape
+    /// or on a timer: the pool records into its own atomics and never
+    /// calls the facade on its own, so the hot path never does. Feature
+    /// `metrics`.
+    ///
+    /// ```
+    /// # use latchless::{Manager, Pool};
+    /// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+    /// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+    /// let pool = Pool::builder(M).name("db").build().unwrap();
+    /// pool.export_metrics(); // a no-op without an installed recorder
+    /// ```
+    #[cfg(feature = "metrics")]
+    pub fn export_metrics(&self) {
+        let health = self.health();
+        let sizing = self.sizing();
+        crate::metrics::export(
+            &self.config().name,
+            &self.metrics(),
+            &health,
+            &sizing,
+            self.config().max_size,
+        );
+    }
+
     /// Stops handing out connections: waiters get [`PoolError::Closed`],
     /// idle connections close now, in-use ones when returned. Returns once
     /// waiters are rejected and idle connections closed. Idempotent.
