@@ -318,3 +318,128 @@ fn sizing_applies_rate_times_hold_times_headroom() {
     assert_eq!(s.max_size, 10);
     assert_eq!(s.verdict, SizingVerdict::TooLarge);
 }
+
+/// Collects events as `(level, "field=value ...")`.
+#[derive(Clone, Default)]
+struct Capture(Arc<std::sync::Mutex<Vec<(tracing::Level, String)>>>);
+
+impl tracing::Subscriber for Capture {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        struct Fields(String);
+        impl tracing::field::Visit for Fields {
+            fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                use std::fmt::Write;
+                let _ = write!(self.0, "{}={:?} ", f.name(), v);
+            }
+        }
+        let mut fields = Fields(String::new());
+        event.record(&mut fields);
+        let mut log = self.0.lock().unwrap();
+        log.push((*event.metadata().level(), fields.0));
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+impl Capture {
+    /// The one event whose fields contain every one of `parts`.
+    fn find(&self, parts: &[&str]) -> Option<tracing::Level> {
+        let log = self.0.lock().unwrap();
+        let found: Vec<_> = log
+            .iter()
+            .filter(|(_, f)| parts.iter().all(|p| f.contains(p)))
+            .collect();
+        assert!(found.len() <= 1, "{parts:?} more than once: {log:?}");
+        found.first().map(|(l, _)| *l)
+    }
+}
+
+#[test]
+fn tracing_events_carry_the_pool_name_and_why() {
+    use tracing::Level;
+    let capture = Capture::default();
+    let (pool, t, _mock) = mocked(|b| b.name("orders").max_size(1).fail_fast(true));
+    tracing::subscriber::with_default(capture.clone(), || {
+        // Other tests may have hit these callsites first, with no
+        // subscriber: make them ask ours again.
+        tracing::callsite::rebuild_interest_cache();
+        paused().block_on(async {
+            assert!(pool.health().is_healthy());
+            t.fail_next.store(1, SeqCst);
+            assert!(pool.get().await.is_err());
+            assert!(!pool.health().is_healthy());
+            let mut c = pool.get().await.unwrap();
+            assert!(pool.get_timeout(ms(10)).await.is_err());
+            Pooled::mark_broken(&mut c);
+            drop(c);
+        });
+    });
+    let name = "pool=orders";
+    assert_eq!(
+        capture.find(&["connect failed", name, "connection refused (test)"]),
+        Some(Level::WARN)
+    );
+    assert_eq!(
+        capture.find(&["alert firing", name, "alert=\"backend_down\""]),
+        Some(Level::WARN)
+    );
+    assert_eq!(
+        capture.find(&["get timed out", name, "kind=\"waiting\""]),
+        Some(Level::INFO)
+    );
+    assert_eq!(
+        capture.find(&["connection closed", name, "reason=\"broken\""]),
+        Some(Level::DEBUG)
+    );
+}
+
+/// `export_metrics` hands every figure to the installed recorder under
+/// its stable name, with the `pool` label (rendered as Prometheus text).
+#[cfg(feature = "metrics")]
+#[test]
+fn export_metrics_renders_stable_names_with_the_pool_label() {
+    let (pool, t, _mock) = mocked(|b| b.name("orders").max_size(2));
+    t.connect_delay_ms.store(20, SeqCst);
+    paused().block_on(async {
+        drop(pool.get().await.unwrap());
+        for _ in 0..9 {
+            drop(pool.try_get().unwrap());
+        }
+    });
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    metrics::with_local_recorder(&recorder, || pool.export_metrics());
+    let text = handle.render();
+    for line in [
+        "latchless_acquire_hits_total{pool=\"orders\"} 9",
+        "latchless_acquire_connects_total{pool=\"orders\"} 1",
+        "latchless_acquire_wait_seconds_count{pool=\"orders\"} 10",
+        "latchless_acquire_wait_seconds{pool=\"orders\",quantile=\"0.5\"} 0",
+        "latchless_connections_opened_total{pool=\"orders\"} 1",
+        "latchless_connections_closed_total{pool=\"orders\",reason=\"broken\"} 0",
+        "latchless_acquire_timeouts_total{pool=\"orders\",kind=\"waiting\"} 0",
+        "latchless_connections_idle{pool=\"orders\"} 1",
+        "latchless_max_size{pool=\"orders\"} 2",
+        "latchless_alert_firing{pool=\"orders\",alert=\"exhaustion\"} 0",
+    ] {
+        assert!(text.contains(line), "{line} not in:\n{text}");
+    }
+    let max = text
+        .lines()
+        .find(|l| l.starts_with("latchless_acquire_wait_seconds{pool=\"orders\",quantile=\"1\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .expect("the maximum is exported");
+    assert!(
+        (max - 0.020).abs() <= 0.020 * Histogram::RELATIVE_ERROR,
+        "{max}"
+    );
+}
