@@ -297,7 +297,7 @@ impl<M: Manager> Core<M> {
             self.slots.clear_taken(&busy);
         }
         let now = self.now_for_checks();
-        let held = self.slots.note_held(&busy, now);
+        let held = self.slots.held_for(&busy, now);
         if held != 0 {
             self.record_hold(&busy, held);
         }
@@ -351,20 +351,21 @@ impl<M: Manager> Core<M> {
             self.watch.try_lock().ok()?
         };
         self.last_sample.store(now, O::Relaxed);
-        let (hits, zero_holds) = self.slots.stats_sums();
+        let hits = self.slots.hits();
+        let state = self.state();
         let Watch {
             monitor,
             wait,
             hold,
         } = &mut *watch;
         self.counters
-            .wait_and_hold_into(hits, zero_holds, wait, hold);
+            .wait_and_hold_into(hits, state.in_use, wait, hold);
         let r = |c: &std::sync::atomic::AtomicU64| c.load(O::Relaxed);
         let c = &self.counters;
         monitor.sample(
             now,
             &Observed {
-                in_use: self.state().in_use,
+                in_use: state.in_use,
                 max_size: self.slots.capacity(),
                 wait,
                 hold_count: hold.count(),

@@ -3,13 +3,14 @@
 //!
 //! Invariant kept: shared counters and histograms are bumped only on cold
 //! paths (connect, close, wait, check, error), never on the uncontended
-//! acquire/release path. That path counts its hits and its holdings under
-//! one tick in per-slot counters written only by the slot's owner (plain
-//! load + store, `slots.rs`), summed at snapshot time: fast-path hits are
-//! folded into the acquire-wait histogram as zeros
-//! ([`HistogramSnapshot::add_zeros`]). A holding of one tick (1 ms of the
-//! cached clock) or more is recorded in the striped hold histogram on
-//! release (stripe: the slot index), a cost next to a millisecond of use.
+//! acquire/release path. That path counts its hits in per-slot counters
+//! written only by the slot's owner (plain load + store, `slots.rs`),
+//! summed at snapshot time and folded into the acquire-wait histogram as
+//! zeros ([`HistogramSnapshot::add_zeros`]). A holding of one tick (1 ms of
+//! the cached clock) or more is recorded in the striped hold histogram on
+//! release (stripe: the slot index), a cost next to a millisecond of use;
+//! shorter ones are derived at snapshot time (`wait_and_hold_into`), so a
+//! release pays one load.
 //! Every counter only grows; snapshots only load, never blocking a
 //! recorder.
 
@@ -198,34 +199,37 @@ impl Counters {
         }
     }
 
-    /// `snapshot`'s histograms: the acquire-wait one (with `hits` zeros
-    /// folded in) and the hold one (with `zero_holds` zeros) into reused
-    /// buffers, allocating nothing.
+    /// `snapshot`'s histograms, into reused buffers (allocating nothing):
+    /// the acquire-wait one, with the `hits` zeros folded in, and the hold
+    /// one, with the holdings under one tick as zeros. Those are not
+    /// counted anywhere (a release pays one load); they are derived: every
+    /// acquisition (the wait histogram's count) is returned, detached or
+    /// still held (`in_use`), and a return of a tick or more is in the
+    /// hold histogram. Exact when quiescent; under load off by the
+    /// acquisitions in flight.
     pub(crate) fn wait_and_hold_into(
         &self,
         hits: u64,
-        zero_holds: u64,
+        in_use: usize,
         wait: &mut HistogramSnapshot,
         hold: &mut HistogramSnapshot,
     ) {
+        self.hold.snapshot_into(hold);
         self.wait.snapshot_into(wait);
         wait.add_zeros(hits);
-        self.hold.snapshot_into(hold);
-        hold.add_zeros(zero_holds);
+        let returned = wait
+            .count()
+            .saturating_sub(in_use as u64)
+            .saturating_sub(self.detached.load(Ordering::Relaxed));
+        hold.add_zeros(returned.saturating_sub(hold.count()));
     }
 
-    /// The pool's metrics; `hits` and `zero_holds` are the per-slot sums.
-    pub(crate) fn snapshot(
-        &self,
-        state: State,
-        passes: u64,
-        hits: u64,
-        zero_holds: u64,
-    ) -> Metrics {
+    /// The pool's metrics; `hits`: the per-slot sum.
+    pub(crate) fn snapshot(&self, state: State, passes: u64, hits: u64) -> Metrics {
         let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut acquire_wait = HistogramSnapshot::default();
         let mut hold_time = HistogramSnapshot::default();
-        self.wait_and_hold_into(hits, zero_holds, &mut acquire_wait, &mut hold_time);
+        self.wait_and_hold_into(hits, state.in_use, &mut acquire_wait, &mut hold_time);
         Metrics {
             hits,
             acquire_connects: r(&self.acquire_connects),

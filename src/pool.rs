@@ -561,10 +561,8 @@ impl<M: Manager> Pool<M> {
     pub fn metrics(&self) -> Metrics {
         let shared = self.shared();
         let passes = shared.maintenance.passes.load(Ordering::Relaxed);
-        let (hits, zero_holds) = shared.slots.stats_sums();
-        shared
-            .counters
-            .snapshot(shared.state(), passes, hits, zero_holds)
+        let hits = shared.slots.hits();
+        shared.counters.snapshot(shared.state(), passes, hits)
     }
 
     /// Exports every counter, gauge and histogram of [`metrics`](Pool::metrics),

@@ -204,9 +204,6 @@ struct Slot<C> {
     /// The connection; `Some` iff the tag is IDLE or BUSY. Accessed only by
     /// the slot's current owner (see I1 above).
     conn: UnsafeCell<Option<C>>,
-    /// Serial number of the connection in the slot (from 1; 0 = none), so a
-    /// timer entry for a closed connection never touches its successor.
-    serial: AtomicU64,
     /// The first tick at which it must not be handed out: opened +
     /// `max_lifetime` − jitter − the clock margin (`u64::MAX` without a
     /// lifetime).
@@ -218,6 +215,13 @@ struct Slot<C> {
     /// the time it becomes due for a check. Computed at release, so the
     /// acquire path pays one load and one compare for every policy.
     fresh_until: AtomicU64,
+    /// Observability counters, written only by the slot's owner: next to
+    /// the fields the fast path touches (one cache line, for a small
+    /// connection type).
+    stats: SlotStats,
+    /// Serial number of the connection in the slot (from 1; 0 = none), so a
+    /// timer entry for a closed connection never touches its successor.
+    serial: AtomicU64,
     /// When it was last known good (opened, or passed `Manager::check`), as
     /// a number of the pool's event sequence (see `Maintenance::seq`).
     verified_seq: AtomicU64,
@@ -227,8 +231,6 @@ struct Slot<C> {
     taken_by: AtomicPtr<Location<'static>>,
     /// The current holding was already reported as a leak.
     leak_reported: AtomicBool,
-    /// Observability counters, written only by the slot's owner.
-    stats: SlotStats,
 }
 
 /// Per-slot observability counters (issue 13). Written only by the slot's
@@ -238,15 +240,16 @@ struct Slot<C> {
 /// next owner's load, so no increment is lost. Read by snapshots with
 /// relaxed loads, which may miss the latest hand-outs (exact when
 /// quiescent). Plain std atomics even under loom: they order nothing.
-/// Cumulative across the connections the slot holds.
+/// Cumulative across the connections the slot holds. Holdings are not
+/// counted here: one of a tick or more goes into the hold histogram, and
+/// the others are derived at snapshot time (`metrics.rs`), so a release
+/// pays one load.
 #[derive(Debug, Default)]
 struct SlotStats {
     /// When the current holder took the connection (cached clock, ticks).
     handed_at: std::sync::atomic::AtomicU64,
     /// Fast-path hand-outs (an idle hit in `try_get` / `get`).
     hits: std::sync::atomic::AtomicU64,
-    /// Holdings that lasted under one tick (not in the hold histogram).
-    zero_holds: std::sync::atomic::AtomicU64,
 }
 
 /// A copy of a slot's lifecycle facts.
@@ -528,28 +531,19 @@ impl<C> Slots<C> {
         }
     }
 
-    /// Ends the holding of the claimed connection at `now`: returns how
-    /// many ticks it was held; a holding under one tick is counted here
-    /// (owner-only plain stores).
+    /// How many ticks the claimed connection has been held at `now` (one
+    /// load).
     #[inline(always)]
-    pub(crate) fn note_held(&self, busy: &Busy, now: u64) -> u64 {
+    pub(crate) fn held_for(&self, busy: &Busy, now: u64) -> u64 {
         let st = &self.slot(busy.0).stats;
-        let held = now.saturating_sub(st.handed_at.load(std::sync::atomic::Ordering::Relaxed));
-        if held == 0 {
-            let n = st.zero_holds.load(std::sync::atomic::Ordering::Relaxed);
-            st.zero_holds
-                .store(n + 1, std::sync::atomic::Ordering::Relaxed);
-        }
-        held
+        now.saturating_sub(st.handed_at.load(std::sync::atomic::Ordering::Relaxed))
     }
 
-    /// The sums over all slots of fast-path hits and holdings under one
-    /// tick (relaxed loads; exact when quiescent).
-    pub(crate) fn stats_sums(&self) -> (u64, u64) {
+    /// The sum over all slots of fast-path hits (relaxed loads; exact
+    /// when quiescent).
+    pub(crate) fn hits(&self) -> u64 {
         let r = std::sync::atomic::Ordering::Relaxed;
-        self.slots.iter().fold((0, 0), |(h, z), s| {
-            (h + s.stats.hits.load(r), z + s.stats.zero_holds.load(r))
-        })
+        self.slots.iter().map(|s| s.stats.hits.load(r)).sum()
     }
 
     /// Ends a holding for leak detection (a plain store: the next
