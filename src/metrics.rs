@@ -142,7 +142,9 @@ pub struct Metrics {
     /// Time of each successful `Manager::connect`, ns.
     pub connect_time: HistogramSnapshot,
     /// How long each connection was held (hand-out to return), ns, in whole
-    /// milliseconds of the pool's cached clock.
+    /// milliseconds of the pool's cached clock. Its zeros (holdings under a
+    /// millisecond) are derived: acquisitions − in use − detached − the
+    /// holdings recorded, exact when the pool is quiescent.
     pub hold_time: HistogramSnapshot,
     /// Time of each `Manager::check` that finished (passed or failed), ns.
     pub check_time: HistogramSnapshot,
@@ -189,9 +191,11 @@ pub(crate) fn bump(c: &AtomicU64) {
 }
 
 impl Counters {
-    /// Counters with `stripes` stripes for the histograms recorded by many
-    /// threads at once (acquire wait, hold time).
+    /// Counters with `stripes` stripes (at most 8: each is 9.5 KiB, and
+    /// both are recorded on slow paths only) for the histograms recorded
+    /// by many threads at once (acquire wait, hold time).
     pub(crate) fn new(stripes: usize) -> Self {
+        let stripes = stripes.min(8);
         Self {
             wait: Histogram::with_stripes(stripes),
             hold: Histogram::with_stripes(stripes),
