@@ -59,6 +59,7 @@ pub(crate) fn cooperative_tick<M: Manager>(core: &Core<M>) -> Retired {
     }
     let retired = core.maintenance.pass(core, now);
     refill(core);
+    drop(core.observe(now, false));
     retired
 }
 
@@ -109,9 +110,11 @@ async fn ticker<M: Manager>(mut ticking: Ticking<M>, period: Duration) {
                 .get_or_insert_with(|| shared.deadlines.start());
             let now = tokio::time::Instant::now();
             if now >= next_tick {
-                let retired = shared.maintenance.pass(&**shared, shared.clock.now());
+                let at = shared.clock.now();
+                let retired = shared.maintenance.pass(&**shared, at);
                 settle_held(&shared, retired);
                 refill(&shared);
+                drop(shared.observe(at, false));
                 next_tick = now + period;
             }
             let wake_at = shared.deadlines.sweep(

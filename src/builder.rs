@@ -375,6 +375,40 @@ impl<M: Manager> Builder<M> {
         background: bool
     );
 
+    /// The pool's name: the `pool` field of every `tracing` event it emits
+    /// (health alerts, connect and check failures, closes, timeouts).
+    /// Default `"latchless"`.
+    ///
+    /// ```
+    /// # use latchless::{Manager, Pool};
+    /// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+    /// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+    /// let pool = Pool::builder(M).name("orders-db").build().unwrap();
+    /// assert_eq!(pool.config().name, "orders-db");
+    /// ```
+    pub fn name(mut self, name: &str) -> Self {
+        self.config.name = name.to_owned();
+        self
+    }
+
+    /// The acquire-wait p99 above which [`Pool::health`] reports the
+    /// [`AcquireWait`](crate::AlertKind::AcquireWait) alert (judged over the
+    /// 30 s window once it holds at least 100 acquisitions). Default
+    /// 100 ms; `Duration::MAX` turns the alert off.
+    ///
+    /// ```
+    /// # use latchless::{Manager, Pool};
+    /// # use std::time::Duration;
+    /// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+    /// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+    /// let pool = Pool::builder(M).wait_alert(Duration::from_millis(20)).build().unwrap();
+    /// assert_eq!(pool.config().wait_alert, Duration::from_millis(20));
+    /// ```
+    pub fn wait_alert(mut self, threshold: Duration) -> Self {
+        self.config.wait_alert = threshold;
+        self
+    }
+
     /// The clock the pool reads: for idle times, lifetimes, pre-ping due
     /// times and leak reports. Default: [`Clock::real`](crate::Clock::real);
     /// tests pass [`Clock::mock`](crate::Clock::mock) and move its time

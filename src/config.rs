@@ -62,6 +62,14 @@ pub struct Config {
     /// Start the background maintenance task (and `min_idle` refills) when
     /// a Tokio runtime is present. Default `true`.
     pub background: bool,
+    /// The pool's name, the `pool` field of its `tracing` events.
+    /// Default `"latchless"`.
+    pub name: String,
+    /// The acquire-wait p99 above which the
+    /// [`AcquireWait`](crate::AlertKind::AcquireWait) alert fires (over at
+    /// least 100 acquisitions in the 30 s window). Default 100 ms;
+    /// `Duration::MAX` turns it off.
+    pub wait_alert: Duration,
 }
 
 impl Default for Config {
@@ -83,6 +91,8 @@ impl Default for Config {
             max_connect_backoff: Duration::from_secs(1),
             fail_fast: false,
             background: true,
+            name: String::from("latchless"),
+            wait_alert: Duration::from_millis(100),
         }
     }
 }

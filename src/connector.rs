@@ -81,13 +81,25 @@ pub(crate) async fn connect_with_retry<M: Manager>(
             limit(cfg.connect_timeout, deadline),
             shared.manager.connect(),
         );
+        let start = Instant::now();
         match attempt.await {
-            Some(Ok(conn)) => return Ok(conn),
+            Some(Ok(conn)) => {
+                shared.counters.connect.record_duration(0, start.elapsed());
+                return Ok(conn);
+            }
             Some(Err(e)) => {
                 bump(&shared.counters.connect_errors);
+                tracing::warn!(pool = %cfg.name, error = %e, "connect failed");
                 last = Some(e);
             }
-            None => bump(&shared.counters.connect_timeouts),
+            None => {
+                bump(&shared.counters.connect_timeouts);
+                tracing::warn!(
+                    pool = %cfg.name,
+                    timeout_ms = cfg.connect_timeout.as_millis() as u64,
+                    "connect timed out"
+                );
+            }
         }
         // A connect that fails after earlier ones succeeded is evidence
         // that the server went away: idle connections are checked before

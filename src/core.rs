@@ -38,6 +38,8 @@ use crate::Manager;
 use crate::clock::Clock;
 use crate::config::{Config, Ticks};
 use crate::deadlines::Deadlines;
+use crate::health::{Health, HealthConfig, Monitor, Observed, Sizing};
+use crate::histogram::HistogramSnapshot;
 use crate::lifecycle::{Lifecycle, Verdict};
 use crate::lifetime::{self, Retired};
 use crate::maintenance::{Deadline, Entry, Household, Maintenance};
@@ -107,7 +109,26 @@ pub(crate) struct Core<M: Manager> {
     /// This core's owner, for spawning background work from `&self` and
     /// for counting references with the `Arc`'s own provenance.
     pub(crate) weak: Weak<Owner<M>>,
+    /// The health monitor and its snapshot buffers, taken only by
+    /// maintenance (`try_lock`) and `Pool::health` / `Pool::sizing`,
+    /// never by `get` or a release.
+    pub(crate) watch: std::sync::Mutex<Watch>,
+    /// When maintenance last sampled the monitor (ticks; `u64::MAX`:
+    /// never), so that it samples at most once a second.
+    last_sample: std::sync::atomic::AtomicU64,
 }
+
+/// The monitor and the buffers a sample reads into (no allocation per
+/// sample).
+#[derive(Debug)]
+pub(crate) struct Watch {
+    monitor: Monitor,
+    wait: HistogramSnapshot,
+    hold: HistogramSnapshot,
+}
+
+/// Maintenance samples the monitor at most this often (ticks).
+const SAMPLE_EVERY_MS: u64 = 1_000;
 
 impl<M: Manager> Core<M> {
     /// A core for `manager` with `config` (validated), in its own counted
@@ -128,7 +149,21 @@ impl<M: Manager> Core<M> {
                 drained: tokio::sync::Notify::new(),
                 deadlines: Deadlines::new(),
                 closed: AtomicBool::new(false),
-                counters: Counters::default(),
+                counters: Counters::new(config.shards),
+                watch: std::sync::Mutex::new(Watch {
+                    monitor: Monitor::new(
+                        &config.name,
+                        HealthConfig {
+                            wait_p99_ns: Some(
+                                u64::try_from(config.wait_alert.as_nanos()).unwrap_or(u64::MAX),
+                            ),
+                            ..HealthConfig::default()
+                        },
+                    ),
+                    wait: HistogramSnapshot::default(),
+                    hold: HistogramSnapshot::default(),
+                }),
+                last_sample: std::sync::atomic::AtomicU64::new(u64::MAX),
                 maintenance: Maintenance::new(
                     now,
                     ticks.margin,
@@ -150,8 +185,20 @@ impl<M: Manager> Core<M> {
     /// the taker for leak detection when that is on (stamped with the real
     /// clock, one read, since the cached reading may be a period or more
     /// old; `clock.rs`).
+    ///
+    /// Stamps the hand-out at `now` (the caller's hot-path reading) for
+    /// the hold time, and counts a fast-path `hit`, in the slot's own
+    /// owner-written counters (`slots.rs`, `SlotStats`): no shared
+    /// read-modify-write.
     #[inline(always)]
-    pub(crate) fn hand_out(&self, busy: &Busy, by: &'static Location<'static>) {
+    pub(crate) fn hand_out(
+        &self,
+        busy: &Busy,
+        by: &'static Location<'static>,
+        now: u64,
+        hit: bool,
+    ) {
+        self.slots.note_handed(busy, now, hit);
         if self.lifecycle.ticks.leak != 0 {
             self.slots.set_taken(busy, self.clock.exact(), by);
         }
@@ -222,7 +269,7 @@ impl<M: Manager> Core<M> {
     /// restart that costs one failed check per connection, not one failed
     /// request or timeout per connection).
     pub(crate) fn failed_check(&self, busy: Busy) -> Retired {
-        bump(&self.counters.check_failures);
+        self.note_close(&self.counters.check_failures, "check_failed");
         self.lifecycle.note_failure();
         // Contain a panic from the connection's `Drop` (retire does).
         catch_unwind(AssertUnwindSafe(|| self.retire(busy))).unwrap_or_default()
@@ -234,7 +281,7 @@ impl<M: Manager> Core<M> {
     /// the server went away (`lifecycle.rs`).
     #[cold]
     pub(crate) fn retire_broken(&self, busy: Busy) -> Retired {
-        bump(&self.counters.broken);
+        self.note_close(&self.counters.broken, "broken");
         self.lifecycle.suspect(self.clock.now());
         self.retire(busy)
     }
@@ -260,12 +307,17 @@ impl<M: Manager> Core<M> {
             self.slots.clear_taken(&busy);
         }
         let now = self.now_for_checks();
+        let held = self.slots.held_for(&busy, now);
+        if held != 0 {
+            self.record_hold(&busy, held);
+        }
         // The end of its lifetime (`u64::MAX`: none).
         let last = self.slots.expires_at(busy.index());
         if broken {
             self.retire_broken(busy)
         } else if now >= last {
             bump(&self.counters.expired);
+            self.note_close(&self.counters.closed_lifetime, "lifetime");
             self.retire(busy)
         } else if self.slots.over_cap() {
             // A shrink is under way (`resize`): surplus closes on return.
@@ -274,6 +326,88 @@ impl<M: Manager> Core<M> {
             self.stamp_fresh(&busy, last, now);
             self.publish(busy, now)
         }
+    }
+
+    /// Records a holding of `ticks` (≥ 1) ms in the hold histogram.
+    #[cold]
+    #[inline(never)]
+    fn record_hold(&self, busy: &Busy, ticks: u64) {
+        self.counters
+            .hold
+            .record_in(busy.index() as usize, ticks.saturating_mul(1_000_000));
+    }
+
+    /// Counts a close for `reason` and logs it (debug: closes are routine).
+    #[cold]
+    pub(crate) fn note_close(&self, counter: &std::sync::atomic::AtomicU64, reason: &'static str) {
+        bump(counter);
+        tracing::debug!(pool = %self.config.name, reason, "connection closed");
+    }
+
+    /// Samples the health monitor at `now` (ticks): when `force`d
+    /// (`Pool::health` / `Pool::sizing`, which wait for the lock), else at
+    /// most once a second and only if the lock is free (maintenance).
+    pub(crate) fn observe(
+        &self,
+        now: u64,
+        force: bool,
+    ) -> Option<std::sync::MutexGuard<'_, Watch>> {
+        use std::sync::atomic::Ordering as O;
+        let mut watch = if force {
+            // A panic while sampling leaves nothing half-done that matters.
+            self.watch.lock().unwrap_or_else(|e| e.into_inner())
+        } else {
+            let last = self.last_sample.load(O::Relaxed);
+            if last != u64::MAX && now.saturating_sub(last) < SAMPLE_EVERY_MS {
+                return None;
+            }
+            self.watch.try_lock().ok()?
+        };
+        self.last_sample.store(now, O::Relaxed);
+        let hits = self.slots.hits();
+        let state = self.state();
+        let Watch {
+            monitor,
+            wait,
+            hold,
+        } = &mut *watch;
+        self.counters
+            .wait_and_hold_into(hits, state.in_use, wait, hold);
+        let r = |c: &std::sync::atomic::AtomicU64| c.load(O::Relaxed);
+        let c = &self.counters;
+        monitor.sample(
+            now,
+            &Observed {
+                in_use: state.in_use,
+                max_size: self.slots.cap(),
+                wait,
+                hold_count: hold.count(),
+                hold_sum_ns: hold.sum(),
+                failed_acquires: r(&c.timeouts) + r(&c.exhausted),
+                connects: r(&c.opened),
+                connect_failures: r(&c.connect_errors) + r(&c.connect_timeouts),
+                // The restart epoch moves on a failed check (a failed
+                // connect counts as a connect failure already).
+                restart_epoch: r(&c.check_failures),
+            },
+        );
+        Some(watch)
+    }
+
+    /// `Pool::health`: samples now, then reads the alerts.
+    pub(crate) fn health(&self) -> Health {
+        let now = self.clock.now();
+        self.observe(now, true)
+            .map(|w| w.monitor.health())
+            .unwrap_or_default()
+    }
+
+    /// `Pool::sizing`: samples now, then applies the sizing rule.
+    pub(crate) fn sizing(&self) -> Sizing {
+        let now = self.clock.now();
+        self.observe(now, true)
+            .map(|w| w.monitor.sizing())
+            .unwrap_or_default()
     }
 
     /// Stamps until when an owned healthy connection, about to go idle at
@@ -438,6 +572,7 @@ impl<M: Manager> Core<M> {
                 let (conn, place) = self.slots.take(busy);
                 close_quietly(conn);
                 bump(&self.counters.closed);
+                self.note_close(&self.counters.closed_pool_closed, "pool_closed");
                 self.slots.unreserve(place);
                 self.drained.notify_waiters();
                 Retired(1)
@@ -584,6 +719,13 @@ impl<M: Manager> Household for Core<M> {
             return None;
         };
         bump(&self.counters.expired);
+        // Lifetime if it is past it (the pass refreshed the cached
+        // reading), else the idle timeout.
+        if self.clock.hot_now() >= self.slots.expires_at(index) {
+            self.note_close(&self.counters.closed_lifetime, "lifetime");
+        } else {
+            self.note_close(&self.counters.closed_idle, "idle_timeout");
+        }
         Some(self.retire(busy))
     }
 

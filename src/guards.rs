@@ -257,7 +257,11 @@ impl<'a, M: Manager> CheckGuard<'a, M> {
             Stage::Running { fut, .. } => poll_guarded(fut, cx),
             _ => Poll::Ready(None),
         });
+        let started = Instant::now();
         let outcome = bounded(bound, run).await;
+        if outcome.is_some() {
+            shared.counters.check.record_duration(0, started.elapsed());
+        }
         // The caller's deadline came first: `Drop` detaches the check,
         // which goes on without the caller.
         if outcome.is_none() && until.is_none_or(|u| Instant::now() < u) {
@@ -271,7 +275,8 @@ impl<'a, M: Manager> CheckGuard<'a, M> {
                 shared.passed_check(&busy);
                 Some(busy)
             }
-            Some((Err(_), busy)) => {
+            Some((Err(e), busy)) => {
+                tracing::warn!(pool = %shared.config.name, error = %e, "connection check failed");
                 self.stage = Stage::Failed(busy);
                 None
             }
@@ -334,6 +339,10 @@ impl<M: Manager> Drop for Detached<M> {
             drop(fut);
             // SAFETY: the future that owned the token is gone.
             let busy = unsafe { recover(self.index) };
+            self.owner.note_close(
+                &self.owner.counters.closed_check_cancelled,
+                "check_cancelled",
+            );
             let retired = catch_unwind(AssertUnwindSafe(|| self.owner.retire(busy)));
             settle_held(&self.owner, retired.unwrap_or_default());
         }

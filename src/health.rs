@@ -72,13 +72,6 @@
 //! - The monitor never touches a histogram's counters: it reads snapshots
 //!   handed to it, so it never blocks a recorder.
 
-// Until the pool calls the monitor (issue 13's wiring), only tests do.
-// Remove this when wiring: the expectation then fails the build.
-#![cfg_attr(
-    not(test),
-    expect(dead_code, reason = "the pool wires the monitor in issue 13")
-)]
-
 use std::fmt;
 use std::time::Duration;
 

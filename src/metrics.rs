@@ -1,13 +1,24 @@
 //! What the pool can tell about itself: the [`State`] snapshot and the
 //! [`Metrics`] counters.
 //!
-//! Invariant kept: counters are bumped only on cold paths (connect, close,
-//! wait, error), never on the uncontended acquire/release path, so
-//! observability costs the hot path nothing. Every counter only grows.
+//! Invariant kept: shared counters and histograms are bumped only on cold
+//! paths (connect, close, wait, check, error), never on the uncontended
+//! acquire/release path. That path counts its hits in per-slot counters
+//! written only by the slot's owner (plain load + store, `slots.rs`),
+//! summed at snapshot time and folded into the acquire-wait histogram as
+//! zeros ([`HistogramSnapshot::add_zeros`]). A holding of one tick (1 ms of
+//! the cached clock) or more is recorded in the striped hold histogram on
+//! release (stripe: the slot index), a cost next to a millisecond of use;
+//! shorter ones are derived at snapshot time (`wait_and_hold_into`), so a
+//! release pays one load.
+//! Every counter only grows; snapshots only load, never blocking a
+//! recorder.
 
 // Plain std atomics even under loom: counters order nothing, and keeping
 // them out of the model keeps its state space to the protocol.
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use crate::histogram::{Histogram, HistogramSnapshot};
 
 /// A cheap snapshot of the pool. Exact when the pool is quiescent; under
 /// concurrency each field is read separately and may be off by the
@@ -34,10 +45,17 @@ pub struct State {
     pub waiting: usize,
 }
 
-/// Counters since the pool was built, and the current [`State`].
+/// Counters and time histograms since the pool was built, and the current
+/// [`State`].
 ///
 /// `opened == closed + detached + state.size` (connects in flight aside)
-/// when the pool is quiescent.
+/// when the pool is quiescent; `closed` is the sum of the close reasons
+/// (`closed_idle + closed_lifetime + broken + check_failures +
+/// closed_check_cancelled + closed_pool_closed`). Histograms are in
+/// nanoseconds, each value read back within
+/// [`Histogram::RELATIVE_ERROR`] (1/64); the hold time is measured on the
+/// pool's cached clock, in whole milliseconds. Not `Copy` (the histograms
+/// own their buckets).
 ///
 /// ```
 /// # use latchless::{Manager, Pool};
@@ -51,7 +69,7 @@ pub struct State {
 /// assert_eq!(m.state.idle, 1);
 /// # }
 /// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Metrics {
     /// The current snapshot.
@@ -97,6 +115,39 @@ pub struct Metrics {
     pub leaks: u64,
     /// Maintenance passes run.
     pub maintenance_passes: u64,
+    /// Acquisitions served by an idle connection on the fast path
+    /// (`try_get`, or a `get` that neither waited, connected nor checked).
+    pub hits: u64,
+    /// `get`s that opened a connection for themselves.
+    pub acquire_connects: u64,
+    /// Of `closed`: idle longer than `idle_timeout`.
+    pub closed_idle: u64,
+    /// Of `closed`: past `max_lifetime`. (`expired` is
+    /// `closed_idle + closed_lifetime`.)
+    pub closed_lifetime: u64,
+    /// Of `closed`: a check whose caller went away could not finish (no
+    /// runtime left to run it on).
+    pub closed_check_cancelled: u64,
+    /// Of `closed`: closed because the pool was closed.
+    pub closed_pool_closed: u64,
+    /// Of `timeouts`: timed out waiting for a connection to be returned.
+    pub timeouts_waiting: u64,
+    /// Of `timeouts`: timed out connecting.
+    pub timeouts_connecting: u64,
+    /// Of `timeouts`: timed out while a connection was being checked.
+    pub timeouts_checking: u64,
+    /// Acquire wait time of every successful acquisition, ns: fast-path
+    /// hits as 0, the others (waited, connected or checked) as measured.
+    pub acquire_wait: HistogramSnapshot,
+    /// Time of each successful `Manager::connect`, ns.
+    pub connect_time: HistogramSnapshot,
+    /// How long each connection was held (hand-out to return), ns, in whole
+    /// milliseconds of the pool's cached clock. Its zeros (holdings under a
+    /// millisecond) are derived: acquisitions − in use − detached − the
+    /// holdings recorded, exact when the pool is quiescent.
+    pub hold_time: HistogramSnapshot,
+    /// Time of each `Manager::check` that finished (passed or failed), ns.
+    pub check_time: HistogramSnapshot,
 }
 
 /// The pool's counters (all relaxed: they order nothing).
@@ -117,6 +168,20 @@ pub(crate) struct Counters {
     pub(crate) checks_detached: AtomicU64,
     pub(crate) broken: AtomicU64,
     pub(crate) leaks: AtomicU64,
+    pub(crate) acquire_connects: AtomicU64,
+    pub(crate) closed_idle: AtomicU64,
+    pub(crate) closed_lifetime: AtomicU64,
+    pub(crate) closed_check_cancelled: AtomicU64,
+    pub(crate) closed_pool_closed: AtomicU64,
+    pub(crate) timeouts_waiting: AtomicU64,
+    pub(crate) timeouts_connecting: AtomicU64,
+    pub(crate) timeouts_checking: AtomicU64,
+    /// Slow-path acquisitions (waited, connected or checked).
+    pub(crate) wait: Histogram,
+    pub(crate) connect: Histogram,
+    /// Holdings of at least one tick (the others are counted per slot).
+    pub(crate) hold: Histogram,
+    pub(crate) check: Histogram,
 }
 
 /// Bumps a counter by one.
@@ -126,9 +191,63 @@ pub(crate) fn bump(c: &AtomicU64) {
 }
 
 impl Counters {
-    pub(crate) fn snapshot(&self, state: State, passes: u64) -> Metrics {
+    /// Counters with `stripes` stripes (at most 8: each is 9.5 KiB, and
+    /// both are recorded on slow paths only) for the histograms recorded
+    /// by many threads at once (acquire wait, hold time).
+    pub(crate) fn new(stripes: usize) -> Self {
+        let stripes = stripes.min(8);
+        Self {
+            wait: Histogram::with_stripes(stripes),
+            hold: Histogram::with_stripes(stripes),
+            ..Self::default()
+        }
+    }
+
+    /// `snapshot`'s histograms, into reused buffers (allocating nothing):
+    /// the acquire-wait one, with the `hits` zeros folded in, and the hold
+    /// one, with the holdings under one tick as zeros. Those are not
+    /// counted anywhere (a release pays one load); they are derived: every
+    /// acquisition (the wait histogram's count) is returned, detached or
+    /// still held (`in_use`), and a return of a tick or more is in the
+    /// hold histogram. Exact when quiescent; under load off by the
+    /// acquisitions in flight.
+    pub(crate) fn wait_and_hold_into(
+        &self,
+        hits: u64,
+        in_use: usize,
+        wait: &mut HistogramSnapshot,
+        hold: &mut HistogramSnapshot,
+    ) {
+        self.hold.snapshot_into(hold);
+        self.wait.snapshot_into(wait);
+        wait.add_zeros(hits);
+        let returned = wait
+            .count()
+            .saturating_sub(in_use as u64)
+            .saturating_sub(self.detached.load(Ordering::Relaxed));
+        hold.add_zeros(returned.saturating_sub(hold.count()));
+    }
+
+    /// The pool's metrics; `hits`: the per-slot sum.
+    pub(crate) fn snapshot(&self, state: State, passes: u64, hits: u64) -> Metrics {
         let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut acquire_wait = HistogramSnapshot::default();
+        let mut hold_time = HistogramSnapshot::default();
+        self.wait_and_hold_into(hits, state.in_use, &mut acquire_wait, &mut hold_time);
         Metrics {
+            hits,
+            acquire_connects: r(&self.acquire_connects),
+            closed_idle: r(&self.closed_idle),
+            closed_lifetime: r(&self.closed_lifetime),
+            closed_check_cancelled: r(&self.closed_check_cancelled),
+            closed_pool_closed: r(&self.closed_pool_closed),
+            timeouts_waiting: r(&self.timeouts_waiting),
+            timeouts_connecting: r(&self.timeouts_connecting),
+            timeouts_checking: r(&self.timeouts_checking),
+            acquire_wait,
+            connect_time: self.connect.snapshot(),
+            hold_time,
+            check_time: self.check.snapshot(),
             state,
             opened: r(&self.opened),
             closed: r(&self.closed),
@@ -147,4 +266,131 @@ impl Counters {
             maintenance_passes: passes,
         }
     }
+}
+
+/// Exports `m` (and the pool's health and sizing) through the `metrics`
+/// facade under stable names, each with a `pool` label (`Pool::export_metrics`;
+/// names and meanings in docs/MONITORING.md). Counters are set to their
+/// absolute values, so exporting twice counts nothing twice. Histograms
+/// are exported as summaries: a gauge per quantile (`quantile` label: 0.5,
+/// 0.9, 0.99, 0.999, and 1 for the maximum), in seconds, with `_sum`
+/// (seconds) and `_count`.
+#[cfg(feature = "metrics")]
+pub(crate) fn export(
+    pool: &str,
+    m: &Metrics,
+    health: &crate::health::Health,
+    sizing: &crate::health::Sizing,
+    max_size: usize,
+) {
+    let name = pool.to_owned();
+    let counter = |key: &'static str, v: u64| {
+        ::metrics::counter!(key, "pool" => name.clone()).absolute(v);
+    };
+    counter("latchless_connections_opened_total", m.opened);
+    counter("latchless_connections_detached_total", m.detached);
+    counter("latchless_connect_errors_total", m.connect_errors);
+    counter("latchless_connect_timeouts_total", m.connect_timeouts);
+    counter("latchless_acquire_hits_total", m.hits);
+    counter("latchless_acquire_waits_total", m.waits);
+    counter("latchless_acquire_connects_total", m.acquire_connects);
+    counter("latchless_acquire_exhausted_total", m.exhausted);
+    counter("latchless_checks_detached_total", m.checks_detached);
+    counter("latchless_leaks_total", m.leaks);
+    counter("latchless_maintenance_passes_total", m.maintenance_passes);
+    for (reason, v) in [
+        ("idle_timeout", m.closed_idle),
+        ("lifetime", m.closed_lifetime),
+        ("broken", m.broken),
+        ("check_failed", m.check_failures),
+        ("check_cancelled", m.closed_check_cancelled),
+        ("pool_closed", m.closed_pool_closed),
+    ] {
+        ::metrics::counter!("latchless_connections_closed_total", "pool" => name.clone(), "reason" => reason)
+            .absolute(v);
+    }
+    for (kind, v) in [
+        ("waiting", m.timeouts_waiting),
+        ("connecting", m.timeouts_connecting),
+        ("checking", m.timeouts_checking),
+    ] {
+        ::metrics::counter!("latchless_acquire_timeouts_total", "pool" => name.clone(), "kind" => kind)
+            .absolute(v);
+    }
+    let gauge = |key: &'static str, v: f64| {
+        ::metrics::gauge!(key, "pool" => name.clone()).set(v);
+    };
+    gauge("latchless_connections", m.state.size as f64);
+    gauge("latchless_connections_idle", m.state.idle as f64);
+    gauge("latchless_connections_in_use", m.state.in_use as f64);
+    gauge("latchless_waiters", m.state.waiting as f64);
+    gauge("latchless_max_size", max_size as f64);
+    gauge(
+        "latchless_sizing_recommended_connections",
+        sizing.recommended as f64,
+    );
+    gauge(
+        "latchless_acquire_rate_per_second",
+        sizing.acquire_rate_per_s,
+    );
+    for kind in crate::health::AlertKind::ALL {
+        let firing = f64::from(u8::from(health.alert(kind).is_some()));
+        ::metrics::gauge!("latchless_alert_firing", "pool" => name.clone(), "alert" => kind.name())
+            .set(firing);
+    }
+    for (keys, h) in [
+        (
+            [
+                "latchless_acquire_wait_seconds",
+                "latchless_acquire_wait_seconds_sum",
+                "latchless_acquire_wait_seconds_count",
+            ],
+            &m.acquire_wait,
+        ),
+        (
+            [
+                "latchless_connect_seconds",
+                "latchless_connect_seconds_sum",
+                "latchless_connect_seconds_count",
+            ],
+            &m.connect_time,
+        ),
+        (
+            [
+                "latchless_hold_seconds",
+                "latchless_hold_seconds_sum",
+                "latchless_hold_seconds_count",
+            ],
+            &m.hold_time,
+        ),
+        (
+            [
+                "latchless_check_seconds",
+                "latchless_check_seconds_sum",
+                "latchless_check_seconds_count",
+            ],
+            &m.check_time,
+        ),
+    ] {
+        summary(&name, keys, h);
+    }
+}
+
+/// One histogram as a summary: quantile gauges, `_sum` and `_count`
+/// (`keys`: the three names).
+#[cfg(feature = "metrics")]
+fn summary(pool: &str, keys: [&'static str; 3], h: &HistogramSnapshot) {
+    let [key, sum, count] = keys;
+    let secs = |ns: u64| ns as f64 / 1e9;
+    for (q, v) in [
+        ("0.5", h.p50()),
+        ("0.9", h.p90()),
+        ("0.99", h.p99()),
+        ("0.999", h.p999()),
+        ("1", h.max()),
+    ] {
+        ::metrics::gauge!(key, "pool" => pool.to_owned(), "quantile" => q).set(secs(v));
+    }
+    ::metrics::gauge!(sum, "pool" => pool.to_owned()).set(secs(h.sum()));
+    ::metrics::counter!(count, "pool" => pool.to_owned()).absolute(h.count());
 }

@@ -56,6 +56,7 @@ use crate::background::{refill, start_background};
 use crate::config::Config;
 use crate::core::{Core, Owner, from_grant};
 use crate::guards::{CheckGuard, PlaceGuard, WaitGuard};
+use crate::health::{Health, Sizing};
 use crate::lifecycle::Verdict;
 use crate::lifetime::settle_held;
 use crate::metrics::{Metrics, State, bump};
@@ -190,7 +191,7 @@ impl<M: Manager> Pool<M> {
         let mut budget = shared.slots.capacity() + shared.shards.count();
         while let Some(mut busy) = shared.take_idle() {
             match shared.judge(&mut busy, now, false) {
-                Verdict::Ready => return Some(self.hand_out(busy, by)),
+                Verdict::Ready => return Some(self.hand_out(busy, by, now, true)),
                 Verdict::Expired => self.expire(busy),
                 Verdict::Broken => settle_held(shared, shared.retire_broken(busy)),
                 Verdict::Check => {
@@ -208,11 +209,25 @@ impl<M: Manager> Pool<M> {
     /// Wraps an owned, ready slot in a guard (recording the taker for leak
     /// detection when that is on: stamped with the real clock, one read,
     /// since the cached reading may be a period or more old; `clock.rs`).
+    /// `now`: the hot-path reading (the hold time's start); `hit`: a
+    /// fast-path hit, counted in the slot (`Core::hand_out`).
     #[inline(always)]
-    fn hand_out(&self, busy: Busy, by: &'static Location<'static>) -> Pooled<M> {
+    fn hand_out(
+        &self,
+        busy: Busy,
+        by: &'static Location<'static>,
+        now: u64,
+        hit: bool,
+    ) -> Pooled<M> {
         let shared = self.shared();
-        shared.hand_out(&busy, by);
+        shared.hand_out(&busy, by, now, hit);
         Pooled::new(shared, busy)
+    }
+
+    /// `hand_out` on the slow path (a `get` that waited, connected or
+    /// checked): reads the hot-path time itself; not a hit.
+    fn hand_out_slow(&self, busy: Busy, by: &'static Location<'static>) -> Pooled<M> {
+        self.hand_out(busy, by, self.shared().now_for_checks(), false)
     }
 
     /// Closes an owned connection that is past its lifetime.
@@ -220,6 +235,7 @@ impl<M: Manager> Pool<M> {
     fn expire(&self, busy: Busy) {
         let shared = self.shared();
         bump(&shared.counters.expired);
+        shared.note_close(&shared.counters.closed_lifetime, "lifetime");
         settle_held(shared, shared.retire(busy));
     }
 
@@ -294,7 +310,7 @@ impl<M: Manager> Pool<M> {
         let now = shared.now_for_checks();
         while let Some(mut busy) = shared.take_idle() {
             match shared.judge(&mut busy, now, true) {
-                Verdict::Ready => return Ok(self.hand_out(busy, by)),
+                Verdict::Ready => return Ok(self.hand_out(busy, by, now, true)),
                 Verdict::Expired => self.expire(busy),
                 Verdict::Broken => settle_held(shared, shared.retire_broken(busy)),
                 Verdict::Check => {
@@ -304,15 +320,33 @@ impl<M: Manager> Pool<M> {
             }
         }
         start_background(shared);
-        // `Duration::MAX` means no deadline: no clock read, no timer.
+        // The slow path reads the clock: for the wait time, and for the
+        // deadline (`Duration::MAX` means none: no timer).
+        let start = tokio::time::Instant::now();
         let deadline = if timeout == Duration::MAX {
             None
         } else {
-            tokio::time::Instant::now().checked_add(timeout)
+            start.checked_add(timeout)
         };
-        let result = self.acquire_slow(deadline, candidate, by).await;
-        if matches!(result, Err(PoolError::Timeout)) {
-            bump(&shared.counters.timeouts);
+        let mut phase = Phase::Waiting;
+        let result = self.acquire_slow(deadline, candidate, by, &mut phase).await;
+        match &result {
+            // Striped by the thread's home shard.
+            Ok(_) => shared.counters.wait.record_duration(
+                crate::tid::home_index(shared.config.shards),
+                start.elapsed(),
+            ),
+            Err(PoolError::Timeout) => {
+                bump(&shared.counters.timeouts);
+                let (counter, kind) = match phase {
+                    Phase::Waiting => (&shared.counters.timeouts_waiting, "waiting"),
+                    Phase::Connecting => (&shared.counters.timeouts_connecting, "connecting"),
+                    Phase::Checking => (&shared.counters.timeouts_checking, "checking"),
+                };
+                bump(counter);
+                tracing::info!(pool = %shared.config.name, kind, waited_ms = start.elapsed().as_millis() as u64, "get timed out");
+            }
+            Err(_) => {}
         }
         result
     }
@@ -324,6 +358,7 @@ impl<M: Manager> Pool<M> {
         deadline: Option<tokio::time::Instant>,
         mut candidate: Option<CheckGuard<'_, M>>,
         by: &'static Location<'static>,
+        phase: &mut Phase,
     ) -> Result<Pooled<M>, PoolError<M::Error>> {
         let shared = self.shared();
         let mut first = true;
@@ -341,9 +376,10 @@ impl<M: Manager> Pool<M> {
                 return Err(PoolError::Timeout);
             }
             if let Some(c) = candidate.take() {
+                *phase = Phase::Checking;
                 // Bounded by `deadline` itself (`CheckGuard::check`).
                 if let Some(busy) = c.check(deadline).await {
-                    return Ok(self.hand_out(busy, by));
+                    return Ok(self.hand_out_slow(busy, by));
                 }
                 continue;
             }
@@ -360,19 +396,24 @@ impl<M: Manager> Pool<M> {
                 }
             }
             if let Some(place) = shared.slots.reserve() {
+                *phase = Phase::Connecting;
+                bump(&shared.counters.acquire_connects);
                 let connect = self.connect(PlaceGuard::new(shared, place), deadline);
                 let p = bounded(deadline, connect).await?;
-                return Ok(self.hand_out(p, by));
+                return Ok(self.hand_out_slow(p, by));
             }
+            *phase = Phase::Waiting;
             match self.wait(deadline).await? {
                 Held::Busy(busy) => match self.triage(busy, by) {
                     Ok(p) => return Ok(p),
                     Err(c) => candidate = c,
                 },
                 Held::Place(place) => {
+                    *phase = Phase::Connecting;
+                    bump(&shared.counters.acquire_connects);
                     let connect = self.connect(PlaceGuard::new(shared, place), deadline);
                     let p = bounded(deadline, connect).await?;
-                    return Ok(self.hand_out(p, by));
+                    return Ok(self.hand_out_slow(p, by));
                 }
             }
         }
@@ -387,7 +428,7 @@ impl<M: Manager> Pool<M> {
     ) -> Result<Pooled<M>, Option<CheckGuard<'_, M>>> {
         let shared = self.shared();
         match shared.judge(&mut busy, shared.clock.now(), true) {
-            Verdict::Ready => Ok(self.hand_out(busy, by)),
+            Verdict::Ready => Ok(self.hand_out_slow(busy, by)),
             Verdict::Expired => {
                 self.expire(busy);
                 Err(None)
@@ -408,6 +449,7 @@ impl<M: Manager> Pool<M> {
         let shared = self.shared();
         let Some(node) = shared.waiters.register(shared.config.max_waiters) else {
             bump(&shared.counters.exhausted);
+            tracing::warn!(pool = %shared.config.name, max_waiters = shared.config.max_waiters, "get rejected: pool exhausted (max_waiters reached)");
             return Err(PoolError::Exhausted);
         };
         bump(&shared.counters.waits);
@@ -475,6 +517,40 @@ impl<M: Manager> Pool<M> {
         let now = shared.clock.now();
         settle_held(shared, shared.maintenance.pass(&***shared, now));
         refill(shared);
+        drop(shared.observe(now, false));
+    }
+
+    /// The pool's health: the alerts firing over the last 30 s (samples
+    /// the counters now; module docs of [`Health`] list each alert, its
+    /// threshold and default). Takes a mutex that only maintenance and
+    /// `health` / `sizing` take, never `get` or a release. Each alert's
+    /// transition into firing logs one rate-limited `tracing` warning, its
+    /// recovery an info.
+    ///
+    /// ```
+    /// # use latchless::{Manager, Pool};
+    /// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+    /// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+    /// let pool = Pool::builder(M).build().unwrap();
+    /// assert!(pool.health().is_healthy());
+    /// ```
+    pub fn health(&self) -> Health {
+        self.shared().health()
+    }
+
+    /// Sizing advice from the last 30 s: connections = acquire rate × mean
+    /// hold time × 1.5 ([`Sizing`]), with a verdict against `max_size`.
+    /// Samples the counters now, like [`health`](Pool::health).
+    ///
+    /// ```
+    /// # use latchless::{Manager, Pool, SizingVerdict};
+    /// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+    /// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+    /// let pool = Pool::builder(M).build().unwrap();
+    /// assert_eq!(pool.sizing().verdict, SizingVerdict::NoData);
+    /// ```
+    pub fn sizing(&self) -> Sizing {
+        self.shared().sizing()
     }
 
     /// A snapshot of sizes and waiters.
@@ -508,7 +584,38 @@ impl<M: Manager> Pool<M> {
     pub fn metrics(&self) -> Metrics {
         let shared = self.shared();
         let passes = shared.maintenance.passes.load(Ordering::Relaxed);
-        shared.counters.snapshot(shared.state(), passes)
+        let hits = shared.slots.hits();
+        shared.counters.snapshot(shared.state(), passes, hits)
+    }
+
+    /// Exports every counter, gauge and histogram of [`metrics`](Pool::metrics),
+    /// and the alerts of [`health`](Pool::health) and the recommendation of
+    /// [`sizing`](Pool::sizing), through the [`metrics`](https://docs.rs/metrics)
+    /// facade to whatever recorder is installed, under stable names
+    /// (`latchless_acquire_wait_seconds`, …, listed in docs/MONITORING.md)
+    /// with a `pool` label (`Builder::name`). Call it before each scrape
+    /// or on a timer: the pool records into its own atomics and never
+    /// calls the facade on its own, so the hot path never does. Feature
+    /// `metrics`.
+    ///
+    /// ```
+    /// # use latchless::{Manager, Pool};
+    /// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+    /// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+    /// let pool = Pool::builder(M).name("db").build().unwrap();
+    /// pool.export_metrics(); // a no-op without an installed recorder
+    /// ```
+    #[cfg(feature = "metrics")]
+    pub fn export_metrics(&self) {
+        let health = self.health();
+        let sizing = self.sizing();
+        crate::metrics::export(
+            &self.config().name,
+            &self.metrics(),
+            &health,
+            &sizing,
+            self.max_size(),
+        );
     }
 
     /// Stops handing out connections: waiters get [`PoolError::Closed`],
@@ -542,6 +649,14 @@ impl<M: Manager> Pool<M> {
     pub fn is_closed(&self) -> bool {
         self.shared().closed.load(Ordering::Acquire)
     }
+}
+
+/// What a slow `get` was doing last, naming the kind of a timeout.
+#[derive(Clone, Copy, Debug)]
+enum Phase {
+    Waiting,
+    Connecting,
+    Checking,
 }
 
 /// How many connects [`Pool::warm_up`] runs at once.

@@ -215,9 +215,6 @@ struct Slot<C> {
     /// The connection; `Some` iff the tag is IDLE or BUSY. Accessed only by
     /// the slot's current owner (see I1 above).
     conn: UnsafeCell<Option<C>>,
-    /// Serial number of the connection in the slot (from 1; 0 = none), so a
-    /// timer entry for a closed connection never touches its successor.
-    serial: AtomicU64,
     /// The first tick at which it must not be handed out: opened +
     /// `max_lifetime` − jitter − the clock margin (`u64::MAX` without a
     /// lifetime).
@@ -229,6 +226,13 @@ struct Slot<C> {
     /// the time it becomes due for a check. Computed at release, so the
     /// acquire path pays one load and one compare for every policy.
     fresh_until: AtomicU64,
+    /// Observability counters, written only by the slot's owner: next to
+    /// the fields the fast path touches (one cache line, for a small
+    /// connection type).
+    stats: SlotStats,
+    /// Serial number of the connection in the slot (from 1; 0 = none), so a
+    /// timer entry for a closed connection never touches its successor.
+    serial: AtomicU64,
     /// When it was last known good (opened, or passed `Manager::check`), as
     /// a number of the pool's event sequence (see `Maintenance::seq`).
     verified_seq: AtomicU64,
@@ -238,6 +242,25 @@ struct Slot<C> {
     taken_by: AtomicPtr<Location<'static>>,
     /// The current holding was already reported as a leak.
     leak_reported: AtomicBool,
+}
+
+/// Per-slot observability counters (issue 13). Written only by the slot's
+/// current owner, with a plain load and store (no read-modify-write): the
+/// hand-over of the slot (`make_idle`'s Release, `claim`'s Acquire, or the
+/// queue or node that carries a token) orders one owner's store before the
+/// next owner's load, so no increment is lost. Read by snapshots with
+/// relaxed loads, which may miss the latest hand-outs (exact when
+/// quiescent). Plain std atomics even under loom: they order nothing.
+/// Cumulative across the connections the slot holds. Holdings are not
+/// counted here: one of a tick or more goes into the hold histogram, and
+/// the others are derived at snapshot time (`metrics.rs`), so a release
+/// pays one load.
+#[derive(Debug, Default)]
+struct SlotStats {
+    /// When the current holder took the connection (cached clock, ticks).
+    handed_at: std::sync::atomic::AtomicU64,
+    /// Fast-path hand-outs (an idle hit in `try_get` / `get`).
+    hits: std::sync::atomic::AtomicU64,
 }
 
 /// A copy of a slot's lifecycle facts.
@@ -299,6 +322,7 @@ impl<C> Slots<C> {
                     taken_at: AtomicU64::new(0),
                     taken_by: AtomicPtr::new(std::ptr::null_mut()),
                     leak_reported: AtomicBool::new(false),
+                    stats: SlotStats::default(),
                 })
             })
             .collect();
@@ -592,6 +616,35 @@ impl<C> Slots<C> {
         // SAFETY: `taken_by` only ever holds null or a `&'static Location`.
         let by = unsafe { &*by };
         Some((s.serial.load(Ordering::Relaxed), held, by))
+    }
+
+    /// Stamps the hand-out of the claimed connection at `now` (cached
+    /// clock ticks) and, for a fast-path hit, counts it. Owner-only plain
+    /// stores (`SlotStats`).
+    #[inline(always)]
+    pub(crate) fn note_handed(&self, busy: &Busy, now: u64, hit: bool) {
+        let st = &self.slot(busy.0).stats;
+        st.handed_at
+            .store(now, std::sync::atomic::Ordering::Relaxed);
+        if hit {
+            let n = st.hits.load(std::sync::atomic::Ordering::Relaxed);
+            st.hits.store(n + 1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// How many ticks the claimed connection has been held at `now` (one
+    /// load).
+    #[inline(always)]
+    pub(crate) fn held_for(&self, busy: &Busy, now: u64) -> u64 {
+        let st = &self.slot(busy.0).stats;
+        now.saturating_sub(st.handed_at.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// The sum over all slots of fast-path hits (relaxed loads; exact
+    /// when quiescent).
+    pub(crate) fn hits(&self) -> u64 {
+        let r = std::sync::atomic::Ordering::Relaxed;
+        self.slots.iter().map(|s| s.stats.hits.load(r)).sum()
     }
 
     /// Ends a holding for leak detection (a plain store: the next

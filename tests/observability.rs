@@ -1,0 +1,445 @@
+//! Issue 13, observability: exact figures after scripted workloads, with
+//! the pool's time on the mock clock (`Clock::mock`, `background(false)`,
+//! `Pool::maintain`) and Tokio's time paused (connect and check delays,
+//! wait times), so that every figure asserted is deterministic.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::SeqCst;
+use std::time::Duration;
+
+use common::{TestManager, Tracker};
+use latchless::{AlertKind, Builder, Histogram, Pool, PoolError, Pooled, SizingVerdict};
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// A current-thread runtime with paused time: sleeps end exactly.
+fn paused() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap()
+}
+
+/// A pool on a mock clock, no background task, every time policy off
+/// unless `f` sets it.
+fn mocked(
+    f: impl FnOnce(Builder<TestManager>) -> Builder<TestManager>,
+) -> (Pool<TestManager>, Arc<Tracker>, latchless::MockClock) {
+    let (m, t) = TestManager::new();
+    let (clock, mock) = latchless::Clock::mock();
+    let b = Pool::builder(m)
+        .clock(clock)
+        .background(false)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .check_after_idle(None);
+    (f(b).build().unwrap(), t, mock)
+}
+
+/// `|read - exact| <= exact / 64`, the histogram's documented error.
+fn close_to(read: u64, exact: u64) -> bool {
+    (read as f64 - exact as f64).abs() <= exact as f64 * Histogram::RELATIVE_ERROR
+}
+
+#[test]
+fn fast_path_hits_count_as_zero_waits_and_slow_gets_as_measured() {
+    let (pool, t, _mock) = mocked(|b| b.max_size(2));
+    t.connect_delay_ms.store(20, SeqCst);
+    paused().block_on(async {
+        drop(pool.get().await.unwrap()); // connects: waits 20 ms
+        for i in 0..99 {
+            if i % 2 == 0 {
+                drop(pool.try_get().unwrap());
+            } else {
+                drop(pool.get().await.unwrap());
+            }
+        }
+    });
+    let m = pool.metrics();
+    assert_eq!(m.hits, 99);
+    assert_eq!(m.acquire_connects, 1);
+    assert_eq!(m.waits, 0);
+    let w = &m.acquire_wait;
+    assert_eq!(w.count(), 100);
+    assert_eq!((w.p50(), w.p90(), w.p99()), (0, 0, 0));
+    assert!(close_to(w.p999(), 20_000_000), "p99.9 {}", w.p999());
+    assert!(close_to(w.max(), 20_000_000), "max {}", w.max());
+    assert!(close_to(w.sum(), 20_000_000), "sum {}", w.sum());
+    assert_eq!(m.connect_time.count(), 1);
+    assert!(close_to(m.connect_time.p50(), 20_000_000));
+}
+
+#[test]
+fn a_get_that_waited_records_its_wait() {
+    let (pool, _t, _mock) = mocked(|b| b.max_size(1));
+    paused().block_on(async {
+        let held = pool.get().await.unwrap();
+        let p = pool.clone();
+        let waiter = tokio::spawn(async move { p.get().await.map(drop) });
+        tokio::time::sleep(ms(30)).await;
+        drop(held);
+        waiter.await.unwrap().unwrap();
+    });
+    let m = pool.metrics();
+    assert_eq!((m.waits, m.hits, m.acquire_connects), (1, 0, 1));
+    assert_eq!(m.acquire_wait.count(), 2);
+    assert!(
+        close_to(m.acquire_wait.max(), 30_000_000),
+        "{:?}",
+        m.acquire_wait
+    );
+}
+
+#[test]
+fn hold_time_is_measured_on_the_pool_clock() {
+    let (pool, _t, mock) = mocked(|b| b.max_size(1));
+    paused().block_on(async {
+        let c = pool.get().await.unwrap();
+        mock.advance(ms(250));
+        pool.maintain(); // refreshes the cached reading the release uses
+        drop(c);
+        drop(pool.try_get().unwrap()); // held for no time at all
+    });
+    let h = pool.metrics().hold_time;
+    assert_eq!(h.count(), 2);
+    assert_eq!(h.p50(), 0);
+    assert!(close_to(h.max(), 250_000_000), "{h:?}");
+    assert_eq!(h.sum(), 250_000_000);
+}
+
+#[test]
+fn closes_are_counted_by_reason() {
+    // Idle timeout.
+    let (pool, _t, mock) = mocked(|b| b.max_size(4).idle_timeout(Some(Duration::from_secs(60))));
+    paused().block_on(async {
+        let a = pool.get().await.unwrap();
+        let b = pool.get().await.unwrap();
+        drop((a, b));
+        mock.advance(Duration::from_secs(61));
+        pool.maintain();
+    });
+    let m = pool.metrics();
+    assert_eq!((m.closed_idle, m.closed_lifetime, m.closed), (2, 0, 2));
+
+    // Lifetime, broken, pool closed.
+    let (pool, _t, mock) = mocked(|b| b.max_size(4).max_lifetime(Some(Duration::from_secs(100))));
+    paused().block_on(async {
+        drop(pool.get().await.unwrap());
+        mock.advance(Duration::from_secs(101));
+        pool.maintain();
+        let mut c = pool.get().await.unwrap();
+        Pooled::mark_broken(&mut c);
+        drop(c);
+        let a = pool.get().await.unwrap();
+        let b = pool.get().await.unwrap();
+        drop((a, b));
+        pool.close().await;
+    });
+    let m = pool.metrics();
+    assert_eq!(m.closed_lifetime, 1);
+    assert_eq!(m.broken, 1);
+    assert_eq!(m.closed_pool_closed, 2);
+    assert_eq!(m.closed_idle, 0);
+    assert_eq!(
+        m.closed,
+        m.closed_idle
+            + m.closed_lifetime
+            + m.broken
+            + m.check_failures
+            + m.closed_check_cancelled
+            + m.closed_pool_closed
+    );
+}
+
+#[test]
+fn timeouts_are_counted_by_kind() {
+    let (pool, t, mock) = mocked(|b| b.max_size(1).check_after_idle(Some(ms(100))));
+    paused().block_on(async {
+        // Waiting: the one place is held.
+        let held = pool.get().await.unwrap();
+        let e = pool.get_timeout(ms(50)).await.unwrap_err();
+        assert!(matches!(e, PoolError::Timeout));
+        drop(held);
+        // Checking: the idle connection is due for a check that hangs.
+        mock.advance(ms(200));
+        t.check_delay_ms.store(1_000, SeqCst);
+        let e = pool.get_timeout(ms(50)).await.unwrap_err();
+        assert!(matches!(e, PoolError::Timeout));
+    });
+    let (pool2, t2, _mock2) = mocked(|b| b.max_size(1));
+    t2.connect_delay_ms.store(1_000, SeqCst);
+    paused().block_on(async {
+        // Connecting.
+        let e = pool2.get_timeout(ms(50)).await.unwrap_err();
+        assert!(matches!(e, PoolError::Timeout));
+    });
+    let m = pool.metrics();
+    assert_eq!(
+        (
+            m.timeouts,
+            m.timeouts_waiting,
+            m.timeouts_checking,
+            m.timeouts_connecting
+        ),
+        (2, 1, 1, 0)
+    );
+    let m2 = pool2.metrics();
+    assert_eq!((m2.timeouts, m2.timeouts_connecting), (1, 1));
+}
+
+#[test]
+fn exhaustion_alert_fires_on_a_timeout_and_clears_after_the_window() {
+    let (pool, _t, mock) = mocked(|b| b.max_size(2));
+    paused().block_on(async {
+        assert!(pool.health().is_healthy(), "the baseline");
+        let a = pool.get().await.unwrap();
+        let b = pool.get().await.unwrap();
+        assert!(pool.get_timeout(ms(10)).await.is_err());
+        drop((a, b));
+    });
+    let h = pool.health();
+    let alert = h.alert(AlertKind::Exhaustion).expect("fires");
+    assert_eq!(alert.value, 1.0);
+    assert_eq!(h.alerts.len(), 1, "{h:?}");
+    mock.advance(Duration::from_secs(29));
+    assert!(
+        pool.health().alert(AlertKind::Exhaustion).is_some(),
+        "in the window"
+    );
+    mock.advance(Duration::from_secs(2));
+    assert!(pool.health().is_healthy(), "out of the window");
+}
+
+#[test]
+fn utilization_alert_fires_after_30s_above_80_percent_and_clears() {
+    let (pool, _t, mock) = mocked(|b| b.max_size(5));
+    paused().block_on(async {
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            held.push(pool.get().await.unwrap());
+        }
+        // 4 / 5 = 0.8: not above the threshold.
+        assert!(pool.health().is_healthy());
+        mock.advance(Duration::from_secs(31));
+        assert!(pool.health().is_healthy(), "0.8 is not above 0.8");
+        held.push(pool.get().await.unwrap());
+        assert!(pool.health().is_healthy(), "the run starts");
+        mock.advance(Duration::from_secs(29));
+        assert!(
+            pool.health().alert(AlertKind::Utilization).is_none(),
+            "29 s"
+        );
+        mock.advance(Duration::from_secs(1));
+        let h = pool.health();
+        let a = h.alert(AlertKind::Utilization).expect("30 s above");
+        assert_eq!((a.value, a.threshold), (1.0, 0.8));
+        held.pop();
+        assert!(
+            pool.health().alert(AlertKind::Utilization).is_none(),
+            "back to 0.8"
+        );
+    });
+}
+
+#[test]
+fn acquire_wait_alert_fires_above_its_threshold_and_clears() {
+    let (pool, t, mock) = mocked(|b| b.max_size(1).wait_alert(ms(15)));
+    t.connect_delay_ms.store(20, SeqCst);
+    paused().block_on(async {
+        assert!(pool.health().is_healthy(), "the baseline");
+        // 99 acquisitions that each connect (20 ms): too few to judge.
+        for _ in 0..99 {
+            drop(Pooled::detach(pool.get().await.unwrap()));
+        }
+        assert!(pool.health().is_healthy(), "99 < 100 acquisitions");
+        drop(Pooled::detach(pool.get().await.unwrap()));
+    });
+    let h = pool.health();
+    let a = h.alert(AlertKind::AcquireWait).expect("p99 20 ms > 15 ms");
+    assert!(close_to((a.value * 1e9) as u64, 20_000_000), "{a:?}");
+    assert_eq!(a.threshold, 0.015);
+    assert_eq!(h.alerts.len(), 1, "{h:?}");
+    mock.advance(Duration::from_secs(31));
+    assert!(pool.health().is_healthy());
+
+    // 20 ms waits under a 25 ms threshold never fire it.
+    let (pool, t, _mock) = mocked(|b| b.max_size(1).wait_alert(ms(25)));
+    t.connect_delay_ms.store(20, SeqCst);
+    paused().block_on(async {
+        assert!(pool.health().is_healthy());
+        for _ in 0..200 {
+            drop(Pooled::detach(pool.get().await.unwrap()));
+        }
+    });
+    assert!(pool.health().is_healthy());
+}
+
+#[test]
+fn backend_down_alert_fires_when_connects_fail_and_clears() {
+    let (pool, t, mock) = mocked(|b| b.max_size(1).fail_fast(true));
+    paused().block_on(async {
+        assert!(pool.health().is_healthy(), "the baseline");
+        t.fail_next.store(2, SeqCst);
+        assert!(matches!(pool.get().await, Err(PoolError::Connect(_))));
+        assert!(matches!(pool.get().await, Err(PoolError::Connect(_))));
+    });
+    let h = pool.health();
+    let a = h.alert(AlertKind::BackendDown).expect("fires");
+    assert_eq!(a.value, 2.0);
+    mock.advance(Duration::from_secs(31));
+    assert!(pool.health().is_healthy());
+    assert_eq!(pool.metrics().connect_errors, 2);
+}
+
+#[test]
+fn sizing_applies_rate_times_hold_times_headroom() {
+    let (pool, _t, mock) = mocked(|b| b.max_size(10));
+    paused().block_on(async {
+        assert_eq!(pool.sizing().verdict, SizingVerdict::NoData, "the baseline");
+        // 10 s of 10 acquisitions a second, each held 100 ms.
+        for _ in 0..100 {
+            let c = pool.get().await.unwrap();
+            mock.advance(ms(100));
+            pool.maintain();
+            drop(c);
+        }
+    });
+    let s = pool.sizing();
+    assert_eq!(s.observed, Duration::from_secs(10));
+    assert_eq!(s.acquire_rate_per_s, 10.0);
+    assert_eq!(s.mean_hold, ms(100));
+    // 10/s × 0.1 s × 1.5 = 1.5, rounded up.
+    assert_eq!(s.recommended, 2);
+    assert_eq!(s.max_size, 10);
+    assert_eq!(s.verdict, SizingVerdict::TooLarge);
+}
+
+/// Collects events as `(level, "field=value ...")`.
+#[derive(Clone, Default)]
+struct Capture(Arc<std::sync::Mutex<Vec<(tracing::Level, String)>>>);
+
+impl tracing::Subscriber for Capture {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        struct Fields(String);
+        impl tracing::field::Visit for Fields {
+            fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                use std::fmt::Write;
+                let _ = write!(self.0, "{}={:?} ", f.name(), v);
+            }
+        }
+        let mut fields = Fields(String::new());
+        event.record(&mut fields);
+        let mut log = self.0.lock().unwrap();
+        log.push((*event.metadata().level(), fields.0));
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+impl Capture {
+    /// The one event whose fields contain every one of `parts`.
+    fn find(&self, parts: &[&str]) -> Option<tracing::Level> {
+        let log = self.0.lock().unwrap();
+        let found: Vec<_> = log
+            .iter()
+            .filter(|(_, f)| parts.iter().all(|p| f.contains(p)))
+            .collect();
+        assert!(found.len() <= 1, "{parts:?} more than once: {log:?}");
+        found.first().map(|(l, _)| *l)
+    }
+}
+
+#[test]
+fn tracing_events_carry_the_pool_name_and_why() {
+    use tracing::Level;
+    let capture = Capture::default();
+    let (pool, t, _mock) = mocked(|b| b.name("orders").max_size(1).fail_fast(true));
+    tracing::subscriber::with_default(capture.clone(), || {
+        // Other tests may have hit these callsites first, with no
+        // subscriber: make them ask ours again.
+        tracing::callsite::rebuild_interest_cache();
+        paused().block_on(async {
+            assert!(pool.health().is_healthy());
+            t.fail_next.store(1, SeqCst);
+            assert!(pool.get().await.is_err());
+            assert!(!pool.health().is_healthy());
+            let mut c = pool.get().await.unwrap();
+            assert!(pool.get_timeout(ms(10)).await.is_err());
+            Pooled::mark_broken(&mut c);
+            drop(c);
+        });
+    });
+    let name = "pool=orders";
+    assert_eq!(
+        capture.find(&["connect failed", name, "connection refused (test)"]),
+        Some(Level::WARN)
+    );
+    assert_eq!(
+        capture.find(&["alert firing", name, "alert=\"backend_down\""]),
+        Some(Level::WARN)
+    );
+    assert_eq!(
+        capture.find(&["get timed out", name, "kind=\"waiting\""]),
+        Some(Level::INFO)
+    );
+    assert_eq!(
+        capture.find(&["connection closed", name, "reason=\"broken\""]),
+        Some(Level::DEBUG)
+    );
+}
+
+/// `export_metrics` hands every figure to the installed recorder under
+/// its stable name, with the `pool` label (rendered as Prometheus text).
+#[cfg(feature = "metrics")]
+#[test]
+fn export_metrics_renders_stable_names_with_the_pool_label() {
+    let (pool, t, _mock) = mocked(|b| b.name("orders").max_size(2));
+    t.connect_delay_ms.store(20, SeqCst);
+    paused().block_on(async {
+        drop(pool.get().await.unwrap());
+        for _ in 0..9 {
+            drop(pool.try_get().unwrap());
+        }
+    });
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    metrics::with_local_recorder(&recorder, || pool.export_metrics());
+    let text = handle.render();
+    for line in [
+        "latchless_acquire_hits_total{pool=\"orders\"} 9",
+        "latchless_acquire_connects_total{pool=\"orders\"} 1",
+        "latchless_acquire_wait_seconds_count{pool=\"orders\"} 10",
+        "latchless_acquire_wait_seconds{pool=\"orders\",quantile=\"0.5\"} 0",
+        "latchless_connections_opened_total{pool=\"orders\"} 1",
+        "latchless_connections_closed_total{pool=\"orders\",reason=\"broken\"} 0",
+        "latchless_acquire_timeouts_total{pool=\"orders\",kind=\"waiting\"} 0",
+        "latchless_connections_idle{pool=\"orders\"} 1",
+        "latchless_max_size{pool=\"orders\"} 2",
+        "latchless_alert_firing{pool=\"orders\",alert=\"exhaustion\"} 0",
+    ] {
+        assert!(text.contains(line), "{line} not in:\n{text}");
+    }
+    let max = text
+        .lines()
+        .find(|l| l.starts_with("latchless_acquire_wait_seconds{pool=\"orders\",quantile=\"1\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .expect("the maximum is exported");
+    assert!(
+        (max - 0.020).abs() <= 0.020 * Histogram::RELATIVE_ERROR,
+        "{max}"
+    );
+}
