@@ -270,7 +270,7 @@ impl Counters {
 
 /// Exports `m` (and the pool's health and sizing) through the `metrics`
 /// facade under stable names, each with a `pool` label (`Pool::export_metrics`;
-/// names and meanings in docs/MONITORING.md). Counters are set to their
+/// names and meanings in the README, "Monitoring"). Counters are set to their
 /// absolute values, so exporting twice counts nothing twice. Histograms
 /// are exported as summaries: a gauge per quantile (`quantile` label: 0.5,
 /// 0.9, 0.99, 0.999, and 1 for the maximum), in seconds, with `_sum`

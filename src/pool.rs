@@ -592,7 +592,7 @@ impl<M: Manager> Pool<M> {
     /// and the alerts of [`health`](Pool::health) and the recommendation of
     /// [`sizing`](Pool::sizing), through the [`metrics`](https://docs.rs/metrics)
     /// facade to whatever recorder is installed, under stable names
-    /// (`latchless_acquire_wait_seconds`, …, listed in docs/MONITORING.md)
+    /// (`latchless_acquire_wait_seconds`, …, listed in the README, "Monitoring")
     /// with a `pool` label (`Builder::name`). Call it before each scrape
     /// or on a timer: the pool records into its own atomics and never
     /// calls the facade on its own, so the hot path never does. Feature

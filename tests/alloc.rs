@@ -11,6 +11,7 @@ use std::future::Future;
 use std::pin::pin;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use latchless::{Manager, Pool};
 
@@ -122,4 +123,42 @@ fn steady_state_acquire_and_release_allocate_nothing() {
         rt.block_on(async { drop(p.get().await.unwrap()) });
     });
     assert!(n > 0, "the counting allocator must see allocations");
+}
+
+/// `get_blocking` served from the idle set allocates nothing either, on
+/// a plain thread with no runtime left.
+#[test]
+fn get_blocking_from_the_idle_set_allocates_nothing() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let pool = rt.block_on(async {
+        let pool = Pool::builder(Numbers)
+            .max_size(2)
+            .shards(1)
+            .check_after_idle(None)
+            .build()
+            .unwrap();
+        drop(pool.get().await.unwrap());
+        pool
+    });
+    // No runtime at all any more: the idle set serves without one.
+    drop(rt);
+    // On a plain thread, as a service's worker would.
+    let allocs = std::thread::spawn(move || {
+        // Warm the thread's own registrations (thread-locals) first.
+        drop(pool.get_blocking(Duration::from_secs(1)).unwrap());
+        counted(|| {
+            for _ in 0..1000 {
+                let c = pool.get_blocking(Duration::from_secs(1)).unwrap();
+                assert_eq!(c.len(), 64);
+                drop(c);
+            }
+        })
+    })
+    .join()
+    .unwrap();
+    assert_eq!(allocs, 0, "get_blocking + drop from the idle set allocated");
 }

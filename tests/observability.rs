@@ -5,41 +5,11 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
-use common::{TestManager, Tracker};
-use latchless::{AlertKind, Builder, Histogram, Pool, PoolError, Pooled, SizingVerdict};
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-
-/// A current-thread runtime with paused time: sleeps end exactly.
-fn paused() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap()
-}
-
-/// A pool on a mock clock, no background task, every time policy off
-/// unless `f` sets it.
-fn mocked(
-    f: impl FnOnce(Builder<TestManager>) -> Builder<TestManager>,
-) -> (Pool<TestManager>, Arc<Tracker>, latchless::MockClock) {
-    let (m, t) = TestManager::new();
-    let (clock, mock) = latchless::Clock::mock();
-    let b = Pool::builder(m)
-        .clock(clock)
-        .background(false)
-        .idle_timeout(None)
-        .max_lifetime(None)
-        .check_after_idle(None);
-    (f(b).build().unwrap(), t, mock)
-}
+use common::{mocked_quiet, ms, paused};
+use latchless::{AlertKind, Histogram, PoolError, Pooled, SizingVerdict};
 
 /// `|read - exact| <= exact / 64`, the histogram's documented error.
 fn close_to(read: u64, exact: u64) -> bool {
@@ -48,7 +18,7 @@ fn close_to(read: u64, exact: u64) -> bool {
 
 #[test]
 fn fast_path_hits_count_as_zero_waits_and_slow_gets_as_measured() {
-    let (pool, t, _mock) = mocked(|b| b.max_size(2));
+    let (pool, t, _mock) = mocked_quiet(|b| b.max_size(2));
     t.connect_delay_ms.store(20, SeqCst);
     paused().block_on(async {
         drop(pool.get().await.unwrap()); // connects: waits 20 ms
@@ -76,7 +46,7 @@ fn fast_path_hits_count_as_zero_waits_and_slow_gets_as_measured() {
 
 #[test]
 fn a_get_that_waited_records_its_wait() {
-    let (pool, _t, _mock) = mocked(|b| b.max_size(1));
+    let (pool, _t, _mock) = mocked_quiet(|b| b.max_size(1));
     paused().block_on(async {
         let held = pool.get().await.unwrap();
         let p = pool.clone();
@@ -97,7 +67,7 @@ fn a_get_that_waited_records_its_wait() {
 
 #[test]
 fn hold_time_is_measured_on_the_pool_clock() {
-    let (pool, _t, mock) = mocked(|b| b.max_size(1));
+    let (pool, _t, mock) = mocked_quiet(|b| b.max_size(1));
     paused().block_on(async {
         let c = pool.get().await.unwrap();
         mock.advance(ms(250));
@@ -115,7 +85,8 @@ fn hold_time_is_measured_on_the_pool_clock() {
 #[test]
 fn closes_are_counted_by_reason() {
     // Idle timeout.
-    let (pool, _t, mock) = mocked(|b| b.max_size(4).idle_timeout(Some(Duration::from_secs(60))));
+    let (pool, _t, mock) =
+        mocked_quiet(|b| b.max_size(4).idle_timeout(Some(Duration::from_secs(60))));
     paused().block_on(async {
         let a = pool.get().await.unwrap();
         let b = pool.get().await.unwrap();
@@ -127,7 +98,8 @@ fn closes_are_counted_by_reason() {
     assert_eq!((m.closed_idle, m.closed_lifetime, m.closed), (2, 0, 2));
 
     // Lifetime, broken, pool closed.
-    let (pool, _t, mock) = mocked(|b| b.max_size(4).max_lifetime(Some(Duration::from_secs(100))));
+    let (pool, _t, mock) =
+        mocked_quiet(|b| b.max_size(4).max_lifetime(Some(Duration::from_secs(100))));
     paused().block_on(async {
         drop(pool.get().await.unwrap());
         mock.advance(Duration::from_secs(101));
@@ -158,7 +130,7 @@ fn closes_are_counted_by_reason() {
 
 #[test]
 fn timeouts_are_counted_by_kind() {
-    let (pool, t, mock) = mocked(|b| b.max_size(1).check_after_idle(Some(ms(100))));
+    let (pool, t, mock) = mocked_quiet(|b| b.max_size(1).check_after_idle(Some(ms(100))));
     paused().block_on(async {
         // Waiting: the one place is held.
         let held = pool.get().await.unwrap();
@@ -171,7 +143,7 @@ fn timeouts_are_counted_by_kind() {
         let e = pool.get_timeout(ms(50)).await.unwrap_err();
         assert!(matches!(e, PoolError::Timeout));
     });
-    let (pool2, t2, _mock2) = mocked(|b| b.max_size(1));
+    let (pool2, t2, _mock2) = mocked_quiet(|b| b.max_size(1));
     t2.connect_delay_ms.store(1_000, SeqCst);
     paused().block_on(async {
         // Connecting.
@@ -194,7 +166,7 @@ fn timeouts_are_counted_by_kind() {
 
 #[test]
 fn exhaustion_alert_fires_on_a_timeout_and_clears_after_the_window() {
-    let (pool, _t, mock) = mocked(|b| b.max_size(2));
+    let (pool, _t, mock) = mocked_quiet(|b| b.max_size(2));
     paused().block_on(async {
         assert!(pool.health().is_healthy(), "the baseline");
         let a = pool.get().await.unwrap();
@@ -217,7 +189,7 @@ fn exhaustion_alert_fires_on_a_timeout_and_clears_after_the_window() {
 
 #[test]
 fn utilization_alert_fires_after_30s_above_80_percent_and_clears() {
-    let (pool, _t, mock) = mocked(|b| b.max_size(5));
+    let (pool, _t, mock) = mocked_quiet(|b| b.max_size(5));
     paused().block_on(async {
         let mut held = Vec::new();
         for _ in 0..4 {
@@ -248,7 +220,7 @@ fn utilization_alert_fires_after_30s_above_80_percent_and_clears() {
 
 #[test]
 fn acquire_wait_alert_fires_above_its_threshold_and_clears() {
-    let (pool, t, mock) = mocked(|b| b.max_size(1).wait_alert(ms(15)));
+    let (pool, t, mock) = mocked_quiet(|b| b.max_size(1).wait_alert(ms(15)));
     t.connect_delay_ms.store(20, SeqCst);
     paused().block_on(async {
         assert!(pool.health().is_healthy(), "the baseline");
@@ -268,7 +240,7 @@ fn acquire_wait_alert_fires_above_its_threshold_and_clears() {
     assert!(pool.health().is_healthy());
 
     // 20 ms waits under a 25 ms threshold never fire it.
-    let (pool, t, _mock) = mocked(|b| b.max_size(1).wait_alert(ms(25)));
+    let (pool, t, _mock) = mocked_quiet(|b| b.max_size(1).wait_alert(ms(25)));
     t.connect_delay_ms.store(20, SeqCst);
     paused().block_on(async {
         assert!(pool.health().is_healthy());
@@ -281,7 +253,7 @@ fn acquire_wait_alert_fires_above_its_threshold_and_clears() {
 
 #[test]
 fn backend_down_alert_fires_when_connects_fail_and_clears() {
-    let (pool, t, mock) = mocked(|b| b.max_size(1).fail_fast(true));
+    let (pool, t, mock) = mocked_quiet(|b| b.max_size(1).fail_fast(true));
     paused().block_on(async {
         assert!(pool.health().is_healthy(), "the baseline");
         t.fail_next.store(2, SeqCst);
@@ -298,7 +270,7 @@ fn backend_down_alert_fires_when_connects_fail_and_clears() {
 
 #[test]
 fn sizing_applies_rate_times_hold_times_headroom() {
-    let (pool, _t, mock) = mocked(|b| b.max_size(10));
+    let (pool, _t, mock) = mocked_quiet(|b| b.max_size(10));
     paused().block_on(async {
         assert_eq!(pool.sizing().verdict, SizingVerdict::NoData, "the baseline");
         // 10 s of 10 acquisitions a second, each held 100 ms.
@@ -324,7 +296,7 @@ fn sizing_applies_rate_times_hold_times_headroom() {
 #[cfg(feature = "metrics")]
 #[test]
 fn export_metrics_renders_stable_names_with_the_pool_label() {
-    let (pool, t, _mock) = mocked(|b| b.name("orders").max_size(2));
+    let (pool, t, _mock) = mocked_quiet(|b| b.name("orders").max_size(2));
     t.connect_delay_ms.store(20, SeqCst);
     paused().block_on(async {
         drop(pool.get().await.unwrap());

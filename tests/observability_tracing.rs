@@ -7,39 +7,9 @@ mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::SeqCst;
-use std::time::Duration;
 
-use common::{TestManager, Tracker};
-use latchless::{Builder, Pool, Pooled};
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-
-/// A current-thread runtime with paused time: sleeps end exactly.
-fn paused() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap()
-}
-
-/// A pool on a mock clock, no background task, every time policy off
-/// unless `f` sets it.
-fn mocked(
-    f: impl FnOnce(Builder<TestManager>) -> Builder<TestManager>,
-) -> (Pool<TestManager>, Arc<Tracker>, latchless::MockClock) {
-    let (m, t) = TestManager::new();
-    let (clock, mock) = latchless::Clock::mock();
-    let b = Pool::builder(m)
-        .clock(clock)
-        .background(false)
-        .idle_timeout(None)
-        .max_lifetime(None)
-        .check_after_idle(None);
-    (f(b).build().unwrap(), t, mock)
-}
+use common::{mocked_quiet, ms, paused};
+use latchless::Pooled;
 
 /// `|read - exact| <= exact / 64`, the histogram's documented error.
 /// Collects events as `(level, "field=value ...")`.
@@ -89,7 +59,7 @@ impl Capture {
 fn tracing_events_carry_the_pool_name_and_why() {
     use tracing::Level;
     let capture = Capture::default();
-    let (pool, t, _mock) = mocked(|b| b.name("orders").max_size(1).fail_fast(true));
+    let (pool, t, _mock) = mocked_quiet(|b| b.name("orders").max_size(1).fail_fast(true));
     tracing::subscriber::with_default(capture.clone(), || {
         // Other tests may have hit these callsites first, with no
         // subscriber: make them ask ours again.

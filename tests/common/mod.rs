@@ -216,3 +216,37 @@ pub async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
+
+/// Milliseconds.
+pub fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// A current-thread runtime with paused time: sleeps end exactly.
+pub fn paused() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap()
+}
+
+/// A pool on a mock clock, no background task, every time policy off
+/// unless `f` sets it (the observability tests' figures are exact).
+pub fn mocked_quiet(
+    f: impl FnOnce(latchless::Builder<TestManager>) -> latchless::Builder<TestManager>,
+) -> (
+    latchless::Pool<TestManager>,
+    Arc<Tracker>,
+    latchless::MockClock,
+) {
+    let (m, t) = TestManager::new();
+    let (clock, mock) = latchless::Clock::mock();
+    let b = latchless::Pool::builder(m)
+        .clock(clock)
+        .background(false)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .check_after_idle(None);
+    (f(b).build().unwrap(), t, mock)
+}
