@@ -90,6 +90,10 @@ pub(crate) fn close_quietly<C>(conn: Option<C>) {
 pub(crate) struct Core<M: Manager> {
     pub(crate) manager: M,
     pub(crate) config: Config,
+    /// This pool's identity for the threads' private caches of parked keys
+    /// (`tid.rs`): unique in the process, never reused (an address could
+    /// be, by a later pool).
+    pub(crate) id: u64,
     pub(crate) slots: Slots<M::Connection>,
     pub(crate) shards: Shards,
     pub(crate) waiters: Waiters,
@@ -127,6 +131,9 @@ pub(crate) struct Watch {
     hold: HistogramSnapshot,
 }
 
+/// The next [`Core::id`] (0 is never used: a thread's empty cache).
+static NEXT_POOL_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 /// Maintenance samples the monitor at most this often (ticks).
 const SAMPLE_EVERY_MS: u64 = 1_000;
 
@@ -140,6 +147,7 @@ impl<M: Manager> Core<M> {
         Arc::new_cyclic(|weak: &Weak<Owner<M>>| {
             let seed = now ^ 0x9E37_79B9_7F4A_7C15 ^ (weak.as_ptr().addr() as u64);
             Owner::new(Core {
+                id: NEXT_POOL_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
                 slots: Slots::with_cap(config.limit(), config.max_size),
                 shards: Shards::new(
                     config.shards,
@@ -204,16 +212,46 @@ impl<M: Manager> Core<M> {
         }
     }
 
-    /// Takes an idle connection: pop a key, claim its slot. Skips stale keys.
-    #[inline]
+    /// Takes an idle connection: the one this thread parked, if it is still
+    /// there (one CAS, `tid.rs`); else pop a key and claim its slot,
+    /// skipping stale keys; else steal a connection parked by another
+    /// thread (DESIGN.md, "The thread-affine fast path").
+    #[inline(always)]
     pub(crate) fn take_idle(&self) -> Option<Busy> {
+        if let Some(key) = crate::tid::unpark(self.id) {
+            if let Some(busy) = self.slots.claim_parked(key) {
+                return Some(busy);
+            }
+        }
+        self.take_shared()
+    }
+
+    /// [`take_idle`](Self::take_idle) past this thread's parked
+    /// connection: the shards, then the other threads' parked ones.
+    #[inline(never)]
+    fn take_shared(&self) -> Option<Busy> {
         while let Some(key) = self.shards.pop() {
             if let Some(busy) = self.slots.claim(key) {
                 return Some(busy);
             }
             self.forget_stale();
         }
-        None
+        self.steal_parked()
+    }
+
+    /// The scan of [`take_idle`](Self::take_idle) for parked connections
+    /// (each thread starts at its own point, so stealers spread out).
+    #[cold]
+    #[inline(never)]
+    fn steal_parked(&self) -> Option<Busy> {
+        // loom mutant: recheck_skips_parked (a taker, a waiter's re-check
+        // among them, misses parked connections), see
+        // loom-tests/run-mutants.sh
+        if mutant("recheck_skips_parked") {
+            return None;
+        }
+        self.slots
+            .steal_parked(crate::tid::home_index(self.slots.capacity()))
     }
 
     /// A popped key was stale: it has left the idle set (`shards.rs`).
@@ -223,9 +261,10 @@ impl<M: Manager> Core<M> {
     }
 
     /// Idle connections: keys queued minus stale ones (exact when quiet;
-    /// the stale-key invariant is in `shards.rs`).
+    /// the stale-key invariant is in `shards.rs`), plus parked ones (a
+    /// scan of the state words: O(capacity), off the hot path).
     pub(crate) fn idle_count(&self) -> usize {
-        self.shards.idle()
+        self.shards.idle() + self.slots.parked()
     }
 
     /// The time lifecycle checks compare against: the cached reading while
@@ -243,7 +282,7 @@ impl<M: Manager> Core<M> {
         if self.is_broken(busy) {
             return Verdict::Broken;
         }
-        self.lifecycle.judge(&self.slots, busy.index(), now, probe)
+        self.lifecycle.judge(&self.slots, busy, now, probe)
     }
 
     /// `Manager::is_broken` on an owned connection; a panic in it counts
@@ -312,7 +351,7 @@ impl<M: Manager> Core<M> {
             self.record_hold(&busy, held);
         }
         // The end of its lifetime (`u64::MAX`: none).
-        let last = self.slots.expires_at(busy.index());
+        let last = self.slots.expires_at_of(&busy);
         if broken {
             self.retire_broken(busy)
         } else if now >= last {
@@ -430,12 +469,20 @@ impl<M: Manager> Core<M> {
         if self.closed.load(Ordering::Relaxed) || self.waiters.any() {
             return self.pass_on(Held::Busy(busy));
         }
-        let key = self.slots.make_idle(busy, now);
-        self.shards.push(key, |k| self.slots.is_live(k));
+        // Park it for this thread's next acquire if the thread's cache is
+        // free (DESIGN.md, "The thread-affine fast path"), else into the
+        // idle set. The cache is private: only the slot's state word is
+        // shared, so the order of the two writes does not matter.
+        if crate::tid::park(self.id, self.slots.next_key(&busy)) {
+            self.slots.park(busy, now);
+        } else {
+            let key = self.slots.make_idle(busy, now);
+            self.shards.push(key, |k| self.slots.is_live(k));
+        }
         sync::after_publish();
-        // The push ended in a SeqCst operation of ours (the hot word's CAS,
-        // or a fence after a queue push, `shards.rs`); these SeqCst loads
-        // follow it in S.
+        // Parking and the push both end in a SeqCst operation of ours (the
+        // state word's swap; the hot word's CAS, or a fence after a queue
+        // push, `shards.rs`); these SeqCst loads follow it in S.
         sync::sc_load_after_rmw();
         // loom mutants: close_no_recheck, lost_wakeup (run-mutants.sh)
         let closed = !mutant("close_no_recheck") && self.closed.load(Ordering::SeqCst);
@@ -710,14 +757,17 @@ impl<M: Manager> Household for Core<M> {
         Core::idle_count(self)
     }
 
-    /// Its key stays in the idle set, stale: counted before the claim that
-    /// makes it so (the stale-key invariant in `shards.rs`).
+    /// An IDLE slot's key stays in the idle set, stale: counted before the
+    /// claim that makes it so (the stale-key invariant in `shards.rs`); a
+    /// parked one's is in no shared structure.
     fn close_in_place(&self, index: u32, serial: u64) -> Option<Retired> {
-        self.shards.count_stale();
-        let Some(busy) = self.slots.claim_in_place(index, serial) else {
-            self.shards.uncount_stale();
-            return None;
-        };
+        let busy = self.slots.claim_in_place(index, serial, |queued| {
+            if queued {
+                self.shards.count_stale();
+            } else {
+                self.shards.uncount_stale();
+            }
+        })?;
         bump(&self.counters.expired);
         // Lifetime if it is past it (the pass refreshed the cached
         // reading), else the idle timeout.

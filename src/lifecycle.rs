@@ -25,7 +25,7 @@
 use std::time::Duration;
 
 use crate::config::Ticks;
-use crate::slots::Slots;
+use crate::slots::{Busy, Slots};
 use crate::sync::{AtomicBool, AtomicU64, Ordering};
 
 /// What an acquirer must do with a claimed idle connection.
@@ -87,12 +87,12 @@ impl Lifecycle {
     /// when one of them says so. With `probe`, an armed probe makes this
     /// connection the one checked.
     #[inline]
-    pub(crate) fn judge<C>(&self, slots: &Slots<C>, index: u32, now: u64, probe: bool) -> Verdict {
-        if now >= slots.fresh_until(index) {
-            return Self::judge_closely(slots, index, now);
+    pub(crate) fn judge<C>(&self, slots: &Slots<C>, busy: &Busy, now: u64, probe: bool) -> Verdict {
+        if now >= slots.fresh_until_of(busy) {
+            return Self::judge_closely(slots, busy, now);
         }
         let epoch = self.restart_epoch.load(Ordering::Relaxed);
-        if epoch != 0 && slots.facts(index).verified_seq < epoch {
+        if epoch != 0 && slots.verified_seq_of(busy) < epoch {
             return Verdict::Check;
         }
         if probe && self.take_probe() {
@@ -122,8 +122,8 @@ impl Lifecycle {
     }
 
     #[cold]
-    fn judge_closely<C>(slots: &Slots<C>, index: u32, now: u64) -> Verdict {
-        if slots.expires_at(index) <= now {
+    fn judge_closely<C>(slots: &Slots<C>, busy: &Busy, now: u64) -> Verdict {
+        if slots.expires_at_of(busy) <= now {
             return Verdict::Expired;
         }
         Verdict::Check

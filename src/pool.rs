@@ -188,7 +188,7 @@ impl<M: Manager> Pool<M> {
         let now = shared.now_for_checks();
         // Connections due for a check are re-queued behind the others (and
         // left for `get`); the budget bounds the loop when all are.
-        let mut budget = shared.slots.capacity() + shared.shards.count();
+        let mut budget = None;
         while let Some(mut busy) = shared.take_idle() {
             match shared.judge(&mut busy, now, false) {
                 Verdict::Ready => return Some(self.hand_out(busy, by, now, true)),
@@ -196,8 +196,10 @@ impl<M: Manager> Pool<M> {
                 Verdict::Broken => settle_held(shared, shared.retire_broken(busy)),
                 Verdict::Check => {
                     settle_held(shared, shared.requeue(busy));
-                    budget -= 1;
-                    if budget == 0 {
+                    let left =
+                        budget.get_or_insert(shared.slots.capacity() + shared.shards.count());
+                    *left -= 1;
+                    if *left == 0 {
                         return None;
                     }
                 }

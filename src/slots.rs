@@ -28,11 +28,16 @@
 //!                (index, generation); whoever CASes IDLE(g) -> BUSY(g) owns it
 //!      BUSY = 2  a connection owned by one party: a guard, a waiter hand-off,
 //!                a creator, a closer or maintenance
+//!      PARKED = 3  a connection idle *outside* the idle set: its key sits in
+//!                the private cache of the thread that released it
+//!                (`tid.rs`), or nowhere; whoever CASes PARKED(g) -> BUSY(g)
+//!                owns it, the releasing thread by its cached key, anyone
+//!                else by scanning the state words ([`Slots::steal_parked`])
 //! ```
 //!
-//! The generation grows by one (mod 2^43) on every BUSY -> IDLE transition,
-//! so an idle key `(index, g)` is current exactly while the word reads
-//! `IDLE(g)`. A key left behind in the idle set after its slot moved on
+//! The generation grows by one (mod 2^43) on every BUSY -> IDLE or BUSY ->
+//! PARKED transition, so an idle key `(index, g)` is current exactly while
+//! the word reads `IDLE(g)` (or `PARKED(g)` for a thread's cached key). A key left behind in the idle set after its slot moved on
 //! (closed in place by maintenance, say) is *stale*: its claim CAS fails and
 //! the popper skips it.
 //!
@@ -48,7 +53,13 @@
 //! - I1 exclusive: only the party that observed the slot FREE (by popping its
 //!   index), or that won the `IDLE(g) -> BUSY(g)` CAS, or that was handed the
 //!   index by one of those, reads or writes the connection cell.
-//! - The connection cell is `Some` exactly when the tag is IDLE or BUSY.
+//! - The connection cell is `Some` exactly when the tag is IDLE, PARKED or
+//!   BUSY.
+//! - A PARKED slot's key is never in the idle set (`shards.rs`): only
+//!   [`Slots::park`] makes the tag, and the keys it makes go to a thread's
+//!   private cache only. The BUSY -> PARKED transition is a SeqCst
+//!   read-modify-write: the releaser's half of the lost-wake-up argument
+//!   for a parked connection (DESIGN.md, "The thread-affine fast path").
 //! - Ownership is a value: a [`Busy`] token for a claimed slot, a [`Place`]
 //!   token for a reserved one. Only the transitions that hand a slot to one
 //!   party make a token, and the ones that end the holding consume it, so
@@ -79,6 +90,7 @@ const INDEX_BITS: u32 = 64 - GEN_BITS;
 const FREE: u64 = 0;
 const IDLE: u64 = 1;
 const BUSY: u64 = 2;
+const PARKED: u64 = 3;
 
 const fn pack(generation: u64, tag: u64) -> u64 {
     ((generation & GEN_MASK) << TAG_BITS) | tag
@@ -386,6 +398,41 @@ impl<C> Slots<C> {
         &self.slots[index as usize]
     }
 
+    /// The slot a token owns, without a bounds check: the hot path's
+    /// accessors (a checked index cost about 40 instructions per
+    /// `try_get`+drop, one compare and reload per field access;
+    /// measured with cachegrind on `benches-peers`' cycle).
+    #[inline(always)]
+    fn slot_of(&self, busy: &Busy) -> &Slot<C> {
+        debug_assert!((busy.0 as usize) < self.slots.len());
+        // SAFETY: a `Busy` is made only by this arena's transitions, each
+        // for an index it just read through the checked `slot` (`fill`
+        // from a popped free index, the claims from a key or a scan of
+        // this arena), or by `from_raw`, whose contract is that the index
+        // came from `into_raw` of such a token (the type's docs: a token
+        // names a slot of the arena that made it and never leaves it).
+        // So the index is below `slots.len()`.
+        unsafe { self.slots.get_unchecked(busy.0 as usize) }
+    }
+
+    /// When the claimed connection must be gone (`u64::MAX`: never).
+    #[inline(always)]
+    pub(crate) fn expires_at_of(&self, busy: &Busy) -> u64 {
+        self.slot_of(busy).expires_at.load(Ordering::Relaxed)
+    }
+
+    /// Until when the claimed connection needs no closer look.
+    #[inline(always)]
+    pub(crate) fn fresh_until_of(&self, busy: &Busy) -> u64 {
+        self.slot_of(busy).fresh_until.load(Ordering::Relaxed)
+    }
+
+    /// The verified sequence of the claimed connection (`Facts`).
+    #[inline(always)]
+    pub(crate) fn verified_seq_of(&self, busy: &Busy) -> u64 {
+        self.slot_of(busy).verified_seq.load(Ordering::Relaxed)
+    }
+
     /// Reserves a place: pops a FREE slot, which the caller now owns.
     ///
     /// The CAS on `places` (only while fewer than the cap are taken) is
@@ -490,7 +537,7 @@ impl<C> Slots<C> {
     #[inline]
     pub(crate) fn make_idle(&self, busy: Busy, now: u64) -> SlotKey {
         let index = busy.0;
-        let slot = self.slot(index);
+        let slot = self.slot_of(&busy);
         slot.released_at.store(now, Ordering::Relaxed);
         let g = generation(slot.state.load(Ordering::Relaxed)).wrapping_add(1) & GEN_MASK;
         // Release: publishes the connection's state (and `released_at`) to
@@ -505,18 +552,127 @@ impl<C> Slots<C> {
         SlotKey::new(index, g)
     }
 
-    /// Claims slot `index` if it is IDLE and holds connection `serial`
-    /// (maintenance closing an idle connection in place). Its key stays in
-    /// the idle set, now stale.
-    pub(crate) fn claim_in_place(&self, index: u32, serial: u64) -> Option<Busy> {
+    /// The key [`park`](Self::park) will make for the claimed slot (read
+    /// by its owner: the generation cannot move under it).
+    #[inline(always)]
+    pub(crate) fn next_key(&self, busy: &Busy) -> SlotKey {
+        let g = generation(self.slot_of(&busy).state.load(Ordering::Relaxed)).wrapping_add(1);
+        SlotKey::new(busy.0, g & GEN_MASK)
+    }
+
+    /// Marks a claimed slot PARKED under the key [`next_key`](Self::next_key)
+    /// returned (the releasing thread keeps that key in its private cache,
+    /// `tid.rs`). The token is consumed.
+    ///
+    /// One SeqCst read-modify-write: its Release side publishes the
+    /// connection to whoever wins the claim CAS, and as a SeqCst operation
+    /// it is the releaser's half of the lost-wake-up argument for a parked
+    /// connection: a waiter that registers after it in S finds it in its
+    /// re-check's scan ([`steal_parked`](Self::steal_parked)).
+    #[inline(always)]
+    pub(crate) fn park(&self, busy: Busy, now: u64) {
+        let slot = self.slot_of(&busy);
+        slot.released_at.store(now, Ordering::Relaxed);
+        let g = generation(slot.state.load(Ordering::Relaxed)).wrapping_add(1) & GEN_MASK;
+        // loom mutant: relaxed_handover, see loom-tests/run-mutants.sh
+        let order = if mutant("relaxed_handover") {
+            Ordering::Relaxed
+        } else {
+            Ordering::SeqCst
+        };
+        slot.state.swap(pack(g, PARKED), order);
+    }
+
+    /// Takes back the connection this thread parked under `key`: one CAS
+    /// `PARKED(g) -> BUSY(g)`. `None`: a stealer or maintenance took it.
+    #[inline(always)]
+    pub(crate) fn claim_parked(&self, key: SlotKey) -> Option<Busy> {
+        // Acquire on success pairs with the Release side of `park`.
+        // loom mutant: relaxed_handover, see loom-tests/run-mutants.sh
+        let order = if mutant("relaxed_handover") {
+            Ordering::Relaxed
+        } else {
+            Ordering::Acquire
+        };
+        self.slot(key.index())
+            .state
+            .compare_exchange(
+                pack(key.generation(), PARKED),
+                pack(key.generation(), BUSY),
+                order,
+                Ordering::Relaxed,
+            )
+            .ok()
+            .map(|_| Busy(key.index()))
+    }
+
+    /// Claims any PARKED slot, scanning the state words from `start`
+    /// (wrapping): how a thread takes a connection parked by another one,
+    /// or one whose key nobody holds any more (its thread exited, or
+    /// cached another pool's key). O(capacity), on the slow path only.
+    #[cold]
+    pub(crate) fn steal_parked(&self, start: usize) -> Option<Busy> {
+        let n = self.slots.len();
+        (0..n).find_map(|i| {
+            let index = ((start + i) % n) as u32;
+            let state = &self.slot(index).state;
+            let word = state.load(Ordering::Relaxed);
+            if tag(word) != PARKED {
+                return None;
+            }
+            // loom mutant: steal_without_cas (a load and a store: the owner
+            // and the stealer can both take the connection),
+            // see loom-tests/run-mutants.sh
+            if mutant("steal_without_cas") {
+                state.store(pack(generation(word), BUSY), Ordering::Relaxed);
+                return Some(Busy(index));
+            }
+            // Acquire pairs with the Release side of `park`.
+            state
+                .compare_exchange(
+                    word,
+                    pack(generation(word), BUSY),
+                    Ordering::Acquire,
+                    Ordering::Relaxed,
+                )
+                .ok()
+                .map(|_| Busy(index))
+        })
+    }
+
+    /// Slots reading PARKED (exact while nothing is in flight).
+    pub(crate) fn parked(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|s| tag(s.state.load(Ordering::Relaxed)) == PARKED)
+            .count()
+    }
+
+    /// Claims slot `index` if it is idle (IDLE or PARKED) and holds
+    /// connection `serial` (maintenance closing an idle connection in
+    /// place). An IDLE slot's key stays in the idle set, now stale, so
+    /// `queued` is called with `true` *before* that claim (and `false` if
+    /// it then fails), for the stale count (`shards.rs`); a PARKED slot's
+    /// key is in no shared structure and nothing is counted.
+    pub(crate) fn claim_in_place(
+        &self,
+        index: u32,
+        serial: u64,
+        mut queued: impl FnMut(bool),
+    ) -> Option<Busy> {
         let slot = self.slot(index);
-        // Acquire, pairing with the Release in `make_idle`: the serial read
-        // next is then at least the one written before this idle period
-        // began (with Relaxed it could be an older connection's serial,
-        // and a stale wheel entry could claim the slot's new connection).
+        // Acquire, pairing with the Release in `make_idle` / `park`: the
+        // serial read next is then at least the one written before this
+        // idle period began (with Relaxed it could be an older connection's
+        // serial, and a stale wheel entry could claim the slot's new
+        // connection).
         let word = slot.state.load(Ordering::Acquire);
-        if tag(word) != IDLE || slot.serial.load(Ordering::Relaxed) != serial {
+        let idle = tag(word) == IDLE;
+        if !(idle || tag(word) == PARKED) || slot.serial.load(Ordering::Relaxed) != serial {
             return None;
+        }
+        if idle {
+            queued(true);
         }
         // loom mutant: claim_without_cas, see loom-tests/run-mutants.sh
         if mutant("claim_without_cas") {
@@ -524,18 +680,22 @@ impl<C> Slots<C> {
                 .store(pack(generation(word), BUSY), Ordering::Relaxed);
             return Some(Busy(index));
         }
-        // Acquire pairs with the Release in `make_idle`. The generation in
-        // `word` pins the idle period, so the serial read above is this
-        // connection's.
-        slot.state
+        // Acquire pairs with the Release in `make_idle` / `park`. The
+        // generation in `word` pins the idle period, so the serial read
+        // above is this connection's.
+        let claimed = slot
+            .state
             .compare_exchange(
                 word,
                 pack(generation(word), BUSY),
                 Ordering::Acquire,
                 Ordering::Relaxed,
             )
-            .ok()
-            .map(|_| Busy(index))
+            .is_ok();
+        if !claimed && idle {
+            queued(false);
+        }
+        claimed.then_some(Busy(index))
     }
 
     /// Whether slot `index` holds connection `serial` and is BUSY (a hint).
@@ -568,25 +728,21 @@ impl<C> Slots<C> {
     /// straight to a waiter).
     #[inline(always)]
     pub(crate) fn set_fresh_until(&self, busy: &Busy, until: u64) {
-        self.slot(busy.0)
+        self.slot_of(&busy)
             .fresh_until
             .store(until, Ordering::Relaxed);
     }
 
-    /// Until when the idle connection in `index` needs no closer look.
-    #[inline(always)]
-    pub(crate) fn fresh_until(&self, index: u32) -> u64 {
-        self.slot(index).fresh_until.load(Ordering::Relaxed)
-    }
-
     /// Records that the claimed connection passed a check.
     pub(crate) fn set_verified(&self, busy: &Busy, seq: u64) {
-        self.slot(busy.0).verified_seq.store(seq, Ordering::Relaxed);
+        self.slot_of(&busy)
+            .verified_seq
+            .store(seq, Ordering::Relaxed);
     }
 
     /// Records who took the claimed connection, and when.
     pub(crate) fn set_taken(&self, busy: &Busy, now: u64, by: &'static Location<'static>) {
-        let s = self.slot(busy.0);
+        let s = self.slot_of(&busy);
         s.taken_at.store(now, Ordering::Relaxed);
         s.taken_by
             .store(std::ptr::from_ref(by).cast_mut(), Ordering::Relaxed);
@@ -623,7 +779,7 @@ impl<C> Slots<C> {
     /// stores (`SlotStats`).
     #[inline(always)]
     pub(crate) fn note_handed(&self, busy: &Busy, now: u64, hit: bool) {
-        let st = &self.slot(busy.0).stats;
+        let st = &self.slot_of(&busy).stats;
         st.handed_at
             .store(now, std::sync::atomic::Ordering::Relaxed);
         if hit {
@@ -636,7 +792,7 @@ impl<C> Slots<C> {
     /// load).
     #[inline(always)]
     pub(crate) fn held_for(&self, busy: &Busy, now: u64) -> u64 {
-        let st = &self.slot(busy.0).stats;
+        let st = &self.slot_of(&busy).stats;
         now.saturating_sub(st.handed_at.load(std::sync::atomic::Ordering::Relaxed))
     }
 
@@ -651,7 +807,7 @@ impl<C> Slots<C> {
     /// `set_taken` resets the reported flag).
     #[inline(always)]
     pub(crate) fn clear_taken(&self, busy: &Busy) {
-        self.slot(busy.0)
+        self.slot_of(&busy)
             .taken_by
             .store(std::ptr::null_mut(), Ordering::Relaxed);
     }
@@ -693,7 +849,7 @@ impl<C> Slots<C> {
         // touching the cell (I1), so the cell is `Some`; the shared borrow
         // of the token excludes `conn_mut` (which needs it `&mut`) while the
         // returned reference lives.
-        let conn = self.slot(busy.0).conn.with(|c| unsafe { (*c).as_ref() });
+        let conn = self.slot_of(&busy).conn.with(|c| unsafe { (*c).as_ref() });
         conn.expect("latchless: an owned busy slot always holds a connection")
     }
 
@@ -704,7 +860,7 @@ impl<C> Slots<C> {
         // SAFETY: as in `conn`; the unique borrow of the token (the only
         // one for the slot) excludes every other reference to the cell.
         let conn = self
-            .slot(busy.0)
+            .slot_of(busy)
             .conn
             .with_mut(|c| unsafe { (*c).as_mut() });
         conn.expect("latchless: an owned busy slot always holds a connection")

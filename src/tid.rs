@@ -13,6 +13,12 @@
 //! - **Ops.** Releases on this thread ([`every_64th_op`]).
 //! - **Cursor.** Where this thread's next waiter looks for a free deadline
 //!   slot (`deadlines.rs`).
+//! - **Parked.** The key of the connection this thread last parked, and
+//!   the pool it belongs to ([`park`], [`unpark`]): the thread-affine fast
+//!   path (DESIGN.md, "The thread-affine fast path"). Private: no other
+//!   thread reads it, so it is a hint, never the truth. The slot's state
+//!   word says whether the key is current; a stealer finds a parked
+//!   connection by scanning state words, not caches.
 //!
 //! # Invariants kept
 //!
@@ -23,10 +29,12 @@
 //!   thread-local's destructor, after this one is gone, gets the fallback
 //!   (no id, home 0, no maintenance share, no cursor), never a panic.
 //!
-//! This module imports only `sync.rs`.
+//! This module imports only `sync.rs` (and `SlotKey`, a plain value type of
+//! `slots.rs`).
 
 use std::cell::Cell;
 
+use crate::slots::SlotKey;
 use crate::sync::{self, AtomicBool, HAZARD_RELEASE_AT_EXIT, HAZARD_SLOTS, Ordering};
 
 /// Thread ids handed out at once; more threads have none.
@@ -57,6 +65,9 @@ struct Local {
     ops: Cell<u32>,
     /// Where this thread's next waiter starts looking for a deadline slot.
     cursor: Cell<Option<usize>>,
+    /// The pool id (`Core::id`, never 0) and the packed key of the
+    /// connection this thread parked there; key 0: none.
+    parked: Cell<(u64, u64)>,
 }
 
 impl Local {
@@ -66,6 +77,7 @@ impl Local {
             home: Cell::new(0),
             ops: Cell::new(0),
             cursor: Cell::new(None),
+            parked: Cell::new((0, 0)),
         }
     }
 
@@ -164,6 +176,43 @@ pub(crate) fn pin_home(shard: usize, n: usize) {
     let v = ((((shard as u64) << 32) / n as u64) as u32 + 1) | 1;
     let _ = LOCAL.try_with(|l| l.home.set(v));
     debug_assert_eq!(home_index(n), shard);
+}
+
+/// Takes the key this thread parked in pool `pool`, if any (it may be
+/// stale: the caller's claim CAS tells). One thread-local read.
+#[inline(always)]
+pub(crate) fn unpark(pool: u64) -> Option<SlotKey> {
+    LOCAL
+        .try_with(|l| {
+            let (p, bits) = l.parked.get();
+            if p != pool || bits == 0 {
+                return None;
+            }
+            l.parked.set((p, 0));
+            SlotKey::from_bits(bits)
+        })
+        .ok()
+        .flatten()
+}
+
+/// Caches `key` as this thread's parked connection in pool `pool` if the
+/// cache is free: empty, or holding pool `pool`'s key that was stolen
+/// since (the caller's state word says which it cannot tell, so only an
+/// empty cache counts). False: the caller puts the connection in the idle
+/// set instead. A cache holding another pool's key stays as it is; that
+/// key is only a hint, and dropping it would strand nothing either, but
+/// keeping it lets the thread take that connection back with one CAS.
+#[inline(always)]
+pub(crate) fn park(pool: u64, key: SlotKey) -> bool {
+    LOCAL
+        .try_with(|l| {
+            if l.parked.get().1 != 0 {
+                return false;
+            }
+            l.parked.set((pool, key.to_bits()));
+            true
+        })
+        .unwrap_or(false)
 }
 
 /// True on every 64th call on this thread: when a busy thread reads the
