@@ -556,7 +556,7 @@ impl<C> Slots<C> {
     /// by its owner: the generation cannot move under it).
     #[inline(always)]
     pub(crate) fn next_key(&self, busy: &Busy) -> SlotKey {
-        let g = generation(self.slot_of(&busy).state.load(Ordering::Relaxed)).wrapping_add(1);
+        let g = generation(self.slot_of(busy).state.load(Ordering::Relaxed)).wrapping_add(1);
         SlotKey::new(busy.0, g & GEN_MASK)
     }
 
@@ -728,21 +728,21 @@ impl<C> Slots<C> {
     /// straight to a waiter).
     #[inline(always)]
     pub(crate) fn set_fresh_until(&self, busy: &Busy, until: u64) {
-        self.slot_of(&busy)
+        self.slot_of(busy)
             .fresh_until
             .store(until, Ordering::Relaxed);
     }
 
     /// Records that the claimed connection passed a check.
     pub(crate) fn set_verified(&self, busy: &Busy, seq: u64) {
-        self.slot_of(&busy)
+        self.slot_of(busy)
             .verified_seq
             .store(seq, Ordering::Relaxed);
     }
 
     /// Records who took the claimed connection, and when.
     pub(crate) fn set_taken(&self, busy: &Busy, now: u64, by: &'static Location<'static>) {
-        let s = self.slot_of(&busy);
+        let s = self.slot_of(busy);
         s.taken_at.store(now, Ordering::Relaxed);
         s.taken_by
             .store(std::ptr::from_ref(by).cast_mut(), Ordering::Relaxed);
@@ -779,7 +779,7 @@ impl<C> Slots<C> {
     /// stores (`SlotStats`).
     #[inline(always)]
     pub(crate) fn note_handed(&self, busy: &Busy, now: u64, hit: bool) {
-        let st = &self.slot_of(&busy).stats;
+        let st = &self.slot_of(busy).stats;
         st.handed_at
             .store(now, std::sync::atomic::Ordering::Relaxed);
         if hit {
@@ -792,7 +792,7 @@ impl<C> Slots<C> {
     /// load).
     #[inline(always)]
     pub(crate) fn held_for(&self, busy: &Busy, now: u64) -> u64 {
-        let st = &self.slot_of(&busy).stats;
+        let st = &self.slot_of(busy).stats;
         now.saturating_sub(st.handed_at.load(std::sync::atomic::Ordering::Relaxed))
     }
 
@@ -807,7 +807,7 @@ impl<C> Slots<C> {
     /// `set_taken` resets the reported flag).
     #[inline(always)]
     pub(crate) fn clear_taken(&self, busy: &Busy) {
-        self.slot_of(&busy)
+        self.slot_of(busy)
             .taken_by
             .store(std::ptr::null_mut(), Ordering::Relaxed);
     }
@@ -849,7 +849,7 @@ impl<C> Slots<C> {
         // touching the cell (I1), so the cell is `Some`; the shared borrow
         // of the token excludes `conn_mut` (which needs it `&mut`) while the
         // returned reference lives.
-        let conn = self.slot_of(&busy).conn.with(|c| unsafe { (*c).as_ref() });
+        let conn = self.slot_of(busy).conn.with(|c| unsafe { (*c).as_ref() });
         conn.expect("latchless: an owned busy slot always holds a connection")
     }
 
