@@ -1,6 +1,11 @@
 //! The idle set: per shard, one atomic "hot" word holding the most recently
 //! released key, in front of a `CachePadded<ArrayQueue<SlotKey>>`.
 //!
+//! In front of the shards sits each thread's own parked connection (DESIGN.md,
+//! "The thread-affine fast path"): a release reaches the shards only when its
+//! thread's cache is taken, and an acquire only when its thread has nothing
+//! parked. Parked keys never enter the shards.
+//!
 //! A thread releases to and acquires from its *home* shard first and steals
 //! from the others only when its home is empty, so threads on different
 //! cores mostly touch different cache lines. The home shard is the

@@ -137,8 +137,9 @@ impl SlotKey {
 /// Proof of owning a claimed slot: BUSY, holding a connection that only
 /// the token's holder may touch (I1). Made only here, by the transitions
 /// that hand a slot to one party ([`Slots::fill`], [`Slots::claim`],
+/// [`Slots::claim_parked`], [`Slots::steal_parked`],
 /// [`Slots::claim_in_place`]), and consumed by the ones that end the
-/// holding ([`Slots::make_idle`], [`Slots::take`]). Neither `Copy` nor
+/// holding ([`Slots::make_idle`], [`Slots::park`], [`Slots::take`]). Neither `Copy` nor
 /// `Clone`: a holder that passes it on cannot touch the slot again.
 /// Zero-cost: the slot index, nothing more.
 ///

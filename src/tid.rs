@@ -196,11 +196,10 @@ pub(crate) fn unpark(pool: u64) -> Option<SlotKey> {
 }
 
 /// Caches `key` as this thread's parked connection in pool `pool` if the
-/// cache is free: empty, or holding pool `pool`'s key that was stolen
-/// since (the caller's state word says which it cannot tell, so only an
-/// empty cache counts). False: the caller puts the connection in the idle
-/// set instead. A cache holding another pool's key stays as it is; that
-/// key is only a hint, and dropping it would strand nothing either, but
+/// cache is empty; false otherwise, and the caller puts the connection in
+/// the shared idle set instead. A cache holding a key (of this pool or
+/// another) keeps it: the key is only a hint, so overwriting it would
+/// strand nothing (the connection stays PARKED and a scan finds it), but
 /// keeping it lets the thread take that connection back with one CAS.
 #[inline(always)]
 pub(crate) fn park(pool: u64, key: SlotKey) -> bool {
