@@ -873,12 +873,24 @@ impl<M: Manager> Pool<M> {
     /// # assert_eq!(v, 1);
     /// # }
     /// ```
+    #[inline]
     #[track_caller]
     pub fn get_blocking(&self, timeout: Duration) -> Result<Pooled<M>, PoolError<M::Error>> {
-        if let Some(p) = self.try_get() {
-            return Ok(p);
+        match self.try_get() {
+            Some(p) => Ok(p),
+            None => self.get_blocking_slow(timeout, Location::caller()),
         }
-        let by = Location::caller();
+    }
+
+    /// `get_blocking` past the idle set: wait or connect on the pool's
+    /// runtime.
+    #[cold]
+    #[inline(never)]
+    fn get_blocking_slow(
+        &self,
+        timeout: Duration,
+        by: &'static Location<'static>,
+    ) -> Result<Pooled<M>, PoolError<M::Error>> {
         if self.is_closed() {
             return Err(PoolError::Closed);
         }
