@@ -915,6 +915,51 @@ mod tests {
     }
 
     #[test]
+    fn a_parked_connection_goes_to_its_owner_or_one_stealer_never_both() {
+        // Under miri (`.ci/run`) the two threads' accesses to the
+        // connection cell are checked for races: the winner writes it.
+        for _ in 0..if cfg!(miri) { 4 } else { 200 } {
+            let slots = std::sync::Arc::new(Slots::<String>::new(2));
+            let busy = slots.fill(slots.reserve().unwrap(), "a".into(), 1, 0, u64::MAX, 1);
+            let key = slots.next_key(&busy);
+            slots.park(busy, 3);
+            assert_eq!(slots.parked(), 1);
+            assert!(!slots.is_live(key), "a parked key is not in the idle set");
+            let take = move |s: &Slots<String>, owner: bool| {
+                let got = if owner {
+                    s.claim_parked(key)
+                } else {
+                    s.steal_parked(1)
+                };
+                got.map(|mut b| {
+                    s.conn_mut(&mut b).push(if owner { 'o' } else { 's' });
+                    b
+                })
+            };
+            let stealer = {
+                let slots = std::sync::Arc::clone(&slots);
+                std::thread::spawn(move || take(&slots, false).map(Busy::into_raw))
+            };
+            let mine = take(&slots, true);
+            // SAFETY: the index came from `into_raw` of this arena's token
+            // on the stealer thread, which gave it up.
+            let theirs = stealer
+                .join()
+                .unwrap()
+                .map(|i| unsafe { Busy::from_raw(i) });
+            let winner = match (mine, theirs) {
+                (Some(b), None) | (None, Some(b)) => b,
+                (a, b) => panic!("owner {a:?} and stealer {b:?}"),
+            };
+            assert_eq!(slots.parked(), 0);
+            assert!(slots.claim_parked(key).is_none(), "the key is stale now");
+            let (conn, place) = slots.take(winner);
+            assert!(matches!(conn.as_deref(), Some("ao" | "as")), "{conn:?}");
+            slots.unreserve(place);
+        }
+    }
+
+    #[test]
     fn a_new_connection_is_not_blamed_for_a_detached_holders_leak() {
         let slots = Slots::<String>::new(1);
         let by = std::panic::Location::caller();
