@@ -38,6 +38,11 @@ pairs=(
   "a_waiter_at_the_head_keeps_its_turn_against_a_racing_release:reclaim_overtaken"
   "a_waiter_at_the_head_keeps_its_turn_against_a_racing_release:head_behind_front"
   "releases_race_a_shrink:shrink_no_recheck"
+  "an_owner_takes_back_its_parked_connection_while_another_thread_steals_it:steal_without_cas"
+  "an_owner_takes_back_its_parked_connection_while_another_thread_steals_it:relaxed_handover"
+  "a_parked_release_races_waiter_registration:recheck_skips_parked"
+  "a_parked_release_races_waiter_registration:lost_wakeup"
+  "release_races_waiter_registration:recheck_skips_parked"
 )
 
 cargo test -q -p loom-tests --release --no-run || exit 1
@@ -63,7 +68,11 @@ for pair in "${pairs[@]}"; do
       # loom's Arc lost track of an object: a reference taken twice.
       why="use after free: loom saw an Arc's object taken after its last release"
     else
-      why=$(grep -m1 -oE "Causality violation: [^.]*|deadlock|assertion .*|[a-z ,]*(lost|back|once|first)[a-z ,]*$" "$log" || echo "test failed")
+      # \b: not the `call_once` of a backtrace line. Else the message
+      # under the first "panicked at".
+      why=$(grep -m1 -oE "Causality violation: [^.]*|deadlock|assertion .*|[a-z ,]*\b(lost|back|once|first)\b[a-z ,]*$" "$log") ||
+        why=$(grep -m1 -A1 "panicked at" "$log" | sed -n 2p)
+      [ -n "$why" ] || why="test failed"
     fi
     echo "caught  $mutant by $model ($why)"
   fi

@@ -250,8 +250,15 @@ impl<M: Manager> Core<M> {
         if mutant("recheck_skips_parked") {
             return None;
         }
-        self.slots
-            .steal_parked(crate::tid::home_index(self.slots.capacity()))
+        // Under loom the scan starts at slot 0: a thread's home comes from
+        // a process-wide counter that grows across loom's executions, so a
+        // home-dependent order would differ between the replays of one path.
+        let start = if cfg!(latchless_loom) {
+            0
+        } else {
+            crate::tid::home_index(self.slots.capacity())
+        };
+        self.slots.steal_parked(start)
     }
 
     /// A popped key was stale: it has left the idle set (`shards.rs`).

@@ -163,38 +163,91 @@ fn pool_with_an_expired_idle_connection() -> (Pool<M>, latchless::MockClock) {
 }
 
 fn explore(f: impl Fn() + Sync + Send + 'static) {
+    explore_with(None, f);
+}
+
+/// [`explore`] with room for `max_branches` branch points per execution
+/// (loom's default is 1 000; `LOOM_MAX_BRANCHES` overrides both), for a
+/// model whose single executions are long.
+fn explore_with(max_branches: Option<usize>, f: impl Fn() + Sync + Send + 'static) {
     let mut b = loom::model::Builder::new();
     // The bound (see README): 5 preemptions unless LOOM_MAX_PREEMPTIONS
     // says otherwise (`Builder::new` reads it).
     if b.preemption_bound.is_none() && std::env::var_os("LOOM_MAX_PREEMPTIONS").is_none() {
         b.preemption_bound = Some(5);
     }
+    if let Some(n) = max_branches {
+        if std::env::var_os("LOOM_MAX_BRANCHES").is_none() {
+            b.max_branches = n;
+        }
+    }
     b.check(f);
+}
+
+/// Makes the calling thread's home the same in every execution. The home
+/// hash comes from a process-wide counter (`tid.rs`), so an unpinned
+/// thread's home differs from one execution to the next, and with it the
+/// slot where its scan for parked connections starts (`Slots::steal_parked`
+/// starts at `home_index(capacity)`): in a pool of two or more slots the
+/// scan's loads then come in another order than in the path loom replays,
+/// and loom panics on its own assertion (`mo_i != mo_j`, loom issue #252)
+/// or explores an incoherent path. Every thread of a model whose pool has
+/// more than one slot calls this before it touches the pool. (Shard 0 of
+/// `p`'s shards: the scan of a pool with one shard then starts at slot 0.)
+fn pin_home(p: &Pool<M>) {
+    p.loom_pin_home_shard(0);
+}
+
+/// Fills the calling thread's one-entry cache of parked connections
+/// (`tid.rs`) with a connection of `other`, a pool of its own: the
+/// thread's releases to any other pool then go to that pool's shards (a
+/// cache that holds a key keeps it), and its acquires there find nothing of
+/// theirs parked. For models of the shared idle set: since the thread-affine
+/// fast path, a release parks its connection in its thread's cache when
+/// that is empty, and never reaches the shards. `other` must stay open
+/// while the thread uses the model's pool (a close from this thread would
+/// take the key back out of its cache).
+fn occupy_parked_cache(other: &Pool<M>) {
+    drop(block_on(other.get()).expect("the other pool connects"));
 }
 
 fn poll_once<F: Future>(f: Pin<&mut F>) -> Poll<F::Output> {
     f.poll(&mut Context::from_waker(Waker::noop()))
 }
 
-/// Model 1 — I1 (exclusive): two threads acquire and release one slot.
-/// Catches `relaxed_handover` (the IDLE store, the claim and the hot word
-/// without Release/Acquire: a releaser's writes to the connection race the
-/// next holder's).
+/// Model 1 — I1 (exclusive): two threads acquire and release one slot
+/// through the shared idle set. Catches `relaxed_handover` (the IDLE
+/// store, the claim and the hot word without Release/Acquire: a releaser's
+/// writes to the connection race the next holder's).
+///
+/// Since the thread-affine fast path (issue 16) a release parks its
+/// connection in its thread's cache when that is empty, and the handover
+/// went through `park` / `claim_parked` / `steal_parked` instead of the
+/// idle set. Both threads' caches are now filled first with a connection of
+/// a pool of their own ([`occupy_parked_cache`]), so every release and
+/// acquire here goes through the shard's hot word and the IDLE state, as
+/// before. (The parked handover has its own model, 18.)
 #[test]
 fn two_threads_acquire_and_release_one_slot() {
     explore(|| {
         let (p, _mock) = pool(1, M::default(), |b| b);
+        let (mine, _m1) = pool(1, M::default(), |b| b);
+        let (theirs, _m2) = pool(1, M::default(), |b| b);
+        occupy_parked_cache(&mine);
         with_idle_connection(&p);
         let p2 = p.clone();
         let t = thread::spawn(move || {
+            occupy_parked_cache(&theirs);
             if let Some(mut c) = p2.try_get() {
                 c.uses += 1;
             }
+            // Closed by the main thread, after this thread's releases.
+            theirs
         });
         if let Some(mut c) = p.try_get() {
             c.uses += 1;
         }
-        t.join().unwrap();
+        let _theirs = t.join().unwrap();
         let c = p.try_get().expect("the connection is back");
         assert!(c.uses >= 1);
     });
@@ -227,8 +280,13 @@ fn reservation_races_at_the_cap_with_a_failing_connect() {
 
 /// Model 3 — I4 (no lost wake-up): a release races a waiter's
 /// registration and its re-check (bb8#122). Catches `lost_wakeup` (the
-/// releaser skips its re-check after pushing: the waiter sleeps forever
-/// next to an idle connection, and loom reports the deadlock).
+/// releaser skips its re-check after putting the connection back: the
+/// waiter sleeps forever next to an idle connection, and loom reports the
+/// deadlock). Since the thread-affine fast path (issue 16) the releasing
+/// thread's cache is empty, so a release that sees no waiter parks the
+/// connection there, and the waiter's re-check must find it by scanning
+/// the state words: so this model also catches `recheck_skips_parked`
+/// (model 19 is the same race, polled by hand).
 #[test]
 fn release_races_waiter_registration() {
     explore(|| {
@@ -290,10 +348,29 @@ fn close_races_acquire_and_release() {
 /// Model 6 — I1 and I6: maintenance expires an idle connection while a
 /// thread acquires it. Catches `claim_without_cas` (maintenance takes the
 /// slot with a plain store: both sides own the connection).
+///
+/// Since the thread-affine fast path (issue 16) the idle connection was
+/// parked in the acquiring thread's cache (PARKED, taken back with
+/// `claim_parked`), no longer IDLE with its key in a shard (popped and
+/// claimed, and left stale in the shard by maintenance's claim: the stale
+/// count). The model now runs both: first with the acquirer's cache filled
+/// beforehand ([`occupy_parked_cache`]), so the connection is IDLE in the
+/// shard as before, then with the connection parked.
 #[test]
 fn maintenance_expires_a_slot_while_a_thread_acquires_it() {
-    explore(|| {
+    for parked in [false, true] {
+        maintenance_expires_a_slot_while_a_thread_acquires_it_when(parked);
+    }
+}
+
+fn maintenance_expires_a_slot_while_a_thread_acquires_it_when(parked: bool) {
+    explore(move || {
+        let (mine, _m) = pool(1, M::default(), |b| b);
+        if !parked {
+            occupy_parked_cache(&mine);
+        }
         let (p, _mock) = pool_with_an_expired_idle_connection();
+        assert_eq!(p.state().idle, 1);
         let p2 = p.clone();
         let t = thread::spawn(move || p2.maintain());
         let got = p.try_get().map(|mut c| {
@@ -471,22 +548,35 @@ fn sweeper_times_out_a_waiter_while_it_is_cancelled_and_served() {
 /// (the stealer takes the victim's hot word with a load and a store: a key
 /// its owner parked in between is wiped, and that idle connection is lost
 /// to the pool).
+///
+/// Since the thread-affine fast path (issue 16) the first release parked
+/// `c1` in the main thread's cache (not shard 1's hot word), the main
+/// thread's acquire took it back from there and the owner's release parked
+/// its connection in its own cache: no shard was stolen from. Both threads'
+/// caches are now filled first with a connection of a pool of their own
+/// ([`occupy_parked_cache`]), so the releases and the steal go through the
+/// shards as before.
 #[test]
 fn a_thread_with_an_empty_home_steals_while_the_owner_pops_and_pushes() {
     explore(|| {
         let (p, _mock) = pool(2, M::default(), |b| b.shards(2));
+        let (mine, _m1) = pool(1, M::default(), |b| b);
+        let (theirs, _m2) = pool(1, M::default(), |b| b);
+        occupy_parked_cache(&mine);
         p.loom_pin_home_shard(1);
         let (c1, c2) = (block_on(p.get()).unwrap(), block_on(p.get()).unwrap());
         drop(c1); // to shard 1's hot word
         drop(c2); // to shard 1's queue
         let p2 = p.clone();
         let owner = thread::spawn(move || {
+            occupy_parked_cache(&theirs);
             p2.loom_pin_home_shard(1);
-            p2.try_get().map(|mut c| c.uses += 1).is_some()
+            // `theirs` is closed by the main thread, after this release.
+            (p2.try_get().map(|mut c| c.uses += 1).is_some(), theirs)
         });
         p.loom_pin_home_shard(0);
         let stole = p.try_get().map(|mut c| c.uses += 1).is_some();
-        let owned = owner.join().unwrap();
+        let (owned, _theirs) = owner.join().unwrap();
         assert!(stole && owned, "two idle connections, one for each");
         let s = p.state();
         assert_eq!((s.size, s.idle, s.in_use), (2, 2, 0), "counts right");
@@ -571,9 +661,14 @@ fn a_reclaimed_live_waiter_keeps_its_turn_against_a_racing_release() {
 /// it), never the one parked behind it. Catches `reclaim_overtaken` and
 /// `head_behind_front` (a server serves the parked waiter while the
 /// reclaimer holds the older one it took from the head).
+///
+/// Since the thread-affine fast path (issue 16), every registration's
+/// re-check also scans the state words for parked connections: a single
+/// execution takes more than loom's default 1 000 branch points, so this
+/// model allows 2 000.
 #[test]
 fn a_waiter_at_the_head_keeps_its_turn_against_a_racing_release() {
-    explore(|| {
+    explore_with(Some(2_000), || {
         let (p, _mock) = pool(1, M::default(), |b| b);
         let c = block_on(p.get()).unwrap();
         let cancel = |n: usize| {
@@ -615,16 +710,31 @@ fn a_waiter_at_the_head_keeps_its_turn_against_a_racing_release() {
 /// before it, or that release's re-check after its shelve sees the new cap
 /// and trims itself. Catches `shrink_no_recheck` (the release skips that
 /// re-check: both connections stay idle above the cap).
+///
+/// Since the thread-affine fast path (issue 16) each release parks its
+/// connection in its thread's cache rather than pushing it to a shard, and
+/// the trim finds it by scanning the state words; the re-check after the
+/// park is the same. Every thread pins its home ([`pin_home`]): this pool
+/// has two slots, and an unpinned scan starts at a different slot in
+/// different executions.
 #[test]
 fn releases_race_a_shrink() {
     explore(|| {
         let m = M::default();
         let open = Arc::clone(&m.open);
         let (p, _mock) = pool(2, m, |b| b);
+        pin_home(&p);
         let c1 = block_on(p.get()).unwrap();
         let c2 = block_on(p.get()).unwrap();
-        let t1 = thread::spawn(move || drop(c1));
-        let t2 = thread::spawn(move || drop(c2));
+        let (p1, p2) = (p.clone(), p.clone());
+        let t1 = thread::spawn(move || {
+            pin_home(&p1);
+            drop(c1);
+        });
+        let t2 = thread::spawn(move || {
+            pin_home(&p2);
+            drop(c2);
+        });
         p.set_max_size(1).unwrap();
         t1.join().unwrap();
         t2.join().unwrap();
@@ -635,5 +745,98 @@ fn releases_race_a_shrink() {
         let c = block_on(p.get()).unwrap();
         assert!(p.try_get().is_none());
         drop(c);
+    });
+}
+
+/// Model 18 — I1 (exclusive) and nothing lost on the thread-affine fast
+/// path (issue 16): the main thread releases the pool's one connection,
+/// which parks in its cache (PARKED, key cached), then takes it back (its
+/// cached key, one CAS `PARKED -> BUSY`) while another thread, whose cache
+/// and shards are empty, acquires by scanning the state words
+/// (`steal_parked`). At most one holds the connection at a time (loom
+/// checks the connection's cell, which each holder writes), at least one
+/// gets it, and afterwards it is idle and accounted for. Catches
+/// `steal_without_cas` (the stealer takes the PARKED slot with a load and
+/// a store: the owner's CAS succeeds in between and both hold the
+/// connection). The pool has one slot, so the scan starts at slot 0 in
+/// every execution (no [`pin_home`] needed).
+#[test]
+fn an_owner_takes_back_its_parked_connection_while_another_thread_steals_it() {
+    explore(|| {
+        let m = M::default();
+        let open = Arc::clone(&m.open);
+        let (p, _mock) = pool(1, m, |b| b);
+        with_idle_connection(&p); // parked in this thread's cache
+        assert_eq!(p.state().idle, 1);
+        let p2 = p.clone();
+        let stealer = thread::spawn(move || p2.try_get().map(|mut c| c.uses += 1).is_some());
+        let owned = p.try_get().map(|mut c| c.uses += 1).is_some();
+        let stole = stealer.join().unwrap();
+        assert!(owned || stole, "one idle connection, never missed by both");
+        let s = p.state();
+        assert_eq!((s.size, s.idle, s.in_use), (1, 1, 0), "nothing lost");
+        assert_eq!(open.load(SeqCst), 1, "no connection opened or closed");
+        let c = p.try_get().expect("the connection is idle");
+        assert_eq!(
+            c.uses,
+            u64::from(owned) + u64::from(stole),
+            "each use by one holder"
+        );
+        assert!(p.try_get().is_none(), "one connection, handed out once");
+    });
+}
+
+/// A waker that records that it was woken.
+struct Flag(std::sync::atomic::AtomicBool);
+
+impl std::task::Wake for Flag {
+    fn wake(self: Arc<Self>) {
+        self.0.store(true, SeqCst);
+    }
+}
+
+/// Model 19 — I4 (no lost wake-up) on the thread-affine fast path (issue
+/// 16): the pool's one connection is held on another thread, which drops
+/// it while the main thread's `get` polls once (fast path, then it
+/// registers as a waiter and re-checks). The releasing thread's cache is
+/// empty, so unless it sees the waiter its release parks the connection
+/// there (PARKED, its key in no shared structure) and re-checks the
+/// waiters. Either the first poll is served, or the waiter is woken and
+/// its next poll is: a waiter whose poll returned `Pending` and that is
+/// never woken would never be polled again. Catches
+/// `recheck_skips_parked` (a taker, the waiter's re-check among them,
+/// misses parked connections: the waiter sleeps while the connection sits
+/// parked) and `lost_wakeup` (the releaser skips its re-check after
+/// parking).
+#[test]
+fn a_parked_release_races_waiter_registration() {
+    explore(|| {
+        let (p, _mock) = pool(1, M::default(), |b| b);
+        let c = block_on(p.get()).unwrap();
+        let releaser = thread::spawn(move || drop(c));
+        let flag = Arc::new(Flag(std::sync::atomic::AtomicBool::new(false)));
+        let waker = Waker::from(Arc::clone(&flag));
+        let mut cx = Context::from_waker(&waker);
+        let mut waiting = Box::pin(p.get());
+        let first = waiting.as_mut().poll(&mut cx);
+        releaser.join().unwrap();
+        let got = match first {
+            Poll::Ready(got) => got,
+            Poll::Pending => {
+                assert!(
+                    flag.0.load(SeqCst),
+                    "the waiter was left pending and never woken, its wakeup lost"
+                );
+                match waiting.as_mut().poll(&mut cx) {
+                    Poll::Ready(got) => got,
+                    Poll::Pending => panic!("woken, but not served"),
+                }
+            }
+        };
+        let mut c = got.expect("the waiter is served");
+        c.uses += 1;
+        drop(c);
+        let s = p.state();
+        assert_eq!((s.size, s.idle, s.waiting), (1, 1, 0), "nothing lost");
     });
 }

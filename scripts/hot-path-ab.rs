@@ -1,0 +1,154 @@
+//! The hot-path A/B harness of `scripts/hot-path-ab.sh`: two builds of
+//! latchless (`la`, `lb`) linked into one binary, each driven on a thread
+//! of its own (a thread caches one pool's parked connection), one batch at
+//! a time in a random order per round, so that the machine's speed swings
+//! hit both alike. Prints ns per `try_get`+drop / `get().await`+drop (min,
+//! p25, median of the batches) and, for reference, a bare `ArrayQueue`
+//! pop+push.
+//!
+//! `ITERS=n hot-path-ab <a|b> <try|get>` instead runs n cycles of one
+//! variant and exits (for instruction counts under callgrind).
+use std::future::Future;
+use std::hint::black_box;
+use std::sync::mpsc;
+use std::time::Instant;
+
+macro_rules! variant {
+    ($m:ident, $krate:ident) => {
+        mod $m {
+            use $krate::{Manager, Pool};
+            pub struct M;
+            impl Manager for M {
+                type Connection = u64;
+                type Error = std::io::Error;
+                async fn connect(&self) -> Result<u64, std::io::Error> {
+                    Ok(7)
+                }
+            }
+            /// Default settings (every policy on), 8 connections opened and
+            /// returned, in a runtime that keeps the background task going.
+            pub fn pool(rt: &tokio::runtime::Runtime) -> Pool<M> {
+                let p = {
+                    let _g = rt.enter();
+                    Pool::builder(M).max_size(8).shards(2).build().unwrap()
+                };
+                rt.block_on(async {
+                    let mut v = Vec::new();
+                    for _ in 0..8 {
+                        v.push(p.get().await.unwrap());
+                    }
+                    drop(v);
+                });
+                p
+            }
+            pub fn cycle(p: &Pool<M>, get: bool, cx: &mut std::task::Context<'_>) {
+                if get {
+                    let mut f = std::pin::pin!(p.get());
+                    match super::Future::poll(f.as_mut(), cx) {
+                        std::task::Poll::Ready(c) => {
+                            super::black_box(&*c.unwrap());
+                        }
+                        std::task::Poll::Pending => panic!("an idle connection was expected"),
+                    }
+                } else {
+                    let c = p.try_get().unwrap();
+                    super::black_box(&*c);
+                }
+            }
+        }
+    };
+}
+variant!(va, la);
+variant!(vb, lb);
+
+const N: u32 = 2000;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let rt = std::sync::Arc::new(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap(),
+    );
+    let waker = std::task::Waker::noop();
+    if let Ok(n) = std::env::var("ITERS") {
+        let n: u64 = n.parse().unwrap();
+        let get = args[1] == "get";
+        let mut cx = std::task::Context::from_waker(waker);
+        if args[0] == "a" {
+            let p = va::pool(&rt);
+            (0..n).for_each(|_| va::cycle(&p, get, &mut cx));
+        } else {
+            let p = vb::pool(&rt);
+            (0..n).for_each(|_| vb::cycle(&p, get, &mut cx));
+        }
+        return;
+    }
+    let get = args.first().is_some_and(|a| a == "get");
+    let rounds: usize = args.get(1).map_or(3000, |s| s.parse().unwrap());
+    let names = ["floor", "A", "B"];
+    let (back_tx, back) = mpsc::channel::<(usize, f64)>();
+    let mut to = Vec::new();
+    for k in 0..names.len() {
+        let (tx, rx) = mpsc::channel::<bool>();
+        to.push(tx);
+        let (back_tx, rt) = (back_tx.clone(), std::sync::Arc::clone(&rt));
+        std::thread::spawn(move || {
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            let q = crossbeam_queue::ArrayQueue::new(8);
+            (0..8u64).for_each(|i| q.push(i).unwrap());
+            let (pa, pb) = match k {
+                1 => (Some(va::pool(&rt)), None),
+                2 => (None, Some(vb::pool(&rt))),
+                _ => (None, None),
+            };
+            while rx.recv().unwrap() {
+                let t = Instant::now();
+                for _ in 0..N {
+                    match (&pa, &pb) {
+                        (Some(p), _) => va::cycle(p, get, &mut cx),
+                        (_, Some(p)) => vb::cycle(p, get, &mut cx),
+                        _ => {
+                            let x = q.pop().unwrap();
+                            q.push(black_box(x)).unwrap();
+                        }
+                    }
+                }
+                back_tx
+                    .send((k, t.elapsed().as_nanos() as f64 / f64::from(N)))
+                    .unwrap();
+            }
+        });
+    }
+    let mut r: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    for _ in 0..rounds {
+        let mut order: Vec<usize> = (0..names.len()).collect();
+        for i in (1..order.len()).rev() {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            order.swap(i, (seed >> 33) as usize % (i + 1));
+        }
+        for k in order {
+            to[k].send(true).unwrap();
+            let (kk, v) = back.recv().unwrap();
+            r[kk].push(v);
+        }
+    }
+    let what = if get { "get().await+drop" } else { "try_get+drop" };
+    for (name, v) in names.iter().zip(r.iter_mut()) {
+        v.sort_by(f64::total_cmp);
+        println!(
+            "{what:17} {name:5} min {:6.2}  p25 {:6.2}  median {:6.2} ns",
+            v[0],
+            v[v.len() / 4],
+            v[v.len() / 2]
+        );
+    }
+    for t in &to {
+        let _ = t.send(false);
+    }
+}
