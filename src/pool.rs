@@ -331,12 +331,7 @@ impl<M: Manager> Pool<M> {
             start.checked_add(timeout)
         };
         let mut phase = Phase::Waiting;
-        // Boxed: the slow path's state (a check, a wait, a connect) is
-        // large, and an unboxed one made every `get` future as large
-        // (1.8 KiB), which callers' futures copy when they move it; the
-        // fast path above allocates nothing, the slow path one box (a wait
-        // allocates its node anyway).
-        let result = Box::pin(self.acquire_slow(deadline, candidate, by, &mut phase)).await;
+        let result = self.acquire_slow(deadline, candidate, by, &mut phase).await;
         match &result {
             // Striped by the thread's home shard.
             Ok(_) => shared.counters.wait.record_duration(
