@@ -540,7 +540,7 @@ impl<C> Slots<C> {
         let index = busy.0;
         let slot = self.slot_of(&busy);
         slot.released_at.store(now, Ordering::Relaxed);
-        let g = generation(slot.state.load(Ordering::Relaxed)).wrapping_add(1) & GEN_MASK;
+        let g = self.next_generation(&busy);
         // Release: publishes the connection's state (and `released_at`) to
         // whoever wins the claim CAS (its Acquire in `claim`).
         // loom mutant: relaxed_handover, see loom-tests/run-mutants.sh
@@ -553,12 +553,18 @@ impl<C> Slots<C> {
         SlotKey::new(index, g)
     }
 
+    /// The generation the claimed slot's next idle period will have (read
+    /// by its owner: nobody else moves it while it is BUSY).
+    #[inline(always)]
+    fn next_generation(&self, busy: &Busy) -> u64 {
+        generation(self.slot_of(busy).state.load(Ordering::Relaxed)).wrapping_add(1) & GEN_MASK
+    }
+
     /// The key [`park`](Self::park) will make for the claimed slot (read
     /// by its owner: the generation cannot move under it).
     #[inline(always)]
     pub(crate) fn next_key(&self, busy: &Busy) -> SlotKey {
-        let g = generation(self.slot_of(busy).state.load(Ordering::Relaxed)).wrapping_add(1);
-        SlotKey::new(busy.0, g & GEN_MASK)
+        SlotKey::new(busy.0, self.next_generation(busy))
     }
 
     /// Marks a claimed slot PARKED under the key [`next_key`](Self::next_key)
@@ -574,7 +580,7 @@ impl<C> Slots<C> {
     pub(crate) fn park(&self, busy: Busy, now: u64) {
         let slot = self.slot_of(&busy);
         slot.released_at.store(now, Ordering::Relaxed);
-        let g = generation(slot.state.load(Ordering::Relaxed)).wrapping_add(1) & GEN_MASK;
+        let g = self.next_generation(&busy);
         // loom mutant: relaxed_handover, see loom-tests/run-mutants.sh
         let order = if mutant("relaxed_handover") {
             Ordering::Relaxed
@@ -589,22 +595,7 @@ impl<C> Slots<C> {
     #[inline(always)]
     pub(crate) fn claim_parked(&self, key: SlotKey) -> Option<Busy> {
         // Acquire on success pairs with the Release side of `park`.
-        // loom mutant: relaxed_handover, see loom-tests/run-mutants.sh
-        let order = if mutant("relaxed_handover") {
-            Ordering::Relaxed
-        } else {
-            Ordering::Acquire
-        };
-        self.slot(key.index())
-            .state
-            .compare_exchange(
-                pack(key.generation(), PARKED),
-                pack(key.generation(), BUSY),
-                order,
-                Ordering::Relaxed,
-            )
-            .ok()
-            .map(|_| Busy(key.index()))
+        self.claim_tagged(key, PARKED)
     }
 
     /// Claims any PARKED slot, scanning the state words from `start`
@@ -818,6 +809,13 @@ impl<C> Slots<C> {
     #[inline]
     pub(crate) fn claim(&self, key: SlotKey) -> Option<Busy> {
         // Acquire on success pairs with the Release in `make_idle`.
+        self.claim_tagged(key, IDLE)
+    }
+
+    /// The claim CAS `tag(g) -> BUSY(g)` for the slot and generation `key`
+    /// names (`tag`: IDLE or PARKED), Acquire on success.
+    #[inline(always)]
+    fn claim_tagged(&self, key: SlotKey, tag: u64) -> Option<Busy> {
         // loom mutant: relaxed_handover, see loom-tests/run-mutants.sh
         let order = if mutant("relaxed_handover") {
             Ordering::Relaxed
@@ -827,7 +825,7 @@ impl<C> Slots<C> {
         self.slot(key.index())
             .state
             .compare_exchange(
-                pack(key.generation(), IDLE),
+                pack(key.generation(), tag),
                 pack(key.generation(), BUSY),
                 order,
                 Ordering::Relaxed,
