@@ -137,6 +137,13 @@ static NEXT_POOL_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64
 /// Maintenance samples the monitor at most this often (ticks).
 const SAMPLE_EVERY_MS: u64 = 1_000;
 
+impl<M: Manager> lifetime::Counted for Core<M> {
+    #[inline(always)]
+    fn counts(&self) -> &Weak<Owner<M>> {
+        &self.weak
+    }
+}
+
 impl<M: Manager> Core<M> {
     /// A core for `manager` with `config` (validated), in its own counted
     /// allocation (`lifetime.rs`). Starts nothing.
@@ -345,10 +352,11 @@ impl<M: Manager> Core<M> {
     /// on (broken: marked so by its holder, `is_broken`, or a panic; or
     /// past its lifetime).
     #[inline]
-    pub(crate) fn release(&self, mut busy: Busy, marked_broken: bool) -> Retired {
+    pub(crate) fn release(&self, mut busy: Busy) -> Retired {
         // A guard dropped while its thread panics may hold a connection in
         // an unknown state (half a transaction): close it rather than reuse.
-        let broken = marked_broken || std::thread::panicking() || self.is_broken(&mut busy);
+        let broken =
+            self.slots.is_marked(&busy) || std::thread::panicking() || self.is_broken(&mut busy);
         if self.lifecycle.ticks.leak != 0 {
             self.slots.clear_taken(&busy);
         }

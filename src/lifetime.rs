@@ -18,7 +18,8 @@
 //! pointer, which no releaser reads); `Drop for Owner` first waits until no
 //! hazard window names the core, and only then turns the raw pointer back
 //! into its `Box` (the first `&mut` to the core) and frees it. The cost is
-//! one allocation at build and one pointer more in each [`Pooled`](crate::Pooled).
+//! one allocation at build and one load more when a release changes a
+//! count ([`Counted`]).
 //!
 //! # Invariants kept
 //!
@@ -123,17 +124,37 @@ pub(crate) struct Retired(pub(crate) usize);
 /// Drops retired references while the caller still holds a strong `Arc`,
 /// so the core cannot be freed under it.
 pub(crate) fn settle_held<T>(owner: &Arc<Owner<T>>, retired: Retired) {
-    // SAFETY: `owner` is a live strong reference, so the count stays >= 1
-    // and `&T` borrows elsewhere stay valid.
-    unsafe { CorePtr::new(owner).settle(retired) }
+    for _ in 0..retired.0 {
+        // SAFETY: one strong reference per retired count, owned by the
+        // caller; `owner` is a live strong reference besides, so the count
+        // stays >= 1 and `&T` borrows elsewhere stay valid. The pointer
+        // comes from `Arc::as_ptr`.
+        unsafe { Arc::decrement_strong_count(Arc::as_ptr(owner)) };
+    }
 }
 
-/// An uncounted pointer to a core and to its `Owner`: what a guard keeps.
-/// Whoever holds one must know the core alive by other means (a counted
-/// reference of a connection it owns).
+/// A core that knows the `Arc` counting references to it: how a
+/// one-pointer [`CorePtr`] reaches the counts.
+pub(crate) trait Counted: Sized {
+    /// A weak pointer to this core's `Arc<Owner>` (its `as_ptr` keeps the
+    /// provenance of the whole allocation).
+    fn counts(&self) -> &Weak<Owner<Self>>;
+}
+
+/// An uncounted pointer to a core: what a guard keeps. Whoever holds one
+/// must know the core alive by other means (a counted reference of a
+/// connection it owns).
+///
+/// One pointer, not two: the counts are reached through the core
+/// ([`Counted`]), only when a count changes (a release without a hazard
+/// slot, a connection closed), so a [`Pooled`](crate::Pooled) is two words
+/// and an `Option<Pooled>` comes back from `try_get` in registers. With a
+/// second pointer it was three words, returned through memory, and a
+/// caller that copied it with one 16-byte load of two 8-byte stores
+/// stalled on the failed store forwarding: `try_get`+drop measured 23.9
+/// against 18.0 ns for the same loop inlined (`criterion`, `uncontended`
+/// in `benches-peers/benches/acquire.rs`, 2-core VM, 2026-11-30).
 pub(crate) struct CorePtr<T> {
-    /// Into the `Arc` allocation (from `Arc::as_ptr`): for the counts.
-    owner: NonNull<Owner<T>>,
     /// The core itself (from the owner's box pointer).
     core: NonNull<T>,
 }
@@ -150,11 +171,7 @@ impl<T> CorePtr<T> {
     /// Points at `owner`'s core.
     #[inline(always)]
     pub(crate) fn new(owner: &Arc<Owner<T>>) -> Self {
-        Self {
-            // SAFETY: `Arc::as_ptr` is never null.
-            owner: unsafe { NonNull::new_unchecked(Arc::as_ptr(owner).cast_mut()) },
-            core: owner.core,
-        }
+        Self { core: owner.core }
     }
 
     /// The core's address, as hazard windows name it.
@@ -172,7 +189,9 @@ impl<T> CorePtr<T> {
         // SAFETY: alive by the caller's contract; derived from the box.
         unsafe { self.core.as_ref() }
     }
+}
 
+impl<T: Counted> CorePtr<T> {
     /// Takes one counted reference of the caller's own (a releaser without
     /// a hazard slot), to be settled with its other retired ones.
     ///
@@ -180,8 +199,11 @@ impl<T> CorePtr<T> {
     /// The core must be alive (the caller still owns a connection of it).
     #[inline]
     pub(crate) unsafe fn add_reference(self) {
-        // SAFETY: alive per the contract; `owner` came from `Arc::as_ptr`.
-        unsafe { Arc::increment_strong_count(self.owner.as_ptr()) };
+        // SAFETY: alive per the contract.
+        let counts = unsafe { self.get() }.counts();
+        // SAFETY: the strong count is at least one (the caller's
+        // connection's); `Weak::as_ptr` keeps the allocation's provenance.
+        unsafe { Arc::increment_strong_count(counts.as_ptr()) };
     }
 
     /// Drops `retired` counted references.
@@ -192,10 +214,17 @@ impl<T> CorePtr<T> {
     /// (the last decrement may free the core).
     #[inline]
     pub(crate) unsafe fn settle(self, retired: Retired) {
+        if retired.0 == 0 {
+            return;
+        }
+        // Read before the first decrement, while the caller's counts keep
+        // the core alive.
+        // SAFETY: alive: the caller owns at least one strong reference.
+        let owner = unsafe { self.get() }.counts().as_ptr();
         for _ in 0..retired.0 {
-            // SAFETY: one strong reference per retired count, taken by
-            // `add_reference`; `owner` came from `Arc::as_ptr`.
-            unsafe { Arc::decrement_strong_count(self.owner.as_ptr()) };
+            // SAFETY: one strong reference per retired count, owned by
+            // the caller; `owner` came from `Weak::as_ptr`.
+            unsafe { Arc::decrement_strong_count(owner) };
         }
     }
 }
@@ -220,7 +249,7 @@ pub(crate) struct Cover<T> {
     own: usize,
 }
 
-impl<T> CorePtr<T> {
+impl<T: Counted> CorePtr<T> {
     /// Opens a cover for a release of one of this core's connections.
     ///
     /// # Safety
@@ -248,7 +277,7 @@ impl<T> CorePtr<T> {
     }
 }
 
-impl<T> Cover<T> {
+impl<T: Counted> Cover<T> {
     /// Closes the window (the release's last access to the core is behind
     /// it), then settles `retired` and the cover's own reference, if any.
     ///

@@ -57,8 +57,6 @@ pub struct Pooled<M: Manager> {
     /// The claimed slot this guard owns; taken out once, by `Drop` or
     /// [`Pooled::detach`], whichever ends the guard.
     slot: ManuallyDrop<Busy>,
-    /// Set by [`Pooled::mark_broken`]: close instead of returning.
-    broken: bool,
     _owns: PhantomData<M::Connection>,
 }
 
@@ -75,7 +73,6 @@ impl<M: Manager> Pooled<M> {
         Self {
             core: CorePtr::new(owner),
             slot: ManuallyDrop::new(slot),
-            broken: false,
             _owns: PhantomData,
         }
     }
@@ -116,7 +113,8 @@ impl<M: Manager> Pooled<M> {
     /// # }
     /// ```
     pub fn mark_broken(this: &mut Self) {
-        this.broken = true;
+        let core = this.shared();
+        core.slots.mark(&this.slot);
     }
 
     /// Whether [`mark_broken`](Self::mark_broken) was called on this guard.
@@ -134,7 +132,7 @@ impl<M: Manager> Pooled<M> {
     /// # }
     /// ```
     pub fn is_marked_broken(this: &Self) -> bool {
-        this.broken
+        this.shared().slots.is_marked(&this.slot)
     }
 
     /// Takes the connection out of the pool for good and frees its place
@@ -217,7 +215,7 @@ impl<M: Manager> Drop for Pooled<M> {
             } else {
                 Retired(0)
             };
-            let Retired(n) = core.release(busy, self.broken);
+            let Retired(n) = core.release(busy);
             Retired(n + ticked.0)
         };
         // SAFETY: no borrow of the core is live (the block above ended
@@ -232,5 +230,29 @@ where
 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_tuple("Pooled").field(&**self).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Big;
+    impl Manager for Big {
+        type Connection = [u8; 4096];
+        type Error = std::io::Error;
+        async fn connect(&self) -> Result<[u8; 4096], std::io::Error> {
+            Ok([0; 4096])
+        }
+    }
+
+    #[test]
+    fn a_guard_is_two_words_and_an_optional_one_too() {
+        // Two words come back from a call in registers; a third sends the
+        // guard through memory (`lifetime.rs`, `CorePtr`). The connection's
+        // size does not count: it lives in the slot.
+        let two = 2 * std::mem::size_of::<usize>();
+        assert_eq!(std::mem::size_of::<Pooled<Big>>(), two);
+        assert_eq!(std::mem::size_of::<Option<Pooled<Big>>>(), two);
     }
 }

@@ -274,6 +274,11 @@ struct SlotStats {
     handed_at: std::sync::atomic::AtomicU64,
     /// Fast-path hand-outs (an idle hit in `try_get` / `get`).
     hits: std::sync::atomic::AtomicU64,
+    /// The holder marked the connection broken (`Pooled::mark_broken`):
+    /// close it on release. Here rather than in the guard, which then is
+    /// two words (`lifetime.rs`, `CorePtr`). Cleared by `fill`: only a
+    /// new connection enters a slot, and a marked one never goes idle.
+    marked: std::sync::atomic::AtomicBool,
 }
 
 /// A copy of a slot's lifecycle facts.
@@ -508,6 +513,9 @@ impl<C> Slots<C> {
         // No holder yet: a previous holder that detached its connection
         // left its leak stamp, which a leak scan must not blame on this one.
         slot.taken_by.store(std::ptr::null_mut(), Ordering::Relaxed);
+        slot.stats
+            .marked
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         let g = generation(slot.state.load(Ordering::Relaxed));
         // Release: a leak scan that sees this BUSY (Acquire) sees the
         // cleared stamp. The next hand-over (to idle, to a waiter, to the
@@ -778,6 +786,19 @@ impl<C> Slots<C> {
             let n = st.hits.load(std::sync::atomic::Ordering::Relaxed);
             st.hits.store(n + 1, std::sync::atomic::Ordering::Relaxed);
         }
+    }
+
+    /// Marks the claimed connection broken: its release closes it.
+    pub(crate) fn mark(&self, busy: &Busy) {
+        let st = &self.slot_of(busy).stats;
+        st.marked.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the claimed connection was marked broken (one load).
+    #[inline(always)]
+    pub(crate) fn is_marked(&self, busy: &Busy) -> bool {
+        let st = &self.slot_of(busy).stats;
+        st.marked.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// How many ticks the claimed connection has been held at `now` (one
