@@ -25,9 +25,12 @@
 //! - An id is held by at most one live thread: claimed by a CAS
 //!   `false -> true` (Acquire), given back at exit by a Release store, so
 //!   the next holder starts after the last use by the previous one.
-//! - Every access goes through `try_with`: a release run from another
-//!   thread-local's destructor, after this one is gone, gets the fallback
-//!   (no id, home 0, no maintenance share, no cursor), never a panic.
+//! - `Local` has no destructor, so it is never gone: a release run from
+//!   another thread-local's destructor still reads it. Giving the id back
+//!   is `Exit`'s destructor, which also marks the thread as having none,
+//!   so such a late release takes a counted reference, not a hazard slot
+//!   that may already be another thread's. (Accesses go through
+//!   `try_with`, as loom's thread-locals need, never `with`.)
 //!
 //! This module imports only `sync.rs` (and `SlotKey`, a plain value type of
 //! `slots.rs`).
@@ -50,13 +53,20 @@ sync::global_array! {
 enum Id {
     /// None claimed yet.
     Unclaimed,
-    /// Every id was taken when this thread looked.
+    /// Every id was taken when this thread looked, or the thread is
+    /// exiting (its id was given back, or it can no longer register the
+    /// destructor that would give one back).
     NoneFree,
     /// This thread's id.
     Held(usize),
 }
 
-/// Everything the pool keeps per thread.
+/// Everything the pool keeps per thread: plain cells and no destructor,
+/// so that std's `const` thread-local compiles each access to an access
+/// at a fixed offset from the thread pointer, with no check whether the
+/// thread-local was registered or destroyed. (With a destructor, each of
+/// the four accesses of a `try_get`+drop cycle carried that check.) The
+/// one thing that needs a destructor, giving the id back, is [`Exit`]'s.
 struct Local {
     id: Cell<Id>,
     /// Home hash; 0 until first use.
@@ -83,6 +93,13 @@ impl Local {
 
     #[cold]
     fn claim(&self) -> Id {
+        // The destructor that gives the id back is registered first: a
+        // thread that can no longer register it (its thread-locals are
+        // being destroyed) takes no id.
+        if !Exit::arm() {
+            self.id.set(Id::NoneFree);
+            return Id::NoneFree;
+        }
         let found = IDS.iter().position(|t| {
             !t.load(Ordering::Relaxed)
                 && t.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
@@ -104,17 +121,48 @@ impl Local {
     }
 }
 
-impl Drop for Local {
+/// Gives this thread's id back when the thread exits: a thread-local of
+/// its own, registered (touched) once, when the id is claimed, so that
+/// [`Local`] needs no destructor.
+struct Exit;
+
+impl Exit {
+    /// Registers this thread's `Exit`; false if the thread's thread-locals
+    /// are being destroyed (or, under loom, never: a model's threads keep
+    /// their ids, `HAZARD_RELEASE_AT_EXIT`).
+    fn arm() -> bool {
+        #[cfg(not(latchless_loom))]
+        {
+            EXIT.try_with(|_| ()).is_ok()
+        }
+        #[cfg(latchless_loom)]
+        {
+            true
+        }
+    }
+}
+
+impl Drop for Exit {
     fn drop(&mut self) {
         if !HAZARD_RELEASE_AT_EXIT {
             return;
         }
-        if let Id::Held(i) = self.id.get() {
-            // Release: the next holder starts after this thread's last use
-            // of the id (its hazard window closed).
-            IDS[i].store(false, Ordering::Release);
-        }
+        // From now on this thread has no id: a release run by a later
+        // thread-local destructor takes a counted reference instead of a
+        // hazard slot (`Local` itself is never destroyed).
+        let _ = LOCAL.try_with(|l| {
+            if let Id::Held(i) = l.id.replace(Id::NoneFree) {
+                // Release: the next holder starts after this thread's last
+                // use of the id (its hazard window closed).
+                IDS[i].store(false, Ordering::Release);
+            }
+        });
     }
+}
+
+#[cfg(not(latchless_loom))]
+std::thread_local! {
+    static EXIT: Exit = const { Exit };
 }
 
 sync::thread_local_cell! {
@@ -253,6 +301,42 @@ mod tests {
             !IDS[theirs].load(Ordering::Relaxed),
             "given back when its thread exited"
         );
+    }
+
+    #[test]
+    fn a_release_after_the_exit_destructor_never_uses_a_given_back_id() {
+        use std::sync::mpsc;
+        /// Stands for a thread-local holding a `Pooled`: its destructor
+        /// runs a release, which asks for this thread's id.
+        struct Late(mpsc::Sender<(Option<usize>, bool)>);
+        impl Drop for Late {
+            fn drop(&mut self) {
+                let mine = id();
+                let still_held = mine.is_some_and(|i| IDS[i].load(Ordering::Relaxed));
+                let _ = self.0.send((mine, still_held));
+            }
+        }
+        std::thread_local! {
+            static LATE: std::cell::RefCell<Option<Late>> = const { std::cell::RefCell::new(None) };
+        }
+        let (tx, rx) = mpsc::channel();
+        let held = std::thread::spawn(move || {
+            // Registered before `Exit` (armed by the id claim below), so
+            // on glibc, which runs thread-local destructors last-registered
+            // first, `Late` runs after the id was given back.
+            LATE.with(|l| *l.borrow_mut() = Some(Late(tx)));
+            id().expect("a fresh thread gets an id")
+        })
+        .join()
+        .unwrap();
+        let (late, still_held) = rx.recv().unwrap();
+        assert!(
+            late.is_none() || still_held,
+            "id {late:?} (held at exit: {held}) used after it was given back"
+        );
+        // std runs a thread's thread-local destructors last-registered
+        // first, so the late release came after `Exit`'s.
+        assert_eq!(late, None, "no id once the exit destructor ran");
     }
 
     #[test]
