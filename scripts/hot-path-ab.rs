@@ -6,7 +6,10 @@
 //! p25, median of the batches) and, for reference, a bare `ArrayQueue`
 //! pop+push.
 //!
-//! `ITERS=n hot-path-ab <a|b> <try|get>` instead runs n cycles of one
+//! `aget`: `get().await`+drop inside an async fn run by `block_on` (as
+//! criterion's `to_async` runs it).
+//!
+//! `ITERS=n hot-path-ab <a|b> <try|get|aget>` instead runs n cycles of one
 //! variant and exits (for instruction counts under callgrind).
 use std::future::Future;
 use std::hint::black_box;
@@ -40,6 +43,20 @@ macro_rules! variant {
                     drop(v);
                 });
                 p
+            }
+            /// `get().await` inside an async fn, as a request handler (and
+            /// criterion's `to_async`) runs it: the future is built in
+            /// the caller's state, not pinned on the stack.
+            pub async fn cycle_async(p: &Pool<M>) {
+                let c = p.get().await.unwrap();
+                super::black_box(&*c);
+            }
+            pub fn batch_async(rt: &tokio::runtime::Runtime, p: &Pool<M>, n: u64) {
+                rt.block_on(async {
+                    for _ in 0..n {
+                        cycle_async(p).await;
+                    }
+                });
             }
             pub fn cycle(p: &Pool<M>, get: bool, cx: &mut std::task::Context<'_>) {
                 if get {
@@ -76,17 +93,27 @@ fn main() {
     if let Ok(n) = std::env::var("ITERS") {
         let n: u64 = n.parse().unwrap();
         let get = args[1] == "get";
+        let in_async = args[1] == "aget";
         let mut cx = std::task::Context::from_waker(waker);
         if args[0] == "a" {
             let p = va::pool(&rt);
-            (0..n).for_each(|_| va::cycle(&p, get, &mut cx));
+            if in_async {
+                va::batch_async(&rt, &p, n);
+            } else {
+                (0..n).for_each(|_| va::cycle(&p, get, &mut cx));
+            }
         } else {
             let p = vb::pool(&rt);
-            (0..n).for_each(|_| vb::cycle(&p, get, &mut cx));
+            if in_async {
+                vb::batch_async(&rt, &p, n);
+            } else {
+                (0..n).for_each(|_| vb::cycle(&p, get, &mut cx));
+            }
         }
         return;
     }
     let get = args.first().is_some_and(|a| a == "get");
+    let in_async = args.first().is_some_and(|a| a == "aget");
     let rounds: usize = args.get(1).map_or(3000, |s| s.parse().unwrap());
     let names = ["floor", "A", "B"];
     let (back_tx, back) = mpsc::channel::<(usize, f64)>();
@@ -106,7 +133,12 @@ fn main() {
             };
             while rx.recv().unwrap() {
                 let t = Instant::now();
-                for _ in 0..N {
+                match (&pa, &pb) {
+                    (Some(p), _) if in_async => va::batch_async(&rt, p, u64::from(N)),
+                    (_, Some(p)) if in_async => vb::batch_async(&rt, p, u64::from(N)),
+                    _ => {}
+                }
+                for _ in 0..if in_async && k != 0 { 0 } else { N } {
                     match (&pa, &pb) {
                         (Some(p), _) => va::cycle(p, get, &mut cx),
                         (_, Some(p)) => vb::cycle(p, get, &mut cx),
@@ -138,7 +170,13 @@ fn main() {
             r[kk].push(v);
         }
     }
-    let what = if get { "get().await+drop" } else { "try_get+drop" };
+    let what = if in_async {
+        "async fn get"
+    } else if get {
+        "get().await+drop"
+    } else {
+        "try_get+drop"
+    };
     for (name, v) in names.iter().zip(r.iter_mut()) {
         v.sort_by(f64::total_cmp);
         println!(

@@ -46,11 +46,12 @@ bin="$work/harness/target/release/hot-path-ab"
 echo "A = $a ($(git rev-parse --short "$a")), B = $b ($(git rev-parse --short "$b")), $rounds rounds"
 "$bin" try "$rounds"
 "$bin" get "$rounds"
+"$bin" aget "$rounds"
 if command -v valgrind >/dev/null; then
   ir() { ITERS=$3 valgrind --tool=callgrind --toggle-collect='hot_path_ab::main' \
       --callgrind-out-file="$work/cg.out" "$bin" "$1" "$2" >/dev/null 2>&1
     callgrind_annotate "$work/cg.out" 2>/dev/null | awk '/PROGRAM TOTALS/{gsub(",","",$1); print $1}'; }
-  for what in try get; do
+  for what in try get aget; do
     for side in a b; do
       lo=$(ir "$side" "$what" 500000); hi=$(ir "$side" "$what" 2500000)
       echo "instructions per $what cycle, $side: $(( (hi - lo) / 2000000 ))"
