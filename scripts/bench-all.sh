@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Runs the comparison benches of the latchless-benches crate
-# (benches-peers/benches/{peers,e2e_tcp,tail}.rs), records the machine and
+# (benches/benches/{peers,e2e_tcp,tail}.rs), records the machine and
 # toolchain, and regenerates the results section of BENCHMARKS.md and the
 # plot docs/bench.svg with its bench-report binary
-# (benches-peers/src/bin/bench-report.rs).
+# (benches/src/bin/bench-report.rs).
 #
 #   scripts/bench-all.sh              # full run (roughly 5-10 min on 2 cores)
 #   QUICK=1 scripts/bench-all.sh      # smoke run (~2 min): short criterion

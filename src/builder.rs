@@ -7,28 +7,8 @@
 
 use std::{fmt, time::Duration};
 
-use crate::config::Config;
+use crate::config::{Config, MAX_POOL_SIZE, MAX_SHARDS};
 use crate::{Manager, Pool};
-
-/// The largest `max_size` accepted: 65,536 (more connections than one
-/// client address has ports; each place costs a 128-byte slot).
-///
-/// ```
-/// # use latchless::{Manager, Pool, MAX_POOL_SIZE};
-/// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
-/// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
-/// assert!(Pool::builder(M).max_size(MAX_POOL_SIZE + 1).build().is_err());
-/// ```
-pub const MAX_POOL_SIZE: usize = 1 << 16;
-/// The largest `shards` accepted.
-///
-/// ```
-/// # use latchless::{Manager, Pool, MAX_SHARDS};
-/// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
-/// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
-/// assert!(Pool::builder(M).shards(MAX_SHARDS).build().is_ok());
-/// ```
-pub const MAX_SHARDS: usize = 1024;
 
 /// A setting [`Builder::build`] refused: [`Display`](fmt::Display) names the
 /// field and the rule it broke.

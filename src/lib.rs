@@ -91,8 +91,8 @@ pub mod fuzzing {
     }
 }
 
-pub use builder::{BuildError, Builder, MAX_POOL_SIZE, MAX_SHARDS};
-pub use config::Config;
+pub use builder::{BuildError, Builder};
+pub use config::{Config, MAX_POOL_SIZE, MAX_SHARDS};
 pub use error::PoolError;
 pub use health::{Alert, AlertKind, Health, Sizing, SizingVerdict};
 pub use histogram::{Histogram, HistogramSnapshot};

@@ -153,7 +153,7 @@ pub(crate) trait Counted: Sized {
 /// caller that copied it with one 16-byte load of two 8-byte stores
 /// stalled on the failed store forwarding: `try_get`+drop measured 23.9
 /// against 18.0 ns for the same loop inlined (`criterion`, `uncontended`
-/// in `benches-peers/benches/acquire.rs`, 2-core VM, 2026-11-30).
+/// in `benches/benches/acquire.rs`, 2-core VM, 2026-11-30).
 pub(crate) struct CorePtr<T> {
     /// The core itself (from the owner's box pointer).
     core: NonNull<T>,

@@ -16,7 +16,7 @@
 //! The hot word is HikariCP's thread-local "last returned" list cut to one
 //! entry per shard: a release that finds it empty parks its key there with
 //! one CAS, and the next acquire takes it with one swap, skipping the
-//! queue's head/tail/stamp protocol (measured with `benches-peers/benches/acquire.rs`
+//! queue's head/tail/stamp protocol (measured with `benches/benches/acquire.rs`
 //! when it was added: `try_get`+drop went from 2.1x to 1.4x the time of a
 //! bare queue pop+push; see BENCHMARKS.md for today's ratio). It also makes
 //! the hottest connection the one reused, so surplus connections queue

@@ -407,7 +407,7 @@ impl<C> Slots<C> {
     /// The slot a token owns, without a bounds check: the hot path's
     /// accessors (a checked index cost about 40 instructions per
     /// `try_get`+drop, one compare and reload per field access;
-    /// measured with cachegrind on `benches-peers`' cycle).
+    /// measured with cachegrind on `benches`' cycle).
     #[inline(always)]
     fn slot_of(&self, busy: &Busy) -> &Slot<C> {
         debug_assert!((busy.0 as usize) < self.slots.len());

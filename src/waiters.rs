@@ -150,7 +150,8 @@ const FROM_FRONT: u64 = 1 << 5;
 const GRANT_SHIFT: u32 = 6;
 const GRANT_BITS: u64 = ((1 << 20) - 1) << GRANT_SHIFT;
 // Every grant fits: slot indices are below `MAX_POOL_SIZE`.
-const _: () = assert!(((crate::MAX_POOL_SIZE as u64) << TAG_BITS) <= GRANT_BITS >> GRANT_SHIFT);
+const _: () =
+    assert!(((crate::config::MAX_POOL_SIZE as u64) << TAG_BITS) <= GRANT_BITS >> GRANT_SHIFT);
 /// `ctl`: one server or closer between its claim and its pop.
 const POPPER: u64 = 1 << 26;
 const POPPERS: u64 = ((1 << 8) - 1) << 26;

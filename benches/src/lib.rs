@@ -20,14 +20,14 @@ pub mod report;
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
-        .expect("benches-peers/ sits in the workspace root")
+        .expect("benches/ sits in the workspace root")
         .to_path_buf()
 }
 
 /// Cargo's target folder: `$CARGO_TARGET_DIR` (a relative one taken from
 /// the workspace root, where `scripts/bench-all.sh` runs cargo), else
 /// `target/` in the workspace root. The benches run with their package
-/// root (`benches-peers/`) as working directory, so a bare `target` would
+/// root (`benches/`) as working directory, so a bare `target` would
 /// point elsewhere.
 pub fn target_dir() -> PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR") {
