@@ -159,6 +159,13 @@ pub(crate) struct CorePtr<T> {
     core: NonNull<T>,
 }
 
+// SAFETY: the only access through a `CorePtr` is `get`, which gives `&T`
+// (and is unsafe: the holder must know the core alive), so sending or
+// sharing one shares no more than `&T` does, which `T: Sync` allows.
+unsafe impl<T: Sync> Send for CorePtr<T> {}
+// SAFETY: as above.
+unsafe impl<T: Sync> Sync for CorePtr<T> {}
+
 impl<T> Clone for CorePtr<T> {
     fn clone(&self) -> Self {
         *self

@@ -58,7 +58,7 @@ use crate::core::{Core, Owner, from_grant};
 use crate::guards::{CheckGuard, PlaceGuard, WaitGuard};
 use crate::health::{Health, Sizing};
 use crate::lifecycle::Verdict;
-use crate::lifetime::settle_held;
+use crate::lifetime::{CorePtr, settle_held};
 use crate::metrics::{Metrics, State, bump};
 use crate::slots::{Busy, Held};
 use crate::sync::{self, Ordering};
@@ -103,12 +103,16 @@ impl<M: Manager> Drop for Handle<M> {
 /// ```
 pub struct Pool<M: Manager> {
     handle: Arc<Handle<M>>,
+    /// The core, reached in one load instead of three (handle, owner,
+    /// box) on the acquire path; kept alive by `handle`.
+    core: CorePtr<Core<M>>,
 }
 
 impl<M: Manager> Clone for Pool<M> {
     fn clone(&self) -> Self {
         Self {
             handle: Arc::clone(&self.handle),
+            core: self.core,
         }
     }
 }
@@ -130,6 +134,7 @@ impl<M: Manager> Pool<M> {
         let shared = Core::new(manager, config, clock);
         start_background(&shared);
         Self {
+            core: CorePtr::new(&shared),
             handle: Arc::new(Handle {
                 shared,
                 runtime: tokio::runtime::Handle::try_current().ok(),
@@ -140,6 +145,15 @@ impl<M: Manager> Pool<M> {
     #[inline(always)]
     fn shared(&self) -> &Arc<Owner<M>> {
         &self.handle.shared
+    }
+
+    /// The core, for the acquire path (one load).
+    #[inline(always)]
+    fn core(&self) -> &Core<M> {
+        // SAFETY: `self.handle` holds a strong reference to the core's
+        // owner for as long as `self` lives, and the borrow is tied to
+        // `&self`.
+        unsafe { self.core.get() }
     }
 
     /// The settings the pool was built with.
@@ -180,7 +194,7 @@ impl<M: Manager> Pool<M> {
     #[inline]
     #[track_caller]
     pub fn try_get(&self) -> Option<Pooled<M>> {
-        let shared = self.shared();
+        let shared = self.core();
         if shared.closed.load(Ordering::Relaxed) {
             return None;
         }
@@ -193,9 +207,9 @@ impl<M: Manager> Pool<M> {
             match shared.judge(&mut busy, now, false) {
                 Verdict::Ready => return Some(self.hand_out(busy, by, now, true)),
                 Verdict::Expired => self.expire(busy),
-                Verdict::Broken => settle_held(shared, shared.retire_broken(busy)),
+                Verdict::Broken => settle_held(self.shared(), shared.retire_broken(busy)),
                 Verdict::Check => {
-                    settle_held(shared, shared.requeue(busy));
+                    settle_held(self.shared(), shared.requeue(busy));
                     let left =
                         budget.get_or_insert(shared.slots.capacity() + shared.shards.count());
                     *left -= 1;
@@ -221,9 +235,8 @@ impl<M: Manager> Pool<M> {
         now: u64,
         hit: bool,
     ) -> Pooled<M> {
-        let shared = self.shared();
-        shared.hand_out(&busy, by, now, hit);
-        Pooled::new(shared, busy)
+        self.core().hand_out(&busy, by, now, hit);
+        Pooled::new(self.core, busy)
     }
 
     /// `hand_out` on the slow path (a `get` that waited, connected or
@@ -303,24 +316,25 @@ impl<M: Manager> Pool<M> {
         timeout: Duration,
         by: &'static Location<'static>,
     ) -> Result<Pooled<M>, PoolError<M::Error>> {
-        let shared = self.shared();
-        if shared.closed.load(Ordering::Acquire) {
+        let core = self.core();
+        if core.closed.load(Ordering::Acquire) {
             return Err(PoolError::Closed);
         }
         // Step 1, the fast path: no clock read, no allocation, no timer.
         let mut candidate = None;
-        let now = shared.now_for_checks();
-        while let Some(mut busy) = shared.take_idle() {
-            match shared.judge(&mut busy, now, true) {
+        let now = core.now_for_checks();
+        while let Some(mut busy) = core.take_idle() {
+            match core.judge(&mut busy, now, true) {
                 Verdict::Ready => return Ok(self.hand_out(busy, by, now, true)),
                 Verdict::Expired => self.expire(busy),
-                Verdict::Broken => settle_held(shared, shared.retire_broken(busy)),
+                Verdict::Broken => settle_held(self.shared(), core.retire_broken(busy)),
                 Verdict::Check => {
-                    candidate = Some(CheckGuard::new(shared, busy));
+                    candidate = Some(CheckGuard::new(self.shared(), busy));
                     break;
                 }
             }
         }
+        let shared = self.shared();
         start_background(shared);
         // The slow path reads the clock: for the wait time, and for the
         // deadline (`Duration::MAX` means none: no timer).

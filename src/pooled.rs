@@ -23,11 +23,10 @@
 use std::marker::PhantomData;
 use std::mem::ManuallyDrop;
 use std::ops::{Deref, DerefMut};
-use std::sync::Arc;
 
 use crate::Manager;
 use crate::background::cooperative_tick;
-use crate::core::{Core, Owner};
+use crate::core::Core;
 use crate::lifetime::{CorePtr, Retired};
 use crate::metrics::bump;
 use crate::slots::{Busy, Held};
@@ -69,9 +68,9 @@ unsafe impl<M: Manager> Sync for Pooled<M> where M::Connection: Sync {}
 
 impl<M: Manager> Pooled<M> {
     #[inline(always)]
-    pub(crate) fn new(owner: &Arc<Owner<M>>, slot: Busy) -> Self {
+    pub(crate) fn new(core: CorePtr<Core<M>>, slot: Busy) -> Self {
         Self {
-            core: CorePtr::new(owner),
+            core,
             slot: ManuallyDrop::new(slot),
             _owns: PhantomData,
         }
