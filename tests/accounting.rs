@@ -6,10 +6,9 @@
 mod common;
 
 use std::sync::atomic::Ordering::SeqCst;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{TestManager, runtime, wait_until};
+use common::{Capture, TestManager, runtime, wait_until};
 use latchless::Pool;
 
 fn secs(s: u64) -> Duration {
@@ -127,46 +126,6 @@ fn min_idle_is_refilled_on_a_later_runtime_once_the_first_is_gone() {
         .await;
         assert_eq!(t.opened(), 5);
     });
-}
-
-/// Captures the fields of `tracing` events.
-#[derive(Default, Clone)]
-struct Capture(Arc<Mutex<Vec<String>>>);
-
-impl tracing::Subscriber for Capture {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        tracing::span::Id::from_u64(1)
-    }
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-    fn event(&self, event: &tracing::Event<'_>) {
-        struct Fields(String);
-        impl tracing::field::Visit for Fields {
-            fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
-                self.0.push_str(&format!("{}={v:?} ", f.name()));
-            }
-        }
-        let mut fields = Fields(String::new());
-        event.record(&mut fields);
-        self.0.lock().unwrap().push(fields.0);
-    }
-    fn enter(&self, _: &tracing::span::Id) {}
-    fn exit(&self, _: &tracing::span::Id) {}
-}
-
-impl Capture {
-    /// The `held_ms` of each reported leak.
-    fn held_ms(&self) -> Vec<u64> {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|e| e.split("held_ms=").nth(1)?.split(' ').next()?.parse().ok())
-            .collect()
-    }
 }
 
 /// Issue 10, item 6: a connection was stamped with the pool's cached clock

@@ -4,11 +4,11 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering::SeqCst;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{LONG, TestManager, Tracker, runtime, wait_until};
+use common::{Capture, LONG, TestManager, Tracker, runtime, wait_until};
 use latchless::{Builder, Pool, PoolError};
 
 fn secs(s: u64) -> Duration {
@@ -381,34 +381,6 @@ fn fail_fast_returns_the_first_connect_error_at_once() {
     });
 }
 
-/// Captures the messages of `tracing` events.
-#[derive(Default, Clone)]
-struct Capture(Arc<Mutex<Vec<String>>>);
-
-impl tracing::Subscriber for Capture {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        tracing::span::Id::from_u64(1)
-    }
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-    fn event(&self, event: &tracing::Event<'_>) {
-        struct Fields(String);
-        impl tracing::field::Visit for Fields {
-            fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
-                self.0.push_str(&format!("{}={v:?} ", f.name()));
-            }
-        }
-        let mut fields = Fields(String::new());
-        event.record(&mut fields);
-        self.0.lock().unwrap().push(fields.0);
-    }
-    fn enter(&self, _: &tracing::span::Id) {}
-    fn exit(&self, _: &tracing::span::Id) {}
-}
-
 #[test]
 fn a_leak_is_reported_once_with_the_location_of_the_get() {
     let (pool, _t, mock) = mocked(|b| {
@@ -431,7 +403,7 @@ fn a_leak_is_reported_once_with_the_location_of_the_get() {
         pool.maintain();
     });
     assert_eq!(pool.metrics().leaks, 1, "reported once");
-    let events = capture.0.lock().unwrap();
+    let events = capture.fields();
     assert_eq!(events.len(), 1, "{events:?}");
     assert!(
         events[0].contains(&format!("lifecycle.rs:{line}")),

@@ -5,55 +5,10 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering::SeqCst;
 
-use common::{mocked_quiet, ms, paused};
+use common::{Capture, mocked_quiet, ms, paused};
 use latchless::Pooled;
-
-/// `|read - exact| <= exact / 64`, the histogram's documented error.
-/// Collects events as `(level, "field=value ...")`.
-#[derive(Clone, Default)]
-struct Capture(Arc<std::sync::Mutex<Vec<(tracing::Level, String)>>>);
-
-impl tracing::Subscriber for Capture {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        tracing::span::Id::from_u64(1)
-    }
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-    fn event(&self, event: &tracing::Event<'_>) {
-        struct Fields(String);
-        impl tracing::field::Visit for Fields {
-            fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
-                use std::fmt::Write;
-                let _ = write!(self.0, "{}={:?} ", f.name(), v);
-            }
-        }
-        let mut fields = Fields(String::new());
-        event.record(&mut fields);
-        let mut log = self.0.lock().unwrap();
-        log.push((*event.metadata().level(), fields.0));
-    }
-    fn enter(&self, _: &tracing::span::Id) {}
-    fn exit(&self, _: &tracing::span::Id) {}
-}
-
-impl Capture {
-    /// The one event whose fields contain every one of `parts`.
-    fn find(&self, parts: &[&str]) -> Option<tracing::Level> {
-        let log = self.0.lock().unwrap();
-        let found: Vec<_> = log
-            .iter()
-            .filter(|(_, f)| parts.iter().all(|p| f.contains(p)))
-            .collect();
-        assert!(found.len() <= 1, "{parts:?} more than once: {log:?}");
-        found.first().map(|(l, _)| *l)
-    }
-}
 
 #[test]
 fn tracing_events_carry_the_pool_name_and_why() {
