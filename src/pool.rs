@@ -21,10 +21,14 @@
 //!
 //! # Acquire
 //!
-//! 1. Pop a key from the caller's home shard (stealing from the others if
-//!    empty) and claim its slot with one CAS; a stale key is skipped.
+//! 1. Take back the connection this thread parked, with one CAS on its
+//!    slot; else pop a key from the caller's home shard (stealing from the
+//!    others if empty) and claim its slot with one CAS, skipping a stale
+//!    key; else claim a connection another thread parked (a scan of the
+//!    slots). DESIGN.md, "The thread-affine fast path".
 //! 2. Nothing idle: reserve a place (pop a free slot) and connect, bounded
-//!    by `connect_timeout`.
+//!    by `connect_timeout`. Straight from step 1's miss: the idle set is
+//!    not searched twice in a row (step 3's re-check searches it again).
 //! 3. At the cap: register as a waiter (or fail with `Exhausted`), re-check
 //!    the idle set and free places, then park until a releaser hands over a
 //!    connection or a place, the pool closes, or the deadline passes.
@@ -378,6 +382,11 @@ impl<M: Manager> Pool<M> {
     ) -> Result<Pooled<M>, PoolError<M::Error>> {
         let shared = self.shared();
         let mut first = true;
+        // Without a candidate, `acquire`'s fast path has just found the idle
+        // set empty: the first round goes straight on to a place or the
+        // wait (whose re-check after registering looks again), rather than
+        // scan the shards and the parked slots a second time in a row.
+        let mut just_looked = candidate.is_none();
         loop {
             // Every round after the first follows a check, an expiry or a
             // wake-up, and a check needs time: past the deadline, stop
@@ -402,7 +411,12 @@ impl<M: Manager> Pool<M> {
             if shared.closed.load(Ordering::Acquire) {
                 return Err(PoolError::Closed);
             }
-            if let Some(busy) = shared.take_idle() {
+            let idle = if std::mem::take(&mut just_looked) {
+                None
+            } else {
+                shared.take_idle()
+            };
+            if let Some(busy) = idle {
                 match self.triage(busy, by) {
                     Ok(p) => return Ok(p),
                     Err(c) => {
