@@ -164,8 +164,9 @@ impl Shards {
     #[cold]
     fn steal(&self, home: usize) -> Option<SlotKey> {
         let n = self.shards.len();
-        (1..n).find_map(|i| {
-            let victim = &self.shards[(home + i) % n];
+        // The shards after `home`, then those before it (no division).
+        (home + 1..n).chain(0..home.min(n)).find_map(|i| {
+            let victim = &self.shards[i];
             // loom mutant: steal_without_swap (the hot word taken with a
             // load and a store), see loom-tests/run-mutants.sh
             if mutant("steal_without_swap") {

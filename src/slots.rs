@@ -613,8 +613,11 @@ impl<C> Slots<C> {
     #[cold]
     pub(crate) fn steal_parked(&self, start: usize) -> Option<Busy> {
         let n = self.slots.len();
-        (0..n).find_map(|i| {
-            let index = ((start + i) % n) as u32;
+        let start = start.min(n);
+        // From `start` to the end, then from the front: no division per
+        // slot (a waiter's re-check scans every slot when none is parked).
+        (start..n).chain(0..start).find_map(|i| {
+            let index = i as u32;
             let state = &self.slot(index).state;
             let word = state.load(Ordering::Relaxed);
             if tag(word) != PARKED {
