@@ -57,6 +57,12 @@
 //!   the loom stand-in queue does not model. The fence costs only the
 //!   queue branch: the uncontended release parks its key in the empty hot
 //!   word, whose CAS is the SeqCst operation.
+//! - A pop looks at the queue (`is_empty`: two loads) before popping, so
+//!   an empty shard costs no fence of crossbeam's. A look after the
+//!   waiter's fence sees every push whose fence came before it in S, so
+//!   it reads "empty" only where `pop` would have found nothing too. (The
+//!   loom stand-in's look always says "not empty": it keeps a model's
+//!   operations what they were.)
 
 use crossbeam_utils::CachePadded;
 
@@ -86,6 +92,13 @@ impl Shard {
             if let Some(k) = SlotKey::from_bits(self.hot.swap(0, order)) {
                 return Some(k);
             }
+        }
+        // Look before popping: crossbeam's `pop` ends its empty path with
+        // a SeqCst fence, one per empty shard per search, which the
+        // lost-wake-up argument does not need (module invariants: the
+        // waiter's own fence comes before its search).
+        if self.queue.is_empty() {
+            return None;
         }
         self.queue.pop()
     }
