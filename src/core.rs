@@ -488,8 +488,9 @@ impl<M: Manager> Core<M> {
         // free (DESIGN.md, "The thread-affine fast path"), else into the
         // idle set. The cache is private: only the slot's state word is
         // shared, so the order of the two writes does not matter.
-        if crate::tid::park(self.id, self.slots.next_key(&busy)) {
-            self.slots.park(busy, now);
+        let key = self.slots.next_key(&busy);
+        if crate::tid::park(self.id, key) {
+            self.slots.park(busy, key, now);
         } else {
             let key = self.slots.make_idle(busy, now);
             self.shards.push(key, |k| self.slots.is_live(k));

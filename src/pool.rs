@@ -198,24 +198,23 @@ impl<M: Manager> Pool<M> {
     #[inline]
     #[track_caller]
     pub fn try_get(&self) -> Option<Pooled<M>> {
-        let shared = self.core();
-        if shared.closed.load(Ordering::Relaxed) {
+        let core = self.core();
+        if core.closed.load(Ordering::Relaxed) {
             return None;
         }
         let by = Location::caller();
-        let now = shared.now_for_checks();
+        let now = core.now_for_checks();
         // Connections due for a check are re-queued behind the others (and
         // left for `get`); the budget bounds the loop when all are.
         let mut budget = None;
-        while let Some(mut busy) = shared.take_idle() {
-            match shared.judge(&mut busy, now, false) {
+        while let Some(mut busy) = core.take_idle() {
+            match core.judge(&mut busy, now, false) {
                 Verdict::Ready => return Some(self.hand_out(busy, by, now, true)),
                 Verdict::Expired => self.expire(busy),
-                Verdict::Broken => settle_held(self.shared(), shared.retire_broken(busy)),
+                Verdict::Broken => settle_held(self.shared(), core.retire_broken(busy)),
                 Verdict::Check => {
-                    settle_held(self.shared(), shared.requeue(busy));
-                    let left =
-                        budget.get_or_insert(shared.slots.capacity() + shared.shards.count());
+                    settle_held(self.shared(), core.requeue(busy));
+                    let left = budget.get_or_insert(core.slots.capacity() + core.shards.count());
                     *left -= 1;
                     if *left == 0 {
                         return None;

@@ -575,9 +575,10 @@ impl<C> Slots<C> {
         SlotKey::new(busy.0, self.next_generation(busy))
     }
 
-    /// Marks a claimed slot PARKED under the key [`next_key`](Self::next_key)
-    /// returned (the releasing thread keeps that key in its private cache,
-    /// `tid.rs`). The token is consumed.
+    /// Marks a claimed slot PARKED under `key`, the one
+    /// [`next_key`](Self::next_key) returned for it (the releasing thread
+    /// keeps that key in its private cache, `tid.rs`; passing it back saves
+    /// a second load of the state word). The token is consumed.
     ///
     /// One SeqCst read-modify-write: its Release side publishes the
     /// connection to whoever wins the claim CAS, and as a SeqCst operation
@@ -585,10 +586,11 @@ impl<C> Slots<C> {
     /// connection: a waiter that registers after it in S finds it in its
     /// re-check's scan ([`steal_parked`](Self::steal_parked)).
     #[inline(always)]
-    pub(crate) fn park(&self, busy: Busy, now: u64) {
+    pub(crate) fn park(&self, busy: Busy, key: SlotKey, now: u64) {
+        debug_assert_eq!(key, self.next_key(&busy), "park under next_key's key");
         let slot = self.slot_of(&busy);
         slot.released_at.store(now, Ordering::Relaxed);
-        let g = self.next_generation(&busy);
+        let g = key.generation();
         // loom mutant: relaxed_handover, see loom-tests/run-mutants.sh
         let order = if mutant("relaxed_handover") {
             Ordering::Relaxed
@@ -944,7 +946,7 @@ mod tests {
             let slots = std::sync::Arc::new(Slots::<String>::new(2));
             let busy = slots.fill(slots.reserve().unwrap(), "a".into(), 1, 0, u64::MAX, 1);
             let key = slots.next_key(&busy);
-            slots.park(busy, 3);
+            slots.park(busy, key, 3);
             assert_eq!(slots.parked(), 1);
             assert!(!slots.is_live(key), "a parked key is not in the idle set");
             let take = move |s: &Slots<String>, owner: bool| {
