@@ -42,6 +42,7 @@ pairs=(
   "an_owner_takes_back_its_parked_connection_while_another_thread_steals_it:relaxed_handover"
   "a_parked_release_races_waiter_registration:recheck_skips_parked"
   "a_parked_release_races_waiter_registration:lost_wakeup"
+  "a_parked_release_races_waiter_registration:park_without_fence"
   "release_races_waiter_registration:recheck_skips_parked"
 )
 

@@ -35,6 +35,7 @@ use std::panic::{AssertUnwindSafe, Location, catch_unwind};
 use std::sync::{Arc, Weak};
 
 use crate::Manager;
+use crate::asym::Asym;
 use crate::clock::Clock;
 use crate::config::{Config, Ticks};
 use crate::deadlines::Deadlines;
@@ -102,6 +103,9 @@ pub(crate) struct Core<M: Manager> {
     /// Set once by `close`; SeqCst where it takes part in the re-check
     /// arguments (see `pass_on` and `close`).
     pub(crate) closed: AtomicBool,
+    /// The parking release's asymmetric fence (`asym.rs`): whether
+    /// releasers fence after parking, armed by waiters, `close` and shrinks.
+    pub(crate) asym: Asym,
     pub(crate) clock: Clock,
     pub(crate) counters: Counters,
     pub(crate) maintenance: Maintenance,
@@ -164,6 +168,7 @@ impl<M: Manager> Core<M> {
                 drained: tokio::sync::Notify::new(),
                 deadlines: Deadlines::new(),
                 closed: AtomicBool::new(false),
+                asym: Asym::new(),
                 counters: Counters::new(config.shards),
                 watch: std::sync::Mutex::new(Watch {
                     monitor: Monitor::new(
@@ -418,6 +423,9 @@ impl<M: Manager> Core<M> {
             self.watch.try_lock().ok()?
         };
         self.last_sample.store(now, O::Relaxed);
+        // At most once a second: a pool that had no waiter since the last
+        // sample goes back to releases without a fence (`asym.rs`).
+        self.asym.relax();
         let hits = self.slots.hits();
         let state = self.state();
         let Watch {
@@ -491,15 +499,21 @@ impl<M: Manager> Core<M> {
         let key = self.slots.next_key(&busy);
         if crate::tid::park(self.id, key) {
             self.slots.park(busy, key, now);
+            // loom mutant: park_without_fence (run-mutants.sh)
+            if !mutant("park_without_fence") {
+                self.asym.light();
+            }
         } else {
             let key = self.slots.make_idle(busy, now);
             self.shards.push(key, |k| self.slots.is_live(k));
+            // The push ends in a SeqCst operation of ours (the hot word's
+            // CAS, or a fence after a queue push, `shards.rs`); the SeqCst
+            // loads below follow it. (Parking ends in the asymmetric
+            // fence's light side instead: a SeqCst fence, or, relaxed, a
+            // membarrier on the other side; `asym.rs`.)
+            sync::sc_load_after_rmw();
         }
         sync::after_publish();
-        // Parking and the push both end in a SeqCst operation of ours (the
-        // state word's swap; the hot word's CAS, or a fence after a queue
-        // push, `shards.rs`); these SeqCst loads follow it in S.
-        sync::sc_load_after_rmw();
         // loom mutants: close_no_recheck, lost_wakeup (run-mutants.sh)
         let closed = !mutant("close_no_recheck") && self.closed.load(Ordering::SeqCst);
         if closed || (!mutant("lost_wakeup") && self.waiters.any()) {
@@ -664,6 +678,8 @@ impl<M: Manager> Core<M> {
         // `grant`: a waiter or an idle connection that arrives after this is
         // seen by its own side's re-check of `closed`.
         fence(Ordering::SeqCst);
+        // And with a parking releaser's light side (`asym.rs`).
+        self.asym.heavy();
         self.waiters.close_all();
         self.close_idle()
     }
@@ -680,6 +696,8 @@ impl<M: Manager> Core<M> {
         // below pops the connection it shelved, or its re-check sees the
         // new cap and trims itself.
         fence(Ordering::SeqCst);
+        // And with a parking releaser's light side (`asym.rs`).
+        self.asym.heavy();
         let Retired(mut retired) = self.trim();
         // Grow: parked waiters connect at once. Bounded by the new cap
         // (each round takes a place; `pass_on` re-checks on its own).

@@ -51,6 +51,7 @@
     clippy::undocumented_unsafe_blocks
 )]
 
+mod asym;
 mod background;
 mod builder;
 mod clock;

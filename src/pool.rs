@@ -483,6 +483,10 @@ impl<M: Manager> Pool<M> {
         };
         bump(&shared.counters.waits);
         let mut wait = WaitGuard::new(shared, node);
+        // The registration's half of the asymmetric fence: a parking
+        // releaser's store is visible to the re-check, or it sees the
+        // token (`asym.rs`).
+        shared.asym.heavy();
         // The re-check after registering (waiters.rs: lost wake-ups).
         let outcome = if shared.closed.load(Ordering::SeqCst) {
             wait.withdraw().unwrap_or(Outcome::Closed)

@@ -57,9 +57,11 @@
 //!   BUSY.
 //! - A PARKED slot's key is never in the idle set (`shards.rs`): only
 //!   [`Slots::park`] makes the tag, and the keys it makes go to a thread's
-//!   private cache only. The BUSY -> PARKED transition is a SeqCst
-//!   read-modify-write: the releaser's half of the lost-wake-up argument
-//!   for a parked connection (DESIGN.md, "The thread-affine fast path").
+//!   private cache only. The BUSY -> PARKED transition is a Release store
+//!   (only the owner writes a BUSY word) followed by the caller's
+//!   asymmetric fence (`asym.rs`): the releaser's half of the lost-wake-up
+//!   argument for a parked connection (DESIGN.md, "The thread-affine fast
+//!   path").
 //! - Ownership is a value: a [`Busy`] token for a claimed slot, a [`Place`]
 //!   token for a reserved one. Only the transitions that hand a slot to one
 //!   party make a token, and the ones that end the holding consume it, so
@@ -580,11 +582,12 @@ impl<C> Slots<C> {
     /// keeps that key in its private cache, `tid.rs`; passing it back saves
     /// a second load of the state word). The token is consumed.
     ///
-    /// One SeqCst read-modify-write: its Release side publishes the
-    /// connection to whoever wins the claim CAS, and as a SeqCst operation
-    /// it is the releaser's half of the lost-wake-up argument for a parked
-    /// connection: a waiter that registers after it in S finds it in its
-    /// re-check's scan ([`steal_parked`](Self::steal_parked)).
+    /// One Release store, no read-modify-write: it publishes the
+    /// connection to whoever wins the claim CAS. The releaser's half of the
+    /// lost-wake-up argument for a parked connection is the caller's
+    /// `Asym::light` right after it (`asym.rs`): a waiter that registers
+    /// finds the connection in its re-check's scan
+    /// ([`steal_parked`](Self::steal_parked)), or the releaser sees it.
     #[inline(always)]
     pub(crate) fn park(&self, busy: Busy, key: SlotKey, now: u64) {
         debug_assert_eq!(key, self.next_key(&busy), "park under next_key's key");
@@ -597,7 +600,14 @@ impl<C> Slots<C> {
         } else {
             Ordering::SeqCst
         };
-        slot.state.swap(pack(g, PARKED), order);
+        // A plain store: nobody else writes a BUSY slot's word. The caller
+        // follows it with the asymmetric fence's light side (`asym.rs`).
+        let order = if order == Ordering::Relaxed {
+            order
+        } else {
+            Ordering::Release
+        };
+        slot.state.store(pack(g, PARKED), order);
     }
 
     /// Takes back the connection this thread parked under `key`: one CAS

@@ -182,6 +182,89 @@ mod imp {
         std::thread::yield_now();
     }
 
+    /// The light side of the asymmetric fence (`asym.rs`): a compiler
+    /// fence only. It keeps the compiler from moving the parking store
+    /// below the re-check's loads; the processor's reordering is undone,
+    /// when it matters, by [`heavy_barrier`] on the other side.
+    #[inline(always)]
+    pub(crate) fn light_barrier() {
+        std::sync::atomic::compiler_fence(Ordering::SeqCst);
+    }
+
+    /// Whether [`heavy_barrier`] works in this process (registers for it
+    /// the first time; `asym.rs`).
+    pub(crate) fn heavy_barrier_available() -> bool {
+        membarrier::available()
+    }
+
+    /// The heavy side of the asymmetric fence: every thread of this
+    /// process that is running executes a full memory barrier before this
+    /// returns (Linux `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`).
+    /// Only called after [`heavy_barrier_available`] said yes.
+    #[cold]
+    pub(crate) fn heavy_barrier() {
+        membarrier::barrier();
+    }
+
+    /// Linux's `membarrier(2)`, private expedited: an inter-processor
+    /// interrupt to each CPU that runs one of this process's threads, whose
+    /// handler is a full barrier; a thread not running passes one when it
+    /// is scheduled. Registration is once per process, irreversible.
+    #[cfg(all(target_os = "linux", not(miri)))]
+    mod membarrier {
+        use std::sync::atomic::{AtomicU8, Ordering};
+
+        const QUERY: libc::c_int = 0;
+        const PRIVATE_EXPEDITED: libc::c_int = 1 << 3;
+        const REGISTER_PRIVATE_EXPEDITED: libc::c_int = 1 << 4;
+
+        /// 0: not asked yet; 1: registered; 2: not available (an older
+        /// kernel, or a seccomp filter that refuses the call).
+        static STATE: AtomicU8 = AtomicU8::new(0);
+
+        fn call(cmd: libc::c_int) -> libc::c_long {
+            let (flags, cpu): (libc::c_uint, libc::c_int) = (0, 0);
+            // SAFETY: membarrier(int cmd, unsigned int flags, int cpu_id)
+            // reads and writes no memory of ours; the arguments have the
+            // types the kernel expects.
+            unsafe { libc::syscall(libc::SYS_membarrier, cmd, flags, cpu) }
+        }
+
+        pub(super) fn available() -> bool {
+            match STATE.load(Ordering::Acquire) {
+                1 => true,
+                2 => false,
+                _ => {
+                    // Two pools built at once may both register: the
+                    // kernel takes a second registration as a no-op.
+                    let both = libc::c_long::from(PRIVATE_EXPEDITED | REGISTER_PRIVATE_EXPEDITED);
+                    let supported = call(QUERY);
+                    let ok = supported >= 0
+                        && supported & both == both
+                        && call(REGISTER_PRIVATE_EXPEDITED) == 0;
+                    STATE.store(if ok { 1 } else { 2 }, Ordering::Release);
+                    ok
+                }
+            }
+        }
+
+        pub(super) fn barrier() {
+            // Cannot fail once registered (the errors are an unknown
+            // command, an unregistered process, no such call).
+            let r = call(PRIVATE_EXPEDITED);
+            debug_assert_eq!(r, 0, "membarrier after registration");
+        }
+    }
+
+    /// No heavy barrier here (not Linux, or miri): releasers always fence.
+    #[cfg(not(all(target_os = "linux", not(miri))))]
+    mod membarrier {
+        pub(super) fn available() -> bool {
+            false
+        }
+        pub(super) fn barrier() {}
+    }
+
     /// Threads that can hold a hazard slot at once (see `hazard.rs`); more
     /// fall back to counted references.
     pub(crate) const HAZARD_SLOTS: usize = 256;
@@ -306,6 +389,24 @@ mod imp {
     /// Gives the processor away while waiting for another thread.
     pub(crate) fn yield_now() {
         loom::thread::yield_now();
+    }
+
+    /// The light side of the asymmetric fence, in a model: a SeqCst
+    /// fence. Loom cannot inject a barrier into another thread, as
+    /// `membarrier` does; a fence on both sides is the guarantee the pair
+    /// gives (`asym.rs`), so the models check the protocol around it.
+    pub(crate) fn light_barrier() {
+        fence(Ordering::SeqCst);
+    }
+
+    /// Available in a model (and a SeqCst fence).
+    pub(crate) fn heavy_barrier_available() -> bool {
+        true
+    }
+
+    /// The heavy side of the asymmetric fence, in a model: a SeqCst fence.
+    pub(crate) fn heavy_barrier() {
+        fence(Ordering::SeqCst);
     }
 
     /// Hazard slots in a model: enough for its threads.

@@ -1,0 +1,202 @@
+//! The parking release's asymmetric fence: one read-modify-write per
+//! uncontended cycle instead of two.
+//!
+//! # Why
+//!
+//! A release that parks its connection (`Slots::park`, DESIGN.md "The
+//! thread-affine fast path") must not let a waiter sleep while the
+//! connection sits parked: the lost-wake-up argument (`waiters.rs`) needs
+//! the parking write and the releaser's re-check of the waiter tokens on
+//! one side, the waiter's registration and its re-check of the slots on
+//! the other, each pair ordered by a SeqCst operation. Done symmetrically
+//! the parking write is a SeqCst swap: on x86-64 a locked instruction,
+//! about 4.5 ns of a 15 ns cycle (`scripts/hot-path-ab.sh`, 2-core EPYC
+//! VM). Waiters are rare where that cycle matters and common where a
+//! microsecond of parking dwarfs it, so the cost is moved to them:
+//!
+//! - **Light side** (every parking release, [`Asym::light`]): a plain
+//!   Release store of the state word, then a compiler fence and one load
+//!   of this pool's mode. While the mode is `RELAXED` that is all: no
+//!   fence runs, and the processor may still hold the store in its store
+//!   buffer when it reads the tokens.
+//! - **Heavy side** (a waiter's registration, `close`, a shrink:
+//!   [`Asym::heavy`]): a SeqCst fence, then, the first time after a quiet
+//!   spell, `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`, which makes
+//!   every running thread of the process execute a full barrier before it
+//!   returns, and the mode becomes `ARMED`. While the mode is armed, every
+//!   releaser fences after its store (a SeqCst fence), so the next waiters
+//!   pay nothing extra: a pool that is queueing runs the symmetric
+//!   protocol, with a fence where the swap was.
+//! - **Quiet again** ([`Asym::relax`], from maintenance at most once a
+//!   second): a pool with no heavy call since the last look goes back to
+//!   `RELAXED`.
+//!
+//! # Why no waiter is lost
+//!
+//! Releaser R: parking store `P`, compiler fence, load of the mode `L1`,
+//! a SeqCst fence if `L1` was not `RELAXED`, loads of `closed`, the tokens
+//! and the cap `L2`. Heavy side H: the write it must not miss (a token, or
+//! `closed`, or the cap) `W`, SeqCst fence, the mode, maybe a membarrier,
+//! then its look at the slots.
+//!
+//! - R read `ARMING`, `ARMED` or `ALWAYS`: both sides run a SeqCst fence
+//!   between their write and their reads; in the order of those fences
+//!   one comes first, and the other side's reads see its write
+//!   (the C++20 fence rules). R sees `W`, or H sees `P`.
+//! - R read `RELAXED` and H (or the waiter that armed the mode H found
+//!   `ARMED`) ran the membarrier after writing `ARMING`: the barrier it
+//!   forced in R's thread came after `L1` (before it, `L1` would have read
+//!   `ARMING` or later), so after `P`, and so `P` was visible to all before
+//!   the membarrier returned, which is before H looks (H read `ARMED`,
+//!   stored after the membarrier returned).
+//! - R read a `RELAXED` written by `relax` after H read `ARMED` (H skipped
+//!   the membarrier): H's `W` precedes its read of the mode, which precedes
+//!   `relax`'s CAS, which precedes `L1`, which precedes `L2`, all SeqCst:
+//!   R's `L2` sees `W`, and R serves or re-checks (`after_shelve`).
+//!
+//! Loom cannot inject a barrier into another thread; under loom both sides
+//! are SeqCst fences (`sync.rs`), so the models check the protocol around
+//! the pair, and this argument covers the mode.
+//!
+//! Without `membarrier` (not Linux, a kernel before 4.14, a seccomp filter
+//! that refuses it, miri) the mode is `ALWAYS`: every parking release
+//! fences, as the swap did.
+//!
+//! # Invariants kept
+//!
+//! - The mode leaves `RELAXED` only through `ARMING`, and only a caller
+//!   that then runs the membarrier before it looks; `ARMED` is written only
+//!   after a membarrier returned; `ALWAYS` never changes.
+//! - A releaser that read anything but `RELAXED` fences before its loads.
+//!
+//! What it costs a waiter is measured in DESIGN.md ("The thread-affine
+//! fast path").
+
+use crate::sync::{self, AtomicBool, AtomicUsize, Ordering, fence};
+
+/// Releasers may skip their fence: every earlier heavy call ran its
+/// membarrier.
+const RELAXED: usize = 0;
+/// A heavy call is running its membarrier: releasers fence, and a heavy
+/// call that finds this mode runs a membarrier of its own.
+const ARMING: usize = 1;
+/// Releasers fence; heavy calls skip the membarrier.
+const ARMED: usize = 2;
+/// No membarrier in this process: releasers always fence.
+const ALWAYS: usize = 3;
+
+/// One pool's mode of the asymmetric fence (module docs).
+#[derive(Debug)]
+pub(crate) struct Asym {
+    mode: AtomicUsize,
+    /// A heavy call since the last [`relax`](Self::relax).
+    recent: AtomicBool,
+}
+
+impl Asym {
+    /// `RELAXED` where the process can run membarriers (registering for
+    /// them the first time), else `ALWAYS`.
+    pub(crate) fn new() -> Self {
+        let mode = if sync::heavy_barrier_available() {
+            RELAXED
+        } else {
+            ALWAYS
+        };
+        Self {
+            mode: AtomicUsize::new(mode),
+            recent: AtomicBool::new(false),
+        }
+    }
+
+    /// A releaser's side, right after its parking store and before its
+    /// re-check's loads: a compiler fence, and a SeqCst fence unless the
+    /// mode is `RELAXED`.
+    #[inline(always)]
+    pub(crate) fn light(&self) {
+        sync::light_barrier();
+        if self.mode.load(Ordering::SeqCst) != RELAXED {
+            fence(Ordering::SeqCst);
+        }
+    }
+
+    /// The other side, after the write a releaser must see (a waiter
+    /// token, `closed`, the cap) and before looking at the slots: a SeqCst
+    /// fence, and a membarrier unless the mode is armed already.
+    pub(crate) fn heavy(&self) {
+        fence(Ordering::SeqCst);
+        let mode = self.mode.load(Ordering::SeqCst);
+        if !self.recent.load(Ordering::Relaxed) {
+            self.recent.store(true, Ordering::Relaxed);
+        }
+        if mode == ARMED || mode == ALWAYS {
+            return;
+        }
+        self.arm(mode);
+    }
+
+    /// `RELAXED` -> `ARMING`, membarrier, `ARMING` -> `ARMED` (or, found
+    /// `ARMING`, a membarrier of this caller's own).
+    #[cold]
+    #[inline(never)]
+    fn arm(&self, mode: usize) {
+        if mode == RELAXED {
+            // Lost to another heavy call: it wrote `ARMING` (or more), and
+            // this caller's membarrier below covers it just the same.
+            let _ = self
+                .mode
+                .compare_exchange(RELAXED, ARMING, Ordering::SeqCst, Ordering::SeqCst);
+        }
+        sync::heavy_barrier();
+        let _ = self
+            .mode
+            .compare_exchange(ARMING, ARMED, Ordering::SeqCst, Ordering::SeqCst);
+    }
+
+    /// Maintenance, at most once a second: back to `RELAXED` if no heavy
+    /// call came since the last look.
+    pub(crate) fn relax(&self) {
+        if self.recent.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        let _ = self
+            .mode
+            .compare_exchange(ARMED, RELAXED, Ordering::SeqCst, Ordering::SeqCst);
+    }
+
+    /// Whether releasers fence now (tests and `Debug`).
+    #[cfg(test)]
+    pub(crate) fn releasers_fence(&self) -> bool {
+        self.mode.load(Ordering::SeqCst) != RELAXED
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_heavy_call_arms_and_two_quiet_looks_relax() {
+        let a = Asym::new();
+        if a.mode.load(Ordering::SeqCst) == ALWAYS {
+            // No membarrier here (miri, another OS): releasers always fence.
+            assert!(a.releasers_fence());
+            a.heavy();
+            a.relax();
+            a.relax();
+            assert!(a.releasers_fence(), "ALWAYS never changes");
+            return;
+        }
+        assert!(!a.releasers_fence(), "a new pool starts relaxed");
+        a.heavy();
+        assert!(a.releasers_fence(), "a heavy call arms");
+        a.relax();
+        assert!(a.releasers_fence(), "a heavy call since the last look");
+        a.heavy();
+        a.relax();
+        assert!(a.releasers_fence(), "still waiters");
+        a.relax();
+        assert!(!a.releasers_fence(), "a quiet look relaxes");
+        a.heavy();
+        assert!(a.releasers_fence(), "and the next heavy call arms again");
+    }
+}
