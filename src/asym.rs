@@ -54,9 +54,10 @@
 //!   `relax`'s CAS, which precedes `L1`, which precedes `L2`, all SeqCst:
 //!   R's `L2` sees `W`, and R serves or re-checks (`after_shelve`).
 //!
-//! Loom cannot inject a barrier into another thread; under loom both sides
-//! are SeqCst fences (`sync.rs`), so the models check the protocol around
-//! the pair, and this argument covers the mode.
+//! Loom cannot inject a barrier into another thread, as `membarrier`
+//! does: the models run the fallback mode, `ALWAYS` (`sync.rs`), in which
+//! both sides are SeqCst fences, so they check the protocol around the
+//! pair, and the argument above covers the relaxed mode.
 //!
 //! Without `membarrier` (not Linux, a kernel before 4.14, a seccomp filter
 //! that refuses it, miri) the mode is `ALWAYS`: every parking release
@@ -125,13 +126,15 @@ impl Asym {
     pub(crate) fn heavy(&self) {
         fence(Ordering::SeqCst);
         let mode = self.mode.load(Ordering::SeqCst);
+        if mode == ALWAYS {
+            return;
+        }
         if !self.recent.load(Ordering::Relaxed) {
             self.recent.store(true, Ordering::Relaxed);
         }
-        if mode == ARMED || mode == ALWAYS {
-            return;
+        if mode != ARMED {
+            self.arm(mode);
         }
-        self.arm(mode);
     }
 
     /// `RELAXED` -> `ARMING`, membarrier, `ARMING` -> `ARMED` (or, found

@@ -391,20 +391,22 @@ mod imp {
         loom::thread::yield_now();
     }
 
-    /// The light side of the asymmetric fence, in a model: a SeqCst
-    /// fence. Loom cannot inject a barrier into another thread, as
-    /// `membarrier` does; a fence on both sides is the guarantee the pair
-    /// gives (`asym.rs`), so the models check the protocol around it.
+    /// The light side of the asymmetric fence, in a model: a compiler
+    /// fence, which loom does not model. Models run the fallback mode
+    /// (`ALWAYS`, [`heavy_barrier_available`] is false), whose releasers
+    /// run a SeqCst fence of their own after the light side (`asym.rs`):
+    /// loom cannot inject a barrier into another thread, as `membarrier`
+    /// does.
     pub(crate) fn light_barrier() {
-        fence(Ordering::SeqCst);
+        std::sync::atomic::compiler_fence(Ordering::SeqCst);
     }
 
-    /// Available in a model (and a SeqCst fence).
+    /// No membarrier in a model: the fallback mode (see `light_barrier`).
     pub(crate) fn heavy_barrier_available() -> bool {
-        true
+        false
     }
 
-    /// The heavy side of the asymmetric fence, in a model: a SeqCst fence.
+    /// Never called in a model (the mode is `ALWAYS`); a SeqCst fence.
     pub(crate) fn heavy_barrier() {
         fence(Ordering::SeqCst);
     }

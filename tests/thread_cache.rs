@@ -185,3 +185,53 @@ fn parks_steals_and_hand_offs_interleave_without_losing_or_sharing() {
     assert_eq!(s.idle, s.size, "every open connection is idle: {s:?}");
     assert_eq!(s.size, t.live(), "{s:?}");
 }
+
+/// The asymmetric fence (`src/asym.rs`): a release that parks while the
+/// pool is relaxed (no waiter for a while: its releases run no fence)
+/// races a `get` that registers as a waiter and arms the pool with a
+/// `membarrier`. Each round relaxes the pool first (`health()` samples
+/// maintenance's monitor, and two samples without a waiter in between
+/// relax it), then lets one thread drop the only connection while
+/// another waits for it: the waiter must get it, handed over or found
+/// parked by its re-check, never sleep until its deadline beside it.
+#[test]
+fn a_waiter_racing_a_release_that_parks_without_a_fence_is_served() {
+    let (m, t) = common::TestManager::new();
+    let rt = common::runtime();
+    let pool = {
+        let _in = rt.enter();
+        latchless::Pool::builder(m)
+            .max_size(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .build()
+            .unwrap()
+    };
+    for round in 0..300 {
+        drop(pool.health());
+        drop(pool.health());
+        let conn = pool
+            .try_get()
+            .or_else(|| pool.get_blocking(Duration::from_secs(10)).ok())
+            .unwrap_or_else(|| panic!("round {round}: the connection is idle"));
+        let go = Arc::new(std::sync::Barrier::new(2));
+        let releaser = {
+            let go = Arc::clone(&go);
+            std::thread::spawn(move || {
+                go.wait();
+                drop(conn);
+            })
+        };
+        go.wait();
+        let started = std::time::Instant::now();
+        let got = rt.block_on(pool.get());
+        let waited = started.elapsed();
+        releaser.join().unwrap();
+        let c = got.unwrap_or_else(|e| panic!("round {round}: {e} after {waited:?}"));
+        assert!(
+            waited < Duration::from_secs(5),
+            "round {round}: served only after {waited:?}"
+        );
+        drop(c);
+    }
+    assert_eq!(t.opened(), 1, "one connection served every round");
+}
