@@ -95,10 +95,11 @@ pub(crate) struct Asym {
 }
 
 impl Asym {
-    /// `RELAXED` where the process can run membarriers (registering for
-    /// them the first time), else `ALWAYS`.
-    pub(crate) fn new() -> Self {
-        let mode = if sync::heavy_barrier_available() {
+    /// `RELAXED` where the pool may (`Config::membarrier`) and the process
+    /// can run membarriers (registering for them the first time), else
+    /// `ALWAYS`.
+    pub(crate) fn new(membarrier: bool) -> Self {
+        let mode = if membarrier && sync::heavy_barrier_available() {
             RELAXED
         } else {
             ALWAYS
@@ -179,7 +180,13 @@ mod tests {
 
     #[test]
     fn a_heavy_call_arms_and_two_quiet_looks_relax() {
-        let a = Asym::new();
+        let off = Asym::new(false);
+        assert!(off.releasers_fence(), "membarrier(false): always fence");
+        off.heavy();
+        off.relax();
+        off.relax();
+        assert!(off.releasers_fence(), "and it never relaxes");
+        let a = Asym::new(true);
         if a.mode.load(Ordering::SeqCst) == ALWAYS {
             // No membarrier here (miri, another OS): releasers always fence.
             assert!(a.releasers_fence());

@@ -82,6 +82,12 @@ pub struct Config {
     /// Start the background maintenance task (and `min_idle` refills) when
     /// a Tokio runtime is present. Default `true`.
     pub background: bool,
+    /// Let a release that keeps its connection for its own thread skip the
+    /// atomic read-modify-write, and have the first waiter after a quiet
+    /// second pay a Linux `membarrier(2)` call instead (DESIGN.md, "One
+    /// read-modify-write"). Default `true`; ignored (as `false`) where the
+    /// call is unavailable.
+    pub membarrier: bool,
     /// The pool's name, the `pool` field of its `tracing` events.
     /// Default `"latchless"`.
     pub name: String,
@@ -111,6 +117,7 @@ impl Default for Config {
             max_connect_backoff: Duration::from_secs(1),
             fail_fast: false,
             background: true,
+            membarrier: true,
             name: String::from("latchless"),
             wait_alert: Duration::from_millis(100),
         }

@@ -168,7 +168,7 @@ impl<M: Manager> Core<M> {
                 drained: tokio::sync::Notify::new(),
                 deadlines: Deadlines::new(),
                 closed: AtomicBool::new(false),
-                asym: Asym::new(),
+                asym: Asym::new(config.membarrier),
                 counters: Counters::new(config.shards),
                 watch: std::sync::Mutex::new(Watch {
                     monitor: Monitor::new(

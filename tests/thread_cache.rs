@@ -196,6 +196,16 @@ fn parks_steals_and_hand_offs_interleave_without_losing_or_sharing() {
 /// parked by its re-check, never sleep until its deadline beside it.
 #[test]
 fn a_waiter_racing_a_release_that_parks_without_a_fence_is_served() {
+    waiters_race_parking_releases(true);
+}
+
+/// The same race with `membarrier(false)`: every parking release fences.
+#[test]
+fn a_waiter_racing_a_release_that_parks_and_fences_is_served() {
+    waiters_race_parking_releases(false);
+}
+
+fn waiters_race_parking_releases(membarrier: bool) {
     let (m, t) = common::TestManager::new();
     let rt = common::runtime();
     let pool = {
@@ -203,6 +213,7 @@ fn a_waiter_racing_a_release_that_parks_without_a_fence_is_served() {
         latchless::Pool::builder(m)
             .max_size(1)
             .acquire_timeout(Duration::from_secs(10))
+            .membarrier(membarrier)
             .build()
             .unwrap()
     };
