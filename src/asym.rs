@@ -20,8 +20,8 @@
 //!   fence runs, and the processor may still hold the store in its store
 //!   buffer when it reads the tokens.
 //! - **Heavy side** (a waiter's registration, `close`, a shrink:
-//!   [`Asym::heavy`]): a SeqCst fence, then, the first time after a quiet
-//!   spell, `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`, which makes
+//!   [`Asym::heavy`]): after the caller's SeqCst fence, the first time
+//!   after a quiet spell, `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`, which makes
 //!   every running thread of the process execute a full barrier before it
 //!   returns, and the mode becomes `ARMED`. While the mode is armed, every
 //!   releaser fences after its store (a SeqCst fence), so the next waiters
@@ -70,8 +70,8 @@
 //!   after a membarrier returned; `ALWAYS` never changes.
 //! - A releaser that read anything but `RELAXED` fences before its loads.
 //!
-//! What it costs a waiter is measured in DESIGN.md ("The thread-affine
-//! fast path").
+//! What it costs a waiter is measured in DESIGN.md ("One
+//! read-modify-write: the asymmetric fence").
 
 use crate::sync::{self, AtomicBool, AtomicUsize, Ordering, fence};
 
@@ -122,10 +122,11 @@ impl Asym {
     }
 
     /// The other side, after the write a releaser must see (a waiter
-    /// token, `closed`, the cap) and before looking at the slots: a SeqCst
-    /// fence, and a membarrier unless the mode is armed already.
+    /// token, `closed`, the cap) and the caller's SeqCst fence after it
+    /// (`Waiters::register`, `Core::close`, `Core::resize` each run one),
+    /// before looking at the slots: a membarrier unless the mode is armed
+    /// already.
     pub(crate) fn heavy(&self) {
-        fence(Ordering::SeqCst);
         let mode = self.mode.load(Ordering::SeqCst);
         if mode == ALWAYS {
             return;
@@ -167,7 +168,7 @@ impl Asym {
             .compare_exchange(ARMED, RELAXED, Ordering::SeqCst, Ordering::SeqCst);
     }
 
-    /// Whether releasers fence now (tests and `Debug`).
+    /// Whether releasers fence now.
     #[cfg(test)]
     pub(crate) fn releasers_fence(&self) -> bool {
         self.mode.load(Ordering::SeqCst) != RELAXED

@@ -598,15 +598,10 @@ impl<C> Slots<C> {
         let order = if mutant("relaxed_handover") {
             Ordering::Relaxed
         } else {
-            Ordering::SeqCst
+            Ordering::Release
         };
         // A plain store: nobody else writes a BUSY slot's word. The caller
         // follows it with the asymmetric fence's light side (`asym.rs`).
-        let order = if order == Ordering::Relaxed {
-            order
-        } else {
-            Ordering::Release
-        };
         slot.state.store(pack(g, PARKED), order);
     }
 

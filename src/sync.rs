@@ -85,6 +85,15 @@ pub(crate) fn mutant(name: &str) -> bool {
     std::env::var("LATCHLESS_MUTANT").is_ok_and(|m| m == name)
 }
 
+/// The light side of the asymmetric fence (`asym.rs`): a compiler fence
+/// only (loom does not model it). It keeps the compiler from moving the
+/// parking store below the re-check's loads; the processor's reordering is
+/// undone, when it matters, by `heavy_barrier` on the other side.
+#[inline(always)]
+pub(crate) fn light_barrier() {
+    std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
+}
+
 /// Marks a SeqCst load that follows a SeqCst read-modify-write (the
 /// releaser's re-check after its put-back, see `waiters.rs`). In the C++20
 /// memory model (Rust's), the pair already orders the load after the RMW in
@@ -180,15 +189,6 @@ mod imp {
     /// Gives the processor away while waiting for another thread.
     pub(crate) fn yield_now() {
         std::thread::yield_now();
-    }
-
-    /// The light side of the asymmetric fence (`asym.rs`): a compiler
-    /// fence only. It keeps the compiler from moving the parking store
-    /// below the re-check's loads; the processor's reordering is undone,
-    /// when it matters, by [`heavy_barrier`] on the other side.
-    #[inline(always)]
-    pub(crate) fn light_barrier() {
-        std::sync::atomic::compiler_fence(Ordering::SeqCst);
     }
 
     /// Whether [`heavy_barrier`] works in this process (registers for it
@@ -391,17 +391,10 @@ mod imp {
         loom::thread::yield_now();
     }
 
-    /// The light side of the asymmetric fence, in a model: a compiler
-    /// fence, which loom does not model. Models run the fallback mode
-    /// (`ALWAYS`, [`heavy_barrier_available`] is false), whose releasers
-    /// run a SeqCst fence of their own after the light side (`asym.rs`):
-    /// loom cannot inject a barrier into another thread, as `membarrier`
-    /// does.
-    pub(crate) fn light_barrier() {
-        std::sync::atomic::compiler_fence(Ordering::SeqCst);
-    }
-
-    /// No membarrier in a model: the fallback mode (see `light_barrier`).
+    /// No membarrier in a model: loom cannot inject a barrier into another
+    /// thread, as `membarrier` does, so models run the fallback mode
+    /// (`ALWAYS`: releasers run a SeqCst fence after the light side,
+    /// `asym.rs`).
     pub(crate) fn heavy_barrier_available() -> bool {
         false
     }
