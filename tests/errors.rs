@@ -463,3 +463,46 @@ fn error_messages_say_what_to_do() {
     let e: PoolError<std::io::Error> = PoolError::Connect(std::io::Error::other("refused"));
     assert_eq!(e.to_string(), "could not open a connection: refused");
 }
+
+/// `get`'s future is lazy: built and dropped without a poll, it took
+/// nothing (no idle connection, no place, no connect, no waiter).
+#[test]
+fn a_get_future_dropped_before_its_first_poll_takes_nothing() {
+    let (pool, t) = pool(2);
+    runtime().block_on(async {
+        drop(pool.get().await.unwrap());
+        let before = pool.state();
+        let fut = pool.get();
+        drop(fut);
+        let after = pool.state();
+        assert_eq!(
+            (after.idle, after.in_use, after.waiting),
+            (before.idle, 0, 0)
+        );
+        assert_eq!(t.opened(), 1, "no connect was started");
+        // And the connection is still there to take.
+        assert!(pool.try_get().is_some());
+    });
+}
+
+/// Polling `get`'s future after it returned its connection is a caller's
+/// bug, as for any `async fn`: it panics with a message that says so
+/// rather than hand out a second connection.
+#[test]
+#[should_panic(expected = "`get`'s future polled after it completed")]
+fn a_get_future_polled_after_completion_panics() {
+    let (pool, _t) = pool(2);
+    runtime().block_on(async {
+        drop(pool.get().await.unwrap());
+        let mut fut = std::pin::pin!(pool.get());
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        let first = std::future::Future::poll(fut.as_mut(), &mut cx);
+        assert!(
+            matches!(first, std::task::Poll::Ready(Ok(_))),
+            "the idle one, at once"
+        );
+        drop(first);
+        let _ = std::future::Future::poll(fut.as_mut(), &mut cx);
+    });
+}
