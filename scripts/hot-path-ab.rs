@@ -7,9 +7,10 @@
 //! pop+push.
 //!
 //! `aget`: `get().await`+drop inside an async fn run by `block_on` (as
-//! criterion's `to_async` runs it).
+//! criterion's `to_async` runs it). `two`: a thread that uses two pools,
+//! `try_get` on each, then drops both (ns per cycle of the two).
 //!
-//! `ITERS=n hot-path-ab <a|b> <try|get|aget>` instead runs n cycles of one
+//! `ITERS=n hot-path-ab <a|b> <try|get|aget|two>` instead runs n cycles of one
 //! variant and exits (for instruction counts under callgrind).
 use std::future::Future;
 use std::hint::black_box;
@@ -58,6 +59,14 @@ macro_rules! variant {
                     }
                 });
             }
+            /// `try_get` on two pools, then drops the second's first.
+            pub fn cycle_two(p: &Pool<M>, q: &Pool<M>) {
+                let x = p.try_get().unwrap();
+                let y = q.try_get().unwrap();
+                super::black_box((&*x, &*y));
+                drop(y);
+                drop(x);
+            }
             pub fn cycle(p: &Pool<M>, get: bool, cx: &mut std::task::Context<'_>) {
                 if get {
                     let mut f = std::pin::pin!(p.get());
@@ -94,17 +103,24 @@ fn main() {
         let n: u64 = n.parse().unwrap();
         let get = args[1] == "get";
         let in_async = args[1] == "aget";
+        let two = args[1] == "two";
         let mut cx = std::task::Context::from_waker(waker);
         if args[0] == "a" {
             let p = va::pool(&rt);
-            if in_async {
+            if two {
+                let q = va::pool(&rt);
+                (0..n).for_each(|_| va::cycle_two(&p, &q));
+            } else if in_async {
                 va::batch_async(&rt, &p, n);
             } else {
                 (0..n).for_each(|_| va::cycle(&p, get, &mut cx));
             }
         } else {
             let p = vb::pool(&rt);
-            if in_async {
+            if two {
+                let q = vb::pool(&rt);
+                (0..n).for_each(|_| vb::cycle_two(&p, &q));
+            } else if in_async {
                 vb::batch_async(&rt, &p, n);
             } else {
                 (0..n).for_each(|_| vb::cycle(&p, get, &mut cx));
@@ -114,6 +130,7 @@ fn main() {
     }
     let get = args.first().is_some_and(|a| a == "get");
     let in_async = args.first().is_some_and(|a| a == "aget");
+    let two = args.first().is_some_and(|a| a == "two");
     let rounds: usize = args.get(1).map_or(3000, |s| s.parse().unwrap());
     let names = ["floor", "A", "B"];
     let (back_tx, back) = mpsc::channel::<(usize, f64)>();
@@ -131,6 +148,12 @@ fn main() {
                 2 => (None, Some(vb::pool(&rt))),
                 _ => (None, None),
             };
+            // The second pool of `two` (the floor does two pop+push).
+            let (qa, qb) = match k {
+                1 if two => (Some(va::pool(&rt)), None),
+                2 if two => (None, Some(vb::pool(&rt))),
+                _ => (None, None),
+            };
             while rx.recv().unwrap() {
                 let t = Instant::now();
                 match (&pa, &pb) {
@@ -139,12 +162,16 @@ fn main() {
                     _ => {}
                 }
                 for _ in 0..if in_async && k != 0 { 0 } else { N } {
-                    match (&pa, &pb) {
-                        (Some(p), _) => va::cycle(p, get, &mut cx),
-                        (_, Some(p)) => vb::cycle(p, get, &mut cx),
+                    match (&pa, &pb, &qa, &qb) {
+                        (Some(p), _, Some(q2), _) => va::cycle_two(p, q2),
+                        (_, Some(p), _, Some(q2)) => vb::cycle_two(p, q2),
+                        (Some(p), ..) => va::cycle(p, get, &mut cx),
+                        (_, Some(p), ..) => vb::cycle(p, get, &mut cx),
                         _ => {
-                            let x = q.pop().unwrap();
-                            q.push(black_box(x)).unwrap();
+                            for _ in 0..if two { 2 } else { 1 } {
+                                let x = q.pop().unwrap();
+                                q.push(black_box(x)).unwrap();
+                            }
                         }
                     }
                 }
@@ -170,7 +197,9 @@ fn main() {
             r[kk].push(v);
         }
     }
-    let what = if in_async {
+    let what = if two {
+        "two pools try_get"
+    } else if in_async {
         "async fn get"
     } else if get {
         "get().await+drop"

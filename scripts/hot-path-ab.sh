@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Hot-path A/B of two commits in one process (scripts/hot-path-ab.rs):
-# interleaved timings of try_get+drop and get().await+drop, and, when
+# interleaved timings of try_get+drop, get().await+drop and two pools' try_get, and, when
 # valgrind is installed, instructions per cycle (callgrind), which do not
 # swing with the machine.
 #
@@ -47,11 +47,12 @@ echo "A = $a ($(git rev-parse --short "$a")), B = $b ($(git rev-parse --short "$
 "$bin" try "$rounds"
 "$bin" get "$rounds"
 "$bin" aget "$rounds"
+"$bin" two "$rounds"
 if command -v valgrind >/dev/null; then
   ir() { ITERS=$3 valgrind --tool=callgrind --toggle-collect='hot_path_ab::main' \
       --callgrind-out-file="$work/cg.out" "$bin" "$1" "$2" >/dev/null 2>&1
     callgrind_annotate "$work/cg.out" 2>/dev/null | awk '/PROGRAM TOTALS/{gsub(",","",$1); print $1}'; }
-  for what in try get aget; do
+  for what in try get aget two; do
     for side in a b; do
       lo=$(ir "$side" "$what" 500000); hi=$(ir "$side" "$what" 2500000)
       echo "instructions per $what cycle, $side: $(( (hi - lo) / 2000000 ))"
