@@ -283,7 +283,7 @@ impl<M: Manager> Pool<M> {
     /// ```
     #[track_caller]
     pub fn get(&self) -> impl Future<Output = Result<Pooled<M>, PoolError<M::Error>>> + Send + '_ {
-        self.acquire(self.shared().config.acquire_timeout, Location::caller())
+        self.acquire(self.core().config.acquire_timeout, Location::caller())
     }
 
     /// [`get`](Pool::get) with a per-call deadline instead of
@@ -316,10 +316,12 @@ impl<M: Manager> Pool<M> {
 
     /// The future of every async acquire. Step 1 runs in its first poll
     /// as a plain call (`acquire_fast`); only a miss builds the slow future
-    /// (`acquire_rest`), in place inside this one (`Acquire`). As an
-    /// `async fn`, the fast path paid the state machine's entry, its
-    /// argument moves and its candidate slot: 15 of the ~300 instructions
-    /// of a `get().await`+drop cycle (`scripts/hot-path-ab.sh`).
+    /// (`acquire_rest`), in place inside this one (`Acquire`), out of line
+    /// (`start_slow`), so the first poll inlines into its caller. As an
+    /// `async fn` the fast path paid a call, the state machine's entry,
+    /// its argument moves and its candidate slot: ~30 of the ~280
+    /// instructions of a `get().await`+drop cycle, which now costs what a
+    /// `try_get`+drop does (`scripts/hot-path-ab.sh`).
     fn acquire(
         &self,
         timeout: Duration,
@@ -742,29 +744,64 @@ where
 {
     type Output = Result<Pooled<M>, PoolError<M::Error>>;
 
-    #[inline]
+    #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        loop {
-            if let Some(slow) = this.slow.as_mut().as_pin_mut() {
-                return slow.poll(cx);
-            }
-            // As an `async fn`'s future: polling after completion is a bug
-            // in the caller.
-            assert!(!*this.started, "`get`'s future polled after it completed");
+        let this = self.project();
+        if !*this.started {
             *this.started = true;
             match this.pool.acquire_fast(this.by) {
                 Ok(done) => return Poll::Ready(done),
-                // The slow path, built in place; the loop polls it.
-                Err(candidate) => this.slow.set(Some((this.rest)(
-                    this.pool,
-                    *this.timeout,
-                    candidate,
-                    this.by,
-                ))),
+                Err(candidate) => {
+                    return start_slow(
+                        this.slow,
+                        this.rest,
+                        this.pool,
+                        *this.timeout,
+                        candidate,
+                        this.by,
+                        cx,
+                    );
+                }
             }
         }
+        poll_slow(this.slow, cx)
     }
+}
+
+/// Builds the slow future of `Acquire` in place and polls it: kept out of
+/// line so that the first poll, inlined into its caller, is the fast path
+/// and a call.
+#[cold]
+#[inline(never)]
+fn start_slow<'a, M, F, S>(
+    mut slow: Pin<&mut Option<S>>,
+    rest: &F,
+    pool: &'a Pool<M>,
+    timeout: Duration,
+    candidate: Option<CheckGuard<'a, M>>,
+    by: &'static Location<'static>,
+    cx: &mut std::task::Context<'_>,
+) -> Poll<Result<Pooled<M>, PoolError<M::Error>>>
+where
+    M: Manager,
+    F: Fn(&'a Pool<M>, Duration, Option<CheckGuard<'a, M>>, &'static Location<'static>) -> S,
+    S: Future<Output = Result<Pooled<M>, PoolError<M::Error>>>,
+{
+    slow.set(Some(rest(pool, timeout, candidate, by)));
+    poll_slow(slow, cx)
+}
+
+/// Polls `Acquire`'s slow future, built by an earlier poll.
+#[inline(never)]
+fn poll_slow<S: Future>(
+    slow: Pin<&mut Option<S>>,
+    cx: &mut std::task::Context<'_>,
+) -> Poll<S::Output> {
+    // As an `async fn`'s future: polling after completion is a bug in the
+    // caller (the fast path handed out its connection, nothing was built).
+    slow.as_pin_mut()
+        .expect("`get`'s future polled after it completed")
+        .poll(cx)
 }
 
 /// What a slow `get` was doing last, naming the kind of a timeout.
