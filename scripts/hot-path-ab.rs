@@ -68,18 +68,24 @@ macro_rules! variant {
                 drop(x);
             }
             pub fn cycle(p: &Pool<M>, get: bool, cx: &mut std::task::Context<'_>) {
-                if get {
-                    let mut f = std::pin::pin!(p.get());
-                    match super::Future::poll(f.as_mut(), cx) {
-                        std::task::Poll::Ready(c) => {
-                            super::black_box(&*c.unwrap());
-                        }
-                        std::task::Poll::Pending => panic!("an idle connection was expected"),
+                if get { cycle_get(p, cx) } else { cycle_try(p) }
+            }
+            /// One variant per function: code inlined for one (the get
+            /// future's first poll) does not change the other's registers.
+            #[inline(never)]
+            fn cycle_get(p: &Pool<M>, cx: &mut std::task::Context<'_>) {
+                let mut f = std::pin::pin!(p.get());
+                match super::Future::poll(f.as_mut(), cx) {
+                    std::task::Poll::Ready(c) => {
+                        super::black_box(&*c.unwrap());
                     }
-                } else {
-                    let c = p.try_get().unwrap();
-                    super::black_box(&*c);
+                    std::task::Poll::Pending => panic!("an idle connection was expected"),
                 }
+            }
+            #[inline(never)]
+            fn cycle_try(p: &Pool<M>) {
+                let c = p.try_get().unwrap();
+                super::black_box(&*c);
             }
         }
     };
