@@ -319,9 +319,10 @@ impl<M: Manager> Pool<M> {
     /// (`acquire_rest`), in place inside this one (`Acquire`), out of line
     /// (`start_slow`), so the first poll inlines into its caller. As an
     /// `async fn` the fast path paid a call, the state machine's entry,
-    /// its argument moves and its candidate slot: ~30 of the ~280
-    /// instructions of a `get().await`+drop cycle, which now costs what a
-    /// `try_get`+drop does (`scripts/hot-path-ab.sh`).
+    /// its argument moves and its candidate slot; with the full-word slot
+    /// token (`slots.rs`, `Busy`), a `get().await`+drop cycle went from
+    /// 292 to 241 instructions and costs what a `try_get`+drop does
+    /// (DESIGN.md, "What the cycle does not pay for").
     fn acquire(
         &self,
         timeout: Duration,

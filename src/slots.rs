@@ -178,6 +178,13 @@ pub(crate) enum Held {
 }
 
 impl Busy {
+    /// The token of slot `index`; only the transitions named above make
+    /// one.
+    #[inline(always)]
+    const fn new(index: u32) -> Self {
+        Self(index as u64)
+    }
+
     /// The slot's index.
     #[inline(always)]
     pub(crate) const fn index(&self) -> u32 {
@@ -198,7 +205,7 @@ impl Busy {
     /// caller is the one party the channel gave it to.
     #[inline(always)]
     pub(crate) const unsafe fn from_raw(index: u32) -> Self {
-        Self(index as u64)
+        Self::new(index)
     }
 }
 
@@ -531,7 +538,7 @@ impl<C> Slots<C> {
         // cleared stamp. The next hand-over (to idle, to a waiter, to the
         // free queue) is a Release too.
         slot.state.store(pack(g, BUSY), Ordering::Release);
-        Busy(index as u64)
+        Busy::new(index)
     }
 
     /// Takes the connection out of a claimed slot, leaving it FREE and
@@ -643,7 +650,7 @@ impl<C> Slots<C> {
             // see loom-tests/run-mutants.sh
             if mutant("steal_without_cas") {
                 state.store(pack(generation(word), BUSY), Ordering::Relaxed);
-                return Some(Busy(index as u64));
+                return Some(Busy::new(index));
             }
             // Acquire pairs with the Release side of `park`.
             state
@@ -654,7 +661,7 @@ impl<C> Slots<C> {
                     Ordering::Relaxed,
                 )
                 .ok()
-                .map(|_| Busy(index as u64))
+                .map(|_| Busy::new(index))
         })
     }
 
@@ -696,7 +703,7 @@ impl<C> Slots<C> {
         if mutant("claim_without_cas") {
             slot.state
                 .store(pack(generation(word), BUSY), Ordering::Relaxed);
-            return Some(Busy(index as u64));
+            return Some(Busy::new(index));
         }
         // Acquire pairs with the Release in `make_idle` / `park`. The
         // generation in `word` pins the idle period, so the serial read
@@ -713,7 +720,7 @@ impl<C> Slots<C> {
         if !claimed && idle {
             queued(false);
         }
-        claimed.then_some(Busy(index as u64))
+        claimed.then_some(Busy::new(index))
     }
 
     /// Whether slot `index` holds connection `serial` and is BUSY (a hint).
@@ -870,7 +877,7 @@ impl<C> Slots<C> {
                 Ordering::Relaxed,
             )
             .ok()
-            .map(|_| Busy(key.index() as u64))
+            .map(|_| Busy::new(key.index()))
     }
 
     /// Whether `key` still names an idle connection (a hint: it may change
