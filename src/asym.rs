@@ -21,9 +21,9 @@
 //!   buffer when it reads the tokens.
 //! - **Heavy side** (a waiter's registration, `close`, a shrink:
 //!   [`Asym::heavy`]): after the caller's SeqCst fence, the first time
-//!   after a quiet spell, `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`, which makes
-//!   every running thread of the process execute a full barrier before it
-//!   returns, and the mode becomes `ARMED`. While the mode is armed, every
+//!   after a quiet spell, `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`,
+//!   which makes every running thread of the process execute a full
+//!   barrier before it returns, and the mode becomes `ARMED`. While the mode is armed, every
 //!   releaser fences after its store (a SeqCst fence), so the next waiters
 //!   pay nothing extra: a pool that is queueing runs the symmetric
 //!   protocol, with a fence where the swap was.

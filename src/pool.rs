@@ -339,28 +339,22 @@ impl<M: Manager> Pool<M> {
     }
 
     /// Step 1: the fast path, no clock read, no allocation, no timer.
-    /// `Ok`: done (a connection, or the pool is closed); `Err`: go on to
-    /// the slow path, with a candidate due for a check if one was found.
     #[inline(always)]
-    #[allow(clippy::type_complexity)]
-    fn acquire_fast(
-        &self,
-        by: &'static Location<'static>,
-    ) -> Result<Result<Pooled<M>, PoolError<M::Error>>, Option<CheckGuard<'_, M>>> {
+    fn acquire_fast(&self, by: &'static Location<'static>) -> Fast<'_, M> {
         let core = self.core();
         if core.closed.load(Ordering::Acquire) {
-            return Ok(Err(PoolError::Closed));
+            return Fast::Done(Err(PoolError::Closed));
         }
         let now = core.now_for_checks();
         while let Some(mut busy) = core.take_idle() {
             match core.judge(&mut busy, now, true) {
-                Verdict::Ready => return Ok(Ok(self.hand_out(busy, by, now, true))),
+                Verdict::Ready => return Fast::Done(Ok(self.hand_out(busy, by, now, true))),
                 Verdict::Expired => self.expire(busy),
                 Verdict::Broken => settle_held(self.shared(), core.retire_broken(busy)),
-                Verdict::Check => return Err(Some(CheckGuard::new(self.shared(), busy))),
+                Verdict::Check => return Fast::Slow(Some(CheckGuard::new(self.shared(), busy))),
             }
         }
-        Err(None)
+        Fast::Slow(None)
     }
 
     /// Steps 2 and 3 with the wait-time and time-out accounting around
@@ -751,8 +745,8 @@ where
         if !*this.started {
             *this.started = true;
             match this.pool.acquire_fast(this.by) {
-                Ok(done) => return Poll::Ready(done),
-                Err(candidate) => {
+                Fast::Done(done) => return Poll::Ready(done),
+                Fast::Slow(candidate) => {
                     return start_slow(
                         this.slow,
                         this.rest,
@@ -767,6 +761,15 @@ where
         }
         poll_slow(this.slow, cx)
     }
+}
+
+/// What the fast path (`Pool::acquire_fast`) ends in.
+enum Fast<'a, M: Manager> {
+    /// A connection, or the pool is closed.
+    Done(Result<Pooled<M>, PoolError<M::Error>>),
+    /// Go on to the slow path, with a candidate due for a check if one was
+    /// found.
+    Slow(Option<CheckGuard<'a, M>>),
 }
 
 /// Builds the slow future of `Acquire` in place and polls it: kept out of

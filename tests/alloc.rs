@@ -1,57 +1,18 @@
 //! The steady state allocates nothing: `try_get` + drop and an uncontended
 //! `get().await` + drop, counted by a global allocator on the thread that
-//! runs them. (Only that thread: the test harness's main thread allocates
-//! now and then while a test runs, which made this test flaky on a loaded
-//! machine. The pool's fast path and its maintenance passes run on the
-//! calling thread, so nothing of the pool's escapes the count.)
+//! runs them (`counting/`). The pool's fast path and its maintenance
+//! passes run on the calling thread, so nothing of the pool's escapes the
+//! count.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+mod counting;
+
 use std::future::Future;
 use std::pin::pin;
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use counting::counted;
 use latchless::{Manager, Pool};
-
-struct Counting;
-
-static ALLOCS: AtomicUsize = AtomicUsize::new(0);
-
-std::thread_local! {
-    /// Whether this thread's allocations are being counted.
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Counts an allocation if this thread is counting.
-fn count() {
-    // `try_with`: the thread-local may be gone while the thread exits.
-    if COUNTING.try_with(Cell::get).unwrap_or(false) {
-        ALLOCS.fetch_add(1, SeqCst);
-    }
-}
-
-// SAFETY: forwards to the system allocator, only counting calls.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count();
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count();
-        // SAFETY: same contract as ours.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
 
 struct Numbers;
 impl Manager for Numbers {
@@ -60,14 +21,6 @@ impl Manager for Numbers {
     async fn connect(&self) -> Result<Vec<u8>, std::io::Error> {
         Ok(vec![0; 64])
     }
-}
-
-fn counted(f: impl FnOnce()) -> usize {
-    ALLOCS.store(0, SeqCst);
-    COUNTING.with(|c| c.set(true));
-    f();
-    COUNTING.with(|c| c.set(false));
-    ALLOCS.load(SeqCst)
 }
 
 #[test]

@@ -464,24 +464,31 @@ fn error_messages_say_what_to_do() {
     assert_eq!(e.to_string(), "could not open a connection: refused");
 }
 
-/// `get`'s future is lazy: built and dropped without a poll, it took
-/// nothing (no idle connection, no place, no connect, no waiter).
+/// `get`'s future is lazy: while it exists unpolled it holds nothing (no
+/// idle connection, no place, no connect, no waiter), and dropping it
+/// changes nothing.
 #[test]
 fn a_get_future_dropped_before_its_first_poll_takes_nothing() {
-    let (pool, t) = pool(2);
+    let (pool, t) = pool(1);
     runtime().block_on(async {
         drop(pool.get().await.unwrap());
-        let before = pool.state();
         let fut = pool.get();
-        drop(fut);
-        let after = pool.state();
+        let s = pool.state();
         assert_eq!(
-            (after.idle, after.in_use, after.waiting),
-            (before.idle, 0, 0)
+            (s.idle, s.in_use, s.waiting),
+            (1, 0, 0),
+            "the idle one stays idle"
         );
+        drop(fut);
+        // At the cap with nothing idle, an unpolled future does not queue.
+        let held = pool.try_get().expect("the idle connection");
+        let fut = pool.get();
+        let s = pool.state();
+        assert_eq!((s.in_use, s.waiting), (1, 0), "no waiter registered");
+        drop(fut);
+        drop(held);
         assert_eq!(t.opened(), 1, "no connect was started");
-        // And the connection is still there to take.
-        assert!(pool.try_get().is_some());
+        assert!(pool.try_get().is_some(), "the connection is still there");
     });
 }
 

@@ -1,61 +1,15 @@
 //! Recording in a `Histogram` and refreshing a snapshot in place allocate
-//! nothing, counted by a global allocator on the thread that does them.
-//! (Only that thread: the test harness's main thread allocates now and
-//! then while a test runs, which failed this test on a loaded machine.)
+//! nothing, counted by a global allocator on the thread that does them
+//! (`counting/`).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+mod counting;
+
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::time::Duration;
 
+use counting::counted;
 use latchless::{Histogram, HistogramSnapshot};
-
-struct Counting;
-
-static ALLOCS: AtomicUsize = AtomicUsize::new(0);
-
-std::thread_local! {
-    /// Whether this thread's allocations are being counted.
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Counts an allocation if this thread is counting.
-fn count() {
-    // `try_with`: the thread-local may be gone while the thread exits.
-    if COUNTING.try_with(Cell::get).unwrap_or(false) {
-        ALLOCS.fetch_add(1, SeqCst);
-    }
-}
-
-// SAFETY: forwards to the system allocator, only counting calls.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count();
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count();
-        // SAFETY: same contract as ours.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
-
-fn counted(f: impl FnOnce()) -> usize {
-    ALLOCS.store(0, SeqCst);
-    COUNTING.with(|c| c.set(true));
-    f();
-    COUNTING.with(|c| c.set(false));
-    ALLOCS.load(SeqCst)
-}
 
 #[test]
 fn recording_and_snapshot_into_allocate_nothing() {
