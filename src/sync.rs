@@ -108,14 +108,33 @@ pub(crate) fn sc_load_after_rmw() {
 }
 
 /// A scheduling point right after a releaser publishes its connection,
-/// for miri only (`.ci/run`'s miri step): miri's scheduler then runs the
-/// other threads of a core-lifetime scenario inside the release's re-check
-/// window every time, instead of by chance. Elsewhere it compiles to
-/// nothing (loom has its own scheduling points).
+/// for miri and AddressSanitizer only (`.ci/run`): miri's scheduler then
+/// runs the other threads of a core-lifetime scenario inside the release's
+/// re-check window every time, instead of by chance; a `latchless_mutants`
+/// build run with `LATCHLESS_WIDEN` set sleeps there (see [`widen`]).
+/// Elsewhere it compiles to nothing (loom has its own scheduling points).
 #[inline(always)]
 pub(crate) fn after_publish() {
     #[cfg(miri)]
     std::thread::yield_now();
+    #[cfg(all(latchless_mutants, not(latchless_loom), not(miri)))]
+    widen();
+}
+
+/// Holds the release's re-check window open for a millisecond when the
+/// environment variable `LATCHLESS_WIDEN` is set (`latchless_mutants`
+/// builds only). A pool dropped by another thread meanwhile then frees its
+/// core inside the window whenever a core-lifetime mutant lets it, so the
+/// ASan step catches each mutant on its first run instead of by a
+/// nanosecond-wide chance (a CI run once missed one in ten tries), and the
+/// unmutated code is shown to survive the same widened window.
+#[cfg(all(latchless_mutants, not(latchless_loom), not(miri)))]
+#[cold]
+#[inline(never)]
+fn widen() {
+    if std::env::var_os("LATCHLESS_WIDEN").is_some() {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
 }
 
 /// Bounds `fut` by `deadline` (tokio's timer). Under loom, which cannot
