@@ -790,11 +790,16 @@ impl fmt::Debug for Monitor {
     }
 }
 
+/// The integration tests' event collector (`tests/capture`), for the alert
+/// log's unit test: one definition for both.
+#[cfg(test)]
+#[path = "../tests/capture/mod.rs"]
+#[allow(unreachable_pub)]
+mod test_capture;
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::fmt::Write as _;
-    use std::sync::{Arc, Mutex};
 
     const MS: u64 = 1_000_000;
 
@@ -1115,34 +1120,7 @@ mod tests {
         assert_eq!(Sizing::verdict_for(1, 3), SizingVerdict::TooLarge);
     }
 
-    /// Collects events as `(level, "field=value ...")`.
-    #[derive(Clone, Default)]
-    struct Capture(Arc<Mutex<Vec<(tracing::Level, String)>>>);
-
-    impl tracing::Subscriber for Capture {
-        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-            true
-        }
-        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-            tracing::span::Id::from_u64(1)
-        }
-        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-        fn event(&self, event: &tracing::Event<'_>) {
-            struct Fields(String);
-            impl tracing::field::Visit for Fields {
-                fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn fmt::Debug) {
-                    let _ = write!(self.0, "{}={:?} ", f.name(), v);
-                }
-            }
-            let mut fields = Fields(String::new());
-            event.record(&mut fields);
-            let mut log = self.0.lock().unwrap();
-            log.push((*event.metadata().level(), fields.0));
-        }
-        fn enter(&self, _: &tracing::span::Id) {}
-        fn exit(&self, _: &tracing::span::Id) {}
-    }
+    use super::test_capture::Capture;
 
     /// One warning per transition into firing, at most one per kind per
     /// window; one info per logged firing that clears.
