@@ -50,6 +50,7 @@
 //! `core.rs`.
 
 use std::future::Future;
+use std::mem::ManuallyDrop;
 use std::panic::Location;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -334,7 +335,7 @@ impl<M: Manager> Pool<M> {
             by,
             started: false,
             rest: Self::acquire_rest,
-            slow: None,
+            slow: Slow::none(),
         }
     }
 
@@ -727,8 +728,49 @@ pin_project_lite::pin_project! {
         // Builds the slow future (a function item: no state).
         rest: F,
         #[pin]
-        slow: Option<S>,
+        slow: Slow<S>,
     }
+}
+
+/// `Acquire`'s slow future, once a miss has built it. Its drop is a test
+/// inlined into the caller, and a call only when there is a future to drop:
+/// as a plain `Option<S>` field, the drop glue of the whole state machine
+/// (1.9 KB) was an out-of-line call after every `get`, fast ones included.
+struct Slow<S>(ManuallyDrop<Option<S>>);
+
+impl<S> Slow<S> {
+    /// Nothing built yet. (A function, not a constant: a constant of
+    /// this size is copied in whole from read-only memory.)
+    #[inline(always)]
+    fn none() -> Self {
+        Self(ManuallyDrop::new(None))
+    }
+
+    /// The pinned future slot.
+    #[inline(always)]
+    fn slot(self: Pin<&mut Self>) -> Pin<&mut Option<S>> {
+        // SAFETY: structural pinning of the one field: nothing moves the
+        // `Option` out of a `Slow` (there is no accessor but this one, and
+        // `Drop` drops it in place), and `Slow` is `Unpin` only if `S` is.
+        unsafe { self.map_unchecked_mut(|slow| &mut *slow.0) }
+    }
+}
+
+impl<S> Drop for Slow<S> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        if self.0.is_some() {
+            drop_slow(&mut self.0);
+        }
+    }
+}
+
+/// Drops a built slow future in place (pinning allows it: dropped, never
+/// moved).
+#[cold]
+#[inline(never)]
+fn drop_slow<S>(slot: &mut Option<S>) {
+    *slot = None;
 }
 
 impl<'a, M, F, S> Future for Acquire<'a, M, F, S>
@@ -748,7 +790,7 @@ where
                 Fast::Done(done) => return Poll::Ready(done),
                 Fast::Slow(candidate) => {
                     return start_slow(
-                        this.slow,
+                        this.slow.slot(),
                         this.rest,
                         this.pool,
                         *this.timeout,
@@ -759,7 +801,7 @@ where
                 }
             }
         }
-        poll_slow(this.slow, cx)
+        poll_slow(this.slow.slot(), cx)
     }
 }
 
