@@ -23,10 +23,11 @@
 //!   [`Asym::heavy`]): after the caller's SeqCst fence, the first time
 //!   after a quiet spell, `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`,
 //!   which makes every running thread of the process execute a full
-//!   barrier before it returns, and the mode becomes `ARMED`. While the mode is armed, every
-//!   releaser fences after its store (a SeqCst fence), so the next waiters
-//!   pay nothing extra: a pool that is queueing runs the symmetric
-//!   protocol, with a fence where the swap was.
+//!   barrier before it returns, and the mode becomes `ARMED`. While the
+//!   mode is armed, every releaser fences after its store (a SeqCst
+//!   fence), so the next waiters pay nothing extra: a pool that is
+//!   queueing runs the symmetric protocol, with a fence where the swap
+//!   was.
 //! - **Quiet again** ([`Asym::relax`], from maintenance at most once a
 //!   second): a pool with no heavy call since the last look goes back to
 //!   `RELAXED`.

@@ -1168,3 +1168,66 @@ impl<M: Manager> Pool<M> {
         crate::deadlines::loom_deadline_slots()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+    use std::marker::PhantomPinned;
+    use std::rc::Rc;
+    use std::task::{Context, Waker};
+
+    /// A future that must not move once polled: its first poll notes its
+    /// address, its drop checks it and counts.
+    struct Pinned {
+        at: Cell<usize>,
+        drops: Rc<Cell<u32>>,
+        _pin: PhantomPinned,
+    }
+
+    impl Future for Pinned {
+        type Output = ();
+        fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+            self.at.set(std::ptr::from_ref(&*self).addr());
+            Poll::Pending
+        }
+    }
+
+    impl Drop for Pinned {
+        fn drop(&mut self) {
+            let here = std::ptr::from_ref(&*self).addr();
+            assert!(
+                self.at.get() == 0 || self.at.get() == here,
+                "moved after its first poll"
+            );
+            self.drops.set(self.drops.get() + 1);
+        }
+    }
+
+    /// `Slow`'s own drop (the `ManuallyDrop` turns the field's off): an
+    /// empty one drops nothing, a built and polled future is dropped
+    /// exactly once, where it was pinned. Run under miri by `.ci/run`.
+    #[test]
+    fn slow_drops_a_built_future_once_in_place_and_nothing_else() {
+        let drops = Rc::new(Cell::new(0));
+        let pinned = || Pinned {
+            at: Cell::new(0),
+            drops: Rc::clone(&drops),
+            _pin: PhantomPinned,
+        };
+        drop(Slow::<Pinned>::none());
+        let mut unpolled = Box::pin(Slow::none());
+        unpolled.as_mut().slot().set(Some(pinned()));
+        drop(unpolled);
+        assert_eq!(drops.get(), 1, "a built, unpolled future is dropped");
+        let mut slow = Box::pin(Slow::none());
+        slow.as_mut().slot().set(Some(pinned()));
+        let fut = slow.as_mut().slot().as_pin_mut().expect("built");
+        assert!(
+            fut.poll(&mut Context::from_waker(Waker::noop()))
+                .is_pending()
+        );
+        drop(slow);
+        assert_eq!(drops.get(), 2, "a polled one too, once, in place");
+    }
+}
