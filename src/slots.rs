@@ -322,13 +322,26 @@ pub(crate) struct Slots<C> {
     /// `reserve` before its pop, decremented by `unreserve` after its push,
     /// so it never counts fewer places than are out of the free queue.
     places: AtomicUsize,
-    /// The run-time cap (`Pool::set_max_size`), at most the arena's length:
+    /// The run-time cap (`Pool::set_max_size`), at most the arena's length,
+    /// with [`LIMITED`] set exactly when it is below that length: only then
+    /// can a release find the pool over its cap, so the release path pays
+    /// one relaxed load of this read-mostly word (`Slots::over_cap`).
     /// `reserve` takes a place only while `places < cap`.
+    ///
+    /// One word, written by one store, so that two resizes racing each
+    /// other leave a cap and a flag that agree, whichever store lands last:
+    /// written as two, they could interleave into a low cap with the flag
+    /// clear, and no release would ever close the surplus.
     cap: AtomicUsize,
-    /// `cap` is below the arena's length: only then can a release find the
-    /// pool over its cap (one relaxed load of a read-mostly word on the
-    /// release path, `Slots::over_cap`).
-    limited: AtomicBool,
+}
+
+/// The flag bit of [`Slots::cap`]'s word: the cap is below the arena's
+/// length. Above any cap (`MAX_POOL_SIZE` is far smaller).
+const LIMITED: usize = 1 << (usize::BITS - 1);
+
+/// The word [`Slots::cap`] holds for `cap` places out of `len`.
+const fn cap_word(cap: usize, len: usize) -> usize {
+    if cap < len { cap | LIMITED } else { cap }
 }
 
 impl<C> Slots<C> {
@@ -365,22 +378,32 @@ impl<C> Slots<C> {
             slots,
             free,
             places: AtomicUsize::new(0),
-            cap: AtomicUsize::new(cap),
-            limited: AtomicBool::new(cap < n),
+            cap: AtomicUsize::new(cap_word(cap, n)),
         }
     }
 
     /// The run-time cap on places taken (`Pool::max_size`).
     pub(crate) fn cap(&self) -> usize {
-        self.cap.load(Ordering::Relaxed)
+        self.cap.load(Ordering::Relaxed) & !LIMITED
     }
 
     /// Sets the run-time cap (`1 <= cap <= capacity()`, the caller checks).
     /// Places already taken above it stay taken until given back; from now
     /// on `reserve` takes none while `cap` or more are taken.
     pub(crate) fn set_cap(&self, cap: usize) {
-        self.cap.store(cap, Ordering::SeqCst);
-        self.limited.store(cap < self.slots.len(), Ordering::SeqCst);
+        let word = cap_word(cap, self.slots.len());
+        // loom mutant: split_cap_store (the cap and its flag in two
+        // writes), see loom-tests/run-mutants.sh
+        if mutant("split_cap_store") {
+            self.cap.store(cap, Ordering::SeqCst);
+            if word & LIMITED != 0 {
+                self.cap.fetch_or(LIMITED, Ordering::SeqCst);
+            } else {
+                self.cap.fetch_and(!LIMITED, Ordering::SeqCst);
+            }
+            return;
+        }
+        self.cap.store(word, Ordering::SeqCst);
     }
 
     /// More places are taken than the cap allows (a shrink is under way):
@@ -389,21 +412,21 @@ impl<C> Slots<C> {
     /// arena's length.
     #[inline(always)]
     pub(crate) fn over_cap(&self) -> bool {
-        self.limited.load(Ordering::Relaxed) && self.over_cap_slow()
+        self.cap.load(Ordering::Relaxed) & LIMITED != 0 && self.over_cap_slow()
     }
 
-    /// [`over_cap`](Self::over_cap) with a SeqCst load of the flag: a
+    /// [`over_cap`](Self::over_cap) with a SeqCst load of the cap: a
     /// releaser's re-check after it shelved a connection, which pairs with
     /// the resizer's `set_cap` + fence (`Core::resize`) the way the
     /// lost-wake-up argument pairs a release with a registration.
     #[inline(always)]
     pub(crate) fn over_cap_sc(&self) -> bool {
-        self.limited.load(Ordering::SeqCst) && self.over_cap_slow()
+        self.cap.load(Ordering::SeqCst) & LIMITED != 0 && self.over_cap_slow()
     }
 
     #[cold]
     fn over_cap_slow(&self) -> bool {
-        self.places.load(Ordering::SeqCst) > self.cap.load(Ordering::SeqCst)
+        self.places.load(Ordering::SeqCst) > self.cap.load(Ordering::SeqCst) & !LIMITED
     }
 
     /// Number of slots (`max_size_limit`).
@@ -467,7 +490,7 @@ impl<C> Slots<C> {
     pub(crate) fn reserve(&self) -> Option<Place> {
         let mut taken = self.places.load(Ordering::SeqCst);
         loop {
-            if taken >= self.cap.load(Ordering::SeqCst) {
+            if taken >= self.cap.load(Ordering::SeqCst) & !LIMITED {
                 return None;
             }
             match self.places.compare_exchange_weak(

@@ -748,6 +748,51 @@ fn releases_race_a_shrink() {
     });
 }
 
+/// Two resizes race each other and the releases of a full pool: one sets
+/// the cap to 2 (the arena's length), the other to 1. Whichever store
+/// lands last, `max_size()` and the flag that makes releases close surplus
+/// agree, so once both connections are back at most `max_size()` are open,
+/// and the cap holds for new connects. Catches `split_cap_store` (the cap
+/// and the flag written by two stores: the resizes interleave into cap 1
+/// with the flag clear, and both connections stay open for good).
+#[test]
+fn two_resizes_race_releases() {
+    explore(|| {
+        let m = M::default();
+        let open = Arc::clone(&m.open);
+        let (p, _mock) = pool(2, m, |b| b);
+        pin_home(&p);
+        let c1 = block_on(p.get()).unwrap();
+        let c2 = block_on(p.get()).unwrap();
+        let (p1, p2) = (p.clone(), p.clone());
+        let grow = thread::spawn(move || {
+            pin_home(&p1);
+            p1.set_max_size(2).unwrap();
+            drop(c1);
+        });
+        let shrink = thread::spawn(move || {
+            pin_home(&p2);
+            p2.set_max_size(1).unwrap();
+            drop(c2);
+        });
+        grow.join().unwrap();
+        shrink.join().unwrap();
+        let cap = p.max_size();
+        assert!(cap == 1 || cap == 2, "{cap}");
+        assert!(
+            open.load(SeqCst) <= cap,
+            "I2: {} open above max_size {cap} with every connection back",
+            open.load(SeqCst)
+        );
+        assert!(p.state().size <= cap);
+        // Traffic after the race keeps to the cap.
+        let held: Vec<_> = (0..cap).map(|_| block_on(p.get()).unwrap()).collect();
+        assert!(p.try_get().is_none());
+        drop(held);
+        assert!(open.load(SeqCst) <= cap);
+    });
+}
+
 /// Model 18 — I1 (exclusive) and nothing lost on the thread-affine fast
 /// path (issue 16): the main thread releases the pool's one connection,
 /// which parks in its cache (PARKED, key cached), then takes it back (its
