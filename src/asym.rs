@@ -64,11 +64,26 @@
 //! that refuses it, miri) the mode is `ALWAYS`: every parking release
 //! fences, as the swap did.
 //!
+//! # Refused
+//!
+//! A membarrier that worked at registration can be refused later, on one
+//! thread: a seccomp filter installed after start-up, as sandboxed
+//! services do. The heavy call that finds it refused ran no barrier, so
+//! the mode becomes `ALWAYS` for good (every releaser fences from then
+//! on, and new pools start in it), and the waiter's re-check goes on as
+//! usual. What the failed call could not do is order a releaser that read
+//! `RELAXED` just before: its parking store may reach the waiter's scan
+//! late. The maintenance pass covers that one window: it looks for a
+//! waiter while something is idle or a place is free and serves it
+//! (`background::rescue`), so such a waiter waits at most one period.
+//!
 //! # Invariants kept
 //!
 //! - The mode leaves `RELAXED` only through `ARMING`, and only a caller
 //!   that then runs the membarrier before it looks; `ARMED` is written only
-//!   after a membarrier returned; `ALWAYS` never changes.
+//!   after a membarrier returned; `ALWAYS` never changes (a refused
+//!   membarrier stores it; every other write is a CAS from a mode that is
+//!   not `ALWAYS`).
 //! - A releaser that read anything but `RELAXED` fences before its loads.
 //!
 //! What it costs a waiter is measured in DESIGN.md ("One
@@ -141,7 +156,8 @@ impl Asym {
     }
 
     /// `RELAXED` -> `ARMING`, membarrier, `ARMING` -> `ARMED` (or, found
-    /// `ARMING`, a membarrier of this caller's own).
+    /// `ARMING`, a membarrier of this caller's own). A refused membarrier
+    /// makes the mode `ALWAYS` for good (module docs, "Refused").
     #[cold]
     #[inline(never)]
     fn arm(&self, mode: usize) {
@@ -152,7 +168,12 @@ impl Asym {
                 .mode
                 .compare_exchange(RELAXED, ARMING, Ordering::SeqCst, Ordering::SeqCst);
         }
-        sync::heavy_barrier();
+        if !sync::heavy_barrier() {
+            // Every other transition is a CAS from a state that is not
+            // `ALWAYS`, so this store is final.
+            self.mode.store(ALWAYS, Ordering::SeqCst);
+            return;
+        }
         let _ = self
             .mode
             .compare_exchange(ARMING, ARMED, Ordering::SeqCst, Ordering::SeqCst);
@@ -179,6 +200,78 @@ impl Asym {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Installs a seccomp filter on the calling thread that refuses
+    /// `membarrier(2)` with `EPERM` and allows everything else, as a
+    /// sandboxed service might after start-up.
+    #[cfg(all(target_os = "linux", not(miri)))]
+    fn refuse_membarrier_on_this_thread() -> bool {
+        let stmt = |code: u32, k: u32| libc::sock_filter {
+            code: code as u16,
+            jt: 0,
+            jf: 0,
+            k,
+        };
+        let mut jump = stmt(
+            libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
+            libc::SYS_membarrier as u32,
+        );
+        jump.jf = 1;
+        let filter = [
+            // The system call number: offset 0 of `struct seccomp_data`.
+            stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0),
+            jump,
+            stmt(
+                libc::BPF_RET | libc::BPF_K,
+                libc::SECCOMP_RET_ERRNO | libc::EPERM as u32,
+            ),
+            stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW),
+        ];
+        let program = libc::sock_fprog {
+            len: filter.len() as u16,
+            filter: filter.as_ptr().cast_mut(),
+        };
+        // SAFETY: `prctl` with the documented arguments; `program` and the
+        // filter it points to outlive the call, which copies them.
+        unsafe {
+            libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0
+                && libc::prctl(
+                    libc::PR_SET_SECCOMP,
+                    libc::SECCOMP_MODE_FILTER,
+                    &raw const program,
+                ) == 0
+        }
+    }
+
+    /// A membarrier refused after registration falls back for good to
+    /// fencing releases, for this pool and for pools built after (a debug
+    /// build used to panic in a `debug_assert`, a release build ignored it
+    /// and kept a mode whose barrier no longer ran). In a child process:
+    /// the filter and the process-wide fallback stay there.
+    #[cfg(all(target_os = "linux", not(miri)))]
+    #[test]
+    fn a_refused_membarrier_falls_back_to_fencing_for_good() {
+        if Asym::new(true).mode.load(Ordering::SeqCst) == ALWAYS {
+            return; // no membarrier on this machine: nothing to refuse
+        }
+        let fell_back = crate::test_support::in_child(std::time::Duration::from_secs(10), || {
+            let a = Asym::new(true);
+            let relaxed = a.mode.load(Ordering::SeqCst) == RELAXED;
+            if !refuse_membarrier_on_this_thread() {
+                return false;
+            }
+            a.heavy();
+            let always = a.mode.load(Ordering::SeqCst) == ALWAYS;
+            a.relax();
+            a.relax();
+            a.heavy();
+            relaxed
+                && always
+                && a.mode.load(Ordering::SeqCst) == ALWAYS
+                && Asym::new(true).mode.load(Ordering::SeqCst) == ALWAYS
+        });
+        assert!(fell_back);
+    }
 
     #[test]
     fn a_heavy_call_arms_and_two_quiet_looks_relax() {

@@ -30,10 +30,14 @@
 //! - A refill opens through the one connect path (`connector::open`), so
 //!   it is counted as connecting, counts what it closes, and stamps what it
 //!   opens for `check_after_idle` like any connection going idle.
-//! - Concurrent refills never overshoot `min_idle`: connects in flight
-//!   count as idle-to-be.
+//! - Refills and `warm_up`, side by side, never open more than `min_idle`
+//!   while nothing is taken: each connect holds an [`IdleClaim`], and
+//!   claims count as idle-to-be for every claimer.
+//! - A refill connect that fails, times out or panics backs off like any
+//!   failed connect; a panic costs neither a place nor the refill task.
 
 use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Weak};
 use std::task::Poll;
 use std::time::Duration;
@@ -44,8 +48,7 @@ use crate::deadlines::Sweeper;
 use crate::guards::PlaceGuard;
 use crate::lifetime::{Retired, settle_held};
 use crate::maintenance::MAX_REFILL_CONNECTS;
-use crate::slots::Held;
-use crate::sync::Ordering;
+use crate::sync::{AtomicUsize, Ordering};
 
 /// A busy thread's share of maintenance (every 64th release on a thread,
 /// `Drop for Pooled`): reads the real clock and, if a pass is due, runs
@@ -57,10 +60,33 @@ pub(crate) fn cooperative_tick<M: Manager>(core: &Core<M>) -> Retired {
     if !core.maintenance.is_due(now) {
         return Retired(0);
     }
-    let retired = core.maintenance.pass(core, now);
+    housekeep(core, now)
+}
+
+/// One round of housekeeping at `now`, whoever runs it (the ticker, a busy
+/// thread, `Pool::maintain`): a maintenance pass, a [`rescue`], the
+/// `min_idle` refill and a health sample.
+pub(crate) fn housekeep<M: Manager>(core: &Core<M>, now: u64) -> Retired {
+    let Retired(passed) = core.maintenance.pass(core, now);
+    let Retired(rescued) = rescue(core);
     refill(core);
     drop(core.observe(now, false));
-    retired
+    Retired(passed + rescued)
+}
+
+/// Serves a waiter that sleeps while a connection is idle or a place is
+/// free. The lost-wake-up argument rules that out, except in one window:
+/// a membarrier refused after registration leaves a releaser that read
+/// the relaxed mode just before unordered with the waiter (`asym.rs`,
+/// "Refused"). One load when no waiter is registered.
+fn rescue<M: Manager>(core: &Core<M>) -> Retired {
+    if !core.waiters.any() || core.closed.load(Ordering::Acquire) {
+        return Retired(0);
+    }
+    match core.take_any() {
+        Some(held) => core.pass_on(held),
+        None => Retired(0),
+    }
 }
 
 /// Ends the background task's duties when it ends or its runtime drops
@@ -110,11 +136,8 @@ async fn ticker<M: Manager>(mut ticking: Ticking<M>, period: Duration) {
                 .get_or_insert_with(|| shared.deadlines.start());
             let now = tokio::time::Instant::now();
             if now >= next_tick {
-                let at = shared.clock.now();
-                let retired = shared.maintenance.pass(&**shared, at);
+                let retired = housekeep(&shared, shared.clock.now());
                 settle_held(&shared, retired);
-                refill(&shared);
-                drop(shared.observe(at, false));
                 next_tick = now + period;
             }
             let wake_at = shared.deadlines.sweep(
@@ -200,7 +223,7 @@ fn spawn_refills<M: Manager>(core: &Core<M>, handle: &tokio::runtime::Handle) {
     let mut spawned = 0;
     while min != 0 && spawned < MAX_REFILL_CONNECTS {
         let inflight = core.maintenance.refilling.load(Ordering::Relaxed);
-        let connecting = core.maintenance.refill_connects.load(Ordering::Relaxed);
+        let connecting = core.maintenance.idle_claims.load(Ordering::Relaxed);
         if inflight >= MAX_REFILL_CONNECTS
             || core.idle_count() + connecting >= min
             || core.slots.taken() >= core.slots.cap()
@@ -237,43 +260,58 @@ impl<M: Manager> Drop for Refilling<M> {
     }
 }
 
-/// One refill connect in flight (see `refill_task`).
-struct RefillConnect<'a, M: Manager> {
-    shared: &'a Core<M>,
-    /// Refill connects in flight besides this one.
-    others: usize,
+/// One connect in flight that will leave an idle connection behind: a
+/// refill's or `warm_up`'s. Both count towards the same `idle_claims`, so
+/// that together they never open more than their target: a claimer adds
+/// its claim first, then looks at idle connections plus the claims before
+/// its own, and gives the claim back if that already reaches the target.
+pub(crate) struct IdleClaim<'a> {
+    claims: &'a AtomicUsize,
 }
 
-impl<'a, M: Manager> RefillConnect<'a, M> {
-    fn new(shared: &'a Core<M>) -> Self {
-        let others = shared
-            .maintenance
-            .refill_connects
-            .fetch_add(1, Ordering::Relaxed);
-        Self { shared, others }
+impl<'a> IdleClaim<'a> {
+    /// A claim towards `target` idle connections, or `None` if idle ones
+    /// and the connects already claimed reach it.
+    pub(crate) fn new<M: Manager>(core: &'a Core<M>, target: usize) -> Option<Self> {
+        let claims = &core.maintenance.idle_claims;
+        let claim = Self { claims };
+        let others = claims.fetch_add(1, Ordering::Relaxed);
+        // Dropped on the way out: the claim is given back.
+        (core.idle_count() + others < target).then_some(claim)
     }
 }
 
-impl<M: Manager> Drop for RefillConnect<'_, M> {
+impl Drop for IdleClaim<'_> {
     fn drop(&mut self) {
-        self.shared
-            .maintenance
-            .refill_connects
-            .fetch_sub(1, Ordering::Relaxed);
+        self.claims.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
-/// Opens connections into free places until `min_idle` are idle.
+/// Runs `fut`, turning a panic inside it into `None` (its locals, the
+/// place guard among them, are dropped by the unwinding).
+async fn caught<F: Future>(fut: F) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(
+        |cx| match catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+            Ok(Poll::Ready(out)) => Poll::Ready(Some(out)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(_) => Poll::Ready(None),
+        },
+    )
+    .await
+}
+
+/// Opens connections into free places until `min_idle` are idle. A
+/// connect that fails, times out or panics is retried after a backoff
+/// (`connect_backoff`, doubling up to `max_connect_backoff`, jittered).
 async fn refill_task<M: Manager>(guard: Refilling<M>) {
     let shared = &guard.0;
     let mut backoff = shared.config.connect_backoff;
     loop {
-        // Claim one connect of the shortfall; connects in flight count as
-        // idle-to-be, so concurrent refills never overshoot `min_idle`.
-        let claim = RefillConnect::new(shared);
-        if shared.closed.load(Ordering::Acquire)
-            || shared.idle_count() + claim.others >= shared.config.min_idle
-        {
+        let Some(claim) = IdleClaim::new(shared, shared.config.min_idle) else {
+            return;
+        };
+        if shared.closed.load(Ordering::Acquire) {
             return;
         }
         let Some(place) = shared.slots.reserve() else {
@@ -284,18 +322,15 @@ async fn refill_task<M: Manager>(guard: Refilling<M>) {
         // attempts bounded by `connect_timeout`); between rounds the place
         // goes back, so a `get` may take it.
         let deadline = tokio::time::Instant::now().checked_add(shared.config.connect_timeout);
-        match crate::connector::open(shared, place, deadline).await {
-            Ok(busy) => {
-                // Stamped like any connection going idle (`check_after_idle`).
-                let now = shared.now_for_checks();
-                shared.stamp_fresh(&busy, shared.slots.expires_at(busy.index()), now);
+        match caught(crate::connector::open(shared, place, deadline)).await {
+            Some(Ok(busy)) => {
                 // Straight to a waiter if one is parked, else idle.
-                let retired = shared.pass_on(Held::Busy(busy));
-                settle_held(shared, retired);
+                settle_held(shared, shared.put_back_fresh(busy));
                 backoff = shared.config.connect_backoff;
             }
-            Err(crate::PoolError::Closed) => return,
-            Err(_) => {
+            Some(Err(crate::PoolError::Closed)) => return,
+            Some(Err(_)) | None => {
+                drop(claim);
                 tokio::time::sleep(shared.lifecycle.jitter(backoff)).await;
                 backoff = backoff
                     .saturating_mul(2)

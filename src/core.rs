@@ -43,7 +43,7 @@ use crate::health::{Health, HealthConfig, Monitor, Observed, Sizing};
 use crate::histogram::HistogramSnapshot;
 use crate::lifecycle::{Lifecycle, Verdict};
 use crate::lifetime::{self, Retired};
-use crate::maintenance::{Deadline, Entry, Household, Maintenance};
+use crate::maintenance::{Household, Maintenance};
 use crate::metrics::{Counters, State, bump};
 use crate::shards::Shards;
 use crate::slots::{Busy, Facts, Held, Place, Slots};
@@ -133,6 +133,8 @@ pub(crate) struct Watch {
     monitor: Monitor,
     wait: HistogramSnapshot,
     hold: HistogramSnapshot,
+    /// When the asymmetric fence was last offered a relax (ticks).
+    relaxed_at: u64,
 }
 
 /// The next [`Core::id`] (0 is never used: a thread's empty cache).
@@ -152,6 +154,7 @@ impl<M: Manager> Core<M> {
     /// A core for `manager` with `config` (validated), in its own counted
     /// allocation (`lifetime.rs`). Starts nothing.
     pub(crate) fn new(manager: M, config: Config, clock: quanta::Clock) -> Arc<Owner<M>> {
+        crate::hazard::survive_fork();
         let ticks = Ticks::new(&config);
         let clock = Clock::new(clock, ticks.uses_clock);
         let now = clock.now();
@@ -179,9 +182,11 @@ impl<M: Manager> Core<M> {
                             ),
                             ..HealthConfig::default()
                         },
+                        now,
                     ),
                     wait: HistogramSnapshot::default(),
                     hold: HistogramSnapshot::default(),
+                    relaxed_at: now,
                 }),
                 last_sample: std::sync::atomic::AtomicU64::new(u64::MAX),
                 maintenance: Maintenance::new(
@@ -423,16 +428,23 @@ impl<M: Manager> Core<M> {
             self.watch.try_lock().ok()?
         };
         self.last_sample.store(now, O::Relaxed);
-        // At most once a second: a pool that had no waiter since the last
-        // sample goes back to releases without a fence (`asym.rs`).
-        self.asym.relax();
-        let hits = self.slots.hits();
-        let state = self.state();
         let Watch {
             monitor,
             wait,
             hold,
+            relaxed_at,
         } = &mut *watch;
+        // At most once a second, however often `health()` / `sizing()` are
+        // called: a pool that had no waiter since the last look goes back
+        // to releases without a fence (`asym.rs`), and the next waiter
+        // pays a membarrier. A metrics scrape must not make every waiter
+        // pay it.
+        if now.saturating_sub(*relaxed_at) >= SAMPLE_EVERY_MS {
+            *relaxed_at = now;
+            self.asym.relax();
+        }
+        let hits = self.slots.hits();
+        let state = self.state();
         self.counters
             .wait_and_hold_into(hits, state.in_use, wait, hold);
         let r = |c: &std::sync::atomic::AtomicU64| c.load(O::Relaxed);
@@ -481,6 +493,19 @@ impl<M: Manager> Core<M> {
     pub(crate) fn stamp_fresh(&self, busy: &Busy, last: u64, now: u64) {
         let fresh_until = self.lifecycle.fresh_until(last, now);
         self.slots.set_fresh_until(busy, fresh_until);
+    }
+
+    /// Puts an owned healthy connection that did not come from a holder
+    /// (just opened by warm-up or the refill, or just passed a check whose
+    /// caller left) where the next taker finds it: stamped fresh until its
+    /// lifetime ends or its next check is due, then passed on, to the
+    /// oldest waiter or the idle set. A release stamps in `release`; every
+    /// other way into the idle set goes through here, so no connection
+    /// goes idle with a stale stamp.
+    pub(crate) fn put_back_fresh(&self, busy: Busy) -> Retired {
+        let now = self.now_for_checks();
+        self.stamp_fresh(&busy, self.slots.expires_at_of(&busy), now);
+        self.pass_on(Held::Busy(busy))
     }
 
     /// `publish`: the common case of [`pass_on`](Self::pass_on) for a
@@ -754,25 +779,13 @@ impl<M: Manager> Core<M> {
         self.slots.set_fresh_until(&busy, expires_at);
         // The connection's own reference on the core (`lifetime.rs`).
         crate::lifetime::add_reference(&self.weak);
-        if expires_at != u64::MAX {
-            self.maintenance.schedule(
-                expires_at,
-                Entry {
-                    index,
-                    serial,
-                    kind: Deadline::Lifetime,
-                },
-            );
-        }
-        if let Some(idle) = self.lifecycle.ticks.idle_timeout {
-            self.maintenance.schedule(
-                now.saturating_add(idle),
-                Entry {
-                    index,
-                    serial,
-                    kind: Deadline::Idle,
-                },
-            );
+        let idle_at = self
+            .lifecycle
+            .ticks
+            .idle_timeout
+            .map_or(u64::MAX, |t| now.saturating_add(t));
+        if idle_at != u64::MAX || expires_at != u64::MAX {
+            self.maintenance.schedule(index, idle_at.min(expires_at));
         }
         busy
     }
@@ -781,6 +794,10 @@ impl<M: Manager> Core<M> {
 impl<M: Manager> Household for Core<M> {
     fn facts(&self, index: u32) -> Facts {
         self.slots.facts(index)
+    }
+
+    fn expires_at(&self, index: u32) -> u64 {
+        self.slots.expires_at(index)
     }
 
     fn is_busy_with(&self, index: u32, serial: u64) -> bool {

@@ -27,8 +27,9 @@ pub enum PoolError<E> {
     /// [`Manager::connect`](crate::Manager::connect) failed; the error is the manager's.
     Connect(E),
     /// [`Pool::get_blocking`](crate::Pool::get_blocking) had to wait or
-    /// connect, but the pool was built outside a Tokio runtime, so there is
-    /// none to run the wait or the connect on.
+    /// connect, but the pool was built outside a Tokio runtime, or the
+    /// runtime it was built in has shut down, so there is none to run the
+    /// wait or the connect on.
     NoRuntime,
     /// [`Pool::get_blocking`](crate::Pool::get_blocking) had to wait or
     /// connect on a thread that is inside a Tokio runtime, where blocking
@@ -48,7 +49,7 @@ impl<E: fmt::Display> fmt::Display for PoolError<E> {
             ),
             Self::Connect(e) => write!(f, "could not open a connection: {e}"),
             Self::NoRuntime => f.write_str(
-                "get_blocking must wait or connect, but the pool was built outside a Tokio runtime: build it inside one",
+                "get_blocking must wait or connect, but the pool was built outside a Tokio runtime or that runtime has shut down: build it inside one that outlives its use",
             ),
             Self::BlockingInRuntime => f.write_str(
                 "get_blocking must wait or connect, but was called inside a Tokio runtime, where blocking stalls the executor: use get().await",

@@ -361,8 +361,9 @@ async fn finish_detached<M: Manager>(mut d: Detached<M>, until: Option<Instant>)
         Some((Ok(()), busy)) => {
             drop(fut);
             d.owner.passed_check(&busy);
-            // Straight to a waiter if one is parked, else idle.
-            let retired = d.owner.pass_on(Held::Busy(busy));
+            // Fresh again (a passed check restarts its idle clock), then
+            // straight to a waiter if one is parked, else idle.
+            let retired = d.owner.put_back_fresh(busy);
             settle_held(&d.owner, retired);
             return;
         }

@@ -144,6 +144,28 @@ pub(crate) fn wait_until_unnamed(core: *const ()) {
     }
 }
 
+/// Makes a forked child safe to drop the pools it inherited: from now on,
+/// the child of every `fork()` forgets the windows (and thread ids) of the
+/// parent's other threads, which the child does not have. Without that, a
+/// fork taken while another thread was inside a release's window would
+/// leave the child's last pool drop waiting for that window forever.
+/// Called when a pool is built; registers once per process.
+pub(crate) fn survive_fork() {
+    sync::on_fork_in_child(forget_other_threads);
+}
+
+/// The child side of `fork()`: only the forking thread exists, so every
+/// window but its own is one that will never close.
+extern "C" fn forget_other_threads() {
+    let own = tid::held_id();
+    for (id, hazard) in REGISTRY.iter().enumerate() {
+        if Some(id) != own {
+            hazard.names.store(0, Ordering::Relaxed);
+        }
+    }
+    tid::forget_other_threads(own);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,6 +215,36 @@ mod tests {
         .unwrap();
         assert!(mine.is_some() && theirs.is_some());
         assert_ne!(mine, theirs, "two live threads never share a slot");
+    }
+
+    /// A child forked while another thread holds a window open does not
+    /// wait for it (the child has no such thread): its last pool drop
+    /// returns. Without the fork hook the child hung.
+    #[cfg(all(unix, not(miri)))]
+    #[test]
+    fn a_forked_child_does_not_wait_for_the_parents_other_threads() {
+        survive_fork();
+        let core = 9u64;
+        let address = core_address(&core).addr();
+        let (opened_tx, opened_rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            let window = protect(std::ptr::without_provenance(address)).unwrap();
+            opened_tx.send(()).unwrap();
+            go_rx.recv().unwrap();
+            drop(window);
+        });
+        opened_rx.recv().unwrap();
+        let returned = crate::test_support::in_child(std::time::Duration::from_secs(10), || {
+            wait_until_unnamed(std::ptr::without_provenance(address));
+            true
+        });
+        go_tx.send(()).unwrap();
+        t.join().unwrap();
+        assert!(
+            returned,
+            "the child waited for a window of a thread it does not have"
+        );
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //! and `Pool::health()` / `Pool::sizing()` before they read) takes the
 //! cumulative counters and the acquire-wait histogram, subtracts the
 //! previous sample, and adds the difference to the slot of `now_ms`. The
-//! window is the last `slots` slots, the current one included: what a
+//! first previous sample is the pool at build, every counter zero, so
+//! what happened before the first sample counts. The window is the last `slots` slots, the current one included: what a
 //! sample saw leaves the window when the slot `slots` later begins (29 to
 //! 30 s later by default). The window's acquire-wait histogram is kept as
 //! per-slot bucket deltas (u32) plus their running sum, so neither a
@@ -45,9 +46,11 @@
 //!
 //! The seed's rule, Little's law with headroom: connections = acquire rate
 //! × mean hold time × 1.5 ([`Sizing::HEADROOM`]), rounded up, at least 1.
-//! The rate counts every acquisition recorded in the acquire-wait
-//! histogram over the window's observed span; the mean hold is the
-//! window's hold-time sum over its count. The monitor computes it in exact
+//! The rate is the window's acquisitions (each one recorded in the
+//! acquire-wait histogram) over the window's whole length, time before the
+//! pool was built counting as idle, so that a burst weighs the same for as
+//! long as it is in the window; the mean hold is the window's hold-time
+//! sum over its count. The monitor computes it in exact
 //! integer arithmetic. Worked examples:
 //!
 //! - 100 req/s × 100 ms × 1.5 = 15 connections.
@@ -253,9 +256,11 @@ pub enum SizingVerdict {
 /// connections = acquire rate × mean hold time × [`HEADROOM`](Self::HEADROOM)
 /// (1.5), rounded up, at least 1: Little's law (connections busy on
 /// average = arrival rate × time each is held) with 50 % headroom for
-/// bursts. The rate counts the acquisitions of the window (30 s, or what
-/// the pool has seen so far), the hold time is the mean over the
-/// connections returned in it. Worked examples:
+/// bursts. Both figures cover the last 30 s: the rate is the window's
+/// acquisitions over 30 s (time before the pool was built counts as idle,
+/// so a pool's first 30 s under a steady load read low), the hold time is
+/// the mean over the connections returned in the window. A burst weighs
+/// the same for as long as it is in the window. Worked examples:
 ///
 /// - 100 req/s × 100 ms × 1.5 = 15 connections.
 /// - 2 000 req/s × 5 ms × 1.5 = 15 connections.
@@ -280,12 +285,12 @@ pub enum SizingVerdict {
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct Sizing {
-    /// Acquisitions per second over the observed span.
+    /// Acquisitions per second over the window: its acquisitions divided
+    /// by its length.
     pub acquire_rate_per_s: f64,
     /// Mean time a connection was held (hand-out to return).
     pub mean_hold: Duration,
-    /// The span the rate and hold time were measured over (at most the
-    /// window).
+    /// The window the rate and hold time cover (30 s).
     pub observed: Duration,
     /// The recommended number of connections (0 with no data).
     pub recommended: usize,
@@ -453,16 +458,12 @@ impl Totals {
 /// One slot of the ring.
 #[derive(Clone, Copy, Debug)]
 struct Slot {
-    /// Time of the sample preceding this slot's first difference (the
-    /// start of the span it covers); `u64::MAX` while empty.
-    from_ms: u64,
     totals: Totals,
     /// Whether its wait deltas hold anything.
     has_waits: bool,
 }
 
 const EMPTY: Slot = Slot {
-    from_ms: u64::MAX,
     totals: Totals {
         acquires: 0,
         hold_count: 0,
@@ -515,7 +516,8 @@ pub(crate) struct Monitor {
     window_wait: HistogramSnapshot,
     /// The latest cumulative acquire-wait snapshot.
     prev_wait: HistogramSnapshot,
-    prev: Option<Prev>,
+    /// The latest sample's scalars (at build: all zero).
+    prev: Prev,
     /// `max_size` at the latest sample.
     max_size: usize,
     /// Start and lowest value of the current run of samples above the
@@ -529,8 +531,10 @@ pub(crate) struct Monitor {
 }
 
 impl Monitor {
-    /// A monitor for the pool named `name`; allocates its window now.
-    pub(crate) fn new(name: &str, cfg: HealthConfig) -> Self {
+    /// A monitor for the pool named `name`, built at `start_ms`: the
+    /// baseline is the pool at build, every counter zero, so the first
+    /// sample counts everything since then. Allocates its window now.
+    pub(crate) fn new(name: &str, cfg: HealthConfig, start_ms: u64) -> Self {
         let cfg = HealthConfig {
             slot_ms: cfg.slot_ms.max(1),
             slots: cfg.slots.max(1),
@@ -540,12 +544,20 @@ impl Monitor {
             name: name.into(),
             slots: vec![EMPTY; cfg.slots].into_boxed_slice(),
             waits: vec![0; cfg.slots * BUCKETS].into_boxed_slice(),
+            cur: start_ms / cfg.slot_ms,
             cfg,
-            cur: 0,
             totals: Totals::default(),
             window_wait: HistogramSnapshot::default(),
             prev_wait: HistogramSnapshot::default(),
-            prev: None,
+            prev: Prev {
+                ms: start_ms,
+                hold_count: 0,
+                hold_sum: 0,
+                failed_acquires: 0,
+                connects: 0,
+                connect_failures: 0,
+                restart_epoch: 0,
+            },
             max_size: 0,
             util_run: None,
             kinds: [KindState::default(); 4],
@@ -559,51 +571,45 @@ impl Monitor {
     }
 
     /// Takes a sample at `now_ms` (pool ticks), then re-evaluates the
-    /// alerts, logging transitions. The first sample is the baseline.
+    /// alerts, logging transitions.
     pub(crate) fn sample(&mut self, now_ms: u64, o: &Observed<'_>) {
-        let now = self.prev.map_or(now_ms, |p| now_ms.max(p.ms));
+        let p = self.prev;
+        let now = now_ms.max(p.ms);
         let slot_id = now / self.cfg.slot_ms;
-        if let Some(p) = self.prev {
-            self.advance(slot_id);
-            let d = Totals {
-                acquires: o.wait.count.saturating_sub(self.prev_wait.count),
-                hold_count: o.hold_count.saturating_sub(p.hold_count),
-                hold_sum: o.hold_sum_ns.wrapping_sub(p.hold_sum),
-                failed_acquires: o.failed_acquires.saturating_sub(p.failed_acquires),
-                connects: o.connects.saturating_sub(p.connects),
-                connect_failures: o.connect_failures.saturating_sub(p.connect_failures),
-                epoch_trips: u64::from(o.restart_epoch > p.restart_epoch),
-            };
-            let n = self.slots.len();
-            let idx = (slot_id % n as u64) as usize;
-            let slot = &mut self.slots[idx];
-            if slot.from_ms == u64::MAX {
-                slot.from_ms = p.ms;
-            }
-            slot.totals.add(&d);
-            self.totals.add(&d);
-            if d.acquires != 0 {
-                let deltas = &mut self.waits[idx * BUCKETS..(idx + 1) * BUCKETS];
-                for (i, w) in deltas.iter_mut().enumerate() {
-                    let grew = o.wait.counts[i].saturating_sub(self.prev_wait.counts[i]);
-                    if grew != 0 {
-                        // Clamped so that the slot and the window agree.
-                        let add = grew.min(u64::from(u32::MAX - *w)) as u32;
-                        *w += add;
-                        self.window_wait.counts[i] += u64::from(add);
-                        self.window_wait.count += u64::from(add);
-                        slot.has_waits = true;
-                    }
+        self.advance(slot_id);
+        let d = Totals {
+            acquires: o.wait.count.saturating_sub(self.prev_wait.count),
+            hold_count: o.hold_count.saturating_sub(p.hold_count),
+            hold_sum: o.hold_sum_ns.wrapping_sub(p.hold_sum),
+            failed_acquires: o.failed_acquires.saturating_sub(p.failed_acquires),
+            connects: o.connects.saturating_sub(p.connects),
+            connect_failures: o.connect_failures.saturating_sub(p.connect_failures),
+            epoch_trips: u64::from(o.restart_epoch > p.restart_epoch),
+        };
+        let n = self.slots.len();
+        let idx = (slot_id % n as u64) as usize;
+        let slot = &mut self.slots[idx];
+        slot.totals.add(&d);
+        self.totals.add(&d);
+        if d.acquires != 0 {
+            let deltas = &mut self.waits[idx * BUCKETS..(idx + 1) * BUCKETS];
+            for (i, w) in deltas.iter_mut().enumerate() {
+                let grew = o.wait.counts[i].saturating_sub(self.prev_wait.counts[i]);
+                if grew != 0 {
+                    // Clamped so that the slot and the window agree.
+                    let add = grew.min(u64::from(u32::MAX - *w)) as u32;
+                    *w += add;
+                    self.window_wait.counts[i] += u64::from(add);
+                    self.window_wait.count += u64::from(add);
+                    slot.has_waits = true;
                 }
             }
-        } else {
-            self.cur = slot_id;
         }
         self.prev_wait.counts.copy_from_slice(&o.wait.counts);
         self.prev_wait.count = o.wait.count;
         self.prev_wait.sum = o.wait.sum;
         self.prev_wait.max = o.wait.max;
-        self.prev = Some(Prev {
+        self.prev = Prev {
             ms: now,
             hold_count: o.hold_count,
             hold_sum: o.hold_sum_ns,
@@ -611,7 +617,7 @@ impl Monitor {
             connects: o.connects,
             connect_failures: o.connect_failures,
             restart_epoch: o.restart_epoch,
-        });
+        };
         self.max_size = o.max_size;
         let util = o.in_use as f64 / o.max_size.max(1) as f64;
         self.util_run = if util > self.cfg.utilization {
@@ -738,24 +744,20 @@ impl Monitor {
             .collect();
         Health {
             alerts,
-            at: Duration::from_millis(self.prev.map_or(0, |p| p.ms)),
+            at: Duration::from_millis(self.prev.ms),
             window: Duration::from_millis(self.window_ms()),
         }
     }
 
-    /// The sizing rule over the window, as of the latest sample.
+    /// The sizing rule over the window, as of the latest sample: the
+    /// window's acquisitions over its whole length (time before the pool
+    /// was built counts as idle), so a burst weighs the same for as long
+    /// as it stays in the window.
     pub(crate) fn sizing(&self) -> Sizing {
-        let now = self.prev.map_or(0, |p| p.ms);
-        let from = self
-            .slots
-            .iter()
-            .map(|s| s.from_ms)
-            .min()
-            .unwrap_or(u64::MAX);
-        let span_ms = now.saturating_sub(from.min(now));
+        let span_ms = self.window_ms();
         let t = self.totals;
         let observed = Duration::from_millis(span_ms);
-        if span_ms == 0 || t.acquires == 0 || t.hold_count == 0 {
+        if t.acquires == 0 || t.hold_count == 0 {
             return Sizing {
                 observed,
                 max_size: self.max_size,
@@ -860,7 +862,7 @@ mod tests {
     }
 
     fn monitor() -> Monitor {
-        Monitor::new("db", HealthConfig::default())
+        Monitor::new("db", HealthConfig::default(), 0)
     }
 
     fn firing(m: &Monitor, kind: AlertKind) -> Option<Alert> {
@@ -938,7 +940,7 @@ mod tests {
                 wait_p99_ns: threshold,
                 ..HealthConfig::default()
             };
-            let mut m = Monitor::new("db", cfg);
+            let mut m = Monitor::new("db", cfg, 0);
             let mut f = Feed::new(10);
             f.sample(&mut m, 0);
             f.waits(100, 200 * MS);
@@ -1010,7 +1012,6 @@ mod tests {
     fn backend_down_fires_on_failing_connects_without_success_or_an_epoch_trip() {
         let mut m = monitor();
         let mut f = Feed::new(10);
-        f.connects = 3;
         f.sample(&mut m, 0);
         f.connect_failures += 2;
         f.sample(&mut m, 1_000);
@@ -1059,9 +1060,10 @@ mod tests {
             f.hold_sum += 100 * 100 * MS;
             f.sample(&mut m, t * 1000);
             if t == 10 {
+                // A third of the window: the window's rate is a third.
                 let s = m.sizing();
-                assert_eq!((s.acquire_rate_per_s, s.recommended), (100.0, 15));
-                assert_eq!(s.observed, Duration::from_secs(10));
+                assert_eq!((s.acquire_rate_per_s, s.recommended), (1000.0 / 30.0, 5));
+                assert_eq!(s.observed, Duration::from_secs(30));
             }
         }
         let s = m.sizing();
@@ -1089,9 +1091,9 @@ mod tests {
         let mut m = monitor();
         let mut f = Feed::new(3);
         f.sample(&mut m, 0);
-        f.waits(100, 0);
-        f.hold_count += 100;
-        f.hold_sum += 100 * 30 * MS;
+        f.waits(1_500, 0);
+        f.hold_count += 1_500;
+        f.hold_sum += 1_500 * 30 * MS;
         f.sample(&mut m, 2_000);
         let s = m.sizing();
         assert_eq!((s.acquire_rate_per_s, s.recommended), (50.0, 3));
@@ -1132,7 +1134,7 @@ mod tests {
             wait_min_samples: 1,
             ..HealthConfig::default()
         };
-        let mut m = Monitor::new("db", cfg);
+        let mut m = Monitor::new("db", cfg, 0);
         let mut f = Feed::new(10);
         let i = AlertKind::AcquireWait.idx();
         tracing::subscriber::with_default(capture.clone(), || {

@@ -75,6 +75,8 @@ mod pooled;
 mod shards;
 mod slots;
 mod sync;
+#[cfg(test)]
+mod test_support;
 mod tid;
 mod time;
 mod waiters;

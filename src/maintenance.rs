@@ -20,14 +20,23 @@
 //! - **[`Pool::maintain`](crate::Pool::maintain)**, for callers without a
 //!   runtime and for tests that drive a mock clock.
 //!
-//! A pass drains the inbox of new connections into the timer wheel
-//! (`wheel.rs`), advances the wheel to now and handles at most
-//! [`MAX_DUE_PER_PASS`] due entries, so its cost is O(entries due), not
-//! O(pool): an idle deadline is checked lazily when it fires (re-scheduled
-//! if the connection was used since), a lifetime deadline closes the
-//! connection in place if it is idle, or leaves it to the release path if
-//! it is in use. The leak scan (only with `leak_threshold`) visits every
-//! slot, but at most once per half threshold.
+//! A pass files the deadlines of the slots that a new connection filled
+//! since the last pass (the inbox: slot indices, each at most once) into
+//! the timer wheel (`wheel.rs`), advances the wheel to now and handles at
+//! most [`MAX_DUE_PER_PASS`] due entries, so its cost is O(entries due),
+//! not O(pool): an idle deadline is checked lazily when it fires
+//! (re-scheduled if the connection was used since), a lifetime deadline
+//! closes the connection in place if it is idle, or leaves it to the
+//! release path if it is in use. The leak scan (only with
+//! `leak_threshold`) visits every slot, but at most once per half
+//! threshold.
+//!
+//! Memory is bounded by the pool's size, not by how many connections it
+//! opens: a slot has at most two entries in the wheel (idle, lifetime),
+//! moved when a new connection fills it, and the inbox has room for each
+//! slot once. An entry for a connection closed meanwhile stays until it
+//! fires or its slot is refilled, and is then skipped (its serial is no
+//! longer the slot's).
 //!
 //! # Invariants kept
 //!
@@ -43,19 +52,24 @@
 //!   idle-timeout reaping and the `min_idle` refill never work from a
 //!   drifted count.
 //! - Maintenance never blocks a caller: losing the flag means skipping.
-//! - `ticking`, `refilling` and `refill_connects` are the background
+//! - `ticking`, `refilling` and `idle_claims` are the background
 //!   tasks' counts (`background.rs`), kept here so that the core holds them
 //!   without knowing the tasks.
 
 use crate::lifetime::Retired;
 use crate::slots::Facts;
-use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Ordering, SegQueue, UnsafeCell};
-use crate::wheel::TimerWheel;
+use crate::sync::{ArrayQueue, AtomicBool, AtomicU64, AtomicUsize, Ordering, UnsafeCell};
+use crate::wheel::{TimerKey, TimerWheel};
 
 /// The most due entries one pass handles; the rest stay due for the next.
 pub(crate) const MAX_DUE_PER_PASS: usize = 256;
 /// The most connects that refill `min_idle` at once.
 pub(crate) const MAX_REFILL_CONNECTS: usize = 2;
+
+/// Where a slot's idle entry sits in [`Owned::timers`].
+const IDLE: usize = 0;
+/// Where a slot's lifetime entry sits in [`Owned::timers`].
+const LIFETIME: usize = 1;
 
 /// Which deadline a timer entry stands for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,6 +94,8 @@ pub(crate) struct Entry {
 pub(crate) trait Household {
     /// The lifecycle facts of slot `index` (a hint for a slot not owned).
     fn facts(&self, index: u32) -> Facts;
+    /// When the connection in slot `index` must be gone (`u64::MAX`: never).
+    fn expires_at(&self, index: u32) -> u64;
     /// Whether slot `index` holds connection `serial` and is in use (a hint).
     fn is_busy_with(&self, index: u32, serial: u64) -> bool;
     /// Idle connections now.
@@ -94,6 +110,12 @@ pub(crate) trait Household {
 /// State owned by the flag holder.
 struct Owned {
     wheel: TimerWheel<Entry>,
+    /// Each slot's two timer entries (idle, lifetime), rescheduled in
+    /// place when a new connection fills the slot: the wheel never holds
+    /// more than two entries per slot, however many connections the pool
+    /// opens. A key may be stale (its entry fired); cancelling it is a
+    /// no-op.
+    timers: Box<[[Option<TimerKey>; 2]]>,
     /// Scratch space for due entries (reused: no allocation per pass).
     due: Vec<Entry>,
     /// Tick of the last leak scan.
@@ -106,8 +128,12 @@ pub(crate) struct Maintenance {
     running: AtomicBool,
     /// Tick at which the next pass is due (a hint for cooperative callers).
     next_due: AtomicU64,
-    /// Entries scheduled by creators, drained into the wheel by a pass.
-    inbox: SegQueue<(u64, Entry)>,
+    /// Slots whose connection changed since the last pass (a new one
+    /// opened into them), each at most once: a pass files their deadlines.
+    /// Room for every slot, so a push never fails.
+    inbox: ArrayQueue<u32>,
+    /// Per slot: in `inbox` and not yet taken by a pass.
+    queued: Box<[AtomicBool]>,
     owned: UnsafeCell<Owned>,
     /// `idle_timeout` in ticks (`None`: off).
     idle_timeout: Option<u64>,
@@ -117,8 +143,9 @@ pub(crate) struct Maintenance {
     min_idle: usize,
     /// Refill tasks running (at most `MAX_REFILL_CONNECTS`).
     pub(crate) refilling: AtomicUsize,
-    /// Refill connects in flight (counted towards `min_idle`).
-    pub(crate) refill_connects: AtomicUsize,
+    /// Connects in flight that will leave an idle connection behind (the
+    /// refill's and `warm_up`'s, `background::IdleClaim`).
+    pub(crate) idle_claims: AtomicUsize,
     /// Whether the background task runs (then the cached clock is fresh).
     pub(crate) ticking: AtomicBool,
     /// Passes run (for tests and metrics).
@@ -146,9 +173,11 @@ impl Maintenance {
         Self {
             running: AtomicBool::new(false),
             next_due: AtomicU64::new(now.saturating_add(period_ms)),
-            inbox: SegQueue::new(),
+            inbox: ArrayQueue::new(max_size.max(1)),
+            queued: (0..max_size).map(|_| AtomicBool::new(false)).collect(),
             owned: UnsafeCell::new(Owned {
                 wheel: TimerWheel::with_capacity(now, max_size.saturating_mul(2)),
+                timers: vec![[None; 2]; max_size].into_boxed_slice(),
                 due: Vec::with_capacity(MAX_DUE_PER_PASS),
                 last_leak_scan: now,
             }),
@@ -156,17 +185,25 @@ impl Maintenance {
             leak_threshold,
             min_idle,
             refilling: AtomicUsize::new(0),
-            refill_connects: AtomicUsize::new(0),
+            idle_claims: AtomicUsize::new(0),
             ticking: AtomicBool::new(false),
             passes: AtomicU64::new(0),
             period_ms,
         }
     }
 
-    /// Schedules `entry` at `deadline` (any thread; applied by the next pass).
-    pub(crate) fn schedule(&self, deadline: u64, entry: Entry) {
-        self.inbox.push((deadline, entry));
-        self.next_due.fetch_min(deadline, Ordering::Relaxed);
+    /// A new connection filled slot `index` (any thread): the next pass
+    /// files its deadlines, the earliest of which is `earliest`.
+    pub(crate) fn schedule(&self, index: u32, earliest: u64) {
+        // AcqRel pairs with the pass's swap in `refile`: either this swap
+        // comes first and the pass, which reads the slot after its own,
+        // sees the new connection's facts, or it reads `false` and the
+        // index goes into the inbox again.
+        if !self.queued[index as usize].swap(true, Ordering::AcqRel) {
+            let pushed = self.inbox.push(index);
+            debug_assert!(pushed.is_ok(), "the inbox has room for every slot");
+        }
+        self.next_due.fetch_min(earliest, Ordering::Relaxed);
     }
 
     /// Whether a pass is due at `now` (one relaxed load).
@@ -196,9 +233,38 @@ impl Maintenance {
         retired
     }
 
+    /// Files the deadlines of the connection now in slot `index`, in
+    /// place of the slot's earlier entries.
+    fn refile(&self, o: &mut Owned, house: &impl Household, index: u32) {
+        self.queued[index as usize].swap(false, Ordering::AcqRel);
+        let facts = house.facts(index);
+        let keys = &mut o.timers[index as usize];
+        for key in keys.iter_mut() {
+            if let Some(k) = key.take() {
+                o.wheel.cancel(k);
+            }
+        }
+        if facts.serial == 0 {
+            return; // closed already
+        }
+        let entry = |kind| Entry {
+            index,
+            serial: facts.serial,
+            kind,
+        };
+        if let Some(timeout) = self.idle_timeout {
+            let at = facts.released_at.saturating_add(timeout);
+            keys[IDLE] = Some(o.wheel.insert(at, entry(Deadline::Idle)));
+        }
+        let expires = house.expires_at(index);
+        if expires != u64::MAX {
+            keys[LIFETIME] = Some(o.wheel.insert(expires, entry(Deadline::Lifetime)));
+        }
+    }
+
     fn run(&self, o: &mut Owned, house: &impl Household, now: u64) -> Retired {
-        while let Some((deadline, entry)) = self.inbox.pop() {
-            o.wheel.insert(deadline, entry);
+        while let Some(index) = self.inbox.pop() {
+            self.refile(o, house, index);
         }
         o.due.clear();
         let due = &mut o.due;
@@ -239,7 +305,7 @@ impl Maintenance {
                     } else {
                         now.saturating_add(timeout)
                     };
-                    o.wheel.insert(next, entry);
+                    o.timers[entry.index as usize][IDLE] = Some(o.wheel.insert(next, entry));
                 }
             }
         }

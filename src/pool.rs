@@ -7,17 +7,19 @@
 //! # Around `get`
 //!
 //! - `warm_up` opens through `connector::open` (the one connect path), at
-//!   most 4 at a time, each into a place reserved through the cap; the
-//!   first error drops the connects in flight (their `PlaceGuard`s give the
-//!   places back). The background refill may open alongside it, so the pool
-//!   can briefly hold more than `min_idle` idle, never more than the cap.
+//!   most 4 at a time, each into a place reserved through the cap and
+//!   under a claim shared with the background refill (`IdleClaim`), so
+//!   the two side by side never open more than `min_idle` while nothing is
+//!   taken; the first error drops the connects in flight (their
+//!   `PlaceGuard`s give the places back).
 //! - `drain` registers on the core's `drained` notification before it
 //!   looks at the places taken (no lost wake-up): every place freed or
 //!   connection closed after `close` notifies it.
 //! - `get_blocking` is `try_get` first (no runtime, no allocation); only
 //!   to wait or connect does it run `acquire` on the runtime the pool was
-//!   built in, with `Handle::block_on` (its waiter node is in the same FIFO
-//!   queue, its waker unparks the thread).
+//!   built in, as a task whose result the thread waits for (its waiter
+//!   node is in the same FIFO queue as async callers'; a runtime that
+//!   has shut down drops the task, and the thread gets `NoRuntime`).
 //!
 //! # Acquire
 //!
@@ -57,7 +59,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use crate::background::{refill, start_background};
+use crate::background::{IdleClaim, housekeep, start_background};
 use crate::config::Config;
 use crate::core::{Core, Owner, from_grant};
 use crate::guards::{CheckGuard, PlaceGuard, WaitGuard};
@@ -576,10 +578,7 @@ impl<M: Manager> Pool<M> {
     /// ```
     pub fn maintain(&self) {
         let shared = self.shared();
-        let now = shared.clock.now();
-        settle_held(shared, shared.maintenance.pass(&***shared, now));
-        refill(shared);
-        drop(shared.observe(now, false));
+        settle_held(shared, housekeep(shared, shared.clock.now()));
     }
 
     /// The pool's health: the alerts firing over the last 30 s (samples
@@ -918,27 +917,31 @@ impl<M: Manager> Pool<M> {
         }
         let target = shared.config.min_idle.max(1);
         let deadline = tokio::time::Instant::now().checked_add(shared.config.acquire_timeout);
-        let open = |place| {
-            Box::pin(crate::connector::open(
-                shared,
-                PlaceGuard::new(shared, place),
-                deadline,
-            ))
+        // Each connect holds a claim towards `target`, shared with the
+        // background refill (`IdleClaim`), so the two side by side open no
+        // more than `target` while nothing is taken.
+        let open = |place, claim| {
+            // The guard is made now, not at the future's first poll: a
+            // future dropped unpolled must give its place back too.
+            let connect = crate::connector::open(shared, PlaceGuard::new(shared, place), deadline);
+            Box::pin(async move { (connect.await, claim) })
         };
         let mut inflight = Vec::with_capacity(WARM_UP_CONNECTS);
         let mut opened = 0;
         loop {
-            while inflight.len() < WARM_UP_CONNECTS && shared.idle_count() + inflight.len() < target
-            {
+            while inflight.len() < WARM_UP_CONNECTS {
+                let Some(claim) = IdleClaim::new(shared, target) else {
+                    break;
+                };
                 let Some(place) = shared.slots.reserve() else {
                     break;
                 };
-                inflight.push(open(place));
+                inflight.push(open(place, claim));
             }
             if inflight.is_empty() {
                 return Ok(opened);
             }
-            let done = std::future::poll_fn(|cx| {
+            let (done, claim) = std::future::poll_fn(|cx| {
                 for i in 0..inflight.len() {
                     if let Poll::Ready(r) = inflight[i].as_mut().poll(cx) {
                         drop(inflight.swap_remove(i));
@@ -949,11 +952,10 @@ impl<M: Manager> Pool<M> {
             })
             .await;
             // On an error the connects still in flight are dropped with
-            // their places (`PlaceGuard`).
+            // their places (`PlaceGuard`) and claims.
             let busy = done?;
-            let now = shared.now_for_checks();
-            shared.stamp_fresh(&busy, shared.slots.expires_at(busy.index()), now);
-            settle_held(shared, shared.pass_on(Held::Busy(busy)));
+            settle_held(shared, shared.put_back_fresh(busy));
+            drop(claim);
             opened += 1;
         }
     }
@@ -1039,17 +1041,19 @@ impl<M: Manager> Pool<M> {
     ///
     /// Served from the idle set like [`try_get`](Pool::try_get) (no
     /// runtime, no allocation, no lock). When it must wait or connect, it
-    /// runs the ordinary acquire path on the runtime the pool was built in
-    /// (`Handle::block_on` from this thread): the thread parks with a
-    /// waker that unparks it, and its waiter node sits in the same FIFO
-    /// queue as async callers, so blocking and async waiters are served in
-    /// arrival order. That runtime must be a multi-threaded one, or a
-    /// current-thread one driven by another thread (its timers and I/O run
-    /// there). The returned [`Pooled`] may be dropped on any thread.
+    /// runs the ordinary acquire path as a task on the runtime the pool was
+    /// built in, and the thread parks until the task hands it the result:
+    /// the task's waiter node sits in the same FIFO queue as async callers,
+    /// so blocking and async waiters are served in arrival order. That
+    /// runtime must be a multi-threaded one, or a current-thread one driven
+    /// by another thread (its timers and I/O run there); one that nothing
+    /// drives makes the call wait its timeout plus a second, then return
+    /// `Timeout`. The returned [`Pooled`] may be dropped on any thread.
     ///
     /// # Errors
     /// As [`get`](Pool::get), and: [`PoolError::NoRuntime`] if it must wait
-    /// or connect but the pool was built outside a runtime;
+    /// or connect but the pool was built outside a runtime, or the runtime
+    /// it was built in has shut down;
     /// [`PoolError::BlockingInRuntime`] if it must wait or connect on a
     /// thread inside a runtime (a worker, or a `spawn_blocking` thread:
     /// use `get().await`, or `Handle::block_on(pool.get())` there).
@@ -1079,8 +1083,11 @@ impl<M: Manager> Pool<M> {
         }
     }
 
-    /// `get_blocking` past the idle set: wait or connect on the pool's
-    /// runtime.
+    /// `get_blocking` past the idle set: the acquire runs as a task on the
+    /// pool's runtime, and this thread parks until the task sends its
+    /// result. A runtime that has shut down drops the task unrun, which
+    /// closes the channel: the thread gets `NoRuntime`, never a panic from
+    /// inside Tokio. One allocation (the task), on this slow path only.
     #[cold]
     #[inline(never)]
     fn get_blocking_slow(
@@ -1088,6 +1095,7 @@ impl<M: Manager> Pool<M> {
         timeout: Duration,
         by: &'static Location<'static>,
     ) -> Result<Pooled<M>, PoolError<M::Error>> {
+        use std::sync::mpsc::RecvTimeoutError;
         if self.is_closed() {
             return Err(PoolError::Closed);
         }
@@ -1097,9 +1105,32 @@ impl<M: Manager> Pool<M> {
         let Some(runtime) = &self.handle.runtime else {
             return Err(PoolError::NoRuntime);
         };
-        runtime.block_on(self.acquire(timeout, by))
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let pool = self.clone();
+        runtime.spawn(async move {
+            let got = pool.acquire(timeout, by).await;
+            // If this thread stopped waiting, the connection inside the
+            // failed send is dropped here: back to the pool.
+            let _ = tx.send(got);
+        });
+        let outcome = match timeout.checked_add(BLOCKING_GRACE) {
+            Some(wait) => rx.recv_timeout(wait),
+            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        match outcome {
+            Ok(got) => got,
+            Err(RecvTimeoutError::Disconnected) => Err(PoolError::NoRuntime),
+            // The runtime lives but nothing drives it (a current-thread
+            // runtime whose thread does not run it).
+            Err(RecvTimeoutError::Timeout) => Err(PoolError::Timeout),
+        }
     }
 }
+
+/// How much longer than its own deadline `get_blocking` waits for the
+/// acquire task's answer before it concludes that the runtime is not
+/// being driven.
+const BLOCKING_GRACE: Duration = Duration::from_secs(1);
 
 /// Bounds `fut` by `deadline` (a Tokio timer, armed only if `fut` is
 /// pending): connects, whose deadline the pool does not sweep.
@@ -1202,6 +1233,47 @@ mod tests {
             );
             self.drops.set(self.drops.get() + 1);
         }
+    }
+
+    struct Unit;
+    impl Manager for Unit {
+        type Connection = ();
+        type Error = std::io::Error;
+        async fn connect(&self) -> Result<(), std::io::Error> {
+            Ok(())
+        }
+    }
+
+    /// A metrics scrape (`health()`, `sizing()`, `export_metrics`) keeps
+    /// the once-a-second rule for relaxing the asymmetric fence: a pool
+    /// armed by a waiter stays armed however often it is scraped within
+    /// the second. (Each call used to relax it, so the next waiter after
+    /// every scrape paid a `membarrier`.)
+    #[test]
+    fn scrapes_relax_the_fence_at_most_once_a_second() {
+        let (clock, mock) = crate::Clock::mock();
+        let pool = Pool::builder(Unit)
+            .background(false)
+            .clock(clock)
+            .build()
+            .unwrap();
+        let asym = &pool.core().asym;
+        if asym.releasers_fence() {
+            return; // no membarrier here: releasers always fence
+        }
+        asym.heavy();
+        assert!(asym.releasers_fence(), "armed by a waiter");
+        for _ in 0..5 {
+            drop(pool.health());
+            let _ = pool.sizing();
+        }
+        assert!(asym.releasers_fence(), "a scrape relaxed the fence");
+        // A second later, two quiet looks relax it (`Asym::relax`).
+        for _ in 0..2 {
+            mock.advance(Duration::from_millis(1_001));
+            drop(pool.health());
+        }
+        assert!(!asym.releasers_fence(), "quiet for two seconds");
     }
 
     /// `Slow`'s own drop (the `ManuallyDrop` turns the field's off): an

@@ -219,10 +219,13 @@ mod imp {
     /// The heavy side of the asymmetric fence: every thread of this
     /// process that is running executes a full memory barrier before this
     /// returns (Linux `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`).
-    /// Only called after [`heavy_barrier_available`] said yes.
+    /// Only called after [`heavy_barrier_available`] said yes. `false`: the
+    /// call was refused (a seccomp filter installed since, on this thread),
+    /// no barrier ran, and from now on the process counts as without one.
     #[cold]
-    pub(crate) fn heavy_barrier() {
-        membarrier::barrier();
+    #[must_use]
+    pub(crate) fn heavy_barrier() -> bool {
+        membarrier::barrier()
     }
 
     /// Linux's `membarrier(2)`, private expedited: an inter-processor
@@ -267,11 +270,15 @@ mod imp {
             }
         }
 
-        pub(super) fn barrier() {
-            // Cannot fail once registered (the errors are an unknown
-            // command, an unregistered process, no such call).
-            let r = call(PRIVATE_EXPEDITED);
-            debug_assert_eq!(r, 0, "membarrier after registration");
+        pub(super) fn barrier() -> bool {
+            // Registered, it fails only where something refuses the call
+            // since: a seccomp filter installed after start-up, per
+            // thread, as sandboxed services do.
+            if call(PRIVATE_EXPEDITED) == 0 {
+                return true;
+            }
+            STATE.store(2, Ordering::Release);
+            false
         }
     }
 
@@ -281,7 +288,29 @@ mod imp {
         pub(super) fn available() -> bool {
             false
         }
-        pub(super) fn barrier() {}
+        pub(super) fn barrier() -> bool {
+            false
+        }
+    }
+
+    /// Runs `child` in the child process after every `fork()` from now on
+    /// (`pthread_atfork`), once per process however often it is called.
+    /// `child` runs on the forking thread, the only thread the child has,
+    /// before `fork` returns there. Not under miri, which has no
+    /// `pthread_atfork`, nor outside Unix.
+    pub(crate) fn on_fork_in_child(child: extern "C" fn()) {
+        #[cfg(all(unix, not(miri)))]
+        {
+            static ONCE: std::sync::Once = std::sync::Once::new();
+            ONCE.call_once(|| {
+                // SAFETY: registers a handler that takes no arguments and
+                // touches only this crate's statics and the forking
+                // thread's own thread-locals; no prepare or parent hook.
+                unsafe { libc::pthread_atfork(None, None, Some(child)) };
+            });
+        }
+        #[cfg(not(all(unix, not(miri))))]
+        let _ = child;
     }
 
     /// Threads that can hold a hazard slot at once (see `hazard.rs`); more
@@ -419,9 +448,13 @@ mod imp {
     }
 
     /// Never called in a model (the mode is `ALWAYS`); a SeqCst fence.
-    pub(crate) fn heavy_barrier() {
+    pub(crate) fn heavy_barrier() -> bool {
         fence(Ordering::SeqCst);
+        true
     }
+
+    /// Models never fork.
+    pub(crate) fn on_fork_in_child(_child: extern "C" fn()) {}
 
     /// Hazard slots in a model: enough for its threads.
     pub(crate) const HAZARD_SLOTS: usize = 3;

@@ -78,6 +78,9 @@ struct Local {
     /// The pool id (`Core::id`, never 0) and the packed key of the
     /// connection this thread parked there; key 0: none.
     parked: Cell<(u64, u64)>,
+    /// Releases into other pools that the cached key has turned away since
+    /// it was cached ([`park`]).
+    refused: Cell<u32>,
 }
 
 impl Local {
@@ -88,6 +91,7 @@ impl Local {
             ops: Cell::new(0),
             cursor: Cell::new(None),
             parked: Cell::new((0, 0)),
+            refused: Cell::new(0),
         }
     }
 
@@ -204,6 +208,16 @@ pub(crate) fn held_id() -> Option<usize> {
         .flatten()
 }
 
+/// In a forked child, gives back every id but `own` (the forking
+/// thread's): their threads do not exist in the child.
+pub(crate) fn forget_other_threads(own: Option<usize>) {
+    for (id, held) in IDS.iter().enumerate() {
+        if Some(id) != own {
+            held.store(false, Ordering::Relaxed);
+        }
+    }
+}
+
 /// This thread's home among `n` places (shards, deadline slots): its hash
 /// scaled to `0..n` with one multiply (Lemire's "fastrange").
 #[inline(always)]
@@ -243,23 +257,47 @@ pub(crate) fn unpark(pool: u64) -> Option<SlotKey> {
         .flatten()
 }
 
-/// Caches `key` as this thread's parked connection in pool `pool` if the
-/// cache is empty; false otherwise, and the caller puts the connection in
-/// the shared idle set instead. A cache holding a key (of this pool or
-/// another) keeps it: the key is only a hint, so overwriting it would
-/// strand nothing (the connection stays PARKED and a scan finds it), but
-/// keeping it lets the thread take that connection back with one CAS.
+/// A cached key of another pool is taken for stale after it has turned
+/// away this many releases in a row with no parking of its own pool in
+/// between.
+const STALE_AFTER: u32 = 16;
+
+/// Caches `key` as this thread's parked connection in pool `pool`; false
+/// if the cache keeps what it holds, and the caller puts the connection in
+/// the shared idle set instead.
+///
+/// A key of the same pool is kept: the thread takes that connection back
+/// with one CAS on its next acquire there. A key of another pool is kept
+/// too while that pool keeps using it, so that a thread alternating
+/// between two pools does not make each look for its connection with a
+/// scan; but a key of a pool this thread no longer takes from (dropped on
+/// another thread, or its connection stolen and the pool never used here
+/// again) would disable parking for good, so after [`STALE_AFTER`]
+/// releases elsewhere with no parking of its own pool in between, it is
+/// replaced. Replacing strands nothing: the key is a hint, the connection
+/// stays PARKED and a scan finds it.
 #[inline(always)]
 pub(crate) fn park(pool: u64, key: SlotKey) -> bool {
     LOCAL
         .try_with(|l| {
-            if l.parked.get().1 != 0 {
+            let (cached, bits) = l.parked.get();
+            if bits != 0 && (cached == pool || !stale(l)) {
                 return false;
             }
             l.parked.set((pool, key.to_bits()));
+            l.refused.set(0);
             true
         })
         .unwrap_or(false)
+}
+
+/// Counts one more release turned away by the cached key of another pool;
+/// true once the key is taken for stale.
+#[cold]
+fn stale(l: &Local) -> bool {
+    let n = l.refused.get() + 1;
+    l.refused.set(n);
+    n > STALE_AFTER
 }
 
 /// True on every 64th call on this thread: when a busy thread reads the
@@ -345,6 +383,32 @@ mod tests {
         assert!(a < 7);
         assert_eq!(home_index(7), a);
         assert_eq!(home_index(1), 0);
+    }
+
+    #[test]
+    fn a_cached_key_of_a_pool_no_longer_used_here_is_replaced() {
+        std::thread::spawn(|| {
+            let (a, b) = (1_000_001, 1_000_002);
+            assert!(park(a, SlotKey::new(0, 1)));
+            assert!(!park(a, SlotKey::new(1, 1)), "one key per thread");
+            for i in 0..STALE_AFTER {
+                assert!(!park(b, SlotKey::new(2, 1)), "refusal {i}: A's key kept");
+            }
+            assert!(park(b, SlotKey::new(2, 1)), "A's key taken for stale");
+            assert_eq!(unpark(a), None);
+            assert_eq!(unpark(b), Some(SlotKey::new(2, 1)));
+            // A pool that keeps parking its own keeps its place however
+            // often another is turned away in between.
+            for _ in 0..4 * STALE_AFTER {
+                assert!(park(a, SlotKey::new(0, 2)));
+                for _ in 0..STALE_AFTER / 2 {
+                    assert!(!park(b, SlotKey::new(2, 2)));
+                }
+                assert_eq!(unpark(a), Some(SlotKey::new(0, 2)));
+            }
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]

@@ -445,3 +445,32 @@ fn a_connection_handed_straight_to_a_waiter_is_judged_like_any_other() {
         assert_eq!(t.check_calls.load(SeqCst), 1, "checked before the hand-out");
     });
 }
+
+/// A check whose caller's deadline passed goes on without it; when it
+/// passes, the connection goes idle stamped fresh, so the next `get` takes
+/// it without a second check. (It used to go idle still due: every `get`
+/// with a deadline shorter than one check checked it again, timed out and
+/// detached again, while `state()` showed it idle.)
+#[test]
+fn a_detached_check_that_passes_leaves_the_connection_fresh() {
+    let (pool, t, mock) = mocked(|b| {
+        b.max_size(1)
+            .check_after_idle(Some(secs(2)))
+            .background(false)
+    });
+    runtime().block_on(async {
+        open(&pool, 1).await;
+        mock.advance(secs(3));
+        t.check_delay_ms.store(100, SeqCst);
+        let err = pool.get_timeout(Duration::from_millis(50)).await;
+        assert!(matches!(err, Err(PoolError::Timeout)), "{err:?}");
+        assert_eq!(pool.metrics().checks_detached, 1);
+        wait_until("the detached check passed", || pool.state().idle == 1).await;
+        for i in 0..5 {
+            let c = pool.get_timeout(Duration::from_millis(50)).await;
+            assert!(c.is_ok(), "get {i} after the passed check: {c:?}");
+        }
+        assert_eq!(t.check_calls.load(SeqCst), 1, "checked once, not again");
+        assert_eq!(t.opened(), 1);
+    });
+}

@@ -271,10 +271,11 @@ fn backend_down_alert_fires_when_connects_fail_and_clears() {
 #[test]
 fn sizing_applies_rate_times_hold_times_headroom() {
     let (pool, _t, mock) = mocked_quiet(|b| b.max_size(10));
+    assert_eq!(pool.sizing().verdict, SizingVerdict::NoData, "nothing yet");
     paused().block_on(async {
-        assert_eq!(pool.sizing().verdict, SizingVerdict::NoData, "the baseline");
-        // 10 s of 10 acquisitions a second, each held 100 ms.
-        for _ in 0..100 {
+        // 30 s (the whole window) of 10 acquisitions a second, each held
+        // 100 ms.
+        for _ in 0..300 {
             let c = pool.get().await.unwrap();
             mock.advance(ms(100));
             pool.maintain();
@@ -282,13 +283,90 @@ fn sizing_applies_rate_times_hold_times_headroom() {
         }
     });
     let s = pool.sizing();
-    assert_eq!(s.observed, Duration::from_secs(10));
-    assert_eq!(s.acquire_rate_per_s, 10.0);
+    assert_eq!(s.observed, Duration::from_secs(30));
+    assert!((s.acquire_rate_per_s - 10.0).abs() < 1e-9, "{s:?}");
     assert_eq!(s.mean_hold, ms(100));
     // 10/s × 0.1 s × 1.5 = 1.5, rounded up.
     assert_eq!(s.recommended, 2);
     assert_eq!(s.max_size, 10);
     assert_eq!(s.verdict, SizingVerdict::TooLarge);
+}
+
+/// `health()` and `sizing()` count what happened before their first call:
+/// the baseline is the pool at build, all zeros. (The first call used to
+/// be the baseline: 10 timeouts, then `health()` showed no exhaustion;
+/// 2,000 gets, then `sizing()` said `NoData`.)
+#[test]
+fn health_and_sizing_count_what_happened_before_their_first_call() {
+    let (pool, _t, _mock) = mocked_quiet(|b| b.max_size(1));
+    paused().block_on(async {
+        let held = pool.get().await.unwrap();
+        for _ in 0..10 {
+            assert!(pool.get_timeout(ms(1)).await.is_err());
+        }
+        drop(held);
+    });
+    let h = pool.health();
+    let a = h
+        .alert(AlertKind::Exhaustion)
+        .expect("10 timeouts: exhaustion");
+    assert_eq!(a.value, 10.0, "{h:?}");
+
+    let (pool, _t, mock) = mocked_quiet(|b| b.max_size(10));
+    paused().block_on(async {
+        for _ in 0..2_000 {
+            let c = pool.get().await.unwrap();
+            mock.advance(ms(1));
+            drop(c);
+        }
+    });
+    let s = pool.sizing();
+    assert_ne!(s.verdict, SizingVerdict::NoData, "{s:?}");
+    assert_eq!(s.observed, Duration::from_secs(30), "the window");
+    assert!(
+        (s.acquire_rate_per_s - 2_000.0 / 30.0).abs() < 1e-9,
+        "{s:?}"
+    );
+}
+
+/// Sizing judges the window, not the time since build: a burst counts for
+/// as long as it is in the window, so the verdict does not flip within
+/// seconds of the burst ending (it went from `TooSmall` to `TooLarge`
+/// within 3 s, as the rate was averaged over a growing span).
+#[test]
+fn a_bursts_sizing_verdict_holds_while_the_burst_is_in_the_window() {
+    let (pool, _t, mock) = mocked_quiet(|b| b.max_size(4));
+    paused().block_on(async {
+        // 2 s of a burst: 4 connections at once, each held 20 ms, 400
+        // acquisitions in all.
+        for _ in 0..100 {
+            let held: Vec<_> = four_at_once(&pool).await;
+            mock.advance(ms(20));
+            pool.maintain();
+            drop(held);
+        }
+    });
+    let at_end = pool.sizing();
+    mock.advance(Duration::from_secs(3));
+    pool.maintain();
+    let later = pool.sizing();
+    assert_eq!(at_end.verdict, later.verdict, "{at_end:?} then {later:?}");
+    assert_eq!(at_end.recommended, later.recommended);
+    assert_eq!(at_end.acquire_rate_per_s, later.acquire_rate_per_s);
+    // Out of the window: nothing to go by.
+    mock.advance(Duration::from_secs(30));
+    assert_eq!(pool.sizing().verdict, SizingVerdict::NoData);
+}
+
+/// Four connections at once.
+async fn four_at_once(
+    pool: &latchless::Pool<common::TestManager>,
+) -> Vec<latchless::Pooled<common::TestManager>> {
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(pool.get().await.unwrap());
+    }
+    held
 }
 
 /// `export_metrics` hands every figure to the installed recorder under

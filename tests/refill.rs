@@ -98,3 +98,53 @@ fn a_refilled_connection_idle_past_check_after_idle_is_checked() {
         });
     }
 }
+
+/// `warm_up` and the background refill may run side by side; together they
+/// open no more than `min_idle` while nothing is taken. (With a 5 ms
+/// connect, `min_idle(4)` + `warm_up()` used to open 7 or 8.)
+#[test]
+fn warm_up_and_the_refill_together_open_no_more_than_min_idle() {
+    for round in 0..5 {
+        let (m, t) = TestManager::new();
+        t.connect_delay_ms.store(5, SeqCst);
+        runtime().block_on(async {
+            let pool = Pool::builder(m).max_size(8).min_idle(4).build().unwrap();
+            let opened = pool.warm_up().await.unwrap();
+            assert!(opened <= 4, "round {round}: warm_up opened {opened}");
+            // A few maintenance periods: the refill looks again.
+            tokio::time::sleep(ms(800)).await;
+            assert_eq!(t.opened(), 4, "round {round}: {:?}", pool.state());
+            assert_eq!(pool.state().idle, 4);
+        });
+    }
+}
+
+/// A manager whose `connect` panics makes the `min_idle` refill back off
+/// like any failed connect (it used to retry about 8 times a second, a
+/// panic message each time).
+#[test]
+fn a_panicking_connect_makes_the_refill_back_off() {
+    let (m, t) = TestManager::new();
+    t.panic_next.store(usize::MAX, SeqCst);
+    let rt = runtime();
+    rt.block_on(async {
+        let pool = Pool::builder(m)
+            .max_size(4)
+            .min_idle(2)
+            .connect_backoff(ms(500))
+            .max_connect_backoff(ms(1_000))
+            .build()
+            .unwrap();
+        tokio::time::sleep(ms(3_000)).await;
+        let calls = t.connect_calls.load(SeqCst);
+        // Backing off from 250-500 ms, doubling to 1 s: a handful of
+        // attempts in 3 s, not one per maintenance pass.
+        assert!(calls >= 1, "the refill tried");
+        assert!(calls <= 12, "{calls} connects in 3 s");
+        let s = pool.state();
+        assert_eq!((s.size, s.in_use), (0, 0), "no place lost: {s:?}");
+        // It recovers once connects stop panicking.
+        t.panic_next.store(0, SeqCst);
+        wait_until("the refill opened min_idle", || pool.state().idle == 2).await;
+    });
+}

@@ -489,3 +489,44 @@ fn get_blocking_without_a_runtime_or_inside_one_is_a_typed_error() {
         assert!(pool.get_blocking(Duration::from_secs(1)).is_ok());
     });
 }
+
+/// Once the runtime the pool was built in has shut down, `get_blocking`
+/// still serves from the idle set, and where it would have to wait or
+/// connect it returns `NoRuntime` (it used to panic inside Tokio: "A Tokio
+/// 1.x context was found, but it is being shutdown").
+#[test]
+fn get_blocking_after_the_build_runtime_shut_down_is_a_typed_error() {
+    let rt = runtime();
+    let (pool, t) = rt.block_on(async { pool(2) });
+    let idle = rt.block_on(pool.get()).unwrap();
+    let held = rt.block_on(pool.get()).unwrap();
+    drop(idle);
+    drop(rt);
+    let p = pool.clone();
+    let (served, err) = std::thread::spawn(move || {
+        let served = p.get_blocking(Duration::from_secs(5)).map(|c| c.id);
+        // The pool is now full and nothing is idle: it would have to wait.
+        let held_too = p.get_blocking(Duration::from_secs(5));
+        let err = p.get_blocking(Duration::from_millis(200)).map(drop);
+        drop(held_too);
+        (served, err)
+    })
+    .join()
+    .expect("get_blocking must not panic");
+    assert_eq!(served.unwrap(), 0, "the idle connection");
+    let err = err.unwrap_err();
+    assert!(matches!(err, PoolError::NoRuntime), "{err:?}");
+    drop(held);
+    // And to connect: nothing idle, places free.
+    while let Some(c) = pool.try_get() {
+        drop(latchless::Pooled::detach(c));
+    }
+    let p = pool.clone();
+    let err = std::thread::spawn(move || p.get_blocking(Duration::from_secs(5)).map(drop))
+        .join()
+        .expect("get_blocking must not panic");
+    assert!(matches!(err, Err(PoolError::NoRuntime)), "{err:?}");
+    let s = pool.state();
+    assert_eq!((s.size, s.waiting), (0, 0), "nothing left behind: {s:?}");
+    assert_eq!(t.opened(), 2);
+}

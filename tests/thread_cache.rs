@@ -246,3 +246,46 @@ fn waiters_race_parking_releases(membarrier: bool) {
     }
     assert_eq!(t.opened(), 1, "one connection served every round");
 }
+
+/// A thread's cache entry for a pool that went away (a config reload,
+/// the pool dropped on another thread) does not stop the thread from
+/// parking in its other pools for good: the stale entry is replaced once
+/// the thread keeps releasing elsewhere. (The entry used to stay until the
+/// same pool took it back, which never happened.)
+///
+/// Seen from outside: a thread releases `x` then `y` into pool B. If `x`
+/// parks in the thread's cache, `y` goes to the shared idle set and another
+/// thread's `try_get` takes `y`; if the cache is stuck, both go to the
+/// shared set, `x` first, and another thread takes `x`.
+#[test]
+fn a_stale_cache_entry_is_replaced_and_the_thread_parks_again() {
+    use std::sync::mpsc::channel;
+    let (b, _t, _mock) = mocked_quiet(|b| b.max_size(2));
+    let (a, _ta, _ma) = mocked_quiet(|b| b.max_size(1));
+    let (parked_tx, parked_rx) = channel();
+    let (gone_tx, gone_rx) = channel::<()>();
+    let (a2, b2) = (a.clone(), b.clone());
+    let user = std::thread::spawn(move || {
+        // Parked in this thread's cache; then pool A goes away elsewhere.
+        drop(paused().block_on(a2.get()).unwrap());
+        drop(a2);
+        parked_tx.send(()).unwrap();
+        gone_rx.recv().unwrap();
+        // The thread keeps using pool B.
+        for _ in 0..100 {
+            drop(paused().block_on(b2.get()).unwrap());
+        }
+        let x = b2.try_get().expect("B's connection");
+        let y = paused().block_on(b2.get()).unwrap();
+        let ids = (x.id, y.id);
+        drop(x);
+        drop(y);
+        ids
+    });
+    parked_rx.recv().unwrap();
+    drop(a); // the last handle: closed on this thread
+    gone_tx.send(()).unwrap();
+    let (x, y) = user.join().unwrap();
+    let taken = b.try_get().expect("one idle in the shared set");
+    assert_eq!(taken.id, y, "x ({x}) parked in the thread's cache");
+}
