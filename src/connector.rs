@@ -16,6 +16,7 @@
 //!   a connection the closed pool closes at once, and both adopt the same
 //!   way (`Core::adopt`).
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -67,6 +68,11 @@ pub(crate) async fn open<M: Manager>(
     Ok(shared.adopt(place.into_place(), conn))
 }
 
+/// `Manager::is_permanent`, a panic in it counting as "no".
+fn is_permanent<M: Manager>(shared: &Core<M>, e: &M::Error) -> bool {
+    catch_unwind(AssertUnwindSafe(|| shared.manager.is_permanent(e))).unwrap_or(false)
+}
+
 /// Opens a connection: attempts bounded by `connect_timeout` and
 /// `deadline`, failures retried with backoff (module docs).
 pub(crate) async fn connect_with_retry<M: Manager>(
@@ -89,6 +95,11 @@ pub(crate) async fn connect_with_retry<M: Manager>(
             }
             Some(Err(e)) => {
                 bump(&shared.counters.connect_errors);
+                if is_permanent(shared, &e) {
+                    bump(&shared.counters.permanent_errors);
+                    tracing::warn!(pool = %cfg.name, error = %e, "connect failed, not retried: the manager calls the error permanent");
+                    return Err(PoolError::Connect(e));
+                }
                 tracing::warn!(pool = %cfg.name, error = %e, "connect failed");
                 last = Some(e);
             }

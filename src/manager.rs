@@ -62,4 +62,36 @@ pub trait Manager: Send + Sync + 'static {
         let _ = conn;
         false
     }
+
+    /// `true` when retrying cannot help (bad credentials, unknown
+    /// database, certificate rejected): `get` returns
+    /// [`PoolError::Connect`](crate::PoolError::Connect) with this error at
+    /// once instead of retrying until its deadline, whatever `fail_fast`
+    /// says, and the pool counts the backend as down (`Builder::breaker`).
+    /// Default `false`: every error is retried.
+    ///
+    /// A panic here is caught and treated as `false`.
+    ///
+    /// ```
+    /// use latchless::Manager;
+    ///
+    /// struct Db;
+    ///
+    /// impl Manager for Db {
+    ///     type Connection = ();
+    ///     type Error = std::io::Error;
+    ///
+    ///     async fn connect(&self) -> Result<(), std::io::Error> {
+    ///         Err(std::io::ErrorKind::PermissionDenied.into())
+    ///     }
+    ///
+    ///     fn is_permanent(&self, error: &std::io::Error) -> bool {
+    ///         error.kind() == std::io::ErrorKind::PermissionDenied
+    ///     }
+    /// }
+    /// ```
+    fn is_permanent(&self, error: &Self::Error) -> bool {
+        let _ = error;
+        false
+    }
 }

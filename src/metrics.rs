@@ -85,6 +85,10 @@ pub struct Metrics {
     pub connect_errors: u64,
     /// `connect` calls that exceeded `connect_timeout`.
     pub connect_timeouts: u64,
+    /// Of `connect_errors`, those the manager called permanent
+    /// ([`Manager::is_permanent`](crate::Manager::is_permanent)): returned
+    /// at once, not retried.
+    pub permanent_errors: u64,
     /// `get`s that parked as waiters.
     pub waits: u64,
     /// `get`s that returned `Timeout`.
@@ -159,6 +163,7 @@ pub(crate) struct Counters {
     pub(crate) detached: AtomicU64,
     pub(crate) connect_errors: AtomicU64,
     pub(crate) connect_timeouts: AtomicU64,
+    pub(crate) permanent_errors: AtomicU64,
     pub(crate) waits: AtomicU64,
     pub(crate) timeouts: AtomicU64,
     pub(crate) timeouts_swept: AtomicU64,
@@ -254,6 +259,7 @@ impl Counters {
             detached: r(&self.detached),
             connect_errors: r(&self.connect_errors),
             connect_timeouts: r(&self.connect_timeouts),
+            permanent_errors: r(&self.permanent_errors),
             waits: r(&self.waits),
             timeouts: r(&self.timeouts),
             timeouts_swept: r(&self.timeouts_swept),
