@@ -43,6 +43,8 @@ use std::task::Poll;
 use std::time::Duration;
 
 use crate::Manager;
+use crate::breaker::Probe;
+use crate::connector::admit;
 use crate::core::{Core, Owner};
 use crate::deadlines::Sweeper;
 use crate::guards::PlaceGuard;
@@ -69,9 +71,29 @@ pub(crate) fn cooperative_tick<M: Manager>(core: &Core<M>) -> Retired {
 pub(crate) fn housekeep<M: Manager>(core: &Core<M>, now: u64) -> Retired {
     let Retired(passed) = core.maintenance.pass(core, now);
     let Retired(rescued) = rescue(core);
+    probe_if_due(core);
     refill(core);
     drop(core.observe(now, false));
     Retired(passed + rescued)
+}
+
+/// Starts the next probe on the current runtime if the backend is down
+/// and the probe is due (`breaker.rs`): from housekeeping, so that an
+/// outage ends without traffic, and from a `get` that failed fast. Outside
+/// a runtime it does nothing (the next caller inside one starts it).
+pub(crate) fn probe_if_due<M: Manager>(core: &Core<M>) {
+    if !core.breaker.is_down() || core.closed.load(Ordering::Relaxed) {
+        return;
+    }
+    let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let Some(owner) = core.weak.upgrade() else {
+        return;
+    };
+    if core.breaker.claim_probe(core.clock.now()) == Probe::Run {
+        handle.spawn(crate::connector::probe(owner));
+    }
 }
 
 /// Serves a waiter that sleeps while a connection is idle or a place is
@@ -219,7 +241,11 @@ pub(crate) fn refill<M: Manager>(core: &Core<M>) {
 /// are free. Spawns at most that many per call, so a runtime that drops
 /// its tasks at once (shutting down) cannot keep it spinning.
 fn spawn_refills<M: Manager>(core: &Core<M>, handle: &tokio::runtime::Handle) {
-    let min = core.config.min_idle;
+    let min = if core.breaker.is_down() {
+        0 // the probe connects while the backend is down
+    } else {
+        core.config.min_idle
+    };
     let mut spawned = 0;
     while min != 0 && spawned < MAX_REFILL_CONNECTS {
         let inflight = core.maintenance.refilling.load(Ordering::Relaxed);
@@ -314,6 +340,11 @@ async fn refill_task<M: Manager>(guard: Refilling<M>) {
         if shared.closed.load(Ordering::Acquire) {
             return;
         }
+        // While connects fail, a refill connects only if it is the one
+        // connect in flight; down, not at all (the probe does).
+        let Ok(flight) = admit(shared) else {
+            return;
+        };
         let Some(place) = shared.slots.reserve() else {
             return;
         };
@@ -322,7 +353,14 @@ async fn refill_task<M: Manager>(guard: Refilling<M>) {
         // attempts bounded by `connect_timeout`); between rounds the place
         // goes back, so a `get` may take it.
         let deadline = tokio::time::Instant::now().checked_add(shared.config.connect_timeout);
-        match caught(crate::connector::open(shared, place, deadline)).await {
+        match caught(crate::connector::open(
+            shared,
+            place,
+            Some(flight),
+            deadline,
+        ))
+        .await
+        {
             Some(Ok(busy)) => {
                 // Straight to a waiter if one is parked, else idle.
                 settle_held(shared, shared.put_back_fresh(busy));

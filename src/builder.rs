@@ -336,6 +336,42 @@ impl<M: Manager> Builder<M> {
         /// ```
         fail_fast: bool
     );
+    setter!(
+        /// The breaker: after this many consecutive failed connects (errors
+        /// or timeouts, with no success between them), or one error the
+        /// manager calls permanent ([`Manager::is_permanent`]), the backend
+        /// is *down*. While it is down, a `get` that finds an idle
+        /// connection is served as usual, and one that would have to
+        /// connect fails at once with [`PoolError::Unavailable`] (the last
+        /// connect error's text, how long the backend has been down, when
+        /// the next probe is due) instead of waiting out its deadline; one
+        /// probe connect at a time runs in the background, after a jittered
+        /// pause that doubles from `connect_backoff` to
+        /// `max_connect_backoff`; the first probe that connects ends the
+        /// outage and the pool serves again. The `min_idle` refill pauses,
+        /// [`Pool::warm_up`] fails with `Unavailable`, [`Pool::health`]
+        /// fires `backend_down`, and one `tracing` warning and one info
+        /// mark the two transitions.
+        ///
+        /// Default `Some(5)`: a blip of a few failed connects (a server
+        /// restart that takes a second) is retried as before, a real outage
+        /// fails fast after about half a second. `Some(0)` is refused;
+        /// `None` turns the breaker off (connects are still serialised
+        /// while they fail, one at a time, so a dead backend never sees
+        /// `max_size` connects at once).
+        ///
+        /// ```
+        /// # use latchless::{Manager, Pool};
+        /// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+        /// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+        /// let pool = Pool::builder(M).breaker(Some(3)).build().unwrap();
+        /// assert_eq!(pool.config().breaker, Some(3));
+        /// assert!(Pool::builder(M).breaker(Some(0)).build().is_err());
+        /// ```
+        ///
+        /// [`PoolError::Unavailable`]: crate::PoolError::Unavailable
+        breaker: Option<u32>
+    );
 
     setter!(
         /// Whether the pool starts its background task (periodic
@@ -557,6 +593,12 @@ fn validate(c: &Config) -> Result<(), BuildError> {
                 "max_connect_backoff ({:?}) must not be below connect_backoff ({:?})",
                 c.max_connect_backoff, c.connect_backoff
             ),
+        );
+    }
+    if c.breaker == Some(0) {
+        return err(
+            "breaker",
+            "breaker must be None (off) or at least Some(1), not Some(0)".into(),
         );
     }
     for (field, value) in [

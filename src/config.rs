@@ -79,6 +79,10 @@ pub struct Config {
     /// Return the first connect failure at once instead of retrying until
     /// the deadline. Default `false`.
     pub fail_fast: bool,
+    /// Consecutive failed connects after which the backend counts as down
+    /// and `get`s that would connect fail fast
+    /// ([`Builder::breaker`](crate::Builder::breaker)). Default `Some(5)`.
+    pub breaker: Option<u32>,
     /// Start the background maintenance task (and `min_idle` refills) when
     /// a Tokio runtime is present. Default `true`.
     pub background: bool,
@@ -116,6 +120,7 @@ impl Default for Config {
             connect_backoff: Duration::from_millis(25),
             max_connect_backoff: Duration::from_secs(1),
             fail_fast: false,
+            breaker: Some(5),
             background: true,
             membarrier: true,
             name: String::from("latchless"),

@@ -1,20 +1,28 @@
 //! Talking to the manager: opening connections with retries and backoff
-//! (the one connect path).
+//! (the one connect path), one at a time while connects fail, and the
+//! probes that end an outage.
 //!
 //! Invariants kept:
 //! - A connect or check is always bounded: by `connect_timeout` and by the
 //!   caller's deadline, whichever comes first.
 //! - A failed connect is retried with exponential backoff and jitter only
-//!   while the caller's deadline allows another attempt; then the caller
-//!   gets `Connect(last error)`, or `Timeout` if no attempt finished. In
-//!   fast-fail mode the first failure is returned at once.
+//!   while the caller's deadline allows another attempt and the backend
+//!   is not down; then the caller gets `Connect(last error)`, or
+//!   `Timeout(Connecting)` if no attempt finished. In fast-fail mode, or
+//!   for an error the manager calls permanent, the first failure is
+//!   returned at once.
+//! - Every attempt's outcome reaches the breaker (`breaker.rs`): while the
+//!   last connect failed, a connect first takes the flight token
+//!   ([`admit`]), so one connect at a time meets the failure and the rest
+//!   wait for it to land; while the backend is down, a connect fails at
+//!   once with `Unavailable`, and one [`probe`] at a time tries again.
 //! - Evidence that the server went away (a failed check; a failed connect
 //!   after a successful one) starts a restart epoch (`lifecycle.rs`).
 //!   Checks themselves run in `CheckGuard` (`guards.rs`).
-//! - One connect path: `get` and the `min_idle` refill both open through
-//!   [`open`], so both are counted as connecting while they run, both count
-//!   a connection the closed pool closes at once, and both adopt the same
-//!   way (`Core::adopt`).
+//! - One connect path: `get`, `warm_up`, the `min_idle` refill and the
+//!   probe all open through [`open`], so all are counted as connecting
+//!   while they run, all count a connection the closed pool closes at
+//!   once, and all adopt the same way (`Core::adopt`).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -22,12 +30,15 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::breaker::Admit;
+use crate::config::ms;
 use crate::core::{Core, Owner, close_quietly};
 use crate::guards::{Connecting, PlaceGuard};
+use crate::lifetime::settle_held;
 use crate::metrics::bump;
 use crate::slots::Busy;
 use crate::sync::Ordering;
-use crate::{Manager, PoolError};
+use crate::{Manager, PoolError, TimeoutKind};
 
 /// The earlier of `now + d` (if representable) and `deadline`.
 fn limit(d: Duration, deadline: Option<Instant>) -> Option<Instant> {
@@ -45,20 +56,82 @@ async fn bounded<F: Future>(at: Option<Instant>, fut: F) -> Option<F::Output> {
     }
 }
 
-/// The one connect path, for `get` and the `min_idle` refill alike: opens
-/// a connection into the reserved `place`, counted as connecting (not in
-/// use) while it runs, retrying failures with backoff until `deadline`
-/// ([`connect_with_retry`]). If the pool closed meanwhile, the new
+/// The flight token of a connect admitted while connects fail: dropped,
+/// it gives the token back and wakes the connects waiting for their turn.
+pub(crate) struct Flight<'a, M: Manager> {
+    core: &'a Core<M>,
+    /// Whether this connect holds the token (no token while the backend
+    /// is up: nothing to give back).
+    token: bool,
+}
+
+impl<M: Manager> Drop for Flight<'_, M> {
+    fn drop(&mut self) {
+        if self.token {
+            self.core.breaker.land();
+            self.core.landed.notify_waiters();
+        }
+    }
+}
+
+/// What keeps a connect from starting now.
+pub(crate) enum Refused {
+    /// Another connect is in flight against a failure.
+    Busy,
+    /// The backend is down: fail fast.
+    Down,
+}
+
+/// Admits one connect now, or says why not (`breaker.rs`, "States").
+pub(crate) fn admit<M: Manager>(core: &Core<M>) -> Result<Flight<'_, M>, Refused> {
+    match core.breaker.admit() {
+        Admit::Go(token) => Ok(Flight { core, token }),
+        Admit::Wait => Err(Refused::Busy),
+        Admit::Down => Err(Refused::Down),
+    }
+}
+
+/// Admits one connect, waiting (until `deadline`) while another is in
+/// flight against a failure. `Err(Refused::Down)`: the backend is down;
+/// `Err(Refused::Busy)`: the deadline came first.
+async fn admit_waiting<'a, M: Manager>(
+    core: &'a Core<M>,
+    deadline: Option<Instant>,
+) -> Result<Flight<'a, M>, Refused> {
+    loop {
+        let landed = core.landed.notified();
+        let mut landed = std::pin::pin!(landed);
+        // Registered before the look: a flight that lands after it wakes
+        // this caller (no lost wake-up).
+        landed.as_mut().enable();
+        match admit(core) {
+            Err(Refused::Busy) => {
+                if bounded(deadline, landed).await.is_none() {
+                    return Err(Refused::Busy);
+                }
+            }
+            admitted => return admitted,
+        }
+    }
+}
+
+/// The one connect path: opens a connection into the reserved `place`,
+/// counted as connecting (not in use) while it waits for its turn and
+/// runs, retrying failures with backoff until `deadline`
+/// ([`connect_with_retry`]). `flight`: already admitted (the refill, the
+/// probe), or `None` to be admitted here, waiting for its turn while
+/// connects fail (`get`, `warm_up`). If the pool closed meanwhile, the new
 /// connection is counted opened and closed, and closed; its place goes
 /// back when `place` drops. Returns the claimed slot, the caller's.
-pub(crate) async fn open<M: Manager>(
-    owner: &Arc<Owner<M>>,
-    place: PlaceGuard<'_, M>,
+pub(crate) async fn open<'a, M: Manager>(
+    owner: &'a Arc<Owner<M>>,
+    place: PlaceGuard<'a, M>,
+    flight: Option<Flight<'a, M>>,
     deadline: Option<Instant>,
 ) -> Result<Busy, PoolError<M::Error>> {
     let shared: &Core<M> = owner;
     let _connecting = Connecting::new(shared);
-    let conn = connect_with_retry(shared, deadline).await?;
+    let conn = connect_with_retry(shared, flight, deadline).await?;
     if shared.closed.load(Ordering::Acquire) {
         close_quietly(Some(conn));
         bump(&shared.counters.opened);
@@ -68,57 +141,170 @@ pub(crate) async fn open<M: Manager>(
     Ok(shared.adopt(place.into_place(), conn))
 }
 
+/// One probe while the backend is down (`breaker.rs`), claimed by the
+/// caller (`Probe::Run`: it holds the flight token): one connect attempt,
+/// bounded by `connect_timeout`, into a free place. Success ends the
+/// outage, and the new connection goes to the oldest waiter or the idle
+/// set; failure (or no free place) schedules the next probe.
+pub(crate) async fn probe<M: Manager>(owner: Arc<Owner<M>>) {
+    /// Ends the claim on every path, a runtime that drops the task
+    /// unpolled included: the next probe is scheduled.
+    struct Claim<'a, M: Manager> {
+        core: &'a Core<M>,
+        ok: bool,
+    }
+    impl<M: Manager> Drop for Claim<'_, M> {
+        fn drop(&mut self) {
+            let core = self.core;
+            let cfg = &core.config;
+            core.breaker.probe_ended(
+                self.ok,
+                core.clock.now(),
+                ms(cfg.max_connect_backoff),
+                |b| ms(core.lifecycle.jitter(std::time::Duration::from_millis(b))),
+                ms(cfg.connect_backoff),
+            );
+            core.landed.notify_waiters();
+        }
+    }
+    let core: &Core<M> = &owner;
+    let mut claim = Claim { core, ok: false };
+    bump(&core.counters.probes);
+    if core.closed.load(Ordering::Acquire) {
+        return;
+    }
+    let Some(place) = core.slots.reserve() else {
+        return; // every place taken: the next probe tries again
+    };
+    let place = PlaceGuard::new(&owner, place);
+    let _connecting = Connecting::new(core);
+    let deadline = Instant::now().checked_add(core.config.connect_timeout);
+    let Ok(conn) = attempt(core, deadline).await else {
+        return;
+    };
+    claim.ok = true;
+    if core.closed.load(Ordering::Acquire) {
+        close_quietly(Some(conn));
+        bump(&core.counters.opened);
+        bump(&core.counters.closed);
+        return;
+    }
+    let busy = core.adopt(place.into_place(), conn);
+    settle_held(&owner, core.put_back_fresh(busy));
+}
+
 /// `Manager::is_permanent`, a panic in it counting as "no".
 fn is_permanent<M: Manager>(shared: &Core<M>, e: &M::Error) -> bool {
     catch_unwind(AssertUnwindSafe(|| shared.manager.is_permanent(e))).unwrap_or(false)
 }
 
-/// Opens a connection: attempts bounded by `connect_timeout` and
-/// `deadline`, failures retried with backoff (module docs).
-pub(crate) async fn connect_with_retry<M: Manager>(
+/// One connect attempt, bounded by `connect_timeout` and `deadline`, its
+/// outcome counted and reported to the breaker. `Err(None)`: it timed
+/// out.
+async fn attempt<M: Manager>(
     shared: &Core<M>,
+    deadline: Option<Instant>,
+) -> Result<M::Connection, Option<M::Error>> {
+    let cfg = &shared.config;
+    let start = Instant::now();
+    let outcome = bounded(
+        limit(cfg.connect_timeout, deadline),
+        shared.manager.connect(),
+    )
+    .await;
+    match outcome {
+        Some(Ok(conn)) => {
+            shared.counters.connect.record_duration(0, start.elapsed());
+            shared.breaker.succeeded(&cfg.name, shared.clock.now());
+            Ok(conn)
+        }
+        Some(Err(e)) => {
+            bump(&shared.counters.connect_errors);
+            let permanent = is_permanent(shared, &e);
+            if permanent {
+                bump(&shared.counters.permanent_errors);
+                tracing::warn!(pool = %cfg.name, error = %e, "connect failed, not retried: the manager calls the error permanent");
+            } else {
+                tracing::warn!(pool = %cfg.name, error = %e, "connect failed");
+            }
+            failed(shared, &e.to_string(), permanent);
+            Err(Some(e))
+        }
+        None => {
+            bump(&shared.counters.connect_timeouts);
+            tracing::warn!(
+                pool = %cfg.name,
+                timeout_ms = cfg.connect_timeout.as_millis() as u64,
+                "connect timed out"
+            );
+            failed(shared, "connect timed out", false);
+            Err(None)
+        }
+    }
+}
+
+/// A failed attempt's evidence: for the breaker, and (after an earlier
+/// success) for the restart epoch.
+fn failed<M: Manager>(shared: &Core<M>, error: &str, permanent: bool) {
+    let cfg = &shared.config;
+    shared.breaker.failed(
+        &cfg.name,
+        error,
+        permanent,
+        shared.clock.now(),
+        ms(shared.lifecycle.jitter(cfg.connect_backoff)),
+    );
+    // A connect that fails after earlier ones succeeded is evidence that
+    // the server went away: idle connections are checked before their
+    // next use.
+    if shared.counters.opened.load(Ordering::Relaxed) > 0 {
+        shared.lifecycle.note_failure();
+    }
+}
+
+/// Opens a connection: attempts bounded by `connect_timeout` and
+/// `deadline`, failures retried with backoff (module docs) until the
+/// deadline, unless the error is permanent, the pool is in fast-fail mode
+/// or closed, or the backend is now down. Every attempt is admitted: an
+/// attempt made while connects fail holds the flight token (`flight`, if
+/// given, is the first attempt's admission), so retries of a connect that
+/// began while the backend was up wait their turn too.
+pub(crate) async fn connect_with_retry<'a, M: Manager>(
+    shared: &'a Core<M>,
+    mut flight: Option<Flight<'a, M>>,
     deadline: Option<Instant>,
 ) -> Result<M::Connection, PoolError<M::Error>> {
     let cfg = &shared.config;
     let mut backoff = cfg.connect_backoff;
     let mut last = None;
     loop {
-        let attempt = bounded(
-            limit(cfg.connect_timeout, deadline),
-            shared.manager.connect(),
-        );
-        let start = Instant::now();
-        match attempt.await {
-            Some(Ok(conn)) => {
-                shared.counters.connect.record_duration(0, start.elapsed());
-                return Ok(conn);
+        if !flight.as_ref().is_some_and(|f| f.token) {
+            // A token-less admission is good for one attempt.
+            flight.take();
+            match admit_waiting(shared, deadline).await {
+                Ok(f) => flight = Some(f),
+                // Down since this connect's last attempt: its own error
+                // says more than `Unavailable`.
+                Err(Refused::Down) => {
+                    return Err(match last {
+                        Some(e) => PoolError::Connect(e),
+                        None => shared.unavailable(),
+                    });
+                }
+                Err(Refused::Busy) => break,
             }
-            Some(Err(e)) => {
-                bump(&shared.counters.connect_errors);
+        }
+        match attempt(shared, deadline).await {
+            Ok(conn) => return Ok(conn),
+            Err(Some(e)) => {
                 if is_permanent(shared, &e) {
-                    bump(&shared.counters.permanent_errors);
-                    tracing::warn!(pool = %cfg.name, error = %e, "connect failed, not retried: the manager calls the error permanent");
                     return Err(PoolError::Connect(e));
                 }
-                tracing::warn!(pool = %cfg.name, error = %e, "connect failed");
                 last = Some(e);
             }
-            None => {
-                bump(&shared.counters.connect_timeouts);
-                tracing::warn!(
-                    pool = %cfg.name,
-                    timeout_ms = cfg.connect_timeout.as_millis() as u64,
-                    "connect timed out"
-                );
-            }
+            Err(None) => {}
         }
-        // A connect that fails after earlier ones succeeded is evidence
-        // that the server went away: idle connections are checked before
-        // their next use.
-        if shared.counters.opened.load(Ordering::Relaxed) > 0 {
-            shared.lifecycle.note_failure();
-        }
-        if cfg.fail_fast || shared.closed.load(Ordering::Acquire) {
+        if cfg.fail_fast || shared.closed.load(Ordering::Acquire) || shared.breaker.is_down() {
             break;
         }
         let pause = shared.lifecycle.jitter(backoff);
@@ -129,5 +315,8 @@ pub(crate) async fn connect_with_retry<M: Manager>(
         }
         crate::sync::sleep(pause).await;
     }
-    Err(last.map_or(PoolError::Timeout, PoolError::Connect))
+    Err(last.map_or(
+        PoolError::Timeout(TimeoutKind::Connecting),
+        PoolError::Connect,
+    ))
 }

@@ -36,8 +36,9 @@ use std::sync::{Arc, Weak};
 
 use crate::Manager;
 use crate::asym::Asym;
+use crate::breaker::Breaker;
 use crate::clock::Clock;
-use crate::config::{Config, Ticks};
+use crate::config::{Config, Ticks, ms};
 use crate::deadlines::Deadlines;
 use crate::health::{Health, HealthConfig, Monitor, Observed, Sizing};
 use crate::histogram::HistogramSnapshot;
@@ -114,6 +115,13 @@ pub(crate) struct Core<M: Manager> {
     /// Notified (all waiters) whenever a place is freed or a connection
     /// closed after `close`: `Pool::drain` waits on it (no polling).
     pub(crate) drained: tokio::sync::Notify,
+    /// The backend as the connect path sees it: failures, the single
+    /// flight, the breaker (`breaker.rs`).
+    pub(crate) breaker: Breaker,
+    /// Notified (all waiters) when a connect that held the flight token
+    /// lands: connects waiting for their turn while connects fail look
+    /// again (`connector.rs`). Touched only while connects fail.
+    pub(crate) landed: tokio::sync::Notify,
     /// This core's owner, for spawning background work from `&self` and
     /// for counting references with the `Arc`'s own provenance.
     pub(crate) weak: Weak<Owner<M>>,
@@ -169,6 +177,8 @@ impl<M: Manager> Core<M> {
                 ),
                 waiters: Waiters::new(),
                 drained: tokio::sync::Notify::new(),
+                breaker: Breaker::new(config.breaker, ms(config.connect_backoff)),
+                landed: tokio::sync::Notify::new(),
                 deadlines: Deadlines::new(),
                 closed: AtomicBool::new(false),
                 asym: Asym::new(config.membarrier),
@@ -349,6 +359,20 @@ impl<M: Manager> Core<M> {
         self.retire(busy)
     }
 
+    /// The error of a `get` that would connect while the backend is down:
+    /// how long it has been down, when the next probe is due, the last
+    /// connect error. Counted (`Metrics::unavailable`).
+    #[cold]
+    pub(crate) fn unavailable(&self) -> crate::PoolError<M::Error> {
+        bump(&self.counters.unavailable);
+        let (down, next) = self.breaker.outage(self.clock.now()).unwrap_or((0, 0));
+        crate::PoolError::Unavailable {
+            down_for: std::time::Duration::from_millis(down),
+            next_probe_in: std::time::Duration::from_millis(next),
+            last_error: self.breaker.last_error(),
+        }
+    }
+
     /// Takes anything a waiter could use: an idle connection or a place.
     pub(crate) fn take_any(&self) -> Option<Held> {
         match self.take_idle() {
@@ -463,6 +487,11 @@ impl<M: Manager> Core<M> {
                 // The restart epoch moves on a failed check (a failed
                 // connect counts as a connect failure already).
                 restart_epoch: r(&c.check_failures),
+                down_after: if self.breaker.is_down() {
+                    self.breaker.failures().max(1)
+                } else {
+                    0
+                },
             },
         );
         Some(watch)

@@ -1,4 +1,5 @@
-//! Errors returned by the pool: [`PoolError`] for acquiring a connection.
+//! Errors returned by the pool: [`PoolError`] for acquiring a connection,
+//! and [`TimeoutKind`], what a `get` that timed out was doing.
 //!
 //! Invariant kept: every error path of the pool returns one of these values
 //! and gives back whatever it held (connection, place, waiter entry) before
@@ -6,26 +7,98 @@
 
 use std::{error::Error, fmt};
 
+/// What a `get` was doing when its deadline passed: the kind of a
+/// [`PoolError::Timeout`]. Its `Display` gives the advice that fits.
+///
+/// ```
+/// use latchless::TimeoutKind;
+/// assert!(TimeoutKind::Waiting.to_string().contains("max_size"));
+/// assert!(TimeoutKind::Connecting.to_string().contains("connect_timeout"));
+/// assert!(TimeoutKind::Checking.to_string().contains("check_timeout"));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TimeoutKind {
+    /// Waiting for a connection to be returned: every connection was in
+    /// use. The pool is too small for the load, or connections are held
+    /// too long.
+    Waiting,
+    /// Connecting (or waiting for the one connect that runs while
+    /// connects fail): the server did not complete a connect in time.
+    Connecting,
+    /// Checking an idle connection before handing it out (the pre-ping):
+    /// the server did not answer the check in time.
+    Checking,
+}
+
+impl TimeoutKind {
+    /// A stable snake_case name, as in the `timeouts{kind}` metric.
+    ///
+    /// ```
+    /// assert_eq!(latchless::TimeoutKind::Checking.name(), "checking");
+    /// ```
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Waiting => "waiting",
+            Self::Connecting => "connecting",
+            Self::Checking => "checking",
+        }
+    }
+}
+
+impl fmt::Display for TimeoutKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Waiting => {
+                "timed out waiting for a connection to be returned (all were in use): raise max_size or acquire_timeout, or hold connections for less time"
+            }
+            Self::Connecting => {
+                "timed out connecting: the server did not complete a connect in time; check that it is up and reachable at the address configured, or raise connect_timeout"
+            }
+            Self::Checking => {
+                "timed out checking an idle connection (pre-ping): the server did not answer in time; check the server, or lower check_timeout to give up on it sooner"
+            }
+        })
+    }
+}
+
 /// Why [`Pool::get`](crate::Pool::get) (or `get_timeout`) returned no connection.
 ///
 /// ```
-/// use latchless::PoolError;
-/// let e: PoolError<std::io::Error> = PoolError::Timeout;
-/// assert_eq!(e.to_string(), "timed out waiting for a connection: raise acquire_timeout or max_size, or return connections sooner");
+/// use latchless::{PoolError, TimeoutKind};
+/// let e: PoolError<std::io::Error> = PoolError::Timeout(TimeoutKind::Connecting);
+/// assert!(e.to_string().starts_with("timed out connecting"));
 /// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum PoolError<E> {
-    /// The deadline (`acquire_timeout` or the per-call timeout) passed before a
-    /// connection was available, or a connect exceeded `connect_timeout`.
-    Timeout,
+    /// The deadline (`acquire_timeout` or the per-call timeout) passed;
+    /// the kind says what the `get` was doing then.
+    Timeout(TimeoutKind),
     /// The pool was closed (by [`Pool::close`](crate::Pool::close) or by
     /// dropping its last handle) before or while waiting.
     Closed,
     /// `max_waiters` callers were already waiting; this call failed at once.
     Exhausted,
-    /// [`Manager::connect`](crate::Manager::connect) failed; the error is the manager's.
+    /// [`Manager::connect`](crate::Manager::connect) failed; the error is the
+    /// manager's. Returned at once for an error the manager calls permanent
+    /// ([`Manager::is_permanent`](crate::Manager::is_permanent)) or with
+    /// `fail_fast`, else after retrying until the deadline.
     Connect(E),
+    /// The backend is down ([`Builder::breaker`](crate::Builder::breaker)):
+    /// this `get` found no idle connection and would have had to connect,
+    /// so it failed at once instead of waiting out its deadline. One probe
+    /// connect at a time runs in the background; the first that succeeds
+    /// ends the outage.
+    #[non_exhaustive]
+    Unavailable {
+        /// How long the backend has been down.
+        down_for: std::time::Duration,
+        /// When the next probe connect is due (zero: due now or running).
+        next_probe_in: std::time::Duration,
+        /// The last connect error, as text.
+        last_error: String,
+    },
     /// [`Pool::get_blocking`](crate::Pool::get_blocking) had to wait or
     /// connect, but the pool was built outside a Tokio runtime, or the
     /// runtime it was built in has shut down, so there is none to run the
@@ -40,14 +113,20 @@ pub enum PoolError<E> {
 impl<E: fmt::Display> fmt::Display for PoolError<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Timeout => f.write_str(
-                "timed out waiting for a connection: raise acquire_timeout or max_size, or return connections sooner",
-            ),
+            Self::Timeout(kind) => kind.fmt(f),
             Self::Closed => f.write_str("the pool is closed"),
             Self::Exhausted => f.write_str(
                 "too many callers are already waiting for a connection (max_waiters reached)",
             ),
             Self::Connect(e) => write!(f, "could not open a connection: {e}"),
+            Self::Unavailable {
+                down_for,
+                next_probe_in,
+                last_error,
+            } => write!(
+                f,
+                "the backend is down (for {down_for:?}; next probe connect in {next_probe_in:?}), failing fast instead of connecting; last connect error: {last_error}"
+            ),
             Self::NoRuntime => f.write_str(
                 "get_blocking must wait or connect, but the pool was built outside a Tokio runtime or that runtime has shut down: build it inside one that outlives its use",
             ),

@@ -28,7 +28,7 @@
 //! | [`Utilization`](AlertKind::Utilization) | every sample for at least `sustain_ms` had `in_use / max_size` above the threshold (value: the lowest of them) | above 0.8 for 30 s |
 //! | [`AcquireWait`](AlertKind::AcquireWait) | the window's acquire-wait p99 is above the threshold, over at least `wait_min_samples` acquisitions (a p99 of fewer is just their maximum: a cold start's first connect would fire it) | above 100 ms (`Builder::wait_alert`), at least 100 acquisitions |
 //! | [`Exhaustion`](AlertKind::Exhaustion) | any `get` in the window failed with `Timeout` or `Exhausted` (value: how many) | any |
-//! | [`BackendDown`](AlertKind::BackendDown) | connects failed in the window and none succeeded, or the restart epoch moved (a failed check or a broken connection); value: the failures plus one per sample that saw the epoch move | any |
+//! | [`BackendDown`](AlertKind::BackendDown) | the breaker is open (`Builder::breaker`), or connects failed in the window and none succeeded, or the restart epoch moved (a failed check or a broken connection); value: the failures plus one per sample that saw the epoch move (at least the consecutive failures that opened the breaker) | any |
 //!
 //! Utilization is judged on consecutive samples, not on the ring: it
 //! fires at the first sample `sustain_ms` after the first of an unbroken
@@ -182,7 +182,7 @@ pub struct Alert {
 /// | [`Utilization`](AlertKind::Utilization) | every sample for at least 30 s had `in_use / max_size` above the threshold (value: the lowest of them); clears at the first sample at or below it | above 0.8 |
 /// | [`AcquireWait`](AlertKind::AcquireWait) | the window's acquire-wait p99 is above the threshold, over at least 100 acquisitions (the p99 of fewer is just their maximum: a cold start's first connects would fire it) | above 100 ms (`Builder::wait_alert`) |
 /// | [`Exhaustion`](AlertKind::Exhaustion) | any `get` in the window failed with `Timeout` or `Exhausted` (value: how many) | any |
-/// | [`BackendDown`](AlertKind::BackendDown) | connects failed in the window and none succeeded, or the restart epoch moved (a failed check or a broken connection); value: the failures, plus one per sample that saw the epoch move | any |
+/// | [`BackendDown`](AlertKind::BackendDown) | the breaker is open (`Builder::breaker`), or connects failed in the window and none succeeded, or the restart epoch moved (a failed check or a broken connection); value: the failures, plus one per sample that saw the epoch move (at least the consecutive failures that opened the breaker) | any |
 ///
 /// Each transition into firing logs one `tracing` warning (fields `pool`,
 /// `alert`, `value`, `threshold`), at most one per alert kind per window;
@@ -419,6 +419,9 @@ pub(crate) struct Observed<'a> {
     /// The server-restart epoch (moves on a failed check or a broken
     /// connection).
     pub(crate) restart_epoch: u64,
+    /// The breaker is open, after this many consecutive failed connects
+    /// (0: it is closed).
+    pub(crate) down_after: u64,
 }
 
 /// Per-slot (and whole-window) sums of the sampled differences.
@@ -520,6 +523,8 @@ pub(crate) struct Monitor {
     prev: Prev,
     /// `max_size` at the latest sample.
     max_size: usize,
+    /// `Observed::down_after` at the latest sample.
+    down_after: u64,
     /// Start and lowest value of the current run of samples above the
     /// utilization threshold.
     util_run: Option<(u64, f64)>,
@@ -559,6 +564,7 @@ impl Monitor {
                 restart_epoch: 0,
             },
             max_size: 0,
+            down_after: 0,
             util_run: None,
             kinds: [KindState::default(); 4],
             warnings: [0; 4],
@@ -619,6 +625,7 @@ impl Monitor {
             restart_epoch: o.restart_epoch,
         };
         self.max_size = o.max_size;
+        self.down_after = o.down_after;
         let util = o.in_use as f64 / o.max_size.max(1) as f64;
         self.util_run = if util > self.cfg.utilization {
             Some(self.util_run.map_or((now, util), |(s, m)| (s, m.min(util))))
@@ -678,8 +685,8 @@ impl Monitor {
         if t.failed_acquires > 0 {
             out[AlertKind::Exhaustion.idx()] = Some((t.failed_acquires as f64, 0.0));
         }
-        if (t.connect_failures > 0 && t.connects == 0) || t.epoch_trips > 0 {
-            let events = t.connect_failures + t.epoch_trips;
+        if (t.connect_failures > 0 && t.connects == 0) || t.epoch_trips > 0 || self.down_after > 0 {
+            let events = (t.connect_failures + t.epoch_trips).max(self.down_after);
             out[AlertKind::BackendDown.idx()] = Some((events as f64, 0.0));
         }
         out
@@ -856,6 +863,7 @@ mod tests {
                     connects: self.connects,
                     connect_failures: self.connect_failures,
                     restart_epoch: self.epoch,
+                    down_after: 0,
                 },
             );
         }

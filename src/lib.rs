@@ -53,6 +53,7 @@
 
 mod asym;
 mod background;
+mod breaker;
 mod builder;
 mod clock;
 mod config;
@@ -96,7 +97,7 @@ pub mod fuzzing {
 
 pub use builder::{BuildError, Builder};
 pub use config::{Config, MAX_POOL_SIZE, MAX_SHARDS};
-pub use error::PoolError;
+pub use error::{PoolError, TimeoutKind};
 pub use health::{Alert, AlertKind, Health, Sizing, SizingVerdict};
 pub use histogram::{Histogram, HistogramSnapshot};
 pub use manager::Manager;

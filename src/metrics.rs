@@ -89,6 +89,18 @@ pub struct Metrics {
     /// ([`Manager::is_permanent`](crate::Manager::is_permanent)): returned
     /// at once, not retried.
     pub permanent_errors: u64,
+    /// `get`s that failed fast with
+    /// [`PoolError::Unavailable`](crate::PoolError::Unavailable) while the
+    /// backend was down.
+    pub unavailable: u64,
+    /// Probes started while the backend was down, one at a time
+    /// ([`Builder::breaker`](crate::Builder::breaker)); a probe that finds
+    /// every place taken connects nothing and is tried again later.
+    pub probes: u64,
+    /// The breaker is open: the backend is down.
+    pub backend_down: bool,
+    /// How long the backend has been down (zero while it is up).
+    pub down_for: std::time::Duration,
     /// `get`s that parked as waiters.
     pub waits: u64,
     /// `get`s that returned `Timeout`.
@@ -164,6 +176,8 @@ pub(crate) struct Counters {
     pub(crate) connect_errors: AtomicU64,
     pub(crate) connect_timeouts: AtomicU64,
     pub(crate) permanent_errors: AtomicU64,
+    pub(crate) unavailable: AtomicU64,
+    pub(crate) probes: AtomicU64,
     pub(crate) waits: AtomicU64,
     pub(crate) timeouts: AtomicU64,
     pub(crate) timeouts_swept: AtomicU64,
@@ -260,6 +274,10 @@ impl Counters {
             connect_errors: r(&self.connect_errors),
             connect_timeouts: r(&self.connect_timeouts),
             permanent_errors: r(&self.permanent_errors),
+            unavailable: r(&self.unavailable),
+            probes: r(&self.probes),
+            backend_down: false,
+            down_for: std::time::Duration::ZERO,
             waits: r(&self.waits),
             timeouts: r(&self.timeouts),
             timeouts_swept: r(&self.timeouts_swept),
@@ -304,6 +322,12 @@ pub(crate) fn export(
     counter("latchless_checks_detached_total", m.checks_detached);
     counter("latchless_leaks_total", m.leaks);
     counter("latchless_maintenance_passes_total", m.maintenance_passes);
+    counter(
+        "latchless_connect_permanent_errors_total",
+        m.permanent_errors,
+    );
+    counter("latchless_acquire_unavailable_total", m.unavailable);
+    counter("latchless_connect_probes_total", m.probes);
     for (reason, v) in [
         ("idle_timeout", m.closed_idle),
         ("lifetime", m.closed_lifetime),
@@ -331,6 +355,11 @@ pub(crate) fn export(
     gauge("latchless_connections_in_use", m.state.in_use as f64);
     gauge("latchless_waiters", m.state.waiting as f64);
     gauge("latchless_max_size", max_size as f64);
+    gauge(
+        "latchless_backend_down",
+        f64::from(u8::from(m.backend_down)),
+    );
+    gauge("latchless_backend_down_seconds", m.down_for.as_secs_f64());
     gauge(
         "latchless_sizing_recommended_connections",
         sizing.recommended as f64,

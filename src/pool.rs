@@ -59,7 +59,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use crate::background::{IdleClaim, housekeep, start_background};
+use crate::background::{IdleClaim, housekeep, probe_if_due, start_background};
 use crate::config::Config;
 use crate::core::{Core, Owner, from_grant};
 use crate::guards::{CheckGuard, PlaceGuard, WaitGuard};
@@ -70,7 +70,7 @@ use crate::metrics::{Metrics, State, bump};
 use crate::slots::{Busy, Held};
 use crate::sync::{self, Ordering};
 use crate::waiters::Outcome;
-use crate::{Manager, PoolError, Pooled};
+use crate::{Manager, PoolError, Pooled, TimeoutKind};
 
 /// The object all `Pool` clones share; dropping the last one closes the pool.
 struct Handle<M: Manager> {
@@ -298,7 +298,7 @@ impl<M: Manager> Pool<M> {
     /// As [`get`](Pool::get).
     ///
     /// ```
-    /// # use latchless::{Manager, Pool, PoolError};
+    /// # use latchless::{Manager, Pool, PoolError, TimeoutKind};
     /// # use std::time::Duration;
     /// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
     /// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
@@ -306,7 +306,7 @@ impl<M: Manager> Pool<M> {
     /// let pool = Pool::builder(M).max_size(1).build().unwrap();
     /// let held = pool.get().await.unwrap();
     /// let err = pool.get_timeout(Duration::from_millis(10)).await.unwrap_err();
-    /// assert!(matches!(err, PoolError::Timeout));
+    /// assert!(matches!(err, PoolError::Timeout(TimeoutKind::Waiting)));
     /// # }
     /// ```
     #[track_caller]
@@ -378,24 +378,31 @@ impl<M: Manager> Pool<M> {
         } else {
             start.checked_add(timeout)
         };
-        let mut phase = Phase::Waiting;
-        let result = self.acquire_slow(deadline, candidate, by, &mut phase).await;
+        let mut phase = TimeoutKind::Waiting;
+        let result = match self.acquire_slow(deadline, candidate, by, &mut phase).await {
+            // The kind is what the `get` did last, whichever step saw the
+            // deadline pass, so that the error and its counter agree.
+            Err(PoolError::Timeout(_)) => Err(PoolError::Timeout(phase)),
+            other => other,
+        };
         match &result {
             // Striped by the thread's home shard.
             Ok(_) => shared.counters.wait.record_duration(
                 crate::tid::home_index(shared.config.shards),
                 start.elapsed(),
             ),
-            Err(PoolError::Timeout) => {
+            Err(PoolError::Timeout(kind)) => {
                 bump(&shared.counters.timeouts);
-                let (counter, kind) = match phase {
-                    Phase::Waiting => (&shared.counters.timeouts_waiting, "waiting"),
-                    Phase::Connecting => (&shared.counters.timeouts_connecting, "connecting"),
-                    Phase::Checking => (&shared.counters.timeouts_checking, "checking"),
-                };
-                bump(counter);
-                tracing::info!(pool = %shared.config.name, kind, waited_ms = start.elapsed().as_millis() as u64, "get timed out");
+                bump(match kind {
+                    TimeoutKind::Waiting => &shared.counters.timeouts_waiting,
+                    TimeoutKind::Connecting => &shared.counters.timeouts_connecting,
+                    TimeoutKind::Checking => &shared.counters.timeouts_checking,
+                });
+                tracing::info!(pool = %shared.config.name, kind = kind.name(), waited_ms = start.elapsed().as_millis() as u64, "get timed out");
             }
+            // While the backend is down, a failing `get` is what asks for
+            // the next probe when it is due.
+            Err(PoolError::Unavailable { .. }) => probe_if_due(shared),
             Err(_) => {}
         }
         result
@@ -408,7 +415,7 @@ impl<M: Manager> Pool<M> {
         deadline: Option<tokio::time::Instant>,
         mut candidate: Option<CheckGuard<'_, M>>,
         by: &'static Location<'static>,
-        phase: &mut Phase,
+        phase: &mut TimeoutKind,
     ) -> Result<Pooled<M>, PoolError<M::Error>> {
         let shared = self.shared();
         let mut first = true;
@@ -428,10 +435,10 @@ impl<M: Manager> Pool<M> {
                 if let Some(c) = candidate.take() {
                     c.requeue();
                 }
-                return Err(PoolError::Timeout);
+                return Err(PoolError::Timeout(*phase));
             }
             if let Some(c) = candidate.take() {
-                *phase = Phase::Checking;
+                *phase = TimeoutKind::Checking;
                 // Bounded by `deadline` itself (`CheckGuard::check`).
                 if let Some(busy) = c.check(deadline).await {
                     return Ok(self.hand_out_slow(busy, by));
@@ -456,20 +463,20 @@ impl<M: Manager> Pool<M> {
                 }
             }
             if let Some(place) = shared.slots.reserve() {
-                *phase = Phase::Connecting;
+                *phase = TimeoutKind::Connecting;
                 bump(&shared.counters.acquire_connects);
                 let connect = self.connect(PlaceGuard::new(shared, place), deadline);
                 let p = bounded(deadline, connect).await?;
                 return Ok(self.hand_out_slow(p, by));
             }
-            *phase = Phase::Waiting;
+            *phase = TimeoutKind::Waiting;
             match self.wait(deadline).await? {
                 Held::Busy(busy) => match self.triage(busy, by) {
                     Ok(p) => return Ok(p),
                     Err(c) => candidate = c,
                 },
                 Held::Place(place) => {
-                    *phase = Phase::Connecting;
+                    *phase = TimeoutKind::Connecting;
                     bump(&shared.counters.acquire_connects);
                     let connect = self.connect(PlaceGuard::new(shared, place), deadline);
                     let p = bounded(deadline, connect).await?;
@@ -538,7 +545,7 @@ impl<M: Manager> Pool<M> {
             // its withdraw saw the serving CAS): the grant is its alone.
             Outcome::Granted(g) => Ok(unsafe { from_grant(g) }),
             Outcome::Closed => Err(PoolError::Closed),
-            Outcome::TimedOut => Err(PoolError::Timeout),
+            Outcome::TimedOut => Err(PoolError::Timeout(TimeoutKind::Waiting)),
         }
     }
 
@@ -549,7 +556,7 @@ impl<M: Manager> Pool<M> {
         place: PlaceGuard<'_, M>,
         deadline: Option<tokio::time::Instant>,
     ) -> Result<Busy, PoolError<M::Error>> {
-        crate::connector::open(self.shared(), place, deadline).await
+        crate::connector::open(self.shared(), place, None, deadline).await
     }
 
     /// Runs one maintenance pass now: expire idle and over-age connections,
@@ -646,7 +653,12 @@ impl<M: Manager> Pool<M> {
         let shared = self.shared();
         let passes = shared.maintenance.passes.load(Ordering::Relaxed);
         let hits = shared.slots.hits();
-        shared.counters.snapshot(shared.state(), passes, hits)
+        let mut m = shared.counters.snapshot(shared.state(), passes, hits);
+        if let Some((down, _)) = shared.breaker.outage(shared.clock.now()) {
+            m.backend_down = true;
+            m.down_for = Duration::from_millis(down);
+        }
+        m
     }
 
     /// Exports every counter, gauge and histogram of [`metrics`](Pool::metrics),
@@ -849,14 +861,6 @@ fn poll_slow<S: Future>(
         .poll(cx)
 }
 
-/// What a slow `get` was doing last, naming the kind of a timeout.
-#[derive(Clone, Copy, Debug)]
-enum Phase {
-    Waiting,
-    Connecting,
-    Checking,
-}
-
 /// How many connects [`Pool::warm_up`] runs at once.
 const WARM_UP_CONNECTS: usize = 4;
 
@@ -923,7 +927,8 @@ impl<M: Manager> Pool<M> {
         let open = |place, claim| {
             // The guard is made now, not at the future's first poll: a
             // future dropped unpolled must give its place back too.
-            let connect = crate::connector::open(shared, PlaceGuard::new(shared, place), deadline);
+            let connect =
+                crate::connector::open(shared, PlaceGuard::new(shared, place), None, deadline);
             Box::pin(async move { (connect.await, claim) })
         };
         let mut inflight = Vec::with_capacity(WARM_UP_CONNECTS);
@@ -1122,7 +1127,7 @@ impl<M: Manager> Pool<M> {
             Err(RecvTimeoutError::Disconnected) => Err(PoolError::NoRuntime),
             // The runtime lives but nothing drives it (a current-thread
             // runtime whose thread does not run it).
-            Err(RecvTimeoutError::Timeout) => Err(PoolError::Timeout),
+            Err(RecvTimeoutError::Timeout) => Err(PoolError::Timeout(TimeoutKind::Waiting)),
         }
     }
 }
@@ -1141,7 +1146,7 @@ async fn bounded<T, E>(
     match deadline {
         Some(d) => sync::timeout_at(d, fut)
             .await
-            .unwrap_or(Err(PoolError::Timeout)),
+            .unwrap_or(Err(PoolError::Timeout(TimeoutKind::Connecting))),
         None => fut.await,
     }
 }
@@ -1189,6 +1194,17 @@ impl<M: Manager> Pool<M> {
     #[doc(hidden)]
     pub fn loom_pin_home_shard(&self, shard: usize) {
         crate::tid::pin_home(shard, self.config().shards);
+    }
+
+    /// Runs the next probe now, in this thread, if the backend is down and
+    /// a probe is due: the pool's background task runs it on Tokio, which
+    /// a model does not run.
+    #[doc(hidden)]
+    pub async fn loom_probe(&self) {
+        let core = self.core();
+        if core.breaker.claim_probe(core.clock.now()) == crate::breaker::Probe::Run {
+            crate::connector::probe(Arc::clone(self.shared())).await;
+        }
     }
 
     /// A serving sweeper's deadline slots and a waiter queue: a model

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
 use common::{LONG, TestManager, runtime, wait_until};
-use latchless::{Pool, PoolError, Pooled};
+use latchless::{Pool, PoolError, Pooled, TimeoutKind};
 
 fn pool(max: usize) -> (Pool<TestManager>, std::sync::Arc<common::Tracker>) {
     let (m, t) = TestManager::new();
@@ -23,7 +23,10 @@ fn timeout_at_the_cap_returns_timeout_and_keeps_the_connection() {
             .get_timeout(Duration::from_millis(20))
             .await
             .unwrap_err();
-        assert!(matches!(err, PoolError::Timeout), "{err:?}");
+        assert!(
+            matches!(err, PoolError::Timeout(TimeoutKind::Waiting)),
+            "{err:?}"
+        );
         assert_eq!(pool.state().waiting, 0, "the timed-out waiter left");
         assert_eq!(pool.metrics().timeouts, 1);
         drop(held);
@@ -50,7 +53,10 @@ fn the_pool_times_out_parked_waiters_itself() {
             let started = std::time::Instant::now();
             let err = pool.get_timeout(timeout).await.unwrap_err();
             let took = started.elapsed();
-            assert!(matches!(err, PoolError::Timeout), "{err:?}");
+            assert!(
+                matches!(err, PoolError::Timeout(TimeoutKind::Waiting)),
+                "{err:?}"
+            );
             assert!(took >= timeout, "timed out early: {took:?} < {timeout:?}");
             assert!(took < LONG, "timed out far too late: {took:?}");
             let m = pool.metrics();
@@ -103,7 +109,10 @@ fn waiters_outlive_the_runtime_of_the_pools_background_task() {
         .block_on(async { tokio::time::timeout(LONG, timing_out).await })
         .expect("a waiter of the stopped task was never woken")
         .unwrap();
-    assert!(matches!(r, Err(PoolError::Timeout)), "{r:?}");
+    assert!(
+        matches!(r, Err(PoolError::Timeout(TimeoutKind::Waiting))),
+        "{r:?}"
+    );
     assert!(took >= Duration::from_millis(400), "{took:?}");
     assert!(took < LONG, "{took:?}");
     drop(held);
@@ -217,7 +226,14 @@ fn hung_connect_is_bounded_by_connect_timeout() {
         .unwrap();
     runtime().block_on(async {
         let err = pool.get().await.unwrap_err();
-        assert!(matches!(err, PoolError::Timeout), "{err:?}");
+        assert!(
+            matches!(err, PoolError::Timeout(TimeoutKind::Connecting)),
+            "{err:?}"
+        );
+        assert!(
+            !err.to_string().contains("max_size"),
+            "not the pool's size: {err}"
+        );
         assert_eq!(pool.metrics().connect_timeouts, 1);
         assert_eq!(pool.state().size, 0);
         assert_eq!(t.live(), 0, "the connect future was dropped");
@@ -236,7 +252,10 @@ fn acquire_deadline_bounds_a_hung_connect_too() {
             .get_timeout(Duration::from_millis(30))
             .await
             .unwrap_err();
-        assert!(matches!(err, PoolError::Timeout));
+        assert!(
+            matches!(err, PoolError::Timeout(TimeoutKind::Connecting)),
+            "{err:?}"
+        );
         assert_eq!(pool.state().size, 0, "the place came back");
     });
 }
@@ -407,7 +426,10 @@ fn extreme_timeouts_do_not_panic() {
     runtime().block_on(async {
         let c = pool.get_timeout(Duration::MAX).await.unwrap();
         let err = pool.get_timeout(Duration::ZERO).await.unwrap_err();
-        assert!(matches!(err, PoolError::Timeout));
+        assert!(
+            matches!(err, PoolError::Timeout(TimeoutKind::Waiting)),
+            "{err:?}"
+        );
         drop(c);
         assert!(pool.get_timeout(Duration::ZERO).await.is_ok());
     });
@@ -458,8 +480,14 @@ fn no_deadline_waiters_are_served_and_closed() {
 fn error_messages_say_what_to_do() {
     let e: PoolError<std::io::Error> = PoolError::Exhausted;
     assert!(e.to_string().contains("max_waiters"));
-    let e: PoolError<std::io::Error> = PoolError::Timeout;
-    assert!(e.to_string().contains("acquire_timeout"));
+    let e: PoolError<std::io::Error> = PoolError::Timeout(TimeoutKind::Waiting);
+    assert!(e.to_string().contains("max_size"));
+    // A connect or a check that timed out points at the server, not at
+    // the pool's size.
+    let e: PoolError<std::io::Error> = PoolError::Timeout(TimeoutKind::Connecting);
+    assert!(e.to_string().contains("connect_timeout") && !e.to_string().contains("max_size"));
+    let e: PoolError<std::io::Error> = PoolError::Timeout(TimeoutKind::Checking);
+    assert!(e.to_string().contains("check_timeout") && !e.to_string().contains("max_size"));
     let e: PoolError<std::io::Error> = PoolError::Connect(std::io::Error::other("refused"));
     assert_eq!(e.to_string(), "could not open a connection: refused");
 }

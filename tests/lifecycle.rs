@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
 use common::{Capture, LONG, TestManager, Tracker, runtime, wait_until};
-use latchless::{Builder, Pool, PoolError};
+use latchless::{Builder, Pool, PoolError, TimeoutKind};
 
 fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
@@ -247,7 +247,10 @@ fn a_hung_check_is_bounded_and_costs_nothing() {
         // it until check_timeout, then fails and closes its connection.
         t.hang.store(true, SeqCst);
         let err = pool.get_timeout(Duration::from_millis(20)).await;
-        assert!(matches!(err, Err(PoolError::Timeout)), "{err:?}");
+        assert!(
+            matches!(err, Err(PoolError::Timeout(TimeoutKind::Checking))),
+            "{err:?}"
+        );
         assert_eq!(pool.metrics().checks_detached, 1);
         wait_until("the detached check failed", || {
             pool.metrics().check_failures == 2
@@ -273,7 +276,10 @@ fn a_deadline_that_passes_during_a_check_closes_one_connection_not_all() {
         open(&pool, 4).await;
         t.check_hang.store(true, SeqCst);
         let err = pool.get_timeout(Duration::from_millis(30)).await;
-        assert!(matches!(err, Err(PoolError::Timeout)), "{err:?}");
+        assert!(
+            matches!(err, Err(PoolError::Timeout(TimeoutKind::Checking))),
+            "{err:?}"
+        );
         let m = pool.metrics();
         assert_eq!(
             m.check_failures, 0,
@@ -285,7 +291,7 @@ fn a_deadline_that_passes_during_a_check_closes_one_connection_not_all() {
         // No time at all: the connection due for a check is not checked
         // (which would cut the check short), it stays idle.
         let err = pool.get_timeout(Duration::ZERO).await;
-        assert!(matches!(err, Err(PoolError::Timeout)), "{err:?}");
+        assert!(matches!(err, Err(PoolError::Timeout(_))), "{err:?}");
         assert_eq!(pool.metrics().closed, 0);
         assert_eq!(pool.state().idle, 3);
         // The detached check hangs past check_timeout: one failure, one
@@ -463,7 +469,10 @@ fn a_detached_check_that_passes_leaves_the_connection_fresh() {
         mock.advance(secs(3));
         t.check_delay_ms.store(100, SeqCst);
         let err = pool.get_timeout(Duration::from_millis(50)).await;
-        assert!(matches!(err, Err(PoolError::Timeout)), "{err:?}");
+        assert!(
+            matches!(err, Err(PoolError::Timeout(TimeoutKind::Checking))),
+            "{err:?}"
+        );
         assert_eq!(pool.metrics().checks_detached, 1);
         wait_until("the detached check passed", || pool.state().idle == 1).await;
         for i in 0..5 {

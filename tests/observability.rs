@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
 use common::{mocked_quiet, ms, paused};
-use latchless::{AlertKind, Histogram, PoolError, Pooled, SizingVerdict};
+use latchless::{AlertKind, Histogram, PoolError, Pooled, SizingVerdict, TimeoutKind};
 
 /// `|read - exact| <= exact / 64`, the histogram's documented error.
 fn close_to(read: u64, exact: u64) -> bool {
@@ -135,20 +135,29 @@ fn timeouts_are_counted_by_kind() {
         // Waiting: the one place is held.
         let held = pool.get().await.unwrap();
         let e = pool.get_timeout(ms(50)).await.unwrap_err();
-        assert!(matches!(e, PoolError::Timeout));
+        assert!(
+            matches!(e, PoolError::Timeout(TimeoutKind::Waiting)),
+            "{e:?}"
+        );
         drop(held);
         // Checking: the idle connection is due for a check that hangs.
         mock.advance(ms(200));
         t.check_delay_ms.store(1_000, SeqCst);
         let e = pool.get_timeout(ms(50)).await.unwrap_err();
-        assert!(matches!(e, PoolError::Timeout));
+        assert!(
+            matches!(e, PoolError::Timeout(TimeoutKind::Checking)),
+            "{e:?}"
+        );
     });
     let (pool2, t2, _mock2) = mocked_quiet(|b| b.max_size(1));
     t2.connect_delay_ms.store(1_000, SeqCst);
     paused().block_on(async {
         // Connecting.
         let e = pool2.get_timeout(ms(50)).await.unwrap_err();
-        assert!(matches!(e, PoolError::Timeout));
+        assert!(
+            matches!(e, PoolError::Timeout(TimeoutKind::Connecting)),
+            "{e:?}"
+        );
     });
     let m = pool.metrics();
     assert_eq!(
@@ -397,6 +406,11 @@ fn export_metrics_renders_stable_names_with_the_pool_label() {
         "latchless_connections_idle{pool=\"orders\"} 1",
         "latchless_max_size{pool=\"orders\"} 2",
         "latchless_alert_firing{pool=\"orders\",alert=\"exhaustion\"} 0",
+        "latchless_backend_down{pool=\"orders\"} 0",
+        "latchless_backend_down_seconds{pool=\"orders\"} 0",
+        "latchless_acquire_unavailable_total{pool=\"orders\"} 0",
+        "latchless_connect_probes_total{pool=\"orders\"} 0",
+        "latchless_connect_permanent_errors_total{pool=\"orders\"} 0",
     ] {
         assert!(text.contains(line), "{line} not in:\n{text}");
     }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{TestManager, runtime};
-use latchless::{Pool, PoolError};
+use latchless::{Pool, PoolError, TimeoutKind};
 
 fn pool(max: usize) -> (Pool<TestManager>, Arc<common::Tracker>) {
     let (m, t) = TestManager::new();
@@ -222,7 +222,7 @@ fn resize_down_closes_idle_surplus_now_and_in_use_surplus_on_return() {
         let b = pool.get().await.unwrap();
         assert!(matches!(
             pool.get_timeout(Duration::from_millis(20)).await,
-            Err(PoolError::Timeout)
+            Err(PoolError::Timeout(_))
         ));
         drop((a, b));
         assert!(t.max_live() <= 4);
@@ -364,7 +364,7 @@ fn get_until_shares_the_get_timeout_path() {
             .get_until(Instant::now() + Duration::from_millis(100))
             .await
             .unwrap_err();
-        assert!(matches!(err, PoolError::Timeout));
+        assert!(matches!(err, PoolError::Timeout(_)));
         let took = start.elapsed();
         assert!(
             took >= Duration::from_millis(95) && took < Duration::from_secs(5),
@@ -375,7 +375,7 @@ fn get_until_shares_the_get_timeout_path() {
         let past = Instant::now() - Duration::from_secs(1);
         assert!(matches!(
             pool.get_until(past).await,
-            Err(PoolError::Timeout)
+            Err(PoolError::Timeout(_))
         ));
         assert!(start.elapsed() < Duration::from_millis(500));
         // A tokio Instant converts.
@@ -442,7 +442,10 @@ fn get_blocking_times_out_at_its_deadline() {
     let took = std::thread::spawn(move || {
         let start = Instant::now();
         let err = p.get_blocking(Duration::from_millis(100)).unwrap_err();
-        assert!(matches!(err, PoolError::Timeout), "{err:?}");
+        assert!(
+            matches!(err, PoolError::Timeout(TimeoutKind::Waiting)),
+            "{err:?}"
+        );
         start.elapsed()
     })
     .join()

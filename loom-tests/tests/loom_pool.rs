@@ -793,6 +793,60 @@ fn two_resizes_race_releases() {
     });
 }
 
+/// The breaker (`breaker.rs`): the backend is down (one failed connect
+/// with a threshold of one), two probes race each other, a release and a
+/// `get` that may wait for a connection. At most one probe runs at a time
+/// (and after one that connected the backend is up, so no second one
+/// starts); the `get` is served a connection or fails fast with
+/// `Unavailable`, never waits on a free place; nothing is lost. Catches
+/// `two_probes` (the probe claimed with a load and a store: both probes
+/// run).
+#[test]
+fn two_probes_race_a_release_and_a_waiter_while_the_backend_is_down() {
+    explore(|| {
+        let m = M::default();
+        let open = Arc::clone(&m.open);
+        let (p, mock) = pool(3, m, |b| b.breaker(Some(1)).fail_fast(true));
+        pin_home(&p);
+        let c1 = block_on(p.get()).unwrap();
+        let c2 = block_on(p.get()).unwrap();
+        p.manager().fail.store(1, SeqCst);
+        assert!(matches!(block_on(p.get()), Err(PoolError::Connect(_))));
+        assert!(p.metrics().backend_down);
+        mock.advance(Duration::from_secs(10)); // the first probe is due
+        let probes: Vec<_> = (0..2)
+            .map(|_| {
+                let p = p.clone();
+                thread::spawn(move || {
+                    pin_home(&p);
+                    block_on(p.loom_probe());
+                })
+            })
+            .collect();
+        let p2 = p.clone();
+        let releaser = thread::spawn(move || {
+            pin_home(&p2);
+            drop(c2);
+        });
+        let got = block_on(p.get());
+        assert!(
+            matches!(got, Ok(_) | Err(PoolError::Unavailable { .. })),
+            "{got:?}"
+        );
+        drop(got);
+        for t in probes {
+            t.join().unwrap();
+        }
+        releaser.join().unwrap();
+        assert!(p.metrics().probes <= 1, "two probes ran: {:?}", p.metrics());
+        drop(c1);
+        let s = p.state();
+        assert_eq!(s.size, open.load(SeqCst), "nothing lost: {s:?}");
+        assert_eq!(s.in_use, 0, "{s:?}");
+        assert!(open.load(SeqCst) <= 3);
+    });
+}
+
 /// Model 18 — I1 (exclusive) and nothing lost on the thread-affine fast
 /// path (issue 16): the main thread releases the pool's one connection,
 /// which parks in its cache (PARKED, key cached), then takes it back (its

@@ -46,6 +46,8 @@ struct World {
     hanging: BTreeSet<u64>,
     opened: u64,
     closed: u64,
+    /// Connects failed since the last one that succeeded.
+    failed_in_a_row: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,8 +117,10 @@ impl Manager for FuzzManager {
         let mut w = lock(&self.0);
         if w.fail_connects > 0 {
             w.fail_connects -= 1;
+            w.failed_in_a_row += 1;
             return Err(Refused);
         }
+        w.failed_in_a_row = 0;
         let id = w.next_id;
         w.next_id += 1;
         let now = w.now_ms;
@@ -179,6 +183,8 @@ struct Knobs {
     idle_timeout: Option<u64>,
     check_after_idle: Option<u64>,
     max_waiters: Option<usize>,
+    /// Consecutive failed connects that open the breaker.
+    breaker: Option<u32>,
 }
 
 impl Model {
@@ -307,8 +313,19 @@ pub fn check_pool_ops(data: &[u8]) {
             3 => None,
             n => Some(usize::from(n)),
         },
+        breaker: None,
     };
-    let shards = 1 + usize::from(b.u8() % 2);
+    // One byte: the shard count in its low bit, the breaker's threshold
+    // in the two above (0: off).
+    let byte = b.u8();
+    let shards = 1 + usize::from(byte % 2);
+    let knobs = Knobs {
+        breaker: match (byte / 2) % 4 {
+            0 => None,
+            n => Some(u32::from(n)),
+        },
+        ..knobs
+    };
     let world = Arc::new(Mutex::new(World::default()));
     let (clock, mock) = Clock::mock();
     let ms = Duration::from_millis;
@@ -319,6 +336,7 @@ pub fn check_pool_ops(data: &[u8]) {
         .idle_timeout(knobs.idle_timeout.map(ms))
         .check_after_idle(knobs.check_after_idle.map(ms))
         .max_waiters(knobs.max_waiters)
+        .breaker(knobs.breaker)
         .fail_fast(true)
         .background(false)
         .clock(clock)
@@ -468,6 +486,14 @@ pub fn check_pool_ops(data: &[u8]) {
                 Err(PoolError::Connect(_)) => {}
                 Err(PoolError::Exhausted) => {
                     assert!(knobs.max_waiters.is_some(), "Exhausted without max_waiters")
+                }
+                Err(PoolError::Unavailable { .. }) => {
+                    let in_a_row = lock(&world).failed_in_a_row;
+                    assert!(
+                        knobs.breaker.is_some_and(|k| in_a_row >= u64::from(k)),
+                        "Unavailable after {in_a_row} failed connects in a row, breaker {:?}",
+                        knobs.breaker
+                    )
                 }
                 Err(e) => panic!("unexpected error {e:?}"),
             }
