@@ -43,6 +43,7 @@
 //! that registered meanwhile re-checks; once a waiter is registered,
 //! releases serve the queue in order.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(
     missing_docs,
     missing_debug_implementations,
@@ -68,6 +69,10 @@ mod lifecycle;
 mod lifetime;
 mod maintenance;
 mod manager;
+#[cfg_attr(
+    docsrs,
+    doc(cfg(any(feature = "tcp", feature = "postgres", feature = "redis")))
+)]
 pub mod managers;
 mod metrics;
 mod pool;
@@ -104,10 +109,14 @@ pub use pooled::Pooled;
 pub use time::{Clock, MockClock};
 
 #[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use managers::{PgConnection, PgError, PgManager};
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use managers::{RedisConnection, RedisManager};
 #[cfg(feature = "tcp")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tcp")))]
 pub use managers::{TcpConnection, TcpManager};
 #[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
 pub use managers::{TlsBuilder, TlsConnection, TlsManager};
