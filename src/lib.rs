@@ -120,3 +120,33 @@ pub use managers::{TcpConnection, TcpManager};
 #[cfg(feature = "tls")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
 pub use managers::{TlsBuilder, TlsConnection, TlsManager};
+
+// The drivers whose types the managers take and hand out, so that a user
+// names them through latchless and never has to keep a second dependency
+// on the same crate at a matching version.
+
+/// The tokio-postgres crate [`PgManager`] is built on: its `Config`,
+/// `Client` methods, `Row` and `Error` are the ones [`PgConnection`] uses.
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use tokio_postgres;
+
+/// The redis crate [`RedisManager`] is built on: its commands
+/// (`redis::AsyncCommands`, `redis::cmd`, `redis::pipe`) and `RedisError`
+/// are the ones [`RedisConnection`] uses.
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use redis;
+
+/// The rustls crate [`TlsManager`] (and `PgManager::with_tls`) takes its
+/// `ClientConfig`, certificates and keys from (also at
+/// `latchless::managers::rustls`).
+#[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+pub use rustls;
+
+/// The tokio-rustls crate whose `client::TlsStream` a [`TlsConnection`]
+/// wraps (`conn.get_ref()`).
+#[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+pub use tokio_rustls;
