@@ -1,7 +1,7 @@
 //! A pool under a short scripted load, exported as Prometheus text.
 //!
 //! ```text
-//! cargo run --example prometheus --features metrics
+//! cargo run --release --example prometheus --features metrics
 //! ```
 //!
 //! Sixteen tasks share a pool of four connections for about a second,

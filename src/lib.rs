@@ -43,6 +43,7 @@
 //! that registered meanwhile re-checks; once a waiter is registered,
 //! releases serve the queue in order.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(
     missing_docs,
     missing_debug_implementations,
@@ -69,6 +70,10 @@ mod lifecycle;
 mod lifetime;
 mod maintenance;
 mod manager;
+#[cfg_attr(
+    docsrs,
+    doc(cfg(any(feature = "tcp", feature = "postgres", feature = "redis")))
+)]
 pub mod managers;
 mod metrics;
 mod pool;
@@ -107,10 +112,44 @@ pub use pooled::Pooled;
 pub use time::{Clock, MockClock};
 
 #[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use managers::{PgConnection, PgError, PgManager};
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use managers::{RedisConnection, RedisManager};
 #[cfg(feature = "tcp")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tcp")))]
 pub use managers::{TcpConnection, TcpManager};
 #[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
 pub use managers::{TlsBuilder, TlsConnection, TlsManager};
+
+// The drivers whose types the managers take and hand out, so that a user
+// names them through latchless and never has to keep a second dependency
+// on the same crate at a matching version.
+
+/// The tokio-postgres crate [`PgManager`] is built on: its `Config`,
+/// `Client` methods, `Row` and `Error` are the ones [`PgConnection`] uses.
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use tokio_postgres;
+
+/// The redis crate [`RedisManager`] is built on: its commands
+/// (`redis::AsyncCommands`, `redis::cmd`, `redis::pipe`) and `RedisError`
+/// are the ones [`RedisConnection`] uses.
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use redis;
+
+/// The rustls crate [`TlsManager`] (and `PgManager::with_tls`) takes its
+/// `ClientConfig`, certificates and keys from (also at
+/// `latchless::managers::rustls`).
+#[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+pub use rustls;
+
+/// The tokio-rustls crate whose `client::TlsStream` a [`TlsConnection`]
+/// wraps (`conn.get_ref()`).
+#[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+pub use tokio_rustls;

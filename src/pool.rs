@@ -679,6 +679,7 @@ impl<M: Manager> Pool<M> {
     /// pool.export_metrics(); // a no-op without an installed recorder
     /// ```
     #[cfg(feature = "metrics")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
     pub fn export_metrics(&self) {
         let health = self.health();
         let sizing = self.sizing();

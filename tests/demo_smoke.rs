@@ -5,15 +5,18 @@
 #[path = "../examples/demo/compare.rs"]
 mod compare;
 #[allow(dead_code)]
+#[path = "../examples/demo/redact.rs"]
+mod redact;
+#[allow(dead_code)]
 #[path = "../examples/demo/sim.rs"]
 mod sim;
 #[allow(dead_code)]
 #[path = "../examples/demo/table.rs"]
 mod table;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use compare::{RunConfig, percentiles};
+use compare::{RunConfig, percentiles, union_len};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_runs_and_the_pool_saves_setups() {
@@ -45,13 +48,21 @@ async fn the_demo_runs_and_the_pool_saves_setups() {
     assert_eq!(c.pooled.setups, c.pool_opened);
     assert_eq!(c.unpooled.client_setups, 20);
 
+    // Setup time summed over tasks may exceed the phase; its wall time
+    // may not, nor the summed time.
+    for p in [&c.unpooled, &c.pooled] {
+        assert!(p.setup_wall <= p.total, "{p:?}");
+        assert!(p.setup_wall <= p.setup_summed, "{p:?}");
+        assert!(!p.setup_wall.is_zero(), "{p:?}");
+    }
+
     // The ratio, and that the table prints it.
     let ratio = c.setup_ratio();
     assert!(ratio >= 1.0, "setup overhead ratio {ratio}");
     let out = table::render(&c);
     assert!(out.contains("connection setups"), "{out}");
     assert!(
-        out.contains(&format!("setup overhead: {} less", table::fmt_ratio(ratio))),
+        out.contains(&format!("setup time (2): {} less", table::fmt_ratio(ratio))),
         "{out}"
     );
     assert!(out.contains("acquire wait p99.9"), "{out}");
@@ -67,4 +78,20 @@ fn percentiles_are_nearest_rank() {
     let mut thousand: Vec<Duration> = (1..=1000).rev().map(ms).collect();
     let p = percentiles(&mut thousand);
     assert_eq!((p.p50, p.p99, p.p999), (ms(500), ms(990), ms(999)));
+}
+
+#[test]
+fn union_len_counts_overlaps_once() {
+    let t = Instant::now();
+    let at = |ms| t + Duration::from_millis(ms);
+    assert_eq!(union_len(&mut []), Duration::ZERO);
+    // 0-10 and 5-20 overlap (20 ms), 30-40 stands alone (10 ms), 32-35
+    // lies inside it; given out of order.
+    let mut spans = [
+        (at(30), at(40)),
+        (at(5), at(20)),
+        (at(0), at(10)),
+        (at(32), at(35)),
+    ];
+    assert_eq!(union_len(&mut spans), Duration::from_millis(30));
 }

@@ -3,8 +3,8 @@
 //! `latchless` pool, timing every connection setup and every acquire.
 
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -71,8 +71,12 @@ pub struct Phase {
     pub setups_seen_by_server: bool,
     /// Connection setups the demo made (and timed).
     pub client_setups: u64,
-    /// Sum of the measured durations of every connection setup.
-    pub setup_overhead: Duration,
+    /// Sum of the measured durations of every connection setup, over all
+    /// tasks: with several tasks connecting at once it can exceed `total`.
+    pub setup_summed: Duration,
+    /// Wall time during which at least one connection setup was in flight
+    /// (never more than `total`).
+    pub setup_wall: Duration,
     /// Wall time of the whole phase.
     pub total: Duration,
     /// Time to get a usable connection, per request: the connect without a
@@ -83,7 +87,7 @@ pub struct Phase {
 impl Phase {
     pub fn mean_setup(&self) -> Option<Duration> {
         let n = u32::try_from(self.client_setups).ok().filter(|&n| n > 0)?;
-        Some(self.setup_overhead / n)
+        Some(self.setup_summed / n)
     }
 
     pub fn requests_per_sec(&self) -> f64 {
@@ -101,9 +105,10 @@ pub struct Comparison {
 }
 
 impl Comparison {
-    /// How many times less setup overhead the pool paid (`inf` if none).
+    /// How many times less setup time, summed over tasks, the pool paid
+    /// (`inf` if none).
     pub fn setup_ratio(&self) -> f64 {
-        ratio(self.unpooled.setup_overhead, self.pooled.setup_overhead)
+        ratio(self.unpooled.setup_summed, self.pooled.setup_summed)
     }
 
     /// How many times faster the pooled phase finished.
@@ -154,6 +159,28 @@ pub fn percentiles(waits: &mut [Duration]) -> Percentiles {
     }
 }
 
+/// The total length covered by `spans` (overlaps counted once). Sorts
+/// `spans`.
+pub fn union_len(spans: &mut [(Instant, Instant)]) -> Duration {
+    spans.sort_unstable();
+    let mut total = Duration::ZERO;
+    let mut current: Option<(Instant, Instant)> = None;
+    for &(start, end) in spans.iter() {
+        current = match current {
+            Some((s, e)) if start <= e => Some((s, e.max(end))),
+            Some((s, e)) => {
+                total += e - s;
+                Some((start, end))
+            }
+            None => Some((start, end)),
+        };
+    }
+    if let Some((s, e)) = current {
+        total += e - s;
+    }
+    total
+}
+
 // ---------------------------------------------------------------------------
 
 /// Counts and times every connection setup made through it.
@@ -161,13 +188,30 @@ pub fn percentiles(waits: &mut [Duration]) -> Percentiles {
 struct SetupStats {
     count: AtomicU64,
     nanos: AtomicU64,
+    /// When each setup started and ended, for the wall time they covered
+    /// (one push per setup, off the timed path).
+    spans: Mutex<Vec<(Instant, Instant)>>,
 }
 
 impl SetupStats {
-    fn record(&self, took: Duration) {
+    fn record(&self, start: Instant, end: Instant) {
         self.count.fetch_add(1, Ordering::Relaxed);
-        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        let nanos = u64::try_from((end - start).as_nanos()).unwrap_or(u64::MAX);
         self.nanos.fetch_add(nanos, Ordering::Relaxed);
+        self.spans
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((start, end));
+    }
+
+    /// The length of the union of the setups' spans.
+    fn wall(&self) -> Duration {
+        let mut spans = self
+            .spans
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        union_len(&mut spans)
     }
 
     fn count(&self) -> u64 {
@@ -192,7 +236,7 @@ impl<W: Workload> Manager for Timed<W> {
     async fn connect(&self) -> Result<W::Connection, W::Error> {
         let start = Instant::now();
         let conn = self.inner.connect().await?;
-        self.stats.record(start.elapsed());
+        self.stats.record(start, Instant::now());
         Ok(conn)
     }
 
@@ -323,7 +367,8 @@ fn phase<W: Workload>(
         setups: server.unwrap_or_else(|| stats.count()),
         setups_seen_by_server: server.is_some(),
         client_setups: stats.count(),
-        setup_overhead: stats.total(),
+        setup_summed: stats.total(),
+        setup_wall: stats.wall(),
         total,
         acquire,
     }

@@ -13,14 +13,17 @@
 //! TLS, two for authentication), a request 1 (see `sim.rs`). It sends the
 //! same requests twice, `--concurrency` at a time: once opening a connection
 //! per request, once through a `latchless` pool of `--pool-size`; then it
-//! prints connection setups, setup overhead, total time, requests/s and
-//! acquire-wait percentiles side by side, and the two ratios.
+//! prints connection setups, the time spent in setups (summed over tasks,
+//! and as wall time), total time, requests/s and acquire-wait percentiles
+//! side by side, and the two ratios.
 //!
 //! With `--postgres URL` or `--redis URL` the same comparison runs against
-//! that server instead (`SELECT 1` or `PING` per request).
+//! that server instead (`SELECT 1` or `PING` per request). Passwords in
+//! those URLs are never printed.
 
 mod compare;
 mod real;
+mod redact;
 mod sim;
 mod table;
 
@@ -34,9 +37,23 @@ use compare::{DemoError, RunConfig, Workload};
 /// Default simulated RTT: a 1000-request run takes about 20 s on two cores.
 const DEFAULT_RTT_MS: u64 = 25;
 
-/// What pooling saves: connection per request vs a latchless pool.
+/// The modes, listed under the options in `--help`.
+const MODES: &str = "\
+Modes:
+  (default)       an embedded loopback server with a real TLS handshake and a
+                  simulated round-trip time (--rtt-ms): setup 4 RTTs, request 1
+  --postgres URL  a PostgreSQL server, `SELECT 1` per request
+  --redis URL     a Redis server, `PING` per request
+  --postgres and --redis together run one comparison after the other.
+
+Each comparison sends --requests requests, --concurrency at a time, first
+opening a connection per request, then through a latchless pool of
+--pool-size connections, and prints both side by side.";
+
+/// What pooling saves: the same requests sent with a new connection each,
+/// then through a latchless pool, timed side by side.
 #[derive(Parser, Debug)]
-#[command(name = "demo", version, about, long_about = None)]
+#[command(name = "demo", version, long_about = None, after_help = MODES)]
 struct Args {
     /// Simulated network round-trip time of the embedded server, in ms
     /// [default: 25]. A setup costs 4 RTTs, a request 1.
@@ -127,7 +144,8 @@ async fn run(
         eprintln!("note: --rtt-ms applies to the embedded server only; ignored here\n");
     }
     if let Some(pg) = pg {
-        let target = format!("PostgreSQL ({})", args.postgres.as_deref().unwrap_or(""));
+        let url = redact::redact(args.postgres.as_deref().unwrap_or(""));
+        let target = format!("PostgreSQL ({url})");
         run_one(
             pg,
             &target,
@@ -137,7 +155,8 @@ async fn run(
         .await?;
     }
     if let Some(redis) = redis {
-        let target = format!("Redis ({})", args.redis.as_deref().unwrap_or(""));
+        let url = redact::redact(args.redis.as_deref().unwrap_or(""));
+        let target = format!("Redis ({url})");
         run_one(
             redis,
             &target,

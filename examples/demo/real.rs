@@ -11,6 +11,7 @@ use std::str::FromStr;
 use latchless::Manager;
 
 use crate::compare::{DemoError, Workload};
+use crate::redact::redact;
 
 /// PostgreSQL over plain TCP (or a Unix socket), no TLS.
 pub struct PgDemoManager {
@@ -21,7 +22,7 @@ impl PgDemoManager {
     /// Parse a `postgres://` URL or a `key=value` string; no I/O.
     pub fn parse(url: &str) -> Result<Self, DemoError> {
         let config = tokio_postgres::Config::from_str(url)
-            .map_err(|e| format!("invalid --postgres URL {url:?}: {e}"))?;
+            .map_err(|e| format!("invalid --postgres URL {:?}: {e}", redact(url)))?;
         Ok(PgDemoManager { config })
     }
 }
@@ -70,8 +71,8 @@ pub struct RedisDemoManager {
 impl RedisDemoManager {
     /// Parse a `redis://` URL; no I/O.
     pub fn parse(url: &str) -> Result<Self, DemoError> {
-        let client =
-            redis::Client::open(url).map_err(|e| format!("invalid --redis URL {url:?}: {e}"))?;
+        let client = redis::Client::open(url)
+            .map_err(|e| format!("invalid --redis URL {:?}: {e}", redact(url)))?;
         Ok(RedisDemoManager { client })
     }
 }

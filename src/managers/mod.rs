@@ -52,26 +52,34 @@ use std::pin::Pin;
 /// let f: BoxFuture<'_, u32> = Box::pin(async { 7 });
 /// # drop(f);
 /// ```
+#[cfg_attr(
+    docsrs,
+    doc(cfg(any(feature = "tcp", feature = "postgres", feature = "redis")))
+)]
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 #[cfg(feature = "tcp")]
 mod tcp;
 #[cfg(feature = "tcp")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tcp")))]
 pub use tcp::{TcpConnection, TcpManager};
 
 #[cfg(feature = "tls")]
 mod tls;
 #[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
 pub use tls::{TlsBuilder, TlsConnection, TlsManager};
 
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use postgres::{PgConnection, PgError, PgManager};
 
 #[cfg(feature = "redis")]
 mod redis;
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use self::redis::{RedisConnection, RedisManager};
 
 /// The rustls crate this module is built against (for
@@ -82,4 +90,5 @@ pub use self::redis::{RedisConnection, RedisManager};
 /// # drop(provider);
 /// ```
 #[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
 pub use rustls;

@@ -34,6 +34,7 @@ type InitFn = Arc<
 /// ```
 #[derive(Debug)]
 #[non_exhaustive]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub enum PgError {
     /// The connection string or URL did not parse.
     Config(tokio_postgres::Error),
@@ -143,6 +144,7 @@ enum Tls {
 /// # let _ = qty; Ok(()) }
 /// ```
 #[derive(Clone)]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub struct PgManager {
     config: Config,
     tls: Tls,
@@ -238,6 +240,7 @@ impl PgManager {
     /// # drop(m);
     /// ```
     #[cfg(feature = "postgres-tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "postgres-tls")))]
     pub fn with_tls(mut self, config: rustls::ClientConfig) -> Self {
         self.tls = Tls::Rustls(tokio_postgres_rustls::MakeRustlsConnect::new(config));
         self
@@ -332,6 +335,7 @@ where
 /// assert_eq!(rows.len(), 1);
 /// # Ok(()) }
 /// ```
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub struct PgConnection {
     client: Client,
     broken: bool,

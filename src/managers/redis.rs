@@ -41,6 +41,7 @@ use crate::Manager;
 /// # let _ = px; Ok(()) }
 /// ```
 #[derive(Clone)]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub struct RedisManager {
     client: Client,
     client_name: Option<String>,
@@ -183,6 +184,7 @@ impl Manager for RedisManager {
 /// let (a, b): (i64, i64) = redis::pipe().get("a").get("b").query_async(&mut *conn).await?;
 /// # let _ = (n, a, b); Ok(()) }
 /// ```
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub struct RedisConnection {
     conn: MultiplexedConnection,
     broken: bool,

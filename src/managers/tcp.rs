@@ -64,6 +64,7 @@ pub(crate) type CheckFn<C> =
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
+#[cfg_attr(docsrs, doc(cfg(feature = "tcp")))]
 pub struct TcpManager {
     addrs: Vec<String>,
     connect_timeout: Duration,
@@ -343,6 +344,7 @@ pub(crate) async fn run_check<S>(
 /// # Ok(()) }
 /// ```
 #[derive(Debug)]
+#[cfg_attr(docsrs, doc(cfg(feature = "tcp")))]
 pub struct TcpConnection<S = TcpStream> {
     stream: S,
     broken: bool,

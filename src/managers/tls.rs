@@ -33,6 +33,7 @@ use crate::Manager;
 /// println!("negotiated {:?}", session.protocol_version());
 /// # Ok(()) }
 /// ```
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
 pub type TlsConnection = TcpConnection<TlsStream<TcpStream>>;
 
 /// Opens TLS connections: a [`TcpManager`](super::TcpManager) connect, then a rustls handshake
@@ -61,6 +62,7 @@ pub type TlsConnection = TcpConnection<TlsStream<TcpStream>>;
 /// # drop(pool); Ok(()) }
 /// ```
 #[derive(Clone)]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
 pub struct TlsManager {
     tcp: super::TcpManager,
     server_name: ServerName<'static>,
@@ -220,6 +222,7 @@ impl Manager for TlsManager {
 ///     .unwrap_err();
 /// assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
 /// ```
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
 pub struct TlsBuilder {
     tcp: super::TcpManager,
     server_name: String,
