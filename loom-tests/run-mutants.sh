@@ -39,7 +39,7 @@ pairs=(
   "a_waiter_at_the_head_keeps_its_turn_against_a_racing_release:head_behind_front"
   "releases_race_a_shrink:shrink_no_recheck"
   "two_resizes_race_releases:split_cap_store"
-  "two_probes_race_a_release_and_a_waiter_while_the_backend_is_down:two_probes"
+  "two_probes_race_a_release_and_a_get_while_the_backend_is_down:two_probes"
   "an_owner_takes_back_its_parked_connection_while_another_thread_steals_it:steal_without_cas"
   "an_owner_takes_back_its_parked_connection_while_another_thread_steals_it:relaxed_handover"
   "a_parked_release_races_waiter_registration:recheck_skips_parked"

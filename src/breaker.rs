@@ -219,6 +219,14 @@ impl Breaker {
             self.probing.store(false, Ordering::Release);
             return Probe::No;
         }
+        // A probe that connected may have ended the outage between the
+        // look above and the claim (it closes the breaker before it lets
+        // go of `probing`, which this claim acquired).
+        if !self.is_down() && !crate::sync::mutant("two_probes") {
+            self.land();
+            self.probing.store(false, Ordering::Release);
+            return Probe::No;
+        }
         Probe::Run
     }
 
