@@ -744,7 +744,7 @@ async fn noauth_and_noperm_at_connect_are_permanent_loading_and_a_full_server_ar
 }
 
 #[test]
-fn is_permanent_judges_redis_errors_by_kind_and_code() {
+fn is_permanent_judges_redis_errors_by_kind_code_and_refused_select() {
     use redis::{ErrorKind, RedisError};
     let manager = RedisManager::new(URL).unwrap();
     let reply = |resp: &str| {
@@ -752,6 +752,13 @@ fn is_permanent_judges_redis_errors_by_kind_and_code() {
             .unwrap()
             .extract_error()
             .unwrap_err()
+    };
+    let refused_select = |detail: &str| {
+        RedisError::from((
+            ErrorKind::Server(redis::ServerErrorKind::ResponseError),
+            "Redis server refused to switch database",
+            detail.to_owned(),
+        ))
     };
     let permanent = [
         RedisError::from((
@@ -763,6 +770,11 @@ fn is_permanent_judges_redis_errors_by_kind_and_code() {
         reply("-NOAUTH Authentication required.\r\n"),
         reply("-WRONGPASS invalid username-password pair or user is disabled.\r\n"),
         reply("-NOPERM User app has no permissions to run the 'client|setname' command\r\n"),
+        // How the redis crate reports a refused SELECT: the message only.
+        refused_select("DB index is out of range"),
+        refused_select("SELECT is not allowed in cluster mode"),
+        refused_select("Authentication required."),
+        refused_select("User app has no permissions to run the 'select' command"),
     ];
     for e in &permanent {
         assert!(manager.is_permanent(e), "{e} must be permanent");
@@ -779,6 +791,7 @@ fn is_permanent_judges_redis_errors_by_kind_and_code() {
         reply("-BUSY Redis is busy running a script\r\n"),
         reply("-ERR max number of clients reached\r\n"),
         reply("-ERR unknown command 'FOO'\r\n"),
+        refused_select("Redis is loading the dataset in memory"),
     ];
     for e in &transient {
         assert!(!manager.is_permanent(e), "{e} must be retried");

@@ -233,7 +233,8 @@ fn permanent(e: &RedisError) -> bool {
         && e.detail().is_some_and(|d| {
             d.contains("DB index is out of range")
                 || d.contains("SELECT is not allowed in cluster mode")
-                || d.starts_with("Authentication required")
+                || d.starts_with("Authentication required") // NOAUTH
+                || d.contains("has no permissions to run") // NOPERM
         })
 }
 
