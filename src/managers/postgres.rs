@@ -115,9 +115,9 @@ impl PgError {
     /// - a configuration the client cannot use: no host, a password the
     ///   server asks for and the config lacks, an authentication method
     ///   tokio-postgres does not support, channel binding required but not
-    ///   offered, `sslmode=require` against a server without TLS or a
-    ///   manager without [`with_tls`](PgManager::with_tls) (and
-    ///   [`PgError::Config`]);
+    ///   offered, `sslmode=require` against a server without TLS or from
+    ///   a manager without `with_tls`; and [`PgError::Config`], a
+    ///   connection string that does not parse;
     /// - (feature `postgres-tls`) a TLS handshake that failed on the
     ///   certificates or settings, as `TlsManager::is_permanent` judges
     ///   it: an untrusted or expired certificate, a name mismatch;
