@@ -3,8 +3,15 @@
 //!
 //! Each test sets its own `application_name` and kills only the backends
 //! that carry it (`pg_terminate_backend`); the server is never restarted.
-//! Every loop is bounded in count and time.
+//! Every loop is bounded in count and time. Which connect errors are
+//! permanent is checked against the real server where it can produce them
+//! without a change to its config (unknown role, unknown database, unknown
+//! startup parameter, failing init SQL, TLS), and against an in-test fake
+//! server for the rest (too many connections, starting up, authentication
+//! methods, no TLS).
 #![cfg(feature = "postgres")]
+
+mod forward;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
@@ -371,8 +378,10 @@ async fn connect_errors_are_clear_typed_and_leak_no_place() {
         assert!(elapsed < Duration::from_secs(2), "{what}: took {elapsed:?}");
         assert_eq!(pool.state().size, 0, "{what}: a place leaked");
     }
-    // Without fail-fast: retried until the deadline, then the last error.
-    let pool = Pool::builder(PgManager::from_url(&cases[1].1).unwrap())
+    // Without fail-fast, a refused port is retried until the deadline,
+    // then the last error (the unknown role and database are permanent:
+    // see `permanent_errors_fail_at_once_with_default_settings`).
+    let pool = Pool::builder(PgManager::from_url(&cases[0].1).unwrap())
         .connect_timeout(Duration::from_secs(2))
         .build()
         .unwrap();
@@ -667,4 +676,379 @@ async fn a_get_cancelled_during_its_pre_ping_keeps_the_session() {
     // each checked.
     assert_eq!(checks.load(SeqCst), 2);
     assert_eq!(sessions(&admin, &app).await, 1);
+}
+
+// ---- Permanent connect errors: what the next attempt would send unchanged. ----
+
+/// Runs `get` then `warm_up` on a pool with default settings (a 30 s
+/// acquire timeout, retries with backoff): both must fail at once with
+/// `Connect`, count as permanent, and leave nothing open. Returns the
+/// error's text.
+async fn assert_fails_at_once(what: &str, manager: PgManager) -> String {
+    let pool = Pool::builder(manager).build().unwrap();
+    let start = Instant::now();
+    let err = pool.get().await.unwrap_err();
+    let elapsed = start.elapsed();
+    println!("postgres, {what}: {err} ({elapsed:?})");
+    let PoolError::Connect(e) = &err else {
+        panic!("{what}: expected Connect, got {err:?}");
+    };
+    assert!(e.is_permanent(), "{what}: {e}");
+    assert!(elapsed < Duration::from_secs(1), "{what}: took {elapsed:?}");
+    let start = Instant::now();
+    let warm = pool.warm_up().await;
+    assert!(
+        matches!(warm, Err(PoolError::Connect(_))),
+        "{what}: {warm:?}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{what}: warm_up took {:?}",
+        start.elapsed()
+    );
+    assert_eq!(pool.state().size, 0, "{what}: a place leaked");
+    let metrics = pool.metrics();
+    assert_eq!(metrics.permanent_errors, 2, "{what}: {metrics:?}");
+    assert_eq!(metrics.connect_errors, 2, "{what}: retried: {metrics:?}");
+    err.to_string()
+}
+
+#[tokio::test]
+async fn permanent_errors_fail_at_once_with_default_settings() {
+    let app = app_name("permanent");
+    let url = |extra: &str| format!("host=127.0.0.1 port=5432 application_name={app} {extra}");
+    let cases = [
+        (
+            "unknown role",
+            url("user=no_such_role_latchless dbname=test"),
+            &["28000", "no_such_role_latchless", "does not exist"][..],
+        ),
+        (
+            "unknown database",
+            url("user=root dbname=no_such_db_latchless"),
+            &["3D000", "no_such_db_latchless", "does not exist"],
+        ),
+        (
+            "unknown startup parameter",
+            url("user=root dbname=test options='-c no_such_parameter=1'"),
+            &["42704", "no_such_parameter"],
+        ),
+        (
+            "sslmode=require without a TLS config",
+            url("user=root dbname=test sslmode=require"),
+            &["TLS"],
+        ),
+    ];
+    for (what, url, needles) in cases {
+        let shown = assert_fails_at_once(what, PgManager::from_url(&url).unwrap()).await;
+        for needle in needles {
+            assert!(
+                shown.contains(needle),
+                "{what}: {needle:?} not in {shown:?}"
+            );
+        }
+    }
+    // The init hook's SQL fails the same way on every new session.
+    let failing =
+        manager(&app).with_init(|conn| Box::pin(conn.batch_execute("SELECT no_such_column")));
+    let shown = assert_fails_at_once("init hook SQL error", failing).await;
+    assert!(shown.contains("42703"), "{shown}");
+}
+
+#[tokio::test]
+async fn errors_a_retry_can_fix_are_retried_until_the_deadline() {
+    let app = app_name("transient");
+    let closed_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let cases = [
+        (
+            "refused port",
+            PgManager::from_url(&format!(
+                "host=127.0.0.1 port={closed_port} user=root dbname=test"
+            ))
+            .unwrap(),
+            None,
+        ),
+        (
+            "init hook cancelled by statement_timeout",
+            manager(&app).with_init(|conn| {
+                Box::pin(conn.batch_execute("SET statement_timeout = 1; SELECT pg_sleep(1)"))
+            }),
+            Some("57014"),
+        ),
+    ];
+    for (what, manager, code) in cases {
+        let pool = Pool::builder(manager)
+            .acquire_timeout(Duration::from_millis(300))
+            .build()
+            .unwrap();
+        let start = Instant::now();
+        let err = pool.get().await.unwrap_err();
+        let elapsed = start.elapsed();
+        println!("postgres, {what}: {err} ({elapsed:?})");
+        let PoolError::Connect(e) = &err else {
+            panic!("{what}: expected Connect, got {err:?}");
+        };
+        assert!(!e.is_permanent(), "{what}: {e}");
+        if let Some(code) = code {
+            assert!(e.to_string().contains(code), "{what}: {e}");
+        }
+        // Backoff pauses of 12-25, 25-50, 50-100, 100-200 ms: retries stop
+        // when the next pause would pass the deadline, after 100 ms at least.
+        assert!(
+            elapsed >= Duration::from_millis(100),
+            "{what}: not retried: {elapsed:?}"
+        );
+        assert!(elapsed < Duration::from_secs(5), "{what}: {elapsed:?}");
+        let metrics = pool.metrics();
+        assert!(metrics.connect_errors >= 3, "{what}: {metrics:?}");
+        assert_eq!(metrics.permanent_errors, 0, "{what}");
+        assert_eq!(pool.state().size, 0, "{what}");
+    }
+}
+
+#[tokio::test]
+async fn a_get_started_while_the_server_refuses_succeeds_once_it_listens_again() {
+    let app = app_name("comeback");
+    let fwd = forward::Forwarder::start("127.0.0.1:5432".parse().unwrap());
+    fwd.set_mode(forward::Mode::Refuse);
+    let manager = PgManager::from_url(&format!(
+        "host=127.0.0.1 port={} user=root dbname=test application_name={app}",
+        fwd.addr().port()
+    ))
+    .unwrap();
+    let pool = Pool::builder(manager).build().unwrap();
+    let get = tokio::spawn({
+        let pool = pool.clone();
+        async move {
+            let conn = pool.get().await.map_err(|e| e.to_string())?;
+            let row = conn
+                .query_one("SELECT 1::int4", &[])
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<i32, String>(row.get(0))
+        }
+    });
+    let start = Instant::now();
+    while pool.metrics().connect_errors == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no connect tried"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    fwd.set_mode(forward::Mode::Forward);
+    let one = tokio::time::timeout(Duration::from_secs(20), get)
+        .await
+        .expect("the get ended")
+        .unwrap()
+        .unwrap();
+    assert_eq!(one, 1);
+    assert_eq!(fwd.accepted(), 1);
+    assert_eq!(pool.metrics().permanent_errors, 0);
+}
+
+#[cfg(feature = "postgres-tls")]
+#[tokio::test]
+async fn an_untrusted_server_certificate_is_permanent() {
+    use latchless::managers::rustls;
+    let app = app_name("tls-permanent");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let manager = PgManager::from_url(&format!("{BASE} sslmode=require application_name={app}"))
+        .unwrap()
+        .with_tls(tls);
+    let shown = assert_fails_at_once("TLS, untrusted certificate", manager).await;
+    assert!(shown.contains("UnknownIssuer"), "{shown}");
+}
+
+/// A fake PostgreSQL server: declines TLS (`N`) when asked, then answers
+/// the startup message with `answer` (raw protocol bytes) and holds the
+/// connection until the client closes it. Returns its port.
+async fn fake_server(answer: Vec<u8>) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const SSL_REQUEST: u32 = 80877103;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                loop {
+                    // Untyped messages: length (itself included), code.
+                    let Ok(len) = sock.read_u32().await else {
+                        return;
+                    };
+                    let mut body = vec![0u8; (len as usize).saturating_sub(4)];
+                    if sock.read_exact(&mut body).await.is_err() || body.len() < 4 {
+                        return;
+                    }
+                    let code = u32::from_be_bytes(body[..4].try_into().unwrap());
+                    if code == SSL_REQUEST {
+                        if sock.write_all(b"N").await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    break;
+                }
+                if sock.write_all(&answer).await.is_err() {
+                    return;
+                }
+                let mut rest = Vec::new();
+                let _ = sock.read_to_end(&mut rest).await;
+            });
+        }
+    });
+    port
+}
+
+/// A FATAL `ErrorResponse` with this SQLSTATE and message.
+fn error_response(code: &str, message: &str) -> Vec<u8> {
+    let mut fields = Vec::new();
+    for (tag, value) in [
+        (b'S', "FATAL"),
+        (b'V', "FATAL"),
+        (b'C', code),
+        (b'M', message),
+    ] {
+        fields.push(tag);
+        fields.extend_from_slice(value.as_bytes());
+        fields.push(0);
+    }
+    fields.push(0);
+    let mut msg = vec![b'E'];
+    msg.extend_from_slice(&(fields.len() as u32 + 4).to_be_bytes());
+    msg.extend_from_slice(&fields);
+    msg
+}
+
+/// An authentication request of this kind (2: Kerberos V5, 3: cleartext
+/// password).
+fn auth_request(kind: u32) -> Vec<u8> {
+    let mut msg = vec![b'R'];
+    msg.extend_from_slice(&8u32.to_be_bytes());
+    msg.extend_from_slice(&kind.to_be_bytes());
+    msg
+}
+
+/// The judgement on every error kind tokio-postgres reports at connect,
+/// from a fake server: also pins the kind labels `PgError::is_permanent`
+/// reads, so that a tokio-postgres release that renames one fails here.
+#[tokio::test]
+async fn is_permanent_judges_each_kind_of_connect_error() {
+    let cases: [(&str, Vec<u8>, &str, &str, bool); 9] = [
+        (
+            "too many connections",
+            error_response("53300", "sorry, too many clients already"),
+            "",
+            "db error",
+            false,
+        ),
+        (
+            "starting up",
+            error_response("57P03", "the database system is starting up"),
+            "",
+            "db error",
+            false,
+        ),
+        (
+            "shutting down",
+            error_response(
+                "57P01",
+                "terminating connection due to administrator command",
+            ),
+            "",
+            "db error",
+            false,
+        ),
+        (
+            "protocol violation",
+            error_response("08P01", "invalid startup packet layout"),
+            "",
+            "db error",
+            false,
+        ),
+        (
+            "wrong password",
+            error_response("28P01", "password authentication failed for user \"root\""),
+            "",
+            "db error",
+            true,
+        ),
+        (
+            "no pg_hba.conf entry",
+            error_response("28000", "no pg_hba.conf entry for host"),
+            "",
+            "db error",
+            true,
+        ),
+        (
+            "unsupported authentication method",
+            auth_request(2),
+            "",
+            "authentication error",
+            true,
+        ),
+        (
+            "password asked, none configured",
+            auth_request(3),
+            "",
+            "invalid configuration",
+            true,
+        ),
+        (
+            "server without TLS, sslmode=require",
+            Vec::new(),
+            "sslmode=require",
+            "error performing TLS handshake",
+            true,
+        ),
+    ];
+    for (what, answer, extra, label, permanent) in cases {
+        let port = fake_server(answer).await;
+        let manager = PgManager::from_url(&format!(
+            "host=127.0.0.1 port={port} user=root dbname=test connect_timeout=5 {extra}"
+        ))
+        .unwrap();
+        let err = tokio::time::timeout(Duration::from_secs(10), manager.connect())
+            .await
+            .expect("the fake server answers at once")
+            .unwrap_err();
+        let PgError::Connect(inner) = &err else {
+            panic!("{what}: expected PgError::Connect, got {err:?}");
+        };
+        assert_eq!(inner.to_string(), label, "{what}: {err}");
+        assert_eq!(manager.is_permanent(&err), permanent, "{what}: {err}");
+    }
+
+    // A server that closes without answering: retried.
+    let hang_up = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = hang_up.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = hang_up.accept().await {
+            drop(sock);
+        }
+    });
+    let closing = PgManager::from_url(&format!("host=127.0.0.1 port={port} user=root")).unwrap();
+    let err = closing.connect().await.unwrap_err();
+    assert!(!closing.is_permanent(&err), "{err}");
+
+    // No host at all: a config error found before any I/O.
+    let no_host = PgManager::new(tokio_postgres::Config::new());
+    let err = no_host.connect().await.unwrap_err();
+    assert!(no_host.is_permanent(&err), "{err}");
+    assert!(matches!(&err, PgError::Connect(e) if e.to_string() == "invalid configuration"));
+
+    // The variants that never reach the server.
+    assert!(no_host.is_permanent(&PgError::NoRuntime));
+    assert!(!no_host.is_permanent(&PgError::Closed));
+    let config = PgManager::from_url("host=h port=notaport").unwrap_err();
+    assert!(no_host.is_permanent(&config));
 }

@@ -3,10 +3,18 @@
 //!
 //! Each test names its connections (`CLIENT SETNAME`, unique per test) and
 //! kills only those (`CLIENT KILL ID`); the server is never restarted.
-//! Every loop is bounded in count and time.
+//! Every loop is bounded in count and time. Which connect errors are
+//! permanent is checked against the real server where it can produce them
+//! without a change to its config (a rejected password, `AUTH` with no
+//! password configured, a database index out of range), and against an
+//! in-test fake server for the rest (`NOAUTH`, `NOPERM`, `LOADING`, a full
+//! server).
 #![cfg(feature = "redis")]
 
+mod forward;
+
 use std::collections::HashSet;
+use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::time::{Duration, Instant};
@@ -485,4 +493,307 @@ async fn a_get_cancelled_during_its_pre_ping_keeps_the_client() {
     assert_eq!((m.check_failures, m.checks_detached, m.opened), (0, 1, 1));
     assert_eq!(checks.load(SeqCst), 2);
     assert_eq!(ids(&mut admin, &name).await.len(), 1);
+}
+
+// ---- Permanent connect errors: credentials and config, not the server's state. ----
+
+/// Runs `get` then `warm_up` on a pool with default settings (a 30 s
+/// acquire timeout, retries with backoff): both must fail at once with
+/// `Connect`, count as permanent, and leave nothing open. Returns the
+/// error's text.
+async fn assert_fails_at_once(what: &str, manager: RedisManager) -> String {
+    let pool = Pool::builder(manager).build().unwrap();
+    let start = Instant::now();
+    let err = pool.get().await.unwrap_err();
+    let elapsed = start.elapsed();
+    println!("redis, {what}: {err} ({elapsed:?})");
+    let PoolError::Connect(e) = &err else {
+        panic!("{what}: expected Connect, got {err:?}");
+    };
+    assert!(pool.manager().is_permanent(e), "{what}: {e}");
+    assert!(elapsed < Duration::from_secs(1), "{what}: took {elapsed:?}");
+    let start = Instant::now();
+    let warm = pool.warm_up().await;
+    assert!(
+        matches!(warm, Err(PoolError::Connect(_))),
+        "{what}: {warm:?}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{what}: warm_up took {:?}",
+        start.elapsed()
+    );
+    assert_eq!(pool.state().size, 0, "{what}: a place leaked");
+    let metrics = pool.metrics();
+    assert_eq!(metrics.permanent_errors, 2, "{what}: {metrics:?}");
+    assert_eq!(metrics.connect_errors, 2, "{what}: retried: {metrics:?}");
+    err.to_string()
+}
+
+#[tokio::test]
+async fn rejected_credentials_and_a_bad_database_fail_at_once_with_default_settings() {
+    let cases = [
+        (
+            "WRONGPASS",
+            "redis://latchless_no_user:wrong-password@127.0.0.1:6379/0",
+            "authentication failed",
+        ),
+        (
+            "AUTH with no password configured",
+            "redis://:no-password-is-configured@127.0.0.1:6379/0",
+            "authentication failed",
+        ),
+        (
+            "WRONGPASS over RESP3 (HELLO)",
+            "redis://latchless_no_user:wrong-password@127.0.0.1:6379/0?protocol=resp3",
+            "WRONGPASS",
+        ),
+        (
+            "database index out of range",
+            "redis://127.0.0.1:6379/99999",
+            "DB index is out of range",
+        ),
+    ];
+    for (what, url, needle) in cases {
+        let shown = assert_fails_at_once(what, RedisManager::new(url).unwrap()).await;
+        assert!(
+            shown.to_lowercase().contains(&needle.to_lowercase()),
+            "{what}: {needle:?} not in {shown:?}"
+        );
+        assert!(!shown.contains("wrong-password"), "{shown}");
+    }
+}
+
+#[tokio::test]
+async fn a_refused_port_is_retried_and_a_get_succeeds_once_it_listens_again() {
+    let closed_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let pool =
+        Pool::builder(RedisManager::new(format!("redis://127.0.0.1:{closed_port}/0")).unwrap())
+            .acquire_timeout(Duration::from_millis(300))
+            .build()
+            .unwrap();
+    let start = Instant::now();
+    let err = pool.get().await.unwrap_err();
+    let elapsed = start.elapsed();
+    match &err {
+        PoolError::Connect(e) => {
+            assert!(e.is_connection_refusal(), "{e}");
+            assert!(!pool.manager().is_permanent(e), "{e}");
+        }
+        other => panic!("expected Connect(refused), got {other:?}"),
+    }
+    // Backoff pauses of 12-25, 25-50, 50-100, 100-200 ms: retries stop
+    // when the next pause would pass the deadline, after 100 ms at least.
+    assert!(
+        elapsed >= Duration::from_millis(100),
+        "not retried: {elapsed:?}"
+    );
+    assert!(pool.metrics().connect_errors >= 3);
+    assert_eq!(pool.metrics().permanent_errors, 0);
+
+    // With default settings, a get that starts while the port refuses
+    // ends with a connection once it listens again.
+    let fwd = forward::Forwarder::start("127.0.0.1:6379".parse().unwrap());
+    fwd.set_mode(forward::Mode::Refuse);
+    let url = format!("redis://{}/0", fwd.addr());
+    let pool = Pool::builder(
+        RedisManager::new(url)
+            .unwrap()
+            .client_name(&name("comeback")),
+    )
+    .build()
+    .unwrap();
+    let get = tokio::spawn({
+        let pool = pool.clone();
+        async move {
+            let mut conn = pool.get().await.map_err(|e| e.to_string())?;
+            client_id(&mut conn).await.map_err(|e| e.to_string())
+        }
+    });
+    let start = Instant::now();
+    while pool.metrics().connect_errors == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no connect tried"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    fwd.set_mode(forward::Mode::Forward);
+    tokio::time::timeout(Duration::from_secs(20), get)
+        .await
+        .expect("the get ended")
+        .unwrap()
+        .unwrap();
+    assert_eq!(fwd.accepted(), 1);
+    assert_eq!(pool.metrics().permanent_errors, 0);
+}
+
+/// A fake Redis server: sends `greeting` on accept, if any, and then
+/// closes; otherwise answers each command with `reply(command)` (raw RESP;
+/// the command's words upper-cased, space-separated), and `None` closes
+/// the connection.
+async fn fake_server(
+    greeting: Option<&'static [u8]>,
+    reply: fn(&str) -> Option<&'static [u8]>,
+) -> String {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut sock = BufReader::new(sock);
+                if let Some(greeting) = greeting {
+                    let _ = sock.get_mut().write_all(greeting).await;
+                    return;
+                }
+                let mut line = String::new();
+                loop {
+                    // A request: `*<n>`, then n bulk strings `$<len>` + data.
+                    line.clear();
+                    if sock.read_line(&mut line).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let Ok(n) = line.trim().trim_start_matches('*').parse::<usize>() else {
+                        return;
+                    };
+                    let mut words = Vec::with_capacity(n);
+                    for _ in 0..n {
+                        line.clear();
+                        if sock.read_line(&mut line).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let Ok(len) = line.trim().trim_start_matches('$').parse::<usize>() else {
+                            return;
+                        };
+                        let mut data = vec![0u8; len + 2];
+                        if sock.read_exact(&mut data).await.is_err() {
+                            return;
+                        }
+                        words.push(String::from_utf8_lossy(&data[..len]).to_uppercase());
+                    }
+                    let Some(answer) = reply(&words.join(" ")) else {
+                        return;
+                    };
+                    if sock.get_mut().write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    format!("redis://{addr}/0")
+}
+
+#[tokio::test]
+async fn noauth_and_noperm_at_connect_are_permanent_loading_and_a_full_server_are_not() {
+    // A server with a password, and a URL without one: the redis crate's
+    // own setup commands' replies are ignored, so it is the manager's
+    // confirming command (PING, or CLIENT SETNAME) that meets NOAUTH.
+    let noauth = fake_server(None, |_| Some(b"-NOAUTH Authentication required.\r\n")).await;
+    let shown = assert_fails_at_once("NOAUTH", RedisManager::new(noauth.as_str()).unwrap()).await;
+    assert!(shown.contains("NOAUTH"), "{shown}");
+    let named = RedisManager::new(noauth.as_str())
+        .unwrap()
+        .client_name("latchless-named");
+    assert_fails_at_once("NOAUTH at CLIENT SETNAME", named).await;
+
+    let noperm = fake_server(None, |cmd| {
+        if cmd.starts_with("PING") {
+            Some(b"-NOPERM User app has no permissions to run the 'ping' command\r\n")
+        } else {
+            Some(b"+OK\r\n")
+        }
+    })
+    .await;
+    assert_fails_at_once("NOPERM", RedisManager::new(noperm.as_str()).unwrap()).await;
+
+    // Passing states: retried.
+    let loading = fake_server(None, |cmd| {
+        if cmd.starts_with("PING") {
+            Some(b"-LOADING Redis is loading the dataset in memory\r\n")
+        } else {
+            Some(b"+OK\r\n")
+        }
+    })
+    .await;
+    let full = fake_server(Some(b"-ERR max number of clients reached\r\n"), |_| None).await;
+    let hang_up = fake_server(None, |_| None).await;
+    for (what, url) in [
+        ("LOADING", loading),
+        ("max number of clients reached", full.clone()),
+        // The error reply lands where the AUTH reply is expected; the
+        // hang-up after it must still win over "authentication failed".
+        (
+            "max number of clients reached, with a password",
+            full.replace("redis://", "redis://:pw@"),
+        ),
+        ("the server hangs up", hang_up),
+    ] {
+        let manager = RedisManager::new(url.as_str()).unwrap();
+        let err = tokio::time::timeout(Duration::from_secs(10), manager.connect())
+            .await
+            .expect("the fake server answers at once")
+            .unwrap_err();
+        println!("redis, {what}: {err}");
+        assert!(!manager.is_permanent(&err), "{what}: {err}");
+    }
+}
+
+#[test]
+fn is_permanent_judges_redis_errors_by_kind_code_and_refused_select() {
+    use redis::{ErrorKind, RedisError};
+    let manager = RedisManager::new(URL).unwrap();
+    let reply = |resp: &str| {
+        redis::parse_redis_value(resp.as_bytes())
+            .unwrap()
+            .extract_error()
+            .unwrap_err()
+    };
+    let refused_select = |detail: &str| {
+        RedisError::from((
+            ErrorKind::Server(redis::ServerErrorKind::ResponseError),
+            "Redis server refused to switch database",
+            detail.to_owned(),
+        ))
+    };
+    let permanent = [
+        RedisError::from((
+            ErrorKind::AuthenticationFailed,
+            "Password authentication failed",
+        )),
+        RedisError::from((ErrorKind::InvalidClientConfig, "Invalid database number")),
+        RedisError::from((ErrorKind::RESP3NotSupported, "no HELLO")),
+        reply("-NOAUTH Authentication required.\r\n"),
+        reply("-WRONGPASS invalid username-password pair or user is disabled.\r\n"),
+        reply("-NOPERM User app has no permissions to run the 'client|setname' command\r\n"),
+        // How the redis crate reports a refused SELECT: the message only.
+        refused_select("DB index is out of range"),
+        refused_select("SELECT is not allowed in cluster mode"),
+        refused_select("Authentication required."),
+        refused_select("User app has no permissions to run the 'select' command"),
+    ];
+    for e in &permanent {
+        assert!(manager.is_permanent(e), "{e} must be permanent");
+    }
+    let transient = [
+        RedisError::from(io::Error::from(io::ErrorKind::ConnectionRefused)),
+        RedisError::from(io::Error::from(io::ErrorKind::ConnectionReset)),
+        RedisError::from(io::Error::from(io::ErrorKind::TimedOut)),
+        RedisError::from(io::Error::from(io::ErrorKind::UnexpectedEof)),
+        reply("-LOADING Redis is loading the dataset in memory\r\n"),
+        reply("-MASTERDOWN Link with MASTER is down\r\n"),
+        reply("-CLUSTERDOWN The cluster is down\r\n"),
+        reply("-TRYAGAIN Multiple keys request during rehashing of slot\r\n"),
+        reply("-BUSY Redis is busy running a script\r\n"),
+        reply("-ERR max number of clients reached\r\n"),
+        reply("-ERR unknown command 'FOO'\r\n"),
+        refused_select("Redis is loading the dataset in memory"),
+    ];
+    for e in &transient {
+        assert!(!manager.is_permanent(e), "{e} must be retried");
+    }
 }

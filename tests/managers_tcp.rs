@@ -1,8 +1,12 @@
 //! `TcpManager` against an in-test TCP server on 127.0.0.1: reuse, the
 //! non-blocking broken probe (peer closed, unread bytes), I/O errors marking
 //! a connection broken, the user check, address lists, connect errors, and
-//! the server never seeing more than `max_size` connections.
+//! the server never seeing more than `max_size` connections, and which
+//! connect errors are permanent (an unusable address list) or retried (a
+//! refused port, through the outage forwarder).
 #![cfg(feature = "tcp")]
+
+mod forward;
 
 use std::io;
 use std::net::SocketAddr;
@@ -379,4 +383,109 @@ async fn a_connect_that_hangs_is_a_timed_out_connect_error_within_the_connect_ti
     );
     assert_eq!(pool.state().size, 0, "no place leaked");
     drop((fillers, socket));
+}
+
+// ---- Permanent connect errors: only an address list that cannot work. ----
+
+#[tokio::test]
+async fn an_unusable_address_list_is_permanent_and_fails_at_once_with_default_settings() {
+    for addrs in [
+        Vec::<String>::new(),
+        vec!["no port here".to_owned()],
+        vec!["127.0.0.1:99999".to_owned(), ":80".to_owned()],
+    ] {
+        let manager = TcpManager::new(addrs.clone());
+        let err = manager.connect().await.unwrap_err();
+        assert!(manager.is_permanent(&err), "{addrs:?}: {err}");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{addrs:?}: {err}");
+
+        // Default settings: a 30 s acquire timeout, retries with backoff.
+        let pool = Pool::builder(manager).build().unwrap();
+        let start = Instant::now();
+        let err = pool.get().await.unwrap_err();
+        let elapsed = start.elapsed();
+        println!("tcp, {addrs:?}: {err} ({elapsed:?})");
+        assert!(matches!(err, PoolError::Connect(_)), "{addrs:?}: {err:?}");
+        assert!(
+            elapsed < Duration::from_secs(1),
+            "{addrs:?}: took {elapsed:?}"
+        );
+        let start = Instant::now();
+        let warm = pool.warm_up().await;
+        assert!(matches!(warm, Err(PoolError::Connect(_))), "{warm:?}");
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            start.elapsed()
+        );
+        assert_eq!(pool.state().size, 0);
+        assert_eq!(pool.metrics().permanent_errors, 2, "{addrs:?}");
+    }
+}
+
+#[tokio::test]
+async fn refused_unresolved_and_partly_malformed_lists_are_not_permanent() {
+    let refused = closed_port().to_string();
+    for addrs in [
+        vec![refused.clone()],
+        // One malformed entry does not condemn a list whose other entry
+        // may come back.
+        vec!["no port here".to_owned(), refused.clone()],
+        vec![refused.clone(), "no port here".to_owned()],
+        // DNS may be down for a moment, or the name not published yet.
+        vec!["no-such-host.invalid:80".to_owned()],
+    ] {
+        let manager = TcpManager::new(addrs.clone()).connect_timeout(Duration::from_secs(2));
+        let err = manager.connect().await.unwrap_err();
+        assert!(!manager.is_permanent(&err), "{addrs:?}: {err}");
+    }
+    // Retried until the deadline, not returned at once.
+    let pool = Pool::builder(TcpManager::new([refused]))
+        .acquire_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let start = Instant::now();
+    let err = pool.get().await.unwrap_err();
+    let elapsed = start.elapsed();
+    match &err {
+        PoolError::Connect(e) => assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{e}"),
+        other => panic!("expected Connect(refused), got {other:?}"),
+    }
+    // Backoff pauses of 12-25, 25-50, 50-100, 100-200 ms: retries stop
+    // when the next pause would pass the deadline, after 100 ms at least.
+    assert!(
+        elapsed >= Duration::from_millis(100),
+        "not retried: {elapsed:?}"
+    );
+    assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+    let metrics = pool.metrics();
+    assert!(metrics.connect_errors >= 3, "retried: {metrics:?}");
+    assert_eq!(metrics.permanent_errors, 0);
+}
+
+#[tokio::test]
+async fn a_get_started_while_the_port_refuses_succeeds_once_it_listens_again() {
+    let (addr, srv) = server().await;
+    let fwd = forward::Forwarder::start(addr);
+    fwd.set_mode(forward::Mode::Refuse);
+    let pool = Pool::builder(TcpManager::new([fwd.addr().to_string()]))
+        .build()
+        .unwrap();
+    let get = tokio::spawn({
+        let pool = pool.clone();
+        async move {
+            let mut conn = pool.get().await?;
+            ping(&mut conn).await.map_err(PoolError::Connect)?;
+            Ok::<_, PoolError<io::Error>>(())
+        }
+    });
+    eventually("a refused connect", || pool.metrics().connect_errors >= 1).await;
+    fwd.set_mode(forward::Mode::Forward);
+    tokio::time::timeout(Duration::from_secs(20), get)
+        .await
+        .expect("the get ended")
+        .unwrap()
+        .unwrap();
+    assert_eq!(srv.accepted.load(SeqCst), 1);
+    assert_eq!(pool.metrics().permanent_errors, 0);
 }

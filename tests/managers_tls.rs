@@ -1,12 +1,17 @@
 //! `TlsManager` against an in-test tokio-rustls server on 127.0.0.1 with
 //! certificates made at test time (rcgen): SNI, custom roots, client
 //! certificates, untrusted certificates and wrong names as `Connect`
-//! errors, a peer-closed TLS connection seen as broken, and `Debug` that
-//! never shows the private key.
+//! errors, a peer-closed TLS connection seen as broken, `Debug` that
+//! never shows the private key, and which handshake errors are permanent
+//! (the certificates, the settings) or retried (the transport, through the
+//! outage forwarder).
 #![cfg(feature = "tls")]
+
+mod forward;
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,6 +19,7 @@ use latchless::managers::rustls;
 use latchless::managers::{TcpManager, TlsConnection, TlsManager};
 use latchless::{Manager, Pool, PoolError};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, KeyUsagePurpose};
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::WebPkiClientVerifier;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -33,7 +39,19 @@ struct Pki {
 /// A CA, a server certificate for `localhost` and a client certificate,
 /// both signed by the CA.
 fn pki() -> Pki {
+    pki_with(|_| {})
+}
+
+/// [`pki`], with the server certificate's parameters changed by `server`.
+fn pki_with(server: impl FnOnce(&mut CertificateParams)) -> Pki {
+    // A name of its own, so that another test CA is a stranger (an unknown
+    // issuer), not a namesake whose signature fails.
+    static CAS: AtomicUsize = AtomicUsize::new(0);
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        format!("latchless test CA {}", CAS.fetch_add(1, SeqCst)),
+    );
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
@@ -41,10 +59,9 @@ fn pki() -> Pki {
     ];
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
     let server_key = KeyPair::generate().unwrap();
-    let server_cert = CertificateParams::new(vec!["localhost".to_owned()])
-        .unwrap()
-        .signed_by(&server_key, &ca)
-        .unwrap();
+    let mut server_params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    server(&mut server_params);
+    let server_cert = server_params.signed_by(&server_key, &ca).unwrap();
     let client_key = KeyPair::generate().unwrap();
     let client_cert = CertificateParams::new(vec!["client.latchless.test".to_owned()])
         .unwrap()
@@ -338,4 +355,247 @@ fn bad_pem_and_names_are_typed_errors_and_debug_never_shows_the_key() {
         "{shown}"
     );
     assert!(shown.contains("localhost"));
+}
+
+// ---- Permanent connect errors: certificates and settings, not transport. ----
+
+#[tokio::test]
+async fn rejected_certificates_are_permanent_and_fail_at_once_with_default_settings() {
+    let pki = pki();
+    let (addr, _seen) = server(&pki, false).await;
+    let other_ca = self::pki();
+    let expired = pki_with(|params| {
+        params.not_before = rcgen::date_time_ymd(2000, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2001, 1, 1);
+    });
+    let (expired_addr, _) = server(&expired, false).await;
+    let cases = [
+        (
+            "not signed by a trusted root",
+            TlsManager::builder(tcp(addr), "localhost")
+                .add_root_pem(other_ca.ca_pem.as_bytes())
+                .build()
+                .unwrap(),
+            "UnknownIssuer",
+        ),
+        (
+            "name mismatch",
+            TlsManager::builder(tcp(addr), "not-localhost.example")
+                .add_root_pem(pki.ca_pem.as_bytes())
+                .build()
+                .unwrap(),
+            "not valid for name",
+        ),
+        (
+            "expired",
+            TlsManager::builder(tcp(expired_addr), "localhost")
+                .add_root_pem(expired.ca_pem.as_bytes())
+                .build()
+                .unwrap(),
+            "expired",
+        ),
+    ];
+    for (what, manager, needle) in cases {
+        // Default settings: a 30 s acquire timeout, retries with backoff.
+        let pool = Pool::builder(manager).build().unwrap();
+        let start = Instant::now();
+        let err = pool.get().await.unwrap_err();
+        let elapsed = start.elapsed();
+        println!("tls, {what}: {err} ({elapsed:?})");
+        match &err {
+            PoolError::Connect(e) => {
+                assert!(pool.manager().is_permanent(e), "{what}: {e}");
+                assert!(e.to_string().contains(needle), "{what}: {e}");
+            }
+            other => panic!("{what}: expected Connect, got {other:?}"),
+        }
+        assert!(elapsed < Duration::from_secs(1), "{what}: took {elapsed:?}");
+        let start = Instant::now();
+        let warm = pool.warm_up().await;
+        assert!(
+            matches!(warm, Err(PoolError::Connect(_))),
+            "{what}: {warm:?}"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "{what}: warm_up took {:?}",
+            start.elapsed()
+        );
+        assert_eq!(pool.state().size, 0, "{what}: a place leaked");
+        let metrics = pool.metrics();
+        assert_eq!(metrics.permanent_errors, 2, "{what}: {metrics:?}");
+        assert_eq!(metrics.connect_errors, 2, "{what}: not retried");
+    }
+}
+
+#[tokio::test]
+async fn a_client_certificate_the_server_rejects_in_the_handshake_is_permanent() {
+    // TLS 1.2: the server's verdict on the client certificate arrives
+    // during the handshake (in TLS 1.3 only at the first read).
+    let pki = pki();
+    let (addr, seen) = server(&pki, true).await;
+    let stranger = self::pki(); // a client certificate from another CA
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.ca_der.clone()).unwrap();
+    let key = PrivateKeyDer::from_pem_slice(stranger.client_key_pem.as_bytes()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(vec![stranger.client_cert.clone()], key)
+        .unwrap();
+    let manager = TlsManager::new(tcp(addr), "localhost", Arc::new(config)).unwrap();
+    let pool = Pool::builder(manager).build().unwrap();
+    let start = Instant::now();
+    let err = pool.get().await.unwrap_err();
+    let elapsed = start.elapsed();
+    println!("tls 1.2, client certificate rejected: {err} ({elapsed:?})");
+    match &err {
+        PoolError::Connect(e) => assert!(e.to_string().contains("UnknownCA"), "{e}"),
+        other => panic!("expected Connect, got {other:?}"),
+    }
+    assert!(elapsed < Duration::from_secs(1), "took {elapsed:?}");
+    assert_eq!(pool.metrics().permanent_errors, 1);
+    assert_eq!(
+        seen.lock().unwrap().handshake_errors.len(),
+        1,
+        "one attempt"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_tls_port_is_retried_and_a_get_succeeds_once_it_listens_again() {
+    let pki = pki();
+    let (addr, seen) = server(&pki, false).await;
+    let fwd = forward::Forwarder::start(addr);
+    fwd.set_mode(forward::Mode::Refuse);
+    let manager = || {
+        TlsManager::builder(tcp(fwd.addr()), "localhost")
+            .add_root_pem(pki.ca_pem.as_bytes())
+            .build()
+            .unwrap()
+    };
+
+    // Refused: retried until the deadline, then the last error.
+    let pool = Pool::builder(manager())
+        .acquire_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let start = Instant::now();
+    let err = pool.get().await.unwrap_err();
+    let elapsed = start.elapsed();
+    match &err {
+        PoolError::Connect(e) => {
+            assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{e}");
+            assert!(!pool.manager().is_permanent(e));
+        }
+        other => panic!("expected Connect(refused), got {other:?}"),
+    }
+    // Backoff pauses of 12-25, 25-50, 50-100, 100-200 ms: retries stop
+    // when the next pause would pass the deadline, after 100 ms at least.
+    assert!(
+        elapsed >= Duration::from_millis(100),
+        "not retried: {elapsed:?}"
+    );
+    assert!(pool.metrics().connect_errors >= 3);
+    assert_eq!(pool.metrics().permanent_errors, 0);
+
+    // With default settings, a get that starts while the port refuses
+    // ends with a connection once it listens again.
+    let pool = Pool::builder(manager()).build().unwrap();
+    let get = tokio::spawn({
+        let pool = pool.clone();
+        async move {
+            let mut conn = pool.get().await.map_err(|e| e.to_string())?;
+            ping(&mut conn).await.map_err(|e| e.to_string())
+        }
+    });
+    let start = Instant::now();
+    while pool.metrics().connect_errors == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no connect tried"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    fwd.set_mode(forward::Mode::Forward);
+    tokio::time::timeout(Duration::from_secs(20), get)
+        .await
+        .expect("the get ended")
+        .unwrap()
+        .unwrap();
+    assert_eq!(seen.lock().unwrap().accepted, 1);
+    assert_eq!(pool.metrics().permanent_errors, 0);
+}
+
+#[test]
+fn is_permanent_judges_rustls_errors_as_tokio_rustls_reports_them() {
+    use rustls::{AlertDescription as A, CertificateError as C, Error as E};
+    let manager = TlsManager::builder(TcpManager::new(["127.0.0.1:1"]), "localhost")
+        .build()
+        .unwrap();
+    // tokio-rustls wraps a rustls error in an `InvalidData` io::Error.
+    let tls = |e: E| io::Error::new(io::ErrorKind::InvalidData, e);
+    let permanent = [
+        E::InvalidCertificate(C::UnknownIssuer),
+        E::InvalidCertificate(C::NotValidForName),
+        E::InvalidCertificate(C::Expired),
+        E::InvalidCertificate(C::NotValidYet),
+        E::InvalidCertificate(C::Revoked),
+        E::InvalidCertificate(C::BadSignature),
+        E::InvalidCertificate(C::BadEncoding),
+        E::InvalidCertificate(C::ApplicationVerificationFailure),
+        E::NoCertificatesPresented,
+        E::UnsupportedNameType,
+        E::NoApplicationProtocol,
+        E::PeerIncompatible(rustls::PeerIncompatible::NoCipherSuitesInCommon),
+        E::AlertReceived(A::BadCertificate),
+        E::AlertReceived(A::UnknownCA),
+        E::AlertReceived(A::CertificateExpired),
+        E::AlertReceived(A::CertificateRequired),
+        E::AlertReceived(A::AccessDenied),
+        E::AlertReceived(A::ProtocolVersion),
+        E::AlertReceived(A::UnrecognisedName),
+        E::AlertReceived(A::DecryptError),
+    ];
+    for e in permanent {
+        let shown = format!("{e:?}");
+        assert!(manager.is_permanent(&tls(e)), "{shown} must be permanent");
+    }
+    let transient = [
+        E::AlertReceived(A::HandshakeFailure),
+        E::AlertReceived(A::InternalError),
+        E::AlertReceived(A::CloseNotify),
+        E::AlertReceived(A::BadRecordMac),
+        E::DecryptError,
+        E::PeerMisbehaved(rustls::PeerMisbehaved::BadCertChainExtensions),
+        E::InvalidMessage(rustls::InvalidMessage::HandshakePayloadTooLarge),
+        E::HandshakeNotComplete,
+        E::General("anything".to_owned()),
+    ];
+    for e in transient {
+        let shown = format!("{e:?}");
+        assert!(!manager.is_permanent(&tls(e)), "{shown} must be retried");
+    }
+    for kind in [
+        io::ErrorKind::ConnectionRefused,
+        io::ErrorKind::ConnectionReset,
+        io::ErrorKind::TimedOut,
+        io::ErrorKind::UnexpectedEof,
+        io::ErrorKind::InvalidData,
+    ] {
+        assert!(!manager.is_permanent(&kind.into()), "{kind:?}");
+        assert!(!manager.is_permanent(&io::Error::new(kind, "no payload")));
+    }
+    // The TCP manager's own permanent error passes through.
+    let empty = TlsManager::builder(TcpManager::new(Vec::<String>::new()), "localhost")
+        .build()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let err = rt.block_on(empty.connect()).unwrap_err();
+    assert!(empty.is_permanent(&err), "{err}");
 }

@@ -25,6 +25,28 @@
 //!
 //! No manager's `Debug` output shows a password, a token or a private key.
 //!
+//! # Permanent errors fail at once
+//!
+//! Each manager implements [`is_permanent`](crate::Manager::is_permanent):
+//! a connect error that the next attempt would meet unchanged is returned
+//! by `get` and `warm_up` at once, as `PoolError::Connect`, instead of
+//! being retried with backoff until the caller's deadline, whatever
+//! `fail_fast` says, and counted in `Metrics::permanent_errors`. The rule
+//! is the same everywhere: an error that names what the client sends
+//! (credentials, database, certificates, settings) is permanent; one that
+//! names the state of the network or the server (refused, reset, timed
+//! out, full, starting, shutting down) is retried, since that state
+//! passes.
+//!
+//! | manager | permanent |
+//! | --- | --- |
+//! | `TcpManager` | an empty address list, or no well-formed `host:port` in it |
+//! | `TlsManager` | a rejected certificate (unknown issuer, expired, name mismatch, ...), no shared version, cipher suite or ALPN protocol, an alert about our certificate; and the TCP manager's |
+//! | `PgManager` | SQLSTATE class 28 (role, password, `pg_hba.conf`), 3D000 (database), class 42 (privilege, unknown parameter, the init hook's SQL), 3F000, 22023; a config the client cannot use; a rejected TLS certificate |
+//! | `RedisManager` | `AUTH` refused (`WRONGPASS`, no password configured), `NOAUTH`, `NOPERM`, a database index out of range, an unusable config |
+//!
+//! Each manager's docs give the full list and what stays retried.
+//!
 //! ```no_run
 //! # #[cfg(feature = "tcp")]
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {

@@ -4,6 +4,13 @@
 //! server ended the session, the socket failed), whose driver task ended,
 //! or that was marked broken, is never handed out again; the init hook has
 //! run, successfully, on every connection the pool holds.
+//!
+//! Which connect errors are permanent (`Manager::is_permanent`, returned at
+//! once instead of retried until the caller's deadline) is decided in one
+//! place, [`PgError::is_permanent`]: what the next attempt would meet
+//! unchanged (the credentials, the database name, the startup parameters,
+//! the TLS certificates, the init hook's SQL), never what a server that is
+//! full, starting or shutting down says.
 
 use std::collections::HashMap;
 use std::error::Error as StdError;
@@ -91,6 +98,108 @@ impl fmt::Display for Detail<'_> {
         }
         Ok(())
     }
+}
+
+impl PgError {
+    /// Whether retrying cannot help, so that a `get` should fail at once
+    /// (what [`PgManager`]'s [`Manager::is_permanent`] answers). Yes for:
+    ///
+    /// - a server error with a SQLSTATE that names the request, not the
+    ///   server's state: class 28 (invalid authorization: unknown role,
+    ///   wrong password, no `pg_hba.conf` entry, a role that may not log
+    ///   in), 3D000 (unknown database), 3F000 (unknown schema), class 42
+    ///   (syntax error or access rule violation: 42501 insufficient
+    ///   privilege such as a revoked `CONNECT`, 42704 an unknown parameter
+    ///   in `options`, and in the init hook an undefined table, column or
+    ///   function) and 22023 (an invalid parameter value), during connect
+    ///   or in the init hook ([`PgError::Connect`], [`PgError::Init`]);
+    /// - a configuration the client cannot use: no host, a password the
+    ///   server asks for and the config lacks, an authentication method
+    ///   tokio-postgres does not support, channel binding required but not
+    ///   offered, `sslmode=require` against a server without TLS or from
+    ///   a manager without `with_tls`; and [`PgError::Config`], a
+    ///   connection string that does not parse;
+    /// - (feature `postgres-tls`) a TLS handshake that failed on the
+    ///   certificates or settings, as `TlsManager::is_permanent` judges
+    ///   it: an untrusted or expired certificate, a name mismatch;
+    /// - [`PgError::NoRuntime`]: a retry runs in the same place.
+    ///
+    /// No for everything a retry can fix: 53300 (too many connections) and
+    /// the rest of class 53 (insufficient resources), 57P01-57P03 (the
+    /// server is shutting down or starting up), class 08 (connection
+    /// exception), 55000 (a database not accepting connections for now),
+    /// query cancellations and timeouts in the init hook, a refused, reset
+    /// or timed-out socket, a name that does not resolve, and a
+    /// `target_session_attrs` mismatch (a failover may change it).
+    ///
+    /// tokio-postgres exposes the kind of a client-side error only through
+    /// its `Display` label; `tests/managers_postgres.rs` pins each label
+    /// this reads against the errors tokio-postgres really returns.
+    ///
+    /// ```
+    /// use latchless::managers::{PgError, PgManager};
+    /// let err = PgManager::from_url("host=h port=notaport").unwrap_err();
+    /// assert!(err.is_permanent());
+    /// assert!(!PgError::Closed.is_permanent());
+    /// ```
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Self::Config(_) | Self::NoRuntime => true,
+            Self::Connect(e) => permanent_connect(e),
+            Self::Init(e) => e.code().is_some_and(|c| permanent_sqlstate(c.code())),
+            Self::Check(_) | Self::Closed => false,
+        }
+    }
+}
+
+/// SQLSTATEs that name the request (who, which database, what SQL), not
+/// the server's state: the next attempt sends the same request.
+fn permanent_sqlstate(code: &str) -> bool {
+    code.starts_with("28") // invalid authorization specification
+        || code.starts_with("42") // syntax error or access rule violation
+        || matches!(code, "3D000" | "3F000" | "22023") // database, schema, parameter value
+}
+
+/// A failed `Config::connect`: see [`PgError::is_permanent`].
+fn permanent_connect(e: &tokio_postgres::Error) -> bool {
+    if let Some(code) = e.code() {
+        return permanent_sqlstate(code.code());
+    }
+    // The kind of a client-side error shows only in its `Display`, which
+    // is the kind's fixed label (the cause is its `source`).
+    match e.to_string().as_str() {
+        // No host, "password missing", mismatched host and port lists.
+        "invalid configuration" | "invalid connection string" => true,
+        // An unsupported method, channel binding refused, a SCRAM exchange
+        // that does not verify: the same config meets the same answer.
+        "authentication error" => true,
+        "error performing TLS handshake" => permanent_tls_cause(e),
+        _ => false,
+    }
+}
+
+/// A TLS step that failed: permanent when it failed before any I/O (a
+/// decision on the config: the server has no TLS, no host name to verify,
+/// no TLS connector), or on the certificates or settings.
+fn permanent_tls_cause(e: &tokio_postgres::Error) -> bool {
+    let Some(cause) = e.source() else {
+        return false;
+    };
+    match cause.downcast_ref::<std::io::Error>() {
+        // An I/O error: the transport's, unless it carries a TLS verdict.
+        Some(io) => permanent_tls_io(io),
+        None => true,
+    }
+}
+
+#[cfg(feature = "postgres-tls")]
+fn permanent_tls_io(io: &std::io::Error) -> bool {
+    super::tls::is_permanent_tls(io)
+}
+
+#[cfg(not(feature = "postgres-tls"))]
+fn permanent_tls_io(_: &std::io::Error) -> bool {
+    false
 }
 
 impl StdError for PgError {
@@ -307,6 +416,22 @@ impl Manager for PgManager {
 
     fn is_broken(&self, conn: &mut PgConnection) -> bool {
         conn.is_broken()
+    }
+
+    /// [`PgError::is_permanent`]: bad credentials, an unknown database, a
+    /// config the client cannot use, a rejected certificate, an init hook
+    /// whose SQL fails on its own terms; not a server that is full,
+    /// starting or stopping, nor a network failure.
+    ///
+    /// ```
+    /// use latchless::Manager;
+    /// use latchless::managers::{PgError, PgManager};
+    /// let m = PgManager::from_url("host=127.0.0.1 user=app").unwrap();
+    /// assert!(m.is_permanent(&PgError::NoRuntime));
+    /// assert!(!m.is_permanent(&PgError::Closed));
+    /// ```
+    fn is_permanent(&self, error: &PgError) -> bool {
+        error.is_permanent()
     }
 }
 

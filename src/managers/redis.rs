@@ -4,15 +4,17 @@
 //! Invariant kept: a connection on which a request failed with an I/O
 //! error, a dropped connection, a timeout or another error after which the
 //! redis crate says to reconnect is never handed out again (the client
-//! does not report itself closed, so the wrapper records it).
+//! does not report itself closed, so the wrapper records it); a connect
+//! error is permanent (`Manager::is_permanent`) only when it names the
+//! credentials or the config, which the next attempt would send unchanged.
 
 use std::fmt;
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::{
-    AsyncConnectionConfig, Client, Cmd, IntoConnectionInfo, Pipeline, RedisError, RedisFuture,
-    Value,
+    AsyncConnectionConfig, Client, Cmd, ErrorKind, IntoConnectionInfo, Pipeline, RedisError,
+    RedisFuture, ServerErrorKind, Value,
 };
 
 use crate::Manager;
@@ -21,11 +23,33 @@ use crate::Manager;
 ///
 /// - `connect`: one multiplexed connection (its own socket and driver
 ///   task), bounded by [`connect_timeout`](Self::connect_timeout), then
-///   `CLIENT SETNAME` if a [`client_name`](Self::client_name) is set.
+///   `CLIENT SETNAME` if a [`client_name`](Self::client_name) is set, or
+///   else `PING`: one round trip that proves the session usable, so that
+///   a server demanding credentials the URL lacks (`NOAUTH`) fails the
+///   connect rather than every request on the connection.
 /// - `check` (pre-ping): `PING`.
 /// - `is_broken`: the connection's broken mark, set by any request through
 ///   it that failed with an I/O, dropped-connection or timeout error (or
 ///   [`RedisConnection::mark_broken`]). No round trip.
+///
+/// [`is_permanent`](Manager::is_permanent) (a `get` returns the error at
+/// once instead of retrying until its deadline) says yes for:
+///
+/// - rejected or missing credentials: every error reply to `AUTH` (the
+///   redis crate reports them all as `AuthenticationFailed`: `WRONGPASS`,
+///   and `AUTH <password>` sent to a server with no password configured),
+///   and the server's `WRONGPASS`, `NOAUTH` (a password is required and
+///   the URL has none) and `NOPERM` (the user may not run `HELLO`,
+///   `CLIENT SETNAME`, `PING` or `SELECT`) replies;
+/// - a `SELECT` the server refuses for good: a database index out of range,
+///   or any `SELECT` on a cluster node;
+/// - a config the client cannot use (`InvalidClientConfig`) and RESP3
+///   asked of a server without `HELLO`.
+///
+/// Everything else is retried: a refused, reset or timed-out connection, a
+/// server that drops new clients (`max number of clients reached`), one
+/// loading its dataset (`LOADING`), a replica or cluster that is not ready
+/// (`MASTERDOWN`, `CLUSTERDOWN`, `TRYAGAIN`).
 ///
 /// ```no_run
 /// use latchless::Pool;
@@ -153,13 +177,17 @@ impl Manager for RedisManager {
             conn,
             broken: false,
         };
-        if let Some(name) = &self.client_name {
-            redis::cmd("CLIENT")
-                .arg("SETNAME")
-                .arg(name)
-                .query_async::<()>(&mut conn)
-                .await?;
-        }
+        // The redis crate ignores the replies to its own setup commands, so
+        // a missing password shows only at the first command of ours.
+        let confirm = match &self.client_name {
+            Some(name) => {
+                let mut setname = redis::cmd("CLIENT");
+                setname.arg("SETNAME").arg(name);
+                setname
+            }
+            None => redis::cmd("PING"),
+        };
+        confirm.query_async::<()>(&mut conn).await?;
         Ok(conn)
     }
 
@@ -170,6 +198,45 @@ impl Manager for RedisManager {
     fn is_broken(&self, conn: &mut RedisConnection) -> bool {
         conn.broken
     }
+
+    /// `true` for rejected or missing credentials, a database index the
+    /// server refuses, and an unusable config (the list is in the type's
+    /// docs); `false` for the network's and the server's passing states.
+    ///
+    /// ```
+    /// use latchless::Manager;
+    /// use latchless::managers::RedisManager;
+    /// let m = RedisManager::new("redis://127.0.0.1").unwrap();
+    /// let reply = |resp: &[u8]| redis::parse_redis_value(resp).unwrap().extract_error().unwrap_err();
+    /// assert!(m.is_permanent(&reply(b"-NOAUTH Authentication required.\r\n")));
+    /// assert!(!m.is_permanent(&reply(b"-LOADING Redis is loading the dataset in memory\r\n")));
+    /// let refused = redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+    /// assert!(!m.is_permanent(&refused));
+    /// ```
+    fn is_permanent(&self, error: &RedisError) -> bool {
+        permanent(error)
+    }
+}
+
+/// See [`RedisManager`]'s docs for the list and the reasons.
+fn permanent(e: &RedisError) -> bool {
+    match e.kind() {
+        ErrorKind::AuthenticationFailed
+        | ErrorKind::InvalidClientConfig
+        | ErrorKind::RESP3NotSupported => return true,
+        _ => {}
+    }
+    if matches!(e.code(), Some("NOAUTH" | "WRONGPASS" | "NOPERM")) {
+        return true;
+    }
+    // A refused `SELECT` keeps only the server's message, not its code.
+    e.kind() == ErrorKind::Server(ServerErrorKind::ResponseError)
+        && e.detail().is_some_and(|d| {
+            d.contains("DB index is out of range")
+                || d.contains("SELECT is not allowed in cluster mode")
+                || d.starts_with("Authentication required") // NOAUTH
+                || d.contains("has no permissions to run") // NOPERM
+        })
 }
 
 /// A pooled Redis connection: implements the redis crate's

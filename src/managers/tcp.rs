@@ -1,8 +1,12 @@
 //! [`TcpManager`]: plain TCP connections over tokio's `TcpStream`.
 //!
-//! Invariant kept: a connection whose peer closed, that saw an I/O error,
+//! Invariants kept: a connection whose peer closed, that saw an I/O error,
 //! that was shut down, or (by default) that still has unread bytes waiting
-//! when it is returned, is reported broken and never handed out again.
+//! when it is returned, is reported broken and never handed out again; a
+//! connect error is permanent (`Manager::is_permanent`) only when the
+//! address list itself is unusable (empty, or no entry of it well formed),
+//! never for what the network or the server did, since a refused or
+//! unreachable server may come back.
 
 use std::fmt;
 use std::io;
@@ -37,6 +41,15 @@ pub(crate) type CheckFn<C> =
 ///   the protocol spoken over the socket.
 ///
 /// Errors are `std::io::Error`s that name the address that failed.
+///
+/// [`is_permanent`](Manager::is_permanent) (a `get` returns the error at
+/// once instead of retrying until its deadline) says yes only when the
+/// address list cannot work whatever the network does: it is empty, or
+/// every entry is malformed (no `:port`, a port that is not a number from
+/// 0 to 65535, an empty host, a NUL byte). Everything else is retried: a
+/// refused connection (the server may be restarting), a reset, a timeout,
+/// an unreachable network, and a name that does not resolve (DNS may be
+/// down for a moment, or the name not published yet).
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -92,7 +105,9 @@ impl TcpManager {
     /// Defaults: connect timeout 5 s per attempt, `TCP_NODELAY` on,
     /// keepalive after 60 s idle, unread bytes on return mean broken, no
     /// user check. Nothing is resolved or validated here: a bad address
-    /// makes `connect` return an `InvalidInput` error that names it.
+    /// makes `connect` return an `InvalidInput` error that names it (a
+    /// permanent one if no entry is well formed, see
+    /// [`Manager::is_permanent`]).
     ///
     /// ```
     /// use latchless::managers::TcpManager;
@@ -209,13 +224,19 @@ impl TcpManager {
     /// ```
     pub async fn open(&self) -> io::Result<TcpStream> {
         if self.addrs.is_empty() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "TcpManager has no address to connect to",
+            return Err(BadAddress::error(
+                "TcpManager has no address to connect to".to_owned(),
             ));
         }
-        let mut last: Option<io::Error> = None;
+        // A failed attempt says more than a malformed sibling entry, and
+        // only a list with no well-formed entry is a permanent error.
+        let mut last_attempt: Option<io::Error> = None;
+        let mut last_malformed: Option<io::Error> = None;
         for addr in &self.addrs {
+            if let Some(reason) = malformed(addr) {
+                last_malformed = Some(BadAddress::error(format!("bad address {addr:?}: {reason}")));
+                continue;
+            }
             let resolved = match tokio::time::timeout(
                 self.connect_timeout,
                 tokio::net::lookup_host(addr.as_str()),
@@ -224,14 +245,14 @@ impl TcpManager {
             {
                 Ok(Ok(found)) => found.collect::<Vec<_>>(),
                 Ok(Err(e)) => {
-                    last = Some(io::Error::new(
+                    last_attempt = Some(io::Error::new(
                         io::ErrorKind::InvalidInput,
                         format!("bad address {addr:?}: {e}"),
                     ));
                     continue;
                 }
                 Err(_) => {
-                    last = Some(io::Error::new(
+                    last_attempt = Some(io::Error::new(
                         io::ErrorKind::TimedOut,
                         format!(
                             "resolving {addr:?} took longer than {:?}",
@@ -248,13 +269,13 @@ impl TcpManager {
                         return Ok(stream);
                     }
                     Ok(Err(e)) => {
-                        last = Some(io::Error::new(
+                        last_attempt = Some(io::Error::new(
                             e.kind(),
                             format!("connect to {addr} ({sa}): {e}"),
                         ))
                     }
                     Err(_) => {
-                        last = Some(io::Error::new(
+                        last_attempt = Some(io::Error::new(
                             io::ErrorKind::TimedOut,
                             format!(
                                 "connect to {addr} ({sa}) took longer than {:?}",
@@ -265,7 +286,7 @@ impl TcpManager {
                 }
             }
         }
-        Err(last.unwrap_or_else(|| {
+        Err(last_attempt.or(last_malformed).unwrap_or_else(|| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("no address found for {:?}", self.addrs),
@@ -304,6 +325,81 @@ impl Manager for TcpManager {
     fn is_broken(&self, conn: &mut TcpConnection) -> bool {
         conn.probe_broken(self.reject_unread, |s| s)
     }
+
+    /// `true` only for an address list that cannot work: empty, or no
+    /// entry of it well formed (see the type's docs). A refused, reset,
+    /// timed-out or unresolved connect is retried.
+    ///
+    /// ```
+    /// use latchless::Manager;
+    /// use latchless::managers::TcpManager;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let empty = TcpManager::new(Vec::<String>::new());
+    /// let err = empty.connect().await.unwrap_err();
+    /// assert!(empty.is_permanent(&err));
+    ///
+    /// let malformed = TcpManager::new(["no port here"]);
+    /// let err = malformed.connect().await.unwrap_err();
+    /// assert!(malformed.is_permanent(&err));
+    ///
+    /// // A refused connection may succeed later: not permanent.
+    /// let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+    /// assert!(!TcpManager::new(["127.0.0.1:1"]).is_permanent(&refused));
+    /// # }
+    /// ```
+    fn is_permanent(&self, error: &io::Error) -> bool {
+        is_bad_address(error)
+    }
+}
+
+/// The payload of the errors [`TcpManager::open`] returns when its address
+/// list cannot work (see [`is_bad_address`]): a type of its own, so that
+/// `is_permanent` recognises them without reading messages.
+#[derive(Debug)]
+struct BadAddress(String);
+
+impl BadAddress {
+    fn error(message: String) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidInput, Self(message))
+    }
+}
+
+impl fmt::Display for BadAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BadAddress {}
+
+/// The error says the address list is empty or has no well-formed entry
+/// (made by [`TcpManager::open`]), which no retry can fix.
+pub(crate) fn is_bad_address(error: &io::Error) -> bool {
+    error.get_ref().is_some_and(|e| e.is::<BadAddress>())
+}
+
+/// Why `addr` can never resolve, judged from its text alone (what
+/// `ToSocketAddrs` rejects before asking DNS, plus an empty host, which
+/// no resolver answers); `None` if it is well formed.
+fn malformed(addr: &str) -> Option<&'static str> {
+    if addr.parse::<std::net::SocketAddr>().is_ok() {
+        return None;
+    }
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return Some("expected host:port");
+    };
+    if host.is_empty() {
+        return Some("empty host name");
+    }
+    if host.contains('\0') {
+        return Some("NUL byte in the host name");
+    }
+    if port.parse::<u16>().is_err() {
+        return Some("the port is not a number from 0 to 65535");
+    }
+    None
 }
 
 /// Run the user check, marking the connection broken if it fails.

@@ -1,9 +1,15 @@
 //! [`TlsManager`]: TLS (rustls, ring provider) over the
 //! [`TcpManager`](super::TcpManager).
 //!
-//! Invariant kept: a handshake that fails (untrusted certificate, wrong
+//! Invariants kept: a handshake that fails (untrusted certificate, wrong
 //! name, rejected client certificate) is a `connect` error; a connection
 //! whose peer closed or reset, or that saw an I/O error, is broken.
+//!
+//! It also owns the one judgement of which TLS failures are permanent
+//! ([`is_permanent_tls`]): those that name the certificates or the
+//! configuration on either side (a retry meets the same certificate and
+//! the same settings), never those of the transport (a retry meets a new
+//! connection). `PgManager` over rustls reuses it.
 
 use std::fmt;
 use std::io;
@@ -47,7 +53,36 @@ pub type TlsConnection = TcpConnection<TlsStream<TcpStream>>;
 ///   ([`with_check`](Self::with_check)).
 ///
 /// Errors are `std::io::Error`s; a certificate the roots do not trust is
-/// `InvalidData` with rustls's reason (e.g. `UnknownIssuer`).
+/// `InvalidData` with rustls's reason (e.g. `UnknownIssuer`), and the
+/// `rustls::Error` itself is kept inside (see
+/// [`is_permanent`](Self::is_permanent)).
+///
+/// [`is_permanent`](Manager::is_permanent) (a `get` returns the error at
+/// once instead of retrying until its deadline) says yes when the
+/// handshake failed on the certificates or on settings that the next
+/// attempt would meet unchanged:
+///
+/// - the server's certificate was rejected, whatever the reason: an
+///   unknown issuer (not signed by a trusted root), expired or not yet
+///   valid, not valid for the server name, revoked, a bad signature or
+///   encoding, the wrong purpose, or refused by a custom verifier;
+/// - the server presented no certificate, or the two sides share no
+///   protocol version, cipher suite or ALPN protocol;
+/// - the server answered with an alert about our certificate or settings:
+///   `bad_certificate`, `unsupported_certificate`, `certificate_revoked`,
+///   `certificate_expired`, `certificate_unknown`, `unknown_ca`,
+///   `access_denied`, `certificate_required`, `decrypt_error` (a signature
+///   that does not verify: our certificate's, or our key not matching
+///   it), `protocol_version`, `insufficient_security`,
+///   `unrecognised_name`, `no_application_protocol`;
+/// - the TCP manager's address list cannot work (see
+///   [`TcpManager`](super::TcpManager)).
+///
+/// Everything else is retried: refused, reset and timed-out connections,
+/// a peer that closed mid-handshake, garbled, undecryptable or unexpected
+/// records (`bad_record_mac`; a middlebox, a server restarting), and a
+/// bare `handshake_failure` alert, which says that negotiation failed but
+/// not why.
 ///
 /// ```no_run
 /// use latchless::Pool;
@@ -183,14 +218,12 @@ impl Manager for TlsManager {
             .connect(self.server_name.clone(), tcp)
             .await
             .map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!(
-                        "TLS handshake with {:?} ({:?}): {e}",
-                        self.tcp.addrs(),
-                        self.server_name
-                    ),
-                )
+                let context = format!(
+                    "TLS handshake with {:?} ({:?})",
+                    self.tcp.addrs(),
+                    self.server_name
+                );
+                io::Error::new(e.kind(), Handshake { context, cause: e })
             })?;
         Ok(TcpConnection::new(stream))
     }
@@ -207,6 +240,114 @@ impl Manager for TlsManager {
 
     fn is_broken(&self, conn: &mut TlsConnection) -> bool {
         conn.probe_broken(false, |s| s.get_ref().0)
+    }
+
+    /// `true` for a certificate or configuration failure that the next
+    /// attempt would meet again (the list is in the type's docs); `false`
+    /// for the transport's failures.
+    ///
+    /// ```
+    /// use latchless::Manager;
+    /// use latchless::managers::{TcpManager, TlsManager};
+    /// use rustls::{CertificateError, Error};
+    ///
+    /// let m = TlsManager::builder(TcpManager::new(["127.0.0.1:443"]), "localhost").build().unwrap();
+    /// // How tokio-rustls reports a rustls error: InvalidData around it.
+    /// let untrusted = std::io::Error::new(
+    ///     std::io::ErrorKind::InvalidData,
+    ///     Error::InvalidCertificate(CertificateError::UnknownIssuer),
+    /// );
+    /// assert!(m.is_permanent(&untrusted));
+    /// let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+    /// assert!(!m.is_permanent(&reset));
+    /// ```
+    fn is_permanent(&self, error: &io::Error) -> bool {
+        super::tcp::is_bad_address(error) || is_permanent_tls(error)
+    }
+}
+
+/// A failed handshake: what was being opened, and the error as tokio-rustls
+/// gave it, kept whole (not flattened into text) so that
+/// [`is_permanent_tls`] can reach the `rustls::Error` inside.
+#[derive(Debug)]
+struct Handshake {
+    context: String,
+    cause: io::Error,
+}
+
+impl fmt::Display for Handshake {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.context, self.cause)
+    }
+}
+
+impl std::error::Error for Handshake {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.cause)
+    }
+}
+
+/// Whether `error`, or an error it wraps, is a TLS failure no retry can fix
+/// ([`permanent_rustls`], or a server name that is not a valid DNS name).
+///
+/// Walks the `source` chain and looks inside every `io::Error` on the way:
+/// `io::Error::source` skips the error it wraps, and tokio-rustls wraps
+/// its `rustls::Error` in one.
+pub(crate) fn is_permanent_tls(error: &(dyn std::error::Error + 'static)) -> bool {
+    // Deep enough for every wrapper in this crate and its drivers; a bound
+    // all the same, since `source` chains are user-extensible.
+    const MAX_DEPTH: usize = 16;
+    fn walk(error: &(dyn std::error::Error + 'static), depth: usize) -> bool {
+        if depth > MAX_DEPTH {
+            return false;
+        }
+        if let Some(e) = error.downcast_ref::<rustls::Error>() {
+            return permanent_rustls(e);
+        }
+        if error.is::<rustls_pki_types::InvalidDnsNameError>() {
+            return true;
+        }
+        if let Some(io) = error.downcast_ref::<io::Error>() {
+            // Its `source` is the wrapped error's `source`: look at the
+            // wrapped error itself instead.
+            return io.get_ref().is_some_and(|inner| walk(inner, depth + 1));
+        }
+        error.source().is_some_and(|next| walk(next, depth + 1))
+    }
+    walk(error, 0)
+}
+
+/// The rustls errors that a new connection to the same server, with the
+/// same config, would meet again: certificates, and settings the two sides
+/// do not share (the list and the reasons are in [`TlsManager`]'s docs).
+pub(crate) fn permanent_rustls(error: &rustls::Error) -> bool {
+    use rustls::AlertDescription as A;
+    use rustls::Error as E;
+    match error {
+        E::InvalidCertificate(_)
+        | E::InvalidCertRevocationList(_)
+        | E::NoCertificatesPresented
+        | E::UnsupportedNameType
+        | E::PeerIncompatible(_)
+        | E::NoApplicationProtocol
+        | E::InconsistentKeys(_) => true,
+        E::AlertReceived(alert) => matches!(
+            alert,
+            A::BadCertificate
+                | A::UnsupportedCertificate
+                | A::CertificateRevoked
+                | A::CertificateExpired
+                | A::CertificateUnknown
+                | A::UnknownCA
+                | A::AccessDenied
+                | A::CertificateRequired
+                | A::DecryptError
+                | A::ProtocolVersion
+                | A::InsufficientSecurity
+                | A::UnrecognisedName
+                | A::NoApplicationProtocol
+        ),
+        _ => false,
     }
 }
 
