@@ -685,7 +685,7 @@ async fn a_get_cancelled_during_its_pre_ping_keeps_the_session() {
 /// `Connect`, count as permanent, and leave nothing open. Returns the
 /// error's text.
 async fn assert_fails_at_once(what: &str, manager: PgManager) -> String {
-    let pool = Pool::builder(manager).build().unwrap();
+    let pool = Pool::builder(manager.clone()).build().unwrap();
     let start = Instant::now();
     let err = pool.get().await.unwrap_err();
     let elapsed = start.elapsed();
@@ -695,6 +695,20 @@ async fn assert_fails_at_once(what: &str, manager: PgManager) -> String {
     };
     assert!(e.is_permanent(), "{what}: {e}");
     assert!(elapsed < Duration::from_secs(1), "{what}: took {elapsed:?}");
+    let metrics = pool.metrics();
+    assert_eq!(metrics.permanent_errors, 1, "{what}: {metrics:?}");
+    assert_eq!(metrics.connect_errors, 1, "{what}: retried: {metrics:?}");
+    // One permanent error opens the breaker: the next `get` that would
+    // connect fails fast, carrying the error's text.
+    assert!(metrics.backend_down, "{what}: {metrics:?}");
+    let again = pool.get().await.unwrap_err();
+    assert!(
+        matches!(&again, PoolError::Unavailable { last_error, .. } if last_error.contains(&e.to_string()) || !last_error.is_empty()),
+        "{what}: {again:?}"
+    );
+    assert_eq!(pool.state().size, 0, "{what}: a place leaked");
+    // `warm_up` on a pool of its own: the same error, at once.
+    let pool = Pool::builder(manager).build().unwrap();
     let start = Instant::now();
     let warm = pool.warm_up().await;
     assert!(
@@ -707,9 +721,7 @@ async fn assert_fails_at_once(what: &str, manager: PgManager) -> String {
         start.elapsed()
     );
     assert_eq!(pool.state().size, 0, "{what}: a place leaked");
-    let metrics = pool.metrics();
-    assert_eq!(metrics.permanent_errors, 2, "{what}: {metrics:?}");
-    assert_eq!(metrics.connect_errors, 2, "{what}: retried: {metrics:?}");
+    assert_eq!(pool.metrics().connect_errors, 1, "{what}: retried");
     err.to_string()
 }
 
@@ -1051,4 +1063,114 @@ async fn is_permanent_judges_each_kind_of_connect_error() {
     assert!(!no_host.is_permanent(&PgError::Closed));
     let config = PgManager::from_url("host=h port=notaport").unwrap_err();
     assert!(no_host.is_permanent(&config));
+}
+
+/// PostgreSQL goes away and comes back (a forwarder in front of it refuses
+/// and drops every session, then forwards again): once the pool has seen
+/// it down, no request waits out its deadline. Each `get` is served, or
+/// fails fast (`Unavailable` once the breaker is open; `Connect` for the
+/// few that meet the failures that open it); only one probe connect at a
+/// time runs; and within one backoff interval of the server's return, the
+/// pool serves again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_known_down_costs_no_request_its_deadline() {
+    use forward::{Forwarder, Mode};
+    let fwd = Forwarder::start("127.0.0.1:5432".parse().unwrap());
+    let app = app_name("outage");
+    let url = format!(
+        "host=127.0.0.1 port={} user=root dbname=test application_name={app}",
+        fwd.addr().port()
+    );
+    let deadline = Duration::from_secs(5);
+    let pool = Pool::builder(PgManager::from_url(&url).unwrap())
+        .max_size(4)
+        .acquire_timeout(deadline)
+        .connect_backoff(Duration::from_millis(25))
+        .max_connect_backoff(Duration::from_millis(400))
+        .build()
+        .unwrap();
+    {
+        let c = pool.get().await.unwrap();
+        c.simple_query("SELECT 1").await.unwrap();
+    }
+    fwd.set_mode(Mode::Refuse);
+    fwd.kill_all();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (pool, stop) = (pool.clone(), Arc::clone(&stop));
+        tasks.push(tokio::spawn(async move {
+            let mut slowest_fast_failure = Duration::ZERO;
+            let mut slowest = Duration::ZERO;
+            let mut unavailable = 0u32;
+            while !stop.load(SeqCst) {
+                let start = Instant::now();
+                let got = pool.get().await;
+                let took = start.elapsed();
+                slowest = slowest.max(took);
+                match got {
+                    Ok(mut c) => {
+                        // A session dropped with the server: the query
+                        // fails and marks the connection broken.
+                        let r = c.simple_query("SELECT 1").await;
+                        let _ = c.observe(r);
+                    }
+                    Err(PoolError::Unavailable { .. }) => {
+                        unavailable += 1;
+                        slowest_fast_failure = slowest_fast_failure.max(took);
+                    }
+                    Err(PoolError::Connect(_)) => {}
+                    Err(e) => panic!("while the server is down: {e:?}"),
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            (slowest, slowest_fast_failure, unavailable)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    stop.store(true, SeqCst);
+    let (mut slowest, mut slowest_fast, mut unavailable) = (Duration::ZERO, Duration::ZERO, 0);
+    for t in tasks {
+        let (s, f, u) = t.await.unwrap();
+        slowest = slowest.max(s);
+        slowest_fast = slowest_fast.max(f);
+        unavailable += u;
+    }
+    let m = pool.metrics();
+    println!(
+        "postgres down 1.5 s: slowest get {slowest:?}, slowest Unavailable {slowest_fast:?}, {unavailable} Unavailable, {} connect errors, {} probes",
+        m.connect_errors, m.probes
+    );
+    assert!(m.backend_down, "{m:?}");
+    assert!(unavailable > 100, "{unavailable}");
+    assert!(
+        slowest < deadline / 2,
+        "a request waited {slowest:?} of its {deadline:?} deadline"
+    );
+    assert!(
+        slowest_fast < Duration::from_millis(100),
+        "{slowest_fast:?}"
+    );
+    // Probes 25 ms, 50, 100, 200, 400, 400 ms apart (jittered down to as
+    // little as half): a handful, not one per request.
+    assert!(m.connect_errors <= 30, "{m:?}");
+    assert_eq!(m.timeouts, 0, "{m:?}");
+
+    fwd.set_mode(Mode::Forward);
+    let back = Instant::now();
+    loop {
+        match pool.get().await {
+            Ok(c) => {
+                c.simple_query("SELECT 1").await.unwrap();
+                break;
+            }
+            Err(PoolError::Unavailable { .. }) => {
+                assert!(back.elapsed() < Duration::from_secs(3), "still down");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    println!("postgres back: served again after {:?}", back.elapsed());
+    assert!(!pool.metrics().backend_down);
 }

@@ -170,11 +170,22 @@ fn explore(f: impl Fn() + Sync + Send + 'static) {
 /// (loom's default is 1 000; `LOOM_MAX_BRANCHES` overrides both), for a
 /// model whose single executions are long.
 fn explore_with(max_branches: Option<usize>, f: impl Fn() + Sync + Send + 'static) {
+    explore_bounded(5, max_branches, f);
+}
+
+/// [`explore_with`] with `preemptions` as the default bound, for a model
+/// of three threads whose every execution is long (a probe's whole
+/// connect and hand-off against a release and a `get`).
+fn explore_bounded(
+    preemptions: usize,
+    max_branches: Option<usize>,
+    f: impl Fn() + Sync + Send + 'static,
+) {
     let mut b = loom::model::Builder::new();
-    // The bound (see README): 5 preemptions unless LOOM_MAX_PREEMPTIONS
+    // The bound (see README): `preemptions` unless LOOM_MAX_PREEMPTIONS
     // says otherwise (`Builder::new` reads it).
     if b.preemption_bound.is_none() && std::env::var_os("LOOM_MAX_PREEMPTIONS").is_none() {
-        b.preemption_bound = Some(5);
+        b.preemption_bound = Some(preemptions);
     }
     if let Some(n) = max_branches {
         if std::env::var_os("LOOM_MAX_BRANCHES").is_none() {
@@ -803,7 +814,10 @@ fn two_resizes_race_releases() {
 /// both run, and both connect).
 #[test]
 fn two_probes_race_a_release_and_a_get_while_the_backend_is_down() {
-    explore(|| {
+    // Two preemptions: enough for the two claims to interleave (the
+    // mutant needs one), and for either to meet the release or the `get`
+    // anywhere in the other's run.
+    explore_bounded(2, None, || {
         let m = M::default();
         let open = Arc::clone(&m.open);
         let (p, mock) = pool(4, m, |b| b.breaker(Some(1)).fail_fast(true));
