@@ -366,11 +366,11 @@ impl<M: Manager> Core<M> {
     pub(crate) fn unavailable(&self) -> crate::PoolError<M::Error> {
         bump(&self.counters.unavailable);
         let (down, next) = self.breaker.outage(self.clock.now()).unwrap_or((0, 0));
-        crate::PoolError::Unavailable {
-            down_for: std::time::Duration::from_millis(down),
-            next_probe_in: std::time::Duration::from_millis(next),
-            last_error: self.breaker.last_error(),
-        }
+        crate::PoolError::Unavailable(crate::Outage::new(
+            std::time::Duration::from_millis(down),
+            std::time::Duration::from_millis(next),
+            self.breaker.last_error(),
+        ))
     }
 
     /// Takes anything a waiter could use: an idle connection or a place.

@@ -62,6 +62,77 @@ impl fmt::Display for TimeoutKind {
     }
 }
 
+/// What [`PoolError::Unavailable`] knows of the outage: how long the
+/// backend has been down, when the next probe connect is due, and the last
+/// connect error's text. One pointer wide, so that a `PoolError` stays
+/// small on every path that returns one.
+///
+/// ```
+/// # use latchless::{Manager, Pool, PoolError};
+/// # struct Down; impl Manager for Down { type Connection = (); type Error = std::io::Error;
+/// #   async fn connect(&self) -> Result<(), std::io::Error> { Err(std::io::Error::other("refused")) }
+/// #   fn is_permanent(&self, _: &std::io::Error) -> bool { true } }
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let pool = Pool::builder(Down).build().unwrap();
+/// let _ = pool.get().await; // a permanent error: the backend is down
+/// if let Err(PoolError::Unavailable(outage)) = pool.get().await {
+///     assert_eq!(outage.last_error(), "refused");
+///     assert!(outage.down_for() < std::time::Duration::from_secs(1));
+/// }
+/// # }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outage(Box<OutageFacts>);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct OutageFacts {
+    down_for: std::time::Duration,
+    next_probe_in: std::time::Duration,
+    last_error: String,
+}
+
+impl Outage {
+    pub(crate) fn new(
+        down_for: std::time::Duration,
+        next_probe_in: std::time::Duration,
+        last_error: String,
+    ) -> Self {
+        Self(Box::new(OutageFacts {
+            down_for,
+            next_probe_in,
+            last_error,
+        }))
+    }
+
+    /// How long the backend had been down when the `get` failed.
+    ///
+    /// ```
+    /// # fn f(o: &latchless::Outage) { let _ = o.down_for(); }
+    /// ```
+    pub fn down_for(&self) -> std::time::Duration {
+        self.0.down_for
+    }
+
+    /// How long until the next probe connect was due (zero: due now, or
+    /// running).
+    ///
+    /// ```
+    /// # fn f(o: &latchless::Outage) { let _ = o.next_probe_in(); }
+    /// ```
+    pub fn next_probe_in(&self) -> std::time::Duration {
+        self.0.next_probe_in
+    }
+
+    /// The last connect error, as text.
+    ///
+    /// ```
+    /// # fn f(o: &latchless::Outage) { println!("{}", o.last_error()); }
+    /// ```
+    pub fn last_error(&self) -> &str {
+        &self.0.last_error
+    }
+}
+
 /// Why [`Pool::get`](crate::Pool::get) (or `get_timeout`) returned no connection.
 ///
 /// ```
@@ -89,16 +160,9 @@ pub enum PoolError<E> {
     /// this `get` found no idle connection and would have had to connect,
     /// so it failed at once instead of waiting out its deadline. One probe
     /// connect at a time runs in the background; the first that succeeds
-    /// ends the outage.
-    #[non_exhaustive]
-    Unavailable {
-        /// How long the backend has been down.
-        down_for: std::time::Duration,
-        /// When the next probe connect is due (zero: due now or running).
-        next_probe_in: std::time::Duration,
-        /// The last connect error, as text.
-        last_error: String,
-    },
+    /// ends the outage. The [`Outage`] says for how long the backend has
+    /// been down, when the next probe is due, and the last connect error.
+    Unavailable(Outage),
     /// [`Pool::get_blocking`](crate::Pool::get_blocking) had to wait or
     /// connect, but the pool was built outside a Tokio runtime, or the
     /// runtime it was built in has shut down, so there is none to run the
@@ -119,13 +183,12 @@ impl<E: fmt::Display> fmt::Display for PoolError<E> {
                 "too many callers are already waiting for a connection (max_waiters reached)",
             ),
             Self::Connect(e) => write!(f, "could not open a connection: {e}"),
-            Self::Unavailable {
-                down_for,
-                next_probe_in,
-                last_error,
-            } => write!(
+            Self::Unavailable(outage) => write!(
                 f,
-                "the backend is down (for {down_for:?}; next probe connect in {next_probe_in:?}), failing fast instead of connecting; last connect error: {last_error}"
+                "the backend is down (for {:?}; next probe connect in {:?}), failing fast instead of connecting; last connect error: {}",
+                outage.down_for(),
+                outage.next_probe_in(),
+                outage.last_error()
             ),
             Self::NoRuntime => f.write_str(
                 "get_blocking must wait or connect, but the pool was built outside a Tokio runtime or that runtime has shut down: build it inside one that outlives its use",
@@ -159,5 +222,20 @@ impl<E> PoolError<E> {
             Self::Connect(e) => Some(e),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every `get` returns a `Result` holding this error: as small as the
+    /// manager's error and a tag, so that the result of a fast `get` stays
+    /// in registers (the outage's facts are boxed).
+    #[test]
+    fn a_pool_error_is_two_words() {
+        assert!(
+            std::mem::size_of::<PoolError<std::io::Error>>() <= 2 * std::mem::size_of::<usize>()
+        );
     }
 }

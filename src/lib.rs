@@ -102,7 +102,7 @@ pub mod fuzzing {
 
 pub use builder::{BuildError, Builder};
 pub use config::{Config, MAX_POOL_SIZE, MAX_SHARDS};
-pub use error::{PoolError, TimeoutKind};
+pub use error::{Outage, PoolError, TimeoutKind};
 pub use health::{Alert, AlertKind, Health, Sizing, SizingVerdict};
 pub use histogram::{Histogram, HistogramSnapshot};
 pub use manager::Manager;

@@ -520,7 +520,7 @@ async fn assert_fails_at_once(what: &str, manager: RedisManager) -> String {
     assert!(metrics.backend_down, "{what}: {metrics:?}");
     let again = pool.get().await.unwrap_err();
     assert!(
-        matches!(&again, PoolError::Unavailable { last_error, .. } if !last_error.is_empty()),
+        matches!(&again, PoolError::Unavailable(o) if !o.last_error().is_empty()),
         "{what}: {again:?}"
     );
     assert_eq!(pool.state().size, 0, "{what}: a place leaked");

@@ -281,9 +281,9 @@ fn the_breaker_fails_fast_while_down_and_one_probe_at_a_time_ends_it() {
                 while !stop.load(SeqCst) {
                     let start = Instant::now();
                     match pool.get().await {
-                        Err(PoolError::Unavailable { last_error, .. }) => {
+                        Err(PoolError::Unavailable(outage)) => {
                             fast.push(start.elapsed());
-                            assert!(!last_error.is_empty());
+                            assert!(!outage.last_error().is_empty());
                         }
                         Err(PoolError::Connect(_)) => others += 1,
                         other => panic!("while the port refuses: {other:?}"),
