@@ -48,7 +48,8 @@ use crate::connector::admit;
 use crate::core::{Core, Owner};
 use crate::deadlines::Sweeper;
 use crate::guards::PlaceGuard;
-use crate::lifetime::{Retired, settle_held};
+use crate::health::{Observed, Sampling};
+use crate::lifetime::{Retired, Settle};
 use crate::maintenance::MAX_REFILL_CONNECTS;
 use crate::sync::{AtomicUsize, Ordering};
 
@@ -57,24 +58,74 @@ use crate::sync::{AtomicUsize, Ordering};
 /// one, then starts what the pass calls for on the current runtime.
 #[cold]
 #[inline(never)]
-pub(crate) fn cooperative_tick<M: Manager>(core: &Core<M>) -> Retired {
+pub(crate) fn cooperative_tick<M: Manager>(core: &Core<M>, retired: &mut Retired) {
     let now = core.clock.now();
-    if !core.maintenance.is_due(now) {
-        return Retired(0);
+    if core.maintenance.is_due(now) {
+        housekeep(core, now, retired);
     }
-    housekeep(core, now)
 }
 
 /// One round of housekeeping at `now`, whoever runs it (the ticker, a busy
 /// thread, `Pool::maintain`): a maintenance pass, a [`rescue`], the
 /// `min_idle` refill and a health sample.
-pub(crate) fn housekeep<M: Manager>(core: &Core<M>, now: u64) -> Retired {
-    let Retired(passed) = core.maintenance.pass(core, now);
-    let Retired(rescued) = rescue(core);
+pub(crate) fn housekeep<M: Manager>(core: &Core<M>, now: u64, retired: &mut Retired) {
+    core.maintenance.pass(core, now, retired);
+    rescue(core, retired);
     probe_if_due(core);
     refill(core);
-    drop(core.observe(now, false));
-    Retired(passed + rescued)
+    drop(sample(core, now, false));
+}
+
+/// Samples the health monitor at `now` (ticks): when `force`d
+/// (`Pool::health` / `Pool::sizing`, which wait for the lock), else at
+/// most once a second and only if the lock is free (maintenance). Offers
+/// the asymmetric fence a relax at most once a second either way.
+pub(crate) fn sample<M: Manager>(
+    core: &Core<M>,
+    now: u64,
+    force: bool,
+) -> Option<std::sync::MutexGuard<'_, Sampling>> {
+    use std::sync::atomic::Ordering as O;
+    let mut sampling = core.watch.lock(now, force)?;
+    if sampling.relax_due(now) {
+        // A pool that had no waiter since the last look goes back to
+        // releases without a fence (`asym.rs`).
+        core.idle.relax();
+    }
+    let hits = core.slots.hits();
+    let state = core.state();
+    let Sampling {
+        monitor,
+        wait,
+        hold,
+        ..
+    } = &mut *sampling;
+    core.counters
+        .wait_and_hold_into(hits, state.in_use, wait, hold);
+    let r = |c: &std::sync::atomic::AtomicU64| c.load(O::Relaxed);
+    let c = &core.counters;
+    monitor.sample(
+        now,
+        &Observed {
+            in_use: state.in_use,
+            max_size: core.slots.cap(),
+            wait,
+            hold_count: hold.count(),
+            hold_sum_ns: hold.sum(),
+            failed_acquires: r(&c.timeouts) + r(&c.exhausted),
+            connects: r(&c.opened),
+            connect_failures: r(&c.connect_errors) + r(&c.connect_timeouts),
+            // The restart epoch moves on a failed check (a failed connect
+            // counts as a connect failure already).
+            restart_epoch: r(&c.check_failures),
+            down_after: if core.breaker.is_down() {
+                core.breaker.failures().max(1)
+            } else {
+                0
+            },
+        },
+    );
+    Some(sampling)
 }
 
 /// Starts the next probe on the current runtime if the backend is down
@@ -101,13 +152,12 @@ pub(crate) fn probe_if_due<M: Manager>(core: &Core<M>) {
 /// a membarrier refused after registration leaves a releaser that read
 /// the relaxed mode just before unordered with the waiter (`asym.rs`,
 /// "Refused"). One load when no waiter is registered.
-fn rescue<M: Manager>(core: &Core<M>) -> Retired {
+fn rescue<M: Manager>(core: &Core<M>, retired: &mut Retired) {
     if !core.waiters.any() || core.closed.load(Ordering::Acquire) {
-        return Retired(0);
+        return;
     }
-    match core.take_any() {
-        Some(held) => core.pass_on(held),
-        None => Retired(0),
+    if let Some(held) = core.take_any() {
+        core.pass_on(held, retired);
     }
 }
 
@@ -158,8 +208,7 @@ async fn ticker<M: Manager>(mut ticking: Ticking<M>, period: Duration) {
                 .get_or_insert_with(|| shared.deadlines.start());
             let now = tokio::time::Instant::now();
             if now >= next_tick {
-                let retired = housekeep(&shared, shared.clock.now());
-                settle_held(&shared, retired);
+                housekeep(&shared, shared.clock.now(), &mut Settle::new(&shared));
                 next_tick = now + period;
             }
             let wake_at = shared.deadlines.sweep(
@@ -363,7 +412,7 @@ async fn refill_task<M: Manager>(guard: Refilling<M>) {
         {
             Some(Ok(busy)) => {
                 // Straight to a waiter if one is parked, else idle.
-                settle_held(shared, shared.put_back_fresh(busy));
+                shared.put_back_fresh(busy, &mut Settle::new(shared));
                 backoff = shared.config.connect_backoff;
             }
             Some(Err(crate::PoolError::Closed)) => return,

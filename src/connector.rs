@@ -32,9 +32,11 @@ use tokio::time::Instant;
 
 use crate::breaker::Admit;
 use crate::config::ms;
-use crate::core::{Core, Owner, close_quietly};
+use crate::core::{Core, Owner};
 use crate::guards::{Connecting, PlaceGuard};
-use crate::lifetime::settle_held;
+use crate::lifetime::Settle;
+use crate::release::close_quietly;
+use crate::slots::Place;
 use crate::metrics::bump;
 use crate::slots::Busy;
 use crate::sync::Ordering;
@@ -138,7 +140,7 @@ pub(crate) async fn open<'a, M: Manager>(
         bump(&shared.counters.closed);
         return Err(PoolError::Closed); // `place` goes back on drop
     }
-    Ok(shared.adopt(place.into_place(), conn))
+    Ok(adopt(shared, place.into_place(), conn))
 }
 
 /// One probe while the backend is down (`breaker.rs`), claimed by the
@@ -189,8 +191,32 @@ pub(crate) async fn probe<M: Manager>(owner: Arc<Owner<M>>) {
         bump(&core.counters.closed);
         return;
     }
-    let busy = core.adopt(place.into_place(), conn);
-    settle_held(&owner, core.put_back_fresh(busy));
+    let busy = adopt(core, place.into_place(), conn);
+    core.put_back_fresh(busy, &mut Settle::new(&owner));
+}
+
+/// Puts a freshly opened connection into a reserved place: stamps its
+/// lifetime (shortened by up to 5% of jitter, so that connections opened
+/// together do not expire together) and its freshness, takes its
+/// reference on the core, and has maintenance file its deadlines. Returns
+/// the claimed slot, the caller's.
+fn adopt<M: Manager>(core: &Core<M>, place: Place, conn: M::Connection) -> Busy {
+    let now = core.clock.now();
+    let serial = core.counters.opened.fetch_add(1, Ordering::Relaxed) + 1;
+    let expires_at = core.lifecycle.expires_at(now);
+    let seq = core.lifecycle.next_seq();
+    let busy = core.slots.fill(place, conn, serial, now, expires_at, seq);
+    // The connection's own reference on the core (`lifetime.rs`).
+    crate::lifetime::add_reference(&core.weak);
+    let idle_at = core
+        .lifecycle
+        .ticks
+        .idle_timeout
+        .map_or(u64::MAX, |t| now.saturating_add(t));
+    if idle_at != u64::MAX || expires_at != u64::MAX {
+        core.maintenance.schedule(busy.index(), idle_at.min(expires_at));
+    }
+    busy
 }
 
 /// `Manager::is_permanent`, a panic in it counting as "no".

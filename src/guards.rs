@@ -20,8 +20,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use crate::Manager;
-use crate::core::{Core, Owner, from_grant};
-use crate::lifetime::settle_held;
+use crate::core::{Core, Owner};
+use crate::release::from_grant;
+use crate::lifetime::Settle;
 use crate::metrics::bump;
 use crate::slots::{Busy, Held, Place};
 use crate::sync::{self, Ordering, mutant};
@@ -60,7 +61,7 @@ impl<M: Manager> Drop for PlaceGuard<'_, M> {
             return;
         }
         if let Some(place) = self.place.take() {
-            settle_held(self.shared, self.shared.pass_on(Held::Place(place)));
+            self.shared.pass_on(Held::Place(place), &mut Settle::new(self.shared));
         }
     }
 }
@@ -140,7 +141,7 @@ impl<M: Manager> Drop for WaitGuard<'_, M> {
             // SAFETY: `withdraw` found the node served: the grant is this
             // waiter's, and nobody else's (`waiters.rs`).
             let held = unsafe { from_grant(grant) };
-            settle_held(self.shared, self.shared.pass_on(held));
+            self.shared.pass_on(held, &mut Settle::new(self.shared));
         }
     }
 }
@@ -294,7 +295,7 @@ impl<'a, M: Manager> CheckGuard<'a, M> {
     /// its idle time, or to a waiter, who checks it.
     pub(crate) fn requeue(mut self) {
         if let Stage::Waiting(busy) = std::mem::replace(&mut self.stage, Stage::Done) {
-            settle_held(self.shared, self.shared.requeue(busy));
+            self.shared.requeue(busy, &mut Settle::new(self.shared));
         }
     }
 }
@@ -304,8 +305,8 @@ impl<M: Manager> Drop for CheckGuard<'_, M> {
         let shared = self.shared;
         match std::mem::replace(&mut self.stage, Stage::Done) {
             Stage::Done => {}
-            Stage::Waiting(busy) => settle_held(shared, shared.requeue(busy)),
-            Stage::Failed(busy) => settle_held(shared, shared.failed_check(busy)),
+            Stage::Waiting(busy) => shared.requeue(busy, &mut Settle::new(shared)),
+            Stage::Failed(busy) => shared.failed_check(busy, &mut Settle::new(shared)),
             Stage::Running { fut, index, until } => {
                 bump(&shared.counters.checks_detached);
                 let detached = Detached {
@@ -343,8 +344,7 @@ impl<M: Manager> Drop for Detached<M> {
                 &self.owner.counters.closed_check_cancelled,
                 "check_cancelled",
             );
-            let retired = catch_unwind(AssertUnwindSafe(|| self.owner.retire(busy)));
-            settle_held(&self.owner, retired.unwrap_or_default());
+            self.owner.retire(busy, &mut Settle::new(&self.owner));
         }
     }
 }
@@ -363,8 +363,7 @@ async fn finish_detached<M: Manager>(mut d: Detached<M>, until: Option<Instant>)
             d.owner.passed_check(&busy);
             // Fresh again (a passed check restarts its idle clock), then
             // straight to a waiter if one is parked, else idle.
-            let retired = d.owner.put_back_fresh(busy);
-            settle_held(&d.owner, retired);
+            d.owner.put_back_fresh(busy, &mut Settle::new(&d.owner));
             return;
         }
         Some((Err(_), busy)) => busy,
@@ -374,5 +373,5 @@ async fn finish_detached<M: Manager>(mut d: Detached<M>, until: Option<Instant>)
             unsafe { recover(d.index) }
         }
     };
-    settle_held(&d.owner, d.owner.failed_check(busy));
+    d.owner.failed_check(busy, &mut Settle::new(&d.owner));
 }

@@ -424,6 +424,83 @@ pub(crate) struct Observed<'a> {
     pub(crate) down_after: u64,
 }
 
+/// Maintenance samples the monitor at most this often, and the asymmetric
+/// fence is offered a relax at most this often (ticks).
+const SAMPLE_EVERY_MS: u64 = 1_000;
+
+/// A pool's monitor and what a sample reads into (no allocation per
+/// sample), behind a mutex that only maintenance (`try_lock`) and
+/// `Pool::health` / `Pool::sizing` take, never `get` or a release.
+#[derive(Debug)]
+pub(crate) struct Watch {
+    sampling: std::sync::Mutex<Sampling>,
+    /// When maintenance last sampled (ticks; `u64::MAX`: never).
+    last_sample: std::sync::atomic::AtomicU64,
+}
+
+/// The state a sample works on.
+#[derive(Debug)]
+pub(crate) struct Sampling {
+    pub(crate) monitor: Monitor,
+    pub(crate) wait: HistogramSnapshot,
+    pub(crate) hold: HistogramSnapshot,
+    /// When the asymmetric fence was last offered a relax (ticks).
+    relaxed_at: u64,
+}
+
+impl Watch {
+    /// The watch of a pool named `name`, built at `now`, whose wait alert
+    /// fires above `wait_alert`.
+    pub(crate) fn new(name: &str, wait_alert: Duration, now: u64) -> Self {
+        let cfg = HealthConfig {
+            wait_p99_ns: Some(u64::try_from(wait_alert.as_nanos()).unwrap_or(u64::MAX)),
+            ..HealthConfig::default()
+        };
+        Self {
+            sampling: std::sync::Mutex::new(Sampling {
+                monitor: Monitor::new(name, cfg, now),
+                wait: HistogramSnapshot::default(),
+                hold: HistogramSnapshot::default(),
+                relaxed_at: now,
+            }),
+            last_sample: std::sync::atomic::AtomicU64::new(u64::MAX),
+        }
+    }
+
+    /// The sampling state for a sample at `now`: when `force`d (`health()`,
+    /// `sizing()`), waiting for the lock; else (maintenance) at most once a
+    /// second and only if the lock is free.
+    pub(crate) fn lock(&self, now: u64, force: bool) -> Option<std::sync::MutexGuard<'_, Sampling>> {
+        use std::sync::atomic::Ordering as O;
+        let sampling = if force {
+            // A panic while sampling leaves nothing half-done that matters.
+            self.sampling.lock().unwrap_or_else(|e| e.into_inner())
+        } else {
+            let last = self.last_sample.load(O::Relaxed);
+            if last != u64::MAX && now.saturating_sub(last) < SAMPLE_EVERY_MS {
+                return None;
+            }
+            self.sampling.try_lock().ok()?
+        };
+        self.last_sample.store(now, O::Relaxed);
+        Some(sampling)
+    }
+}
+
+impl Sampling {
+    /// Whether the asymmetric fence may be offered a relax at `now`: at
+    /// most once a second, however often `health()` / `sizing()` are
+    /// called, so that a metrics scrape does not make the next waiter pay
+    /// a membarrier (`asym.rs`).
+    pub(crate) fn relax_due(&mut self, now: u64) -> bool {
+        if now.saturating_sub(self.relaxed_at) < SAMPLE_EVERY_MS {
+            return false;
+        }
+        self.relaxed_at = now;
+        true
+    }
+}
+
 /// Per-slot (and whole-window) sums of the sampled differences.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Totals {

@@ -79,7 +79,8 @@ pub mod managers;
 mod metrics;
 mod pool;
 mod pooled;
-mod shards;
+mod release;
+mod idle;
 mod slots;
 mod sync;
 #[cfg(test)]

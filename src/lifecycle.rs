@@ -20,12 +20,12 @@
 //!   (unless a check passed within the last maintenance period). A failed
 //!   probe is a failed check, and starts an epoch.
 //!
-//! This module knows no core type: it judges slots of [`Slots`].
+//! This module knows no core type: it judges a connection by its [`Life`].
 
 use std::time::Duration;
 
 use crate::config::Ticks;
-use crate::slots::{Busy, Slots};
+use crate::slots::Life;
 use crate::sync::{AtomicBool, AtomicU64, Ordering};
 
 /// What an acquirer must do with a claimed idle connection.
@@ -82,17 +82,17 @@ impl Lifecycle {
         }
     }
 
-    /// Judges a claimed idle connection (I6): one load and compare for the
-    /// time-based policies, one for the restart epoch; the details only
-    /// when one of them says so. With `probe`, an armed probe makes this
-    /// connection the one checked.
+    /// Judges a claimed idle connection by its facts (I6): one load and
+    /// compare for the time-based policies, one for the restart epoch; the
+    /// details only when one of them says so. With `probe`, an armed probe
+    /// makes this connection the one checked.
     #[inline]
-    pub(crate) fn judge<C>(&self, slots: &Slots<C>, busy: &Busy, now: u64, probe: bool) -> Verdict {
-        if now >= slots.fresh_until_of(busy) {
-            return Self::judge_closely(slots, busy, now);
+    pub(crate) fn judge(&self, life: &Life, now: u64, probe: bool) -> Verdict {
+        if now >= life.fresh_until() {
+            return Self::judge_closely(life, now);
         }
         let epoch = self.restart_epoch.load(Ordering::Relaxed);
-        if epoch != 0 && slots.verified_seq_of(busy) < epoch {
+        if epoch != 0 && life.verified_seq() < epoch {
             return Verdict::Check;
         }
         if probe && self.take_probe() {
@@ -122,8 +122,8 @@ impl Lifecycle {
     }
 
     #[cold]
-    fn judge_closely<C>(slots: &Slots<C>, busy: &Busy, now: u64) -> Verdict {
-        if slots.expires_at_of(busy) <= now {
+    fn judge_closely(life: &Life, now: u64) -> Verdict {
+        if life.expires_at() <= now {
             return Verdict::Expired;
         }
         Verdict::Check

@@ -42,7 +42,10 @@
 //!   [`CorePtr`]; every `&T` it made (function arguments, which carry
 //!   a protector for the call) has ended before the window closes.
 //! - **Retired references are settled last**, after the settling code's
-//!   last use of `&T` (the last decrement may free the core).
+//!   last use of `&T` (the last decrement may free the core): a [`Retired`]
+//!   count is only ever held by a [`Settle`] (whose owner's own reference
+//!   keeps the core alive) or a [`Cover`] (which drops it after its window
+//!   closes), so none is forgotten.
 //! - **One cover per release.** [`Cover`] is what a release holds across
 //!   its window (a hazard window, or a counted reference of its own when
 //!   the thread has no slot); [`Cover::end`] closes the window and settles
@@ -115,21 +118,59 @@ pub(crate) fn add_reference<T>(weak: &Weak<Owner<T>>) {
     unsafe { Arc::increment_strong_count(weak.as_ptr()) };
 }
 
-/// Connection references (one per connection closed or detached) that the
-/// caller must drop once it no longer uses the core.
-#[must_use = "retired references must be settled"]
-#[derive(Debug, Default)]
-pub(crate) struct Retired(pub(crate) usize);
+/// Counted references on a core that closes handed back, one per
+/// connection closed or detached, to be dropped once the core is no longer
+/// read. Only a [`Settle`] (a caller that holds a counted reference of its
+/// own) or a [`Cover`] (a releaser) owns one, and each drops what it
+/// collected when it ends: functions that close connections add to the
+/// caller's, and no count can be forgotten.
+#[derive(Debug)]
+pub(crate) struct Retired(usize);
 
-/// Drops retired references while the caller still holds a strong `Arc`,
-/// so the core cannot be freed under it.
-pub(crate) fn settle_held<T>(owner: &Arc<Owner<T>>, retired: Retired) {
-    for _ in 0..retired.0 {
-        // SAFETY: one strong reference per retired count, owned by the
-        // caller; `owner` is a live strong reference besides, so the count
-        // stays >= 1 and `&T` borrows elsewhere stay valid. The pointer
-        // comes from `Arc::as_ptr`.
-        unsafe { Arc::decrement_strong_count(Arc::as_ptr(owner)) };
+impl Retired {
+    /// `n` more connections closed or detached.
+    #[inline]
+    pub(crate) fn add(&mut self, n: usize) {
+        self.0 += n;
+    }
+}
+
+/// A [`Retired`] accumulator for a caller that holds a counted reference
+/// of its own (`owner`): dropped, it drops what it collected (the
+/// caller's reference keeps the core alive across those decrements, so it
+/// may drop at any point).
+#[must_use = "a settlement drops its references when it is dropped"]
+pub(crate) struct Settle<'a, T>(&'a Arc<Owner<T>>, Retired);
+
+impl<'a, T> Settle<'a, T> {
+    /// Nothing collected yet.
+    pub(crate) fn new(owner: &'a Arc<Owner<T>>) -> Self {
+        Self(owner, Retired(0))
+    }
+}
+
+impl<T> Deref for Settle<'_, T> {
+    type Target = Retired;
+    fn deref(&self) -> &Retired {
+        &self.1
+    }
+}
+
+impl<T> std::ops::DerefMut for Settle<'_, T> {
+    fn deref_mut(&mut self) -> &mut Retired {
+        &mut self.1
+    }
+}
+
+impl<T> Drop for Settle<'_, T> {
+    fn drop(&mut self) {
+        for _ in 0..self.1.0 {
+            // SAFETY: one strong reference per retired count, owned by the
+            // caller; `self.0` is a live strong reference besides, so the
+            // count stays >= 1 and `&T` borrows elsewhere stay valid. The
+            // pointer comes from `Arc::as_ptr`.
+            unsafe { Arc::decrement_strong_count(Arc::as_ptr(self.0)) };
+        }
     }
 }
 
@@ -213,24 +254,24 @@ impl<T: Counted> CorePtr<T> {
         unsafe { Arc::increment_strong_count(counts.as_ptr()) };
     }
 
-    /// Drops `retired` counted references.
+    /// Drops `n` counted references.
     ///
     /// # Safety
-    /// Each retired count is a strong reference on this core that the
-    /// caller owns, and the caller makes no further use of any `&T`
-    /// (the last decrement may free the core).
+    /// Each is a strong reference on this core that the caller owns, and
+    /// the caller makes no further use of any `&T` (the last decrement may
+    /// free the core).
     #[inline]
-    pub(crate) unsafe fn settle(self, retired: Retired) {
-        if retired.0 == 0 {
+    unsafe fn settle(self, n: usize) {
+        if n == 0 {
             return;
         }
         // Read before the first decrement, while the caller's counts keep
         // the core alive.
         // SAFETY: alive: the caller owns at least one strong reference.
         let owner = unsafe { self.get() }.counts().as_ptr();
-        for _ in 0..retired.0 {
-            // SAFETY: one strong reference per retired count, owned by
-            // the caller; `owner` came from `Weak::as_ptr`.
+        for _ in 0..n {
+            // SAFETY: one strong reference per count, owned by the caller;
+            // `owner` came from `Weak::as_ptr`.
             unsafe { Arc::decrement_strong_count(owner) };
         }
     }
@@ -252,8 +293,9 @@ impl<T: Counted> CorePtr<T> {
 pub(crate) struct Cover<T> {
     core: CorePtr<T>,
     window: Option<crate::hazard::Window>,
-    /// 1 if this release took a counted reference of its own.
-    own: usize,
+    /// What the release's closes handed back, plus 1 if it took a counted
+    /// reference of its own: dropped by `end`.
+    retired: Retired,
 }
 
 impl<T: Counted> CorePtr<T> {
@@ -279,22 +321,29 @@ impl<T: Counted> CorePtr<T> {
         Cover {
             core: self,
             window,
-            own,
+            retired: Retired(own),
         }
     }
 }
 
 impl<T: Counted> Cover<T> {
+    /// Where the release's closes add what they hand back.
+    #[inline(always)]
+    pub(crate) fn retired(&mut self) -> &mut Retired {
+        &mut self.retired
+    }
+
     /// Closes the window (the release's last access to the core is behind
-    /// it), then settles `retired` and the cover's own reference, if any.
+    /// it), then drops what the release retired and the cover's own
+    /// reference, if any.
     ///
     /// # Safety
-    /// No reference to the core is live; each retired count is a strong
-    /// reference the caller owns.
+    /// No reference to the core is live.
     #[inline(always)]
-    pub(crate) unsafe fn end(self, retired: Retired) {
+    pub(crate) unsafe fn end(self) {
         drop(self.window);
-        // SAFETY: per the contract; the own count was taken by `cover`.
-        unsafe { self.core.settle(Retired(retired.0 + self.own)) };
+        // SAFETY: per the contract; each count is a reference this release
+        // owns (retired by its closes, or taken by `cover`).
+        unsafe { self.core.settle(self.retired.0) };
     }
 }

@@ -57,7 +57,7 @@
 //!   without knowing the tasks.
 
 use crate::lifetime::Retired;
-use crate::slots::Facts;
+use crate::slots::Life;
 use crate::sync::{ArrayQueue, AtomicBool, AtomicU64, AtomicUsize, Ordering, UnsafeCell};
 use crate::wheel::{TimerKey, TimerWheel};
 
@@ -93,16 +93,15 @@ pub(crate) struct Entry {
 /// core type; the core implements this (`core.rs`).
 pub(crate) trait Household {
     /// The lifecycle facts of slot `index` (a hint for a slot not owned).
-    fn facts(&self, index: u32) -> Facts;
-    /// When the connection in slot `index` must be gone (`u64::MAX`: never).
-    fn expires_at(&self, index: u32) -> u64;
+    fn life(&self, index: u32) -> &Life;
     /// Whether slot `index` holds connection `serial` and is in use (a hint).
     fn is_busy_with(&self, index: u32, serial: u64) -> bool;
     /// Idle connections now.
     fn idle_count(&self) -> usize;
     /// Closes connection `serial` in slot `index` where it lies if it is
-    /// still idle; `None` if it is not idle (any more).
-    fn close_in_place(&self, index: u32, serial: u64) -> Option<Retired>;
+    /// still idle, adding its reference to `retired`; false if it is not
+    /// idle (any more).
+    fn close_in_place(&self, index: u32, serial: u64, retired: &mut Retired) -> bool;
     /// Reports connections held longer than `threshold` ticks.
     fn report_leaks(&self, threshold: u64);
 }
@@ -212,8 +211,9 @@ impl Maintenance {
         now >= self.next_due.load(Ordering::Relaxed)
     }
 
-    /// Runs one bounded pass if no other is running.
-    pub(crate) fn pass(&self, house: &impl Household, now: u64) -> Retired {
+    /// Runs one bounded pass if no other is running; what it closes adds
+    /// to `retired`.
+    pub(crate) fn pass(&self, house: &impl Household, now: u64, retired: &mut Retired) {
         // Acquire pairs with the Release at the end of the previous pass.
         // loom mutant: maintenance_no_flag, see loom-tests/run-mutants.sh
         if !crate::sync::mutant("maintenance_no_flag")
@@ -222,47 +222,46 @@ impl Maintenance {
                 .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
                 .is_err()
         {
-            return Retired(0);
+            return;
         }
         // SAFETY: we hold `running`, so nobody else touches `owned`.
-        let retired = self
-            .owned
-            .with_mut(|o| unsafe { self.run(&mut *o, house, now) });
+        self.owned
+            .with_mut(|o| unsafe { self.run(&mut *o, house, now, retired) });
         self.running.store(false, Ordering::Release);
         self.passes.fetch_add(1, Ordering::Relaxed);
-        retired
     }
 
     /// Files the deadlines of the connection now in slot `index`, in
     /// place of the slot's earlier entries.
     fn refile(&self, o: &mut Owned, house: &impl Household, index: u32) {
         self.queued[index as usize].swap(false, Ordering::AcqRel);
-        let facts = house.facts(index);
+        let life = house.life(index);
+        let serial = life.serial();
         let keys = &mut o.timers[index as usize];
         for key in keys.iter_mut() {
             if let Some(k) = key.take() {
                 o.wheel.cancel(k);
             }
         }
-        if facts.serial == 0 {
+        if serial == 0 {
             return; // closed already
         }
         let entry = |kind| Entry {
             index,
-            serial: facts.serial,
+            serial,
             kind,
         };
         if let Some(timeout) = self.idle_timeout {
-            let at = facts.released_at.saturating_add(timeout);
+            let at = life.released_at().saturating_add(timeout);
             keys[IDLE] = Some(o.wheel.insert(at, entry(Deadline::Idle)));
         }
-        let expires = house.expires_at(index);
+        let expires = life.expires_at();
         if expires != u64::MAX {
             keys[LIFETIME] = Some(o.wheel.insert(expires, entry(Deadline::Lifetime)));
         }
     }
 
-    fn run(&self, o: &mut Owned, house: &impl Household, now: u64) -> Retired {
+    fn run(&self, o: &mut Owned, house: &impl Household, now: u64, retired: &mut Retired) {
         while let Some(index) = self.inbox.pop() {
             self.refile(o, house, index);
         }
@@ -270,33 +269,31 @@ impl Maintenance {
         let due = &mut o.due;
         o.wheel
             .advance(now, MAX_DUE_PER_PASS, |_, _, e| due.push(e));
-        let mut retired = 0;
         let idle_timeout = self.idle_timeout;
         for &entry in o.due.iter() {
-            let facts = house.facts(entry.index);
-            if facts.serial != entry.serial {
+            let life = house.life(entry.index);
+            if life.serial() != entry.serial {
                 continue; // that connection is gone
             }
             match entry.kind {
                 Deadline::Lifetime => {
                     // In use: the release path closes it (it is past
                     // `expires_at`). Idle: close it here.
-                    retired += house
-                        .close_in_place(entry.index, entry.serial)
-                        .map_or(0, |r| r.0);
+                    house.close_in_place(entry.index, entry.serial, retired);
                 }
                 Deadline::Idle => {
                     let Some(timeout) = idle_timeout else {
                         continue;
                     };
-                    let idle_since = facts.released_at;
+                    let idle_since = life.released_at();
                     let expires = idle_since.saturating_add(timeout);
                     let busy = house.is_busy_with(entry.index, entry.serial);
-                    if !busy && now >= expires && house.idle_count() > self.min_idle {
-                        if let Some(n) = house.close_in_place(entry.index, entry.serial) {
-                            retired += n.0;
-                            continue;
-                        }
+                    if !busy
+                        && now >= expires
+                        && house.idle_count() > self.min_idle
+                        && house.close_in_place(entry.index, entry.serial, retired)
+                    {
+                        continue;
                     }
                     // Used since, in use, or kept for `min_idle`: look again
                     // one timeout after its last release (or from now).
@@ -320,7 +317,6 @@ impl Maintenance {
             .unwrap_or(u64::MAX)
             .min(now.saturating_add(self.period_ms));
         self.next_due.store(next, Ordering::Relaxed);
-        Retired(retired)
     }
 }
 

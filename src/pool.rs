@@ -59,13 +59,14 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use crate::background::{IdleClaim, housekeep, probe_if_due, start_background};
+use crate::background::{IdleClaim, housekeep, probe_if_due, sample, start_background};
 use crate::config::Config;
-use crate::core::{Core, Owner, from_grant};
+use crate::core::{Core, Owner};
+use crate::release::from_grant;
 use crate::guards::{CheckGuard, PlaceGuard, WaitGuard};
 use crate::health::{Health, Sizing};
 use crate::lifecycle::Verdict;
-use crate::lifetime::{CorePtr, settle_held};
+use crate::lifetime::{CorePtr, Settle};
 use crate::metrics::{Metrics, State, bump};
 use crate::slots::{Busy, Held};
 use crate::sync::{self, Ordering};
@@ -82,8 +83,7 @@ struct Handle<M: Manager> {
 
 impl<M: Manager> Drop for Handle<M> {
     fn drop(&mut self) {
-        let retired = self.shared.close();
-        settle_held(&self.shared, retired);
+        self.shared.close(&mut Settle::new(&self.shared));
     }
 }
 
@@ -214,10 +214,10 @@ impl<M: Manager> Pool<M> {
             match core.judge(&mut busy, now, false) {
                 Verdict::Ready => return Some(self.hand_out(busy, by, now, true)),
                 Verdict::Expired => self.expire(busy),
-                Verdict::Broken => settle_held(self.shared(), core.retire_broken(busy)),
+                Verdict::Broken => core.retire_broken(busy, &mut Settle::new(self.shared())),
                 Verdict::Check => {
-                    settle_held(self.shared(), core.requeue(busy));
-                    let left = budget.get_or_insert(core.slots.capacity() + core.shards.count());
+                    core.requeue(busy, &mut Settle::new(self.shared()));
+                    let left = budget.get_or_insert(core.slots.capacity() + core.config.shards);
                     *left -= 1;
                     if *left == 0 {
                         return None;
@@ -257,7 +257,7 @@ impl<M: Manager> Pool<M> {
         let shared = self.shared();
         bump(&shared.counters.expired);
         shared.note_close(&shared.counters.closed_lifetime, "lifetime");
-        settle_held(shared, shared.retire(busy));
+        shared.retire(busy, &mut Settle::new(shared));
     }
 
     /// A connection, waiting at most `acquire_timeout` (connecting
@@ -353,7 +353,7 @@ impl<M: Manager> Pool<M> {
             match core.judge(&mut busy, now, true) {
                 Verdict::Ready => return Fast::Done(Ok(self.hand_out(busy, by, now, true))),
                 Verdict::Expired => self.expire(busy),
-                Verdict::Broken => settle_held(self.shared(), core.retire_broken(busy)),
+                Verdict::Broken => core.retire_broken(busy, &mut Settle::new(self.shared())),
                 Verdict::Check => return Fast::Slow(Some(CheckGuard::new(self.shared(), busy))),
             }
         }
@@ -501,7 +501,7 @@ impl<M: Manager> Pool<M> {
                 Err(None)
             }
             Verdict::Broken => {
-                settle_held(shared, shared.retire_broken(busy));
+                shared.retire_broken(busy, &mut Settle::new(shared));
                 Err(None)
             }
             Verdict::Check => Err(Some(CheckGuard::new(shared, busy))),
@@ -524,7 +524,7 @@ impl<M: Manager> Pool<M> {
         // The registration's half of the asymmetric fence: a parking
         // releaser's store is visible to the re-check, or it sees the
         // token (`asym.rs`).
-        shared.asym.heavy();
+        shared.idle.fence_heavy();
         // The re-check after registering (waiters.rs: lost wake-ups).
         let outcome = if shared.closed.load(Ordering::SeqCst) {
             wait.withdraw().unwrap_or(Outcome::Closed)
@@ -533,7 +533,7 @@ impl<M: Manager> Pool<M> {
                 None => return Ok(found),
                 // Served meanwhile: keep the older grant, give back ours.
                 Some(served) => {
-                    settle_held(shared, shared.pass_on(found));
+                    shared.pass_on(found, &mut Settle::new(shared));
                     served
                 }
             }
@@ -585,7 +585,7 @@ impl<M: Manager> Pool<M> {
     /// ```
     pub fn maintain(&self) {
         let shared = self.shared();
-        settle_held(shared, housekeep(shared, shared.clock.now()));
+        housekeep(shared, shared.clock.now(), &mut Settle::new(shared));
     }
 
     /// The pool's health: the alerts firing over the last 30 s (samples
@@ -603,7 +603,10 @@ impl<M: Manager> Pool<M> {
     /// assert!(pool.health().is_healthy());
     /// ```
     pub fn health(&self) -> Health {
-        self.shared().health()
+        let core = self.core();
+        sample(core, core.clock.now(), true)
+            .map(|s| s.monitor.health())
+            .unwrap_or_default()
     }
 
     /// Sizing advice from the last 30 s: connections = acquire rate × mean
@@ -618,7 +621,10 @@ impl<M: Manager> Pool<M> {
     /// assert_eq!(pool.sizing().verdict, SizingVerdict::NoData);
     /// ```
     pub fn sizing(&self) -> Sizing {
-        self.shared().sizing()
+        let core = self.core();
+        sample(core, core.clock.now(), true)
+            .map(|s| s.monitor.sizing())
+            .unwrap_or_default()
     }
 
     /// A snapshot of sizes and waiters.
@@ -709,7 +715,7 @@ impl<M: Manager> Pool<M> {
     /// ```
     pub async fn close(&self) {
         let shared = self.shared();
-        settle_held(shared, shared.close());
+        shared.close(&mut Settle::new(shared));
     }
 
     /// Whether [`close`](Pool::close) was called (or the last handle dropped).
@@ -889,7 +895,7 @@ impl<M: Manager> Pool<M> {
     /// Sets the cap (validated by `set_max_size`, `builder.rs`).
     pub(crate) fn resize(&self, n: usize) {
         let shared = self.shared();
-        settle_held(shared, shared.resize(n));
+        shared.resize(n, &mut Settle::new(shared));
     }
 
     /// Opens connections until `min_idle` are idle (at least one, to prove
@@ -960,7 +966,7 @@ impl<M: Manager> Pool<M> {
             // On an error the connects still in flight are dropped with
             // their places (`PlaceGuard`) and claims.
             let busy = done?;
-            settle_held(shared, shared.put_back_fresh(busy));
+            shared.put_back_fresh(busy, &mut Settle::new(shared));
             drop(claim);
             opened += 1;
         }
@@ -1274,23 +1280,23 @@ mod tests {
             .clock(clock)
             .build()
             .unwrap();
-        let asym = &pool.core().asym;
-        if asym.releasers_fence() {
+        let idle = &pool.core().idle;
+        if idle.releasers_fence() {
             return; // no membarrier here: releasers always fence
         }
-        asym.heavy();
-        assert!(asym.releasers_fence(), "armed by a waiter");
+        idle.fence_heavy();
+        assert!(idle.releasers_fence(), "armed by a waiter");
         for _ in 0..5 {
             drop(pool.health());
             let _ = pool.sizing();
         }
-        assert!(asym.releasers_fence(), "a scrape relaxed the fence");
+        assert!(idle.releasers_fence(), "a scrape relaxed the fence");
         // A second later, two quiet looks relax it (`Asym::relax`).
         for _ in 0..2 {
             mock.advance(Duration::from_millis(1_001));
             drop(pool.health());
         }
-        assert!(!asym.releasers_fence(), "quiet for two seconds");
+        assert!(!idle.releasers_fence(), "quiet for two seconds");
     }
 
     /// `Slow`'s own drop (the `ManuallyDrop` turns the field's off): an

@@ -27,7 +27,7 @@ use std::ops::{Deref, DerefMut};
 use crate::Manager;
 use crate::background::cooperative_tick;
 use crate::core::Core;
-use crate::lifetime::{CorePtr, Retired};
+use crate::lifetime::CorePtr;
 use crate::metrics::bump;
 use crate::slots::{Busy, Held};
 
@@ -77,7 +77,7 @@ impl<M: Manager> Pooled<M> {
     }
 
     #[inline(always)]
-    fn shared(&self) -> &Core<M> {
+    fn core(&self) -> &Core<M> {
         // SAFETY: the core lives while this guard's connection is open.
         unsafe { self.core.get() }
     }
@@ -112,8 +112,7 @@ impl<M: Manager> Pooled<M> {
     /// # }
     /// ```
     pub fn mark_broken(this: &mut Self) {
-        let core = this.shared();
-        core.slots.mark(&this.slot);
+        this.core().slots.of(&this.slot).holding.mark();
     }
 
     /// Whether [`mark_broken`](Self::mark_broken) was called on this guard.
@@ -131,7 +130,7 @@ impl<M: Manager> Pooled<M> {
     /// # }
     /// ```
     pub fn is_marked_broken(this: &Self) -> bool {
-        this.shared().slots.is_marked(&this.slot)
+        this.core().slots.of(&this.slot).holding.is_marked()
     }
 
     /// Takes the connection out of the pool for good and frees its place
@@ -150,20 +149,25 @@ impl<M: Manager> Pooled<M> {
     /// ```
     pub fn detach(this: Self) -> M::Connection {
         let mut this = ManuallyDrop::new(this);
+        // SAFETY: this guard's connection, not yet given up, keeps the core
+        // alive.
+        let mut cover = unsafe { this.core.cover() };
         // SAFETY: the guard ends here without its `Drop`, so the slot is
         // taken out once and the field never read again.
         let busy = unsafe { ManuallyDrop::take(&mut this.slot) };
-        let (conn, retired) = {
-            let shared = this.shared();
-            let (conn, place) = shared.slots.take(busy);
+        let conn = {
+            let core = this.core();
+            let (conn, place) = core.slots.take(busy);
             let conn = conn.expect("latchless: a claimed slot always holds a connection");
-            bump(&shared.counters.detached);
-            let Retired(n) = shared.pass_on(Held::Place(place));
-            (conn, Retired(n + 1))
+            bump(&core.counters.detached);
+            // The detached connection's reference on the core is the
+            // caller's to drop now, with whatever the hand-off closed.
+            cover.retired().add(1);
+            core.pass_on(Held::Place(place), cover.retired());
+            conn
         };
-        // SAFETY: no borrow of the core is live; the references were taken
-        // when the retired connections were opened.
-        unsafe { this.core.settle(retired) };
+        // SAFETY: no borrow of the core is live (the block above ended it).
+        unsafe { cover.end() };
         conn
     }
 }
@@ -173,7 +177,7 @@ impl<M: Manager> Deref for Pooled<M> {
 
     #[inline]
     fn deref(&self) -> &M::Connection {
-        self.shared().slots.conn(&self.slot)
+        self.core().slots.conn(&self.slot)
     }
 }
 
@@ -199,27 +203,23 @@ impl<M: Manager> Drop for Pooled<M> {
     fn drop(&mut self) {
         // SAFETY: this guard's connection, not yet published, keeps the
         // core alive.
-        let cover = unsafe { self.core.cover() };
+        let mut cover = unsafe { self.core.cover() };
         // SAFETY: `drop` runs once and never reads the field again.
         let busy = unsafe { ManuallyDrop::take(&mut self.slot) };
-        let retired = {
+        {
             // SAFETY: alive until the connection is published; from then
             // on, the cover keeps it alive. The borrow ends with this block.
             let core = unsafe { self.core.get() };
             // First, while this guard's connection still keeps the core
             // alive: every 64th release on a thread looks whether
             // maintenance is due.
-            let ticked = if crate::tid::every_64th_op() {
-                cooperative_tick(core)
-            } else {
-                Retired(0)
-            };
-            let Retired(n) = core.release(busy);
-            Retired(n + ticked.0)
-        };
-        // SAFETY: no borrow of the core is live (the block above ended
-        // it); each count is a reference this release owns.
-        unsafe { cover.end(retired) };
+            if crate::tid::every_64th_op() {
+                cooperative_tick(core, cover.retired());
+            }
+            core.release(busy, cover.retired());
+        }
+        // SAFETY: no borrow of the core is live (the block above ended it).
+        unsafe { cover.end() };
     }
 }
 

@@ -32,7 +32,7 @@
 //!                the private cache of the thread that released it
 //!                (`tid.rs`), or nowhere; whoever CASes PARKED(g) -> BUSY(g)
 //!                owns it, the releasing thread by its cached key, anyone
-//!                else by scanning the state words ([`Slots::steal_parked`])
+//!                else by scanning the state words ([`Slots::claim_any_parked`])
 //! ```
 //!
 //! The generation grows by one (mod 2^43) on every BUSY -> IDLE or BUSY ->
@@ -80,9 +80,7 @@ use crossbeam_utils::CachePadded;
 
 use std::panic::Location;
 
-use crate::sync::{
-    ArrayQueue, AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering, UnsafeCell, mutant,
-};
+use crate::sync::{self, ArrayQueue, AtomicPtr, AtomicU64, AtomicUsize, Ordering, UnsafeCell, mutant};
 
 const TAG_BITS: u32 = 2;
 const TAG_MASK: u64 = (1 << TAG_BITS) - 1;
@@ -139,7 +137,7 @@ impl SlotKey {
 /// Proof of owning a claimed slot: BUSY, holding a connection that only
 /// the token's holder may touch (I1). Made only here, by the transitions
 /// that hand a slot to one party ([`Slots::fill`], [`Slots::claim`],
-/// [`Slots::claim_parked`], [`Slots::steal_parked`],
+/// [`Slots::claim_parked`], [`Slots::claim_any_parked`],
 /// [`Slots::claim_in_place`]), and consumed by the ones that end the
 /// holding ([`Slots::make_idle`], [`Slots::park`], [`Slots::take`]). Neither `Copy` nor
 /// `Clone`: a holder that passes it on cannot touch the slot again.
@@ -232,78 +230,195 @@ impl Place {
     }
 }
 
-/// One place in the pool.
-///
-/// Besides the state word and the connection, a slot keeps the lifecycle
-/// facts of its connection. They are atomics (all Relaxed: the state word's
-/// Release/Acquire, or the queue or node that hands the slot over, orders
-/// them) because maintenance reads them for slots it does not own.
-/// Times are clock ticks (ms since the pool was built).
-struct Slot<C> {
+/// One place in the pool: who owns it (the state word), the connection
+/// itself, the connection's lifecycle facts and its current holding. The
+/// owner of a claimed slot reaches the last two through one borrowed view,
+/// [`Slots::of`].
+pub(crate) struct Slot<C> {
     /// Generation and tag, as described in the module docs.
     state: AtomicU64,
-    /// The connection; `Some` iff the tag is IDLE or BUSY. Accessed only by
-    /// the slot's current owner (see I1 above).
+    /// The connection; `Some` iff the tag is IDLE, PARKED or BUSY. Accessed
+    /// only by the slot's current owner (see I1 above).
     conn: UnsafeCell<Option<C>>,
+    /// The connection's lifecycle facts.
+    pub(crate) life: Life,
+    /// The current holding.
+    pub(crate) holding: Holding,
+}
+
+/// A connection's lifecycle facts, in clock ticks (ms since the pool was
+/// built). Atomics, all Relaxed: the state word's Release/Acquire, or the
+/// queue or node that hands the slot over, orders them; maintenance reads
+/// them for slots it does not own, as hints.
+#[derive(Debug)]
+pub(crate) struct Life {
+    /// The connection in the slot (from 1; 0 = none), so that a timer
+    /// entry of a closed connection never touches its successor.
+    serial: AtomicU64,
     /// The first tick at which it must not be handed out: opened +
     /// `max_lifetime` − jitter − the clock margin (`u64::MAX` without a
     /// lifetime).
     expires_at: AtomicU64,
-    /// Last BUSY -> IDLE transition (coarse clock).
+    /// When it last went idle (the cached clock).
     released_at: AtomicU64,
     /// Until when an acquirer may hand the idle connection out without a
-    /// closer look: the earlier of its lifetime's end (less the margin) and
-    /// the time it becomes due for a check. Computed at release, so the
-    /// acquire path pays one load and one compare for every policy.
+    /// closer look: the earlier of its lifetime's end and the time it
+    /// becomes due for a check. Stamped before it goes idle, so the acquire
+    /// path pays one load and one compare for every policy.
     fresh_until: AtomicU64,
-    /// Observability counters, written only by the slot's owner: next to
-    /// the fields the fast path touches (one cache line, for a small
-    /// connection type).
-    stats: SlotStats,
-    /// Serial number of the connection in the slot (from 1; 0 = none), so a
-    /// timer entry for a closed connection never touches its successor.
-    serial: AtomicU64,
     /// When it was last known good (opened, or passed `Manager::check`), as
-    /// a number of the pool's event sequence (see `Maintenance::seq`).
+    /// a number of the pool's event sequence (`lifecycle.rs`).
     verified_seq: AtomicU64,
-    /// When the current holder took it (leak detection only).
-    taken_at: AtomicU64,
-    /// Where the current holder took it (leak detection only; null if off).
-    taken_by: AtomicPtr<Location<'static>>,
-    /// The current holding was already reported as a leak.
-    leak_reported: AtomicBool,
 }
 
-/// Per-slot observability counters (issue 13). Written only by the slot's
-/// current owner, with a plain load and store (no read-modify-write): the
-/// hand-over of the slot (`make_idle`'s Release, `claim`'s Acquire, or the
-/// queue or node that carries a token) orders one owner's store before the
-/// next owner's load, so no increment is lost. Read by snapshots with
-/// relaxed loads, which may miss the latest hand-outs (exact when
-/// quiescent). Plain std atomics even under loom: they order nothing.
-/// Cumulative across the connections the slot holds. Holdings are not
-/// counted here: one of a tick or more goes into the hold histogram, and
-/// the others are derived at snapshot time (`metrics.rs`), so a release
-/// pays one load.
-#[derive(Debug, Default)]
-struct SlotStats {
-    /// When the current holder took the connection (cached clock, ticks).
+impl Life {
+    fn new() -> Self {
+        Self {
+            serial: AtomicU64::new(0),
+            expires_at: AtomicU64::new(u64::MAX),
+            released_at: AtomicU64::new(0),
+            fresh_until: AtomicU64::new(u64::MAX),
+            verified_seq: AtomicU64::new(0),
+        }
+    }
+
+    /// The connection in the slot (0: none).
+    #[inline(always)]
+    pub(crate) fn serial(&self) -> u64 {
+        self.serial.load(Ordering::Relaxed)
+    }
+
+    /// When the connection must be gone (`u64::MAX`: never).
+    #[inline(always)]
+    pub(crate) fn expires_at(&self) -> u64 {
+        self.expires_at.load(Ordering::Relaxed)
+    }
+
+    /// When it last went idle.
+    #[inline(always)]
+    pub(crate) fn released_at(&self) -> u64 {
+        self.released_at.load(Ordering::Relaxed)
+    }
+
+    /// Until when it needs no closer look.
+    #[inline(always)]
+    pub(crate) fn fresh_until(&self) -> u64 {
+        self.fresh_until.load(Ordering::Relaxed)
+    }
+
+    /// Sets until when it needs no closer look (by its owner, before
+    /// passing it on: to the idle set or straight to a waiter).
+    #[inline(always)]
+    pub(crate) fn set_fresh_until(&self, until: u64) {
+        self.fresh_until.store(until, Ordering::Relaxed);
+    }
+
+    /// When it was last known good (the event sequence).
+    #[inline(always)]
+    pub(crate) fn verified_seq(&self) -> u64 {
+        self.verified_seq.load(Ordering::Relaxed)
+    }
+
+    /// Records that it passed a check.
+    pub(crate) fn set_verified(&self, seq: u64) {
+        self.verified_seq.store(seq, Ordering::Relaxed);
+    }
+}
+
+/// The current holding of a connection: when and by whom it was taken,
+/// and whether its holder marked it broken. `handed_at`, `hits` and
+/// `marked` are written only by the slot's owner, with a plain load and
+/// store (no read-modify-write): the hand-over of the slot orders one
+/// owner's store before the next owner's load, so nothing is lost;
+/// snapshots read them relaxed (exact when quiet). Plain std atomics even
+/// under loom: they order nothing. The leak stamps are read by the leak
+/// scan for slots it does not own.
+#[derive(Debug)]
+pub(crate) struct Holding {
+    /// When the current holder took the connection (cached clock).
     handed_at: std::sync::atomic::AtomicU64,
-    /// Fast-path hand-outs (an idle hit in `try_get` / `get`).
+    /// Fast-path hand-outs (an idle hit in `try_get` / `get`), cumulative
+    /// across the slot's connections.
     hits: std::sync::atomic::AtomicU64,
     /// The holder marked the connection broken (`Pooled::mark_broken`):
-    /// close it on release. Here rather than in the guard, which then is
-    /// two words (`lifetime.rs`, `CorePtr`). Cleared by `fill`: only a
-    /// new connection enters a slot, and a marked one never goes idle.
+    /// its release closes it. In the slot, not the guard, so that the
+    /// guard is two words (`lifetime.rs`, `CorePtr`). Cleared by `fill`:
+    /// a marked connection never goes idle.
     marked: std::sync::atomic::AtomicBool,
+    /// When the current holder took it (leak detection only; the real
+    /// clock).
+    taken_at: AtomicU64,
+    /// Where the current holder took it (leak detection only; null when
+    /// off or not held).
+    taken_by: AtomicPtr<Location<'static>>,
+    /// When the current holding was last reported as a leak (0: never).
+    reported_at: AtomicU64,
 }
 
-/// A copy of a slot's lifecycle facts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Facts {
-    pub(crate) serial: u64,
-    pub(crate) released_at: u64,
-    pub(crate) verified_seq: u64,
+impl Holding {
+    fn new() -> Self {
+        Self {
+            handed_at: std::sync::atomic::AtomicU64::new(0),
+            hits: std::sync::atomic::AtomicU64::new(0),
+            marked: std::sync::atomic::AtomicBool::new(false),
+            taken_at: AtomicU64::new(0),
+            taken_by: AtomicPtr::new(std::ptr::null_mut()),
+            reported_at: AtomicU64::new(0),
+        }
+    }
+
+    /// Stamps a hand-out at `now` and, for a fast-path `hit`, counts it
+    /// (owner-only plain stores).
+    #[inline(always)]
+    pub(crate) fn handed(&self, now: u64, hit: bool) {
+        let r = std::sync::atomic::Ordering::Relaxed;
+        self.handed_at.store(now, r);
+        if hit {
+            self.hits.store(self.hits.load(r) + 1, r);
+        }
+    }
+
+    /// How many ticks the connection has been held at `now` (one load).
+    #[inline(always)]
+    pub(crate) fn held_for(&self, now: u64) -> u64 {
+        now.saturating_sub(self.handed_at.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Marks the connection broken: its release closes it.
+    pub(crate) fn mark(&self) {
+        self.marked
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the holder marked it broken (one load).
+    #[inline(always)]
+    pub(crate) fn is_marked(&self) -> bool {
+        self.marked.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Records who took the connection, and when (the real clock).
+    pub(crate) fn taken(&self, now: u64, by: &'static Location<'static>) {
+        self.taken_at.store(now, Ordering::Relaxed);
+        self.taken_by
+            .store(std::ptr::from_ref(by).cast_mut(), Ordering::Relaxed);
+        self.reported_at.store(0, Ordering::Relaxed);
+    }
+
+    /// Ends a holding for leak detection (a plain store: the next `taken`
+    /// resets the report).
+    #[inline(always)]
+    pub(crate) fn given_back(&self) {
+        self.taken_by.store(std::ptr::null_mut(), Ordering::Relaxed);
+    }
+
+    /// Clears everything a new connection must not inherit.
+    fn reset(&self) {
+        // No holder yet: a previous holder that detached its connection
+        // left its leak stamp, which a leak scan must not blame on this one.
+        self.taken_by.store(std::ptr::null_mut(), Ordering::Relaxed);
+        self.marked
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 // SAFETY: the connection cell is only accessed by the slot's unique owner
@@ -362,15 +477,8 @@ impl<C> Slots<C> {
                 CachePadded::new(Slot {
                     state: AtomicU64::new(pack(0, FREE)),
                     conn: UnsafeCell::new(None),
-                    serial: AtomicU64::new(0),
-                    expires_at: AtomicU64::new(u64::MAX),
-                    released_at: AtomicU64::new(0),
-                    fresh_until: AtomicU64::new(u64::MAX),
-                    verified_seq: AtomicU64::new(0),
-                    taken_at: AtomicU64::new(0),
-                    taken_by: AtomicPtr::new(std::ptr::null_mut()),
-                    leak_reported: AtomicBool::new(false),
-                    stats: SlotStats::default(),
+                    life: Life::new(),
+                    holding: Holding::new(),
                 })
             })
             .collect();
@@ -439,44 +547,27 @@ impl<C> Slots<C> {
         self.places.load(Ordering::Relaxed).min(self.slots.len())
     }
 
+    /// Slot `index`, checked: for a slot the caller does not own (a hint,
+    /// for maintenance) or one it is about to claim.
     #[inline(always)]
-    fn slot(&self, index: u32) -> &Slot<C> {
+    pub(crate) fn at(&self, index: u32) -> &Slot<C> {
         &self.slots[index as usize]
     }
 
-    /// The slot a token owns, without a bounds check: the hot path's
-    /// accessors (a checked index cost about 40 instructions per
-    /// `try_get`+drop, one compare and reload per field access;
-    /// measured with cachegrind on `benches`' cycle).
+    /// The slot a token owns: the owner's one view of its connection's
+    /// facts and holding. No bounds check (on the hot path each checked
+    /// field access paid a compare and a reload).
     #[inline(always)]
-    fn slot_of(&self, busy: &Busy) -> &Slot<C> {
+    pub(crate) fn of(&self, busy: &Busy) -> &Slot<C> {
         debug_assert!((busy.0 as usize) < self.slots.len());
         // SAFETY: a `Busy` is made only by this arena's transitions, each
-        // for an index it just read through the checked `slot` (`fill`
-        // from a popped free index, the claims from a key or a scan of
-        // this arena), or by `from_raw`, whose contract is that the index
-        // came from `into_raw` of such a token (the type's docs: a token
-        // names a slot of the arena that made it and never leaves it).
-        // So the index is below `slots.len()`.
+        // for an index it just read through the checked `at` (`fill` from
+        // a popped free index, the claims from a key or a scan of this
+        // arena), or by `from_raw`, whose contract is that the index came
+        // from `into_raw` of such a token (the type's docs: a token names
+        // a slot of the arena that made it and never leaves it). So the
+        // index is below `slots.len()`.
         unsafe { self.slots.get_unchecked(busy.0 as usize) }
-    }
-
-    /// When the claimed connection must be gone (`u64::MAX`: never).
-    #[inline(always)]
-    pub(crate) fn expires_at_of(&self, busy: &Busy) -> u64 {
-        self.slot_of(busy).expires_at.load(Ordering::Relaxed)
-    }
-
-    /// Until when the claimed connection needs no closer look.
-    #[inline(always)]
-    pub(crate) fn fresh_until_of(&self, busy: &Busy) -> u64 {
-        self.slot_of(busy).fresh_until.load(Ordering::Relaxed)
-    }
-
-    /// The verified sequence of the claimed connection (`Facts`).
-    #[inline(always)]
-    pub(crate) fn verified_seq_of(&self, busy: &Busy) -> u64 {
-        self.slot_of(busy).verified_seq.load(Ordering::Relaxed)
     }
 
     /// Reserves a place: pops a FREE slot, which the caller now owns.
@@ -518,7 +609,7 @@ impl<C> Slots<C> {
     /// [`Slots::take`]).
     pub(crate) fn unreserve(&self, place: Place) {
         let index = place.0;
-        debug_assert_eq!(tag(self.slot(index).state.load(Ordering::Relaxed)), FREE);
+        debug_assert_eq!(tag(self.at(index).state.load(Ordering::Relaxed)), FREE);
         // The push publishes the emptied cell (Release on the queue's stamp,
         // paired with the Acquire in the next `reserve`'s pop).
         let pushed = self.free.push(index);
@@ -541,21 +632,19 @@ impl<C> Slots<C> {
         verified_seq: u64,
     ) -> Busy {
         let index = place.0;
-        let slot = self.slot(index);
+        let slot = self.at(index);
         // SAFETY: `place` proves the slot FREE and the caller's (I1): popped
         // off the free queue by `reserve`, whose Acquire saw the cell
         // emptied; nobody else reads the cell.
         slot.conn.with_mut(|c| unsafe { *c = Some(conn) });
-        slot.serial.store(serial, Ordering::Relaxed);
-        slot.expires_at.store(expires_at, Ordering::Relaxed);
-        slot.released_at.store(now, Ordering::Relaxed);
-        slot.verified_seq.store(verified_seq, Ordering::Relaxed);
-        // No holder yet: a previous holder that detached its connection
-        // left its leak stamp, which a leak scan must not blame on this one.
-        slot.taken_by.store(std::ptr::null_mut(), Ordering::Relaxed);
-        slot.stats
-            .marked
-            .store(false, std::sync::atomic::Ordering::Relaxed);
+        let life = &slot.life;
+        life.serial.store(serial, Ordering::Relaxed);
+        life.expires_at.store(expires_at, Ordering::Relaxed);
+        life.released_at.store(now, Ordering::Relaxed);
+        life.verified_seq.store(verified_seq, Ordering::Relaxed);
+        // Fresh: no check is due, only its lifetime bounds it.
+        life.fresh_until.store(expires_at, Ordering::Relaxed);
+        slot.holding.reset();
         let g = generation(slot.state.load(Ordering::Relaxed));
         // Release: a leak scan that sees this BUSY (Acquire) sees the
         // cleared stamp. The next hand-over (to idle, to a waiter, to the
@@ -569,13 +658,13 @@ impl<C> Slots<C> {
     /// waiter).
     pub(crate) fn take(&self, busy: Busy) -> (Option<C>, Place) {
         let index = busy.index();
-        let slot = self.slot(index);
+        let slot = self.at(index);
         let g = generation(slot.state.load(Ordering::Relaxed));
         // SAFETY: `busy` proves the slot BUSY and the caller's (I1): nobody
         // else touches the cell, and the token is consumed here.
         let conn = slot.conn.with_mut(|c| unsafe { (*c).take() });
-        slot.serial.store(0, Ordering::Relaxed);
-        slot.expires_at.store(u64::MAX, Ordering::Relaxed);
+        slot.life.serial.store(0, Ordering::Relaxed);
+        slot.life.expires_at.store(u64::MAX, Ordering::Relaxed);
         slot.state.store(pack(g, FREE), Ordering::Relaxed);
         (conn, Place(index))
     }
@@ -586,17 +675,13 @@ impl<C> Slots<C> {
     #[inline]
     pub(crate) fn make_idle(&self, busy: Busy, now: u64) -> SlotKey {
         let index = busy.index();
-        let slot = self.slot_of(&busy);
-        slot.released_at.store(now, Ordering::Relaxed);
         let g = self.next_generation(&busy);
+        let slot = self.of(&busy);
+        slot.life.released_at.store(now, Ordering::Relaxed);
         // Release: publishes the connection's state (and `released_at`) to
         // whoever wins the claim CAS (its Acquire in `claim`).
         // loom mutant: relaxed_handover, see loom-tests/run-mutants.sh
-        let order = if mutant("relaxed_handover") {
-            Ordering::Relaxed
-        } else {
-            Ordering::Release
-        };
+        let order = sync::weakened("relaxed_handover", Ordering::Release);
         slot.state.store(pack(g, IDLE), order);
         SlotKey::new(index, g)
     }
@@ -605,7 +690,7 @@ impl<C> Slots<C> {
     /// by its owner: nobody else moves it while it is BUSY).
     #[inline(always)]
     fn next_generation(&self, busy: &Busy) -> u64 {
-        generation(self.slot_of(busy).state.load(Ordering::Relaxed)).wrapping_add(1) & GEN_MASK
+        generation(self.of(busy).state.load(Ordering::Relaxed)).wrapping_add(1) & GEN_MASK
     }
 
     /// The key [`park`](Self::park) will make for the claimed slot (read
@@ -617,30 +702,33 @@ impl<C> Slots<C> {
 
     /// Marks a claimed slot PARKED under `key`, the one
     /// [`next_key`](Self::next_key) returned for it (the releasing thread
-    /// keeps that key in its private cache, `tid.rs`; passing it back saves
-    /// a second load of the state word). The token is consumed.
+    /// keeps that key in its private cache, `idle.rs`; passing it back
+    /// saves a second load of the state word). The token is consumed.
     ///
     /// One Release store, no read-modify-write: it publishes the
     /// connection to whoever wins the claim CAS. The releaser's half of the
     /// lost-wake-up argument for a parked connection is the caller's
-    /// `Asym::light` right after it (`asym.rs`): a waiter that registers
+    /// asymmetric fence right after it (`asym.rs`): a waiter that registers
     /// finds the connection in its re-check's scan
-    /// ([`steal_parked`](Self::steal_parked)), or the releaser sees it.
+    /// ([`claim_any_parked`](Self::claim_any_parked)), or the releaser sees
+    /// it.
     #[inline(always)]
     pub(crate) fn park(&self, busy: Busy, key: SlotKey, now: u64) {
         debug_assert_eq!(key, self.next_key(&busy), "park under next_key's key");
-        let slot = self.slot_of(&busy);
-        slot.released_at.store(now, Ordering::Relaxed);
-        let g = key.generation();
+        let slot = self.of(&busy);
+        slot.life.released_at.store(now, Ordering::Relaxed);
         // loom mutant: relaxed_handover, see loom-tests/run-mutants.sh
-        let order = if mutant("relaxed_handover") {
-            Ordering::Relaxed
-        } else {
-            Ordering::Release
-        };
-        // A plain store: nobody else writes a BUSY slot's word. The caller
-        // follows it with the asymmetric fence's light side (`asym.rs`).
-        slot.state.store(pack(g, PARKED), order);
+        let order = sync::weakened("relaxed_handover", Ordering::Release);
+        // A plain store: nobody else writes a BUSY slot's word.
+        slot.state.store(pack(key.generation(), PARKED), order);
+    }
+
+    /// Takes ownership of the idle connection named by `key`: one CAS
+    /// `IDLE(g) -> BUSY(g)`. `None` means the key is stale.
+    #[inline]
+    pub(crate) fn claim(&self, key: SlotKey) -> Option<Busy> {
+        // Acquire on success pairs with the Release in `make_idle`.
+        self.claim_tagged(key, IDLE)
     }
 
     /// Takes back the connection this thread parked under `key`: one CAS
@@ -651,19 +739,37 @@ impl<C> Slots<C> {
         self.claim_tagged(key, PARKED)
     }
 
+    /// The claim CAS `tag(g) -> BUSY(g)` for the slot and generation `key`
+    /// names (`tag`: IDLE or PARKED), Acquire on success.
+    #[inline(always)]
+    fn claim_tagged(&self, key: SlotKey, tag: u64) -> Option<Busy> {
+        // loom mutant: relaxed_handover, see loom-tests/run-mutants.sh
+        let order = sync::weakened("relaxed_handover", Ordering::Acquire);
+        self.at(key.index())
+            .state
+            .compare_exchange(
+                pack(key.generation(), tag),
+                pack(key.generation(), BUSY),
+                order,
+                Ordering::Relaxed,
+            )
+            .ok()
+            .map(|_| Busy::new(key.index()))
+    }
+
     /// Claims any PARKED slot, scanning the state words from `start`
     /// (wrapping): how a thread takes a connection parked by another one,
     /// or one whose key nobody holds any more (its thread exited, or
     /// cached another pool's key). O(capacity), on the slow path only.
     #[cold]
-    pub(crate) fn steal_parked(&self, start: usize) -> Option<Busy> {
+    pub(crate) fn claim_any_parked(&self, start: usize) -> Option<Busy> {
         let n = self.slots.len();
         let start = start.min(n);
         // From `start` to the end, then from the front: no division per
         // slot (a waiter's re-check scans every slot when none is parked).
         (start..n).chain(0..start).find_map(|i| {
             let index = i as u32;
-            let state = &self.slot(index).state;
+            let state = &self.at(index).state;
             let word = state.load(Ordering::Relaxed);
             if tag(word) != PARKED {
                 return None;
@@ -700,7 +806,7 @@ impl<C> Slots<C> {
     /// connection `serial` (maintenance closing an idle connection in
     /// place). An IDLE slot's key stays in the idle set, now stale, so
     /// `queued` is called with `true` *before* that claim (and `false` if
-    /// it then fails), for the stale count (`shards.rs`); a PARKED slot's
+    /// it then fails), for the stale count (`idle.rs`); a PARKED slot's
     /// key is in no shared structure and nothing is counted.
     pub(crate) fn claim_in_place(
         &self,
@@ -708,7 +814,7 @@ impl<C> Slots<C> {
         serial: u64,
         mut queued: impl FnMut(bool),
     ) -> Option<Busy> {
-        let slot = self.slot(index);
+        let slot = self.at(index);
         // Acquire, pairing with the Release in `make_idle` / `park`: the
         // serial read next is then at least the one written before this
         // idle period began (with Relaxed it could be an older connection's
@@ -716,7 +822,7 @@ impl<C> Slots<C> {
         // connection).
         let word = slot.state.load(Ordering::Acquire);
         let idle = tag(word) == IDLE;
-        if !(idle || tag(word) == PARKED) || slot.serial.load(Ordering::Relaxed) != serial {
+        if !(idle || tag(word) == PARKED) || slot.life.serial() != serial {
             return None;
         }
         if idle {
@@ -748,53 +854,8 @@ impl<C> Slots<C> {
 
     /// Whether slot `index` holds connection `serial` and is BUSY (a hint).
     pub(crate) fn is_busy_with(&self, index: u32, serial: u64) -> bool {
-        let slot = self.slot(index);
-        tag(slot.state.load(Ordering::Relaxed)) == BUSY
-            && slot.serial.load(Ordering::Relaxed) == serial
-    }
-
-    /// The lifecycle facts of slot `index` (exact for its owner, a hint
-    /// for anyone else).
-    #[inline(always)]
-    pub(crate) fn facts(&self, index: u32) -> Facts {
-        let s = self.slot(index);
-        Facts {
-            serial: s.serial.load(Ordering::Relaxed),
-            released_at: s.released_at.load(Ordering::Relaxed),
-            verified_seq: s.verified_seq.load(Ordering::Relaxed),
-        }
-    }
-
-    /// When the connection in slot `index` must be gone (`u64::MAX`: never).
-    #[inline(always)]
-    pub(crate) fn expires_at(&self, index: u32) -> u64 {
-        self.slot(index).expires_at.load(Ordering::Relaxed)
-    }
-
-    /// Sets until when the claimed connection may be handed out without a
-    /// closer look (by its owner, before passing it on: to the idle set or
-    /// straight to a waiter).
-    #[inline(always)]
-    pub(crate) fn set_fresh_until(&self, busy: &Busy, until: u64) {
-        self.slot_of(busy)
-            .fresh_until
-            .store(until, Ordering::Relaxed);
-    }
-
-    /// Records that the claimed connection passed a check.
-    pub(crate) fn set_verified(&self, busy: &Busy, seq: u64) {
-        self.slot_of(busy)
-            .verified_seq
-            .store(seq, Ordering::Relaxed);
-    }
-
-    /// Records who took the claimed connection, and when.
-    pub(crate) fn set_taken(&self, busy: &Busy, now: u64, by: &'static Location<'static>) {
-        let s = self.slot_of(busy);
-        s.taken_at.store(now, Ordering::Relaxed);
-        s.taken_by
-            .store(std::ptr::from_ref(by).cast_mut(), Ordering::Relaxed);
-        s.leak_reported.store(false, Ordering::Relaxed);
+        let slot = self.at(index);
+        tag(slot.state.load(Ordering::Relaxed)) == BUSY && slot.life.serial() == serial
     }
 
     /// If slot `index` is BUSY, taken at least `threshold` ticks before
@@ -806,107 +867,35 @@ impl<C> Slots<C> {
         now: u64,
         threshold: u64,
     ) -> Option<(u64, u64, &'static Location<'static>)> {
-        let s = self.slot(index);
+        let s = self.at(index);
         // Acquire: pairs with `fill`'s Release (the stamp is this holder's
         // or cleared, never a detached predecessor's).
         if tag(s.state.load(Ordering::Acquire)) != BUSY {
             return None;
         }
-        let by = s.taken_by.load(Ordering::Relaxed);
-        let held = now.saturating_sub(s.taken_at.load(Ordering::Relaxed));
-        if by.is_null() || held < threshold || s.leak_reported.swap(true, Ordering::Relaxed) {
+        let h = &s.holding;
+        let by = h.taken_by.load(Ordering::Relaxed);
+        let held = now.saturating_sub(h.taken_at.load(Ordering::Relaxed));
+        if by.is_null() || held < threshold || h.reported_at.swap(now.max(1), Ordering::Relaxed) != 0
+        {
             return None;
         }
         // SAFETY: `taken_by` only ever holds null or a `&'static Location`.
         let by = unsafe { &*by };
-        Some((s.serial.load(Ordering::Relaxed), held, by))
-    }
-
-    /// Stamps the hand-out of the claimed connection at `now` (cached
-    /// clock ticks) and, for a fast-path hit, counts it. Owner-only plain
-    /// stores (`SlotStats`).
-    #[inline(always)]
-    pub(crate) fn note_handed(&self, busy: &Busy, now: u64, hit: bool) {
-        let st = &self.slot_of(busy).stats;
-        st.handed_at
-            .store(now, std::sync::atomic::Ordering::Relaxed);
-        if hit {
-            let n = st.hits.load(std::sync::atomic::Ordering::Relaxed);
-            st.hits.store(n + 1, std::sync::atomic::Ordering::Relaxed);
-        }
-    }
-
-    /// Marks the claimed connection broken: its release closes it.
-    pub(crate) fn mark(&self, busy: &Busy) {
-        let st = &self.slot_of(busy).stats;
-        st.marked.store(true, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// Whether the claimed connection was marked broken (one load).
-    #[inline(always)]
-    pub(crate) fn is_marked(&self, busy: &Busy) -> bool {
-        let st = &self.slot_of(busy).stats;
-        st.marked.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// How many ticks the claimed connection has been held at `now` (one
-    /// load).
-    #[inline(always)]
-    pub(crate) fn held_for(&self, busy: &Busy, now: u64) -> u64 {
-        let st = &self.slot_of(busy).stats;
-        now.saturating_sub(st.handed_at.load(std::sync::atomic::Ordering::Relaxed))
+        Some((s.life.serial(), held, by))
     }
 
     /// The sum over all slots of fast-path hits (relaxed loads; exact
     /// when quiescent).
     pub(crate) fn hits(&self) -> u64 {
         let r = std::sync::atomic::Ordering::Relaxed;
-        self.slots.iter().map(|s| s.stats.hits.load(r)).sum()
-    }
-
-    /// Ends a holding for leak detection (a plain store: the next
-    /// `set_taken` resets the reported flag).
-    #[inline(always)]
-    pub(crate) fn clear_taken(&self, busy: &Busy) {
-        self.slot_of(busy)
-            .taken_by
-            .store(std::ptr::null_mut(), Ordering::Relaxed);
-    }
-
-    /// Tries to take ownership of the idle connection named by `key`: one
-    /// CAS `IDLE(g) -> BUSY(g)`. `None` means the key is stale.
-    #[inline]
-    pub(crate) fn claim(&self, key: SlotKey) -> Option<Busy> {
-        // Acquire on success pairs with the Release in `make_idle`.
-        self.claim_tagged(key, IDLE)
-    }
-
-    /// The claim CAS `tag(g) -> BUSY(g)` for the slot and generation `key`
-    /// names (`tag`: IDLE or PARKED), Acquire on success.
-    #[inline(always)]
-    fn claim_tagged(&self, key: SlotKey, tag: u64) -> Option<Busy> {
-        // loom mutant: relaxed_handover, see loom-tests/run-mutants.sh
-        let order = if mutant("relaxed_handover") {
-            Ordering::Relaxed
-        } else {
-            Ordering::Acquire
-        };
-        self.slot(key.index())
-            .state
-            .compare_exchange(
-                pack(key.generation(), tag),
-                pack(key.generation(), BUSY),
-                order,
-                Ordering::Relaxed,
-            )
-            .ok()
-            .map(|_| Busy::new(key.index()))
+        self.slots.iter().map(|s| s.holding.hits.load(r)).sum()
     }
 
     /// Whether `key` still names an idle connection (a hint: it may change
     /// right after).
     pub(crate) fn is_live(&self, key: SlotKey) -> bool {
-        self.slot(key.index()).state.load(Ordering::Relaxed) == pack(key.generation(), IDLE)
+        self.at(key.index()).state.load(Ordering::Relaxed) == pack(key.generation(), IDLE)
     }
 
     /// Shared access to the connection of a claimed slot, for as long as
@@ -917,7 +906,7 @@ impl<C> Slots<C> {
         // touching the cell (I1), so the cell is `Some`; the shared borrow
         // of the token excludes `conn_mut` (which needs it `&mut`) while the
         // returned reference lives.
-        let conn = self.slot_of(busy).conn.with(|c| unsafe { (*c).as_ref() });
+        let conn = self.of(busy).conn.with(|c| unsafe { (*c).as_ref() });
         conn.expect("latchless: an owned busy slot always holds a connection")
     }
 
@@ -927,10 +916,7 @@ impl<C> Slots<C> {
     pub(crate) fn conn_mut<'a>(&'a self, busy: &'a mut Busy) -> &'a mut C {
         // SAFETY: as in `conn`; the unique borrow of the token (the only
         // one for the slot) excludes every other reference to the cell.
-        let conn = self
-            .slot_of(busy)
-            .conn
-            .with_mut(|c| unsafe { (*c).as_mut() });
+        let conn = self.of(busy).conn.with_mut(|c| unsafe { (*c).as_mut() });
         conn.expect("latchless: an owned busy slot always holds a connection")
     }
 }
@@ -959,7 +945,7 @@ mod tests {
         let ia = a.index();
         let busy = slots.fill(a, "a".into(), 1, 5, u64::MAX, 1);
         assert_eq!(busy.index(), ia);
-        assert_eq!(slots.facts(ia).released_at, 5, "opened counts as released");
+        assert_eq!(slots.at(ia).life.released_at(), 5, "opened counts as released");
         let key = slots.make_idle(busy, 7);
         assert!(slots.is_live(key));
         let mut busy = slots.claim(key).expect("a live key is claimed");
@@ -996,7 +982,7 @@ mod tests {
                 let got = if owner {
                     s.claim_parked(key)
                 } else {
-                    s.steal_parked(1)
+                    s.claim_any_parked(1)
                 };
                 got.map(|mut b| {
                     s.conn_mut(&mut b).push(if owner { 'o' } else { 's' });
@@ -1031,8 +1017,8 @@ mod tests {
         let slots = Slots::<String>::new(1);
         let by = std::panic::Location::caller();
         let a = slots.fill(slots.reserve().unwrap(), "a".into(), 1, 0, u64::MAX, 1);
-        slots.set_taken(&a, 0, by);
-        // Detached: taken out without `clear_taken`, its place given back.
+        slots.of(&a).holding.taken(0, by);
+        // Detached: taken out without `given_back`, its place given back.
         let (conn, place) = slots.take(a);
         assert!(conn.is_some());
         slots.unreserve(place);
@@ -1041,7 +1027,7 @@ mod tests {
         let b = slots.fill(slots.reserve().unwrap(), "b".into(), 2, 10_000, u64::MAX, 2);
         let i = b.index();
         assert_eq!(slots.leak(i, 10_000, 100), None, "no holder yet");
-        slots.set_taken(&b, 10_000, by);
+        slots.of(&b).holding.taken(10_000, by);
         assert_eq!(slots.leak(i, 10_050, 100), None, "held 50 ms");
         assert_eq!(
             slots.leak(i, 10_100, 100).map(|(s, held, _)| (s, held)),

@@ -85,6 +85,18 @@ pub(crate) fn mutant(name: &str) -> bool {
     std::env::var("LATCHLESS_MUTANT").is_ok_and(|m| m == name)
 }
 
+/// `order`, or `Relaxed` while the named mutant is on: the one way an
+/// injected bug drops an ordering.
+#[inline(always)]
+pub(crate) fn weakened(name: &str, order: Ordering) -> Ordering {
+    if mutant(name) { Ordering::Relaxed } else { order }
+}
+
+/// Whether this build runs under loom: a model replays each path many
+/// times, so whatever differs between threads from run to run (a
+/// thread's home, from a process-wide counter) is fixed in a model.
+pub(crate) const IN_MODEL: bool = cfg!(latchless_loom);
+
 /// The light side of the asymmetric fence (`asym.rs`): a compiler fence
 /// only (loom does not model it). It keeps the compiler from moving the
 /// parking store below the re-check's loads; the processor's reordering is
@@ -313,6 +325,13 @@ mod imp {
         let _ = child;
     }
 
+    /// Registers this thread's `exit` thread-local (touches it), so that
+    /// its destructor runs when the thread exits; false if the thread's
+    /// thread-locals are being destroyed (`tid.rs`).
+    pub(crate) fn at_thread_exit<T: 'static>(exit: &'static std::thread::LocalKey<T>) -> bool {
+        exit.try_with(|_| ()).is_ok()
+    }
+
     /// Threads that can hold a hazard slot at once (see `hazard.rs`); more
     /// fall back to counted references.
     pub(crate) const HAZARD_SLOTS: usize = 256;
@@ -455,6 +474,12 @@ mod imp {
 
     /// Models never fork.
     pub(crate) fn on_fork_in_child(_child: extern "C" fn()) {}
+
+    /// A model's threads keep their ids (`HAZARD_RELEASE_AT_EXIT`): no
+    /// exit hook to register.
+    pub(crate) fn at_thread_exit<T: 'static>(_exit: &'static std::thread::LocalKey<T>) -> bool {
+        true
+    }
 
     /// Hazard slots in a model: enough for its threads.
     pub(crate) const HAZARD_SLOTS: usize = 3;

@@ -13,12 +13,12 @@
 //! - **Ops.** Releases on this thread ([`every_64th_op`]).
 //! - **Cursor.** Where this thread's next waiter looks for a free deadline
 //!   slot (`deadlines.rs`).
-//! - **Parked.** The key of the connection this thread last parked, and
-//!   the pool it belongs to ([`park`], [`unpark`]): the thread-affine fast
-//!   path (DESIGN.md, "The thread-affine fast path"). Private: no other
-//!   thread reads it, so it is a hint, never the truth. The slot's state
-//!   word says whether the key is current; a stealer finds a parked
-//!   connection by scanning state words, not caches.
+//! - **Parked.** The thread's cache of one parked connection: a pool id
+//!   and a packed key, with a count of releases it turned away
+//!   ([`parked`]). What goes in and out of it, and when a cached key is
+//!   taken for stale, is the idle set's (`idle.rs`); this module only
+//!   stores it. Private: no other thread reads it, so it is a hint, never
+//!   the truth.
 //!
 //! # Invariants kept
 //!
@@ -32,12 +32,10 @@
 //!   that may already be another thread's. (Accesses go through
 //!   `try_with`, as loom's thread-locals need, never `with`.)
 //!
-//! This module imports only `sync.rs` (and `SlotKey`, a plain value type of
-//! `slots.rs`).
+//! This module imports only `sync.rs`.
 
 use std::cell::Cell;
 
-use crate::slots::SlotKey;
 use crate::sync::{self, AtomicBool, HAZARD_RELEASE_AT_EXIT, HAZARD_SLOTS, Ordering};
 
 /// Thread ids handed out at once; more threads have none.
@@ -75,12 +73,19 @@ struct Local {
     ops: Cell<u32>,
     /// Where this thread's next waiter starts looking for a deadline slot.
     cursor: Cell<Option<usize>>,
-    /// The pool id (`Core::id`, never 0) and the packed key of the
-    /// connection this thread parked there; key 0: none.
-    parked: Cell<(u64, u64)>,
-    /// Releases into other pools that the cached key has turned away since
-    /// it was cached ([`park`]).
-    refused: Cell<u32>,
+    parked: Parked,
+}
+
+/// A thread's cache of one parked connection (`idle.rs` decides what goes
+/// in and out).
+#[derive(Debug)]
+pub(crate) struct Parked {
+    /// The pool id (never 0) and the packed key of the connection this
+    /// thread parked there; key 0: none.
+    pub(crate) entry: Cell<(u64, u64)>,
+    /// Releases into other pools the cached key turned away since it was
+    /// cached.
+    pub(crate) refused: Cell<u32>,
 }
 
 impl Local {
@@ -90,8 +95,10 @@ impl Local {
             home: Cell::new(0),
             ops: Cell::new(0),
             cursor: Cell::new(None),
-            parked: Cell::new((0, 0)),
-            refused: Cell::new(0),
+            parked: Parked {
+                entry: Cell::new((0, 0)),
+                refused: Cell::new(0),
+            },
         }
     }
 
@@ -135,14 +142,7 @@ impl Exit {
     /// are being destroyed (or, under loom, never: a model's threads keep
     /// their ids, `HAZARD_RELEASE_AT_EXIT`).
     fn arm() -> bool {
-        #[cfg(not(latchless_loom))]
-        {
-            EXIT.try_with(|_| ()).is_ok()
-        }
-        #[cfg(latchless_loom)]
-        {
-            true
-        }
+        sync::at_thread_exit(&EXIT)
     }
 }
 
@@ -164,7 +164,6 @@ impl Drop for Exit {
     }
 }
 
-#[cfg(not(latchless_loom))]
 std::thread_local! {
     static EXIT: Exit = const { Exit };
 }
@@ -231,8 +230,9 @@ pub(crate) fn home_index(n: usize) -> usize {
     ((u64::from(hash) * n as u64) >> 32) as usize
 }
 
-/// Loom test support: makes `shard` of `n` this thread's home.
-#[cfg(latchless_loom)]
+/// Makes `shard` of `n` this thread's home (a loom model needs the same
+/// home in every execution: `Pool::loom_pin_home_shard`).
+#[allow(dead_code)] // the loom hooks' only caller (`loom_support.rs`)
 pub(crate) fn pin_home(shard: usize, n: usize) {
     assert!(shard < n, "no shard {shard} of {n}");
     let v = ((((shard as u64) << 32) / n as u64) as u32 + 1) | 1;
@@ -240,64 +240,11 @@ pub(crate) fn pin_home(shard: usize, n: usize) {
     debug_assert_eq!(home_index(n), shard);
 }
 
-/// Takes the key this thread parked in pool `pool`, if any (it may be
-/// stale: the caller's claim CAS tells). One thread-local read.
+/// Runs `f` on this thread's parked-connection cache; `None` while the
+/// thread's thread-locals are being destroyed. One thread-local access.
 #[inline(always)]
-pub(crate) fn unpark(pool: u64) -> Option<SlotKey> {
-    LOCAL
-        .try_with(|l| {
-            let (p, bits) = l.parked.get();
-            if p != pool || bits == 0 {
-                return None;
-            }
-            l.parked.set((p, 0));
-            SlotKey::from_bits(bits)
-        })
-        .ok()
-        .flatten()
-}
-
-/// A cached key of another pool is taken for stale after it has turned
-/// away this many releases in a row with no parking of its own pool in
-/// between.
-const STALE_AFTER: u32 = 16;
-
-/// Caches `key` as this thread's parked connection in pool `pool`; false
-/// if the cache keeps what it holds, and the caller puts the connection in
-/// the shared idle set instead.
-///
-/// A key of the same pool is kept: the thread takes that connection back
-/// with one CAS on its next acquire there. A key of another pool is kept
-/// too while that pool keeps using it, so that a thread alternating
-/// between two pools does not make each look for its connection with a
-/// scan; but a key of a pool this thread no longer takes from (dropped on
-/// another thread, or its connection stolen and the pool never used here
-/// again) would disable parking for good, so after [`STALE_AFTER`]
-/// releases elsewhere with no parking of its own pool in between, it is
-/// replaced. Replacing strands nothing: the key is a hint, the connection
-/// stays PARKED and a scan finds it.
-#[inline(always)]
-pub(crate) fn park(pool: u64, key: SlotKey) -> bool {
-    LOCAL
-        .try_with(|l| {
-            let (cached, bits) = l.parked.get();
-            if bits != 0 && (cached == pool || !stale(l)) {
-                return false;
-            }
-            l.parked.set((pool, key.to_bits()));
-            l.refused.set(0);
-            true
-        })
-        .unwrap_or(false)
-}
-
-/// Counts one more release turned away by the cached key of another pool;
-/// true once the key is taken for stale.
-#[cold]
-fn stale(l: &Local) -> bool {
-    let n = l.refused.get() + 1;
-    l.refused.set(n);
-    n > STALE_AFTER
+pub(crate) fn parked<R>(f: impl FnOnce(&Parked) -> R) -> Option<R> {
+    LOCAL.try_with(|l| f(&l.parked)).ok()
 }
 
 /// True on every 64th call on this thread: when a busy thread reads the
@@ -383,32 +330,6 @@ mod tests {
         assert!(a < 7);
         assert_eq!(home_index(7), a);
         assert_eq!(home_index(1), 0);
-    }
-
-    #[test]
-    fn a_cached_key_of_a_pool_no_longer_used_here_is_replaced() {
-        std::thread::spawn(|| {
-            let (a, b) = (1_000_001, 1_000_002);
-            assert!(park(a, SlotKey::new(0, 1)));
-            assert!(!park(a, SlotKey::new(1, 1)), "one key per thread");
-            for i in 0..STALE_AFTER {
-                assert!(!park(b, SlotKey::new(2, 1)), "refusal {i}: A's key kept");
-            }
-            assert!(park(b, SlotKey::new(2, 1)), "A's key taken for stale");
-            assert_eq!(unpark(a), None);
-            assert_eq!(unpark(b), Some(SlotKey::new(2, 1)));
-            // A pool that keeps parking its own keeps its place however
-            // often another is turned away in between.
-            for _ in 0..4 * STALE_AFTER {
-                assert!(park(a, SlotKey::new(0, 2)));
-                for _ in 0..STALE_AFTER / 2 {
-                    assert!(!park(b, SlotKey::new(2, 2)));
-                }
-                assert_eq!(unpark(a), Some(SlotKey::new(0, 2)));
-            }
-        })
-        .join()
-        .unwrap();
     }
 
     #[test]

@@ -1100,9 +1100,8 @@ async fn a_backend_known_down_costs_no_request_its_deadline() {
     for _ in 0..8 {
         let (pool, stop) = (pool.clone(), Arc::clone(&stop));
         tasks.push(tokio::spawn(async move {
-            let mut slowest_fast_failure = Duration::ZERO;
             let mut slowest = Duration::ZERO;
-            let mut unavailable = 0u32;
+            let mut fast_failures = Vec::new();
             while !stop.load(SeqCst) {
                 let start = Instant::now();
                 let got = pool.get().await;
@@ -1115,42 +1114,41 @@ async fn a_backend_known_down_costs_no_request_its_deadline() {
                         let r = c.simple_query("SELECT 1").await;
                         let _ = c.observe(r);
                     }
-                    Err(PoolError::Unavailable { .. }) => {
-                        unavailable += 1;
-                        slowest_fast_failure = slowest_fast_failure.max(took);
-                    }
+                    Err(PoolError::Unavailable { .. }) => fast_failures.push(took),
                     Err(PoolError::Connect(_)) => {}
                     Err(e) => panic!("while the server is down: {e:?}"),
                 }
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
-            (slowest, slowest_fast_failure, unavailable)
+            (slowest, fast_failures)
         }));
     }
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     stop.store(true, SeqCst);
-    let (mut slowest, mut slowest_fast, mut unavailable) = (Duration::ZERO, Duration::ZERO, 0);
+    let (mut slowest, mut fast) = (Duration::ZERO, Vec::new());
     for t in tasks {
-        let (s, f, u) = t.await.unwrap();
+        let (s, f) = t.await.unwrap();
         slowest = slowest.max(s);
-        slowest_fast = slowest_fast.max(f);
-        unavailable += u;
+        fast.extend(f);
     }
+    fast.sort();
+    let p99 = fast.get(fast.len() * 99 / 100).copied().unwrap_or_default();
     let m = pool.metrics();
     println!(
-        "postgres down 1.5 s: slowest get {slowest:?}, slowest Unavailable {slowest_fast:?}, {unavailable} Unavailable, {} connect errors, {} probes",
-        m.connect_errors, m.probes
+        "postgres down 1.5 s: slowest get {slowest:?}, Unavailable p99 {p99:?} of {}, {} connect errors, {} probes",
+        fast.len(),
+        m.connect_errors,
+        m.probes
     );
     assert!(m.backend_down, "{m:?}");
-    assert!(unavailable > 100, "{unavailable}");
+    assert!(fast.len() > 100, "{}", fast.len());
+    // Generous bounds (a loaded 2-core machine preempts tasks for tens of
+    // milliseconds): nowhere near the deadline.
     assert!(
         slowest < deadline / 2,
         "a request waited {slowest:?} of its {deadline:?} deadline"
     );
-    assert!(
-        slowest_fast < Duration::from_millis(100),
-        "{slowest_fast:?}"
-    );
+    assert!(p99 < Duration::from_millis(50), "Unavailable p99 {p99:?}");
     // Probes 25 ms, 50, 100, 200, 400, 400 ms apart (jittered down to as
     // little as half): a handful, not one per request.
     assert!(m.connect_errors <= 30, "{m:?}");
