@@ -283,7 +283,7 @@ impl<M: Manager> Builder<M> {
     );
     setter!(
         /// Number of idle-set shards. Default: one per available core; must
-        /// be in `1..=MAX_SHARDS`.
+        /// be in `1..=1024`.
         ///
         /// ```
         /// # use latchless::{Manager, Pool};
@@ -487,6 +487,30 @@ impl<M: Manager> Builder<M> {
     }
 }
 
+/// Why [`Pool::set_max_size`] refused a size: `Display` names the rule
+/// broken. The pool is unchanged.
+///
+/// ```
+/// # use latchless::{Manager, Pool};
+/// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+/// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+/// let pool = Pool::builder(M).max_size(2).max_size_limit(8).build().unwrap();
+/// let err = pool.set_max_size(9).unwrap_err();
+/// assert_eq!(err.to_string(), "max_size (9) must be in 1..=max_size_limit (8)");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResizeError {
+    message: String,
+}
+
+impl fmt::Display for ResizeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ResizeError {}
+
 impl<M: Manager> Pool<M> {
     /// Resizes the pool at run time, within the ceiling fixed at build
     /// ([`Builder::max_size_limit`]). Lock-free like the rest of the pool.
@@ -498,8 +522,8 @@ impl<M: Manager> Pool<M> {
     /// the new size.
     ///
     /// # Errors
-    /// A [`BuildError`] naming `max_size` unless `1 <= n <= max_size_limit`
-    /// and `n >= min_idle`; the pool is unchanged then.
+    /// A [`ResizeError`] unless `1 <= n <= max_size_limit` and
+    /// `n >= min_idle`; the pool is unchanged then.
     ///
     /// ```
     /// # use latchless::{Manager, Pool};
@@ -511,19 +535,19 @@ impl<M: Manager> Pool<M> {
     /// let err = pool.set_max_size(9).unwrap_err();
     /// assert_eq!(err.to_string(), "max_size (9) must be in 1..=max_size_limit (8)");
     /// ```
-    pub fn set_max_size(&self, n: usize) -> Result<(), BuildError> {
+    pub fn set_max_size(&self, n: usize) -> Result<(), ResizeError> {
         let c = self.config();
         let limit = c.limit();
+        let refuse = |message| Err(ResizeError { message });
         if n == 0 || n > limit {
-            return Err(BuildError::new(
-                "max_size",
-                format!("max_size ({n}) must be in 1..=max_size_limit ({limit})"),
+            return refuse(format!(
+                "max_size ({n}) must be in 1..=max_size_limit ({limit})"
             ));
         }
         if n < c.min_idle {
-            return Err(BuildError::new(
-                "max_size",
-                format!("max_size ({n}) must not be below min_idle ({})", c.min_idle),
+            return refuse(format!(
+                "max_size ({n}) must not be below min_idle ({})",
+                c.min_idle
             ));
         }
         self.resize(n);

@@ -18,15 +18,8 @@ use std::time::Duration;
 /// assert!(Pool::builder(M).max_size(MAX_POOL_SIZE + 1).build().is_err());
 /// ```
 pub const MAX_POOL_SIZE: usize = 1 << 16;
-/// The largest `shards` accepted.
-///
-/// ```
-/// # use latchless::{Manager, Pool, MAX_SHARDS};
-/// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
-/// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
-/// assert!(Pool::builder(M).shards(MAX_SHARDS).build().is_ok());
-/// ```
-pub const MAX_SHARDS: usize = 1024;
+/// The largest `shards` accepted (`Builder::shards` documents it).
+pub(crate) const MAX_SHARDS: usize = 1024;
 
 /// The settings of a pool, as validated by [`Builder::build`](crate::Builder::build).
 ///

@@ -61,7 +61,7 @@
 //! hold several at once can deadlock a pool that is too small (every task
 //! holding some, waiting for one more): with `threads` tasks at once each
 //! needing `k` connections, `threads × (k − 1) + 1` connections guarantee
-//! that one of them can finish ([`Sizing::floor_for`]); size to the larger
+//! that one of them can finish; size to the larger
 //! of the two. E.g. 8 workers each holding 2 connections need at least 9.
 //!
 //! # Invariants kept
@@ -229,11 +229,15 @@ impl Health {
 /// How the recommended size compares with the pool's `max_size`.
 ///
 /// ```
-/// use latchless::{Sizing, SizingVerdict};
-/// assert_eq!(Sizing::verdict_for(15, 10), SizingVerdict::TooSmall);
-/// assert_eq!(Sizing::verdict_for(15, 20), SizingVerdict::AboutRight);
-/// assert_eq!(Sizing::verdict_for(15, 31), SizingVerdict::TooLarge);
-/// assert_eq!(Sizing::verdict_for(0, 10), SizingVerdict::NoData);
+/// # use latchless::{Manager, Pool, SizingVerdict};
+/// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+/// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+/// let pool = Pool::builder(M).build().unwrap();
+/// match pool.sizing().verdict {
+///     SizingVerdict::TooSmall => eprintln!("expect waits: raise max_size"),
+///     SizingVerdict::TooLarge => eprintln!("connections the load does not need"),
+///     _ => {}
+/// }
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -270,17 +274,20 @@ pub enum SizingVerdict {
 /// several at once can deadlock a pool that is too small (each holding
 /// some, all waiting for one more): with `threads` such tasks at once,
 /// each holding up to `k`, `threads × (k − 1) + 1` connections guarantee
-/// that one of them can always finish ([`floor_for`](Self::floor_for)).
+/// that one of them can always finish.
 /// Size to the larger of the two: e.g. 8 workers holding 2 connections
 /// each need at least 9, whatever their rate.
 ///
 /// ```
-/// use std::time::Duration;
-/// use latchless::Sizing;
-/// // 100 req/s, each holding its connection 100 ms: 15 connections.
-/// assert_eq!(Sizing::recommend(100.0, Duration::from_millis(100)), 15);
-/// // 8 worker tasks each holding 2 connections at once: at least 9.
-/// assert_eq!(Sizing::floor_for(8, 2), 9);
+/// # use latchless::{Manager, Pool};
+/// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+/// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+/// let pool = Pool::builder(M).build().unwrap();
+/// let s = pool.sizing();
+/// println!(
+///     "{:.1} acquires/s x {:?} held x 1.5 = {} connections (max_size {}): {:?}",
+///     s.acquire_rate_per_s, s.mean_hold, s.recommended, s.max_size, s.verdict
+/// );
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 #[non_exhaustive]
@@ -308,52 +315,8 @@ impl Sizing {
     /// ```
     pub const HEADROOM: f64 = 1.5;
 
-    /// `rate_per_s × mean_hold × 1.5`, rounded up (floating-point noise
-    /// below 1e-9 ignored), at least 1 when both inputs are positive, 0
-    /// otherwise.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use latchless::Sizing;
-    /// assert_eq!(Sizing::recommend(2000.0, Duration::from_millis(5)), 15);
-    /// assert_eq!(Sizing::recommend(50.0, Duration::from_millis(30)), 3); // 2.25
-    /// assert_eq!(Sizing::recommend(0.5, Duration::from_millis(1)), 1);
-    /// assert_eq!(Sizing::recommend(0.0, Duration::from_secs(1)), 0);
-    /// ```
-    pub fn recommend(rate_per_s: f64, mean_hold: Duration) -> usize {
-        let x = rate_per_s * mean_hold.as_secs_f64() * Self::HEADROOM;
-        if x.is_nan() || x <= 0.0 {
-            return 0;
-        }
-        // `as` saturates.
-        ((x - 1e-9).ceil() as usize).max(1)
-    }
-
-    /// The fewest connections with which `threads` tasks, each holding up
-    /// to `conns_per_task` connections at once, cannot all be stuck
-    /// waiting: `threads × (conns_per_task − 1) + 1` (saturating; 0
-    /// connections per task count as 1).
-    ///
-    /// ```
-    /// use latchless::Sizing;
-    /// assert_eq!(Sizing::floor_for(8, 2), 9);
-    /// assert_eq!(Sizing::floor_for(4, 3), 9);
-    /// assert_eq!(Sizing::floor_for(100, 1), 1);
-    /// ```
-    pub fn floor_for(threads: usize, conns_per_task: usize) -> usize {
-        threads
-            .saturating_mul(conns_per_task.max(1) - 1)
-            .saturating_add(1)
-    }
-
     /// How `max_size` compares with a recommendation (0: no data).
-    ///
-    /// ```
-    /// use latchless::{Sizing, SizingVerdict};
-    /// assert_eq!(Sizing::verdict_for(15, 15), SizingVerdict::AboutRight);
-    /// assert_eq!(Sizing::verdict_for(15, 30), SizingVerdict::AboutRight);
-    /// ```
-    pub fn verdict_for(recommended: usize, max_size: usize) -> SizingVerdict {
+    pub(crate) fn verdict_for(recommended: usize, max_size: usize) -> SizingVerdict {
         if recommended == 0 {
             SizingVerdict::NoData
         } else if max_size < recommended {
@@ -1192,16 +1155,11 @@ mod tests {
     }
 
     #[test]
-    fn sizing_helpers_follow_the_documented_formulas() {
-        assert_eq!(Sizing::recommend(100.0, Duration::from_millis(100)), 15);
-        assert_eq!(Sizing::recommend(1000.0, Duration::from_millis(10)), 15);
-        assert_eq!(Sizing::recommend(10.0, Duration::from_millis(100)), 2); // 1.5
-        assert_eq!(Sizing::recommend(f64::NAN, Duration::from_secs(1)), 0);
-        assert_eq!(Sizing::floor_for(8, 2), 9);
-        assert_eq!(Sizing::floor_for(3, 4), 10);
-        assert_eq!(Sizing::floor_for(0, 5), 1);
-        assert_eq!(Sizing::floor_for(5, 0), 1);
-        assert_eq!(Sizing::floor_for(usize::MAX, 3), usize::MAX);
+    fn the_verdict_follows_the_documented_bands() {
+        assert_eq!(Sizing::verdict_for(0, 10), SizingVerdict::NoData);
+        assert_eq!(Sizing::verdict_for(15, 10), SizingVerdict::TooSmall);
+        assert_eq!(Sizing::verdict_for(15, 30), SizingVerdict::AboutRight);
+        assert_eq!(Sizing::verdict_for(15, 31), SizingVerdict::TooLarge);
         assert_eq!(Sizing::verdict_for(1, 0), SizingVerdict::TooSmall);
         assert_eq!(Sizing::verdict_for(1, 2), SizingVerdict::AboutRight);
         assert_eq!(Sizing::verdict_for(1, 3), SizingVerdict::TooLarge);

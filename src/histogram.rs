@@ -111,8 +111,8 @@ impl Stripe {
 /// split into 32 linear sub-buckets of width `2^(h-5)`, at most 1/32 of
 /// the range's start. A value reads back as its bucket's midpoint, so
 /// every value read back (quantiles, `min`) is within
-/// [`RELATIVE_ERROR`](Self::RELATIVE_ERROR) = 1/64 (1.5625 %) of the exact
-/// one. Values up to [`MAX_TRACKED`](Self::MAX_TRACKED) = 2^42 − 1 ns
+/// [`RELATIVE_ERROR`](HistogramSnapshot::RELATIVE_ERROR) = 1/64 (1.5625 %) of the exact
+/// one. Values up to [`MAX_TRACKED`](HistogramSnapshot::MAX_TRACKED) = 2^42 − 1 ns
 /// (about 73 minutes) are bucketed; larger ones share the top bucket
 /// (their sum and the maximum stay exact, their quantiles saturate).
 /// That is [`BUCKETS`](Self::BUCKETS) = 1216 counters, 9.5 KiB per stripe.
@@ -131,79 +131,25 @@ impl Stripe {
 /// never block or retry, and never make a recorder wait. Every counter only
 /// grows, so successive snapshots taken by one thread never see a bucket
 /// go down; one taken while recorders run may miss records in flight.
-///
-/// ```
-/// use latchless::Histogram;
-///
-/// let h = Histogram::with_stripes(4);
-/// for ms in 1..=100u64 {
-///     // Any stripe index works; a shard index keeps recorders apart.
-///     h.record_in(ms as usize, ms * 1_000_000);
-/// }
-/// let s = h.snapshot();
-/// assert_eq!(s.count(), 100);
-/// assert_eq!(s.max(), 100_000_000);
-/// let p50 = s.p50() as f64;
-/// assert!((p50 - 50e6).abs() <= 50e6 * Histogram::RELATIVE_ERROR);
-/// ```
-pub struct Histogram {
+pub(crate) struct Histogram {
     stripes: Box<[CachePadded<Stripe>]>,
     /// `stripes.len() - 1` (a power of two minus one).
     mask: usize,
 }
 
 impl Histogram {
-    /// The bound on the relative error of every value read back
-    /// ([`HistogramSnapshot::quantile`], `min`, the `p*` shortcuts):
-    /// `|read − exact| ≤ exact × 1/64`.
-    ///
-    /// ```
-    /// assert_eq!(latchless::Histogram::RELATIVE_ERROR, 0.015625);
-    /// ```
-    pub const RELATIVE_ERROR: f64 = 1.0 / (2u64 << SUB_BITS) as f64;
-
-    /// The largest value (ns) bucketed within the error bound: 2^42 − 1,
-    /// about 73 minutes. Larger values share the top bucket.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// assert!(Duration::from_nanos(latchless::Histogram::MAX_TRACKED) > Duration::from_secs(3600));
-    /// ```
-    pub const MAX_TRACKED: u64 = MAX_TRACKED;
-
     /// Counters per stripe (each 8 bytes).
-    ///
-    /// ```
-    /// assert_eq!(latchless::Histogram::BUCKETS, 1216);
-    /// ```
-    pub const BUCKETS: usize = BUCKETS;
-
-    /// The most stripes a histogram has.
-    ///
-    /// ```
-    /// assert_eq!(latchless::Histogram::with_stripes(1000).stripes(), latchless::Histogram::MAX_STRIPES);
-    /// ```
-    pub const MAX_STRIPES: usize = MAX_STRIPES;
+    pub(crate) const BUCKETS: usize = BUCKETS;
 
     /// A histogram with one stripe, for values recorded on cold paths.
-    ///
-    /// ```
-    /// let h = latchless::Histogram::new();
-    /// assert_eq!(h.stripes(), 1);
-    /// assert!(h.snapshot().is_empty());
-    /// ```
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::with_stripes(1)
     }
 
     /// A histogram with `stripes` cache-padded copies of its counters,
-    /// rounded up to a power of two and capped at [`Self::MAX_STRIPES`]
+    /// rounded up to a power of two and capped at `MAX_STRIPES`
     /// (0 counts as 1). Allocates `stripes × 9.5 KiB` now and nothing later.
-    ///
-    /// ```
-    /// assert_eq!(latchless::Histogram::with_stripes(6).stripes(), 8);
-    /// ```
-    pub fn with_stripes(stripes: usize) -> Self {
+    pub(crate) fn with_stripes(stripes: usize) -> Self {
         let n = stripes.clamp(1, MAX_STRIPES).next_power_of_two();
         let mut v = Vec::with_capacity(n);
         for _ in 0..n {
@@ -216,38 +162,22 @@ impl Histogram {
     }
 
     /// How many stripes the histogram has.
-    ///
-    /// ```
-    /// assert_eq!(latchless::Histogram::with_stripes(2).stripes(), 2);
-    /// ```
-    pub fn stripes(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn stripes(&self) -> usize {
         self.stripes.len()
     }
 
     /// Records `ns` in stripe 0.
-    ///
-    /// ```
-    /// let h = latchless::Histogram::new();
-    /// h.record(1_500);
-    /// assert_eq!(h.snapshot().sum(), 1_500);
-    /// ```
     #[inline]
-    pub fn record(&self, ns: u64) {
+    #[cfg(test)]
+    pub(crate) fn record(&self, ns: u64) {
         self.record_in(0, ns);
     }
 
     /// Records `ns` in stripe `stripe` (taken modulo the stripe count, so
     /// any index works, e.g. a shard index). A zero costs one `fetch_add`.
-    ///
-    /// ```
-    /// let h = latchless::Histogram::with_stripes(2);
-    /// h.record_in(0, 0); // a fast-path hit: counted, adds nothing else
-    /// h.record_in(1, 700);
-    /// let s = h.snapshot();
-    /// assert_eq!((s.count(), s.sum(), s.min(), s.max()), (2, 700, 0, 700));
-    /// ```
     #[inline]
-    pub fn record_in(&self, stripe: usize, ns: u64) {
+    pub(crate) fn record_in(&self, stripe: usize, ns: u64) {
         let s = &self.stripes[stripe & self.mask];
         s.counts[index(ns)].fetch_add(1, Ordering::Relaxed);
         if ns != 0 {
@@ -260,29 +190,14 @@ impl Histogram {
 
     /// Records a [`Duration`] in stripe `stripe` (saturating at `u64::MAX`
     /// nanoseconds).
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// let h = latchless::Histogram::new();
-    /// h.record_duration(0, Duration::from_micros(3));
-    /// assert_eq!(h.snapshot().max(), 3_000);
-    /// ```
     #[inline]
-    pub fn record_duration(&self, stripe: usize, d: Duration) {
+    pub(crate) fn record_duration(&self, stripe: usize, d: Duration) {
         self.record_in(stripe, u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
     }
 
     /// A snapshot of everything recorded so far (allocates its buckets;
     /// see [`snapshot_into`](Self::snapshot_into) to reuse a buffer).
-    ///
-    /// ```
-    /// let h = latchless::Histogram::new();
-    /// h.record(10);
-    /// let before = h.snapshot();
-    /// h.record(20);
-    /// assert_eq!(h.snapshot().since(&before).count(), 1);
-    /// ```
-    pub fn snapshot(&self) -> HistogramSnapshot {
+    pub(crate) fn snapshot(&self) -> HistogramSnapshot {
         let mut out = HistogramSnapshot::default();
         self.snapshot_into(&mut out);
         out
@@ -291,15 +206,7 @@ impl Histogram {
     /// Overwrites `out` with a snapshot, allocating nothing (`out` already
     /// has its buckets). Only loads: never blocks or slows a recorder
     /// beyond sharing its cache lines.
-    ///
-    /// ```
-    /// let h = latchless::Histogram::new();
-    /// let mut s = latchless::HistogramSnapshot::default();
-    /// h.record(42);
-    /// h.snapshot_into(&mut s);
-    /// assert_eq!(s.max(), 42);
-    /// ```
-    pub fn snapshot_into(&self, out: &mut HistogramSnapshot) {
+    pub(crate) fn snapshot_into(&self, out: &mut HistogramSnapshot) {
         out.counts.fill(0);
         out.sum = 0;
         out.max = 0;
@@ -334,28 +241,32 @@ impl fmt::Debug for Histogram {
     }
 }
 
-/// What a [`Histogram`] held at one moment: plain numbers, owned, cheap to
-/// query. All values are nanoseconds.
+/// A time histogram of the pool's at one moment ([`Metrics`](crate::Metrics)'
+/// `acquire_wait`, `connect_time`, `hold_time`, `check_time`): plain
+/// numbers, owned, cheap to query. All values are nanoseconds.
 ///
 /// Quantiles use the nearest-rank definition: `quantile(q)` reads back the
 /// ⌈q·n⌉-th smallest value recorded (the smallest for `q = 0`), as its
 /// bucket's midpoint capped at [`max`](Self::max), so it is within
-/// [`Histogram::RELATIVE_ERROR`] (1/64) of the exact one. `max` is exact
+/// [`RELATIVE_ERROR`](Self::RELATIVE_ERROR) (1/64) of the exact one. `max` is exact
 /// for a histogram's own snapshot; for a difference ([`since`](Self::since))
 /// it is the upper bound of the highest bucket that grew, capped at the
 /// later snapshot's maximum (never below the true maximum of the window,
 /// at most 1/32 above it).
 ///
 /// ```
-/// use latchless::Histogram;
-///
-/// let h = Histogram::new();
-/// for v in [10, 20, 30, 40] {
-///     h.record(v);
+/// # use latchless::{Manager, Pool};
+/// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+/// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let pool = Pool::builder(M).build().unwrap();
+/// for _ in 0..4 {
+///     drop(pool.get().await.unwrap());
 /// }
-/// let s = h.snapshot();
-/// assert_eq!((s.count(), s.sum(), s.mean()), (4, 100, 25));
-/// assert_eq!((s.min(), s.p50(), s.max()), (10, 20, 40)); // exact below 64 ns
+/// let wait = pool.metrics().acquire_wait; // a snapshot, owned
+/// assert_eq!(wait.count(), 4);
+/// assert!(wait.min() <= wait.p50() && wait.p50() <= wait.max());
+/// # }
 /// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct HistogramSnapshot {
@@ -378,12 +289,38 @@ impl Default for HistogramSnapshot {
 }
 
 impl HistogramSnapshot {
+    /// The bound on the relative error of every value read back
+    /// ([`quantile`](Self::quantile), `min`, the `p*` shortcuts):
+    /// `|read − exact| ≤ exact × 1/64`.
+    ///
+    /// ```
+    /// assert_eq!(latchless::HistogramSnapshot::RELATIVE_ERROR, 0.015625);
+    /// ```
+    pub const RELATIVE_ERROR: f64 = 1.0 / (2u64 << SUB_BITS) as f64;
+
+    /// The largest value (ns) bucketed within the error bound: 2^42 − 1,
+    /// about 73 minutes. Larger values share the top bucket (their sum
+    /// and the maximum stay exact, their quantiles saturate).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// assert!(Duration::from_nanos(latchless::HistogramSnapshot::MAX_TRACKED) > Duration::from_secs(3600));
+    /// ```
+    pub const MAX_TRACKED: u64 = MAX_TRACKED;
+
     /// How many values were recorded.
     ///
     /// ```
-    /// let h = latchless::Histogram::new();
-    /// h.record(0);
-    /// assert_eq!(h.snapshot().count(), 1);
+    /// # use latchless::{Manager, Pool};
+    /// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+    /// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let pool = Pool::builder(M).build().unwrap();
+    /// drop(pool.get().await.unwrap()); // a connect: one measured wait
+    /// drop(pool.get().await.unwrap()); // an idle hit: a wait of zero
+    /// let wait = pool.metrics().acquire_wait;
+    /// assert_eq!(wait.count(), 2);
+    /// # }
     /// ```
     pub fn count(&self) -> u64 {
         self.count
@@ -401,10 +338,16 @@ impl HistogramSnapshot {
     /// The sum of the values recorded, exact (wrapping at 2^64 ns).
     ///
     /// ```
-    /// let h = latchless::Histogram::new();
-    /// h.record(1_000_000_007);
-    /// h.record(3);
-    /// assert_eq!(h.snapshot().sum(), 1_000_000_010);
+    /// # use latchless::{Manager, Pool};
+    /// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+    /// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let pool = Pool::builder(M).build().unwrap();
+    /// drop(pool.get().await.unwrap()); // a connect: one measured wait
+    /// drop(pool.get().await.unwrap()); // an idle hit: a wait of zero
+    /// let wait = pool.metrics().acquire_wait;
+    /// assert!(wait.sum() >= wait.max());
+    /// # }
     /// ```
     pub fn sum(&self) -> u64 {
         self.sum
@@ -413,10 +356,16 @@ impl HistogramSnapshot {
     /// The mean value (`sum / count`, rounded down; 0 when empty), exact.
     ///
     /// ```
-    /// let h = latchless::Histogram::new();
-    /// h.record(100);
-    /// h.record(201);
-    /// assert_eq!(h.snapshot().mean(), 150);
+    /// # use latchless::{Manager, Pool};
+    /// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+    /// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let pool = Pool::builder(M).build().unwrap();
+    /// drop(pool.get().await.unwrap()); // a connect: one measured wait
+    /// drop(pool.get().await.unwrap()); // an idle hit: a wait of zero
+    /// let wait = pool.metrics().acquire_wait;
+    /// assert_eq!(wait.mean(), wait.sum() / 2);
+    /// # }
     /// ```
     pub fn mean(&self) -> u64 {
         self.sum.checked_div(self.count).unwrap_or(0)
@@ -426,10 +375,16 @@ impl HistogramSnapshot {
     /// empty). Same as `quantile(0.0)`.
     ///
     /// ```
-    /// let h = latchless::Histogram::new();
-    /// h.record(5);
-    /// h.record(9);
-    /// assert_eq!(h.snapshot().min(), 5);
+    /// # use latchless::{Manager, Pool};
+    /// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+    /// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let pool = Pool::builder(M).build().unwrap();
+    /// drop(pool.get().await.unwrap()); // a connect: one measured wait
+    /// drop(pool.get().await.unwrap()); // an idle hit: a wait of zero
+    /// let wait = pool.metrics().acquire_wait;
+    /// assert_eq!(wait.min(), 0, "the hit");
+    /// # }
     /// ```
     pub fn min(&self) -> u64 {
         self.quantile(0.0)
@@ -439,26 +394,36 @@ impl HistogramSnapshot {
     /// snapshot, a tight upper bound for a difference (see the type docs).
     ///
     /// ```
-    /// let h = latchless::Histogram::new();
-    /// h.record(123_456_789);
-    /// assert_eq!(h.snapshot().max(), 123_456_789);
+    /// # use latchless::{Manager, Pool};
+    /// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+    /// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let pool = Pool::builder(M).build().unwrap();
+    /// drop(pool.get().await.unwrap()); // a connect: one measured wait
+    /// drop(pool.get().await.unwrap()); // an idle hit: a wait of zero
+    /// let wait = pool.metrics().acquire_wait;
+    /// assert!(wait.max() > 0, "the connect");
+    /// # }
     /// ```
     pub fn max(&self) -> u64 {
         self.max
     }
 
     /// The `q`-quantile (nearest rank, `q` clamped to `0..=1`, NaN read as
-    /// 0), within [`Histogram::RELATIVE_ERROR`] of the exact one; 0 when
+    /// 0), within [`RELATIVE_ERROR`](Self::RELATIVE_ERROR) of the exact one; 0 when
     /// empty.
     ///
     /// ```
-    /// let h = latchless::Histogram::new();
-    /// for v in 1..=1000u64 {
-    ///     h.record(v * 1000);
-    /// }
-    /// let s = h.snapshot();
-    /// let exact = 900_000.0; // the 900th smallest
-    /// assert!((s.quantile(0.9) as f64 - exact).abs() <= exact / 64.0);
+    /// # use latchless::{Manager, Pool};
+    /// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+    /// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let pool = Pool::builder(M).build().unwrap();
+    /// drop(pool.get().await.unwrap()); // a connect: one measured wait
+    /// drop(pool.get().await.unwrap()); // an idle hit: a wait of zero
+    /// let wait = pool.metrics().acquire_wait;
+    /// assert!(wait.quantile(0.25) <= wait.quantile(0.75));
+    /// # }
     /// ```
     pub fn quantile(&self, q: f64) -> u64 {
         if self.count == 0 {
@@ -478,9 +443,16 @@ impl HistogramSnapshot {
     /// The median, `quantile(0.5)`.
     ///
     /// ```
-    /// let h = latchless::Histogram::new();
-    /// [1, 2, 3].iter().for_each(|&v| h.record(v));
-    /// assert_eq!(h.snapshot().p50(), 2);
+    /// # use latchless::{Manager, Pool};
+    /// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+    /// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let pool = Pool::builder(M).build().unwrap();
+    /// drop(pool.get().await.unwrap()); // a connect: one measured wait
+    /// drop(pool.get().await.unwrap()); // an idle hit: a wait of zero
+    /// let wait = pool.metrics().acquire_wait;
+    /// assert_eq!(wait.p50(), 0, "the smaller of two");
+    /// # }
     /// ```
     pub fn p50(&self) -> u64 {
         self.quantile(0.5)
@@ -489,9 +461,16 @@ impl HistogramSnapshot {
     /// `quantile(0.9)`.
     ///
     /// ```
-    /// let h = latchless::Histogram::new();
-    /// (1..=10).for_each(|v| h.record(v));
-    /// assert_eq!(h.snapshot().p90(), 9);
+    /// # use latchless::{Manager, Pool};
+    /// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+    /// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let pool = Pool::builder(M).build().unwrap();
+    /// drop(pool.get().await.unwrap()); // a connect: one measured wait
+    /// drop(pool.get().await.unwrap()); // an idle hit: a wait of zero
+    /// let wait = pool.metrics().acquire_wait;
+    /// assert!(wait.p90() <= wait.max());
+    /// # }
     /// ```
     pub fn p90(&self) -> u64 {
         self.quantile(0.9)
@@ -500,9 +479,16 @@ impl HistogramSnapshot {
     /// `quantile(0.99)`.
     ///
     /// ```
-    /// let h = latchless::Histogram::new();
-    /// (1..=50).for_each(|v| h.record(v));
-    /// assert_eq!(h.snapshot().p99(), 50);
+    /// # use latchless::{Manager, Pool};
+    /// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+    /// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let pool = Pool::builder(M).build().unwrap();
+    /// drop(pool.get().await.unwrap()); // a connect: one measured wait
+    /// drop(pool.get().await.unwrap()); // an idle hit: a wait of zero
+    /// let wait = pool.metrics().acquire_wait;
+    /// assert!(wait.p99() <= wait.max());
+    /// # }
     /// ```
     pub fn p99(&self) -> u64 {
         self.quantile(0.99)
@@ -511,10 +497,16 @@ impl HistogramSnapshot {
     /// `quantile(0.999)`.
     ///
     /// ```
-    /// let h = latchless::Histogram::new();
-    /// (0..999).for_each(|_| h.record(1));
-    /// h.record(60);
-    /// assert_eq!(h.snapshot().p999(), 1);
+    /// # use latchless::{Manager, Pool};
+    /// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+    /// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let pool = Pool::builder(M).build().unwrap();
+    /// drop(pool.get().await.unwrap()); // a connect: one measured wait
+    /// drop(pool.get().await.unwrap()); // an idle hit: a wait of zero
+    /// let wait = pool.metrics().acquire_wait;
+    /// assert!(wait.p999() <= wait.max());
+    /// # }
     /// ```
     pub fn p999(&self) -> u64 {
         self.quantile(0.999)
@@ -525,13 +517,19 @@ impl HistogramSnapshot {
     /// quantiles, count, sum and mean describe just that window.
     ///
     /// ```
-    /// let h = latchless::Histogram::new();
-    /// h.record(1_000_000);
-    /// let t0 = h.snapshot();
-    /// h.record(40);
-    /// h.record(50);
-    /// let w = h.snapshot().since(&t0);
-    /// assert_eq!((w.count(), w.sum(), w.max()), (2, 90, 50));
+    /// # use latchless::{Manager, Pool};
+    /// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+    /// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let pool = Pool::builder(M).build().unwrap();
+    /// drop(pool.get().await.unwrap()); // a connect: one measured wait
+    /// drop(pool.get().await.unwrap()); // an idle hit: a wait of zero
+    /// let wait = pool.metrics().acquire_wait;
+    /// let before = pool.metrics().acquire_wait;
+    /// drop(pool.get().await.unwrap());
+    /// let window = pool.metrics().acquire_wait.since(&before);
+    /// assert_eq!(window.count(), 1);
+    /// # }
     /// ```
     pub fn since(&self, earlier: &HistogramSnapshot) -> HistogramSnapshot {
         let mut out = self.clone();
@@ -548,10 +546,16 @@ impl HistogramSnapshot {
     /// value counted lies in `low..=high` (ns). For exporters.
     ///
     /// ```
-    /// let h = latchless::Histogram::new();
-    /// h.record(100);
-    /// let b: Vec<_> = h.snapshot().buckets().collect();
-    /// assert_eq!(b, [(100, 101, 1)]);
+    /// # use latchless::{Manager, Pool};
+    /// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+    /// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let pool = Pool::builder(M).build().unwrap();
+    /// drop(pool.get().await.unwrap()); // a connect: one measured wait
+    /// drop(pool.get().await.unwrap()); // an idle hit: a wait of zero
+    /// let wait = pool.metrics().acquire_wait;
+    /// assert_eq!(wait.buckets().map(|(_, _, n)| n).sum::<u64>(), 2);
+    /// # }
     /// ```
     pub fn buckets(&self) -> impl Iterator<Item = (u64, u64, u64)> + '_ {
         self.counts
@@ -565,15 +569,7 @@ impl HistogramSnapshot {
     /// that the pool counts per slot, by the slot's owner (a plain load and
     /// store instead of a shared `fetch_add`), and folds in when it takes a
     /// snapshot.
-    ///
-    /// ```
-    /// let h = latchless::Histogram::new();
-    /// h.record(2_000_000);
-    /// let mut s = h.snapshot();
-    /// s.add_zeros(99);
-    /// assert_eq!((s.count(), s.sum(), s.p50(), s.max()), (100, 2_000_000, 0, 2_000_000));
-    /// ```
-    pub fn add_zeros(&mut self, n: u64) {
+    pub(crate) fn add_zeros(&mut self, n: u64) {
         self.counts[0] += n;
         self.count += n;
     }
@@ -617,6 +613,126 @@ impl fmt::Debug for HistogramSnapshot {
 mod tests {
     use super::*;
 
+    /// Recording on the slow paths and refreshing a snapshot in place
+    /// allocate nothing (counted on this thread only).
+    #[test]
+    fn recording_and_snapshot_into_allocate_nothing() {
+        let h = Histogram::with_stripes(4);
+        let mut snap = HistogramSnapshot::default();
+        let n = crate::test_support::allocations(|| {
+            for i in 0..10_000u64 {
+                h.record_in(i as usize, i * 7_919);
+                h.record_in(i as usize, 0);
+                h.record_duration(i as usize, std::time::Duration::from_micros(i));
+            }
+            h.snapshot_into(&mut snap);
+            std::hint::black_box(snap.p99());
+        });
+        assert_eq!(n, 0, "{n} allocations");
+        // The counter works: a snapshot allocates its buckets.
+        let n = crate::test_support::allocations(|| drop(std::hint::black_box(h.snapshot())));
+        assert!(n > 0);
+        assert_eq!(snap.count(), 30_000);
+    }
+
+    /// The read-back arithmetic of every snapshot method, on exact values.
+    #[test]
+    fn snapshot_methods_read_back_what_was_recorded() {
+        // count
+        {
+            let h = Histogram::new();
+            h.record(0);
+            assert_eq!(h.snapshot().count(), 1);
+        }
+        // sum
+        {
+            let h = Histogram::new();
+            h.record(1_000_000_007);
+            h.record(3);
+            assert_eq!(h.snapshot().sum(), 1_000_000_010);
+        }
+        // mean
+        {
+            let h = Histogram::new();
+            h.record(100);
+            h.record(201);
+            assert_eq!(h.snapshot().mean(), 150);
+        }
+        // min
+        {
+            let h = Histogram::new();
+            h.record(5);
+            h.record(9);
+            assert_eq!(h.snapshot().min(), 5);
+        }
+        // max
+        {
+            let h = Histogram::new();
+            h.record(123_456_789);
+            assert_eq!(h.snapshot().max(), 123_456_789);
+        }
+        // quantile
+        {
+            let h = Histogram::new();
+            for v in 1..=1000u64 {
+                h.record(v * 1000);
+            }
+            let s = h.snapshot();
+            let exact = 900_000.0; // the 900th smallest
+            assert!((s.quantile(0.9) as f64 - exact).abs() <= exact / 64.0);
+        }
+        // p50
+        {
+            let h = Histogram::new();
+            [1, 2, 3].iter().for_each(|&v| h.record(v));
+            assert_eq!(h.snapshot().p50(), 2);
+        }
+        // p90
+        {
+            let h = Histogram::new();
+            (1..=10).for_each(|v| h.record(v));
+            assert_eq!(h.snapshot().p90(), 9);
+        }
+        // p99
+        {
+            let h = Histogram::new();
+            (1..=50).for_each(|v| h.record(v));
+            assert_eq!(h.snapshot().p99(), 50);
+        }
+        // p999
+        {
+            let h = Histogram::new();
+            (0..999).for_each(|_| h.record(1));
+            h.record(60);
+            assert_eq!(h.snapshot().p999(), 1);
+        }
+        // since
+        {
+            let h = Histogram::new();
+            h.record(1_000_000);
+            let t0 = h.snapshot();
+            h.record(40);
+            h.record(50);
+            let w = h.snapshot().since(&t0);
+            assert_eq!((w.count(), w.sum(), w.max()), (2, 90, 50));
+        }
+        // buckets
+        {
+            let h = Histogram::new();
+            h.record(100);
+            let b: Vec<_> = h.snapshot().buckets().collect();
+            assert_eq!(b, [(100, 101, 1)]);
+        }
+        // add_zeros
+        {
+            let h = Histogram::new();
+            h.record(2_000_000);
+            let mut s = h.snapshot();
+            s.add_zeros(99);
+            assert_eq!((s.count(), s.sum(), s.p50(), s.max()), (100, 2_000_000, 0, 2_000_000));
+        }
+    }
+
     /// xorshift64*: a small deterministic generator for property tests.
     struct Rng(u64);
     impl Rng {
@@ -651,7 +767,7 @@ mod tests {
         // 1 ms = 1_000_000 ns: 2^19 <= v < 2^20, width 2^14.
         let i = index(1_000_000);
         assert_eq!((lower(i), upper(i)), (999_424, 1_015_807));
-        assert_eq!(index(Histogram::MAX_TRACKED), BUCKETS - 1);
+        assert_eq!(index(HistogramSnapshot::MAX_TRACKED), BUCKETS - 1);
         assert_eq!(index(u64::MAX), BUCKETS - 1);
         assert_eq!(BUCKETS, 1216);
         // Buckets tile 0..=MAX_TRACKED without gaps, each within 1/32.
@@ -699,7 +815,7 @@ mod tests {
                 let exact = values[rank(q, n as u64) as usize - 1];
                 let got = s.quantile(q);
                 assert!(
-                    got.abs_diff(exact) as f64 <= exact as f64 * Histogram::RELATIVE_ERROR,
+                    got.abs_diff(exact) as f64 <= exact as f64 * HistogramSnapshot::RELATIVE_ERROR,
                     "round {round}, n {n}, q {q}: got {got}, exact {exact}"
                 );
             }

@@ -90,23 +90,15 @@ mod time;
 mod waiters;
 mod wheel;
 
-/// Entry points for the fuzz targets in `fuzz/` and the corpus replay in
-/// `tests/fuzz_corpus.rs`. Not part of the API: no stability promise.
+#[cfg(any(test, fuzzing))]
 #[doc(hidden)]
-pub mod fuzzing {
-    /// Runs arbitrary insert / cancel / reschedule / advance operations
-    /// decoded from `data` on the timer wheel against a `BTreeMap`
-    /// reference, panicking on the first divergence.
-    pub fn wheel_ops(data: &[u8]) {
-        crate::wheel::check_ops(data);
-    }
-}
+pub mod fuzzing;
 
-pub use builder::{BuildError, Builder};
-pub use config::{Config, MAX_POOL_SIZE, MAX_SHARDS};
+pub use builder::{BuildError, Builder, ResizeError};
+pub use config::{Config, MAX_POOL_SIZE};
 pub use error::{Outage, PoolError, TimeoutKind};
 pub use health::{Alert, AlertKind, Health, Sizing, SizingVerdict};
-pub use histogram::{Histogram, HistogramSnapshot};
+pub use histogram::HistogramSnapshot;
 pub use keyed_manager::KeyedManager;
 pub use manager::Manager;
 pub use metrics::{Metrics, State};

@@ -6,7 +6,10 @@ mod common;
 use std::time::Duration;
 
 use common::TestManager;
-use latchless::{BuildError, MAX_POOL_SIZE, MAX_SHARDS, Pool};
+use latchless::{BuildError, MAX_POOL_SIZE, Pool};
+
+/// The largest `shards` the builder accepts (its documented bound).
+const MAX_SHARDS: usize = 1024;
 
 fn build(
     f: impl FnOnce(latchless::Builder<TestManager>) -> latchless::Builder<TestManager>,

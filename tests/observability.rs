@@ -9,11 +9,11 @@ use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
 use common::{mocked_quiet, ms, paused};
-use latchless::{AlertKind, Histogram, PoolError, Pooled, SizingVerdict, TimeoutKind};
+use latchless::{AlertKind, HistogramSnapshot, PoolError, Pooled, SizingVerdict, TimeoutKind};
 
 /// `|read - exact| <= exact / 64`, the histogram's documented error.
 fn close_to(read: u64, exact: u64) -> bool {
-    (read as f64 - exact as f64).abs() <= exact as f64 * Histogram::RELATIVE_ERROR
+    (read as f64 - exact as f64).abs() <= exact as f64 * HistogramSnapshot::RELATIVE_ERROR
 }
 
 #[test]
@@ -421,7 +421,7 @@ fn export_metrics_renders_stable_names_with_the_pool_label() {
         .and_then(|v| v.parse::<f64>().ok())
         .expect("the maximum is exported");
     assert!(
-        (max - 0.020).abs() <= 0.020 * Histogram::RELATIVE_ERROR,
+        (max - 0.020).abs() <= 0.020 * HistogramSnapshot::RELATIVE_ERROR,
         "{max}"
     );
 }

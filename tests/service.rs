@@ -270,8 +270,7 @@ fn set_max_size_validates_and_names_the_rule() {
         .background(false)
         .build()
         .unwrap();
-    let e = pool.set_max_size(0).unwrap_err();
-    assert_eq!(e.field(), "max_size");
+    let e: latchless::ResizeError = pool.set_max_size(0).unwrap_err();
     assert_eq!(
         e.to_string(),
         "max_size (0) must be in 1..=max_size_limit (6)"

@@ -676,7 +676,7 @@ pub fn check_builder(data: &[u8]) {
         Some("max_size_limit")
     } else if min_idle > max_size {
         Some("min_idle")
-    } else if shards == 0 || shards > latchless::MAX_SHARDS {
+    } else if shards == 0 || shards > 1024 {
         Some("shards")
     } else if d[0].is_zero() {
         Some("acquire_timeout")

@@ -415,7 +415,7 @@ impl Manager for PgManager {
     }
 
     fn is_broken(&self, conn: &mut PgConnection) -> bool {
-        conn.is_broken()
+        conn.is_marked_broken() || conn.is_closed()
     }
 
     /// [`PgError::is_permanent`]: bad credentials, an unknown database, a
@@ -503,24 +503,39 @@ impl PgConnection {
     /// # async fn demo(pool: latchless::Pool<latchless::managers::PgManager>) -> Result<(), Box<dyn std::error::Error>> {
     /// let mut conn = pool.get().await?;
     /// conn.mark_broken();
-    /// assert!(conn.is_broken());
+    /// assert!(conn.is_marked_broken());
     /// # Ok(()) }
     /// ```
     pub fn mark_broken(&mut self) {
         self.broken = true;
     }
 
-    /// Closed (the client says so, or its driver task ended) or marked
-    /// broken: what the manager's `is_broken` reports. No round trip.
+    /// Whether a failed request ([`observe`](Self::observe)) or
+    /// [`mark_broken`](Self::mark_broken) marked this connection, as on
+    /// the other managers' connections.
     ///
     /// ```no_run
     /// # async fn demo(pool: latchless::Pool<latchless::managers::PgManager>) -> Result<(), Box<dyn std::error::Error>> {
     /// let conn = pool.get().await?;
-    /// assert!(!conn.is_broken());
+    /// assert!(!conn.is_marked_broken());
     /// # Ok(()) }
     /// ```
-    pub fn is_broken(&self) -> bool {
-        self.broken || self.client.is_closed() || self.driver.is_finished()
+    pub fn is_marked_broken(&self) -> bool {
+        self.broken
+    }
+
+    /// Whether the session is gone: the client says it closed, or its
+    /// driver task ended. No round trip. The manager's `is_broken` is
+    /// this or [`is_marked_broken`](Self::is_marked_broken).
+    ///
+    /// ```no_run
+    /// # async fn demo(pool: latchless::Pool<latchless::managers::PgManager>) -> Result<(), Box<dyn std::error::Error>> {
+    /// let conn = pool.get().await?;
+    /// assert!(!conn.is_closed());
+    /// # Ok(()) }
+    /// ```
+    pub fn is_closed(&self) -> bool {
+        self.client.is_closed() || self.driver.is_finished()
     }
 
     /// Pass a request's result through, marking the connection broken if
