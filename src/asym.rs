@@ -9,9 +9,9 @@
 //! the parking write and the releaser's re-check of the waiter tokens on
 //! one side, the waiter's registration and its re-check of the slots on
 //! the other, each pair ordered by a SeqCst operation. Done symmetrically
-//! the parking write is a SeqCst swap: on x86-64 a locked instruction,
-//! about 4.5 ns of a 15 ns cycle (`scripts/hot-path-ab.sh`, 2-core EPYC
-//! VM). Waiters are rare where that cycle matters and common where a
+//! the parking write is a SeqCst swap: on x86-64 a locked instruction, a
+//! large share of the uncontended cycle (BENCHMARKS.md). Waiters are rare
+//! where that cycle matters and common where a
 //! microsecond of parking dwarfs it, so the cost is moved to them:
 //!
 //! - **Light side** (every parking release, [`Asym::light`]): a plain
@@ -244,10 +244,10 @@ mod tests {
     }
 
     /// A membarrier refused after registration falls back for good to
-    /// fencing releases, for this pool and for pools built after (a debug
-    /// build used to panic in a `debug_assert`, a release build ignored it
-    /// and kept a mode whose barrier no longer ran). In a child process:
-    /// the filter and the process-wide fallback stay there.
+    /// fencing releases, for this pool and for pools built after, without
+    /// a panic: a mode whose barrier no longer runs must not stay relaxed.
+    /// In a child process: the filter and the process-wide fallback stay
+    /// there.
     #[cfg(all(target_os = "linux", not(miri)))]
     #[test]
     fn a_refused_membarrier_falls_back_to_fencing_for_good() {

@@ -318,8 +318,8 @@ fn spawn_refills<M: Manager>(core: &Core<M>, handle: &tokio::runtime::Handle) {
             return;
         };
         // The count belongs to the task from here: a runtime that drops
-        // it unpolled gives it back (it used to leak, and after
-        // `MAX_REFILL_CONNECTS` such spawns refills stopped for good).
+        // it unpolled gives it back (a count leaked by each of
+        // `MAX_REFILL_CONNECTS` dropped tasks would stop refills for good).
         handle.spawn(refill_task(Refilling(me)));
         spawned += 1;
     }

@@ -396,13 +396,13 @@ impl<M: Manager> Builder<M> {
         /// may skip the atomic read-modify-write (Linux; DESIGN.md, "One
         /// read-modify-write"). Default `true`: such a release costs one
         /// plain store, and the first `get` that has to wait after a quiet
-        /// second makes one `membarrier(2)` call (about 9 µs on a 2-vCPU
-        /// VM, longer while the hypervisor keeps a vCPU away; the waiter
-        /// is served meanwhile if a connection comes back). `false`: every
-        /// such release fences (about 4.5 ns more per uncontended cycle)
-        /// and no waiter ever makes the call. Where `membarrier` is
-        /// unavailable (other systems, old kernels, seccomp) the pool
-        /// behaves as with `false`.
+        /// second makes one `membarrier(2)` call (microseconds, longer while
+        /// a hypervisor keeps a vCPU away: BENCHMARKS.md has the figures;
+        /// the waiter is served meanwhile if a connection comes back).
+        /// `false`: every such release fences (a few nanoseconds more per
+        /// uncontended cycle) and no waiter ever makes the call. Where
+        /// `membarrier` is unavailable (other systems, old kernels, seccomp)
+        /// the pool behaves as with `false`.
         ///
         /// ```
         /// # use latchless::{Manager, Pool};

@@ -1,9 +1,9 @@
 //! The pool's clock: [`quanta`] time in whole milliseconds ("ticks") since
 //! the pool was built, plus a coarse cached reading for the hot path.
 //!
-//! A real clock read costs ~10 ns here (quanta) against a ~8 ns floor for a
-//! whole idle-queue pop+push, so while the background task runs the hot
-//! path never reads the clock: [`Clock::hot_now`] is a relaxed load of the
+//! A real clock read costs about as much as a whole idle-queue pop+push
+//! (BENCHMARKS.md), so while the background task runs the hot path never
+//! reads the clock: [`Clock::hot_now`] is a relaxed load of the
 //! last reading taken by the task, a slow path or maintenance. Without the
 //! task it reads the real clock (exact, and the price of having no task).
 //! Tests drive time with `quanta::Clock::mock()`.

@@ -35,10 +35,10 @@ use crate::config::ms;
 use crate::core::{Core, Owner};
 use crate::guards::{Connecting, PlaceGuard};
 use crate::lifetime::Settle;
-use crate::release::close_quietly;
-use crate::slots::Place;
 use crate::metrics::bump;
+use crate::release::close_quietly;
 use crate::slots::Busy;
+use crate::slots::Place;
 use crate::sync::Ordering;
 use crate::{Manager, PoolError, TimeoutKind};
 
@@ -214,7 +214,8 @@ fn adopt<M: Manager>(core: &Core<M>, place: Place, conn: M::Connection) -> Busy 
         .idle_timeout
         .map_or(u64::MAX, |t| now.saturating_add(t));
     if idle_at != u64::MAX || expires_at != u64::MAX {
-        core.maintenance.schedule(busy.index(), idle_at.min(expires_at));
+        core.maintenance
+            .schedule(busy.index(), idle_at.min(expires_at));
     }
     busy
 }

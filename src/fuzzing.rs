@@ -112,7 +112,6 @@ fn pick_index(len: usize, choice: u64) -> Option<usize> {
     (len > 0).then(|| (choice % len as u64) as usize)
 }
 
-
 #[cfg(test)]
 mod tests {
     /// Every checked-in `wheel` corpus file (when the source tree has them:

@@ -21,9 +21,9 @@ use std::task::{Context, Poll};
 
 use crate::Manager;
 use crate::core::{Core, Owner};
-use crate::release::from_grant;
 use crate::lifetime::Settle;
 use crate::metrics::bump;
+use crate::release::from_grant;
 use crate::slots::{Busy, Held, Place};
 use crate::sync::{self, Ordering, mutant};
 use crate::waiters::{Node, Outcome};
@@ -61,7 +61,8 @@ impl<M: Manager> Drop for PlaceGuard<'_, M> {
             return;
         }
         if let Some(place) = self.place.take() {
-            self.shared.pass_on(Held::Place(place), &mut Settle::new(self.shared));
+            self.shared
+                .pass_on(Held::Place(place), &mut Settle::new(self.shared));
         }
     }
 }

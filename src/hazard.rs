@@ -13,9 +13,8 @@
 //! `release_to_a_waiter_races_last_pool_drop`). A strong reference of the
 //! releaser's own covers the window but costs two atomic read-modify-writes
 //! per release. A hazard slot costs two plain stores to a cache line only
-//! this thread writes: an uncontended `try_get`+drop went from 26.8 to
-//! 18.4 ns with it (floor: `ArrayQueue` pop+push, 12.1 ns; `cargo bench
-//! --bench acquire`, 2-core x86-64 VM, 2026-11-29).
+//! this thread writes (BENCHMARKS.md, "Design decisions", has what that
+//! saves an uncontended `try_get`+drop).
 //!
 //! # Protocol
 //!

@@ -433,7 +433,11 @@ impl Watch {
     /// The sampling state for a sample at `now`: when `force`d (`health()`,
     /// `sizing()`), waiting for the lock; else (maintenance) at most once a
     /// second and only if the lock is free.
-    pub(crate) fn lock(&self, now: u64, force: bool) -> Option<std::sync::MutexGuard<'_, Sampling>> {
+    pub(crate) fn lock(
+        &self,
+        now: u64,
+        force: bool,
+    ) -> Option<std::sync::MutexGuard<'_, Sampling>> {
         use std::sync::atomic::Ordering as O;
         let sampling = if force {
             // A panic while sampling leaves nothing half-done that matters.

@@ -729,7 +729,10 @@ mod tests {
             h.record(2_000_000);
             let mut s = h.snapshot();
             s.add_zeros(99);
-            assert_eq!((s.count(), s.sum(), s.p50(), s.max()), (100, 2_000_000, 0, 2_000_000));
+            assert_eq!(
+                (s.count(), s.sum(), s.p50(), s.max()),
+                (100, 2_000_000, 0, 2_000_000)
+            );
         }
     }
 

@@ -36,7 +36,10 @@ pub trait KeyedManager<K>: Send + Sync + 'static {
     type Error: std::error::Error + Send + Sync + 'static;
 
     /// Opens a new connection to `key`'s endpoint.
-    fn connect(&self, key: &K) -> impl Future<Output = Result<Self::Connection, Self::Error>> + Send;
+    fn connect(
+        &self,
+        key: &K,
+    ) -> impl Future<Output = Result<Self::Connection, Self::Error>> + Send;
 
     /// Round-trip liveness check of a connection to `key` that sat idle
     /// (see [`Manager::check`](crate::Manager::check)).

@@ -66,6 +66,7 @@ mod guards;
 mod hazard;
 mod health;
 mod histogram;
+mod idle;
 mod keyed_manager;
 mod lifecycle;
 mod lifetime;
@@ -80,7 +81,6 @@ mod metrics;
 mod pool;
 mod pooled;
 mod release;
-mod idle;
 mod slots;
 mod sync;
 #[cfg(test)]

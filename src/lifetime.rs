@@ -189,12 +189,10 @@ pub(crate) trait Counted: Sized {
 /// One pointer, not two: the counts are reached through the core
 /// ([`Counted`]), only when a count changes (a release without a hazard
 /// slot, a connection closed), so a [`Pooled`](crate::Pooled) is two words
-/// and an `Option<Pooled>` comes back from `try_get` in registers. With a
-/// second pointer it was three words, returned through memory, and a
-/// caller that copied it with one 16-byte load of two 8-byte stores
-/// stalled on the failed store forwarding: `try_get`+drop measured 23.9
-/// against 18.0 ns for the same loop inlined (`criterion`, `uncontended`
-/// in `benches/benches/acquire.rs`, 2-core VM, 2026-11-30).
+/// and an `Option<Pooled>` comes back from `try_get` in registers. At
+/// three words a guard is returned through memory, and a caller that
+/// copies it with one 16-byte load of two 8-byte stores stalls on the
+/// failed store forwarding (BENCHMARKS.md, "Design decisions").
 pub(crate) struct CorePtr<T> {
     /// The core itself (from the owner's box pointer).
     core: NonNull<T>,
@@ -286,9 +284,7 @@ impl<T: Counted> CorePtr<T> {
 /// Why a window and not always a reference: the window costs two plain
 /// stores to a cache line only this thread writes, the reference two
 /// atomic read-modify-writes on the count every pool clone and connection
-/// shares. Measured when the window replaced the reference: an uncontended
-/// `try_get`+drop went from 26.8 to 18.4 ns (floor: `ArrayQueue` pop+push,
-/// 12.1 ns; `cargo bench --bench acquire`, 2-core x86-64 VM, 2026-11-29).
+/// shares (BENCHMARKS.md, "Design decisions").
 #[must_use = "a cover must be ended with `end`"]
 pub(crate) struct Cover<T> {
     core: CorePtr<T>,

@@ -62,12 +62,12 @@ use std::time::Duration;
 use crate::background::{IdleClaim, housekeep, probe_if_due, sample, start_background};
 use crate::config::Config;
 use crate::core::{Core, Owner};
-use crate::release::from_grant;
 use crate::guards::{CheckGuard, PlaceGuard, WaitGuard};
 use crate::health::{Health, Sizing};
 use crate::lifecycle::Verdict;
 use crate::lifetime::{CorePtr, Settle};
 use crate::metrics::{Metrics, State, bump};
+use crate::release::from_grant;
 use crate::slots::{Busy, Held};
 use crate::sync::{self, Ordering};
 use crate::waiters::Outcome;
@@ -320,12 +320,10 @@ impl<M: Manager> Pool<M> {
     /// The future of every async acquire. Step 1 runs in its first poll
     /// as a plain call (`acquire_fast`); only a miss builds the slow future
     /// (`acquire_rest`), in place inside this one (`Acquire`), out of line
-    /// (`start_slow`), so the first poll inlines into its caller. As an
-    /// `async fn` the fast path paid a call, the state machine's entry,
-    /// its argument moves and its candidate slot; with the full-word slot
-    /// token (`slots.rs`, `Busy`), a `get().await`+drop cycle went from
-    /// 292 to 241 instructions and costs what a `try_get`+drop does
-    /// (DESIGN.md, "What the cycle does not pay for").
+    /// (`start_slow`), so the first poll inlines into its caller: an
+    /// `async fn` would make the fast path pay a call, the state machine's
+    /// entry, its argument moves and its candidate slot (DESIGN.md, "What
+    /// the cycle does not pay for").
     fn acquire(
         &self,
         timeout: Duration,
@@ -1270,8 +1268,8 @@ mod tests {
     /// A metrics scrape (`health()`, `sizing()`, `export_metrics`) keeps
     /// the once-a-second rule for relaxing the asymmetric fence: a pool
     /// armed by a waiter stays armed however often it is scraped within
-    /// the second. (Each call used to relax it, so the next waiter after
-    /// every scrape paid a `membarrier`.)
+    /// the second: a scrape that relaxed it would make the next waiter
+    /// pay a `membarrier` after every scrape.
     #[test]
     fn scrapes_relax_the_fence_at_most_once_a_second() {
         let (clock, mock) = crate::Clock::mock();

@@ -80,7 +80,9 @@ use crossbeam_utils::CachePadded;
 
 use std::panic::Location;
 
-use crate::sync::{self, ArrayQueue, AtomicPtr, AtomicU64, AtomicUsize, Ordering, UnsafeCell, mutant};
+use crate::sync::{
+    self, ArrayQueue, AtomicPtr, AtomicU64, AtomicUsize, Ordering, UnsafeCell, mutant,
+};
 
 const TAG_BITS: u32 = 2;
 const TAG_MASK: u64 = (1 << TAG_BITS) - 1;
@@ -146,10 +148,9 @@ impl SlotKey {
 /// The index is held in a full word although it fits 32 bits: a guard
 /// (`Pooled`: the core pointer and this token) that a caller moves
 /// through memory, as the result of `get`'s future merged with the slow
-/// path's, was written with a 4-byte store and read back with an 8-byte
-/// load, which cannot be forwarded from the store buffer and waits for it
-/// to drain (`scripts/hot-path-ab.sh`, `get` inside an async fn: 24.5 ->
-/// 19.8 ns at the minimum). The guard is 16 bytes either way.
+/// path's, would be written with a 4-byte store and read back with an
+/// 8-byte load, which the store buffer cannot forward (BENCHMARKS.md,
+/// "Design decisions"). The guard is 16 bytes either way.
 ///
 /// A token names a slot of the arena that made it; each pool has one arena
 /// and its tokens never leave it.
@@ -876,7 +877,9 @@ impl<C> Slots<C> {
         let h = &s.holding;
         let by = h.taken_by.load(Ordering::Relaxed);
         let held = now.saturating_sub(h.taken_at.load(Ordering::Relaxed));
-        if by.is_null() || held < threshold || h.reported_at.swap(now.max(1), Ordering::Relaxed) != 0
+        if by.is_null()
+            || held < threshold
+            || h.reported_at.swap(now.max(1), Ordering::Relaxed) != 0
         {
             return None;
         }
@@ -945,7 +948,11 @@ mod tests {
         let ia = a.index();
         let busy = slots.fill(a, "a".into(), 1, 5, u64::MAX, 1);
         assert_eq!(busy.index(), ia);
-        assert_eq!(slots.at(ia).life.released_at(), 5, "opened counts as released");
+        assert_eq!(
+            slots.at(ia).life.released_at(),
+            5,
+            "opened counts as released"
+        );
         let key = slots.make_idle(busy, 7);
         assert!(slots.is_live(key));
         let mut busy = slots.claim(key).expect("a live key is claimed");

@@ -89,7 +89,11 @@ pub(crate) fn mutant(name: &str) -> bool {
 /// injected bug drops an ordering.
 #[inline(always)]
 pub(crate) fn weakened(name: &str, order: Ordering) -> Ordering {
-    if mutant(name) { Ordering::Relaxed } else { order }
+    if mutant(name) {
+        Ordering::Relaxed
+    } else {
+        order
+    }
 }
 
 /// Whether this build runs under loom: a model replays each path many

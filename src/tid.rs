@@ -1,7 +1,6 @@
 //! The thread registry: one thread-local per thread behind everything the
-//! pool keeps per thread, in the spirit of sharded-slab's `tid.rs`. A
-//! release used to touch four thread-locals (the shard home, the hazard
-//! claim, the deadline cursor, the ops counter); it now touches one.
+//! pool keeps per thread, in the spirit of sharded-slab's `tid.rs`, so
+//! that a release touches one thread-local, not one per concern.
 //!
 //! - **Thread ids.** A thread that needs one claims the lowest free id of
 //!   [`THREAD_IDS`] (one CAS, once per thread) and gives it back when it
