@@ -167,7 +167,7 @@ impl<M: Manager> Core<M> {
     /// Judges a claimed idle connection: the manager's cheap `is_broken`
     /// first (it runs at hand-out too), then the lifecycle policy
     /// (`lifecycle.rs`); `probe`: an armed probe checks this connection.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn judge(&self, busy: &mut Busy, now: u64, probe: bool) -> Verdict {
         if self.is_broken(busy) {
             return Verdict::Broken;

@@ -86,7 +86,7 @@ impl Lifecycle {
     /// compare for the time-based policies, one for the restart epoch; the
     /// details only when one of them says so. With `probe`, an armed probe
     /// makes this connection the one checked.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn judge(&self, life: &Life, now: u64, probe: bool) -> Verdict {
         if now >= life.fresh_until() {
             return Self::judge_closely(life, now);

@@ -43,9 +43,11 @@
 //!   a protector for the call) has ended before the window closes.
 //! - **Retired references are settled last**, after the settling code's
 //!   last use of `&T` (the last decrement may free the core): a [`Retired`]
-//!   count is only ever held by a [`Settle`] (whose owner's own reference
-//!   keeps the core alive) or a [`Cover`] (which drops it after its window
-//!   closes), so none is forgotten.
+//!   count is only ever made by a [`Settle`] (whose owner's own reference
+//!   keeps the core alive, and which drops it when dropped) or by opening
+//!   a [`Cover`], whose [`end`](Cover::end) takes it back and drops it
+//!   after the window closes; both types are `must_use`, so none is
+//!   forgotten.
 //! - **One cover per release.** [`Cover`] is what a release holds across
 //!   its window (a hazard window, or a counted reference of its own when
 //!   the thread has no slot); [`Cover::end`] closes the window and settles
@@ -125,6 +127,7 @@ pub(crate) fn add_reference<T>(weak: &Weak<Owner<T>>) {
 /// collected when it ends: functions that close connections add to the
 /// caller's, and no count can be forgotten.
 #[derive(Debug)]
+#[must_use = "retired references must be settled (Settle, Cover::end)"]
 pub(crate) struct Retired(usize);
 
 impl Retired {
@@ -289,19 +292,20 @@ impl<T: Counted> CorePtr<T> {
 pub(crate) struct Cover<T> {
     core: CorePtr<T>,
     window: Option<crate::hazard::Window>,
-    /// What the release's closes handed back, plus 1 if it took a counted
-    /// reference of its own: dropped by `end`.
-    retired: Retired,
 }
 
 impl<T: Counted> CorePtr<T> {
-    /// Opens a cover for a release of one of this core's connections.
+    /// Opens a cover for a release of one of this core's connections, and
+    /// the release's [`Retired`] count (1 if the cover took a counted
+    /// reference of its own), which [`Cover::end`] drops. The two travel
+    /// apart so that the count stays in a register on the path that closes
+    /// nothing.
     ///
     /// # Safety
     /// The core must be alive: the caller still owns one of its
     /// connections, not yet published.
     #[inline(always)]
-    pub(crate) unsafe fn cover(self) -> Cover<T> {
+    pub(crate) unsafe fn cover(self) -> (Cover<T>, Retired) {
         // loom and ASan mutant: release_without_core_ref (run-mutants.sh, .ci/run)
         let uncovered = crate::sync::mutant("release_without_core_ref");
         let window = if uncovered {
@@ -314,32 +318,23 @@ impl<T: Counted> CorePtr<T> {
             // SAFETY: alive per the contract.
             unsafe { self.add_reference() };
         }
-        Cover {
-            core: self,
-            window,
-            retired: Retired(own),
-        }
+        (Cover { core: self, window }, Retired(own))
     }
 }
 
 impl<T: Counted> Cover<T> {
-    /// Where the release's closes add what they hand back.
-    #[inline(always)]
-    pub(crate) fn retired(&mut self) -> &mut Retired {
-        &mut self.retired
-    }
-
     /// Closes the window (the release's last access to the core is behind
-    /// it), then drops what the release retired and the cover's own
-    /// reference, if any.
+    /// it), then drops `retired`: what the release's closes handed back
+    /// and the cover's own reference, if any.
     ///
     /// # Safety
-    /// No reference to the core is live.
+    /// No reference to the core is live; `retired` is the count `cover`
+    /// returned with this cover, added to only by the release's closes.
     #[inline(always)]
-    pub(crate) unsafe fn end(self) {
+    pub(crate) unsafe fn end(self, retired: Retired) {
         drop(self.window);
         // SAFETY: per the contract; each count is a reference this release
         // owns (retired by its closes, or taken by `cover`).
-        unsafe { self.core.settle(self.retired.0) };
+        unsafe { self.core.settle(retired.0) };
     }
 }

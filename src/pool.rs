@@ -211,10 +211,10 @@ impl<M: Manager> Pool<M> {
         // left for `get`); the budget bounds the loop when all are.
         let mut budget = None;
         while let Some(mut busy) = core.take_idle() {
-            match core.judge(&mut busy, now, false) {
+            let verdict = core.judge(&mut busy, now, false);
+            match verdict {
                 Verdict::Ready => return Some(self.hand_out(busy, by, now, true)),
-                Verdict::Expired => self.expire(busy),
-                Verdict::Broken => core.retire_broken(busy, &mut Settle::new(self.shared())),
+                Verdict::Expired | Verdict::Broken => drop(self.unready(busy, verdict)),
                 Verdict::Check => {
                     core.requeue(busy, &mut Settle::new(self.shared()));
                     let left = budget.get_or_insert(core.slots.capacity() + core.config.shards);
@@ -350,9 +350,8 @@ impl<M: Manager> Pool<M> {
         while let Some(mut busy) = core.take_idle() {
             match core.judge(&mut busy, now, true) {
                 Verdict::Ready => return Fast::Done(Ok(self.hand_out(busy, by, now, true))),
-                Verdict::Expired => self.expire(busy),
-                Verdict::Broken => core.retire_broken(busy, &mut Settle::new(self.shared())),
                 Verdict::Check => return Fast::Slow(Some(CheckGuard::new(self.shared(), busy))),
+                verdict => drop(self.unready(busy, verdict)),
             }
         }
         Fast::Slow(None)
@@ -494,16 +493,24 @@ impl<M: Manager> Pool<M> {
         let shared = self.shared();
         match shared.judge(&mut busy, shared.clock.now(), true) {
             Verdict::Ready => Ok(self.hand_out_slow(busy, by)),
-            Verdict::Expired => {
-                self.expire(busy);
-                Err(None)
-            }
-            Verdict::Broken => {
-                shared.retire_broken(busy, &mut Settle::new(shared));
-                Err(None)
-            }
-            Verdict::Check => Err(Some(CheckGuard::new(shared, busy))),
+            verdict => Err(self.unready(busy, verdict)),
         }
+    }
+
+    /// An owned idle connection judged not ready: closed (expired or
+    /// broken; `None`), or a candidate for a check. Out of line, so that
+    /// the fast paths that call it keep their registers for the hit.
+    #[cold]
+    #[inline(never)]
+    fn unready(&self, busy: Busy, verdict: Verdict) -> Option<CheckGuard<'_, M>> {
+        let shared = self.shared();
+        match verdict {
+            Verdict::Expired => self.expire(busy),
+            Verdict::Broken => shared.retire_broken(busy, &mut Settle::new(shared)),
+            // `Ready` never comes here; checking it anyway is harmless.
+            Verdict::Check | Verdict::Ready => return Some(CheckGuard::new(shared, busy)),
+        }
+        None
     }
 
     /// Step 3: parks as a waiter until served with a connection or a place.

@@ -151,7 +151,7 @@ impl<M: Manager> Pooled<M> {
         let mut this = ManuallyDrop::new(this);
         // SAFETY: this guard's connection, not yet given up, keeps the core
         // alive.
-        let mut cover = unsafe { this.core.cover() };
+        let (cover, mut retired) = unsafe { this.core.cover() };
         // SAFETY: the guard ends here without its `Drop`, so the slot is
         // taken out once and the field never read again.
         let busy = unsafe { ManuallyDrop::take(&mut this.slot) };
@@ -162,12 +162,12 @@ impl<M: Manager> Pooled<M> {
             bump(&core.counters.detached);
             // The detached connection's reference on the core is the
             // caller's to drop now, with whatever the hand-off closed.
-            cover.retired().add(1);
-            core.pass_on(Held::Place(place), cover.retired());
+            retired.add(1);
+            core.pass_on(Held::Place(place), &mut retired);
             conn
         };
         // SAFETY: no borrow of the core is live (the block above ended it).
-        unsafe { cover.end() };
+        unsafe { cover.end(retired) };
         conn
     }
 }
@@ -203,7 +203,7 @@ impl<M: Manager> Drop for Pooled<M> {
     fn drop(&mut self) {
         // SAFETY: this guard's connection, not yet published, keeps the
         // core alive.
-        let mut cover = unsafe { self.core.cover() };
+        let (cover, mut retired) = unsafe { self.core.cover() };
         // SAFETY: `drop` runs once and never reads the field again.
         let busy = unsafe { ManuallyDrop::take(&mut self.slot) };
         {
@@ -214,12 +214,12 @@ impl<M: Manager> Drop for Pooled<M> {
             // alive: every 64th release on a thread looks whether
             // maintenance is due.
             if crate::tid::every_64th_op() {
-                cooperative_tick(core, cover.retired());
+                cooperative_tick(core, &mut retired);
             }
-            core.release(busy, cover.retired());
+            core.release(busy, &mut retired);
         }
         // SAFETY: no borrow of the core is live (the block above ended it).
-        unsafe { cover.end() };
+        unsafe { cover.end(retired) };
     }
 }
 
