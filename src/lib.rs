@@ -106,6 +106,12 @@ pub use pool::Pool;
 pub use pooled::Pooled;
 pub use time::{Clock, MockClock};
 
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub use managers::{
+    HttpBuilder, HttpConnection, HttpError, HttpManager, HttpOriginManager, Origin, OriginError,
+    RequestError, ResponseBody,
+};
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use managers::{PgConnection, PgError, PgManager};
@@ -142,6 +148,30 @@ pub use redis;
 #[cfg(feature = "tls")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
 pub use rustls;
+
+/// The hyper crate [`HttpManager`] is built on: its client connection
+/// API (`hyper::client::conn::http1`), the `Incoming` body under
+/// [`ResponseBody`], and `hyper::Error`.
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub use hyper;
+
+/// The http crate whose `Request`, `Response`, `Uri` and headers
+/// [`HttpManager`] and `managers::send_with_retry` take and return.
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub use http;
+
+/// The bytes crate: the `Bytes` of request and response bodies.
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub use bytes;
+
+/// The http-body-util crate: `Full` (the request body of an
+/// [`HttpConnection`]) and `BodyExt` (to read a [`ResponseBody`]).
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub use http_body_util;
 
 /// The tokio-rustls crate whose `client::TlsStream` a [`TlsConnection`]
 /// wraps (`conn.get_ref()`).

@@ -1,0 +1,120 @@
+//! [`SharedTcp`]: the TCP stream under an HTTP connection, shared between
+//! hyper, which reads and writes it (through this type, directly or under
+//! TLS), and the connection's probe, which holds only a `Weak` to it.
+//!
+//! Why: hyper learns that the server closed an idle connection only when
+//! its connection task next reads, and tokio lets that task read only
+//! after its I/O driver has polled for events. Until then the kernel
+//! knows of the server's FIN and hyper does not, and a request sent in
+//! that window is written into a dead connection, where it can be neither
+//! answered nor safely sent again. The probe asks the kernel (the TCP
+//! manager's non-blocking `poll(2)`), so the pool and `send_with_retry`
+//! see the close before a byte is written.
+//!
+//! Invariants kept: the probe never keeps the socket open (it holds a
+//! `Weak`; the socket closes when hyper drops its side); reads and writes
+//! are tokio's own (`poll_*_ready`, then `try_*`), so readiness is
+//! cleared and re-armed exactly as `TcpStream` does it.
+
+use std::io;
+use std::net::Shutdown;
+use std::pin::Pin;
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll, ready};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// At most this much of a read buffer is zeroed before a read (safe code
+/// must initialise what it hands to `try_read`); hyper's buffers can be
+/// far larger than one read fills.
+const MAX_READ: usize = 64 * 1024;
+
+/// hyper's side of the stream.
+pub(super) struct SharedTcp(Arc<TcpStream>);
+
+impl SharedTcp {
+    /// The stream for hyper, and the probe's handle to it.
+    pub(super) fn new(stream: TcpStream) -> (Self, Weak<TcpStream>) {
+        let stream = Arc::new(stream);
+        let probe = Arc::downgrade(&stream);
+        (Self(stream), probe)
+    }
+}
+
+/// Whether the socket is gone (hyper dropped it) or the kernel says the
+/// peer closed or reset it. Bytes waiting unread do not count: over TLS
+/// they may be a session ticket, and over plain HTTP hyper reports them
+/// itself.
+pub(super) fn peer_closed(socket: &Weak<TcpStream>) -> bool {
+    match socket.upgrade() {
+        None => true,
+        Some(stream) => crate::managers::tcp::socket_broken(&stream, false),
+    }
+}
+
+impl AsyncRead for SharedTcp {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            ready!(self.0.poll_read_ready(cx))?;
+            let room = buf.remaining().min(MAX_READ);
+            match self.0.try_read(buf.initialize_unfilled_to(room)) {
+                Ok(n) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                // A spurious wake-up: `try_read` cleared the readiness, so
+                // the next `poll_read_ready` registers for the next event.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for SharedTcp {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.0.poll_write_ready(cx))?;
+            match self.0.try_write(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                result => return Poll::Ready(result),
+            }
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.0.poll_write_ready(cx))?;
+            match self.0.try_write_vectored(bufs) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                result => return Poll::Ready(result),
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Writes go straight to the socket: nothing is buffered here.
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(socket2::SockRef::from(&*self.0).shutdown(Shutdown::Write))
+    }
+}
