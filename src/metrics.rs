@@ -53,7 +53,7 @@ pub struct State {
 /// (`closed_idle + closed_lifetime + broken + check_failures +
 /// closed_check_cancelled + closed_pool_closed`). Histograms are in
 /// nanoseconds, each value read back within
-/// [`Histogram::RELATIVE_ERROR`] (1/64); the hold time is measured on the
+/// [`HistogramSnapshot::RELATIVE_ERROR`](crate::HistogramSnapshot::RELATIVE_ERROR) (1/64); the hold time is measured on the
 /// pool's cached clock, in whole milliseconds. Not `Copy` (the histograms
 /// own their buckets).
 ///
