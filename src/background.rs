@@ -46,7 +46,6 @@ use crate::Manager;
 use crate::breaker::Probe;
 use crate::connector::admit;
 use crate::core::{Core, Owner};
-use crate::deadlines::Sweeper;
 use crate::guards::PlaceGuard;
 use crate::health::{Observed, Sampling};
 use crate::lifetime::{Retired, Settle};
@@ -148,11 +147,13 @@ pub(crate) fn probe_if_due<M: Manager>(core: &Core<M>) {
 }
 
 /// Serves a waiter that sleeps while a connection is idle or a place is
-/// free. The lost-wake-up argument rules that out, except in one window:
+/// free. The lost-wake-up argument rules that out, except in two windows:
 /// a membarrier refused after registration leaves a releaser that read
 /// the relaxed mode just before unordered with the waiter (`asym.rs`,
-/// "Refused"). One load when no waiter is registered.
-fn rescue<M: Manager>(core: &Core<M>, retired: &mut Retired) {
+/// "Refused"), and a cancel that lost its race read the live count one
+/// low for a moment (`waiters.rs`, "Cancel"); the maintenance pass, and
+/// such a cancel, look. One load when no waiter is registered.
+pub(crate) fn rescue<M: Manager>(core: &Core<M>, retired: &mut Retired) {
     if !core.waiters.any() || core.closed.load(Ordering::Acquire) {
         return;
     }
@@ -162,7 +163,7 @@ fn rescue<M: Manager>(core: &Core<M>, retired: &mut Retired) {
 }
 
 /// Ends the background task's duties when it ends or its runtime drops
-/// it: stops its deadline sweeper (tracked waiters arm their own timers),
+/// it: stops sweeping waiter deadlines (waiters arm their own timers),
 /// then clears `ticking`, so that the next `get` or pass on a live runtime
 /// starts a new task and, until then, checks read the real clock.
 ///
@@ -173,14 +174,17 @@ fn rescue<M: Manager>(core: &Core<M>, retired: &mut Retired) {
 /// would keep trusting a cached clock that nobody refreshes.
 struct Ticking<M: Manager> {
     weak: Weak<Owner<M>>,
-    sweeper: Option<Sweeper>,
+    /// Whether it has started sweeping waiter deadlines.
+    sweeping: bool,
 }
 
 impl<M: Manager> Drop for Ticking<M> {
     fn drop(&mut self) {
         if let Some(shared) = self.weak.upgrade() {
-            if let Some(sweeper) = self.sweeper.as_mut() {
-                shared.deadlines.stop(sweeper);
+            if self.sweeping {
+                let mut retired = Settle::new(&shared);
+                shared.waiters.stop_sweeping(&mut spare(&shared));
+                rescue(&shared, &mut retired);
             }
             shared.maintenance.ticking.store(false, Ordering::Relaxed);
             if shared.lifecycle.ticks.uses_clock {
@@ -191,8 +195,8 @@ impl<M: Manager> Drop for Ticking<M> {
 }
 
 /// The background task: a maintenance pass every `period`, and the
-/// deadlines of parked waiters (`deadlines.rs`), while the pool lives.
-/// Holds no strong reference across an await.
+/// deadlines of parked waiters (`waiters.rs`, "Time out"), while the pool
+/// lives. Holds no strong reference across an await.
 async fn ticker<M: Manager>(mut ticking: Ticking<M>, period: Duration) {
     let weak = ticking.weak.clone();
     let mut next_tick = tokio::time::Instant::now() + period;
@@ -203,33 +207,56 @@ async fn ticker<M: Manager>(mut ticking: Ticking<M>, period: Duration) {
             if shared.closed.load(Ordering::Acquire) {
                 return;
             }
-            let sweeper = ticking
-                .sweeper
-                .get_or_insert_with(|| shared.deadlines.start());
+            if !std::mem::replace(&mut ticking.sweeping, true) {
+                shared.waiters.start_sweeping();
+            }
             let now = tokio::time::Instant::now();
+            let mut retired = Settle::new(&shared);
             if now >= next_tick {
-                housekeep(&shared, shared.clock.now(), &mut Settle::new(&shared));
+                housekeep(&shared, shared.clock.now(), &mut retired);
                 next_tick = now + period;
             }
-            let wake_at = shared.deadlines.sweep(
-                sweeper,
-                &shared.waiters,
-                now,
-                next_tick,
-                &shared.counters.timeouts_swept,
-            );
-            sleep.as_mut().reset(wake_at);
+            let wake_at = match sweep(&shared, &mut retired) {
+                Some(next) => shared.clock.instant_at(next).unwrap_or(next_tick),
+                // Another thread holds the line for a moment: look again.
+                None => now + Duration::from_millis(1),
+            };
+            sleep.as_mut().reset(wake_at.min(next_tick));
         }
         std::future::poll_fn(|cx| {
             let Some(shared) = weak.upgrade() else {
                 return Poll::Ready(());
             };
-            if shared.deadlines.kicked(cx) {
+            if shared.waiters.kicked(cx) {
                 return Poll::Ready(());
             }
             sleep.as_mut().poll(cx)
         })
         .await;
+    }
+}
+
+/// One sweep of waiter deadlines at the pool clock's time (`waiters.rs`,
+/// "Time out"); the earliest deadline left, or `None` if another thread
+/// held the line.
+pub(crate) fn sweep<M: Manager>(core: &Core<M>, retired: &mut Retired) -> Option<u64> {
+    let swept = &core.counters.timeouts_swept;
+    let next = core
+        .waiters
+        .sweep(core.clock.now(), swept, &mut spare(core))?;
+    rescue(core, retired);
+    Some(next)
+}
+
+/// Where grants that nobody waits for go when the sweeper holds the
+/// waiter line: back to the idle set or the free places, followed by a
+/// [`rescue`] (the re-check a shelve needs).
+fn spare<M: Manager>(core: &Core<M>) -> impl FnMut(crate::waiters::Grant) + '_ {
+    |g| {
+        // SAFETY: a deposited grant nobody took is the serving thread's to
+        // dispose of (`waiters.rs`).
+        let held = unsafe { crate::release::from_grant(g) };
+        core.shelve(held, core.now_for_checks());
     }
 }
 
@@ -262,7 +289,7 @@ fn start_ticker<M: Manager>(core: &Core<M>, handle: &tokio::runtime::Handle) {
     // `ticking` (and the caching) again.
     let ticking = Ticking {
         weak: core.weak.clone(),
-        sweeper: None,
+        sweeping: false,
     };
     let period = Duration::from_millis(core.maintenance.period_ms);
     handle.spawn(ticker(ticking, period));

@@ -24,6 +24,8 @@
 #[cfg(test)]
 use std::cell::Cell;
 
+use std::time::Duration;
+
 use crate::sync::{AtomicU64, Ordering};
 
 #[cfg(test)]
@@ -102,6 +104,53 @@ impl Clock {
         ms
     }
 }
+
+impl Clock {
+    /// Nanoseconds since the pool was built: one real read, no write (the
+    /// wait path: a wait's start, its deadline and its length).
+    pub(crate) fn now_ns(&self) -> u64 {
+        #[cfg(test)]
+        READS.with(|r| r.set(r.get() + 1));
+        let ns = self
+            .clock
+            .now()
+            .saturating_duration_since(self.origin)
+            .as_nanos();
+        u64::try_from(ns).unwrap_or(u64::MAX)
+    }
+
+    /// The tick by which a wait begun at `begun` (ns) for `timeout` ends,
+    /// rounded up; [`NO_DEADLINE`] for `Duration::MAX` (or past the
+    /// clock's range).
+    pub(crate) fn deadline(begun: u64, timeout: Duration) -> u64 {
+        let Ok(ns) = u64::try_from(timeout.as_nanos()) else {
+            return NO_DEADLINE;
+        };
+        match begun.checked_add(ns) {
+            Some(end) => end.div_ceil(NS_PER_TICK).min(NO_DEADLINE - 1),
+            None => NO_DEADLINE,
+        }
+    }
+
+    /// `deadline` (a tick) as a Tokio instant, for I/O bounded by it; `None`
+    /// for [`NO_DEADLINE`]. Under a mocked clock the time left is the
+    /// mock's.
+    pub(crate) fn instant_at(&self, deadline: u64) -> Option<tokio::time::Instant> {
+        if deadline == NO_DEADLINE {
+            return None;
+        }
+        let left = deadline
+            .saturating_mul(NS_PER_TICK)
+            .saturating_sub(self.now_ns());
+        Some(tokio::time::Instant::now() + Duration::from_nanos(left))
+    }
+}
+
+/// A tick is a millisecond.
+const NS_PER_TICK: u64 = 1_000_000;
+
+/// A deadline (a tick) that never comes: a wait without one.
+pub(crate) const NO_DEADLINE: u64 = u64::MAX;
 
 impl std::fmt::Debug for Clock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

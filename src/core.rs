@@ -22,7 +22,6 @@ use crate::Manager;
 use crate::breaker::Breaker;
 use crate::clock::Clock;
 use crate::config::{Config, Ticks, ms};
-use crate::deadlines::Deadlines;
 use crate::health::Watch;
 use crate::idle::IdleSet;
 use crate::lifecycle::{Lifecycle, Verdict};
@@ -44,10 +43,8 @@ pub(crate) struct Core<M: Manager> {
     pub(crate) slots: Slots<M::Connection>,
     /// Where idle connections are.
     pub(crate) idle: IdleSet,
-    /// Parked `get`s, oldest first.
+    /// Parked `get`s, oldest first, and their deadlines.
     pub(crate) waiters: Waiters,
-    /// Their deadlines, timed out by the background task.
-    pub(crate) deadlines: Deadlines,
     /// Set once by `close`.
     pub(crate) closed: AtomicBool,
     pub(crate) clock: Clock,
@@ -92,8 +89,7 @@ impl<M: Manager> Core<M> {
             Owner::new(Core {
                 slots: Slots::with_cap(config.limit(), config.max_size),
                 idle: IdleSet::new(config.shards, config.limit(), config.membarrier),
-                waiters: Waiters::new(),
-                deadlines: Deadlines::new(),
+                waiters: Waiters::new(config.limit()),
                 closed: AtomicBool::new(false),
                 counters: Counters::new(config.shards),
                 maintenance: Maintenance::new(

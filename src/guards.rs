@@ -89,8 +89,6 @@ pub(crate) struct WaitGuard<'a, M: Manager> {
     pub(crate) shared: &'a Arc<Owner<M>>,
     pub(crate) node: sync::Arc<Node>,
     done: bool,
-    /// Its slot with the pool's deadline sweeper, if it took one.
-    pub(crate) tracked: Option<crate::deadlines::Tracked>,
 }
 
 impl<'a, M: Manager> WaitGuard<'a, M> {
@@ -100,7 +98,6 @@ impl<'a, M: Manager> WaitGuard<'a, M> {
             shared,
             node,
             done: false,
-            tracked: None,
         }
     }
 }
@@ -110,14 +107,21 @@ impl<M: Manager> WaitGuard<'_, M> {
     /// (now the caller's).
     pub(crate) fn withdraw(&mut self) -> Option<Outcome> {
         self.done = true;
-        self.shared.waiters.cancel(&self.node)
+        let outcome = self.shared.waiters.cancel(&self.node);
+        if outcome.is_some() {
+            // It ended otherwise meanwhile, and the live count read one low
+            // for a moment (`waiters.rs`, "Cancel"): serve a waiter that a
+            // releaser may have passed by then.
+            crate::background::rescue(self.shared, &mut Settle::new(self.shared));
+        }
+        outcome
     }
 }
 
-impl<M: Manager> Future for WaitGuard<'_, M> {
-    type Output = Outcome;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
+impl<M: Manager> WaitGuard<'_, M> {
+    /// Polls for the outcome (registering the waker while waiting); once
+    /// ready, the outcome is the caller's and the guard withdraws nothing.
+    pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Outcome> {
         let outcome = self.node.poll(cx);
         if outcome.is_ready() {
             self.done = true;
@@ -128,9 +132,6 @@ impl<M: Manager> Future for WaitGuard<'_, M> {
 
 impl<M: Manager> Drop for WaitGuard<'_, M> {
     fn drop(&mut self) {
-        if let Some(tracked) = self.tracked.take() {
-            self.shared.deadlines.untrack(&tracked);
-        }
         if self.done {
             return;
         }

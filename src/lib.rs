@@ -60,7 +60,6 @@ mod clock;
 mod config;
 mod connector;
 mod core;
-mod deadlines;
 mod error;
 mod guards;
 mod hazard;
@@ -70,6 +69,8 @@ mod idle;
 mod keyed_manager;
 mod lifecycle;
 mod lifetime;
+#[cfg(latchless_loom)]
+mod loom_support;
 mod maintenance;
 mod manager;
 #[cfg_attr(

@@ -60,6 +60,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use crate::background::{IdleClaim, housekeep, probe_if_due, sample, start_background};
+use crate::clock::NO_DEADLINE;
 use crate::config::Config;
 use crate::core::{Core, Owner};
 use crate::guards::{CheckGuard, PlaceGuard, WaitGuard};
@@ -150,13 +151,13 @@ impl<M: Manager> Pool<M> {
     }
 
     #[inline(always)]
-    fn shared(&self) -> &Arc<Owner<M>> {
+    pub(crate) fn shared(&self) -> &Arc<Owner<M>> {
         &self.handle.shared
     }
 
     /// The core, for the acquire path (one load).
     #[inline(always)]
-    fn core(&self) -> &Core<M> {
+    pub(crate) fn core(&self) -> &Core<M> {
         // SAFETY: `self.handle` holds a strong reference to the core's
         // owner for as long as `self` lives, and the borrow is tied to
         // `&self`.
@@ -318,12 +319,13 @@ impl<M: Manager> Pool<M> {
     }
 
     /// The future of every async acquire. Step 1 runs in its first poll
-    /// as a plain call (`acquire_fast`); only a miss builds the slow future
-    /// (`acquire_rest`), in place inside this one (`Acquire`), out of line
-    /// (`start_slow`), so the first poll inlines into its caller: an
-    /// `async fn` would make the fast path pay a call, the state machine's
-    /// entry, its argument moves and its candidate slot (DESIGN.md, "What
-    /// the cycle does not pay for").
+    /// as a plain call (`acquire_fast`), so the first poll inlines into
+    /// its caller: an `async fn` would make the fast path pay a call, the
+    /// state machine's entry, its argument moves and its candidate slot
+    /// (DESIGN.md, "What the cycle does not pay for"). A miss goes on out
+    /// of line (`begin`): to a wait polled by hand ([`Waiting`], what most
+    /// misses at the cap come to), or to the slow future (`acquire_rest`),
+    /// built in place inside this one for connects and checks.
     fn acquire(
         &self,
         timeout: Duration,
@@ -334,6 +336,7 @@ impl<M: Manager> Pool<M> {
             timeout,
             by,
             started: false,
+            waiting: Slow::none(),
             rest: Self::acquire_rest,
             slow: Slow::none(),
         }
@@ -357,37 +360,173 @@ impl<M: Manager> Pool<M> {
         Fast::Slow(None)
     }
 
-    /// Steps 2 and 3 with the wait-time and time-out accounting around
-    /// them.
-    async fn acquire_rest(
-        &self,
+    /// After step 1's miss: the wait's clock starts; a candidate due for a
+    /// check, or a free place, goes to the slow future; at the cap, the
+    /// `get` registers as a waiter (step 3) and is polled by hand.
+    #[cold]
+    #[inline(never)]
+    fn begin<'a>(
+        &'a self,
         timeout: Duration,
-        candidate: Option<CheckGuard<'_, M>>,
+        candidate: Option<CheckGuard<'a, M>>,
         by: &'static Location<'static>,
-    ) -> Result<Pooled<M>, PoolError<M::Error>> {
+        cx: &mut std::task::Context<'_>,
+    ) -> Next<'a, M> {
         let shared = self.shared();
         start_background(shared);
-        // The slow path reads the clock: for the wait time, and for the
-        // deadline (`Duration::MAX` means none: no timer).
-        let start = tokio::time::Instant::now();
-        let deadline = if timeout == Duration::MAX {
-            None
-        } else {
-            start.checked_add(timeout)
+        let begun = shared.clock.now_ns();
+        let at = crate::clock::Clock::deadline(begun, timeout);
+        if let Some(c) = candidate {
+            return Next::Slow(Start::Check(c), begun, at);
+        }
+        // Straight from the miss: the idle set is not searched twice in a
+        // row (the re-check after registering searches it again).
+        if let Some(place) = shared.slots.reserve() {
+            return Next::Slow(Start::Connect(PlaceGuard::new(shared, place)), begun, at);
+        }
+        self.enqueue(begun, at, by, cx)
+    }
+
+    /// Step 3: registers as a waiter (or fails with `Exhausted`), re-checks
+    /// the idle set and free places, and polls the node once.
+    fn enqueue<'a>(
+        &'a self,
+        begun: u64,
+        at: u64,
+        by: &'static Location<'static>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Next<'a, M> {
+        let shared = self.shared();
+        let node = shared
+            .waiters
+            .register(shared.config.max_waiters, at, &mut |g| {
+                // SAFETY: a deposited grant nobody took, left with this
+                // registration's compaction (`waiters.rs`); its own re-check
+                // below looks for it.
+                shared.shelve(unsafe { from_grant(g) }, shared.now_for_checks());
+            });
+        let Some(node) = node else {
+            bump(&shared.counters.exhausted);
+            tracing::warn!(pool = %shared.config.name, max_waiters = shared.config.max_waiters, "get rejected: pool exhausted (max_waiters reached)");
+            return Next::Done(Err(PoolError::Exhausted), begun);
         };
-        let mut phase = TimeoutKind::Waiting;
-        let result = match self.acquire_slow(deadline, candidate, by, &mut phase).await {
-            // The kind is what the `get` did last, whichever step saw the
-            // deadline pass, so that the error and its counter agree.
-            Err(PoolError::Timeout(_)) => Err(PoolError::Timeout(phase)),
-            other => other,
+        bump(&shared.counters.waits);
+        let mut guard = WaitGuard::new(shared, node);
+        // The registration's half of the asymmetric fence: a parking
+        // releaser's store is visible to the re-check, or it sees the
+        // count (`asym.rs`).
+        shared.idle.fence_heavy();
+        // The re-check after registering (waiters.rs: lost wake-ups).
+        if shared.closed.load(Ordering::SeqCst) {
+            let outcome = guard.withdraw().unwrap_or(Outcome::Closed);
+            return self.ended(outcome, begun, at, by);
+        }
+        if let Some(found) = shared.take_any() {
+            return match guard.withdraw() {
+                None => self.held(found, begun, at, by),
+                // Served meanwhile: keep the older grant, give back ours.
+                Some(served) => {
+                    shared.pass_on(found, &mut Settle::new(shared));
+                    self.ended(served, begun, at, by)
+                }
+            };
+        }
+        let mut waiting = Waiting {
+            guard,
+            begun,
+            at,
+            timer: None,
         };
+        match self.poll_wait(&mut waiting, by, cx) {
+            Poll::Ready(next) => next,
+            Poll::Pending => Next::Wait(waiting),
+        }
+    }
+
+    /// Polls a registered waiter: its outcome, else (with a deadline and no
+    /// sweeper serving) its own timer.
+    fn poll_wait<'a>(
+        &'a self,
+        w: &mut Waiting<'a, M>,
+        by: &'static Location<'static>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Next<'a, M>> {
+        // The node first (registering the waker), then whether a sweeper
+        // serves: one that stops after the look wakes every node.
+        if let Poll::Ready(outcome) = w.guard.poll(cx) {
+            return Poll::Ready(self.ended(outcome, w.begun, w.at, by));
+        }
+        if w.at == NO_DEADLINE || self.shared().waiters.swept(w.at) {
+            return Poll::Pending;
+        }
+        let clock = &self.shared().clock;
+        let timer = w.timer.get_or_insert_with(|| {
+            let at = clock
+                .instant_at(w.at)
+                .unwrap_or_else(tokio::time::Instant::now);
+            Box::pin(sync::sleep_until(at))
+        });
+        if timer.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        // Served at the last moment: keep it; otherwise it timed out.
+        let outcome = w.guard.withdraw().unwrap_or(Outcome::TimedOut);
+        Poll::Ready(self.ended(outcome, w.begun, w.at, by))
+    }
+
+    /// What a wait's outcome leads to.
+    fn ended<'a>(
+        &'a self,
+        outcome: Outcome,
+        begun: u64,
+        at: u64,
+        by: &'static Location<'static>,
+    ) -> Next<'a, M> {
+        match outcome {
+            // SAFETY: this waiter's node was served with `g` (its poll or
+            // its withdraw saw the serving CAS): the grant is its alone.
+            Outcome::Granted(g) => self.held(unsafe { from_grant(g) }, begun, at, by),
+            Outcome::Closed => Next::Done(Err(PoolError::Closed), begun),
+            Outcome::TimedOut => Next::Done(Err(PoolError::Timeout(TimeoutKind::Waiting)), begun),
+        }
+    }
+
+    /// What a connection or place in hand leads to: handed out if ready,
+    /// else checked or connected by the slow future.
+    fn held<'a>(
+        &'a self,
+        held: Held,
+        begun: u64,
+        at: u64,
+        by: &'static Location<'static>,
+    ) -> Next<'a, M> {
+        let start = match held {
+            Held::Busy(busy) => match self.triage(busy, by) {
+                Ok(p) => return Next::Done(Ok(p), begun),
+                Err(Some(c)) => Start::Check(c),
+                Err(None) => Start::Look,
+            },
+            Held::Place(place) => Start::Connect(PlaceGuard::new(self.shared(), place)),
+        };
+        Next::Slow(start, begun, at)
+    }
+
+    /// Counts and logs how a `get` past the fast path ended: the wait time
+    /// of a success, the kind of a time-out; a failing `get` while the
+    /// backend is down asks for the next probe when it is due.
+    fn account(
+        &self,
+        result: Result<Pooled<M>, PoolError<M::Error>>,
+        begun: u64,
+    ) -> Result<Pooled<M>, PoolError<M::Error>> {
+        let shared = self.shared();
+        let waited = || Duration::from_nanos(shared.clock.now_ns().saturating_sub(begun));
         match &result {
             // Striped by the thread's home shard.
-            Ok(_) => shared.counters.wait.record_duration(
-                crate::tid::home_index(shared.config.shards),
-                start.elapsed(),
-            ),
+            Ok(_) => shared
+                .counters
+                .wait
+                .record_duration(crate::tid::home_index(shared.config.shards), waited()),
             Err(PoolError::Timeout(kind)) => {
                 bump(&shared.counters.timeouts);
                 bump(match kind {
@@ -395,90 +534,122 @@ impl<M: Manager> Pool<M> {
                     TimeoutKind::Connecting => &shared.counters.timeouts_connecting,
                     TimeoutKind::Checking => &shared.counters.timeouts_checking,
                 });
-                tracing::info!(pool = %shared.config.name, kind = kind.name(), waited_ms = start.elapsed().as_millis() as u64, "get timed out");
+                tracing::info!(pool = %shared.config.name, kind = kind.name(), waited_ms = waited().as_millis() as u64, "get timed out");
             }
-            // While the backend is down, a failing `get` is what asks for
-            // the next probe when it is due.
             Err(PoolError::Unavailable { .. }) => probe_if_due(shared),
             Err(_) => {}
         }
         result
     }
 
+    /// The slow future: a check, a connect, or another round of steps 1-3
+    /// (`acquire_slow`), accounted as one `get`.
+    async fn acquire_rest(
+        &self,
+        start: Start<'_, M>,
+        begun: u64,
+        at: u64,
+        by: &'static Location<'static>,
+    ) -> Result<Pooled<M>, PoolError<M::Error>> {
+        let mut phase = match start {
+            Start::Look => TimeoutKind::Waiting,
+            Start::Check(_) => TimeoutKind::Checking,
+            Start::Connect(_) => TimeoutKind::Connecting,
+        };
+        let result = match self.acquire_slow(start, begun, at, by, &mut phase).await {
+            // The kind is what the `get` did last, whichever step saw the
+            // deadline pass, so that the error and its counter agree.
+            Err(PoolError::Timeout(_)) => Err(PoolError::Timeout(phase)),
+            other => other,
+        };
+        self.account(result, begun)
+    }
+
     /// Steps 2 and 3 of the acquire path (module docs), plus checks of
-    /// connections that sat idle.
+    /// connections that sat idle, from `start`, until deadline `at`.
     async fn acquire_slow(
         &self,
-        deadline: Option<tokio::time::Instant>,
-        mut candidate: Option<CheckGuard<'_, M>>,
+        mut start: Start<'_, M>,
+        begun: u64,
+        at: u64,
         by: &'static Location<'static>,
         phase: &mut TimeoutKind,
     ) -> Result<Pooled<M>, PoolError<M::Error>> {
         let shared = self.shared();
-        let mut first = true;
-        // Without a candidate, `acquire`'s fast path has just found the idle
-        // set empty: the first round goes straight on to a place or the
-        // wait (whose re-check after registering looks again), rather than
-        // scan the shards and the parked slots a second time in a row.
-        let mut just_looked = candidate.is_none();
+        // Checks and connects are I/O, bounded by a Tokio timer.
+        let until = shared.clock.instant_at(at);
+        // Passed by the pool's clock (a mock's too), or by that timer.
+        let passed = || {
+            at != NO_DEADLINE
+                && (shared.clock.now_ns() >= at.saturating_mul(1_000_000)
+                    || until.is_some_and(|u| tokio::time::Instant::now() >= u))
+        };
         loop {
-            // Every round after the first follows a check, an expiry or a
-            // wake-up, and a check needs time: past the deadline, stop
-            // there (an unchecked candidate goes back to the idle set, not
-            // closed by a check cut short before it began).
-            if (!std::mem::take(&mut first) || candidate.is_some())
-                && deadline.is_some_and(|d| tokio::time::Instant::now() >= d)
-            {
-                if let Some(c) = candidate.take() {
+            // Every round follows a miss, a check, an expiry or a wake-up,
+            // and a check needs time: past the deadline, stop there (an
+            // unchecked candidate goes back to the idle set, not closed by
+            // a check cut short before it began; a place goes back).
+            if passed() {
+                if let Start::Check(c) = start {
                     c.requeue();
                 }
                 return Err(PoolError::Timeout(*phase));
             }
-            if let Some(c) = candidate.take() {
-                *phase = TimeoutKind::Checking;
-                // Bounded by `deadline` itself (`CheckGuard::check`).
-                if let Some(busy) = c.check(deadline).await {
-                    return Ok(self.hand_out_slow(busy, by));
+            match std::mem::replace(&mut start, Start::Look) {
+                Start::Check(c) => {
+                    *phase = TimeoutKind::Checking;
+                    // Bounded by the deadline itself (`CheckGuard::check`).
+                    if let Some(busy) = c.check(until).await {
+                        return Ok(self.hand_out_slow(busy, by));
+                    }
+                    continue;
                 }
-                continue;
+                Start::Connect(place) => {
+                    *phase = TimeoutKind::Connecting;
+                    bump(&shared.counters.acquire_connects);
+                    let connect = crate::connector::open(shared, place, None, until);
+                    let p = bounded(until, connect).await?;
+                    return Ok(self.hand_out_slow(p, by));
+                }
+                Start::Look => {}
             }
             if shared.closed.load(Ordering::Acquire) {
                 return Err(PoolError::Closed);
             }
-            let idle = if std::mem::take(&mut just_looked) {
-                None
-            } else {
-                shared.take_idle()
-            };
-            if let Some(busy) = idle {
+            if let Some(busy) = shared.take_idle() {
                 match self.triage(busy, by) {
                     Ok(p) => return Ok(p),
-                    Err(c) => {
-                        candidate = c;
-                        continue;
-                    }
+                    Err(c) => start = c.map_or(Start::Look, Start::Check),
                 }
+                continue;
             }
             if let Some(place) = shared.slots.reserve() {
-                *phase = TimeoutKind::Connecting;
-                bump(&shared.counters.acquire_connects);
-                let connect = self.connect(PlaceGuard::new(shared, place), deadline);
-                let p = bounded(deadline, connect).await?;
-                return Ok(self.hand_out_slow(p, by));
+                start = Start::Connect(PlaceGuard::new(shared, place));
+                continue;
             }
             *phase = TimeoutKind::Waiting;
-            match self.wait(deadline).await? {
-                Held::Busy(busy) => match self.triage(busy, by) {
-                    Ok(p) => return Ok(p),
-                    Err(c) => candidate = c,
-                },
-                Held::Place(place) => {
-                    *phase = TimeoutKind::Connecting;
-                    bump(&shared.counters.acquire_connects);
-                    let connect = self.connect(PlaceGuard::new(shared, place), deadline);
-                    let p = bounded(deadline, connect).await?;
-                    return Ok(self.hand_out_slow(p, by));
+            let mut waiting = None;
+            let next = std::future::poll_fn(|cx| {
+                let next = match waiting.as_mut() {
+                    None => self.enqueue(begun, at, by, cx),
+                    Some(w) => match self.poll_wait(w, by, cx) {
+                        Poll::Ready(next) => next,
+                        Poll::Pending => return Poll::Pending,
+                    },
+                };
+                match next {
+                    Next::Wait(w) => {
+                        waiting = Some(w);
+                        Poll::Pending
+                    }
+                    next => Poll::Ready(next),
                 }
+            })
+            .await;
+            match next {
+                Next::Done(result, _) => return result,
+                Next::Slow(s, ..) => start = s,
+                Next::Wait(_) => unreachable!("a wait ends in a result or a step"),
             }
         }
     }
@@ -511,57 +682,6 @@ impl<M: Manager> Pool<M> {
             Verdict::Check | Verdict::Ready => return Some(CheckGuard::new(shared, busy)),
         }
         None
-    }
-
-    /// Step 3: parks as a waiter until served with a connection or a place.
-    async fn wait(
-        &self,
-        deadline: Option<tokio::time::Instant>,
-    ) -> Result<Held, PoolError<M::Error>> {
-        let shared = self.shared();
-        let Some(node) = shared.waiters.register(shared.config.max_waiters) else {
-            bump(&shared.counters.exhausted);
-            tracing::warn!(pool = %shared.config.name, max_waiters = shared.config.max_waiters, "get rejected: pool exhausted (max_waiters reached)");
-            return Err(PoolError::Exhausted);
-        };
-        bump(&shared.counters.waits);
-        let mut wait = WaitGuard::new(shared, node);
-        // The registration's half of the asymmetric fence: a parking
-        // releaser's store is visible to the re-check, or it sees the
-        // token (`asym.rs`).
-        shared.idle.fence_heavy();
-        // The re-check after registering (waiters.rs: lost wake-ups).
-        let outcome = if shared.closed.load(Ordering::SeqCst) {
-            wait.withdraw().unwrap_or(Outcome::Closed)
-        } else if let Some(found) = shared.take_any() {
-            match wait.withdraw() {
-                None => return Ok(found),
-                // Served meanwhile: keep the older grant, give back ours.
-                Some(served) => {
-                    shared.pass_on(found, &mut Settle::new(shared));
-                    served
-                }
-            }
-        } else {
-            park(&mut wait, deadline).await
-        };
-        match outcome {
-            // SAFETY: this waiter's node was served with `g` (its poll or
-            // its withdraw saw the serving CAS): the grant is its alone.
-            Outcome::Granted(g) => Ok(unsafe { from_grant(g) }),
-            Outcome::Closed => Err(PoolError::Closed),
-            Outcome::TimedOut => Err(PoolError::Timeout(TimeoutKind::Waiting)),
-        }
-    }
-
-    /// Opens a connection into a reserved place (`connector::open`, the
-    /// one connect path) and returns its slot.
-    async fn connect(
-        &self,
-        place: PlaceGuard<'_, M>,
-        deadline: Option<tokio::time::Instant>,
-    ) -> Result<Busy, PoolError<M::Error>> {
-        crate::connector::open(self.shared(), place, None, deadline).await
     }
 
     /// Runs one maintenance pass now: expire idle and over-age connections,
@@ -739,15 +859,17 @@ impl<M: Manager> Pool<M> {
 pin_project_lite::pin_project! {
     /// The future of `get`, `get_timeout`, `get_until` (and `get_blocking`
     /// past its `try_get`). Its first poll runs the fast path as a plain
-    /// call (no state machine around it); a miss builds the slow future
+    /// call (no state machine around it); a miss either parks the `get`
+    /// as a waiter polled by hand (`waiting`), or builds the slow future
     /// from `rest` in `slow` and polls that from then on. Dropping it at
-    /// any point drops the slow future, whose guards give back what it
-    /// held (I5).
+    /// any point drops what it holds, whose guards give it back (I5).
     struct Acquire<'a, M: Manager, F, S> {
         pool: &'a Pool<M>,
         timeout: Duration,
         by: &'static Location<'static>,
         started: bool,
+        #[pin]
+        waiting: Slow<Waiting<'a, M>>,
         // Builds the slow future (a function item: no state).
         rest: F,
         #[pin]
@@ -755,10 +877,11 @@ pin_project_lite::pin_project! {
     }
 }
 
-/// `Acquire`'s slow future, once a miss has built it. Its drop is a test
-/// inlined into the caller, and a call only when there is a future to drop:
-/// as a plain `Option<S>` field, the drop glue of the whole state machine
-/// (1.9 KB) was an out-of-line call after every `get`, fast ones included.
+/// What `Acquire` builds after a miss (its slow future, or its wait). Its
+/// drop is a test inlined into the caller, and a call only when there is
+/// something to drop: as a plain `Option<S>` field, the drop glue of the
+/// whole state machine was an out-of-line call after every `get`, fast
+/// ones included (BENCHMARKS.md, "Design decisions").
 struct Slow<S>(ManuallyDrop<Option<S>>);
 
 impl<S> Slow<S> {
@@ -767,6 +890,15 @@ impl<S> Slow<S> {
     #[inline(always)]
     fn none() -> Self {
         Self(ManuallyDrop::new(None))
+    }
+
+    /// The slot, unpinned (for what never needs pinning).
+    #[inline(always)]
+    fn get(self: Pin<&mut Self>) -> &mut Option<S>
+    where
+        S: Unpin,
+    {
+        &mut self.get_mut().0
     }
 
     /// The pinned future slot.
@@ -799,32 +931,37 @@ fn drop_slow<S>(slot: &mut Option<S>) {
 impl<'a, M, F, S> Future for Acquire<'a, M, F, S>
 where
     M: Manager,
-    F: Fn(&'a Pool<M>, Duration, Option<CheckGuard<'a, M>>, &'static Location<'static>) -> S,
+    F: Fn(&'a Pool<M>, Start<'a, M>, u64, u64, &'static Location<'static>) -> S,
     S: Future<Output = Result<Pooled<M>, PoolError<M::Error>>>,
 {
     type Output = Result<Pooled<M>, PoolError<M::Error>>;
 
     #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        if !*this.started {
+        let mut this = self.project();
+        let next = if !*this.started {
             *this.started = true;
             match this.pool.acquire_fast(this.by) {
                 Fast::Done(done) => return Poll::Ready(done),
-                Fast::Slow(candidate) => {
-                    return start_slow(
-                        this.slow.slot(),
-                        this.rest,
-                        this.pool,
-                        *this.timeout,
-                        candidate,
-                        this.by,
-                        cx,
-                    );
-                }
+                Fast::Slow(candidate) => this.pool.begin(*this.timeout, candidate, this.by, cx),
             }
-        }
-        poll_slow(this.slow.slot(), cx)
+        } else if let Some(w) = this.waiting.as_mut().get() {
+            match this.pool.poll_wait(w, this.by, cx) {
+                Poll::Ready(next) => next,
+                Poll::Pending => return Poll::Pending,
+            }
+        } else {
+            return poll_slow(this.slow.slot(), cx);
+        };
+        go_on(
+            next,
+            this.waiting.get(),
+            this.slow.slot(),
+            this.rest,
+            this.pool,
+            this.by,
+            cx,
+        )
     }
 }
 
@@ -837,27 +974,74 @@ enum Fast<'a, M: Manager> {
     Slow(Option<CheckGuard<'a, M>>),
 }
 
-/// Builds the slow future of `Acquire` in place and polls it: kept out of
-/// line so that the first poll, inlined into its caller, is the fast path
-/// and a call.
+/// A `get` registered in the waiter queue, polled by hand (not inside the
+/// slow future): what a miss at the cap comes to.
+struct Waiting<'a, M: Manager> {
+    /// The node; dropped before its outcome, it withdraws (I5).
+    guard: WaitGuard<'a, M>,
+    /// When the `get` began (pool clock, ns).
+    begun: u64,
+    /// Its deadline (pool clock ticks), or `NO_DEADLINE`.
+    at: u64,
+    /// Its own timer, armed only while no sweeper serves.
+    timer: Option<Pin<Box<sync::Sleep>>>,
+}
+
+/// Where the slow future starts.
+enum Start<'a, M: Manager> {
+    /// Search again (a connection handed over turned out expired or
+    /// broken).
+    Look,
+    /// Check this candidate first.
+    Check(CheckGuard<'a, M>),
+    /// Connect into this place.
+    Connect(PlaceGuard<'a, M>),
+}
+
+/// What a step of the acquire path after the fast path comes to.
+enum Next<'a, M: Manager> {
+    /// The result, and when the `get` began (for `Pool::account`).
+    Done(Result<Pooled<M>, PoolError<M::Error>>, u64),
+    /// Parked as a waiter.
+    Wait(Waiting<'a, M>),
+    /// On to the slow future, from `Start`, begun at and due by.
+    Slow(Start<'a, M>, u64, u64),
+}
+
+/// Acts on `next` for `Acquire`: the result, a wait kept in `waiting`,
+/// or the slow future built in place and polled. Out of line: only a miss
+/// comes here.
 #[cold]
 #[inline(never)]
-fn start_slow<'a, M, F, S>(
+fn go_on<'a, M, F, S>(
+    next: Next<'a, M>,
+    waiting: &mut Option<Waiting<'a, M>>,
     mut slow: Pin<&mut Option<S>>,
     rest: &F,
     pool: &'a Pool<M>,
-    timeout: Duration,
-    candidate: Option<CheckGuard<'a, M>>,
     by: &'static Location<'static>,
     cx: &mut std::task::Context<'_>,
 ) -> Poll<Result<Pooled<M>, PoolError<M::Error>>>
 where
     M: Manager,
-    F: Fn(&'a Pool<M>, Duration, Option<CheckGuard<'a, M>>, &'static Location<'static>) -> S,
+    F: Fn(&'a Pool<M>, Start<'a, M>, u64, u64, &'static Location<'static>) -> S,
     S: Future<Output = Result<Pooled<M>, PoolError<M::Error>>>,
 {
-    slow.set(Some(rest(pool, timeout, candidate, by)));
-    poll_slow(slow, cx)
+    match next {
+        Next::Done(result, begun) => {
+            *waiting = None;
+            Poll::Ready(pool.account(result, begun))
+        }
+        Next::Wait(w) => {
+            *waiting = Some(w);
+            Poll::Pending
+        }
+        Next::Slow(start, begun, at) => {
+            *waiting = None;
+            slow.set(Some(rest(pool, start, begun, at, by)));
+            poll_slow(slow, cx)
+        }
+    }
 }
 
 /// Polls `Acquire`'s slow future, built by an earlier poll.
@@ -1160,71 +1344,6 @@ async fn bounded<T, E>(
             .await
             .unwrap_or(Err(PoolError::Timeout(TimeoutKind::Connecting))),
         None => fut.await,
-    }
-}
-
-/// Waits for a registered waiter's outcome until `deadline`: timed out by
-/// the pool's sweeper while one serves (`deadlines.rs`), else by a Tokio
-/// timer of its own.
-async fn park<M: Manager>(
-    wait: &mut WaitGuard<'_, M>,
-    deadline: Option<tokio::time::Instant>,
-) -> Outcome {
-    let Some(d) = deadline else {
-        return wait.await;
-    };
-    let deadlines = &wait.shared.deadlines;
-    if let Some(tracked) = deadlines.track(d, &wait.node) {
-        let epoch = tracked.epoch;
-        wait.tracked = Some(tracked);
-        // Poll the node first (registering the waker), then look whether
-        // the sweeper still serves: a sweeper that stops after the look
-        // wakes this task (`Deadlines::stop`).
-        let swept = std::future::poll_fn(|cx| match Pin::new(&mut *wait).poll(cx) {
-            Poll::Ready(o) => Poll::Ready(Some(o)),
-            Poll::Pending if deadlines.serving(epoch) => Poll::Pending,
-            Poll::Pending => Poll::Ready(None),
-        })
-        .await;
-        if let Some(outcome) = swept {
-            return outcome;
-        }
-    }
-    match sync::timeout_at(d, &mut *wait).await {
-        Ok(outcome) => outcome,
-        // Served at the last moment: keep it; otherwise it timed out.
-        Err(()) => wait.withdraw().unwrap_or(Outcome::TimedOut),
-    }
-}
-
-/// Loom test support (`loom-tests/`), reached through `Pool` because the
-/// modules behind it are private.
-#[cfg(latchless_loom)]
-impl<M: Manager> Pool<M> {
-    /// Pins the calling thread's home to `shard` of the pool's shards (a
-    /// model needs the same home in every execution).
-    #[doc(hidden)]
-    pub fn loom_pin_home_shard(&self, shard: usize) {
-        crate::tid::pin_home(shard, self.config().shards);
-    }
-
-    /// Runs the next probe now, in this thread, if the backend is down and
-    /// a probe is due: the pool's background task runs it on Tokio, which
-    /// a model does not run.
-    #[doc(hidden)]
-    pub async fn loom_probe(&self) {
-        let core = self.core();
-        if core.breaker.claim_probe(core.clock.now()) == crate::breaker::Probe::Run {
-            crate::connector::probe(Arc::clone(self.shared())).await;
-        }
-    }
-
-    /// A serving sweeper's deadline slots and a waiter queue: a model
-    /// cannot reach the pool's own (it runs no Tokio, so no background
-    /// task), so it gets its own, driven as the pool drives them.
-    #[doc(hidden)]
-    pub fn loom_deadline_slots() -> crate::deadlines::LoomDeadlines {
-        crate::deadlines::loom_deadline_slots()
     }
 }
 

@@ -213,19 +213,37 @@ impl<M: Manager> Core<M> {
             // it is shelved, and the re-check below reserves through the
             // cap (`Slots::reserve`).
             let surplus = matches!(held, Held::Place(_)) && self.slots.over_cap();
-            if !surplus && self.waiters.any() {
-                match self.waiters.serve(into_grant(held)) {
-                    Ok(()) => return,
+            let mut spared = false;
+            let own = if !surplus && self.waiters.any() {
+                // Grants other releasers deposited while this one served,
+                // that no waiter took, are shelved like its own.
+                let mut spare = |g| {
+                    // SAFETY: a deposited grant nobody took: the serving
+                    // thread's to dispose of (`waiters.rs`).
+                    self.shelve(unsafe { from_grant(g) }, self.now_for_checks());
+                    spared = true;
+                };
+                match self.waiters.serve(into_grant(held), &mut spare) {
+                    Ok(()) if !spared => return,
+                    Ok(()) => None,
                     // SAFETY: `serve` gave back the grant made just above,
                     // which no waiter took.
-                    Err(back) => held = unsafe { from_grant(back) },
+                    Err(back) => Some(unsafe { from_grant(back) }),
                 }
-            }
-            let shelved_busy = matches!(held, Held::Busy(_));
-            self.shelve(held, self.now_for_checks());
+            } else {
+                Some(held)
+            };
+            let shelved_busy = match own {
+                Some(held) => {
+                    let busy = matches!(held, Held::Busy(_));
+                    self.shelve(held, self.now_for_checks());
+                    busy
+                }
+                None => spared,
+            };
             sync::after_publish();
-            // The shelve ended in a SeqCst operation of ours; these SeqCst
-            // loads follow it in S and pair with `register`'s token add +
+            // The shelve ended in a SeqCst operation of ours: these SeqCst
+            // loads follow it in S and pair with `register`'s count +
             // fence and with `close`'s store + fence (DESIGN.md, "The
             // lost-wake-up argument").
             sync::sc_load_after_rmw();
@@ -266,7 +284,7 @@ impl<M: Manager> Core<M> {
     /// place's push onto the free queue is crossbeam's, whose orderings are
     /// not ours to rely on, so a SeqCst fence follows it.
     #[inline]
-    fn shelve(&self, held: Held, now: u64) {
+    pub(crate) fn shelve(&self, held: Held, now: u64) {
         match held {
             Held::Busy(busy) => self.idle.push(&self.slots, busy, now),
             Held::Place(place) => {
@@ -326,7 +344,12 @@ impl<M: Manager> Core<M> {
         fence(Ordering::SeqCst);
         // And with a parking releaser's light side (`asym.rs`).
         self.idle.fence_heavy();
-        self.waiters.close_all();
+        self.waiters.close_all(&mut |g| {
+            // SAFETY: a deposited grant nobody took is the serving thread's
+            // to dispose of (`waiters.rs`).
+            let held = unsafe { from_grant(g) };
+            self.discard(held, retired);
+        });
         self.close_idle(retired);
     }
 

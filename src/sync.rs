@@ -14,7 +14,7 @@
 //! atomics are `core`'s), and the stand-ins give it a scheduling point at
 //! every queue operation. They are SeqCst-strong, so the models check the
 //! pool's own protocol around the queues (orderings of the slot word, the
-//! waiter tokens, the re-checks), not the queues' internals.
+//! waiter count, the re-checks), not the queues' internals.
 //!
 //! Mutants (`--cfg latchless_mutants`, `loom-tests/run-mutants.sh`): a few
 //! deliberately injected bugs, each behind [`mutant`]`("name")`, which is a
@@ -172,6 +172,26 @@ pub(crate) async fn timeout_at<F: std::future::Future>(
     Ok(fut.await)
 }
 
+/// A waiter's own timer (tokio's).
+#[cfg(not(latchless_loom))]
+pub(crate) type Sleep = tokio::time::Sleep;
+
+/// A waiter's own timer until `at`.
+#[cfg(not(latchless_loom))]
+pub(crate) fn sleep_until(at: tokio::time::Instant) -> Sleep {
+    tokio::time::sleep_until(at)
+}
+
+/// Under loom time never passes: a waiter's own timer never fires.
+#[cfg(latchless_loom)]
+pub(crate) type Sleep = std::future::Pending<()>;
+
+/// A timer that never fires (loom).
+#[cfg(latchless_loom)]
+pub(crate) fn sleep_until(_at: tokio::time::Instant) -> Sleep {
+    std::future::pending()
+}
+
 /// Sleeps (tokio's timer); under loom, yields once instead.
 #[cfg(not(latchless_loom))]
 pub(crate) async fn sleep(d: std::time::Duration) {
@@ -185,7 +205,7 @@ pub(crate) async fn sleep(_d: std::time::Duration) {}
 #[cfg(not(latchless_loom))]
 mod imp {
     pub(crate) use atomic_waker::AtomicWaker;
-    pub(crate) use crossbeam_queue::{ArrayQueue, SegQueue};
+    pub(crate) use crossbeam_queue::ArrayQueue;
     pub(crate) use std::sync::Arc;
     pub(crate) use std::sync::atomic::{
         AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering, fence,
@@ -343,13 +363,9 @@ mod imp {
     /// Whether a thread gives its hazard slot back when it exits.
     pub(crate) const HAZARD_RELEASE_AT_EXIT: bool = true;
 
-    /// Parked waiters a pool's deadline sweeper tracks at once (see
-    /// `deadlines.rs`; fewer in unit tests, to reach the limit).
-    pub(crate) const DEADLINE_SLOTS: usize = if cfg!(test) { 64 } else { 1024 };
-
     /// Dead waiter nodes tolerated beyond the live ones before a
-    /// registration reclaims some (see `waiters.rs`; fewer in unit tests).
-    pub(crate) const RECLAIM_SLACK: usize = if cfg!(test) { 2 } else { 64 };
+    /// registration compacts the line (see `waiters.rs`).
+    pub(crate) const RECLAIM_SLACK: usize = 64;
 }
 
 #[cfg(latchless_loom)]
@@ -428,30 +444,6 @@ mod imp {
         }
     }
 
-    /// Stand-in for `crossbeam_queue::SegQueue` (see the module docs).
-    #[derive(Debug)]
-    pub(crate) struct SegQueue<T>(loom::sync::Mutex<VecDeque<T>>);
-
-    impl<T> SegQueue<T> {
-        pub(crate) fn new() -> Self {
-            Self(loom::sync::Mutex::new(VecDeque::new()))
-        }
-        pub(crate) fn push(&self, v: T) {
-            self.0
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push_back(v);
-        }
-        pub(crate) fn pop(&self) -> Option<T> {
-            let mut q = self.0.lock().unwrap_or_else(|e| e.into_inner());
-            // loom mutant: lifo_waiters, see loom-tests/run-mutants.sh
-            if super::mutant("lifo_waiters") {
-                return q.pop_back();
-            }
-            q.pop_front()
-        }
-    }
-
     /// A busy-wait hint: a scheduler yield under loom.
     pub(crate) fn spin_loop() {
         loom::thread::yield_now();
@@ -493,11 +485,7 @@ mod imp {
     /// slots, and every execution starts with a fresh registry).
     pub(crate) const HAZARD_RELEASE_AT_EXIT: bool = false;
 
-    /// Deadline slots in a model (no sweeper runs under loom: every slot
-    /// is an object loom tracks, and a pool's drop reads each).
-    pub(crate) const DEADLINE_SLOTS: usize = 4;
-
     /// No slack in a model: one dead node more than the live ones starts a
-    /// reclaim (see `waiters.rs`), so a few threads reach it.
+    /// compaction (see `waiters.rs`), so a few threads reach it.
     pub(crate) const RECLAIM_SLACK: usize = 0;
 }

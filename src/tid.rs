@@ -8,10 +8,8 @@
 //!   are indexed by them. A thread that finds none free has no id (the
 //!   hazard code then takes counted references).
 //! - **Home.** A per-thread hash, spread by Fibonacci hashing, that picks
-//!   the thread's home shard and deadline slot ([`home_index`]).
+//!   the thread's home shard ([`home_index`]).
 //! - **Ops.** Releases on this thread ([`every_64th_op`]).
-//! - **Cursor.** Where this thread's next waiter looks for a free deadline
-//!   slot (`deadlines.rs`).
 //! - **Parked.** The thread's cache of one parked connection: a pool id
 //!   and a packed key, with a count of releases it turned away
 //!   ([`parked`]). What goes in and out of it, and when a cached key is
@@ -70,8 +68,6 @@ struct Local {
     home: Cell<u32>,
     /// Releases on this thread.
     ops: Cell<u32>,
-    /// Where this thread's next waiter starts looking for a deadline slot.
-    cursor: Cell<Option<usize>>,
     parked: Parked,
 }
 
@@ -93,7 +89,6 @@ impl Local {
             id: Cell::new(Id::Unclaimed),
             home: Cell::new(0),
             ops: Cell::new(0),
-            cursor: Cell::new(None),
             parked: Parked {
                 entry: Cell::new((0, 0)),
                 refused: Cell::new(0),
@@ -216,7 +211,7 @@ pub(crate) fn forget_other_threads(own: Option<usize>) {
     }
 }
 
-/// This thread's home among `n` places (shards, deadline slots): its hash
+/// This thread's home among `n` places (shards, histogram stripes): its hash
 /// scaled to `0..n` with one multiply (Lemire's "fastrange").
 #[inline(always)]
 pub(crate) fn home_index(n: usize) -> usize {
@@ -258,16 +253,6 @@ pub(crate) fn every_64th_op() -> bool {
             n % 64 == 0
         })
         .unwrap_or(false)
-}
-
-/// Where this thread's next waiter starts looking for a deadline slot.
-pub(crate) fn cursor() -> Option<usize> {
-    LOCAL.try_with(|l| l.cursor.get()).ok().flatten()
-}
-
-/// Sets where this thread's next waiter starts looking.
-pub(crate) fn set_cursor(at: Option<usize>) {
-    let _ = LOCAL.try_with(|l| l.cursor.set(at));
 }
 
 #[cfg(test)]

@@ -46,12 +46,12 @@ fn fast_path_hits_count_as_zero_waits_and_slow_gets_as_measured() {
 
 #[test]
 fn a_get_that_waited_records_its_wait() {
-    let (pool, _t, _mock) = mocked_quiet(|b| b.max_size(1));
+    let (pool, t, _mock) = mocked_quiet(|b| b.max_size(1));
     paused().block_on(async {
         let held = pool.get().await.unwrap();
         let p = pool.clone();
         let waiter = tokio::spawn(async move { p.get().await.map(drop) });
-        tokio::time::sleep(ms(30)).await;
+        t.pass(ms(30)).await;
         drop(held);
         waiter.await.unwrap().unwrap();
     });

@@ -485,68 +485,94 @@ fn release_to_a_waiter_races_last_pool_drop() {
     });
 }
 
-/// Model 11 — the deadline slots: a waiter parks (claims a slot, writes
-/// the hint, publishes its node) while the sweeper (a loom thread: loom
-/// runs no Tokio task) scans the slots and takes what is due, and a
-/// release hands the waiter a connection. Exactly one outcome: the waiter
-/// is served the connection, or it times out and the releaser keeps the
-/// connection (for the idle set). Afterwards the slot is free and the node
-/// freed once (loom checks its `Arc`). Catches `sweep_take_without_cas`
-/// (the sweeper takes the node it saw with a store, not a CAS: that
-/// reference may be the one its waiter's untrack already took; loom sees
-/// the node's `Arc` released twice) and `untrack_keeps_slot` (an ended
-/// wait leaves its slot to the sweeper, which already passed it: the slot
-/// stays taken).
+/// Model 11 — a waiter's time-out races its service: the sweeper (the
+/// pool's background task, run by hand here) times out a waiter whose
+/// deadline passed while a release serves the line. Sweeps and serves take
+/// turns on the line (`SERVING`), so the waiter ends with one outcome: the
+/// connection, or a time-out while the connection goes back idle; nothing
+/// is lost. Catches `sweep_unlocked` (the sweeper walks the line without
+/// `SERVING`: loom reports the line's cell accessed by two threads at once).
 #[test]
 fn sweeper_times_out_a_waiter_while_a_release_serves_it() {
     explore(|| {
-        let d = Arc::new(Pool::<M>::loom_deadline_slots());
-        let d2 = Arc::clone(&d);
-        let sweeper = thread::spawn(move || d2.sweep());
-        let mut waiter = d.park();
-        let handed = d.serve(0);
-        let served = block_on(std::future::poll_fn(|cx| waiter.poll(cx)));
-        assert_eq!(waiter.end(&d), None, "an outcome taken is not given back");
-        let swept = sweeper.join().unwrap();
-        match served {
-            Some(slot) => {
-                assert_eq!(slot, 0);
-                assert!(handed && swept == 0, "served: not also timed out");
+        let (p, mock) = pool(1, M::default(), |b| b);
+        p.loom_start_sweeping();
+        let c = block_on(p.get()).unwrap();
+        let mut waiter = Box::pin(p.get_timeout(Duration::from_millis(10)));
+        assert!(poll_once(waiter.as_mut()).is_pending());
+        mock.advance(Duration::from_millis(20));
+        let p2 = p.clone();
+        let sweeper = thread::spawn(move || p2.loom_sweep());
+        drop(c);
+        sweeper.join().unwrap();
+        match block_on(waiter) {
+            Ok(conn) => {
+                assert_eq!(p.metrics().timeouts_swept, 0, "served: not also timed out");
+                drop(conn);
             }
-            None => assert!(!handed && swept == 1, "timed out: the release kept it"),
+            Err(e) => {
+                assert!(matches!(e, PoolError::Timeout(_)), "{e:?}");
+                assert_eq!(p.metrics().timeouts_swept, 1);
+            }
         }
-        assert_eq!(d.occupied(), 0, "the slot is free");
-        assert_eq!(d.waiting(), 0);
+        let s = p.state();
+        assert_eq!((s.size, s.idle, s.waiting), (1, 1, 0), "nothing lost");
     });
 }
 
-/// Model 12 — the deadline slots: a waiter parks and is cancelled (its
-/// `get` dropped) while the sweeper times it out and a release serves it.
-/// The connection ends with the releaser (idle) or is given back by the
-/// cancelled waiter, never lost; the waiter has one outcome; the slot is
-/// free and the node freed once. Catches `sweep_take_without_cas` and
-/// `untrack_keeps_slot` on the cancel path.
+/// Model 12 — a waiter's time-out races its cancellation: the sweeper
+/// times out a waiter whose `get` is dropped meanwhile. One of the two
+/// ends it, once: afterwards a new waiter is counted as the only one.
+/// Catches `sweep_without_cas` (the sweeper stores `TIMED_OUT` over a
+/// cancellation: the waiter leaves the count twice, and the next one is
+/// not counted).
 #[test]
-fn sweeper_times_out_a_waiter_while_it_is_cancelled_and_served() {
+fn sweeper_times_out_a_waiter_while_it_is_cancelled() {
     explore(|| {
-        let d = Arc::new(Pool::<M>::loom_deadline_slots());
-        let d2 = Arc::clone(&d);
-        let sweeper = thread::spawn(move || d2.sweep());
-        let d3 = Arc::clone(&d);
-        let releaser = thread::spawn(move || d3.serve(0));
-        let waiter = d.park();
-        let given_back = waiter.end(&d);
-        let swept = sweeper.join().unwrap();
-        let handed = releaser.join().unwrap();
-        assert_eq!(
-            handed,
-            given_back == Some(0),
-            "a connection handed to the cancelled waiter comes back"
+        let (p, mock) = pool(1, M::default(), |b| b);
+        p.loom_start_sweeping();
+        let c = block_on(p.get()).unwrap();
+        let mut waiter = Box::pin(p.get_timeout(Duration::from_millis(10)));
+        assert!(poll_once(waiter.as_mut()).is_pending());
+        mock.advance(Duration::from_millis(20));
+        let p2 = p.clone();
+        let sweeper = thread::spawn(move || p2.loom_sweep());
+        drop(waiter);
+        sweeper.join().unwrap();
+        assert!(p.metrics().timeouts_swept <= 1);
+        assert_eq!(p.state().waiting, 0);
+        let mut next = Box::pin(p.get());
+        assert!(poll_once(next.as_mut()).is_pending());
+        assert_eq!(p.state().waiting, 1, "one waiter, counted once");
+        drop(c);
+        assert!(matches!(poll_once(next.as_mut()), Poll::Ready(Ok(_))));
+    });
+}
+
+/// Model 12b — two releases at once, two waiters: one release holds the
+/// line while the other hands its connection over (a deposit). Both
+/// waiters are served. Catches `deposit_unflagged` (a deposit left without
+/// telling the holder, who may be letting go: a connection stranded, a
+/// waiter never served).
+#[test]
+fn two_releases_serve_two_waiters_through_a_deposit() {
+    explore(|| {
+        let (p, _mock) = pool(2, M::default(), |b| b);
+        let (c1, c2) = (block_on(p.get()).unwrap(), block_on(p.get()).unwrap());
+        let mut first = Box::pin(p.get());
+        assert!(poll_once(first.as_mut()).is_pending());
+        let mut second = Box::pin(p.get());
+        assert!(poll_once(second.as_mut()).is_pending());
+        let t = thread::spawn(move || drop(c1));
+        drop(c2);
+        t.join().unwrap();
+        // Both held at once: neither release of theirs may serve the other.
+        let a = poll_once(first.as_mut());
+        let b = poll_once(second.as_mut());
+        assert!(
+            matches!((&a, &b), (Poll::Ready(Ok(_)), Poll::Ready(Ok(_)))),
+            "both waiters served"
         );
-        assert!(swept <= 1);
-        assert!(!(handed && swept == 1), "one outcome: served or timed out");
-        assert_eq!(d.occupied(), 0, "the slot is free");
-        assert_eq!(d.waiting(), 0);
     });
 }
 
@@ -598,15 +624,15 @@ fn a_thread_with_an_empty_home_steals_while_the_owner_pops_and_pushes() {
     });
 }
 
-/// Model 14 — I4 and I5 with reclaim (issue 10.5): a registration that
-/// reclaims a cancelled waiter's dead node (the loom build tolerates no
-/// dead node beyond the live ones) races the release that serves the
-/// queue. The release may drop the dead node itself, or find it claimed by
-/// the reclaimer and deposit its connection for it; the reclaimer then
-/// finds nobody older alive and keeps the connection for its own caller.
-/// Either way the new waiter gets the connection and nothing is lost.
+/// Model 14 — I4 and I5 with compaction: a registration that compacts
+/// the line (the loom build tolerates no dead node beyond the live ones)
+/// races the release that serves it. The release may drop the dead node
+/// itself, or find the line held by the compaction and deposit its
+/// connection; the compaction then finds nobody alive and shelves it, and
+/// the registration's own re-check takes it. Either way the new waiter
+/// gets the connection and nothing is lost. Catches `lost_wakeup`.
 #[test]
-fn release_races_a_registration_that_reclaims_a_dead_waiter() {
+fn release_races_a_registration_that_compacts_a_dead_waiter() {
     explore(|| {
         let m = M::default();
         let open = Arc::clone(&m.open);
@@ -626,19 +652,13 @@ fn release_races_a_registration_that_reclaims_a_dead_waiter() {
     });
 }
 
-/// Model 15 — I7 with reclaim (issue 10.5): two live waiters queued
-/// ahead of three cancelled ones; a new registration reclaims from the
-/// head, claiming the live waiters one by one (it cannot serve them: it
-/// parks them in order ahead of the queue) while a release races it. The
-/// release must not overtake a claimed waiter, neither by popping past it
-/// nor by having claimed before it and popping after it: the oldest waiter
-/// gets the connection, the others still wait.
-/// Catches `reclaim_overtaken` (a server pops past a reclaimer's node
-/// instead of depositing its grant for it) and `reclaim_ignores_poppers`
-/// (a reclaim starts while a server that claimed earlier has not popped:
-/// the server serves the second waiter).
+/// Model 15 — I7 with compaction: two live waiters queued ahead of three
+/// cancelled ones; a new registration compacts the line while a release
+/// races it: the oldest waiter gets the connection, the others still wait.
+/// Catches `compact_drops_live` (a compaction that unlinks live waiters
+/// with the dead ones: the oldest is never served).
 #[test]
-fn a_reclaimed_live_waiter_keeps_its_turn_against_a_racing_release() {
+fn a_compaction_keeps_the_order_against_a_racing_release() {
     explore(|| {
         let (p, _mock) = pool(1, M::default(), |b| b);
         let c = block_on(p.get()).unwrap();
@@ -664,19 +684,14 @@ fn a_reclaimed_live_waiter_keeps_its_turn_against_a_racing_release() {
     });
 }
 
-/// Model 16 — I7 with reclaim through `head` (issue 10.5): earlier
-/// reclaims moved the oldest waiter to the head of the line and parked the
-/// next one behind it; a registration claims the head waiter again while a
-/// release races it: the release must serve the oldest waiter first (by
-/// taking it, or by depositing its connection for the reclaimer holding
-/// it), never the one parked behind it. Catches `reclaim_overtaken` and
-/// `head_behind_front` (a server serves the parked waiter while the
-/// reclaimer holds the older one it took from the head).
+/// Model 16 — I7 across several compactions: waiters registered among
+/// cancelled ones, each registration compacting the line, the last while
+/// a release races it: the oldest waiter is served first, never one
+/// behind it. Catches `compact_drops_live`.
 ///
-/// Since the thread-affine fast path (issue 16), every registration's
-/// re-check also scans the state words for parked connections: a single
-/// execution takes more than loom's default 1 000 branch points, so this
-/// model allows 2 000.
+/// Every registration's re-check also scans the state words for parked
+/// connections: a single execution takes more than loom's default 1 000
+/// branch points, so this model allows 2 000.
 #[test]
 fn a_waiter_at_the_head_keeps_its_turn_against_a_racing_release() {
     explore_with(Some(2_000), || {
@@ -691,16 +706,13 @@ fn a_waiter_at_the_head_keeps_its_turn_against_a_racing_release() {
         let mut first = Box::pin(p.get());
         assert!(poll_once(first.as_mut()).is_pending());
         cancel(2);
-        // Reclaims: `first` parked, then moved to the head; two dead dropped.
         let mut second = Box::pin(p.get());
         assert!(poll_once(second.as_mut()).is_pending());
         cancel(3);
-        // Reclaims: `first` put back, `second` parked behind it.
         let mut third = Box::pin(p.get());
         assert!(poll_once(third.as_mut()).is_pending());
         cancel(3);
         let t = thread::spawn(move || drop(c));
-        // Reclaims: `first` claimed from the head and put back, ...
         let mut fourth = Box::pin(p.get());
         assert!(poll_once(fourth.as_mut()).is_pending());
         t.join().unwrap();

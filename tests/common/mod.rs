@@ -40,9 +40,21 @@ pub struct Tracker {
     pub check_hang: AtomicBool,
     /// Delay of each `check`, in ms.
     pub check_delay_ms: AtomicU64,
+    /// The pool's mock clock, if the pool runs on one: connect and check
+    /// delays move it too, so that the pool's time passes as Tokio's does.
+    pub mock: std::sync::Mutex<Option<latchless::MockClock>>,
 }
 
 impl Tracker {
+    /// Lets `d` pass: sleeps on Tokio's time, and moves the pool's mock
+    /// clock (if any) by as much once the sleep ends.
+    pub async fn pass(&self, d: Duration) {
+        tokio::time::sleep(d).await;
+        if let Some(mock) = self.mock.lock().unwrap().as_ref() {
+            mock.advance(d);
+        }
+    }
+
     fn enter(&self) {
         let now = self.live.fetch_add(1, SeqCst) + 1;
         self.max_live.fetch_max(now, SeqCst);
@@ -143,7 +155,7 @@ impl Manager for TestManager {
         t.connect_calls.fetch_add(1, SeqCst);
         let delay = t.connect_delay_ms.load(SeqCst);
         if delay > 0 {
-            tokio::time::sleep(Duration::from_millis(delay)).await;
+            t.pass(Duration::from_millis(delay)).await;
         }
         if t.hang.load(SeqCst) {
             std::future::pending::<()>().await;
@@ -169,7 +181,7 @@ impl Manager for TestManager {
         t.check_calls.fetch_add(1, SeqCst);
         let delay = t.check_delay_ms.load(SeqCst);
         if delay > 0 {
-            tokio::time::sleep(Duration::from_millis(delay)).await;
+            t.pass(Duration::from_millis(delay)).await;
         }
         if t.check_hang.load(SeqCst) {
             std::future::pending::<()>().await;
@@ -248,6 +260,7 @@ pub fn mocked_quiet(
         .idle_timeout(None)
         .max_lifetime(None)
         .check_after_idle(None);
+    *t.mock.lock().unwrap() = Some(mock.clone());
     (f(b).build().unwrap(), t, mock)
 }
 

@@ -1,0 +1,46 @@
+//! Hooks for the loom models (`loom-tests/`), compiled only into the loom
+//! build (`--cfg latchless_loom`): a model runs no Tokio, so what the
+//! pool's background task would do on it, a model does by hand through
+//! these. Reached through `Pool` because the modules behind it are
+//! private; hidden from the docs.
+//!
+//! Invariant kept: each hook runs the production code path (the same
+//! functions the background task calls), never a copy of it.
+
+use std::sync::Arc;
+
+use crate::{Manager, Pool};
+
+impl<M: Manager> Pool<M> {
+    /// Pins the calling thread's home to `shard` of the pool's shards (a
+    /// model needs the same home in every execution).
+    #[doc(hidden)]
+    pub fn loom_pin_home_shard(&self, shard: usize) {
+        crate::tid::pin_home(shard, self.config().shards);
+    }
+
+    /// Runs the next probe now, in this thread, if the backend is down and
+    /// a probe is due.
+    #[doc(hidden)]
+    pub async fn loom_probe(&self) {
+        let core = self.core();
+        if core.breaker.claim_probe(core.clock.now()) == crate::breaker::Probe::Run {
+            crate::connector::probe(Arc::clone(self.shared())).await;
+        }
+    }
+
+    /// Starts serving waiter deadlines, as the background task's first
+    /// round does (waiters then leave their time-outs to the sweep).
+    #[doc(hidden)]
+    pub fn loom_start_sweeping(&self) {
+        self.core().waiters.start_sweeping();
+    }
+
+    /// One sweep of waiter deadlines at the pool clock's time, as the
+    /// background task runs it; false if another thread held the line.
+    #[doc(hidden)]
+    pub fn loom_sweep(&self) -> bool {
+        let shared = self.shared();
+        crate::background::sweep(shared, &mut crate::lifetime::Settle::new(shared)).is_some()
+    }
+}
