@@ -216,7 +216,7 @@ async fn ticker<M: Manager>(mut ticking: Ticking<M>, period: Duration) {
                 housekeep(&shared, shared.clock.now(), &mut retired);
                 next_tick = now + period;
             }
-            let wake_at = match sweep(&shared, &mut retired) {
+            let wake_at = match sweep(&shared, true, &mut retired) {
                 Some(next) => shared.clock.instant_at(next).unwrap_or(next_tick),
                 // Another thread holds the line for a moment: look again.
                 None => now + Duration::from_millis(1),
@@ -237,13 +237,13 @@ async fn ticker<M: Manager>(mut ticking: Ticking<M>, period: Duration) {
 }
 
 /// One sweep of waiter deadlines at the pool clock's time (`waiters.rs`,
-/// "Time out"); the earliest deadline left, or `None` if another thread
-/// held the line.
-pub(crate) fn sweep<M: Manager>(core: &Core<M>, retired: &mut Retired) -> Option<u64> {
+/// "Time out"), by the sweeper (`arm`) or a one-off pass; the earliest
+/// deadline left, or `None` if another thread held the line.
+pub(crate) fn sweep<M: Manager>(core: &Core<M>, arm: bool, retired: &mut Retired) -> Option<u64> {
     let swept = &core.counters.timeouts_swept;
     let next = core
         .waiters
-        .sweep(core.clock.now(), swept, &mut spare(core))?;
+        .sweep(core.clock.now(), swept, arm, &mut spare(core))?;
     rescue(core, retired);
     Some(next)
 }

@@ -183,18 +183,27 @@ impl Shards {
     #[cold]
     fn steal(&self, home: usize) -> Option<SlotKey> {
         let n = self.shards.len();
-        // The shards after `home`, then those before it (no division).
-        (home + 1..n).chain(0..home.min(n)).find_map(|i| {
+        // The shards after `home`, then those before it (no division; a
+        // plain loop: a waiter's re-check runs it on an empty set).
+        let mut i = home;
+        for _ in 1..n {
+            i = if i + 1 == n { 0 } else { i + 1 };
             let victim = &self.shards[i];
             // loom mutant: steal_without_swap (the hot word taken with a
             // load and a store), see loom-tests/run-mutants.sh
             if mutant("steal_without_swap") {
                 let k = SlotKey::from_bits(victim.hot.load(Ordering::Acquire));
                 victim.hot.store(0, Ordering::Relaxed);
-                return k.or_else(|| victim.queue.pop());
+                if let Some(k) = k.or_else(|| victim.queue.pop()) {
+                    return Some(k);
+                }
+                continue;
             }
-            victim.pop()
-        })
+            if let Some(k) = victim.pop() {
+                return Some(k);
+            }
+        }
+        None
     }
 
     /// Pushes a live key, home shard first. `is_live` tells stale keys from

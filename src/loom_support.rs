@@ -41,6 +41,6 @@ impl<M: Manager> Pool<M> {
     #[doc(hidden)]
     pub fn loom_sweep(&self) -> bool {
         let shared = self.shared();
-        crate::background::sweep(shared, &mut crate::lifetime::Settle::new(shared)).is_some()
+        crate::background::sweep(shared, true, &mut crate::lifetime::Settle::new(shared)).is_some()
     }
 }

@@ -685,10 +685,12 @@ impl<M: Manager> Pool<M> {
     }
 
     /// Runs one maintenance pass now: expire idle and over-age connections,
-    /// report leaks, refill `min_idle`. The pool does this on its own (a
-    /// background task when a Tokio runtime is present, and busy threads in
-    /// passing); call it when running without a runtime, or in tests that
-    /// drive a mock clock.
+    /// report leaks, refill `min_idle`, and time out parked `get`s whose
+    /// deadline passed. The pool does this on its own (a background task
+    /// when a Tokio runtime is present, and busy threads in passing); call
+    /// it when running without a runtime, or in tests that drive a mock
+    /// clock: time on a mock clock passes only when advanced, for
+    /// connection lifetimes and `get` deadlines alike.
     ///
     /// ```
     /// # use latchless::{Manager, Pool};
@@ -710,7 +712,11 @@ impl<M: Manager> Pool<M> {
     /// ```
     pub fn maintain(&self) {
         let shared = self.shared();
-        housekeep(shared, shared.clock.now(), &mut Settle::new(shared));
+        let mut retired = Settle::new(shared);
+        housekeep(shared, shared.clock.now(), &mut retired);
+        // Another thread holding the waiter line is one that serves it;
+        // the next pass sweeps.
+        let _ = crate::background::sweep(shared, false, &mut retired);
     }
 
     /// The pool's health: the alerts firing over the last 30 s (samples

@@ -765,15 +765,20 @@ impl<C> Slots<C> {
     #[cold]
     pub(crate) fn claim_any_parked(&self, start: usize) -> Option<Busy> {
         let n = self.slots.len();
-        let start = start.min(n);
         // From `start` to the end, then from the front: no division per
-        // slot (a waiter's re-check scans every slot when none is parked).
-        (start..n).chain(0..start).find_map(|i| {
+        // slot, and a plain loop (a waiter's re-check scans every slot when
+        // none is parked).
+        let mut i = start.min(n);
+        for _ in 0..n {
+            if i == n {
+                i = 0;
+            }
             let index = i as u32;
-            let state = &self.at(index).state;
+            i += 1;
+            let state = &self.slots[index as usize].state;
             let word = state.load(Ordering::Relaxed);
             if tag(word) != PARKED {
-                return None;
+                continue;
             }
             // loom mutant: steal_without_cas (a load and a store: the owner
             // and the stealer can both take the connection),
@@ -783,16 +788,19 @@ impl<C> Slots<C> {
                 return Some(Busy::new(index));
             }
             // Acquire pairs with the Release side of `park`.
-            state
+            if state
                 .compare_exchange(
                     word,
                     pack(generation(word), BUSY),
                     Ordering::Acquire,
                     Ordering::Relaxed,
                 )
-                .ok()
-                .map(|_| Busy::new(index))
-        })
+                .is_ok()
+            {
+                return Some(Busy::new(index));
+            }
+        }
+        None
     }
 
     /// Slots reading PARKED (exact while nothing is in flight).

@@ -22,7 +22,9 @@
 //! - **Let go** ([`Waiters::unlock`]): serve the deposits; clear `RECHECK`
 //!   and look again if it is set; close every node if `CLOSE` is set; wake
 //!   every node if `WAKE` is set; else clear `SERVING` with a CAS that
-//!   fails if any of those bits arrived meanwhile.
+//!   fails if any of those bits arrived meanwhile, and that also takes the
+//!   node a releaser served off the live count (a serve costs two
+//!   read-modify-writes of `ctl`: take and let go); then wake that node.
 //! - **Cancel.** A waiter leaving (its `get` dropped, a re-check that found
 //!   something, its own timer) takes itself off the live count, then CASes
 //!   its node `WAITING -> CANCELLED`. If that fails it was served (the
@@ -64,8 +66,13 @@
 //!   a server that takes the first live node of the line (moving
 //!   `arrivals` in when the line has none) serves the oldest live waiter.
 //! - A node leaves `WAITING` exactly once; whoever moves it takes one off
-//!   the live count. A grant written into a node is its waiter's until
-//!   taken or, if the waiter left, given back by the waiter's guard.
+//!   the live count: a canceller before its CAS (and back on failure), a
+//!   releaser's serve when it lets go, every other end at once. So the
+//!   count reads high only while the line is held (a releaser then
+//!   deposits: it never loops) and one low only around a cancel that lost
+//!   its race (which then re-checks). A grant
+//!   written into a node is its waiter's until taken or, if the waiter
+//!   left, given back by the waiter's guard.
 //! - No grant is stranded: a deposit is followed by a `RECHECK` set while
 //!   `SERVING` is held (the holder's let-go then serves it), or its
 //!   depositor takes `SERVING` itself and serves it.
@@ -434,8 +441,11 @@ impl Waiters {
     pub(crate) fn serve(&self, grant: Grant, spare: &mut dyn FnMut(Grant)) -> Result<(), Grant> {
         if self.try_lock() {
             let mine = self.hand(grant);
-            self.unlock(spare);
-            return mine;
+            self.unlock(u64::from(mine.is_ok()), spare);
+            // Woken once counted out and the line let go: the waiter, on
+            // its way at once, neither reads a stale count nor meets the
+            // line held.
+            return mine.map(|node| node.waker.wake());
         }
         // Held: deposit, then make sure a holder serves the deposit.
         if let Err(word) = self.deposits.push(grant.encode()) {
@@ -448,35 +458,39 @@ impl Waiters {
             return Ok(());
         }
         if self.request(RECHECK) {
-            self.unlock(spare);
+            self.unlock(0, spare);
         }
         Ok(())
     }
 
-    /// Hands `grant` to the oldest live node of the line (the caller holds
-    /// `SERVING`).
-    fn hand(&self, grant: Grant) -> Result<(), Grant> {
+    /// Hands `grant` to the oldest live node of the line and returns it,
+    /// to be counted out and woken by the caller (who holds `SERVING`).
+    fn hand(&self, grant: Grant) -> Result<Arc<Node>, Grant> {
         loop {
             let Some(node) = self.pop_oldest() else {
                 return Err(grant);
             };
             if node.finish(grant.encode()).is_ok() {
                 sync::after_publish();
-                self.leave();
-                node.waker.wake();
-                return Ok(());
+                return Ok(node);
             }
             self.dead.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
     /// Lets go of `SERVING`: serves the deposits, and acts on `CLOSE`
-    /// and `WAKE`, until none is left at the moment of letting go.
-    fn unlock(&self, spare: &mut dyn FnMut(Grant)) {
+    /// and `WAKE`, until none is left at the moment of letting go; takes
+    /// the `left` nodes the caller served off the live count in the same
+    /// CAS (no read-modify-write of their own).
+    fn unlock(&self, left: u64, spare: &mut dyn FnMut(Grant)) {
         loop {
             while let Some(word) = self.deposits.pop() {
-                if let Err(g) = self.hand(deposited(word)) {
-                    spare(g);
+                match self.hand(deposited(word)) {
+                    Ok(node) => {
+                        self.leave();
+                        node.waker.wake();
+                    }
+                    Err(g) => spare(g),
                 }
             }
             let ctl = self.ctl.load(Ordering::Acquire);
@@ -492,9 +506,10 @@ impl Waiters {
                 continue;
             }
             // Release: the next holder sees the line as this one left it.
+            let next = (ctl & !SERVING).wrapping_sub(left.wrapping_mul(LIVE));
             if self
                 .ctl
-                .compare_exchange(ctl, ctl & !SERVING, Ordering::Release, Ordering::Relaxed)
+                .compare_exchange(ctl, next, Ordering::Release, Ordering::Relaxed)
                 .is_ok()
             {
                 return;
@@ -653,7 +668,7 @@ impl Waiters {
             // loom mutant: compact_drops_live (live nodes unlinked with the
             // dead: their waiters are never served), see run-mutants.sh
             self.retain(|_| !mutant("compact_drops_live"));
-            self.unlock(spare);
+            self.unlock(0, spare);
         }
     }
 
@@ -661,7 +676,7 @@ impl Waiters {
     /// that holds the line lets go).
     pub(crate) fn close_all(&self, spare: &mut dyn FnMut(Grant)) {
         if self.request(CLOSE) {
-            self.unlock(spare);
+            self.unlock(0, spare);
         }
     }
 
@@ -712,18 +727,21 @@ impl Waiters {
     pub(crate) fn stop_sweeping(&self, spare: &mut dyn FnMut(Grant)) {
         self.armed.store(OFF, Ordering::SeqCst);
         if self.request(WAKE) {
-            self.unlock(spare);
+            self.unlock(0, spare);
         }
     }
 
     /// Times out every node whose deadline is at or before `now`, counting
     /// each in `swept` before waking it; returns the earliest deadline
     /// left (`NO_DEADLINE` if none), or `None` if another thread holds the
-    /// line (try again shortly).
+    /// line (try again shortly). With `arm`, the caller is the sweeper,
+    /// which sleeps until that deadline (`armed`); without, a one-off pass
+    /// (`Pool::maintain`) that leaves `armed` alone.
     pub(crate) fn sweep(
         &self,
         now: u64,
         swept: &std::sync::atomic::AtomicU64,
+        arm: bool,
         spare: &mut dyn FnMut(Grant),
     ) -> Option<u64> {
         // loom mutant: sweep_unlocked (the line walked without `SERVING`,
@@ -768,6 +786,9 @@ impl Waiters {
                     false
                 });
             }
+            if !arm {
+                break next;
+            }
             self.armed.store(
                 if next == NO_DEADLINE { UNARMED } else { next },
                 Ordering::SeqCst,
@@ -779,7 +800,7 @@ impl Waiters {
             }
         };
         if !unlocked {
-            self.unlock(spare);
+            self.unlock(0, spare);
         }
         Some(next)
     }
@@ -861,7 +882,7 @@ mod tests {
             true
         });
         let dead = w.dead.load(Ordering::Relaxed);
-        w.unlock(&mut nothing);
+        w.unlock(0, &mut nothing);
         n + dead
     }
 
@@ -952,7 +973,7 @@ mod tests {
         assert_eq!(w.serve(Grant::Slot(5), &mut nothing), Ok(()), "deposited");
         assert_eq!(granted(&a), Poll::Pending, "not yet");
         assert_ne!(w.ctl.load(Ordering::SeqCst) & RECHECK, 0);
-        w.unlock(&mut nothing);
+        w.unlock(0, &mut nothing);
         assert_eq!(granted(&a), Poll::Ready(Outcome::Granted(Grant::Slot(5))));
         assert_eq!(granted(&b), Poll::Pending);
         // A deposit nobody waits for goes to `spare`.
@@ -960,7 +981,7 @@ mod tests {
         assert!(w.try_lock());
         assert_eq!(w.serve(Grant::Place(6), &mut nothing), Ok(()));
         let mut spared = Vec::new();
-        w.unlock(&mut |g| spared.push(g));
+        w.unlock(0, &mut |g| spared.push(g));
         assert_eq!(spared, [Grant::Place(6)]);
         assert_eq!(w.ctl.load(Ordering::SeqCst), 0);
     }
@@ -973,7 +994,7 @@ mod tests {
         assert!(w.try_lock());
         w.close_all(&mut nothing);
         assert_eq!(granted(&a), Poll::Pending, "the holder closes at let-go");
-        w.unlock(&mut nothing);
+        w.unlock(0, &mut nothing);
         for n in [&a, &b] {
             assert_eq!(granted(n), Poll::Ready(Outcome::Closed));
         }
@@ -987,7 +1008,7 @@ mod tests {
         let n = std::sync::atomic::AtomicU64::new(0);
         let sweep = |now| {
             let before = n.load(std::sync::atomic::Ordering::Relaxed);
-            w.sweep(now, &n, &mut nothing)
+            w.sweep(now, &n, true, &mut nothing)
                 .map(|next| (n.load(std::sync::atomic::Ordering::Relaxed) - before, next))
         };
         w.start_sweeping();
@@ -1010,7 +1031,7 @@ mod tests {
         // The line held: try again later.
         assert!(w.try_lock());
         assert_eq!(sweep(99), None);
-        w.unlock(&mut nothing);
+        w.unlock(0, &mut nothing);
         w.stop_sweeping(&mut nothing);
         assert!(!w.swept(1), "no sweeper: arm a timer");
         assert_eq!(w.cancel(&c), None);
@@ -1022,7 +1043,7 @@ mod tests {
         w.start_sweeping();
         let _a = w.register(None, 100, &mut nothing).unwrap();
         let n = std::sync::atomic::AtomicU64::new(0);
-        assert_eq!(w.sweep(0, &n, &mut nothing), Some(100));
+        assert_eq!(w.sweep(0, &n, true, &mut nothing), Some(100));
         let mut cx = Context::from_waker(Waker::noop());
         assert!(!w.kicked(&mut cx));
         assert!(w.swept(200));

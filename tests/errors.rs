@@ -72,6 +72,46 @@ fn the_pool_times_out_parked_waiters_itself() {
     });
 }
 
+/// One time base: a pool on a mock clock times out a parked `get` when the
+/// mock passes its deadline, not when Tokio's time does. An hour's
+/// deadline passes at once by `advance` and a maintenance pass (the
+/// background task's own sweep would come at its next look); nothing
+/// sleeps for it.
+#[test]
+fn a_mocked_clock_moves_a_get_deadline_without_sleeping() {
+    let (m, _t) = TestManager::new();
+    let (clock, mock) = latchless::Clock::mock();
+    let pool = Pool::builder(m).max_size(1).clock(clock).build().unwrap();
+    runtime().block_on(async {
+        let held = pool.get().await.unwrap();
+        let p = pool.clone();
+        let waiter =
+            tokio::spawn(async move { p.get_timeout(Duration::from_secs(3600)).await.map(drop) });
+        wait_until("the get is parked", || pool.state().waiting == 1).await;
+        let started = std::time::Instant::now();
+        mock.advance(Duration::from_secs(3599));
+        pool.maintain();
+        tokio::task::yield_now().await;
+        assert_eq!(pool.state().waiting, 1, "not before its deadline");
+        mock.advance(Duration::from_secs(2));
+        pool.maintain();
+        let err = tokio::time::timeout(LONG, waiter)
+            .await
+            .expect("timed out by the mock's time")
+            .unwrap()
+            .unwrap_err();
+        assert!(
+            matches!(err, PoolError::Timeout(TimeoutKind::Waiting)),
+            "{err:?}"
+        );
+        assert!(started.elapsed() < LONG);
+        assert_eq!(pool.state().waiting, 0);
+        // (An hour on: `held` is past its lifetime and closes on return.)
+        drop(held);
+        assert!(pool.get().await.is_ok(), "nothing lost");
+    });
+}
+
 /// Waiters tracked by a background task whose runtime shuts down fall back
 /// to timers of their own: they still time out (they would hang forever if
 /// nobody woke them), and a release still reaches them.
