@@ -44,6 +44,9 @@ pairs=(
   "a_parked_release_races_waiter_registration:lost_wakeup"
   "a_parked_release_races_waiter_registration:park_without_fence"
   "release_races_waiter_registration:recheck_skips_parked"
+  "a_starved_get_on_one_key_is_served_by_a_release_on_another:budget_unchecked"
+  "a_starved_get_on_one_key_is_served_by_a_release_on_another:release_ignores_starved"
+  "a_token_freed_while_a_get_starves_reaches_it:put_back_no_recheck"
 )
 
 cargo test -q -p loom-tests --release --no-run || exit 1

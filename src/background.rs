@@ -421,7 +421,7 @@ async fn refill_task<M: Manager>(guard: Refilling<M>) {
         let Ok(flight) = admit(shared) else {
             return;
         };
-        let Some(place) = shared.slots.reserve() else {
+        let Some(place) = shared.reserve() else {
             return;
         };
         let place = PlaceGuard::new(shared, place);

@@ -68,14 +68,18 @@ impl std::error::Error for BuildError {}
 ///     .build()?;
 /// # Ok::<(), latchless::BuildError>(())
 /// ```
+///
+/// The same builder configures a [`KeyedPool`](crate::KeyedPool) (as
+/// [`KeyedBuilder`](crate::KeyedBuilder)): every setting below then applies
+/// to each key's pool, and `max_size` is the cap per key.
 #[must_use = "a builder does nothing until `build()` is called"]
-pub struct Builder<M: Manager> {
-    manager: M,
-    config: Config,
-    clock: Option<crate::Clock>,
+pub struct Builder<M> {
+    pub(crate) manager: M,
+    pub(crate) config: Config,
+    pub(crate) clock: Option<crate::Clock>,
 }
 
-impl<M: Manager> fmt::Debug for Builder<M> {
+impl<M> fmt::Debug for Builder<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Builder")
             .field("config", &self.config)
@@ -107,8 +111,8 @@ impl<M: Manager> Pool<M> {
     }
 }
 
-impl<M: Manager> Builder<M> {
-    fn new(manager: M) -> Self {
+impl<M> Builder<M> {
+    pub(crate) fn new(manager: M) -> Self {
         Self {
             manager,
             config: Config::default(),
@@ -463,7 +467,9 @@ impl<M: Manager> Builder<M> {
         self.clock = Some(clock);
         self
     }
+}
 
+impl<M: Manager> Builder<M> {
     /// Checks every setting and builds the pool. Works outside a Tokio
     /// runtime; never panics.
     ///
@@ -555,7 +561,7 @@ impl<M: Manager> Pool<M> {
     }
 }
 
-fn validate(c: &Config) -> Result<(), BuildError> {
+pub(crate) fn validate(c: &Config) -> Result<(), BuildError> {
     let err = |field, message: String| Err(BuildError::new(field, message));
     if c.max_size == 0 {
         return err(

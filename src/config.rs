@@ -176,7 +176,7 @@ pub(crate) fn ms(d: Duration) -> u64 {
 /// How often the background task runs a pass: often enough that the cached
 /// clock it refreshes stays well inside every lifecycle setting, and at
 /// most once a second. Also the margin by which lifetimes end early.
-fn maintenance_period(c: &Config) -> Duration {
+pub(crate) fn maintenance_period(c: &Config) -> Duration {
     let mut p = Duration::from_secs(1);
     if let Some(d) = c.idle_timeout {
         p = p.min(d / 4);

@@ -175,7 +175,7 @@ pub(crate) async fn probe<M: Manager>(owner: Arc<Owner<M>>) {
     if core.closed.load(Ordering::Acquire) {
         return;
     }
-    let Some(place) = core.slots.reserve() else {
+    let Some(place) = core.reserve() else {
         return; // every place taken: the next probe tries again
     };
     let place = PlaceGuard::new(&owner, place);

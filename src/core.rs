@@ -20,6 +20,7 @@ use std::sync::{Arc, Weak};
 
 use crate::Manager;
 use crate::breaker::Breaker;
+use crate::budget::Budget;
 use crate::clock::Clock;
 use crate::config::{Config, Ticks, ms};
 use crate::health::Watch;
@@ -28,7 +29,7 @@ use crate::lifecycle::{Lifecycle, Verdict};
 use crate::lifetime::{self, Retired};
 use crate::maintenance::{Household, Maintenance};
 use crate::metrics::{Counters, State, bump};
-use crate::slots::{Busy, Held, Life, Slots};
+use crate::slots::{Busy, Held, Life, Place, Slots};
 use crate::sync::AtomicBool;
 use crate::waiters::Waiters;
 
@@ -45,6 +46,8 @@ pub(crate) struct Core<M: Manager> {
     pub(crate) idle: IdleSet,
     /// Parked `get`s, oldest first, and their deadlines.
     pub(crate) waiters: Waiters,
+    /// In a keyed pool, the budget across its keys (`budget.rs`).
+    pub(crate) budget: Option<Arc<Budget>>,
     /// Set once by `close`.
     pub(crate) closed: AtomicBool,
     pub(crate) clock: Clock,
@@ -79,7 +82,12 @@ impl<M: Manager> lifetime::Counted for Core<M> {
 impl<M: Manager> Core<M> {
     /// A core for `manager` with `config` (validated), in its own counted
     /// allocation (`lifetime.rs`). Starts nothing.
-    pub(crate) fn new(manager: M, config: Config, clock: quanta::Clock) -> Arc<Owner<M>> {
+    pub(crate) fn new(
+        manager: M,
+        config: Config,
+        clock: quanta::Clock,
+        budget: Option<Arc<Budget>>,
+    ) -> Arc<Owner<M>> {
         crate::hazard::survive_fork();
         let ticks = Ticks::new(&config);
         let clock = Clock::new(clock, ticks.uses_clock);
@@ -90,6 +98,7 @@ impl<M: Manager> Core<M> {
                 slots: Slots::with_cap(config.limit(), config.max_size),
                 idle: IdleSet::new(config.shards, config.limit(), config.membarrier),
                 waiters: Waiters::new(config.limit()),
+                budget,
                 closed: AtomicBool::new(false),
                 counters: Counters::new(config.shards),
                 maintenance: Maintenance::new(
@@ -144,8 +153,41 @@ impl<M: Manager> Core<M> {
     pub(crate) fn take_any(&self) -> Option<Held> {
         match self.take_idle() {
             Some(busy) => Some(Held::Busy(busy)),
-            None => self.slots.reserve().map(Held::Place),
+            None => self.reserve().map(Held::Place),
         }
+    }
+
+    /// Reserves a place: one of this pool's own (its cap) and, in a keyed
+    /// pool, a token of the budget across keys, taken first (`budget.rs`:
+    /// a place never exists without its token).
+    #[inline]
+    pub(crate) fn reserve(&self) -> Option<Place> {
+        let Some(budget) = &self.budget else {
+            return self.slots.reserve();
+        };
+        if !budget.take() {
+            return None;
+        }
+        let place = self.slots.reserve();
+        if place.is_none() {
+            budget.put_back();
+        }
+        place
+    }
+
+    /// Gives a reserved, empty place back, and in a keyed pool its token
+    /// (to the oldest starved `get` of any key first).
+    pub(crate) fn unreserve(&self, place: Place) {
+        self.slots.unreserve(place);
+        if let Some(budget) = &self.budget {
+            budget.put_back();
+        }
+    }
+
+    /// Whether, in a keyed pool, the budget across keys is spent (a `get`
+    /// at this pool's door then also waits for a token).
+    pub(crate) fn starved(&self) -> bool {
+        self.budget.as_ref().is_some_and(|b| b.used() >= b.max())
     }
 
     /// Idle connections (exact when quiet).

@@ -224,6 +224,26 @@ impl Health {
     pub fn alert(&self, kind: AlertKind) -> Option<&Alert> {
         self.alerts.iter().find(|a| a.kind == kind)
     }
+
+    /// Adds one key's health to a keyed pool's: one alert per kind, the
+    /// one with the worst (highest) value; the latest evaluation time.
+    pub(crate) fn absorb(&mut self, other: Health) {
+        self.at = self.at.max(other.at);
+        self.window = self.window.max(other.window);
+        for alert in other.alerts {
+            match self.alerts.iter_mut().find(|a| a.kind == alert.kind) {
+                Some(a) if a.value >= alert.value => {}
+                Some(a) => *a = alert,
+                None => self.alerts.push(alert),
+            }
+        }
+        self.alerts.sort_by_key(|a| {
+            AlertKind::ALL
+                .iter()
+                .position(|k| *k == a.kind)
+                .unwrap_or(usize::MAX)
+        });
+    }
 }
 
 /// How the recommended size compares with the pool's `max_size`.

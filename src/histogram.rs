@@ -569,6 +569,16 @@ impl HistogramSnapshot {
     /// that the pool counts per slot, by the slot's owner (a plain load and
     /// store instead of a shared `fetch_add`), and folds in when it takes a
     /// snapshot.
+    /// Adds `other`'s values to these (a keyed pool's aggregate).
+    pub(crate) fn merge(&mut self, other: &HistogramSnapshot) {
+        for (a, b) in self.counts.iter_mut().zip(other.counts.iter()) {
+            *a += b;
+        }
+        self.count += other.count;
+        self.sum = self.sum.saturating_add(other.sum);
+        self.max = self.max.max(other.max);
+    }
+
     pub(crate) fn add_zeros(&mut self, n: u64) {
         self.counts[0] += n;
         self.count += n;

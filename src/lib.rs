@@ -55,6 +55,7 @@
 mod asym;
 mod background;
 mod breaker;
+mod budget;
 mod builder;
 mod clock;
 mod config;
@@ -66,11 +67,15 @@ mod hazard;
 mod health;
 mod histogram;
 mod idle;
+mod keyed;
 mod keyed_manager;
 mod lifecycle;
 mod lifetime;
 #[cfg(latchless_loom)]
 mod loom_support;
+#[cfg(latchless_loom)]
+#[doc(hidden)]
+pub use loom_support::LoomBudget;
 mod maintenance;
 mod manager;
 #[cfg_attr(
@@ -100,6 +105,7 @@ pub use config::{Config, MAX_POOL_SIZE};
 pub use error::{Outage, PoolError, TimeoutKind};
 pub use health::{Alert, AlertKind, Health, Sizing, SizingVerdict};
 pub use histogram::HistogramSnapshot;
+pub use keyed::{Keyed, KeyedBuilder, KeyedPool, KeyedPooled};
 pub use keyed_manager::KeyedManager;
 pub use manager::Manager;
 pub use metrics::{Metrics, State};

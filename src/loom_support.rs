@@ -44,3 +44,47 @@ impl<M: Manager> Pool<M> {
         crate::background::sweep(shared, true, &mut crate::lifetime::Settle::new(shared)).is_some()
     }
 }
+
+/// A keyed pool's budget across keys (`budget.rs`), for a model that
+/// builds its keys' pools by hand (a model cannot run the keyed pool's
+/// map).
+#[doc(hidden)]
+#[derive(Clone, Debug)]
+pub struct LoomBudget(Arc<crate::budget::Budget>);
+
+impl LoomBudget {
+    /// A budget of `max` tokens.
+    #[doc(hidden)]
+    pub fn new(max: usize) -> Self {
+        Self(Arc::new(crate::budget::Budget::new(max)))
+    }
+
+    /// How the budget makes room: the model's stand-in for the keyed
+    /// pool's least-recently-used idle connection.
+    #[doc(hidden)]
+    pub fn on_evict(&self, evict: impl Fn() -> bool + Send + Sync + 'static) {
+        self.0.on_evict(Box::new(evict));
+    }
+}
+
+impl<M: Manager> crate::Builder<M> {
+    /// Builds the pool as one key's pool of a keyed pool with `budget`.
+    #[doc(hidden)]
+    pub fn loom_build_in(self, budget: &LoomBudget) -> Pool<M> {
+        crate::builder::validate(&self.config).expect("valid settings");
+        Pool::new_in(
+            self.manager,
+            self.config,
+            self.clock.unwrap_or_default().into_inner(),
+            Some(Arc::clone(&budget.0)),
+        )
+    }
+}
+
+impl<M: Manager> Pool<M> {
+    /// Closes one idle connection, as the keyed pool's eviction does.
+    #[doc(hidden)]
+    pub fn loom_close_one_idle(&self) -> bool {
+        self.close_one_idle()
+    }
+}

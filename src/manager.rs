@@ -94,4 +94,10 @@ pub trait Manager: Send + Sync + 'static {
         let _ = error;
         false
     }
+
+    /// Set by the manager of one key's pool inside a keyed pool, and by
+    /// nothing else: it compiles the keyed pool's budget checks into that
+    /// pool's release path and out of every other pool's.
+    #[doc(hidden)]
+    const KEYED: bool = false;
 }

@@ -166,6 +166,51 @@ pub struct Metrics {
     pub check_time: HistogramSnapshot,
 }
 
+impl Metrics {
+    /// Adds one key's counters to a keyed pool's aggregate: counts summed,
+    /// histograms merged, the state summed; down if any key is (for the
+    /// longest).
+    pub(crate) fn absorb(&mut self, o: &Metrics) {
+        self.state.size += o.state.size;
+        self.state.idle += o.state.idle;
+        self.state.in_use += o.state.in_use;
+        self.state.waiting += o.state.waiting;
+        self.opened += o.opened;
+        self.closed += o.closed;
+        self.detached += o.detached;
+        self.connect_errors += o.connect_errors;
+        self.connect_timeouts += o.connect_timeouts;
+        self.permanent_errors += o.permanent_errors;
+        self.unavailable += o.unavailable;
+        self.probes += o.probes;
+        self.waits += o.waits;
+        self.timeouts += o.timeouts;
+        self.timeouts_swept += o.timeouts_swept;
+        self.exhausted += o.exhausted;
+        self.expired += o.expired;
+        self.check_failures += o.check_failures;
+        self.checks_detached += o.checks_detached;
+        self.broken += o.broken;
+        self.leaks += o.leaks;
+        self.maintenance_passes += o.maintenance_passes;
+        self.hits += o.hits;
+        self.acquire_connects += o.acquire_connects;
+        self.closed_idle += o.closed_idle;
+        self.closed_lifetime += o.closed_lifetime;
+        self.closed_check_cancelled += o.closed_check_cancelled;
+        self.closed_pool_closed += o.closed_pool_closed;
+        self.timeouts_waiting += o.timeouts_waiting;
+        self.timeouts_connecting += o.timeouts_connecting;
+        self.timeouts_checking += o.timeouts_checking;
+        self.backend_down |= o.backend_down;
+        self.down_for = self.down_for.max(o.down_for);
+        self.acquire_wait.merge(&o.acquire_wait);
+        self.connect_time.merge(&o.connect_time);
+        self.hold_time.merge(&o.hold_time);
+        self.check_time.merge(&o.check_time);
+    }
+}
+
 /// The pool's counters (all relaxed: they order nothing).
 #[derive(Debug, Default)]
 pub(crate) struct Counters {

@@ -63,7 +63,7 @@ use crate::background::{IdleClaim, housekeep, probe_if_due, sample, start_backgr
 use crate::clock::NO_DEADLINE;
 use crate::config::Config;
 use crate::core::{Core, Owner};
-use crate::guards::{CheckGuard, PlaceGuard, WaitGuard};
+use crate::guards::{CheckGuard, PlaceGuard, Starved, WaitGuard};
 use crate::health::{Health, Sizing};
 use crate::lifecycle::Verdict;
 use crate::lifetime::{CorePtr, Settle};
@@ -139,7 +139,17 @@ impl<M: Manager> Pool<M> {
     /// Builds the pool (`Builder::build`, after validating `config`) and
     /// starts its background work if a runtime is present.
     pub(crate) fn new(manager: M, config: Config, clock: quanta::Clock) -> Self {
-        let shared = Core::new(manager, config, clock);
+        Self::new_in(manager, config, clock, None)
+    }
+
+    /// [`new`](Self::new), as one key's pool of a keyed pool with `budget`.
+    pub(crate) fn new_in(
+        manager: M,
+        config: Config,
+        clock: quanta::Clock,
+        budget: Option<Arc<crate::budget::Budget>>,
+    ) -> Self {
+        let shared = Core::new(manager, config, clock, budget);
         start_background(&shared);
         Self {
             core: CorePtr::new(&shared),
@@ -326,7 +336,7 @@ impl<M: Manager> Pool<M> {
     /// of line (`begin`): to a wait polled by hand ([`Waiting`], what most
     /// misses at the cap come to), or to the slow future (`acquire_rest`),
     /// built in place inside this one for connects and checks.
-    fn acquire(
+    pub(crate) fn acquire(
         &self,
         timeout: Duration,
         by: &'static Location<'static>,
@@ -360,6 +370,41 @@ impl<M: Manager> Pool<M> {
         Fast::Slow(None)
     }
 
+    /// Step 1 alone, for a keyed pool's lookup (`keyed.rs`): a ready idle
+    /// connection, or nothing (a candidate due for a check goes back, for
+    /// the `get` that follows to find).
+    #[inline(always)]
+    pub(crate) fn quick(&self, by: &'static Location<'static>) -> Quick<M> {
+        match self.acquire_fast(by) {
+            Fast::Done(Ok(conn)) => Quick::Hit(conn),
+            Fast::Done(Err(_)) => Quick::Closed,
+            Fast::Slow(candidate) => {
+                if let Some(c) = candidate {
+                    c.requeue();
+                }
+                Quick::Miss
+            }
+        }
+    }
+
+    /// Closes the pool now (`close` without the `async`).
+    pub(crate) fn close_now(&self) {
+        let shared = self.shared();
+        shared.close(&mut Settle::new(shared));
+    }
+
+    /// Closes one idle connection, if there is one (a keyed pool making
+    /// room for another key, `budget.rs`).
+    pub(crate) fn close_one_idle(&self) -> bool {
+        let shared = self.shared();
+        let Some(busy) = shared.take_idle() else {
+            return false;
+        };
+        shared.note_close(&shared.counters.closed_idle, "evicted");
+        shared.retire(busy, &mut Settle::new(shared));
+        true
+    }
+
     /// After step 1's miss: the wait's clock starts; a candidate due for a
     /// check, or a free place, goes to the slow future; at the cap, the
     /// `get` registers as a waiter (step 3) and is polled by hand.
@@ -381,7 +426,7 @@ impl<M: Manager> Pool<M> {
         }
         // Straight from the miss: the idle set is not searched twice in a
         // row (the re-check after registering searches it again).
-        if let Some(place) = shared.slots.reserve() {
+        if let Some(place) = shared.reserve() {
             return Next::Slow(Start::Connect(PlaceGuard::new(shared, place)), begun, at);
         }
         self.enqueue(begun, at, by, cx)
@@ -431,8 +476,23 @@ impl<M: Manager> Pool<M> {
                 }
             };
         }
+        // In a keyed pool, unless this key's own places are all taken (a
+        // connection of its own then comes back to it) with the budget to
+        // spare, also wait for a token from any key, and make room from
+        // another key's idle connection. Judged after the re-check: a
+        // token freed since is found by `starve`'s own look.
+        let mut starved = None;
+        if shared.budget.is_some()
+            && (shared.slots.taken() < shared.slots.cap() || shared.starved())
+        {
+            match self.starve(&mut guard, begun, at, by) {
+                Ok(s) => starved = s,
+                Err(next) => return next,
+            }
+        }
         let mut waiting = Waiting {
             guard,
+            starved,
             begun,
             at,
             timer: None,
@@ -441,6 +501,67 @@ impl<M: Manager> Pool<M> {
             Poll::Ready(next) => next,
             Poll::Pending => Next::Wait(waiting),
         }
+    }
+
+    /// Registers a waiter of a keyed pool's key, already in its key's
+    /// line, as starved by the budget across keys (`budget.rs`), then
+    /// looks for a token once more; without one, asks for another key's
+    /// idle connection to be closed. `Err` when the look found a token and
+    /// the `get` goes on (to a connect, or to what its key served it
+    /// meanwhile).
+    #[cold]
+    fn starve<'a>(
+        &'a self,
+        guard: &mut WaitGuard<'a, M>,
+        begun: u64,
+        at: u64,
+        by: &'static Location<'static>,
+    ) -> Result<Option<Starved<'a>>, Next<'a, M>> {
+        let shared = self.shared();
+        let Some(budget) = shared.budget.as_deref() else {
+            return Ok(None);
+        };
+        let Some(node) = budget.starve() else {
+            return Ok(None);
+        };
+        let starved = Starved::new(budget, node);
+        if !budget.take() {
+            budget.evict();
+            return Ok(Some(starved));
+        }
+        // A token after all: out of the budget's line (a token served
+        // meanwhile goes back as it drops), and on with this one.
+        drop(starved);
+        match self.with_token(guard, begun, at, by) {
+            Some(next) => Err(next),
+            // The key filled meanwhile: wait for it alone.
+            None => {
+                budget.put_back();
+                Ok(None)
+            }
+        }
+    }
+
+    /// With a budget token in hand: reserves one of this key's places and
+    /// leaves the key's line for the connect, or, if the key's line served
+    /// it meanwhile, keeps that and gives place and token back. `None` if
+    /// the key has no place left (the token is still the caller's).
+    fn with_token<'a>(
+        &'a self,
+        guard: &mut WaitGuard<'a, M>,
+        begun: u64,
+        at: u64,
+        by: &'static Location<'static>,
+    ) -> Option<Next<'a, M>> {
+        let shared = self.shared();
+        let place = shared.slots.reserve()?;
+        Some(match guard.withdraw() {
+            None => Next::Slow(Start::Connect(PlaceGuard::new(shared, place)), begun, at),
+            Some(served) => {
+                shared.unreserve(place);
+                self.ended(served, begun, at, by)
+            }
+        })
     }
 
     /// Polls a registered waiter: its outcome, else (with a deadline and no
@@ -455,6 +576,19 @@ impl<M: Manager> Pool<M> {
         // serves: one that stops after the look wakes every node.
         if let Poll::Ready(outcome) = w.guard.poll(cx) {
             return Poll::Ready(self.ended(outcome, w.begun, w.at, by));
+        }
+        if let Some(s) = w.starved.as_mut() {
+            if let Poll::Ready(outcome) = s.poll(cx) {
+                let budget = s.budget;
+                w.starved = None;
+                if let Outcome::Granted(_) = outcome {
+                    match self.with_token(&mut w.guard, w.begun, w.at, by) {
+                        Some(next) => return Poll::Ready(next),
+                        // The key filled meanwhile: wait for it alone.
+                        None => budget.put_back(),
+                    }
+                }
+            }
         }
         if w.at == NO_DEADLINE || self.shared().waiters.swept(w.at) {
             return Poll::Pending;
@@ -623,7 +757,7 @@ impl<M: Manager> Pool<M> {
                 }
                 continue;
             }
-            if let Some(place) = shared.slots.reserve() {
+            if let Some(place) = shared.reserve() {
                 start = Start::Connect(PlaceGuard::new(shared, place));
                 continue;
             }
@@ -971,6 +1105,16 @@ where
     }
 }
 
+/// What [`Pool::quick`] found.
+pub(crate) enum Quick<M: Manager> {
+    /// A ready connection.
+    Hit(Pooled<M>),
+    /// Nothing ready: wait or connect.
+    Miss,
+    /// The pool is closed.
+    Closed,
+}
+
 /// What the fast path (`Pool::acquire_fast`) ends in.
 enum Fast<'a, M: Manager> {
     /// A connection, or the pool is closed.
@@ -985,6 +1129,8 @@ enum Fast<'a, M: Manager> {
 struct Waiting<'a, M: Manager> {
     /// The node; dropped before its outcome, it withdraws (I5).
     guard: WaitGuard<'a, M>,
+    /// In a keyed pool at its budget, its node in the budget's line.
+    starved: Option<Starved<'a>>,
     /// When the `get` began (pool clock, ns).
     begun: u64,
     /// Its deadline (pool clock ticks), or `NO_DEADLINE`.
@@ -1140,7 +1286,7 @@ impl<M: Manager> Pool<M> {
                 let Some(claim) = IdleClaim::new(shared, target) else {
                     break;
                 };
-                let Some(place) = shared.slots.reserve() else {
+                let Some(place) = shared.reserve() else {
                     break;
                 };
                 inflight.push(open(place, claim));

@@ -133,6 +133,12 @@ impl<M: Manager> Pooled<M> {
         this.core().slots.of(&this.slot).holding.is_marked()
     }
 
+    /// The manager of the pool this connection came from (a keyed pool's
+    /// names the key).
+    pub(crate) fn manager(this: &Self) -> &M {
+        &this.core().manager
+    }
+
     /// Takes the connection out of the pool for good and frees its place
     /// (a waiter may connect in its stead).
     ///

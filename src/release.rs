@@ -131,7 +131,7 @@ impl<M: Manager> Core<M> {
     /// re-check.
     #[inline(always)]
     fn publish(&self, busy: Busy, now: u64, retired: &mut Retired) {
-        if self.closed.load(Ordering::Relaxed) || self.waiters.any() {
+        if self.closed.load(Ordering::Relaxed) || self.waiters.any() || self.starving() {
             return self.pass_on(Held::Busy(busy), retired);
         }
         // Ends in a SeqCst operation of the idle set's (or the asymmetric
@@ -140,13 +140,70 @@ impl<M: Manager> Core<M> {
         sync::after_publish();
         // loom mutants: close_no_recheck, lost_wakeup (run-mutants.sh)
         let closed = !mutant("close_no_recheck") && self.closed.load(Ordering::SeqCst);
-        if closed || (!mutant("lost_wakeup") && self.waiters.any()) {
+        if closed || (!mutant("lost_wakeup") && self.waiters.any()) || self.starving() {
             return self.after_shelve(retired);
         }
         // loom mutant: shrink_no_recheck (run-mutants.sh)
         if !mutant("shrink_no_recheck") && self.slots.over_cap_sc() {
             self.trim(retired);
         }
+    }
+
+    /// In one key's pool of a keyed pool: whether `get`s of other keys are
+    /// starved by the budget across keys (the budget spent, and someone
+    /// waiting for a token), so that a connection this key can spare is
+    /// closed for them (`budget.rs`). Constant false in every other pool.
+    #[inline(always)]
+    fn starving(&self) -> bool {
+        // loom mutant: release_ignores_starved (a connection goes idle
+        // while another key's `get` waits for room), see run-mutants.sh
+        M::KEYED
+            && !mutant("release_ignores_starved")
+            && self
+                .budget
+                .as_ref()
+                .is_some_and(|b| b.used() >= b.max() && b.starved.any())
+    }
+
+    /// Whether a connection of this key's that would go to this key's next
+    /// `get` is closed instead, its token going to the oldest starved
+    /// `get` of any key: always when this key has nobody waiting, every
+    /// other time when it has (so a burst on one key cannot starve
+    /// another) unless it is this key's last connection (so this key's
+    /// own waiters are never left with none).
+    fn feeds_budget(&self) -> bool {
+        if !self.starving() {
+            return false;
+        }
+        if !self.waiters.any() {
+            return true;
+        }
+        self.slots.taken() > 1 && self.budget.as_ref().is_some_and(|b| b.turn())
+    }
+
+    /// Closes a connection this key can spare for the budget's starved
+    /// `get`s and gives its place back (the token goes to the oldest
+    /// starved `get`, `budget.rs`), then re-checks as after any shelve;
+    /// what to pass on next, if anything.
+    #[cold]
+    fn feed(&self, busy: Busy, retired: &mut Retired) -> Option<Held> {
+        let (conn, place) = self.slots.take(busy);
+        close_quietly(conn);
+        bump(&self.counters.closed);
+        self.note_close(&self.counters.closed_idle, "evicted");
+        retired.add(1);
+        self.shelve(Held::Place(place), self.now_for_checks());
+        sync::after_publish();
+        sync::sc_load_after_rmw();
+        if self.closed.load(Ordering::SeqCst) {
+            self.drained.notify_waiters();
+            self.close_idle(retired);
+            return None;
+        }
+        if !self.waiters.any() {
+            return None;
+        }
+        self.take_any()
     }
 
     /// Closes the connection of an owned BUSY slot and passes its place on.
@@ -208,6 +265,22 @@ impl<M: Manager> Core<M> {
         loop {
             if self.closed.load(Ordering::Acquire) {
                 return self.discard(held, retired);
+            }
+            // In a keyed pool at its budget: a connection this key can
+            // spare is closed for another key's starved `get`.
+            if M::KEYED {
+                if let Held::Busy(busy) = held {
+                    if self.feeds_budget() {
+                        match self.feed(busy, retired) {
+                            Some(next) => {
+                                held = next;
+                                continue;
+                            }
+                            None => return,
+                        }
+                    }
+                    held = Held::Busy(busy);
+                }
             }
             // A place above the cap (a shrink under way) goes to no waiter:
             // it is shelved, and the re-check below reserves through the
@@ -288,7 +361,7 @@ impl<M: Manager> Core<M> {
         match held {
             Held::Busy(busy) => self.idle.push(&self.slots, busy, now),
             Held::Place(place) => {
-                self.slots.unreserve(place);
+                self.unreserve(place);
                 fence(Ordering::SeqCst);
             }
         }
@@ -324,7 +397,7 @@ impl<M: Manager> Core<M> {
             }
             Held::Place(place) => place,
         };
-        self.slots.unreserve(place);
+        self.unreserve(place);
         self.drained.notify_waiters();
     }
 
@@ -374,7 +447,7 @@ impl<M: Manager> Core<M> {
             if !self.waiters.any() || self.closed.load(Ordering::Acquire) {
                 break;
             }
-            let Some(place) = self.slots.reserve() else {
+            let Some(place) = self.reserve() else {
                 break;
             };
             self.pass_on(Held::Place(place), retired);

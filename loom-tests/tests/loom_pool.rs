@@ -958,3 +958,118 @@ fn a_parked_release_races_waiter_registration() {
         assert_eq!((s.size, s.idle, s.waiting), (1, 1, 0), "nothing lost");
     });
 }
+
+/// A key's manager in the budget models: counts connections open across
+/// both keys, and fails the model the moment they exceed the budget.
+struct KeyM {
+    open: Arc<AtomicUsize>,
+    budget: usize,
+}
+
+impl Manager for KeyM {
+    type Connection = Conn;
+    type Error = std::io::Error;
+
+    async fn connect(&self) -> Result<Conn, std::io::Error> {
+        let now = self.open.fetch_add(1, SeqCst) + 1;
+        assert!(
+            now <= self.budget,
+            "the total exceeded: {now} open across keys"
+        );
+        Ok(Conn {
+            uses: 0,
+            open: Arc::clone(&self.open),
+        })
+    }
+
+    const KEYED: bool = true;
+}
+
+/// Model 22 — the budget across keys of a keyed pool (`budget.rs`): two
+/// keys' pools share a budget of one. Key B holds the one connection and
+/// releases it while a `get` on key A, starved, registers for a token and
+/// asks for room (the model's eviction closes B's idle connection, as the
+/// keyed pool's does). The `get` on A is served (B's connection closed
+/// for it, at its release or by the eviction), and the two keys together
+/// never hold more than one connection. Catches `budget_unchecked` (a
+/// token taken past the cap: the total exceeded) and
+/// `release_ignores_starved` (B's release keeps its connection idle while
+/// A waits: A sleeps while another key holds an idle connection).
+#[test]
+fn a_starved_get_on_one_key_is_served_by_a_release_on_another() {
+    explore(|| {
+        let open = Arc::new(AtomicUsize::new(0));
+        let budget = latchless::LoomBudget::new(1);
+        let key = |b: &latchless::LoomBudget| {
+            let (clock, _mock) = latchless::Clock::mock();
+            Pool::builder(KeyM {
+                open: Arc::clone(&open),
+                budget: 1,
+            })
+            .max_size(1)
+            .shards(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .check_after_idle(None)
+            .fail_fast(true)
+            .background(false)
+            .clock(clock)
+            .loom_build_in(b)
+        };
+        let (a, b) = (key(&budget), key(&budget));
+        let b2 = b.clone();
+        budget.on_evict(move || b2.loom_close_one_idle());
+        let held = block_on(b.get()).unwrap();
+        let t = thread::spawn(move || drop(held));
+        let got = block_on(a.get());
+        assert!(got.is_ok(), "the starved get on key A is served");
+        drop(got);
+        t.join().unwrap();
+        assert!(open.load(SeqCst) <= 1);
+        assert_eq!(a.state().waiting + b.state().waiting, 0);
+    });
+}
+
+/// Model 23 — a token freed while a `get` starves (`budget.rs`, "Put
+/// back"): key B holds the budget's one connection and closes it (marked
+/// broken: its place and token go back) while a `get` on key A registers
+/// as starved
+/// and looks for a token once more. The `get` is served: it finds the
+/// token, or the put-back sees it and serves it the token. Catches
+/// `put_back_no_recheck` (the put-back looks for starved `get`s only
+/// before its decrement: a `get` that registered between the look and the
+/// decrement sleeps with a token free).
+#[test]
+fn a_token_freed_while_a_get_starves_reaches_it() {
+    explore(|| {
+        let open = Arc::new(AtomicUsize::new(0));
+        let budget = latchless::LoomBudget::new(1);
+        let key = |b: &latchless::LoomBudget| {
+            let (clock, _mock) = latchless::Clock::mock();
+            Pool::builder(KeyM {
+                open: Arc::clone(&open),
+                budget: 1,
+            })
+            .max_size(1)
+            .shards(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .check_after_idle(None)
+            .fail_fast(true)
+            .background(false)
+            .clock(clock)
+            .loom_build_in(b)
+        };
+        let (a, b) = (key(&budget), key(&budget));
+        let held = block_on(b.get()).unwrap();
+        let t = thread::spawn(move || {
+            let mut held = held;
+            latchless::Pooled::mark_broken(&mut held);
+            drop(held);
+        });
+        let got = block_on(a.get());
+        assert!(got.is_ok(), "the starved get on key A is served");
+        drop(got);
+        t.join().unwrap();
+    });
+}
