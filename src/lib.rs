@@ -53,9 +53,9 @@
 //!   protocol (`release`), the shared state (`core`), its parts (`idle`,
 //!   `waiters`, `lifecycle`, `maintenance`, `lifetime`, `breaker`,
 //!   `metrics`), leaves (`health`, `histogram`, `slots`, `hazard`,
-//!   `asym`, `wheel`), and the base (`tid`, `clock`, `time`, `config`,
-//!   `error`, `manager`, `sync`). Imports point down this list; DESIGN.md
-//!   names the one that does not yet.
+//!   `asym`, `wheel`), the base (`tid`, `clock`, `time`, `config`,
+//!   `error`, `manager`) and, under everything, `sync`. Imports point down
+//!   this list; DESIGN.md names the one that does not yet.
 //! - **Test scaffolding stays out**: the loom switch is `sync.rs` and the
 //!   loom hooks `loom_support.rs` (loom builds only); injected bugs for the
 //!   mutation runs are one function, `sync::mutant`; the fuzz checker is
