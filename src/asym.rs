@@ -5,40 +5,42 @@
 //!
 //! A release that parks its connection (`Slots::park`, DESIGN.md "The
 //! thread-affine fast path") must not let a waiter sleep while the
-//! connection sits parked: the lost-wake-up argument (`waiters.rs`) needs
-//! the parking write and the releaser's re-check of the waiter tokens on
-//! one side, the waiter's registration and its re-check of the slots on
-//! the other, each pair ordered by a SeqCst operation. Done symmetrically
-//! the parking write is a SeqCst swap: on x86-64 a locked instruction, a
-//! large share of the uncontended cycle (BENCHMARKS.md). Waiters are rare
-//! where that cycle matters and common where a
-//! microsecond of parking dwarfs it, so the cost is moved to them:
+//! connection sits parked: the lost-wake-up argument (`waiters.rs`,
+//! DESIGN.md) needs the parking write and the releaser's re-check of the
+//! waiter count on one side, the waiter's registration and its re-check
+//! of the slots on the other, each pair ordered by a SeqCst operation.
+//! Done symmetrically the parking write is a SeqCst swap: on x86-64 a
+//! locked instruction, a large share of the uncontended cycle
+//! (BENCHMARKS.md, "Design decisions"). Waiters are rare where that
+//! cycle matters and common where a microsecond of parking dwarfs it, so
+//! the cost is moved to them:
 //!
 //! - **Light side** (every parking release, [`Asym::light`]): a plain
 //!   Release store of the state word, then a compiler fence and one load
 //!   of this pool's mode. While the mode is `RELAXED` that is all: no
 //!   fence runs, and the processor may still hold the store in its store
-//!   buffer when it reads the tokens.
-//! - **Heavy side** (a waiter's registration, `close`, a shrink:
-//!   [`Asym::heavy`]): after the caller's SeqCst fence, the first time
-//!   after a quiet spell, `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`,
-//!   which makes every running thread of the process execute a full
-//!   barrier before it returns, and the mode becomes `ARMED`. While the
+//!   buffer when it reads the waiter count.
+//! - **Heavy side** (a waiter's registration, `close`, a resize:
+//!   [`Asym::heavy`], through `IdleSet::fence_heavy`): after the caller's
+//!   SeqCst fence, the first time after a quiet spell,
+//!   `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`, which makes every
+//!   running thread of the process execute a full barrier before it
+//!   returns, and the mode becomes `ARMED`. While the
 //!   mode is armed, every releaser fences after its store (a SeqCst
 //!   fence), so the next waiters pay nothing extra: a pool that is
-//!   queueing runs the symmetric protocol, with a fence where the swap
-//!   was.
-//! - **Quiet again** ([`Asym::relax`], from maintenance at most once a
-//!   second): a pool with no heavy call since the last look goes back to
-//!   `RELAXED`.
+//!   queueing runs the symmetric protocol, with a fence where a swap
+//!   would be.
+//! - **Quiet again** ([`Asym::relax`], offered at most once a second by
+//!   the health sample that housekeeping takes, `background::sample`): a
+//!   pool with no heavy call since the last look goes back to `RELAXED`.
 //!
 //! # Why no waiter is lost
 //!
 //! Releaser R: parking store `P`, compiler fence, load of the mode `L1`,
-//! a SeqCst fence if `L1` was not `RELAXED`, loads of `closed`, the tokens
-//! and the cap `L2`. Heavy side H: the write it must not miss (a token, or
-//! `closed`, or the cap) `W`, SeqCst fence, the mode, maybe a membarrier,
-//! then its look at the slots.
+//! a SeqCst fence if `L1` was not `RELAXED`, loads of `closed`, the
+//! waiter count and the cap `L2`. Heavy side H: the write it must not miss
+//! (a waiter counted in `ctl`, or `closed`, or the cap) `W`, SeqCst fence,
+//! the mode, maybe a membarrier, then its look at the slots.
 //!
 //! - R read `ARMING`, `ARMED` or `ALWAYS`: both sides run a SeqCst fence
 //!   between their write and their reads; in the order of those fences
@@ -62,7 +64,7 @@
 //!
 //! Without `membarrier` (not Linux, a kernel before 4.14, a seccomp filter
 //! that refuses it, miri) the mode is `ALWAYS`: every parking release
-//! fences, as the swap did.
+//! fences (the symmetric protocol).
 //!
 //! # Refused
 //!
@@ -73,7 +75,7 @@
 //! on, and new pools start in it), and the waiter's re-check goes on as
 //! usual. What the failed call could not do is order a releaser that read
 //! `RELAXED` just before: its parking store may reach the waiter's scan
-//! late. The maintenance pass covers that one window: it looks for a
+//! late. Housekeeping covers that one window: each round looks for a
 //! waiter while something is idle or a place is free and serves it
 //! (`background::rescue`), so such a waiter waits at most one period.
 //!
@@ -86,8 +88,9 @@
 //!   not `ALWAYS`).
 //! - A releaser that read anything but `RELAXED` fences before its loads.
 //!
-//! What it costs a waiter is measured in DESIGN.md ("One
-//! read-modify-write: the asymmetric fence").
+//! What the swap cost and what a membarrier costs a waiter are in
+//! BENCHMARKS.md, "Design decisions"; the design is DESIGN.md's "One
+//! read-modify-write: the asymmetric fence".
 
 use crate::sync::{self, AtomicBool, AtomicUsize, Ordering, fence};
 

@@ -33,6 +33,11 @@
 //! - Nothing here is touched while the backend is up but one relaxed load
 //!   on the connect path (`failing`): the breaker costs a healthy pool's
 //!   acquire and release nothing.
+//! - The last failure's text, which every fast failure reads for
+//!   `PoolError::Unavailable`, is read without a lock: a sequence lock
+//!   over atomic words (`ErrorText`) whose writers skip a write that would
+//!   meet another in progress, and whose readers retry a few times, then
+//!   report the text as unavailable.
 
 use crate::sync::{AtomicBool, AtomicU64, Ordering};
 

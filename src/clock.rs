@@ -1,12 +1,25 @@
-//! The pool's clock: [`quanta`] time in whole milliseconds ("ticks") since
-//! the pool was built, plus a coarse cached reading for the hot path.
+//! The pool's clock, its one time base: [`quanta`] time in whole
+//! milliseconds ("ticks") since the pool was built, plus a coarse cached
+//! reading for the hot path.
+//!
+//! Everything the pool times runs on it: connection lifetimes, idle
+//! timeouts, leak reports, the breaker's pauses, health samples, and the
+//! deadlines of waiting `get`s ([`Clock::deadline`], a tick rounded up;
+//! [`NO_DEADLINE`] for none), which the background task sweeps from the
+//! waiter nodes. A wait's start and length are read in nanoseconds
+//! ([`Clock::now_ns`]). The clock is the one the pool was built with
+//! (`time.rs`), so a mock made by `latchless::Clock::mock()` moves every
+//! one of those, `get_timeout`'s deadlines included. Tokio timers bound
+//! only I/O: [`Clock::instant_at`] turns a deadline into a Tokio instant
+//! for a connect or a check, and for a waiter's own timer while no sweeper
+//! serves; under a mock, the time left is the mock's.
 //!
 //! A real clock read costs about as much as a whole idle-queue pop+push
-//! (BENCHMARKS.md), so while the background task runs the hot path never
-//! reads the clock: [`Clock::hot_now`] is a relaxed load of the
-//! last reading taken by the task, a slow path or maintenance. Without the
-//! task it reads the real clock (exact, and the price of having no task).
-//! Tests drive time with `quanta::Clock::mock()`.
+//! (BENCHMARKS.md, "Design decisions"), so while the background task runs
+//! the hot path never reads the clock: [`Clock::hot_now`] is a relaxed
+//! load of the last reading taken by the task, a slow path or maintenance.
+//! Without the task it reads the real clock (exact, and the price of
+//! having no task).
 //!
 //! Leak detection needs the true time a connection was handed out: the
 //! cached reading can be a whole maintenance period old, and with
@@ -18,8 +31,10 @@
 //! backwards while it is cached; the acquire + release fast path reads the
 //! real clock never while the cached reading is kept (the background task
 //! runs, or no time-based policy is on), plus once per acquire with
-//! `leak_threshold` (measured by the unit test
-//! `the_fast_path_reads_the_clock_only_for_leak_detection`).
+//! `leak_threshold` (checked by the unit test
+//! `the_fast_path_reads_the_clock_only_for_leak_detection`); a deadline
+//! is rounded up to its tick, so no wait ends before its timeout by the
+//! pool's clock.
 
 #[cfg(test)]
 use std::cell::Cell;

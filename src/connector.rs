@@ -3,8 +3,11 @@
 //! probes that end an outage.
 //!
 //! Invariants kept:
-//! - A connect or check is always bounded: by `connect_timeout` and by the
-//!   caller's deadline, whichever comes first.
+//! - A connect attempt is always bounded: by `connect_timeout` and by the
+//!   caller's deadline, whichever comes first. Both are Tokio instants
+//!   (a connect is I/O); a `get`'s deadline comes from the pool clock
+//!   through `Clock::instant_at`, so a mocked clock's time left is what
+//!   bounds it.
 //! - A failed connect is retried with exponential backoff and jitter only
 //!   while the caller's deadline allows another attempt and the backend
 //!   is not down; then the caller gets `Connect(last error)`, or
@@ -14,15 +17,19 @@
 //! - Every attempt's outcome reaches the breaker (`breaker.rs`): while the
 //!   last connect failed, a connect first takes the flight token
 //!   ([`admit`]), so one connect at a time meets the failure and the rest
-//!   wait for it to land; while the backend is down, a connect fails at
-//!   once with `Unavailable`, and one [`probe`] at a time tries again.
-//! - Evidence that the server went away (a failed check; a failed connect
-//!   after a successful one) starts a restart epoch (`lifecycle.rs`).
-//!   Checks themselves run in `CheckGuard` (`guards.rs`).
-//! - One connect path: `get`, `warm_up`, the `min_idle` refill and the
-//!   probe all open through [`open`], so all are counted as connecting
-//!   while they run, all count a connection the closed pool closes at
-//!   once, and all adopt the same way (`Core::adopt`).
+//!   wait for it to land (`Core::landed`, registered before they look);
+//!   while the backend is down, a connect fails at once with
+//!   `Unavailable`, and one [`probe`] at a time tries again.
+//! - Evidence that the server went away (a failed connect after a
+//!   successful one here; a failed check in `CheckGuard`, `guards.rs`)
+//!   starts a restart epoch (`lifecycle.rs`).
+//! - One connect path: `get`, `warm_up` and the `min_idle` refill open
+//!   through [`open`], and the probe makes its one attempt the same way,
+//!   so all are counted as connecting while they run, all count a
+//!   connection the closed pool closes at once, and all adopt it the same
+//!   way (`adopt`: fill the place, stamp the lifetime with its jitter,
+//!   take the connection's counted reference on the core, have maintenance
+//!   file its deadlines).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;

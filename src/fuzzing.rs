@@ -1,7 +1,12 @@
-//! The fuzz targets' entry points into private modules, compiled only for
-//! the fuzz build (`--cfg fuzzing`, which cargo-fuzz sets) and for this
-//! crate's unit tests, which replay the checked-in corpus through them.
-//! Not part of the API.
+//! The fuzz targets' entry points into private modules: today the timer
+//! wheel's differential check ([`wheel_ops`], against a `BTreeMap`
+//! reference). Compiled only for the fuzz build (`--cfg fuzzing`, which
+//! cargo-fuzz sets) and for this crate's unit tests, which replay the
+//! checked-in corpus through it (`cfg(any(test, fuzzing))` in `lib.rs`,
+//! hidden from the docs); not part of the API, and nothing in the shipped
+//! modules calls it. The pool's and the builder's fuzz targets need no
+//! entry here: they drive the public API against the reference model in
+//! `model/`.
 
 use crate::wheel::{TimerKey, TimerWheel};
 

@@ -5,38 +5,41 @@
 //! # Why
 //!
 //! A healthy release publishes its connection (into the idle set, or to a
-//! waiter) and then re-reads the core (`closed`, the waiter tokens) to close
-//! the lost-wake-up race. Once published, the connection and the strong
-//! reference on the core that it carries may be closed by anyone: a
-//! concurrent drop of the last `Pool` can free the core between the publish
-//! and the re-check (the loom models `release_races_last_pool_drop` and
-//! `release_to_a_waiter_races_last_pool_drop`). A strong reference of the
+//! waiter) and then re-reads the core (`closed`, the waiter count, the
+//! cap) to close the lost-wake-up race. Once published, the connection and
+//! the counted reference on the core that it carries may be closed by
+//! anyone: a concurrent drop of the last `Pool` can free the core between
+//! the publish and the re-check (the loom models
+//! `release_races_last_pool_drop` and
+//! `release_to_a_waiter_races_last_pool_drop`). A counted reference of the
 //! releaser's own covers the window but costs two atomic read-modify-writes
-//! per release. A hazard slot costs two plain stores to a cache line only
-//! this thread writes (BENCHMARKS.md, "Design decisions", has what that
-//! saves an uncontended `try_get`+drop).
+//! on a count every clone and connection shares, per release. A hazard
+//! slot costs two plain stores to a cache line only this thread writes
+//! (BENCHMARKS.md, "Design decisions", has what that saves an uncontended
+//! `try_get`+drop).
 //!
 //! # Protocol
 //!
 //! - Each thread's slot is the one indexed by its thread id (`tid.rs`),
 //!   claimed the first time it needs one (one CAS, once per thread) and
-//!   given back when it exits.
-//! - **Releaser**: `Drop for Pooled` opens its window with [`protect`],
-//!   which stores the core's address (Release), at the start of the
-//!   release, while its connection still keeps the core alive, so *before*
-//!   publishing the connection. The publication is a Release (the slot
-//!   word's store in `make_idle`, or the CAS that hands a waiter its grant),
-//!   and every later owner of the connection acquires it, so the store
-//!   happens-before anything they do: closing the connection, dropping its
-//!   reference on the core, and so the final drop (the `Arc`'s decrements
-//!   form one release sequence ending in an Acquire fence). Dropping the
-//!   [`Window`] stores null (Release) after the releaser's last access,
-//!   in the same frame, which holds no reference to the core.
+//!   given back when it exits. There are `HAZARD_SLOTS` (`sync.rs`).
+//! - **Releaser**: `Drop for Pooled` opens its window ([`protect`], through
+//!   `lifetime::CorePtr::cover`), which stores the core's address
+//!   (Release), at the start of the release, while its connection still
+//!   keeps the core alive, so *before* publishing the connection. The
+//!   publication is a Release (the slot word's store in `make_idle` or
+//!   `park`, or the CAS that hands a waiter its grant), and every later
+//!   owner of the connection acquires it, so the store happens-before
+//!   anything they do: closing the connection, dropping its reference on
+//!   the core, and so the final drop (the `Arc`'s decrements form one
+//!   release sequence ending in an Acquire fence). Dropping the [`Window`]
+//!   (`lifetime::Cover::end`) stores null (Release) after the releaser's
+//!   last access, in the same frame, which holds no reference to the core.
 //! - **Last owner**: `Drop for Owner` (`lifetime.rs`) calls
 //!   [`wait_until_unnamed`] before it makes any `&mut` to the core, which
-//!   spins (Acquire) until no slot names the core. It therefore reads the
-//!   releaser's address or a later value, and if it reads null, the
-//!   releaser's accesses happen-before the free.
+//!   waits (Acquire loads; spinning, then yielding) until no slot names the
+//!   core. It therefore reads the releaser's address or a later value, and
+//!   if it reads null, the releaser's accesses happen-before the free.
 //!
 //! # Invariants kept
 //!
@@ -47,7 +50,13 @@
 //!   window (a connection's `Drop` that drops a `Pooled`) gets `None` and
 //!   takes a counted reference instead, as does a thread that found no free
 //!   slot or whose thread-locals are being destroyed.
-//! - A core named by any slot is not freed (the last owner waits).
+//! - A core named by any slot is not freed (the last owner waits). A
+//!   thread that would wait for its own window (a release whose re-checks
+//!   drop the core's last reference, which the release path never does)
+//!   aborts rather than hang or free memory in use.
+//! - A forked child forgets the windows (and thread ids) of the parent's
+//!   other threads, which it does not have ([`survive_fork`]), so its last
+//!   pool drop does not wait for them forever.
 //!
 //! Nothing on this path allocates: the registry is a static array.
 

@@ -1,19 +1,22 @@
 //! The pool's health and sizing advice: [`Health`] (the alerts firing),
-//! [`Sizing`] (the connection count the observed load calls for), and the
-//! `Monitor` that computes both from periodic samples.
+//! [`Sizing`] (the connection count the observed load calls for), the
+//! `Monitor` that computes both from periodic samples, and the `Watch`
+//! that holds the monitor for the pool.
 //!
 //! # The window
 //!
 //! The monitor keeps a ring of [`HealthConfig::slots`] slots of
 //! [`HealthConfig::slot_ms`] each (default 30 × 1 s = a 30 s window). Each
-//! `Monitor::sample(now_ms, &Observed)` call (the pool's maintenance pass,
-//! and `Pool::health()` / `Pool::sizing()` before they read) takes the
-//! cumulative counters and the acquire-wait histogram, subtracts the
-//! previous sample, and adds the difference to the slot of `now_ms`. The
-//! first previous sample is the pool at build, every counter zero, so
-//! what happened before the first sample counts. The window is the last `slots` slots, the current one included: what a
-//! sample saw leaves the window when the slot `slots` later begins (29 to
-//! 30 s later by default). The window's acquire-wait histogram is kept as
+//! `Monitor::sample(now_ms, &Observed)` call (housekeeping, at most once a
+//! second, through `background::sample`; and `Pool::health()` /
+//! `Pool::sizing()` before they read) takes the cumulative counters and
+//! the acquire-wait histogram, subtracts the previous sample, and adds the
+//! difference to the slot of `now_ms` (the pool clock's ticks). The first
+//! previous sample is the pool at build, every counter zero, so what
+//! happened before the first sample counts. The window is the last
+//! `slots` slots, the current one included: what a sample saw leaves the
+//! window when the slot `slots` later begins (29 to 30 s later by
+//! default). The window's acquire-wait histogram is kept as
 //! per-slot bucket deltas (u32) plus their running sum, so neither a
 //! sample nor an evaluation allocates: memory is fixed at construction,
 //! `slots × 4.75 KiB` plus two 9.5 KiB snapshots (162 KiB by default).
@@ -28,7 +31,7 @@
 //! | [`Utilization`](AlertKind::Utilization) | every sample for at least `sustain_ms` had `in_use / max_size` above the threshold (value: the lowest of them) | above 0.8 for 30 s |
 //! | [`AcquireWait`](AlertKind::AcquireWait) | the window's acquire-wait p99 is above the threshold, over at least `wait_min_samples` acquisitions (a p99 of fewer is just their maximum: a cold start's first connect would fire it) | above 100 ms (`Builder::wait_alert`), at least 100 acquisitions |
 //! | [`Exhaustion`](AlertKind::Exhaustion) | any `get` in the window failed with `Timeout` or `Exhausted` (value: how many) | any |
-//! | [`BackendDown`](AlertKind::BackendDown) | the breaker is open (`Builder::breaker`), or connects failed in the window and none succeeded, or the restart epoch moved (a failed check or a broken connection); value: the failures plus one per sample that saw the epoch move (at least the consecutive failures that opened the breaker) | any |
+//! | [`BackendDown`](AlertKind::BackendDown) | the breaker is open (`Builder::breaker`), or connects failed in the window and none succeeded, or the restart epoch moved (a failed check, a failed probe of a broken connection included); value: the failures plus one per sample that saw the epoch move (at least the consecutive failures that opened the breaker) | any |
 //!
 //! Utilization is judged on consecutive samples, not on the ring: it
 //! fires at the first sample `sustain_ms` after the first of an unbroken
@@ -44,14 +47,14 @@
 //!
 //! # Sizing
 //!
-//! The seed's rule, Little's law with headroom: connections = acquire rate
+//! The rule, Little's law with headroom: connections = acquire rate
 //! × mean hold time × 1.5 ([`Sizing::HEADROOM`]), rounded up, at least 1.
 //! The rate is the window's acquisitions (each one recorded in the
 //! acquire-wait histogram) over the window's whole length, time before the
 //! pool was built counting as idle, so that a burst weighs the same for as
 //! long as it is in the window; the mean hold is the window's hold-time
-//! sum over its count. The monitor computes it in exact
-//! integer arithmetic. Worked examples:
+//! sum over its count. The monitor computes it in exact integer
+//! arithmetic. Worked examples:
 //!
 //! - 100 req/s × 100 ms × 1.5 = 15 connections.
 //! - 2 000 req/s × 5 ms × 1.5 = 15 connections.
@@ -61,8 +64,8 @@
 //! hold several at once can deadlock a pool that is too small (every task
 //! holding some, waiting for one more): with `threads` tasks at once each
 //! needing `k` connections, `threads × (k − 1) + 1` connections guarantee
-//! that one of them can finish; size to the larger
-//! of the two. E.g. 8 workers each holding 2 connections need at least 9.
+//! that one of them can finish; size to the larger of the two. E.g. 8
+//! workers each holding 2 connections need at least 9.
 //!
 //! # Invariants kept
 //!
@@ -74,6 +77,12 @@
 //!   time that goes backwards counts as no time passing.
 //! - The monitor never touches a histogram's counters: it reads snapshots
 //!   handed to it, so it never blocks a recorder.
+//! - The sampling state (`Watch`) sits behind a mutex that only
+//!   housekeeping (`try_lock`, skipped when taken) and `Pool::health` /
+//!   `Pool::sizing` take: never `get` or a release. The same sample offers
+//!   the asymmetric fence its relax (`asym.rs`) at most once a second,
+//!   however often `health()` is called, so that a metrics scrape does not
+//!   make the next waiter pay a membarrier.
 
 use std::fmt;
 use std::time::Duration;

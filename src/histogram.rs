@@ -1,7 +1,9 @@
-//! A lock-free log-linear histogram of durations in nanoseconds, and the
-//! plain [`HistogramSnapshot`] it hands out. The bucket layout, the error
-//! bound (1/64 relative) and the cost of a record are documented on
-//! [`Histogram`], for users; this is how they are kept.
+//! A lock-free log-linear histogram of durations in nanoseconds (crate
+//! private), and the plain [`HistogramSnapshot`] it hands out (public: the
+//! pool's metrics carry snapshots). The bucket layout, the error bound
+//! (1/64 relative) and the cost of a record are documented on
+//! [`Histogram`], and for users on [`HistogramSnapshot`]; this is how they
+//! are kept.
 //!
 //! A value's bucket is `(shift << 5) + (v >> shift)` with `shift` the
 //! number of bits above the 6th: the identity below 64, then 32 buckets
@@ -25,8 +27,8 @@
 //!   recorders are quiescent; its `max` is kept inside its highest bucket.
 //!
 //! Counters are plain std atomics even in loom builds, like the pool's
-//! other counters (`metrics.rs`): they order nothing, and 1216 modelled
-//! atomics per stripe would only blow up a model's state space.
+//! other counters (`metrics.rs`): they order nothing, and a modelled atomic
+//! per bucket, per stripe, would only blow up a model's state space.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};

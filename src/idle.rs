@@ -1,77 +1,91 @@
 //! The idle set: every place an idle connection can be, and the one
-//! vocabulary to take one out and put one in.
+//! vocabulary to take one out ([`IdleSet::take`]) and put one in
+//! ([`IdleSet::put`], [`IdleSet::push`], [`IdleSet::put_back`]).
 //!
 //! An idle connection is in exactly one of three places:
 //!
-//! 1. **This thread's cache** (DESIGN.md, "The thread-affine fast path"):
-//!    the connection the thread released last, its slot PARKED and its key
-//!    in the thread's private cache (`tid.rs` stores it; the rules for it
-//!    are here). The thread takes it back with one CAS on the slot's state
-//!    word; the key is only a hint.
+//! 1. **A thread's cache** (DESIGN.md, "The thread-affine fast path"):
+//!    the connection a thread released last, its slot PARKED and its key
+//!    in that thread's private cache (`tid.rs` stores the entry; the rules
+//!    for it are here). The thread takes it back with one CAS on the
+//!    slot's state word; the key is only a hint.
 //! 2. **The shards**: per shard, one atomic "hot" word holding the most
 //!    recently released key, in front of a `CachePadded<ArrayQueue>` of
 //!    keys. A thread pushes to and pops from its *home* shard (its hash,
 //!    `tid.rs`, mapped onto the shard count with one multiply, Lemire's
 //!    "fastrange") and steals from the others only when its home is
 //!    empty. The hot word is HikariCP's "last returned" list cut to one
-//!    entry per shard: a release that finds it empty parks its key there
-//!    with one CAS, the next acquire takes it with one swap; and it makes
-//!    the hottest connection the one reused, so that surplus connections
-//!    queue behind it and can age out under light load.
-//! 3. **Parked by another thread** (or a thread that exited, or whose cache
-//!    holds another pool's key): found by a scan of the state words
-//!    (`Slots::claim_any_parked`), O(capacity), on the slow path only.
+//!    entry per shard: a push that finds it empty puts its key there with
+//!    one CAS, the next pop takes it with one swap; it makes the hottest
+//!    connection the one reused, so that surplus connections queue behind
+//!    it and can age out under light load.
+//! 3. **Parked, with no cache naming it** (parked by another thread, by a
+//!    thread that exited, or one whose cache has moved on): found by a scan
+//!    of the state words (`Slots::claim_any_parked`), O(capacity), on the
+//!    slow path only.
 //!
-//! [`IdleSet::take`] looks in that order; [`IdleSet::put`] parks a
-//! released connection for its thread when the thread's cache is free and
+//! [`IdleSet::take`] looks in that order (this thread's cache, the shards,
+//! the scan). [`IdleSet::put`], for a healthy connection its holder
+//! released, parks it for the thread when the thread's cache is free and
 //! pushes it into the shards otherwise; [`IdleSet::push`] (a connection
 //! handed on by a party other than its holder) and [`IdleSet::put_back`]
-//! (behind the others) go to the shards.
+//! (behind the others, keeping its idle time) go to the shards.
+//! Maintenance takes an idle connection where it lies
+//! ([`IdleSet::claim_in_place`]). The idle set also holds the pool's mode
+//! of the asymmetric fence (`asym.rs`), which only a parking release
+//! needs: [`IdleSet::fence_heavy`] and [`IdleSet::relax`] are its other
+//! side's doors.
 //!
 //! # Invariants kept
 //!
 //! - A current key (one whose slot reads `IDLE(g)`) is in exactly one
 //!   place: one hot word or one queue. Stale keys may also sit there; the
 //!   popper's claim CAS skips them. A PARKED slot's key is never in the
-//!   shards (only `put` makes one, and its key goes to a thread's cache).
-//! - A push never loses a current key: the queues together have room for
-//!   more keys than `max_size` (see [`Shards::room_per_shard`]), so when
-//!   all are full while the pusher holds one more current key, some queued
-//!   key is stale (there are at most `max_size` connections), and
-//!   [`Shards::push`] rotates through the queues until it evicts one.
+//!   shards: only `put` parks, and the key it makes goes to a thread's
+//!   cache.
+//! - A push never loses a current key: the queues and hot words together
+//!   have room for more keys than there can be connections (see
+//!   `Shards::room_per_shard`, which also keeps memory O(`max_size`)
+//!   however many shards), so when all are full while the pusher holds one
+//!   more current key, some queued key is stale, and `Shards::push`
+//!   rotates through the queues until it evicts one.
 //! - `stale` counts the stale keys in the shards, so that the idle count
 //!   (keys queued minus stale ones, plus parked slots) is exact whenever
 //!   the pool is quiet. A key goes stale only when maintenance claims its
-//!   slot in place ([`IdleSet::claim_in_place`]; a generation wrap after
-//!   2^43 idle periods aside), which counts it *before* that claim
-//!   (uncounting it if the claim fails), so nobody can find a key stale
-//!   before it is counted. Every path that drops a stale key uncounts it: a
-//!   popper whose claim fails and a push that evicts it. The count is kept
-//!   in wrapping arithmetic and read as signed, so an uncount that
-//!   overtakes its count (no ordering forbids it) reads as -1 for a moment
-//!   and is never lost. All of this is on cold paths.
-//! - Ordering, ours alone: every `put` and `push` ends in a SeqCst
-//!   operation of this module's own: the hot word's SeqCst CAS, a SeqCst
-//!   fence after a queue push ([`queued`]), or, for a parked connection,
-//!   the asymmetric fence (`asym.rs`). The pool's lost-wake-up argument
-//!   (DESIGN.md) rests on that and on the waiter's own SeqCst fence before
-//!   its re-check, never on `ArrayQueue`'s internal orderings, which are
-//!   not crossbeam's API and which the loom stand-in queue does not model.
+//!   slot in place ([`IdleSet::claim_in_place`]; a generation wrap aside),
+//!   which counts it *before* that claim (uncounting it if the claim
+//!   fails), so nobody can find a key stale before it is counted. Every
+//!   path that drops a stale key uncounts it: a popper whose claim fails
+//!   and a push that evicts it. The count is kept in wrapping arithmetic
+//!   and read as signed, so an uncount that overtakes its count (no
+//!   ordering forbids it) reads as -1 for a moment and is never lost. All
+//!   of this is on cold paths.
+//! - Ordering, ours alone: every `put`, `push` and `put_back` ends in a
+//!   SeqCst operation of this module's own: the hot word's SeqCst CAS, a
+//!   SeqCst fence after a queue push (`queued`), or, for a parked
+//!   connection, the asymmetric fence's light side. The pool's lost-wake-up
+//!   argument (DESIGN.md) rests on that and on the waiter's own SeqCst
+//!   fence before its re-check, never on `ArrayQueue`'s internal orderings,
+//!   which are not crossbeam's API and which the loom stand-in queue does
+//!   not model.
 //! - A pop looks at a queue (`is_empty`: two loads) before popping it, so
 //!   an empty shard costs no fence of crossbeam's. A look after the
 //!   waiter's fence sees every push whose fence came before it in S, so it
 //!   reads "empty" only where `pop` would have found nothing too. (The loom
 //!   stand-in's look always says "not empty": it keeps a model's operations
 //!   what they were.)
-//! - A thread's cache holds one key of one pool. A key of another pool is
-//!   kept while that pool keeps parking there; after [`STALE_AFTER`]
-//!   releases elsewhere with no parking of its own pool between them it is
-//!   replaced, so that a key of a pool the thread no longer uses (dropped
-//!   on another thread, or its connection stolen) cannot disable parking
-//!   for good. Replacing strands nothing: the connection stays PARKED and a
-//!   scan finds it. The pool id is a process-wide counter, never an
-//!   address, so a later pool at the same address never mistakes an old
-//!   key for its own.
+//! - A thread's cache holds at most one key, of one pool. A release parks
+//!   only into a free cache: one holding a key of this pool (its thread
+//!   parked a connection and has not taken it back, or not yet found it
+//!   stolen) sends the connection to the shards. A key of
+//!   another pool is kept while that pool keeps parking there; after
+//!   `STALE_AFTER` releases elsewhere with no parking of its own pool
+//!   between them it is replaced, so that a key of a pool the thread no
+//!   longer uses (dropped on another thread, or its connection stolen)
+//!   cannot disable parking for good. Replacing strands nothing: the
+//!   connection stays PARKED and a scan finds it. The pool id is a
+//!   process-wide counter, never an address, so a later pool at the same
+//!   address never mistakes an old key for its own.
 
 use crossbeam_utils::CachePadded;
 

@@ -2,46 +2,77 @@
 //!
 //! # Architecture in one page
 //!
+//! How the pool is built, for readers of the source; `DESIGN.md` has the
+//! whole argument, and each module's header the invariants it keeps.
+//!
 //! - **Places are slots** (`slots.rs`). A pool owns exactly
 //!   `max_size_limit` slots (default `max_size`); reserving capacity takes
 //!   a place below the run-time cap (one CAS) and pops a free slot index,
-//!   so there can never be more than `max_size` connections, connecting
-//!   ones included (after a run-time shrink, once the surplus is back). Each slot has one atomic word, generation + state
-//!   (FREE / IDLE / BUSY), the single source of truth for who owns it.
-//! - **The idle set is sharded per core** (`shards.rs`): one cache-padded
-//!   crossbeam `ArrayQueue` of `(slot, generation)` keys per shard. A thread
-//!   pushes to and pops from its home shard and steals when it is empty. A
-//!   popped key is claimed with one CAS `IDLE(g) -> BUSY(g)`; a key whose
-//!   generation moved on is stale and skipped.
-//! - **Waiters take no lock** (`waiters.rs`): at the cap a `get` enqueues a
-//!   small node in a lock-free FIFO, re-checks, and parks; a release hands
-//!   its connection (or a freed place) straight to the oldest live waiter
-//!   with one CAS on the node. Cancelling withdraws the node or gives back
-//!   what it was served.
+//!   so there are never more than `max_size` connections, connecting ones
+//!   included (after a run-time shrink, once the surplus is back). Each
+//!   slot has one atomic state word, generation + tag (FREE / IDLE /
+//!   PARKED / BUSY), the single source of truth for who owns it. Ownership
+//!   travels as non-`Copy` tokens (`Busy`, `Place`), and the owner of a
+//!   claimed slot reaches its connection's facts and its holding through
+//!   one borrowed view.
+//! - **The idle set** (`idle.rs`) is every place an idle connection can
+//!   be, looked at in this order. This thread's cache: a release with no
+//!   waiter parks its connection for its thread (the slot PARKED with one
+//!   Release store, its key in the thread's private cache, `tid.rs`), and
+//!   the thread's next acquire takes it back with one CAS. The shards: per
+//!   shard a hot word and a crossbeam `ArrayQueue` of `(slot, generation)`
+//!   keys, the thread's home shard first, the others when it is empty; a
+//!   popped key is claimed with one CAS `IDLE(g) -> BUSY(g)`, and a key
+//!   whose generation moved on is stale and skipped. Last, a scan for
+//!   connections other threads parked.
+//! - **The parking release pays no read-modify-write** (`asym.rs`): the
+//!   ordering a waiter needs is paid by the waiter, with one `membarrier`
+//!   after a quiet spell; while waiters keep coming, releases fence.
+//! - **Waiters take no lock** (`waiters.rs`): at the cap a `get` pushes a
+//!   small node onto a lock-free stack, counts itself, re-checks, and
+//!   parks. A releaser takes the waiter line with one CAS and hands its
+//!   connection (or a freed place) straight to the oldest live waiter; if
+//!   another thread holds the line, it leaves the grant for that thread to
+//!   serve and moves on: nobody waits for the line or spins. Cancelling
+//!   withdraws the node or passes on what it was served. Deadlines live in
+//!   the nodes and are swept by the pool's background task.
 //! - **The release path** starts in `Drop for Pooled` (`pooled.rs`) and
-//!   continues in the core's hand-off protocol (`core.rs`); the acquire
-//!   path is in `pool.rs`. Neither takes a lock, allocates, or reads a
-//!   clock in the steady state; the guard needs no reference count of its
-//!   own. Slot ownership travels as non-`Copy` tokens (`slots.rs`).
-//! - **Layers** (DESIGN.md, "Layout"): `pool` → `background`, `connector`,
-//!   `guards` → `core` → `lifecycle`, `maintenance`, `lifetime` → the data
-//!   structures → `config`, `clock`, `metrics`, `error`, `manager`, `tid`,
-//!   `sync`; no module imports one that imports it back.
-//! - **Time** comes from `quanta` (`clock.rs`), read on slow paths only; the
-//!   hot path uses a cached coarse reading.
+//!   reads from start to end in `release.rs`; the acquire path, `get`'s
+//!   future included, is `pool.rs`'s; `core.rs` holds the state they
+//!   share. Neither path takes a lock, allocates, or reads a clock in the
+//!   steady state; the guard needs no reference count of its own (its
+//!   thread's hazard window covers the release's re-check: `hazard.rs`,
+//!   `lifetime.rs`).
+//! - **One time base** (`clock.rs`): connection lifetimes, idle timeouts
+//!   and waiter deadlines all run on the pool's `quanta` clock, so
+//!   [`Clock::mock`] moves every one of them ([`Pool::maintain`] sweeps
+//!   what is due); Tokio timers bound only I/O. While the background task
+//!   runs, the hot path reads a cached coarse reading instead of the clock.
+//! - **Layers** (DESIGN.md, "Layout"): handles (`builder`, `pool`,
+//!   `pooled`), tasks (`background`, `connector`, `guards`), the release
+//!   protocol (`release`), the shared state (`core`), its parts (`idle`,
+//!   `waiters`, `lifecycle`, `maintenance`, `lifetime`, `breaker`,
+//!   `metrics`), leaves (`health`, `histogram`, `slots`, `hazard`,
+//!   `asym`, `wheel`), the base (`tid`, `clock`, `time`, `config`,
+//!   `error`, `manager`) and, under everything, `sync`. Imports point down
+//!   this list; DESIGN.md names the one that does not yet.
+//! - **Test scaffolding stays out**: the loom switch is `sync.rs` and the
+//!   loom hooks `loom_support.rs` (loom builds only); injected bugs for the
+//!   mutation runs are one function, `sync::mutant`; the fuzz checker is
+//!   `fuzzing.rs`, compiled only for tests and the fuzz build.
 //!
 //! Invariants (see DESIGN.md): I1 a connection has one owner; I2 never more
 //! than `max_size` open; I3 every connection opened is closed once; I4 no
 //! waiter sleeps while a connection is idle or a place free; I5 a cancelled
-//! `get` loses nothing; I7 waiters are served first come, first served.
-//! I6 a connection past `max_lifetime` is never handed out, and one idle
-//! past `check_after_idle` is checked first.
+//! `get` loses nothing; I6 a connection past `max_lifetime` is never handed
+//! out, and one idle past `check_after_idle` is checked first; I7 waiters
+//! are served first come, first served.
 //!
 //! Overtaking (I7): a `get` that finds an idle connection takes it without
 //! queueing. That can only happen in the short window in which a releaser
-//! saw no waiter and pushed its connection to the idle set, before a waiter
+//! saw no waiter and put its connection in the idle set, before a waiter
 //! that registered meanwhile re-checks; once a waiter is registered,
-//! releases serve the queue in order.
+//! releases serve the line in order.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(

@@ -7,8 +7,9 @@
 //! # Invariants kept
 //!
 //! - No connection is handed out at or past its `expires_at`, which is its
-//!   `max_lifetime` less jitter (up to 5%) less the margin by which the
-//!   cached clock may lag: jitter only shortens a lifetime.
+//!   `max_lifetime` less jitter (up to a twentieth of it, so that
+//!   connections opened together do not expire together) less the margin
+//!   by which the cached clock may lag: jitter only shortens a lifetime.
 //! - Every connection that goes idle, whoever opened it, is stamped with
 //!   [`Lifecycle::fresh_until`] before it is published, so one idle longer
 //!   than `check_after_idle` is judged [`Verdict::Check`].
@@ -20,7 +21,13 @@
 //!   (unless a check passed within the last maintenance period). A failed
 //!   probe is a failed check, and starts an epoch.
 //!
-//! This module knows no core type: it judges a connection by its [`Life`].
+//! - The hot path pays one load and compare (`fresh_until`) for every
+//!   time-based policy, one relaxed load of the epoch, and, with `probe`,
+//!   one relaxed load of the probe flag (a swap only when it is armed).
+//!
+//! This module knows no core type: it judges a connection by its [`Life`]
+//! (`slots.rs`), on the pool clock's ticks; the manager's `is_broken`,
+//! which comes first, is the core's to call (`Core::judge`).
 
 use std::time::Duration;
 

@@ -1,58 +1,69 @@
 //! The shared core's lifetime: who keeps it alive, how references to it are
-//! counted, and how its last owner waits for releasers still reading it.
+//! counted and settled, and how its last owner waits for releasers still
+//! reading it.
 //!
 //! # Layout: the core outside the `Arc`'s payload
 //!
 //! The core (`Core`, `core.rs`; generic here: this module knows no core
-//! type) lives in a `Box` of its own. The `Arc` that pool
-//! handles, connections and the background task count is an `Arc<Owner>`,
-//! whose payload is one pointer to that box. Why two allocations: std's
-//! `Arc` makes a `&mut` of its payload (`Arc::drop_slow`) as soon as the
-//! last count goes, before any `Drop` of ours could wait. A releaser may
-//! still read the core at that moment, through `&T`, between
-//! publishing its connection and its last re-check (`hazard.rs`). A `&mut`
-//! over memory another thread still reads is undefined behaviour: under
-//! Stacked Borrows the write retag pops the releaser's tags, under Tree
-//! Borrows the releaser's next read is a use after the deallocation that
-//! follows. Here the `Arc`'s `&mut` covers only the [`Owner`] (one
-//! pointer, which no releaser reads); `Drop for Owner` first waits until no
-//! hazard window names the core, and only then turns the raw pointer back
-//! into its `Box` (the first `&mut` to the core) and frees it. The cost is
-//! one allocation at build and one load more when a release changes a
-//! count ([`Counted`]).
+//! type) lives in a `Box` of its own. The `Arc` that pool handles,
+//! connections and tasks count is an `Arc<Owner>`, whose payload is one
+//! pointer to that box. Why two allocations: std's `Arc` makes a `&mut` of
+//! its payload (`Arc::drop_slow`) as soon as the last count goes, before
+//! any `Drop` of ours could wait. A releaser may still read the core at
+//! that moment, through `&T`, between publishing its connection and its
+//! last re-check (`hazard.rs`). A `&mut` over memory another thread still
+//! reads is undefined behaviour: under Stacked Borrows the write retag
+//! pops the releaser's tags, under Tree Borrows the releaser's next read
+//! is a use after the deallocation that follows. Here the `Arc`'s `&mut`
+//! covers only the [`Owner`] (one pointer, which no releaser reads); `Drop
+//! for Owner` first waits until no hazard window names the core, and only
+//! then turns the raw pointer back into its `Box` (the first `&mut` to the
+//! core) and frees it. The cost is one allocation at build and one load
+//! more when a release changes a count ([`Counted`]).
+//!
+//! # One handle per role
+//!
+//! `Arc<Owner<T>>` is a counted reference (held by the pool's handle,
+//! tasks, checks in flight, and borrowed by guards that may settle
+//! counts); `&T` is a borrow for one call; [`CorePtr`] is an uncounted
+//! pointer for what must stay small (`Pool`'s one-load path to the core, a
+//! [`Pooled`](crate::Pooled)), valid only while something else keeps the
+//! core alive.
 //!
 //! # Invariants kept
 //!
 //! - **Counted references.** The `Arc<Owner>`'s strong count is the number
 //!   of pool handles (one `Handle` for all `Pool` clones), open connections
-//!   (each takes one when it is opened, [`add_reference`], and
-//!   hands it back as a [`Retired`] count when it is closed or detached),
-//!   upgrades held by the background task, and releasers without a hazard
-//!   slot. A [`Pooled`](crate::Pooled) holds none of its own: its
-//!   connection's keeps the core alive.
+//!   (each takes one when it is opened, [`add_reference`], and hands it
+//!   back as a [`Retired`] count when it is closed or detached), tasks and
+//!   checks in flight (the ticker only while it runs a round: between
+//!   rounds it holds a `Weak`), and releasers without a hazard slot. A
+//!   `Pooled` holds none of its own: its connection's keeps the core alive.
 //! - **Provenance.** Every raw pointer given to `Arc::increment_strong_count`
 //!   or `decrement_strong_count` comes from the `Arc` itself
 //!   (`Arc::as_ptr`, `Weak::as_ptr`), never from a reference to the
 //!   payload, so it covers the count header it touches.
 //! - **No `&mut` while readers may exist.** `&T` is only ever derived
-//!   from the box's raw pointer; the one `&mut` to the core is made by `Drop for
-//!   Owner` after [`hazard::wait_until_unnamed`](crate::hazard) returned.
+//!   from the box's raw pointer; the one `&mut` to the core is made by
+//!   `Drop for Owner` after `hazard::wait_until_unnamed` returned.
 //! - **Windows close in a frame without a reference.** A releaser opens
 //!   and closes its window in `Drop for Pooled`, which holds only a
-//!   [`CorePtr`]; every `&T` it made (function arguments, which carry
-//!   a protector for the call) has ended before the window closes.
-//! - **Retired references are settled last**, after the settling code's
-//!   last use of `&T` (the last decrement may free the core): a [`Retired`]
-//!   count is only ever made by a [`Settle`] (whose owner's own reference
-//!   keeps the core alive, and which drops it when dropped) or by opening
-//!   a [`Cover`], whose [`end`](Cover::end) takes it back and drops it
-//!   after the window closes; both types are `must_use`, so none is
-//!   forgotten.
+//!   [`CorePtr`]; every `&T` it made (function arguments, which carry a
+//!   protector for the call) has ended before the window closes.
+//! - **Counts are settled by type, last.** A [`Retired`] count is only
+//!   ever made by a [`Settle`] (the accumulator of a caller whose own
+//!   counted reference keeps the core alive, which drops what it collected
+//!   when it is dropped) or by opening a [`Cover`] ([`CorePtr::cover`]
+//!   returns the release's `Retired` beside it, and [`Cover::end`] takes
+//!   it back and drops it after the window closes). All three types are
+//!   `must_use`, and every function that closes a connection adds to its
+//!   caller's `Retired`, so no count is forgotten and none is dropped while
+//!   the settling code still uses `&T` (the last decrement may free the
+//!   core).
 //! - **One cover per release.** [`Cover`] is what a release holds across
-//!   its window (a hazard window, or a counted reference of its own when
-//!   the thread has no slot); [`Cover::end`] closes the window and settles
-//!   last. This module owns `Retired`, the settling and the use of the
-//!   hazard slots; `hazard.rs` is the slots themselves.
+//!   its window: a hazard window, or a counted reference of its own when
+//!   the thread has no slot. This module owns `Retired`, the settling and
+//!   the use of the hazard slots; `hazard.rs` is the slots themselves.
 
 use std::ops::Deref;
 use std::ptr::NonNull;

@@ -3,8 +3,12 @@
 //! one at a time. It knows no core type: a pass calls its owner back
 //! through the small [`Household`] trait (as moka's housekeeper calls its
 //! cache's `InnerSync`), which the core implements (`core.rs`). Who runs
-//! passes, and where (busy threads, the Tokio ticker, `Pool::maintain`), and
-//! the `min_idle` refill are `background.rs`'s.
+//! passes, where and when (busy threads, the Tokio ticker,
+//! `Pool::maintain`), and what else a round of housekeeping does (the
+//! `min_idle` refill, probes, a health sample, serving a waiter left
+//! asleep) are `background.rs`'s. Waiter deadlines are not maintenance's
+//! either: they live in the waiter nodes and the background task sweeps
+//! them (`waiters.rs`, "Time out").
 //!
 //! There is no maintenance thread. Three kinds of caller run passes:
 //!
@@ -13,10 +17,11 @@
 //!   due, tries the flag; the winner runs one bounded pass, everyone else
 //!   moves on. On the other 63 the hot path pays one thread-local increment.
 //! - **A small Tokio task** started when a runtime is present (at `build`
-//!   or the first `get`), holding only a `Weak`, runs a pass every `period`
-//!   so that expiry happens without traffic. The pool stays correct if it
-//!   never runs: without it, the acquire path reads the real clock instead
-//!   of the cached one (see `Core::now_for_checks`).
+//!   or the first `get` that misses), holding only a `Weak` between rounds,
+//!   runs a pass every `period` so that expiry happens without traffic. The
+//!   pool stays correct if it never runs: without it, the acquire path
+//!   reads the real clock instead of the cached one
+//!   (`Core::now_for_checks`).
 //! - **[`Pool::maintain`](crate::Pool::maintain)**, for callers without a
 //!   runtime and for tests that drive a mock clock.
 //!
@@ -45,12 +50,13 @@
 //!   leaving, so consecutive passes see each other's writes).
 //! - Maintenance takes a connection only through
 //!   [`Household::close_in_place`], which claims it with
-//!   `Slots::claim_in_place` (the same CAS as any acquirer, I1) and closes
-//!   it before its place is given on (I2, I3). That claim leaves the key
-//!   stale in the idle set, and it is counted *before* the claim (the
-//!   stale-key invariant is in `shards.rs`), so `state().idle`,
-//!   idle-timeout reaping and the `min_idle` refill never work from a
-//!   drifted count.
+//!   `IdleSet::claim_in_place` (the same CAS as any acquirer, IDLE or
+//!   PARKED to BUSY, I1) and closes it before its place is given on (I2,
+//!   I3). Claiming an IDLE slot in place leaves its key stale in the
+//!   shards, and it is counted *before* the claim (the stale-key invariant
+//!   is `idle.rs`'s), so `state().idle`, idle-timeout reaping and the
+//!   `min_idle` refill never work from a drifted count.
+//! - Idle timeouts never take the pool below `min_idle`.
 //! - Maintenance never blocks a caller: losing the flag means skipping.
 //! - `ticking`, `refilling` and `idle_claims` are the background
 //!   tasks' counts (`background.rs`), kept here so that the core holds them

@@ -1,18 +1,22 @@
-//! What the pool can tell about itself: the [`State`] snapshot and the
-//! [`Metrics`] counters.
+//! What the pool can tell about itself: the [`State`] snapshot, the
+//! [`Metrics`] counters and histograms, the `Counters` behind them, and
+//! (feature `metrics`) their export through the `metrics` facade, run only
+//! when `Pool::export_metrics` is called.
 //!
-//! Invariant kept: shared counters and histograms are bumped only on cold
-//! paths (connect, close, wait, check, error), never on the uncontended
-//! acquire/release path. That path counts its hits in per-slot counters
-//! written only by the slot's owner (plain load + store, `slots.rs`),
-//! summed at snapshot time and folded into the acquire-wait histogram as
-//! zeros ([`HistogramSnapshot::add_zeros`]). A holding of one tick (1 ms of
-//! the cached clock) or more is recorded in the striped hold histogram on
-//! release (stripe: the slot index), a cost next to a millisecond of use;
-//! shorter ones are derived at snapshot time (`wait_and_hold_into`), so a
-//! release pays one load.
-//! Every counter only grows; snapshots only load, never blocking a
-//! recorder.
+//! Invariants kept:
+//! - Shared counters and histograms are bumped only on cold paths
+//!   (connect, close, wait, check, error), never on the uncontended
+//!   acquire/release path. That path counts its hits in per-slot counters
+//!   written only by the slot's owner (plain load + store, `Holding` in
+//!   `slots.rs`), summed at snapshot time and folded into the acquire-wait
+//!   histogram as zeros (`HistogramSnapshot::add_zeros`).
+//! - A holding of one tick (a millisecond of the cached clock) or more is
+//!   recorded in the striped hold histogram on release (stripe: the slot
+//!   index), a cost next to that much use; shorter ones are derived at
+//!   snapshot time (`wait_and_hold_into`), so a release pays one load.
+//! - Every counter only grows; snapshots only load, never blocking a
+//!   recorder. Counters are plain std atomics even under loom: they order
+//!   nothing.
 
 // Plain std atomics even under loom: counters order nothing, and keeping
 // them out of the model keeps its state space to the protocol.

@@ -11,8 +11,8 @@
 //! for new places: a connection can only live in a slot, and no place is
 //! taken at or above the cap. After a shrink (`Pool::set_max_size`) the
 //! places already taken above the new cap are given back as their
-//! connections return (`over_cap`, `core.rs`): once they are back, at most
-//! `cap` are open.
+//! connections return ([`Slots::over_cap`], read by the release protocol
+//! in `release.rs`): once they are back, at most `cap` are open.
 //!
 //! # The state word
 //!
@@ -24,55 +24,79 @@
 //! |   (zero)    |     generation (43 bits, wrapping)  |tag|
 //! +-------------+-------------------------------------+---+
 //! tag: FREE = 0  no connection; the index is in `free` or held by a reserver
-//!      IDLE = 1  a connection, waiting in the idle set under the key
-//!                (index, generation); whoever CASes IDLE(g) -> BUSY(g) owns it
+//!      IDLE = 1  a connection, waiting in the idle set's shards under the
+//!                key (index, generation); whoever CASes IDLE(g) -> BUSY(g)
+//!                owns it
 //!      BUSY = 2  a connection owned by one party: a guard, a waiter hand-off,
 //!                a creator, a closer or maintenance
-//!      PARKED = 3  a connection idle *outside* the idle set: its key sits in
+//!      PARKED = 3  a connection idle *outside* the shards: its key sits in
 //!                the private cache of the thread that released it
-//!                (`tid.rs`), or nowhere; whoever CASes PARKED(g) -> BUSY(g)
-//!                owns it, the releasing thread by its cached key, anyone
-//!                else by scanning the state words ([`Slots::claim_any_parked`])
+//!                (`tid.rs`, `idle.rs`), or nowhere; whoever CASes
+//!                PARKED(g) -> BUSY(g) owns it, the releasing thread by its
+//!                cached key, anyone else by scanning the state words
+//!                ([`Slots::claim_any_parked`])
 //! ```
 //!
 //! The generation grows by one (mod 2^43) on every BUSY -> IDLE or BUSY ->
 //! PARKED transition, so an idle key `(index, g)` is current exactly while
-//! the word reads `IDLE(g)` (or `PARKED(g)` for a thread's cached key). A key left behind in the idle set after its slot moved on
-//! (closed in place by maintenance, say) is *stale*: its claim CAS fails and
-//! the popper skips it.
+//! the word reads `IDLE(g)` (or `PARKED(g)` for a thread's cached key). A
+//! key left behind in the idle set after its slot moved on (closed in place
+//! by maintenance, say) is *stale*: its claim CAS fails and the popper
+//! skips it.
 //!
 //! A [`SlotKey`] packs index and generation into one `u64` (index + 1 in the
 //! low 21 bits, so a key is never 0, the generation above), which lets a
-//! shard keep its most recent key in a single atomic word. Should a stale key
-//! ever meet its slot again 2^43 idle periods later, the CAS still lets only
-//! one party own the connection: the wrap can cost an idle-count estimate,
-//! never exclusivity (I1).
+//! shard keep its most recent key, and a thread its parked one, in a single
+//! word. Should a stale key ever meet its slot again a full generation wrap
+//! later, the CAS still lets only one party own the connection: the wrap
+//! can cost an idle-count estimate, never exclusivity (I1).
+//!
+//! # A slot
+//!
+//! A [`Slot`] is its state word (private to this module), its connection
+//! cell, and two concerns of its own: [`Life`], the connection's lifecycle
+//! facts (serial, `expires_at`, `released_at`, `fresh_until`,
+//! `verified_seq`: what the lifecycle policy judges and maintenance reads),
+//! and [`Holding`], the current holding (hand-out stamp, fast-path hits,
+//! `marked`, the leak stamps). The owner of a claimed slot reaches both
+//! through one borrowed view, [`Slots::of`], and the connection through
+//! [`Slots::conn`] / [`Slots::conn_mut`]; nobody else writes them.
 //!
 //! # Invariants kept
 //!
-//! - I1 exclusive: only the party that observed the slot FREE (by popping its
-//!   index), or that won the `IDLE(g) -> BUSY(g)` CAS, or that was handed the
-//!   index by one of those, reads or writes the connection cell.
+//! - I1 exclusive: only the party that observed the slot FREE (by popping
+//!   its index), or that won a claim CAS (`IDLE(g)` or `PARKED(g)` ->
+//!   `BUSY(g)`), or that was handed the index by one of those, reads or
+//!   writes the connection cell.
 //! - The connection cell is `Some` exactly when the tag is IDLE, PARKED or
 //!   BUSY.
-//! - A PARKED slot's key is never in the idle set (`shards.rs`): only
-//!   [`Slots::park`] makes the tag, and the keys it makes go to a thread's
-//!   private cache only. The BUSY -> PARKED transition is a Release store
-//!   (only the owner writes a BUSY word) followed by the caller's
-//!   asymmetric fence (`asym.rs`): the releaser's half of the lost-wake-up
-//!   argument for a parked connection (DESIGN.md, "The thread-affine fast
-//!   path").
+//! - A PARKED slot's key is never in the idle set's shards (`idle.rs`):
+//!   only [`Slots::park`] makes the tag, and the keys it makes go to a
+//!   thread's private cache only. The BUSY -> PARKED transition is a
+//!   Release store (only the owner writes a BUSY word) followed by the
+//!   caller's asymmetric fence (`asym.rs`): the releaser's half of the
+//!   lost-wake-up argument for a parked connection (DESIGN.md, "The
+//!   thread-affine fast path").
 //! - Ownership is a value: a [`Busy`] token for a claimed slot, a [`Place`]
 //!   token for a reserved one. Only the transitions that hand a slot to one
-//!   party make a token, and the ones that end the holding consume it, so
-//!   `fill`, `take`, `make_idle`, `unreserve` and the connection accessors
-//!   are safe: their signatures carry the proof, and each `unsafe` block
-//!   here argues from the token. The one way around it is a token's
+//!   party make a token (`reserve`, `fill`, the claims), and the ones that
+//!   end the holding consume it (`make_idle`, `park`, `take`,
+//!   `unreserve`), so those and the connection accessors are safe: their
+//!   signatures carry the proof, and each `unsafe` block here argues from
+//!   the token. Because a token names a slot of this arena, [`Slots::of`]
+//!   indexes without a bounds check. The one way around the tokens is their
 //!   `into_raw` / `from_raw` pair, for the waiter node's state word, whose
-//!   `from_raw` is `unsafe` (`core::from_grant`).
+//!   `from_raw` is `unsafe` (`release::from_grant`).
+//! - `Holding`'s owner-written fields (`handed_at`, `hits`, `marked`) are
+//!   written only by the slot's owner, with a plain load and store: the
+//!   hand-over of the slot orders one owner's store before the next
+//!   owner's load.
 //! - `places` never counts fewer places than indices out of the free queue
 //!   (incremented before the pop, decremented after the push), and a
 //!   reserve takes one only while `places < cap`, so its pop finds an index.
+//! - The cap and the flag that says it is below the arena's length are one
+//!   word, written by one store, so that racing resizes leave them in
+//!   agreement.
 //! - Every transition that hands the slot to another thread is a Release
 //!   store or CAS, paired with the Acquire that takes it (noted at each site).
 

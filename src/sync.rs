@@ -1,26 +1,45 @@
 //! The one switch between the real synchronisation primitives and their
-//! model-checked stand-ins.
+//! model-checked stand-ins, and the one home of the test hooks that the
+//! shipped modules carry.
 //!
 //! Every atomic, cell, queue, waker and thread-local that the pool's
-//! concurrency protocol touches is imported from here and from nowhere else,
-//! so that the loom build (`--cfg latchless_loom`, see `loom-tests/`) checks
-//! the production code path itself rather than a copy of it.
+//! concurrency protocol touches, and every timer on a path a model runs
+//! (the background task's run only on Tokio), is imported from here and
+//! from nowhere else, so that the loom build (`--cfg latchless_loom`, see
+//! `loom-tests/`) checks the production code path itself rather than a
+//! copy of it. (Counters that order nothing stay plain std atomics in
+//! every build.)
 //!
-//! Invariant kept: the two branches export the same names with the same
-//! signatures; no other module mentions `cfg(latchless_loom)`.
+//! Invariants kept:
+//! - The two branches export the same names with the same signatures.
+//! - No other shipped module mentions `cfg(latchless_loom)`: besides this
+//!   file, only `lib.rs` does, to compile `loom_support.rs` (the hooks a
+//!   model calls in place of the background task) into the loom build
+//!   alone.
+//! - The protocol's sizes are constants here (`HAZARD_SLOTS`,
+//!   `RECLAIM_SLACK`, `HAZARD_RELEASE_AT_EXIT`), the same in unit tests as
+//!   in the product; only the loom build sets its own, small enough for a
+//!   model's few threads to reach them.
 //!
 //! Under loom, crossbeam's queues are replaced by small stand-ins over a
 //! loom `Mutex<VecDeque>`: loom cannot see inside crossbeam-queue (its
 //! atomics are `core`'s), and the stand-ins give it a scheduling point at
 //! every queue operation. They are SeqCst-strong, so the models check the
 //! pool's own protocol around the queues (orderings of the slot word, the
-//! waiter count, the re-checks), not the queues' internals.
+//! waiter count, the re-checks), not the queues' internals. Loom models
+//! no `membarrier` (it cannot inject a barrier into another thread), so
+//! models run the asymmetric fence's fallback mode (`asym.rs`), and time
+//! never passes in a model: a waiter's own timer never fires, and the
+//! models sweep deadlines by hand.
 //!
 //! Mutants (`--cfg latchless_mutants`, `loom-tests/run-mutants.sh`): a few
-//! deliberately injected bugs, each behind [`mutant`]`("name")`, which is a
-//! constant `false` in every other build. The one named by the environment
-//! variable `LATCHLESS_MUTANT` is switched on, so one build serves every
-//! mutant run.
+//! deliberately injected bugs, each behind [`mutant`]`("name")` (or
+//! [`weakened`], for a dropped ordering), which is a constant `false` in
+//! every other build. The one named by the environment variable
+//! `LATCHLESS_MUTANT` is switched on, so one build serves every mutant
+//! run. For miri and AddressSanitizer, [`after_publish`] opens the
+//! release's re-check window wide, so that a core-lifetime race is hit on
+//! every run rather than by chance.
 
 pub(crate) use imp::*;
 

@@ -8,26 +8,33 @@
 //!   are indexed by them. A thread that finds none free has no id (the
 //!   hazard code then takes counted references).
 //! - **Home.** A per-thread hash, spread by Fibonacci hashing, that picks
-//!   the thread's home shard ([`home_index`]).
-//! - **Ops.** Releases on this thread ([`every_64th_op`]).
+//!   the thread's home shard and histogram stripe ([`home_index`]).
+//! - **Ops.** Releases on this thread ([`every_64th_op`]): every 64th, a
+//!   busy thread reads the real clock and looks whether maintenance is
+//!   due.
 //! - **Parked.** The thread's cache of one parked connection: a pool id
 //!   and a packed key, with a count of releases it turned away
 //!   ([`parked`]). What goes in and out of it, and when a cached key is
 //!   taken for stale, is the idle set's (`idle.rs`); this module only
 //!   stores it. Private: no other thread reads it, so it is a hint, never
-//!   the truth.
+//!   the truth (the slot's state word is).
 //!
 //! # Invariants kept
 //!
 //! - An id is held by at most one live thread: claimed by a CAS
 //!   `false -> true` (Acquire), given back at exit by a Release store, so
-//!   the next holder starts after the last use by the previous one.
-//! - `Local` has no destructor, so it is never gone: a release run from
+//!   the next holder starts after the last use by the previous one. A
+//!   forked child gives back every id but the forking thread's
+//!   ([`forget_other_threads`]).
+//! - `Local` has no destructor, so it is never gone, and each access is a
+//!   plain load or store at a fixed offset from the thread pointer, with
+//!   no check whether it was registered or destroyed: a release run from
 //!   another thread-local's destructor still reads it. Giving the id back
-//!   is `Exit`'s destructor, which also marks the thread as having none,
-//!   so such a late release takes a counted reference, not a hazard slot
-//!   that may already be another thread's. (Accesses go through
-//!   `try_with`, as loom's thread-locals need, never `with`.)
+//!   is `Exit`'s destructor (a second thread-local, touched once, when the
+//!   id is claimed), which also marks the thread as having none, so such a
+//!   late release takes a counted reference, not a hazard slot that may
+//!   already be another thread's. (Accesses go through `try_with`, as
+//!   loom's thread-locals need, never `with`.)
 //!
 //! This module imports only `sync.rs`.
 

@@ -2,13 +2,16 @@
 //! [`MockClock`], the handle tests use to move a mock clock's time.
 //!
 //! Invariant kept: the pool reads time only through the `Clock` it was
-//! built with; a mock clock's time moves only when its [`MockClock`] says
-//! so (never backwards unless told to), so tests of idle timeouts, lifetimes
-//! and leak reports are exact and need no sleeping.
+//! built with, for connection lifetimes, idle timeouts, leak reports and
+//! the deadlines of waiting `get`s alike (`clock.rs`); a mock clock's time
+//! moves only when its [`MockClock`] advances it, never backwards, so
+//! tests of any of those are exact and need no sleeping.
 //!
 //! Inside, a `Clock` is a `quanta` clock (a TSC read where the CPU has a
-//! stable one, ~10 ns); the type is the crate's own so that the time
-//! source can change without changing the API.
+//! stable one); the type is the crate's own so that the time source can
+//! change without changing the API. The pool's reading of it (ticks, the
+//! cached reading, deadlines) is `clock.rs`'s, a crate-private type of the
+//! same name.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,15 +1,17 @@
 //! A hierarchical timing wheel: a plain, deterministic data structure (no
 //! atomics, no clock, no threads) that the maintenance pass uses to find the
-//! connections whose idle or lifetime deadline has come.
+//! connections whose idle or lifetime deadline has come (`maintenance.rs`).
+//! Waiter deadlines are not filed here: they live in the waiter nodes and
+//! are swept by the background task (`waiters.rs`).
 //!
 //! # Design
 //!
 //! Varghese & Lauck's hierarchical timing wheel ("Hashed and Hierarchical
 //! Timing Wheels", 1987), laid out as in the Linux kernel and Tokio: four
 //! levels of 64 slots; a slot of level `k` spans `64^k` ticks, so the levels
-//! cover `64^4` ticks (about 4.7 hours at 1 ms a tick). An entry is filed at
-//! the level of the highest 6-bit digit in which its deadline differs from
-//! the wheel's current time, in the slot named by that digit. When time
+//! cover `64^4` ticks (about 4.7 hours of millisecond ticks). An entry is
+//! filed at the level of the highest 6-bit digit in which its deadline
+//! differs from the wheel's current time, in the slot named by that digit. When time
 //! reaches a slot of level `k > 0`, its entries *cascade*: they are filed
 //! again, now at a lower level. A 64-bit occupancy map per level lets
 //! [`TimerWheel::advance`] jump straight to the next occupied slot, so
@@ -34,6 +36,10 @@
 //! - O(1) insert and cancel; `advance` touches only entries that fire or
 //!   cascade (each entry cascades at most once per level), plus at most one
 //!   slot lookup per level per expiration.
+//!
+//! The fuzz target `wheel` checks the wheel's behaviour (every entry fires
+//! once, not early, not late, in deadline order) against a `BTreeMap`
+//! reference (`fuzzing.rs`, whose unit test replays the corpus).
 
 /// Bits of a tick number per level.
 const BITS: u32 = 6;
