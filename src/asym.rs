@@ -77,7 +77,7 @@
 //! `RELAXED` just before: its parking store may reach the waiter's scan
 //! late. Housekeeping covers that one window: each round looks for a
 //! waiter while something is idle or a place is free and serves it
-//! (`background::rescue`), so such a waiter waits at most one period.
+//! (`Core::rescue`, `release.rs`), so such a waiter waits at most one period.
 //!
 //! # Invariants kept
 //!

@@ -65,11 +65,11 @@ pub(crate) fn cooperative_tick<M: Manager>(core: &Core<M>, retired: &mut Retired
 }
 
 /// One round of housekeeping at `now`, whoever runs it (the ticker, a busy
-/// thread, `Pool::maintain`): a maintenance pass, a [`rescue`], the
+/// thread, `Pool::maintain`): a maintenance pass, a rescue (`Core::rescue`), the
 /// `min_idle` refill and a health sample.
 pub(crate) fn housekeep<M: Manager>(core: &Core<M>, now: u64, retired: &mut Retired) {
     core.maintenance.pass(core, now, retired);
-    rescue(core, retired);
+    core.rescue(retired);
     probe_if_due(core);
     refill(core);
     drop(sample(core, now, false));
@@ -146,21 +146,6 @@ pub(crate) fn probe_if_due<M: Manager>(core: &Core<M>) {
     }
 }
 
-/// Serves a waiter that sleeps while a connection is idle or a place is
-/// free. The lost-wake-up argument rules that out, except in two windows:
-/// a membarrier refused after registration leaves a releaser that read
-/// the relaxed mode just before unordered with the waiter (`asym.rs`,
-/// "Refused"), and a cancel that lost its race read the live count one
-/// low for a moment (`waiters.rs`, "Cancel"); the maintenance pass, and
-/// such a cancel, look. One load when no waiter is registered.
-pub(crate) fn rescue<M: Manager>(core: &Core<M>, retired: &mut Retired) {
-    if !core.waiters.any() || core.closed.load(Ordering::Acquire) {
-        return;
-    }
-    if let Some(held) = core.take_any() {
-        core.pass_on(held, retired);
-    }
-}
 
 /// Ends the background task's duties when it ends or its runtime drops
 /// it: stops sweeping waiter deadlines (waiters arm their own timers),
@@ -184,7 +169,7 @@ impl<M: Manager> Drop for Ticking<M> {
             if self.sweeping {
                 let mut retired = Settle::new(&shared);
                 shared.waiters.stop_sweeping(&mut spare(&shared));
-                rescue(&shared, &mut retired);
+                shared.rescue(&mut retired);
             }
             shared.maintenance.ticking.store(false, Ordering::Relaxed);
             if shared.lifecycle.ticks.uses_clock {
@@ -244,13 +229,13 @@ pub(crate) fn sweep<M: Manager>(core: &Core<M>, arm: bool, retired: &mut Retired
     let next = core
         .waiters
         .sweep(core.clock.now(), swept, arm, &mut spare(core))?;
-    rescue(core, retired);
+    core.rescue(retired);
     Some(next)
 }
 
 /// Where grants that nobody waits for go when the sweeper holds the
 /// waiter line: back to the idle set or the free places, followed by a
-/// [`rescue`] (the re-check a shelve needs).
+/// rescue (`Core::rescue`: the re-check a shelve needs).
 fn spare<M: Manager>(core: &Core<M>) -> impl FnMut(crate::waiters::Grant) + '_ {
     |g| {
         // SAFETY: a deposited grant nobody took is the serving thread's to

@@ -1,5 +1,6 @@
-//! [`Builder`], [`Config`] and [`BuildError`]: every knob of the pool, and
-//! the one place where its values are validated.
+//! [`Builder`], [`Config`], [`BuildError`] and [`ResizeError`]: every knob
+//! of the pool (and, as `KeyedBuilder`, of a keyed pool's keys), and the
+//! one place where its values are validated.
 //!
 //! Invariant kept: a [`Config`] inside a built pool satisfies every rule
 //! checked by [`Builder::build`]; the rest of the crate relies on them

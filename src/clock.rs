@@ -1,22 +1,23 @@
-//! The pool's clock, its one time base: [`quanta`] time in whole
+//! The pool's one time base ([`TimeBase`], made from the public
+//! `latchless::Clock` it was built with): [`quanta`] time in whole
 //! milliseconds ("ticks") since the pool was built, plus a coarse cached
 //! reading for the hot path.
 //!
 //! Everything the pool times runs on it: connection lifetimes, idle
 //! timeouts, leak reports, the breaker's pauses, health samples, and the
-//! deadlines of waiting `get`s ([`Clock::deadline`], a tick rounded up;
+//! deadlines of waiting `get`s ([`TimeBase::deadline`], a tick rounded up;
 //! [`NO_DEADLINE`] for none), which the background task sweeps from the
 //! waiter nodes. A wait's start and length are read in nanoseconds
-//! ([`Clock::now_ns`]). The clock is the one the pool was built with
+//! ([`TimeBase::now_ns`]). The clock is the one the pool was built with
 //! (`time.rs`), so a mock made by `latchless::Clock::mock()` moves every
 //! one of those, `get_timeout`'s deadlines included. Tokio timers bound
-//! only I/O: [`Clock::instant_at`] turns a deadline into a Tokio instant
+//! only I/O: [`TimeBase::instant_at`] turns a deadline into a Tokio instant
 //! for a connect or a check, and for a waiter's own timer while no sweeper
 //! serves; under a mock, the time left is the mock's.
 //!
 //! A real clock read costs about as much as a whole idle-queue pop+push
 //! (BENCHMARKS.md, "Design decisions"), so while the background task runs
-//! the hot path never reads the clock: [`Clock::hot_now`] is a relaxed
+//! the hot path never reads the clock: [`TimeBase::hot_now`] is a relaxed
 //! load of the last reading taken by the task, a slow path or maintenance.
 //! Without the task it reads the real clock (exact, and the price of
 //! having no task).
@@ -24,7 +25,7 @@
 //! Leak detection needs the true time a connection was handed out: the
 //! cached reading can be a whole maintenance period old, and with
 //! `leak_threshold` the only time setting nothing refreshes it while the
-//! pool is quiet. So the hand-out stamps it with [`Clock::exact`], one real
+//! pool is quiet. So the hand-out stamps it with [`TimeBase::exact`], one real
 //! read and no write, only while `leak_threshold` is on.
 //!
 //! Invariants kept: the cached reading never exceeds `now()` and never goes
@@ -53,7 +54,7 @@ thread_local! {
 const UNCACHED: u64 = u64::MAX;
 
 /// Millisecond clock with a cached coarse reading.
-pub(crate) struct Clock {
+pub(crate) struct TimeBase {
     clock: quanta::Clock,
     origin: quanta::Instant,
     /// The latest `now()` any thread took, in ticks (only grows), or
@@ -62,7 +63,7 @@ pub(crate) struct Clock {
     recent: AtomicU64,
 }
 
-impl Clock {
+impl TimeBase {
     /// A clock whose hot-path reading starts uncached if `exact` (the pool
     /// has time-based policies), cached otherwise (time does not matter).
     pub(crate) fn new(clock: quanta::Clock, exact: bool) -> Self {
@@ -120,7 +121,7 @@ impl Clock {
     }
 }
 
-impl Clock {
+impl TimeBase {
     /// Nanoseconds since the pool was built: one real read, no write (the
     /// wait path: a wait's start, its deadline and its length).
     pub(crate) fn now_ns(&self) -> u64 {
@@ -167,9 +168,9 @@ const NS_PER_TICK: u64 = 1_000_000;
 /// A deadline (a tick) that never comes: a wait without one.
 pub(crate) const NO_DEADLINE: u64 = u64::MAX;
 
-impl std::fmt::Debug for Clock {
+impl std::fmt::Debug for TimeBase {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Clock")
+        f.debug_struct("TimeBase")
             .field("recent", &self.recent.load(Ordering::Relaxed))
             .finish()
     }
@@ -183,7 +184,7 @@ mod tests {
     #[test]
     fn mock_time_moves_now_and_recent_follows() {
         let (clock, mock) = quanta::Clock::mock();
-        let c = Clock::new(clock, true);
+        let c = TimeBase::new(clock, true);
         mock.increment(Duration::from_millis(10));
         assert_eq!(c.hot_now(), 10, "uncached: the real clock");
         c.cache(true);
@@ -199,7 +200,7 @@ mod tests {
     #[test]
     fn exact_reads_the_clock_and_leaves_the_cached_reading() {
         let (clock, mock) = quanta::Clock::mock();
-        let c = Clock::new(clock, false);
+        let c = TimeBase::new(clock, false);
         mock.increment(Duration::from_millis(70));
         assert_eq!(c.exact(), 70);
         assert_eq!(c.hot_now(), 0, "cached reading untouched");

@@ -57,13 +57,6 @@ fn limit(d: Duration, deadline: Option<Instant>) -> Option<Instant> {
     }
 }
 
-/// Runs `fut` until `at` (forever if `None`); `None` if it timed out.
-async fn bounded<F: Future>(at: Option<Instant>, fut: F) -> Option<F::Output> {
-    match at {
-        Some(at) => crate::sync::timeout_at(at, fut).await.ok(),
-        None => Some(fut.await),
-    }
-}
 
 /// The flight token of a connect admitted while connects fail: dropped,
 /// it gives the token back and wakes the connects waiting for their turn.
@@ -115,7 +108,7 @@ async fn admit_waiting<'a, M: Manager>(
         landed.as_mut().enable();
         match admit(core) {
             Err(Refused::Busy) => {
-                if bounded(deadline, landed).await.is_none() {
+                if crate::sync::bounded(deadline, landed).await.is_none() {
                     return Err(Refused::Busy);
                 }
             }
@@ -241,7 +234,7 @@ async fn attempt<M: Manager>(
 ) -> Result<M::Connection, Option<M::Error>> {
     let cfg = &shared.config;
     let start = Instant::now();
-    let outcome = bounded(
+    let outcome = crate::sync::bounded(
         limit(cfg.connect_timeout, deadline),
         shared.manager.connect(),
     )

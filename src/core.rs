@@ -21,7 +21,7 @@ use std::sync::{Arc, Weak};
 use crate::Manager;
 use crate::breaker::Breaker;
 use crate::budget::Budget;
-use crate::clock::Clock;
+use crate::clock::TimeBase;
 use crate::config::{Config, Ticks, ms};
 use crate::health::Watch;
 use crate::idle::IdleSet;
@@ -50,7 +50,7 @@ pub(crate) struct Core<M: Manager> {
     pub(crate) budget: Option<Arc<Budget>>,
     /// Set once by `close`.
     pub(crate) closed: AtomicBool,
-    pub(crate) clock: Clock,
+    pub(crate) clock: TimeBase,
     pub(crate) counters: Counters,
     pub(crate) maintenance: Maintenance,
     /// Judging connections: settings in ticks, restart epoch, jitter.
@@ -90,7 +90,7 @@ impl<M: Manager> Core<M> {
     ) -> Arc<Owner<M>> {
         crate::hazard::survive_fork();
         let ticks = Ticks::new(&config);
-        let clock = Clock::new(clock, ticks.uses_clock);
+        let clock = TimeBase::new(clock, ticks.uses_clock);
         let now = clock.now();
         Arc::new_cyclic(|weak: &Weak<Owner<M>>| {
             let seed = now ^ 0x9E37_79B9_7F4A_7C15 ^ (weak.as_ptr().addr() as u64);

@@ -112,7 +112,7 @@ impl<M: Manager> WaitGuard<'_, M> {
             // It ended otherwise meanwhile, and the live count read one low
             // for a moment (`waiters.rs`, "Cancel"): serve a waiter that a
             // releaser may have passed by then.
-            crate::background::rescue(self.shared, &mut Settle::new(self.shared));
+            self.shared.rescue(&mut Settle::new(self.shared));
         }
         outcome
     }
@@ -249,13 +249,6 @@ unsafe fn recover(index: u32) -> Busy {
     unsafe { Busy::from_raw(index) }
 }
 
-/// Runs `fut` until `at` (forever if `None`); `None` if it timed out.
-async fn bounded<F: Future>(at: Option<Instant>, fut: F) -> Option<F::Output> {
-    match at {
-        Some(at) => sync::timeout_at(at, fut).await.ok(),
-        None => Some(fut.await),
-    }
-}
 
 /// An owned idle connection awaiting its pre-ping.
 ///
@@ -307,7 +300,7 @@ impl<'a, M: Manager> CheckGuard<'a, M> {
             _ => Poll::Ready(None),
         });
         let started = Instant::now();
-        let outcome = bounded(bound, run).await;
+        let outcome = crate::sync::bounded(bound, run).await;
         if outcome.is_some() {
             shared.counters.check.record_duration(0, started.elapsed());
         }
@@ -400,7 +393,7 @@ impl<M: Manager> Drop for Detached<M> {
 /// Finishes a check whose caller went away, bounded by `until`.
 async fn finish_detached<M: Manager>(mut d: Detached<M>, until: Option<Instant>) {
     let outcome = match d.fut.as_mut() {
-        Some(fut) => bounded(until, std::future::poll_fn(|cx| poll_guarded(fut, cx))).await,
+        Some(fut) => crate::sync::bounded(until, std::future::poll_fn(|cx| poll_guarded(fut, cx))).await,
         None => return,
     };
     // Finished: the future returned the token, or is dropped here.

@@ -129,7 +129,7 @@ impl Shard {
 }
 
 /// Ends a push that went into a queue: a SeqCst fence of ours, so that the
-/// releaser's re-check (SeqCst loads of the waiter tokens and `closed`)
+/// releaser's re-check (SeqCst loads of the waiter count and `closed`)
 /// comes after the key's publication in the total order S whatever the
 /// queue does inside (module invariants). On x86-64 one `mfence`, on the
 /// queue branch only.

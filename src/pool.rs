@@ -1,8 +1,9 @@
 //! [`Pool`], the handle, and the acquire path (`get`, `get_timeout`,
 //! `get_until`, `try_get`, `get_blocking`); `state()`, `metrics()`,
 //! `close()`; what a service needs around them (`warm_up`, `drain`,
-//! `max_size`). The shared core and the release / hand-off protocol are
-//! `core.rs`'s; `set_max_size` is `builder.rs`'s (it returns `BuildError`).
+//! `max_size`). The shared core is `core.rs`'s, the release / hand-off
+//! protocol `release.rs`'s; `set_max_size` is `builder.rs`'s (it returns
+//! `ResizeError`).
 //!
 //! # Around `get`
 //!
@@ -420,7 +421,7 @@ impl<M: Manager> Pool<M> {
         let shared = self.shared();
         start_background(shared);
         let begun = shared.clock.now_ns();
-        let at = crate::clock::Clock::deadline(begun, timeout);
+        let at = crate::clock::TimeBase::deadline(begun, timeout);
         if let Some(c) = candidate {
             return Next::Slow(Start::Check(c), begun, at);
         }
@@ -742,7 +743,9 @@ impl<M: Manager> Pool<M> {
                     *phase = TimeoutKind::Connecting;
                     bump(&shared.counters.acquire_connects);
                     let connect = crate::connector::open(shared, place, None, until);
-                    let p = bounded(until, connect).await?;
+                    let p = sync::bounded(until, connect)
+                        .await
+                        .unwrap_or(Err(PoolError::Timeout(TimeoutKind::Connecting)))?;
                     return Ok(self.hand_out_slow(p, by));
                 }
                 Start::Look => {}
@@ -1213,8 +1216,8 @@ fn poll_slow<S: Future>(
 const WARM_UP_CONNECTS: usize = 4;
 
 /// What a service needs around `get`: warm-up at start, a graceful drain at
-/// shutdown, run-time resizing (`Pool::set_max_size` is `builder.rs`'s, it
-/// owns `BuildError`), per-request deadlines, and a blocking acquire for
+/// shutdown, run-time resizing (`Pool::set_max_size` is `builder.rs`'s, with
+/// `ResizeError`), per-request deadlines, and a blocking acquire for
 /// threads outside the runtime.
 impl<M: Manager> Pool<M> {
     /// The current cap on open connections: `max_size` as built, or as last
@@ -1484,20 +1487,6 @@ impl<M: Manager> Pool<M> {
 /// acquire task's answer before it concludes that the runtime is not
 /// being driven.
 const BLOCKING_GRACE: Duration = Duration::from_secs(1);
-
-/// Bounds `fut` by `deadline` (a Tokio timer, armed only if `fut` is
-/// pending): connects, whose deadline the pool does not sweep.
-async fn bounded<T, E>(
-    deadline: Option<tokio::time::Instant>,
-    fut: impl Future<Output = Result<T, PoolError<E>>>,
-) -> Result<T, PoolError<E>> {
-    match deadline {
-        Some(d) => sync::timeout_at(d, fut)
-            .await
-            .unwrap_or(Err(PoolError::Timeout(TimeoutKind::Connecting))),
-        None => fut.await,
-    }
-}
 
 #[cfg(test)]
 mod tests {

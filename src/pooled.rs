@@ -8,9 +8,12 @@
 //!    or back to the free queue.
 //! 2. A waiter is registered? Hand the connection straight to the oldest
 //!    live one (one CAS on its node).
-//! 3. Otherwise stamp the release time (a cached clock reading, not a clock
-//!    read), mark the slot IDLE and push its key onto this thread's home
-//!    shard; then re-check for a waiter that registered meanwhile.
+//! 3. Past its lifetime, or above the cap after a shrink? Close it.
+//! 4. Otherwise stamp it fresh (a cached clock reading, not a clock read)
+//!    and put it in the idle set: parked for this thread (PARKED, its key
+//!    in the thread's cache) when the cache is free, else its key pushed
+//!    onto this thread's home shard; then re-check for a waiter that
+//!    registered meanwhile (`release.rs`).
 //!
 //! Invariant kept: the guard owns its claimed slot (a `slots::Busy` token,
 //! BUSY) from creation until `Drop` or [`Pooled::detach`], which consume

@@ -27,7 +27,7 @@
 //! - I3: every close path runs [`close_quietly`] once, counts it, and gives
 //!   the place on only after.
 //! - I4 and I7: a release hands what it holds to the oldest live waiter, or
-//!   shelves it and re-reads the waiter tokens and `closed` (SeqCst): a
+//!   shelves it and re-reads the waiter count and `closed` (SeqCst): a
 //!   waiter that registered meanwhile either found what was shelved in its
 //!   own re-check or is seen here (DESIGN.md, "The lost-wake-up argument").
 //! - Every close adds the connection's counted reference to the caller's
@@ -206,6 +206,23 @@ impl<M: Manager> Core<M> {
         self.take_any()
     }
 
+    /// Serves a waiter that sleeps while a connection is idle or a place is
+    /// free. The lost-wake-up argument rules that out, except in two
+    /// windows: a membarrier refused after registration leaves a releaser
+    /// that read the relaxed mode just before unordered with the waiter
+    /// (`asym.rs`, "Refused"), and a cancel that lost its race read the
+    /// live count one low for a moment (`waiters.rs`, "Cancel"); the
+    /// maintenance pass, and such a cancel, look. One load when no waiter
+    /// is registered.
+    pub(crate) fn rescue(&self, retired: &mut Retired) {
+        if !self.waiters.any() || self.closed.load(Ordering::Acquire) {
+            return;
+        }
+        if let Some(held) = self.take_any() {
+            self.pass_on(held, retired);
+        }
+    }
+
     /// Closes the connection of an owned BUSY slot and passes its place on.
     pub(crate) fn retire(&self, busy: Busy, retired: &mut Retired) {
         let (conn, place) = self.slots.take(busy);
@@ -255,11 +272,11 @@ impl<M: Manager> Core<M> {
     /// Hands `held` to the oldest live waiter, or shelves it: into the idle
     /// set (a connection) or the free queue (a place).
     ///
-    /// After shelving, re-reads the waiter tokens (SeqCst): a waiter that
+    /// After shelving, re-reads the waiter count (SeqCst): a waiter that
     /// registered meanwhile either found what was shelved in its own
     /// re-check or is seen here, and then something is taken back for it.
-    /// Each further round consumes a waiter token or ends, so the loop is
-    /// bounded by the number of registrations it races with.
+    /// Each further round serves a waiter or ends, so the loop is bounded
+    /// by the number of registrations it races with.
     #[inline(never)]
     pub(crate) fn pass_on(&self, mut held: Held, retired: &mut Retired) {
         loop {

@@ -130,7 +130,7 @@ pub(crate) fn light_barrier() {
 }
 
 /// Marks a SeqCst load that follows a SeqCst read-modify-write (the
-/// releaser's re-check after its put-back, see `waiters.rs`). In the C++20
+/// releaser's re-check after its put-back, see `release.rs`). In the C++20
 /// memory model (Rust's), the pair already orders the load after the RMW in
 /// the single total order S, which the lost-wake-up argument needs. Loom
 /// models SeqCst loads as Acquire (a documented limitation) and so cannot
@@ -146,7 +146,7 @@ pub(crate) fn sc_load_after_rmw() {
 /// for miri and AddressSanitizer only (`.ci/run`): miri's scheduler then
 /// runs the other threads of a core-lifetime scenario inside the release's
 /// re-check window every time, instead of by chance; a `latchless_mutants`
-/// build run with `LATCHLESS_WIDEN` set sleeps there (see [`widen`]).
+/// build run with `LATCHLESS_WIDEN` set sleeps there (see `widen`).
 /// Elsewhere it compiles to nothing (loom has its own scheduling points).
 #[inline(always)]
 pub(crate) fn after_publish() {
@@ -189,6 +189,18 @@ pub(crate) async fn timeout_at<F: std::future::Future>(
     fut: F,
 ) -> Result<F::Output, ()> {
     Ok(fut.await)
+}
+
+/// Runs `fut` until `at` (forever if `None`); `None` if it timed out.
+/// The one bound on a check or a connect by a caller's deadline.
+pub(crate) async fn bounded<F: std::future::Future>(
+    at: Option<tokio::time::Instant>,
+    fut: F,
+) -> Option<F::Output> {
+    match at {
+        Some(at) => timeout_at(at, fut).await.ok(),
+        None => Some(fut.await),
+    }
 }
 
 /// A waiter's own timer (tokio's).

@@ -30,7 +30,7 @@
 //!   its node `WAITING -> CANCELLED`. If that fails it was served (the
 //!   grant is the leaver's to give back, I5) or timed out, and it counts
 //!   itself back; for that moment the count read one low, so the leaver
-//!   then re-checks for a waiter a releaser may have missed (`rescue`).
+//!   then re-checks for a waiter a releaser may have missed (`Core::rescue`).
 //!   Counting out first means that a releaser never loops on a waiter on
 //!   its way out. The dead node stays linked until a holder drops it.
 //! - **Compact.** A registration that finds more dead nodes than live ones
