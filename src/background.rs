@@ -146,7 +146,6 @@ pub(crate) fn probe_if_due<M: Manager>(core: &Core<M>) {
     }
 }
 
-
 /// Ends the background task's duties when it ends or its runtime drops
 /// it: stops sweeping waiter deadlines (waiters arm their own timers),
 /// then clears `ticking`, so that the next `get` or pass on a live runtime

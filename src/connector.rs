@@ -57,7 +57,6 @@ fn limit(d: Duration, deadline: Option<Instant>) -> Option<Instant> {
     }
 }
 
-
 /// The flight token of a connect admitted while connects fail: dropped,
 /// it gives the token back and wakes the connects waiting for their turn.
 pub(crate) struct Flight<'a, M: Manager> {

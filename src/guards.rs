@@ -249,7 +249,6 @@ unsafe fn recover(index: u32) -> Busy {
     unsafe { Busy::from_raw(index) }
 }
 
-
 /// An owned idle connection awaiting its pre-ping.
 ///
 /// Dropped before the check starts, the connection goes back unchecked;
@@ -393,7 +392,9 @@ impl<M: Manager> Drop for Detached<M> {
 /// Finishes a check whose caller went away, bounded by `until`.
 async fn finish_detached<M: Manager>(mut d: Detached<M>, until: Option<Instant>) {
     let outcome = match d.fut.as_mut() {
-        Some(fut) => crate::sync::bounded(until, std::future::poll_fn(|cx| poll_guarded(fut, cx))).await,
+        Some(fut) => {
+            crate::sync::bounded(until, std::future::poll_fn(|cx| poll_guarded(fut, cx))).await
+        }
         None => return,
     };
     // Finished: the future returned the token, or is dropped here.

@@ -347,9 +347,8 @@ impl<M: Manager> Pool<M> {
             timeout,
             by,
             started: false,
-            waiting: Slow::none(),
             rest: Self::acquire_rest,
-            slow: Slow::none(),
+            after: After::none(),
         }
     }
 
@@ -1002,32 +1001,39 @@ impl<M: Manager> Pool<M> {
 pin_project_lite::pin_project! {
     /// The future of `get`, `get_timeout`, `get_until` (and `get_blocking`
     /// past its `try_get`). Its first poll runs the fast path as a plain
-    /// call (no state machine around it); a miss either parks the `get`
-    /// as a waiter polled by hand (`waiting`), or builds the slow future
-    /// from `rest` in `slow` and polls that from then on. Dropping it at
-    /// any point drops what it holds, whose guards give it back (I5).
+    /// call (no state machine around it); a miss puts in `after` either a
+    /// wait polled by hand (most misses at the cap) or the slow future
+    /// built from `rest`, and polls that from then on. Dropping it at any
+    /// point drops what it holds, whose guards give it back (I5).
     struct Acquire<'a, M: Manager, F, S> {
         pool: &'a Pool<M>,
         timeout: Duration,
         by: &'static Location<'static>,
         started: bool,
-        #[pin]
-        waiting: Slow<Waiting<'a, M>>,
         // Builds the slow future (a function item: no state).
         rest: F,
         #[pin]
-        slow: Slow<S>,
+        after: After<Rest<'a, M, S>>,
     }
 }
 
-/// What `Acquire` builds after a miss (its slow future, or its wait). Its
-/// drop is a test inlined into the caller, and a call only when there is
-/// something to drop: as a plain `Option<S>` field, the drop glue of the
-/// whole state machine was an out-of-line call after every `get`, fast
-/// ones included (BENCHMARKS.md, "Design decisions").
-struct Slow<S>(ManuallyDrop<Option<S>>);
+/// What `Acquire` builds after a miss.
+enum Rest<'a, M: Manager, S> {
+    /// Registered as a waiter, polled by hand.
+    Wait(Waiting<'a, M>),
+    /// The slow future (checks, connects, further rounds).
+    Slow(S),
+}
 
-impl<S> Slow<S> {
+/// What `Acquire` holds after a miss, in one slot. Its drop is a test
+/// inlined into the caller, and a call only when there is something to
+/// drop: as a plain `Option` field, the drop glue of the whole state
+/// machine was an out-of-line call after every `get`, fast ones included
+/// (BENCHMARKS.md, "Design decisions"). One slot for both kinds: the fast
+/// path initialises and tests one word, not two.
+struct After<R>(ManuallyDrop<Option<R>>);
+
+impl<R> After<R> {
     /// Nothing built yet. (A function, not a constant: a constant of
     /// this size is copied in whole from read-only memory.)
     #[inline(always)]
@@ -1035,39 +1041,31 @@ impl<S> Slow<S> {
         Self(ManuallyDrop::new(None))
     }
 
-    /// The slot, unpinned (for what never needs pinning).
+    /// The pinned slot.
     #[inline(always)]
-    fn get(self: Pin<&mut Self>) -> &mut Option<S>
-    where
-        S: Unpin,
-    {
-        &mut self.get_mut().0
-    }
-
-    /// The pinned future slot.
-    #[inline(always)]
-    fn slot(self: Pin<&mut Self>) -> Pin<&mut Option<S>> {
+    fn slot(self: Pin<&mut Self>) -> Pin<&mut Option<R>> {
         // SAFETY: structural pinning of the one field: nothing moves the
-        // `Option` out of a `Slow` (there is no accessor but this one, and
-        // `Drop` drops it in place), and `Slow` is `Unpin` only if `S` is.
-        unsafe { self.map_unchecked_mut(|slow| &mut *slow.0) }
+        // `Option` out of an `After` (there is no accessor but this one,
+        // and `Drop` drops it in place), and `After` is `Unpin` only if `R`
+        // is.
+        unsafe { self.map_unchecked_mut(|after| &mut *after.0) }
     }
 }
 
-impl<S> Drop for Slow<S> {
+impl<R> Drop for After<R> {
     #[inline(always)]
     fn drop(&mut self) {
         if self.0.is_some() {
-            drop_slow(&mut self.0);
+            drop_after(&mut self.0);
         }
     }
 }
 
-/// Drops a built slow future in place (pinning allows it: dropped, never
+/// Drops what a miss built, in place (pinning allows it: dropped, never
 /// moved).
 #[cold]
 #[inline(never)]
-fn drop_slow<S>(slot: &mut Option<S>) {
+fn drop_after<R>(slot: &mut Option<R>) {
     *slot = None;
 }
 
@@ -1081,33 +1079,51 @@ where
 
     #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        let next = if !*this.started {
+        let this = self.project();
+        if !*this.started {
             *this.started = true;
             match this.pool.acquire_fast(this.by) {
                 Fast::Done(done) => return Poll::Ready(done),
-                Fast::Slow(candidate) => this.pool.begin(*this.timeout, candidate, this.by, cx),
+                Fast::Slow(candidate) => {
+                    let next = this.pool.begin(*this.timeout, candidate, this.by, cx);
+                    return go_on(next, this.after.slot(), this.rest, this.pool, this.by, cx);
+                }
             }
-        } else if let Some(w) = this.waiting.as_mut().get() {
-            match this.pool.poll_wait(w, this.by, cx) {
-                Poll::Ready(next) => next,
-                Poll::Pending => return Poll::Pending,
-            }
-        } else {
-            return poll_slow(this.slow.slot(), cx);
-        };
-        go_on(
-            next,
-            this.waiting.get(),
-            this.slow.slot(),
-            this.rest,
-            this.pool,
-            this.by,
-            cx,
-        )
+        }
+        poll_after(this.after.slot(), this.rest, this.pool, this.by, cx)
     }
 }
 
+/// Polls what an earlier poll of `Acquire` built after its miss.
+#[inline(never)]
+fn poll_after<'a, M, F, S>(
+    mut slot: Pin<&mut Option<Rest<'a, M, S>>>,
+    rest: &F,
+    pool: &'a Pool<M>,
+    by: &'static Location<'static>,
+    cx: &mut std::task::Context<'_>,
+) -> Poll<Result<Pooled<M>, PoolError<M::Error>>>
+where
+    M: Manager,
+    F: Fn(&'a Pool<M>, Start<'a, M>, u64, u64, &'static Location<'static>) -> S,
+    S: Future<Output = Result<Pooled<M>, PoolError<M::Error>>>,
+{
+    // SAFETY: the `Slow` variant is pinned structurally (below, never
+    // moved out: replaced only through `set`, which drops it in place);
+    // `Wait` is not pinned, and only borrowed here.
+    let next = match unsafe { slot.as_mut().get_unchecked_mut() } {
+        Some(Rest::Wait(w)) => match pool.poll_wait(w, by, cx) {
+            Poll::Ready(next) => next,
+            Poll::Pending => return Poll::Pending,
+        },
+        // SAFETY: see above; `f` stays where it is until dropped in place.
+        Some(Rest::Slow(f)) => return unsafe { Pin::new_unchecked(f) }.poll(cx),
+        // As an `async fn`'s future: polling after completion is a bug in
+        // the caller (the fast path handed out its connection).
+        None => panic!("`get`'s future polled after it completed"),
+    };
+    go_on(next, slot, rest, pool, by, cx)
+}
 /// What [`Pool::quick`] found.
 pub(crate) enum Quick<M: Manager> {
     /// A ready connection.
@@ -1163,15 +1179,14 @@ enum Next<'a, M: Manager> {
     Slow(Start<'a, M>, u64, u64),
 }
 
-/// Acts on `next` for `Acquire`: the result, a wait kept in `waiting`,
-/// or the slow future built in place and polled. Out of line: only a miss
+/// Acts on `next` for `Acquire`: the result, a wait kept in its slot, or
+/// the slow future built in place and polled. Out of line: only a miss
 /// comes here.
 #[cold]
 #[inline(never)]
 fn go_on<'a, M, F, S>(
     next: Next<'a, M>,
-    waiting: &mut Option<Waiting<'a, M>>,
-    mut slow: Pin<&mut Option<S>>,
+    mut slot: Pin<&mut Option<Rest<'a, M, S>>>,
     rest: &F,
     pool: &'a Pool<M>,
     by: &'static Location<'static>,
@@ -1184,32 +1199,18 @@ where
 {
     match next {
         Next::Done(result, begun) => {
-            *waiting = None;
+            slot.set(None);
             Poll::Ready(pool.account(result, begun))
         }
         Next::Wait(w) => {
-            *waiting = Some(w);
+            slot.set(Some(Rest::Wait(w)));
             Poll::Pending
         }
         Next::Slow(start, begun, at) => {
-            *waiting = None;
-            slow.set(Some(rest(pool, start, begun, at, by)));
-            poll_slow(slow, cx)
+            slot.set(Some(Rest::Slow(rest(pool, start, begun, at, by))));
+            poll_after(slot, rest, pool, by, cx)
         }
     }
-}
-
-/// Polls `Acquire`'s slow future, built by an earlier poll.
-#[inline(never)]
-fn poll_slow<S: Future>(
-    slow: Pin<&mut Option<S>>,
-    cx: &mut std::task::Context<'_>,
-) -> Poll<S::Output> {
-    // As an `async fn`'s future: polling after completion is a bug in the
-    // caller (the fast path handed out its connection, nothing was built).
-    slow.as_pin_mut()
-        .expect("`get`'s future polled after it completed")
-        .poll(cx)
 }
 
 /// How many connects [`Pool::warm_up`] runs at once.
@@ -1564,23 +1565,23 @@ mod tests {
         assert!(!idle.releasers_fence(), "quiet for two seconds");
     }
 
-    /// `Slow`'s own drop (the `ManuallyDrop` turns the field's off): an
+    /// `After`'s own drop (the `ManuallyDrop` turns the field's off): an
     /// empty one drops nothing, a built and polled future is dropped
     /// exactly once, where it was pinned. Run under miri by `.ci/run`.
     #[test]
-    fn slow_drops_a_built_future_once_in_place_and_nothing_else() {
+    fn after_drops_a_built_future_once_in_place_and_nothing_else() {
         let drops = Rc::new(Cell::new(0));
         let pinned = || Pinned {
             at: Cell::new(0),
             drops: Rc::clone(&drops),
             _pin: PhantomPinned,
         };
-        drop(Slow::<Pinned>::none());
-        let mut unpolled = Box::pin(Slow::none());
+        drop(After::<Pinned>::none());
+        let mut unpolled = Box::pin(After::none());
         unpolled.as_mut().slot().set(Some(pinned()));
         drop(unpolled);
         assert_eq!(drops.get(), 1, "a built, unpolled future is dropped");
-        let mut slow = Box::pin(Slow::none());
+        let mut slow = Box::pin(After::none());
         slow.as_mut().slot().set(Some(pinned()));
         let fut = slow.as_mut().slot().as_pin_mut().expect("built");
         assert!(
