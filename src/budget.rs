@@ -28,19 +28,24 @@
 //!
 //! # Invariants kept
 //!
-//! - `used` counts the tokens held: one per place taken across the keys,
-//!   plus tokens in flight between a take and the reservation or release
-//!   that follows; it never exceeds `max`.
+//! - `used` counts the tokens held: one per place taken across the keys
+//!   (less the places whose connect is backing off between attempts: such
+//!   a connect lends its token back while it sleeps and waits for one
+//!   again, like a starved `get`, before its next attempt), plus tokens in
+//!   flight between a take and the reservation or release that follows;
+//!   it never exceeds `max`. So the servers see at most `max` connections
+//!   and connect attempts at once.
 //! - A token leaves `used` only through `put_back`; a token served to a
 //!   starved `get` stays counted and is its to use or to put back.
 
 use std::sync::OnceLock;
+use std::task::{Context, Poll};
 
 use crossbeam_utils::CachePadded;
 
 use crate::clock::NO_DEADLINE;
-use crate::sync::{AtomicBool, AtomicUsize, Ordering, mutant};
-use crate::waiters::{Grant, Waiters};
+use crate::sync::{self, Arc, AtomicBool, AtomicUsize, Ordering, mutant};
+use crate::waiters::{Grant, Node, Outcome, Waiters};
 
 /// What a starved `get` is served: one token (the index is unused).
 pub(crate) const TOKEN: Grant = Grant::Place(0);
@@ -131,6 +136,14 @@ impl Budget {
         false
     }
 
+    /// Counts a token taken on credit, past the cap if need be: a place
+    /// whose connect lent its token and did not get one back is about to
+    /// be given back with one (`connector.rs`, `Lent`); no connection
+    /// exists for it meanwhile.
+    pub(crate) fn credit(&self) {
+        self.used.fetch_add(1, Ordering::SeqCst);
+    }
+
     /// Frees one token: to the oldest starved `get`, else to the count.
     pub(crate) fn put_back(&self) {
         let mut tokens = 1usize;
@@ -163,7 +176,7 @@ impl Budget {
     /// Registers a starved `get`; it must then try [`take`](Self::take)
     /// once more (module docs). `None` never happens (no bound on starved
     /// `get`s beyond each key's own `max_waiters`).
-    pub(crate) fn starve(&self) -> Option<crate::sync::Arc<crate::waiters::Node>> {
+    pub(crate) fn starve(&self) -> Option<Arc<Node>> {
         // Tokens a compaction found deposited with nobody to take them are
         // put back once the line is let go.
         let mut spared = 0;
@@ -180,5 +193,70 @@ impl Budget {
     /// connection of any key; whether one was closed.
     pub(crate) fn evict(&self) -> bool {
         self.evict.get().is_some_and(|evict| evict())
+    }
+
+    /// Takes a token, waiting for one as a starved `get` does (oldest
+    /// first, after asking for room) until `deadline`; whether it got one.
+    /// A connect backing off between attempts takes its token again here
+    /// (`connector.rs`).
+    pub(crate) async fn take_within(&self, deadline: Option<tokio::time::Instant>) -> bool {
+        if self.take() {
+            return true;
+        }
+        let Some(node) = self.starve() else {
+            return false;
+        };
+        let mut wait = TokenWait::new(self, node);
+        if self.take() {
+            return true; // `wait` withdraws as it drops
+        }
+        self.evict();
+        let served = sync::bounded(deadline, std::future::poll_fn(|cx| wait.poll(cx))).await;
+        matches!(served, Some(Outcome::Granted(_)))
+    }
+}
+
+/// A wait for a token in the budget's line of starved `get`s. Dropped
+/// before its outcome, it withdraws, and puts back a token served
+/// meanwhile.
+pub(crate) struct TokenWait<'a> {
+    pub(crate) budget: &'a Budget,
+    node: Arc<Node>,
+    done: bool,
+}
+
+impl<'a> TokenWait<'a> {
+    /// Holds `node`, freshly registered in `budget`'s line.
+    pub(crate) fn new(budget: &'a Budget, node: Arc<Node>) -> Self {
+        Self {
+            budget,
+            node,
+            done: false,
+        }
+    }
+
+    /// Polls for a token (registering the waker); once ready, the token is
+    /// the caller's.
+    pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Outcome> {
+        let outcome = self.node.poll(cx);
+        if outcome.is_ready() {
+            self.done = true;
+        }
+        outcome
+    }
+}
+
+impl Drop for TokenWait<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        if self.budget.starved.cancel(&self.node).is_some() {
+            // Served a token meanwhile (the budget's line ends nodes no
+            // other way): it goes back, to the next starved `get`, and the
+            // put-back's own look covers the count read low by the cancel
+            // (`waiters.rs`, "Cancel").
+            self.budget.put_back();
+        }
     }
 }

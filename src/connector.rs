@@ -38,6 +38,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::breaker::Admit;
+use crate::budget::Budget;
 use crate::config::ms;
 use crate::core::{Core, Owner};
 use crate::guards::{Connecting, PlaceGuard};
@@ -288,6 +289,40 @@ fn failed<M: Manager>(shared: &Core<M>, error: &str, permanent: bool) {
     }
 }
 
+/// A connect's budget token, lent back while it sleeps between attempts
+/// (a keyed pool, `budget.rs`). Dropped before it is taken again (the
+/// deadline passed, or the `get` was cancelled mid-sleep), it takes one
+/// on credit, so that the place's release, which gives one back, stays
+/// balanced.
+struct Lent<'a> {
+    budget: &'a Budget,
+    again: bool,
+}
+
+impl<'a> Lent<'a> {
+    fn new(budget: &'a Budget) -> Self {
+        budget.put_back();
+        Self {
+            budget,
+            again: false,
+        }
+    }
+
+    /// Waits for a token in turn until `deadline`; whether it got one.
+    async fn take_again(&mut self, deadline: Option<Instant>) -> bool {
+        self.again = self.budget.take_within(deadline).await;
+        self.again
+    }
+}
+
+impl Drop for Lent<'_> {
+    fn drop(&mut self) {
+        if !self.again {
+            self.budget.credit();
+        }
+    }
+}
+
 /// Opens a connection: attempts bounded by `connect_timeout` and
 /// `deadline`, failures retried with backoff (module docs) until the
 /// deadline, unless the error is permanent, the pool is in fast-fail mode
@@ -339,7 +374,17 @@ pub(crate) async fn connect_with_retry<'a, M: Manager>(
         if deadline.is_some_and(|d| resume.is_none_or(|r| r >= d)) {
             break; // no time left for another attempt
         }
+        // In a keyed pool, the budget token goes back while this connect
+        // sleeps (no connection exists meanwhile) and is taken again, in
+        // turn, before the next attempt: a key whose connects fail does
+        // not hold other keys' share of `max_total` (`budget.rs`).
+        let mut lent = shared.budget.as_deref().map(Lent::new);
         crate::sync::sleep(pause).await;
+        if let Some(lent) = lent.as_mut() {
+            if !lent.take_again(deadline).await {
+                break; // no token before the deadline
+            }
+        }
     }
     Err(last.map_or(
         PoolError::Timeout(TimeoutKind::Connecting),

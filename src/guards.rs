@@ -148,52 +148,6 @@ impl<M: Manager> Drop for WaitGuard<'_, M> {
     }
 }
 
-/// A `get` starved by a keyed pool's budget (`budget.rs`): its node in the
-/// budget's line of starved `get`s, beside its node in its own key's line.
-/// Dropped before its outcome, it withdraws, and puts back a token served
-/// meanwhile.
-pub(crate) struct Starved<'a> {
-    pub(crate) budget: &'a crate::budget::Budget,
-    node: sync::Arc<Node>,
-    done: bool,
-}
-
-impl<'a> Starved<'a> {
-    /// Holds `node`, freshly registered in `budget`'s line.
-    pub(crate) fn new(budget: &'a crate::budget::Budget, node: sync::Arc<Node>) -> Self {
-        Self {
-            budget,
-            node,
-            done: false,
-        }
-    }
-
-    /// Polls for a token (registering the waker); once ready, the token is
-    /// the caller's.
-    pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Outcome> {
-        let outcome = self.node.poll(cx);
-        if outcome.is_ready() {
-            self.done = true;
-        }
-        outcome
-    }
-}
-
-impl Drop for Starved<'_> {
-    fn drop(&mut self) {
-        if self.done {
-            return;
-        }
-        if self.budget.starved.cancel(&self.node).is_some() {
-            // Served a token meanwhile (the budget's line ends nodes no
-            // other way): it goes back, to the next starved `get`, and the
-            // put-back's own look covers the count read low by the cancel
-            // (`waiters.rs`, "Cancel").
-            self.budget.put_back();
-        }
-    }
-}
-
 /// A check in flight: `'static` (it owns a strong reference on the core and
 /// the slot's token), so that it can finish without its caller. It returns
 /// the token with the result. One allocation per check, which is a network

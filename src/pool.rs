@@ -61,10 +61,11 @@ use std::task::Poll;
 use std::time::Duration;
 
 use crate::background::{IdleClaim, housekeep, probe_if_due, sample, start_background};
+use crate::budget::TokenWait;
 use crate::clock::NO_DEADLINE;
 use crate::config::Config;
 use crate::core::{Core, Owner};
-use crate::guards::{CheckGuard, PlaceGuard, Starved, WaitGuard};
+use crate::guards::{CheckGuard, PlaceGuard, WaitGuard};
 use crate::health::{Health, Sizing};
 use crate::lifecycle::Verdict;
 use crate::lifetime::{CorePtr, Settle};
@@ -516,7 +517,7 @@ impl<M: Manager> Pool<M> {
         begun: u64,
         at: u64,
         by: &'static Location<'static>,
-    ) -> Result<Option<Starved<'a>>, Next<'a, M>> {
+    ) -> Result<Option<TokenWait<'a>>, Next<'a, M>> {
         let shared = self.shared();
         let Some(budget) = shared.budget.as_deref() else {
             return Ok(None);
@@ -524,7 +525,7 @@ impl<M: Manager> Pool<M> {
         let Some(node) = budget.starve() else {
             return Ok(None);
         };
-        let starved = Starved::new(budget, node);
+        let starved = TokenWait::new(budget, node);
         if !budget.take() {
             budget.evict();
             return Ok(Some(starved));
@@ -1149,7 +1150,7 @@ struct Waiting<'a, M: Manager> {
     /// The node; dropped before its outcome, it withdraws (I5).
     guard: WaitGuard<'a, M>,
     /// In a keyed pool at its budget, its node in the budget's line.
-    starved: Option<Starved<'a>>,
+    starved: Option<TokenWait<'a>>,
     /// When the `get` began (pool clock, ns).
     begun: u64,
     /// Its deadline (pool clock ticks), or `NO_DEADLINE`.

@@ -338,3 +338,48 @@ fn a_failing_key_fails_alone_and_gives_its_budget_back() {
         assert_eq!((c.key, d.key), (3, 4));
     });
 }
+
+/// A key whose connects fail backs off between attempts without holding
+/// other keys' share of `max_total`: its connects lend their tokens while
+/// they sleep (the breaker off, so they keep retrying until their
+/// deadline), and a live key is served meanwhile.
+#[test]
+fn a_key_whose_connects_fail_lends_its_budget_while_it_backs_off() {
+    let (m, t) = hosts();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let pool = KeyedPool::builder(m)
+        .max_per_key(2)
+        .max_total(2)
+        .breaker(None)
+        .connect_backoff(Duration::from_millis(50))
+        .max_connect_backoff(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut dead = Vec::new();
+        for _ in 0..2 {
+            let pool = pool.clone();
+            dead.push(tokio::spawn(async move {
+                pool.get_timeout(&FAILING, Duration::from_secs(4)).await.map(drop)
+            }));
+        }
+        wait_until("the failing key's gets hold their places", || {
+            pool.state_of(&FAILING).size == 2
+        })
+        .await;
+        let live = pool.get_timeout(&1, Duration::from_secs(3)).await;
+        assert!(live.is_ok(), "the live key starved: {:?}", live.err());
+        drop(live);
+        for d in dead {
+            assert!(d.await.unwrap().is_err());
+        }
+        assert!(t.max_total.load(SeqCst) <= 2);
+        // Every token came back: the whole budget serves two live keys.
+        let (a, b) = (pool.get(&2).await.unwrap(), pool.get(&3).await.unwrap());
+        assert_eq!((a.key, b.key), (2, 3));
+    });
+}
