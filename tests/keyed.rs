@@ -364,7 +364,9 @@ fn a_key_whose_connects_fail_lends_its_budget_while_it_backs_off() {
         for _ in 0..2 {
             let pool = pool.clone();
             dead.push(tokio::spawn(async move {
-                pool.get_timeout(&FAILING, Duration::from_secs(4)).await.map(drop)
+                pool.get_timeout(&FAILING, Duration::from_secs(4))
+                    .await
+                    .map(drop)
             }));
         }
         wait_until("the failing key's gets hold their places", || {
