@@ -111,6 +111,10 @@ impl<M: Manager> Core<M> {
         } else {
             slot.life
                 .set_fresh_until(self.lifecycle.fresh_until(last, now));
+            // Nothing at all unless the manager overrides `needs_cleanup`.
+            if self.needs_cleanup(&mut busy) {
+                return self.clean_off_path(busy, retired);
+            }
             self.publish(busy, now, retired);
         }
     }
