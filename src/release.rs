@@ -88,8 +88,11 @@ impl<M: Manager> Core<M> {
         let slot = self.slots.of(&busy);
         // A guard dropped while its thread panics may hold a connection in
         // an unknown state (half a transaction): close it rather than reuse.
-        let broken =
-            slot.holding.is_marked() || std::thread::panicking() || self.is_broken(&mut busy);
+        let (broken, dirty) = if slot.holding.is_marked() || std::thread::panicking() {
+            (true, false)
+        } else {
+            self.judge_return(&mut busy)
+        };
         if self.lifecycle.ticks.leak != 0 {
             slot.holding.given_back();
         }
@@ -111,8 +114,7 @@ impl<M: Manager> Core<M> {
         } else {
             slot.life
                 .set_fresh_until(self.lifecycle.fresh_until(last, now));
-            // Nothing at all unless the manager overrides `needs_cleanup`.
-            if self.needs_cleanup(&mut busy) {
+            if dirty {
                 return self.clean_off_path(busy, retired);
             }
             self.publish(busy, now, retired);
