@@ -166,6 +166,35 @@ impl<M> Builder<M> {
         min_idle: usize
     );
     setter!(
+        /// At most this many idle connections: a connection returned while
+        /// `max_idle` are idle is closed instead (counted in
+        /// [`Metrics::closed_overflow`](crate::Metrics::closed_overflow),
+        /// reason `overflow`), unless a `get` is waiting, which takes it.
+        /// A burst may open up to `max_size`; once it ends the pool keeps
+        /// `max_idle` and closes the rest at once, instead of holding them
+        /// until `idle_timeout`. Default `None`: keep every returned
+        /// connection. Must satisfy `min_idle <= max_idle <= max_size`.
+        ///
+        /// [`Pool::set_max_size`] below `max_idle` is allowed: the bound
+        /// then does not bind (never more are idle than are open) until the
+        /// pool grows again.
+        ///
+        /// Costs a pool without it nothing; with it, a return reads and
+        /// writes one shared count, and so does a hand-out of an idle
+        /// connection.
+        ///
+        /// ```
+        /// # use latchless::{Manager, Pool};
+        /// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+        /// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+        /// let pool = Pool::builder(M).max_size(8).max_idle(Some(2)).build().unwrap();
+        /// assert_eq!(pool.config().max_idle, Some(2));
+        /// let err = Pool::builder(M).max_size(8).max_idle(Some(9)).build().unwrap_err();
+        /// assert_eq!(err.to_string(), "max_idle (9) must be in min_idle (0)..=max_size (8)");
+        /// ```
+        max_idle: Option<usize>
+    );
+    setter!(
         /// Default wait bound for [`Pool::get`] (connecting included).
         /// Default 30 s; must be non-zero (use [`Pool::try_get`] not to wait).
         ///
@@ -595,6 +624,17 @@ pub(crate) fn validate(c: &Config) -> Result<(), BuildError> {
                 c.min_idle, c.max_size
             ),
         );
+    }
+    if let Some(max_idle) = c.max_idle {
+        if max_idle < c.min_idle || max_idle > c.max_size {
+            return err(
+                "max_idle",
+                format!(
+                    "max_idle ({max_idle}) must be in min_idle ({})..=max_size ({})",
+                    c.min_idle, c.max_size
+                ),
+            );
+        }
     }
     if c.shards == 0 || c.shards > MAX_SHARDS {
         return err(

@@ -55,7 +55,7 @@ pub struct State {
 /// `opened == closed + detached + state.size` (connects in flight aside)
 /// when the pool is quiescent; `closed` is the sum of the close reasons
 /// (`closed_idle + closed_lifetime + broken + check_failures +
-/// closed_check_cancelled + closed_pool_closed`). Histograms are in
+/// closed_check_cancelled + closed_pool_closed + closed_overflow`). Histograms are in
 /// nanoseconds, each value read back within
 /// [`HistogramSnapshot::RELATIVE_ERROR`](crate::HistogramSnapshot::RELATIVE_ERROR) (1/64); the hold time is measured on the
 /// pool's cached clock, in whole milliseconds. Not `Copy` (the histograms
@@ -150,6 +150,9 @@ pub struct Metrics {
     pub closed_check_cancelled: u64,
     /// Of `closed`: closed because the pool was closed.
     pub closed_pool_closed: u64,
+    /// Of `closed`: returned while `max_idle` connections were idle and
+    /// nobody waited ([`Builder::max_idle`](crate::Builder::max_idle)).
+    pub closed_overflow: u64,
     /// Of `timeouts`: timed out waiting for a connection to be returned.
     pub timeouts_waiting: u64,
     /// Of `timeouts`: timed out connecting.
@@ -203,6 +206,7 @@ impl Metrics {
         self.closed_lifetime += o.closed_lifetime;
         self.closed_check_cancelled += o.closed_check_cancelled;
         self.closed_pool_closed += o.closed_pool_closed;
+        self.closed_overflow += o.closed_overflow;
         self.timeouts_waiting += o.timeouts_waiting;
         self.timeouts_connecting += o.timeouts_connecting;
         self.timeouts_checking += o.timeouts_checking;
@@ -241,6 +245,7 @@ pub(crate) struct Counters {
     pub(crate) closed_lifetime: AtomicU64,
     pub(crate) closed_check_cancelled: AtomicU64,
     pub(crate) closed_pool_closed: AtomicU64,
+    pub(crate) closed_overflow: AtomicU64,
     pub(crate) timeouts_waiting: AtomicU64,
     pub(crate) timeouts_connecting: AtomicU64,
     pub(crate) timeouts_checking: AtomicU64,
@@ -309,6 +314,7 @@ impl Counters {
             closed_lifetime: r(&self.closed_lifetime),
             closed_check_cancelled: r(&self.closed_check_cancelled),
             closed_pool_closed: r(&self.closed_pool_closed),
+            closed_overflow: r(&self.closed_overflow),
             timeouts_waiting: r(&self.timeouts_waiting),
             timeouts_connecting: r(&self.timeouts_connecting),
             timeouts_checking: r(&self.timeouts_checking),
@@ -384,6 +390,7 @@ pub(crate) fn export(
         ("check_failed", m.check_failures),
         ("check_cancelled", m.closed_check_cancelled),
         ("pool_closed", m.closed_pool_closed),
+        ("overflow", m.closed_overflow),
     ] {
         ::metrics::counter!("latchless_connections_closed_total", "pool" => name.clone(), "reason" => reason)
             .absolute(v);

@@ -105,14 +105,42 @@ impl<M: Manager> Core<M> {
             bump(&self.counters.expired);
             self.note_close(&self.counters.closed_lifetime, "lifetime");
             self.retire(busy, retired);
-        } else if self.slots.over_cap() {
-            // A shrink is under way (`resize`): surplus closes on return.
-            self.retire(busy, retired);
+        } else if self.slots.limited() {
+            // A shrink is under way, or idle connections are bounded.
+            self.release_limited(busy, now, last, retired);
         } else {
             slot.life
                 .set_fresh_until(self.lifecycle.fresh_until(last, now));
             self.publish(busy, now, retired);
         }
+    }
+
+    /// The end of [`release`](Self::release) in a pool with a bound to
+    /// look at: surplus to a shrink (`resize`) closes; with `max_idle`, the
+    /// oldest waiter is served first, and otherwise the connection goes
+    /// idle only if the idle set admits it (`IdleSet::admit`), else it is
+    /// closed (reason `overflow`).
+    #[cold]
+    #[inline(never)]
+    fn release_limited(&self, busy: Busy, now: u64, last: u64, retired: &mut Retired) {
+        if self.slots.over_cap_slow() {
+            return self.retire(busy, retired);
+        }
+        let life = &self.slots.of(&busy).life;
+        life.set_fresh_until(self.lifecycle.fresh_until(last, now));
+        if !self.idle.capped() {
+            return self.publish(busy, now, retired);
+        }
+        // Waiters first (and a closed pool closes it): `pass_on` counts
+        // what it shelves.
+        if self.closed.load(Ordering::Relaxed) || self.waiters.any() || self.starving() {
+            return self.pass_on(Held::Busy(busy), retired);
+        }
+        if !self.idle.admit() {
+            self.note_close(&self.counters.closed_overflow, "overflow");
+            return self.retire(busy, retired);
+        }
+        self.put_and_recheck(busy, now, retired);
     }
 
     /// Records a holding of `ticks` (≥ 1) ms in the hold histogram.
@@ -134,6 +162,14 @@ impl<M: Manager> Core<M> {
         if self.closed.load(Ordering::Relaxed) || self.waiters.any() || self.starving() {
             return self.pass_on(Held::Busy(busy), retired);
         }
+        self.put_and_recheck(busy, now, retired);
+    }
+
+    /// The idle half of [`publish`](Self::publish): the put, then the
+    /// re-check. Also the end of a release the idle set admitted under
+    /// `max_idle` (`release_limited`), which counted it already.
+    #[inline(always)]
+    fn put_and_recheck(&self, busy: Busy, now: u64, retired: &mut Retired) {
         // Ends in a SeqCst operation of the idle set's (or the asymmetric
         // fence), which the SeqCst loads below follow.
         self.idle.put(&self.slots, busy, now);
@@ -376,7 +412,10 @@ impl<M: Manager> Core<M> {
     #[inline]
     pub(crate) fn shelve(&self, held: Held, now: u64) {
         match held {
-            Held::Busy(busy) => self.idle.push(&self.slots, busy, now),
+            Held::Busy(busy) => {
+                self.idle.entering();
+                self.idle.push(&self.slots, busy, now);
+            }
             Held::Place(place) => {
                 self.unreserve(place);
                 fence(Ordering::SeqCst);
@@ -392,6 +431,7 @@ impl<M: Manager> Core<M> {
             return self.pass_on(Held::Busy(busy), retired);
         }
         // The same re-check as `publish` (the put ends in our fence).
+        self.idle.entering();
         self.idle.put_back(&self.slots, busy);
         sync::sc_load_after_rmw();
         if self.closed.load(Ordering::SeqCst) || self.waiters.any() {

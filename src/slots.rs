@@ -472,12 +472,27 @@ pub(crate) struct Slots<C> {
     /// other leave a cap and a flag that agree, whichever store lands last:
     /// written as two, they could interleave into a low cap with the flag
     /// clear, and no release would ever close the surplus.
+    ///
+    /// The word also carries [`IDLE_CAPPED`], fixed at build, so that the
+    /// release path learns from the same one load whether it must look at
+    /// either bound ([`Slots::limited`]).
     cap: AtomicUsize,
+    /// [`IDLE_CAPPED`] when the pool bounds its idle connections
+    /// (`Builder::max_idle`), else 0: or-ed into every cap word written.
+    idle_flag: usize,
 }
 
 /// The flag bit of [`Slots::cap`]'s word: the cap is below the arena's
 /// length. Above any cap (`MAX_POOL_SIZE` is far smaller).
 const LIMITED: usize = 1 << (usize::BITS - 1);
+
+/// The second flag bit of [`Slots::cap`]'s word: the pool bounds its idle
+/// connections (`Builder::max_idle`), so a release must ask the idle set
+/// for admission. Set at build and never changed.
+const IDLE_CAPPED: usize = 1 << (usize::BITS - 2);
+
+/// Both flag bits: the cap is the word without them.
+const FLAGS: usize = LIMITED | IDLE_CAPPED;
 
 /// The word [`Slots::cap`] holds for `cap` places out of `len`.
 const fn cap_word(cap: usize, len: usize) -> usize {
@@ -488,12 +503,14 @@ impl<C> Slots<C> {
     /// `n` free slots; `n` must be in `1..=u32::MAX` (the builder checks).
     #[cfg(test)]
     pub(crate) fn new(n: usize) -> Self {
-        Self::with_cap(n, n)
+        Self::with_cap(n, n, false)
     }
 
     /// `n` free slots of which at most `cap` may be taken at once
-    /// (`1 <= cap <= n`, the builder checks).
-    pub(crate) fn with_cap(n: usize, cap: usize) -> Self {
+    /// (`1 <= cap <= n`, the builder checks); `idle_capped`: the pool
+    /// bounds its idle connections (`Builder::max_idle`).
+    pub(crate) fn with_cap(n: usize, cap: usize, idle_capped: bool) -> Self {
+        let idle_flag = if idle_capped { IDLE_CAPPED } else { 0 };
         let free = ArrayQueue::new(n);
         let slots = (0..n)
             .map(|i| {
@@ -511,24 +528,25 @@ impl<C> Slots<C> {
             slots,
             free,
             places: AtomicUsize::new(0),
-            cap: AtomicUsize::new(cap_word(cap, n)),
+            cap: AtomicUsize::new(cap_word(cap, n) | idle_flag),
+            idle_flag,
         }
     }
 
     /// The run-time cap on places taken (`Pool::max_size`).
     pub(crate) fn cap(&self) -> usize {
-        self.cap.load(Ordering::Relaxed) & !LIMITED
+        self.cap.load(Ordering::Relaxed) & !FLAGS
     }
 
     /// Sets the run-time cap (`1 <= cap <= capacity()`, the caller checks).
     /// Places already taken above it stay taken until given back; from now
     /// on `reserve` takes none while `cap` or more are taken.
     pub(crate) fn set_cap(&self, cap: usize) {
-        let word = cap_word(cap, self.slots.len());
+        let word = cap_word(cap, self.slots.len()) | self.idle_flag;
         // loom mutant: split_cap_store (the cap and its flag in two
         // writes), see loom-tests/run-mutants.sh
         if mutant("split_cap_store") {
-            self.cap.store(cap, Ordering::SeqCst);
+            self.cap.store(cap | self.idle_flag, Ordering::SeqCst);
             if word & LIMITED != 0 {
                 self.cap.fetch_or(LIMITED, Ordering::SeqCst);
             } else {
@@ -557,9 +575,20 @@ impl<C> Slots<C> {
         self.cap.load(Ordering::SeqCst) & LIMITED != 0 && self.over_cap_slow()
     }
 
+    /// Whether a release must look at a bound at all: the cap is below the
+    /// arena's length, or the pool bounds its idle connections. One relaxed
+    /// load of the read-mostly cap word, the one the release paid for
+    /// [`over_cap`](Self::over_cap) before idle connections were bounded.
+    #[inline(always)]
+    pub(crate) fn limited(&self) -> bool {
+        self.cap.load(Ordering::Relaxed) & FLAGS != 0
+    }
+
+    /// More places are taken than the cap allows (SeqCst loads; the slow
+    /// half of [`over_cap`](Self::over_cap)).
     #[cold]
-    fn over_cap_slow(&self) -> bool {
-        self.places.load(Ordering::SeqCst) > self.cap.load(Ordering::SeqCst) & !LIMITED
+    pub(crate) fn over_cap_slow(&self) -> bool {
+        self.places.load(Ordering::SeqCst) > self.cap.load(Ordering::SeqCst) & !FLAGS
     }
 
     /// Number of slots (`max_size_limit`).
@@ -606,7 +635,7 @@ impl<C> Slots<C> {
     pub(crate) fn reserve(&self) -> Option<Place> {
         let mut taken = self.places.load(Ordering::SeqCst);
         loop {
-            if taken >= self.cap.load(Ordering::SeqCst) & !LIMITED {
+            if taken >= self.cap.load(Ordering::SeqCst) & !FLAGS {
                 return None;
             }
             match self.places.compare_exchange_weak(
