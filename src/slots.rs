@@ -96,7 +96,8 @@
 //!   reserve takes one only while `places < cap`, so its pop finds an index.
 //! - The cap and the flag that says it is below the arena's length are one
 //!   word, written by one store, so that racing resizes leave them in
-//!   agreement.
+//!   agreement. The word's second flag (idle connections bounded,
+//!   `Builder::max_idle`) is fixed at build and kept by every store.
 //! - Every transition that hands the slot to another thread is a Release
 //!   store or CAS, paired with the Acquire that takes it (noted at each site).
 
