@@ -481,6 +481,30 @@ impl<M> Builder<M> {
         self
     }
 
+    /// When [`Pool::health`] reports the
+    /// [`Churn`](crate::AlertKind::Churn) alert: the pool opens
+    /// connections faster than `max_size` per `period`, over the 30 s
+    /// window (value and threshold in opens per second). Default 10 s: a
+    /// pool of 10 fires above one open a second, 30 in the window, which a
+    /// cold start (10 opens) or a `max_lifetime` of minutes never reaches,
+    /// and an `idle_timeout` shorter than the gaps between requests, a
+    /// `max_lifetime` of seconds or a middlebox killing sessions does.
+    /// `Duration::MAX` turns the alert off; must be non-zero.
+    ///
+    /// ```
+    /// # use latchless::{Manager, Pool};
+    /// # use std::time::Duration;
+    /// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+    /// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+    /// let pool = Pool::builder(M).churn_alert(Duration::from_secs(60)).build().unwrap();
+    /// assert_eq!(pool.config().churn_alert, Duration::from_secs(60));
+    /// assert!(Pool::builder(M).churn_alert(Duration::ZERO).build().is_err());
+    /// ```
+    pub fn churn_alert(mut self, period: Duration) -> Self {
+        self.config.churn_alert = period;
+        self
+    }
+
     /// The clock the pool reads: for idle times, lifetimes, pre-ping due
     /// times and leak reports. Default: [`Clock::real`](crate::Clock::real);
     /// tests pass [`Clock::mock`](crate::Clock::mock) and move its time
@@ -664,6 +688,12 @@ pub(crate) fn validate(c: &Config) -> Result<(), BuildError> {
                 "max_connect_backoff ({:?}) must not be below connect_backoff ({:?})",
                 c.max_connect_backoff, c.connect_backoff
             ),
+        );
+    }
+    if c.churn_alert.is_zero() {
+        return err(
+            "churn_alert",
+            "churn_alert must be non-zero (Duration::MAX turns the alert off)".into(),
         );
     }
     if c.breaker == Some(0) {

@@ -98,6 +98,10 @@ pub struct Config {
     /// least 100 acquisitions in the 30 s window). Default 100 ms;
     /// `Duration::MAX` turns it off.
     pub wait_alert: Duration,
+    /// The churn alert ([`Churn`](crate::AlertKind::Churn)) fires when the
+    /// pool opens connections faster than `max_size` per this time, over
+    /// the 30 s window. Default 10 s; `Duration::MAX` turns it off.
+    pub churn_alert: Duration,
 }
 
 impl Default for Config {
@@ -124,6 +128,7 @@ impl Default for Config {
             membarrier: true,
             name: String::from("latchless"),
             wait_alert: Duration::from_millis(100),
+            churn_alert: Duration::from_secs(10),
         }
     }
 }

@@ -122,7 +122,7 @@ impl<M: Manager> Core<M> {
                 breaker: Breaker::new(config.breaker, ms(config.connect_backoff)),
                 landed: tokio::sync::Notify::new(),
                 drained: tokio::sync::Notify::new(),
-                watch: Watch::new(&config.name, config.wait_alert, now),
+                watch: Watch::new(&config.name, config.wait_alert, config.churn_alert, now),
                 weak: weak.clone(),
                 clock,
                 manager,

@@ -7,8 +7,10 @@
 mod common;
 
 
+use std::time::Duration;
+
 use common::{LONG, mocked_quiet, runtime, wait_until};
-use latchless::Pool;
+use latchless::{AlertKind, Pool};
 
 // ---------------------------------------------------------------- max_idle
 
@@ -150,4 +152,79 @@ fn a_shrink_with_max_idle_closes_surplus_then_bounds_idle() {
     assert_eq!(m.closed, 3);
     assert_eq!(m.closed_overflow, 1, "two closed for the shrink, one overflow");
     assert_eq!(t.live(), 3);
+}
+
+// ------------------------------------------------------------------- churn
+
+/// Drives a pool of two with a 50 ms `idle_timeout` through 10 s of mock
+/// time, one request every `gap` ms, maintenance passes every 10 ms (as
+/// the background task would run them): returns the health at the end and
+/// the connections opened.
+fn traffic_with_gaps_of(gap: u64) -> (latchless::Health, u64) {
+    let (pool, _t, mock) = mocked_quiet(|b| {
+        b.max_size(2)
+            .idle_timeout(Some(Duration::from_millis(50)))
+    });
+    let rt = runtime();
+    let mut since_request = gap;
+    for _ in 0..1_000 {
+        if since_request >= gap {
+            drop(rt.block_on(pool.get()).unwrap());
+            since_request = 0;
+        }
+        mock.advance(Duration::from_millis(10));
+        since_request += 10;
+        pool.maintain();
+    }
+    (pool.health(), pool.metrics().opened)
+}
+
+/// Gaps of 100 ms between requests and an idle timeout of 50 ms: every
+/// request opens a connection, which the idle timeout closes before the
+/// next. The churn alert fires: 100 opens in 10 s, 3.3 a second over the
+/// 30 s window, with a pool of two (threshold 0.2 a second).
+#[test]
+fn churn_fires_when_the_idle_timeout_is_shorter_than_the_gaps() {
+    let (health, opened) = traffic_with_gaps_of(100);
+    assert_eq!(opened, 100, "every request connected");
+    let alert = health
+        .alert(AlertKind::Churn)
+        .unwrap_or_else(|| panic!("churn did not fire: {health:?}"));
+    assert!((alert.value - 100.0 / 30.0).abs() < 1e-9, "{alert:?}");
+    assert!((alert.threshold - 0.2).abs() < 1e-9, "{alert:?}");
+    assert_eq!(AlertKind::Churn.name(), "churn");
+}
+
+/// The same pool under steady traffic (a request every 20 ms, inside the
+/// idle timeout): one connection serves them all, and churn stays quiet.
+#[test]
+fn churn_stays_quiet_under_steady_traffic() {
+    let (health, opened) = traffic_with_gaps_of(20);
+    assert_eq!(opened, 1);
+    assert!(health.alert(AlertKind::Churn).is_none(), "{health:?}");
+    assert!(health.is_healthy(), "{health:?}");
+}
+
+/// `churn_alert` sets the threshold (`Duration::MAX`: off; zero refused).
+#[test]
+fn churn_alert_sets_the_threshold_or_turns_it_off() {
+    let (pool, _t, mock) = mocked_quiet(|b| {
+        b.max_size(2)
+            .idle_timeout(Some(Duration::from_millis(50)))
+            .churn_alert(Duration::MAX)
+    });
+    let rt = runtime();
+    for _ in 0..100 {
+        drop(rt.block_on(pool.get()).unwrap());
+        mock.advance(Duration::from_millis(100));
+        pool.maintain();
+    }
+    assert_eq!(pool.metrics().opened, 100);
+    assert!(pool.health().alert(AlertKind::Churn).is_none());
+    let (m, _t) = common::TestManager::new();
+    let err = Pool::builder(m)
+        .churn_alert(Duration::ZERO)
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "churn_alert");
 }
