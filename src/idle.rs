@@ -94,8 +94,10 @@
 //!   [`IdleSet::admit`], one compare-and-swap that takes a place under the
 //!   bound, so racing releases never leave more than `max_idle` idle. The
 //!   other ways in (a requeue, a connection no waiter took, a refill) are
-//!   counted but not refused. Without the bound nothing is counted: the
-//!   acquire path reads one field next to the pool id it already reads.
+//!   counted but not refused. A bounded pool never parks a connection in a
+//!   thread's cache ([`IdleSet::put_shared`]), so the acquire's parked
+//!   path, the uncontended cycle of an unbounded pool, has nothing to
+//!   uncount and reads nothing more; without the bound nothing is counted.
 
 use crossbeam_utils::CachePadded;
 
@@ -418,15 +420,12 @@ impl IdleSet {
     pub(crate) fn take<C>(&self, slots: &Slots<C>) -> Option<Busy> {
         if let Some(key) = self.unpark() {
             if let Some(busy) = slots.claim_parked(key) {
-                self.left();
+                // Never a bounded pool's: it does not park (`put_shared`),
+                // so nothing to uncount on this path.
                 return Some(busy);
             }
         }
-        let taken = self.take_shared(slots);
-        if taken.is_some() {
-            self.left();
-        }
-        taken
+        self.take_shared(slots)
     }
 
     /// [`take`](Self::take) past this thread's parked connection.
@@ -434,11 +433,16 @@ impl IdleSet {
     fn take_shared<C>(&self, slots: &Slots<C>) -> Option<Busy> {
         while let Some(key) = self.shards.pop() {
             if let Some(busy) = slots.claim(key) {
+                self.left();
                 return Some(busy);
             }
             self.shards.forget_stale();
         }
-        self.steal_parked(slots)
+        let stolen = self.steal_parked(slots);
+        if stolen.is_some() {
+            self.left();
+        }
+        stolen
     }
 
     /// The scan for connections parked by other threads (each thread starts
@@ -483,6 +487,15 @@ impl IdleSet {
             // loads follow it (`sync::sc_load_after_rmw` tells loom).
             sync::sc_load_after_rmw();
         }
+    }
+
+    /// [`put`](Self::put) for a pool that bounds its idle connections:
+    /// always into the shards, never parked, so that the acquire's parked
+    /// path needs no uncount (module invariants). Ends in a SeqCst
+    /// operation of ours.
+    pub(crate) fn put_shared<C>(&self, slots: &Slots<C>, busy: Busy, now: u64) {
+        self.push(slots, busy, now);
+        sync::sc_load_after_rmw();
     }
 
     /// Puts a connection into the shards (never this thread's cache: the
@@ -665,6 +678,28 @@ mod tests {
 
     fn key(index: u32, generation: u64) -> SlotKey {
         SlotKey::new(index, generation)
+    }
+
+    #[test]
+    fn admission_stops_at_max_idle_and_counts_every_way_in_and_out() {
+        let slots: Slots<u8> = Slots::new(4);
+        let set = IdleSet::new(1, 4, false, Some(2));
+        assert!(set.capped());
+        assert!(set.admit() && set.admit());
+        assert!(!set.admit(), "two idle: the third is refused");
+        assert_eq!(set.counted(), 2);
+        set.entering(); // a requeue is counted, not refused
+        assert_eq!(set.counted(), 3);
+        // A claim that takes a connection out uncounts it.
+        let place = slots.reserve().unwrap();
+        let busy = slots.fill(place, 7, 1, 0, u64::MAX, 0);
+        set.put_shared(&slots, busy, 0);
+        assert!(set.take(&slots).is_some());
+        assert_eq!(set.counted(), 2);
+        let unbounded = IdleSet::new(1, 4, false, None);
+        assert!(!unbounded.capped());
+        unbounded.entering();
+        assert_eq!(unbounded.counted(), 0, "nothing counted without a bound");
     }
 
     #[test]

@@ -140,7 +140,7 @@ impl<M: Manager> Core<M> {
             self.note_close(&self.counters.closed_overflow, "overflow");
             return self.retire(busy, retired);
         }
-        self.put_and_recheck(busy, now, retired);
+        self.put_and_recheck(busy, now, retired, true);
     }
 
     /// Records a holding of `ticks` (≥ 1) ms in the hold histogram.
@@ -162,17 +162,22 @@ impl<M: Manager> Core<M> {
         if self.closed.load(Ordering::Relaxed) || self.waiters.any() || self.starving() {
             return self.pass_on(Held::Busy(busy), retired);
         }
-        self.put_and_recheck(busy, now, retired);
+        self.put_and_recheck(busy, now, retired, false);
     }
 
     /// The idle half of [`publish`](Self::publish): the put, then the
     /// re-check. Also the end of a release the idle set admitted under
-    /// `max_idle` (`release_limited`), which counted it already.
+    /// `max_idle` (`release_limited`, `bounded`), which counted it already
+    /// and puts it into the shards, never parked (`IdleSet::put_shared`).
     #[inline(always)]
-    fn put_and_recheck(&self, busy: Busy, now: u64, retired: &mut Retired) {
+    fn put_and_recheck(&self, busy: Busy, now: u64, retired: &mut Retired, bounded: bool) {
         // Ends in a SeqCst operation of the idle set's (or the asymmetric
         // fence), which the SeqCst loads below follow.
-        self.idle.put(&self.slots, busy, now);
+        if bounded {
+            self.idle.put_shared(&self.slots, busy, now);
+        } else {
+            self.idle.put(&self.slots, busy, now);
+        }
         sync::after_publish();
         // loom mutants: close_no_recheck, lost_wakeup (run-mutants.sh)
         let closed = !mutant("close_no_recheck") && self.closed.load(Ordering::SeqCst);
