@@ -118,6 +118,7 @@ mod metrics;
 mod pool;
 mod pooled;
 mod release;
+mod retry;
 mod slots;
 mod sync;
 #[cfg(test)]
@@ -142,6 +143,7 @@ pub use manager::Manager;
 pub use metrics::{Metrics, State};
 pub use pool::Pool;
 pub use pooled::Pooled;
+pub use retry::{RetryError, RetryPolicy};
 pub use time::{Clock, MockClock};
 
 #[cfg(feature = "http")]

@@ -228,3 +228,76 @@ fn churn_alert_sets_the_threshold_or_turns_it_off() {
         .unwrap_err();
     assert_eq!(err.field(), "churn_alert");
 }
+
+// ------------------------------------------------------------------- retry
+// (against a real server: retry_postgres.rs)
+
+/// A manager whose connections record a lost session, as the ready-made
+/// managers' do.
+struct Upstreams {
+    opened: std::sync::atomic::AtomicU32,
+}
+
+struct Session {
+    n: u32,
+    lost: bool,
+}
+
+impl latchless::KeyedManager<u8> for Upstreams {
+    type Connection = Session;
+    type Error = std::io::Error;
+    async fn connect(&self, _key: &u8) -> Result<Session, std::io::Error> {
+        let n = self.opened.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(Session { n, lost: false })
+    }
+    fn is_broken(&self, _key: &u8, conn: &mut Session) -> bool {
+        conn.lost
+    }
+}
+
+/// A request that loses connections `0..lose` on their first use.
+async fn request(lose: u32, conn: &mut Session) -> Result<u32, std::io::Error> {
+    if conn.n < lose {
+        conn.lost = true;
+        return Err(std::io::ErrorKind::ConnectionReset.into());
+    }
+    Ok(conn.n)
+}
+
+/// `KeyedPool::retry`: a lost connection is retried on a fresh one of the
+/// same key, up to the count; an error that keeps the connection is not.
+#[test]
+fn the_keyed_pool_retries_a_lost_connection_on_the_same_key() {
+    use latchless::{KeyedPool, RetryError, RetryPolicy};
+    let pool = KeyedPool::builder(Upstreams { opened: 0.into() })
+    .background(false)
+    .build()
+    .unwrap();
+    runtime().block_on(async {
+        let n = pool
+            .retry(&7, RetryPolicy::new(2), async |c| request(2, c).await)
+            .await
+            .unwrap();
+        assert_eq!(n, 2, "the third connection");
+        assert_eq!(pool.metrics_of(&7).unwrap().broken, 2);
+        // Count exhausted: every attempt lost (two more lost sessions).
+        let err = pool
+            .retry(&7, RetryPolicy::new(1), async |c| {
+                c.lost = true;
+                Err::<(), _>(std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(err, RetryError::Lost { attempts: 2, .. }), "{err:?}");
+        // Not lost: returned as is, after one attempt, connection kept.
+        let before = pool.metrics_of(&7).unwrap().broken;
+        let err = pool
+            .retry(&7, RetryPolicy::new(5), async |_c| {
+                Err::<(), _>(std::io::Error::other("refused by the application"))
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(err, RetryError::Failed(_)), "{err:?}");
+        assert_eq!(pool.metrics_of(&7).unwrap().broken, before);
+    });
+}
