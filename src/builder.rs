@@ -290,8 +290,10 @@ impl<M> Builder<M> {
     );
     setter!(
         /// Report a connection held longer than this, with the location of
-        /// the `get` that took it. Default `None` (off); `Some(ZERO)` is
-        /// refused.
+        /// the `get` that took it and the time held so far, and report it
+        /// again each time its holding has doubled since the last report
+        /// (about 1, 2, 4, 8 … times the threshold) while it is still held.
+        /// Default `None` (off); `Some(ZERO)` is refused.
         ///
         /// ```
         /// # use latchless::{Manager, Pool};

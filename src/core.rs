@@ -309,7 +309,12 @@ impl<M: Manager> Household for Core<M> {
         true
     }
 
-    /// Reports (once each) connections held longer than `threshold` ticks.
+    /// Reports connections held longer than `threshold` ticks: first once
+    /// past it, then again each time the holding has doubled since its last
+    /// report (about 1, 2, 4, 8 … times the threshold), each report stating
+    /// the time held so far, so that a stuck holder stays visible for as
+    /// long as it is stuck. `Metrics::leaks` counts connections (their
+    /// first report).
     ///
     /// Compares a real clock reading taken here (not the cached one, nor
     /// the pass's `now`) with the real stamp taken at hand-out
@@ -323,14 +328,17 @@ impl<M: Manager> Household for Core<M> {
         let now = self.clock.exact();
         let from = threshold.saturating_add(1);
         for index in 0..self.slots.capacity() as u32 {
-            if let Some((serial, held, by)) = self.slots.leak(index, now, from) {
-                bump(&self.counters.leaks);
+            if let Some((serial, held, by, first)) = self.slots.leak(index, now, from) {
+                if first {
+                    bump(&self.counters.leaks);
+                }
                 tracing::warn!(
                     target: "latchless",
                     connection = serial,
                     held_ms = held,
                     taken_at = %by,
-                    "connection held longer than leak_threshold ({threshold} ms); taken by the `get` at {by}"
+                    repeated = !first,
+                    "connection held longer than leak_threshold ({threshold} ms): {held} ms so far; taken by the `get` at {by}"
                 );
             }
         }

@@ -131,7 +131,8 @@ pub struct Metrics {
     /// held) or found broken by `is_broken` when handed out from the idle
     /// set. One broken connection closes that connection only.
     pub broken: u64,
-    /// Connections reported as held past `leak_threshold`.
+    /// Connections reported as held past `leak_threshold`, each counted
+    /// once however often it is reported again.
     pub leaks: u64,
     /// Maintenance passes run.
     pub maintenance_passes: u64,

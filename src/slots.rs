@@ -377,8 +377,11 @@ pub(crate) struct Holding {
     /// Where the current holder took it (leak detection only; null when
     /// off or not held).
     taken_by: AtomicPtr<Location<'static>>,
-    /// When the current holding was last reported as a leak (0: never).
-    reported_at: AtomicU64,
+    /// How long the current holding must have lasted (ticks) for its next
+    /// leak report: 0 until the first (due at the threshold), then twice
+    /// the time held at the last one, so reports repeat at a growing
+    /// interval while it stays held.
+    next_report: AtomicU64,
 }
 
 impl Holding {
@@ -389,7 +392,7 @@ impl Holding {
             marked: std::sync::atomic::AtomicBool::new(false),
             taken_at: AtomicU64::new(0),
             taken_by: AtomicPtr::new(std::ptr::null_mut()),
-            reported_at: AtomicU64::new(0),
+            next_report: AtomicU64::new(0),
         }
     }
 
@@ -427,7 +430,7 @@ impl Holding {
         self.taken_at.store(now, Ordering::Relaxed);
         self.taken_by
             .store(std::ptr::from_ref(by).cast_mut(), Ordering::Relaxed);
-        self.reported_at.store(0, Ordering::Relaxed);
+        self.next_report.store(0, Ordering::Relaxed);
     }
 
     /// Ends a holding for leak detection (a plain store: the next `taken`
@@ -922,14 +925,16 @@ impl<C> Slots<C> {
     }
 
     /// If slot `index` is BUSY, taken at least `threshold` ticks before
-    /// `now` and not yet reported, marks it reported and returns the serial,
-    /// how long it has been held and where it was taken.
+    /// `now`, and due for a report (never reported, or held at least twice
+    /// as long as at its last report), records the report and returns the
+    /// serial, how long it has been held, where it was taken, and whether
+    /// this is its first report.
     pub(crate) fn leak(
         &self,
         index: u32,
         now: u64,
         threshold: u64,
-    ) -> Option<(u64, u64, &'static Location<'static>)> {
+    ) -> Option<(u64, u64, &'static Location<'static>, bool)> {
         let s = self.at(index);
         // Acquire: pairs with `fill`'s Release (the stamp is this holder's
         // or cleared, never a detached predecessor's).
@@ -939,15 +944,20 @@ impl<C> Slots<C> {
         let h = &s.holding;
         let by = h.taken_by.load(Ordering::Relaxed);
         let held = now.saturating_sub(h.taken_at.load(Ordering::Relaxed));
+        let due = h.next_report.load(Ordering::Relaxed);
+        // The CAS: one report per due time, whoever scans.
         if by.is_null()
-            || held < threshold
-            || h.reported_at.swap(now.max(1), Ordering::Relaxed) != 0
+            || held < threshold.max(due)
+            || h
+                .next_report
+                .compare_exchange(due, held.saturating_mul(2).max(1), Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
         {
             return None;
         }
         // SAFETY: `taken_by` only ever holds null or a `&'static Location`.
         let by = unsafe { &*by };
-        Some((s.life.serial(), held, by))
+        Some((s.life.serial(), held, by, due == 0))
     }
 
     /// The sum over all slots of fast-path hits (relaxed loads; exact
@@ -1099,9 +1109,17 @@ mod tests {
         slots.of(&b).holding.taken(10_000, by);
         assert_eq!(slots.leak(i, 10_050, 100), None, "held 50 ms");
         assert_eq!(
-            slots.leak(i, 10_100, 100).map(|(s, held, _)| (s, held)),
-            Some((2, 100))
+            slots.leak(i, 10_100, 100).map(|(s, held, _, first)| (s, held, first)),
+            Some((2, 100, true))
         );
+        // Reported again once the holding has doubled, and not before.
+        assert_eq!(slots.leak(i, 10_150, 100), None, "held 150 ms");
+        assert_eq!(
+            slots.leak(i, 10_200, 100).map(|(s, held, _, first)| (s, held, first)),
+            Some((2, 200, false))
+        );
+        assert_eq!(slots.leak(i, 10_399, 100), None, "held 399 ms");
+        assert_eq!(slots.leak(i, 10_400, 100).map(|r| r.1), Some(400));
         let (_conn, place) = slots.take(b);
         slots.unreserve(place);
     }

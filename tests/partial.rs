@@ -301,3 +301,43 @@ fn the_keyed_pool_retries_a_lost_connection_on_the_same_key() {
         assert_eq!(pool.metrics_of(&7).unwrap().broken, before);
     });
 }
+
+// ------------------------------------------------------------ leak reports
+
+/// A connection held for 10x the leak threshold is reported more than
+/// once, at a growing interval, each report stating the time held so far;
+/// `Metrics::leaks` counts the connection once.
+#[test]
+fn a_connection_held_for_ten_times_the_threshold_is_reported_again_with_the_time_held() {
+    let (pool, _t, mock) = mocked_quiet(|b| {
+        b.max_size(2)
+            .leak_threshold(Some(Duration::from_millis(100)))
+    });
+    let rt = runtime();
+    let stuck = rt.block_on(pool.get()).unwrap();
+    let capture = common::Capture::default();
+    tracing::subscriber::with_default(capture.clone(), || {
+        // Maintenance passes every 10 ms for 1 s; the leak scan runs in
+        // every pass at least half a threshold after the last.
+        for _ in 0..100 {
+            mock.advance(Duration::from_millis(10));
+            pool.maintain();
+        }
+    });
+    let held = capture.held_ms();
+    assert!(held.len() > 1, "reported more than once: {held:?}");
+    // Scans every 50 ms: 150, 300, 600 ms. Each report states the time
+    // held so far, past the threshold and at least twice the one before.
+    assert!(held[0] > 100 && held[0] <= 150, "{held:?}");
+    for w in held.windows(2) {
+        assert!(w[1] >= 2 * w[0], "a growing interval: {held:?}");
+    }
+    assert!(*held.last().unwrap() <= 1_000, "{held:?}");
+    assert!(held.len() >= 3, "{held:?}");
+    let events = capture.fields();
+    for (e, ms) in events.iter().zip(&held) {
+        assert!(e.contains(&format!("{ms} ms so far")), "{e}");
+    }
+    assert_eq!(pool.metrics().leaks, 1, "one connection leaked");
+    drop(stuck);
+}
