@@ -95,11 +95,7 @@ impl<M: Manager> Core<M> {
         Arc::new_cyclic(|weak: &Weak<Owner<M>>| {
             let seed = now ^ 0x9E37_79B9_7F4A_7C15 ^ (weak.as_ptr().addr() as u64);
             Owner::new(Core {
-                slots: Slots::with_cap(
-                    config.limit(),
-                    config.max_size,
-                    config.max_idle.is_some(),
-                ),
+                slots: Slots::with_cap(config.limit(), config.max_size, config.max_idle.is_some()),
                 idle: IdleSet::new(
                     config.shards,
                     config.limit(),

@@ -465,8 +465,11 @@ impl Watch {
     pub(crate) fn new(name: &str, wait_alert: Duration, churn_alert: Duration, now: u64) -> Self {
         let cfg = HealthConfig {
             wait_p99_ns: Some(u64::try_from(wait_alert.as_nanos()).unwrap_or(u64::MAX)),
-            churn_period_ms: (churn_alert != Duration::MAX)
-                .then(|| u64::try_from(churn_alert.as_millis()).unwrap_or(u64::MAX).max(1)),
+            churn_period_ms: (churn_alert != Duration::MAX).then(|| {
+                u64::try_from(churn_alert.as_millis())
+                    .unwrap_or(u64::MAX)
+                    .max(1)
+            }),
             ..HealthConfig::default()
         };
         Self {

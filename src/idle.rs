@@ -822,7 +822,10 @@ mod tests {
     #[test]
     fn a_cached_key_of_a_pool_no_longer_used_here_is_replaced() {
         std::thread::spawn(|| {
-            let (a, b) = (IdleSet::new(1, 4, false, None), IdleSet::new(1, 4, false, None));
+            let (a, b) = (
+                IdleSet::new(1, 4, false, None),
+                IdleSet::new(1, 4, false, None),
+            );
             assert!(a.park(key(0, 1)));
             assert!(!a.park(key(1, 1)), "one key per thread");
             for i in 0..STALE_AFTER {

@@ -948,9 +948,13 @@ impl<C> Slots<C> {
         // The CAS: one report per due time, whoever scans.
         if by.is_null()
             || held < threshold.max(due)
-            || h
-                .next_report
-                .compare_exchange(due, held.saturating_mul(2).max(1), Ordering::Relaxed, Ordering::Relaxed)
+            || h.next_report
+                .compare_exchange(
+                    due,
+                    held.saturating_mul(2).max(1),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
                 .is_err()
         {
             return None;
@@ -1109,13 +1113,17 @@ mod tests {
         slots.of(&b).holding.taken(10_000, by);
         assert_eq!(slots.leak(i, 10_050, 100), None, "held 50 ms");
         assert_eq!(
-            slots.leak(i, 10_100, 100).map(|(s, held, _, first)| (s, held, first)),
+            slots
+                .leak(i, 10_100, 100)
+                .map(|(s, held, _, first)| (s, held, first)),
             Some((2, 100, true))
         );
         // Reported again once the holding has doubled, and not before.
         assert_eq!(slots.leak(i, 10_150, 100), None, "held 150 ms");
         assert_eq!(
-            slots.leak(i, 10_200, 100).map(|(s, held, _, first)| (s, held, first)),
+            slots
+                .leak(i, 10_200, 100)
+                .map(|(s, held, _, first)| (s, held, first)),
             Some((2, 200, false))
         );
         assert_eq!(slots.leak(i, 10_399, 100), None, "held 399 ms");

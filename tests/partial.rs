@@ -6,7 +6,6 @@
 
 mod common;
 
-
 use std::time::Duration;
 
 use common::{LONG, mocked_quiet, runtime, wait_until};
@@ -150,7 +149,10 @@ fn a_shrink_with_max_idle_closes_surplus_then_bounds_idle() {
     let m = pool.metrics();
     assert_eq!(m.state.idle, 3, "{:?}", m.state);
     assert_eq!(m.closed, 3);
-    assert_eq!(m.closed_overflow, 1, "two closed for the shrink, one overflow");
+    assert_eq!(
+        m.closed_overflow, 1,
+        "two closed for the shrink, one overflow"
+    );
     assert_eq!(t.live(), 3);
 }
 
@@ -161,10 +163,8 @@ fn a_shrink_with_max_idle_closes_surplus_then_bounds_idle() {
 /// the background task would run them): returns the health at the end and
 /// the connections opened.
 fn traffic_with_gaps_of(gap: u64) -> (latchless::Health, u64) {
-    let (pool, _t, mock) = mocked_quiet(|b| {
-        b.max_size(2)
-            .idle_timeout(Some(Duration::from_millis(50)))
-    });
+    let (pool, _t, mock) =
+        mocked_quiet(|b| b.max_size(2).idle_timeout(Some(Duration::from_millis(50))));
     let rt = runtime();
     let mut since_request = gap;
     for _ in 0..1_000 {
@@ -247,7 +247,9 @@ impl latchless::KeyedManager<u8> for Upstreams {
     type Connection = Session;
     type Error = std::io::Error;
     async fn connect(&self, _key: &u8) -> Result<Session, std::io::Error> {
-        let n = self.opened.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let n = self
+            .opened
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(Session { n, lost: false })
     }
     fn is_broken(&self, _key: &u8, conn: &mut Session) -> bool {
@@ -270,9 +272,9 @@ async fn request(lose: u32, conn: &mut Session) -> Result<u32, std::io::Error> {
 fn the_keyed_pool_retries_a_lost_connection_on_the_same_key() {
     use latchless::{KeyedPool, RetryError, RetryPolicy};
     let pool = KeyedPool::builder(Upstreams { opened: 0.into() })
-    .background(false)
-    .build()
-    .unwrap();
+        .background(false)
+        .build()
+        .unwrap();
     runtime().block_on(async {
         let n = pool
             .retry(&7, RetryPolicy::new(2), async |c| request(2, c).await)
@@ -288,7 +290,10 @@ fn the_keyed_pool_retries_a_lost_connection_on_the_same_key() {
             })
             .await
             .unwrap_err();
-        assert!(matches!(err, RetryError::Lost { attempts: 2, .. }), "{err:?}");
+        assert!(
+            matches!(err, RetryError::Lost { attempts: 2, .. }),
+            "{err:?}"
+        );
         // Not lost: returned as is, after one attempt, connection kept.
         let before = pool.metrics_of(&7).unwrap().broken;
         let err = pool

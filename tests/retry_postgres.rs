@@ -63,14 +63,20 @@ async fn kill(admin: &tokio_postgres::Client, pid: i32) {
     let start = Instant::now();
     loop {
         let n: i64 = admin
-            .query_one("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", &[&pid])
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
+                &[&pid],
+            )
             .await
             .unwrap()
             .get(0);
         if n == 0 {
             return;
         }
-        assert!(start.elapsed() < Duration::from_secs(10), "backend {pid} still there");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "backend {pid} still there"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -222,7 +228,10 @@ async fn the_deadline_bounds_the_attempts() {
         .await
         .unwrap_err();
     let n = attempts.load(SeqCst);
-    assert!((1..=4).contains(&n), "{n} attempts in 350 ms of 100 ms each");
+    assert!(
+        (1..=4).contains(&n),
+        "{n} attempts in 350 ms of 100 ms each"
+    );
     assert_eq!(err.attempts(), n);
     assert!(
         matches!(
@@ -251,7 +260,10 @@ async fn the_deadline_bounds_the_attempts() {
         )
         .await
         .unwrap_err();
-    assert!(matches!(err, RetryError::Timeout { attempts: 1 }), "{err:?}");
+    assert!(
+        matches!(err, RetryError::Timeout { attempts: 1 }),
+        "{err:?}"
+    );
     let m = pool.metrics();
     assert_eq!(m.state.size, 0, "the cancelled attempt's connection closed");
 }
