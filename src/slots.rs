@@ -467,9 +467,10 @@ pub(crate) struct Slots<C> {
     /// so it never counts fewer places than are out of the free queue.
     places: AtomicUsize,
     /// The run-time cap (`Pool::set_max_size`), at most the arena's length,
-    /// with [`LIMITED`] set exactly when it is below that length: only then
-    /// can a release find the pool over its cap, so the release path pays
-    /// one relaxed load of this read-mostly word (`Slots::over_cap`).
+    /// with [`LIMITED`] set exactly when it is below that length or idle
+    /// connections are bounded: only then can a release find the pool over
+    /// its cap or have to ask for admission, so the release path pays one
+    /// relaxed load of this read-mostly word (`Slots::limited`).
     /// `reserve` takes a place only while `places < cap`.
     ///
     /// One word, written by one store, so that two resizes racing each
@@ -486,21 +487,30 @@ pub(crate) struct Slots<C> {
     idle_flag: usize,
 }
 
-/// The flag bit of [`Slots::cap`]'s word: the cap is below the arena's
-/// length. Above any cap (`MAX_POOL_SIZE` is far smaller).
+/// The flag bit of [`Slots::cap`]'s word: a release must look at a
+/// bound, because the cap is below the arena's length or the pool bounds
+/// its idle connections ([`IDLE_CAPPED`]). The sign bit, so that the
+/// release's test is one instruction. Above any cap (`MAX_POOL_SIZE` is
+/// far smaller).
 const LIMITED: usize = 1 << (usize::BITS - 1);
 
 /// The second flag bit of [`Slots::cap`]'s word: the pool bounds its idle
 /// connections (`Builder::max_idle`), so a release must ask the idle set
-/// for admission. Set at build and never changed.
+/// for admission. Set at build and never changed; [`LIMITED`] is set with
+/// it.
 const IDLE_CAPPED: usize = 1 << (usize::BITS - 2);
 
 /// Both flag bits: the cap is the word without them.
 const FLAGS: usize = LIMITED | IDLE_CAPPED;
 
-/// The word [`Slots::cap`] holds for `cap` places out of `len`.
-const fn cap_word(cap: usize, len: usize) -> usize {
-    if cap < len { cap | LIMITED } else { cap }
+/// The word [`Slots::cap`] holds for `cap` places out of `len`, with
+/// `idle_flag` ([`IDLE_CAPPED`] or 0).
+const fn cap_word(cap: usize, len: usize, idle_flag: usize) -> usize {
+    if cap < len || idle_flag != 0 {
+        cap | idle_flag | LIMITED
+    } else {
+        cap
+    }
 }
 
 impl<C> Slots<C> {
@@ -532,7 +542,7 @@ impl<C> Slots<C> {
             slots,
             free,
             places: AtomicUsize::new(0),
-            cap: AtomicUsize::new(cap_word(cap, n) | idle_flag),
+            cap: AtomicUsize::new(cap_word(cap, n, idle_flag)),
             idle_flag,
         }
     }
@@ -546,7 +556,7 @@ impl<C> Slots<C> {
     /// Places already taken above it stay taken until given back; from now
     /// on `reserve` takes none while `cap` or more are taken.
     pub(crate) fn set_cap(&self, cap: usize) {
-        let word = cap_word(cap, self.slots.len()) | self.idle_flag;
+        let word = cap_word(cap, self.slots.len(), self.idle_flag);
         // loom mutant: split_cap_store (the cap and its flag in two
         // writes), see loom-tests/run-mutants.sh
         if mutant("split_cap_store") {
@@ -564,7 +574,7 @@ impl<C> Slots<C> {
     /// More places are taken than the cap allows (a shrink is under way):
     /// a connection given back now is closed, a place given back is not
     /// handed to a waiter. One relaxed load unless the cap is below the
-    /// arena's length.
+    /// arena's length (or idle connections are bounded).
     #[inline(always)]
     pub(crate) fn over_cap(&self) -> bool {
         self.cap.load(Ordering::Relaxed) & LIMITED != 0 && self.over_cap_slow()
@@ -581,11 +591,12 @@ impl<C> Slots<C> {
 
     /// Whether a release must look at a bound at all: the cap is below the
     /// arena's length, or the pool bounds its idle connections. One relaxed
-    /// load of the read-mostly cap word, the one the release paid for
-    /// [`over_cap`](Self::over_cap) before idle connections were bounded.
+    /// load of the read-mostly cap word and a test of its sign bit, what
+    /// the release paid for [`over_cap`](Self::over_cap) before idle
+    /// connections were bounded.
     #[inline(always)]
     pub(crate) fn limited(&self) -> bool {
-        self.cap.load(Ordering::Relaxed) & FLAGS != 0
+        self.cap.load(Ordering::Relaxed) & LIMITED != 0
     }
 
     /// More places are taken than the cap allows (SeqCst loads; the slow
