@@ -375,7 +375,7 @@ impl Drop for IdleClaim<'_> {
 
 /// Runs `fut`, turning a panic inside it into `None` (its locals, the
 /// place guard among them, are dropped by the unwinding).
-async fn caught<F: Future>(fut: F) -> Option<F::Output> {
+pub(crate) async fn caught<F: Future>(fut: F) -> Option<F::Output> {
     let mut fut = std::pin::pin!(fut);
     std::future::poll_fn(
         |cx| match catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {

@@ -289,6 +289,59 @@ impl<M> Builder<M> {
         check_after_idle: Option<Duration>
     );
     setter!(
+        /// Check connections idle at least this long in the background
+        /// ([`Manager::check`], bounded by `check_timeout`, counted in
+        /// `check_time`), so that the request path meets neither a
+        /// connection that a firewall, a NAT or the server's own idle
+        /// timeout killed, nor the pre-ping's round trip. A connection
+        /// being checked is never handed out; one that passes is stamped
+        /// fresh (no pre-ping before `check_after_idle` has passed again)
+        /// and keeps its idle time (keepalive does not hold off
+        /// `idle_timeout`); one that fails is closed, and `min_idle`
+        /// refills. Checks are jittered (up to a tenth earlier) and run a
+        /// few at a time, on the Tokio runtime of whoever runs
+        /// housekeeping. Default `None` (off); `Some(ZERO)` is refused.
+        ///
+        /// ```
+        /// # use latchless::{Manager, Pool};
+        /// # use std::time::Duration;
+        /// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+        /// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+        /// let pool = Pool::builder(M).keepalive(Some(Duration::from_secs(30))).build().unwrap();
+        /// assert_eq!(pool.config().keepalive, Some(Duration::from_secs(30)));
+        /// assert!(Pool::builder(M).keepalive(Some(Duration::ZERO)).build().is_err());
+        /// ```
+        keepalive: Option<Duration>
+    );
+    setter!(
+        /// Replace a connection this long before its `max_lifetime` ends,
+        /// in the background, while the pool is in use, so that steady
+        /// traffic across a lifetime boundary connects nothing on the
+        /// request path. Make before break: with a free place, a successor
+        /// is opened first and the old connection closes at its lifetime;
+        /// at `max_size`, an idle old connection is set aside while its
+        /// successor connects into its place, and closed once the successor
+        /// is open (it goes back unchanged if the connect fails). The pool
+        /// never goes above `max_size`. The lead used is at most a quarter
+        /// of `max_lifetime`. Default `Some(30 s)`; `None` is off (a
+        /// connection closes at its lifetime and the next `get` that needs
+        /// one connects); `Some(ZERO)` is refused.
+        ///
+        /// ```
+        /// # use latchless::{Manager, Pool};
+        /// # use std::time::Duration;
+        /// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+        /// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+        /// let pool = Pool::builder(M)
+        ///     .max_lifetime(Some(Duration::from_secs(600)))
+        ///     .replace_before_expiry(Some(Duration::from_secs(20)))
+        ///     .build()
+        ///     .unwrap();
+        /// assert!(Pool::builder(M).replace_before_expiry(Some(Duration::ZERO)).build().is_err());
+        /// ```
+        replace_before_expiry: Option<Duration>
+    );
+    setter!(
         /// Report a connection held longer than this, with the location of
         /// the `get` that took it and the time held so far, and report it
         /// again each time its holding has doubled since the last report
@@ -708,6 +761,8 @@ pub(crate) fn validate(c: &Config) -> Result<(), BuildError> {
         ("idle_timeout", c.idle_timeout),
         ("max_lifetime", c.max_lifetime),
         ("leak_threshold", c.leak_threshold),
+        ("keepalive", c.keepalive),
+        ("replace_before_expiry", c.replace_before_expiry),
     ] {
         if value.is_some_and(|d| d.is_zero()) {
             return err(

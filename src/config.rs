@@ -63,6 +63,14 @@ pub struct Config {
     /// Run [`Manager::check`](crate::Manager::check) on connections idle at least this long.
     /// Default 500 ms.
     pub check_after_idle: Option<Duration>,
+    /// Check connections idle this long in the background
+    /// ([`Builder::keepalive`](crate::Builder::keepalive)). Default off.
+    pub keepalive: Option<Duration>,
+    /// How long before `max_lifetime` a connection of a pool in use is
+    /// replaced in the background
+    /// ([`Builder::replace_before_expiry`](crate::Builder::replace_before_expiry)).
+    /// Default 30 s, at most a quarter of `max_lifetime`.
+    pub replace_before_expiry: Option<Duration>,
     /// Report a connection held longer than this. Default off.
     pub leak_threshold: Option<Duration>,
     /// At most this many waiting `get`s. Default unbounded.
@@ -117,6 +125,8 @@ impl Default for Config {
             idle_timeout: Some(Duration::from_secs(600)),
             max_lifetime: Some(Duration::from_secs(1800)),
             check_after_idle: Some(Duration::from_millis(500)),
+            keepalive: None,
+            replace_before_expiry: Some(Duration::from_secs(30)),
             leak_threshold: None,
             max_waiters: None,
             shards: std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -174,7 +184,8 @@ impl Ticks {
             margin: ms(maintenance_period(c)),
             uses_clock: c.idle_timeout.is_some()
                 || c.max_lifetime.is_some()
-                || c.check_after_idle.is_some(),
+                || c.check_after_idle.is_some()
+                || c.keepalive.is_some(),
         }
     }
 }
@@ -199,6 +210,9 @@ pub(crate) fn maintenance_period(c: &Config) -> Duration {
         p = p.min(d / 2);
     }
     if let Some(d) = c.leak_threshold {
+        p = p.min(d / 2);
+    }
+    if let Some(d) = c.keepalive {
         p = p.min(d / 2);
     }
     p.max(Duration::from_millis(5))

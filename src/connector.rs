@@ -200,7 +200,7 @@ pub(crate) async fn probe<M: Manager>(owner: Arc<Owner<M>>) {
 /// together do not expire together) and its freshness, takes its
 /// reference on the core, and has maintenance file its deadlines. Returns
 /// the claimed slot, the caller's.
-fn adopt<M: Manager>(core: &Core<M>, place: Place, conn: M::Connection) -> Busy {
+pub(crate) fn adopt<M: Manager>(core: &Core<M>, place: Place, conn: M::Connection) -> Busy {
     let now = core.clock.now();
     let serial = core.counters.opened.fetch_add(1, Ordering::Relaxed) + 1;
     let expires_at = core.lifecycle.expires_at(now);
@@ -228,7 +228,7 @@ fn is_permanent<M: Manager>(shared: &Core<M>, e: &M::Error) -> bool {
 /// One connect attempt, bounded by `connect_timeout` and `deadline`, its
 /// outcome counted and reported to the breaker. `Err(None)`: it timed
 /// out.
-async fn attempt<M: Manager>(
+pub(crate) async fn attempt<M: Manager>(
     shared: &Core<M>,
     deadline: Option<Instant>,
 ) -> Result<M::Connection, Option<M::Error>> {

@@ -27,7 +27,7 @@ use crate::health::Watch;
 use crate::idle::IdleSet;
 use crate::lifecycle::{Lifecycle, Verdict};
 use crate::lifetime::{self, Retired};
-use crate::maintenance::{Household, Maintenance};
+use crate::maintenance::{Household, Maintenance, Started, Times};
 use crate::metrics::{Counters, State, bump};
 use crate::slots::{Busy, Held, Life, Place, Slots};
 use crate::sync::AtomicBool;
@@ -110,9 +110,16 @@ impl<M: Manager> Core<M> {
                     now,
                     ticks.margin,
                     config.limit(),
-                    ticks.idle_timeout,
-                    ticks.leak,
-                    config.min_idle,
+                    Times {
+                        idle_timeout: ticks.idle_timeout,
+                        leak_threshold: ticks.leak,
+                        min_idle: config.min_idle,
+                        keepalive: config.keepalive.map(ms),
+                        replace_lead: config
+                            .replace_before_expiry
+                            .zip(config.max_lifetime)
+                            .map(|(lead, life)| ms(lead.min(life / 4))),
+                    },
                 ),
                 lifecycle: Lifecycle::new(ticks, seed),
                 breaker: Breaker::new(config.breaker, ms(config.connect_backoff)),
@@ -303,6 +310,18 @@ impl<M: Manager> Household for Core<M> {
         }
         self.retire(busy, retired);
         true
+    }
+
+    fn keepalive(&self, index: u32, serial: u64) -> Started {
+        self.start_keepalive(index, serial)
+    }
+
+    fn replace(&self, index: u32, serial: u64, used: bool) -> Started {
+        self.start_replacement(index, serial, used)
+    }
+
+    fn any_in_use(&self) -> bool {
+        self.state().in_use > 0
     }
 
     /// Reports connections held longer than `threshold` ticks: first once

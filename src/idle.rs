@@ -389,9 +389,15 @@ impl IdleSet {
         self.count.admit(self.max_idle)
     }
 
+    /// Whether fewer than `max_idle` are counted idle now (a look, no
+    /// admission). Only under a bound.
+    pub(crate) fn has_room(&self) -> bool {
+        self.count.get() < self.max_idle
+    }
+
     /// Counts a connection about to go in by a way that is not refused (a
-    /// requeue, a connection no waiter took, a refill); call before the
-    /// push. Nothing without a bound.
+    /// connection no waiter took, a refill; [`put_back`](Self::put_back)
+    /// counts itself); call before the push. Nothing without a bound.
     #[inline(always)]
     pub(crate) fn entering(&self) {
         if self.capped() {
@@ -511,6 +517,7 @@ impl IdleSet {
     /// the time it went idle (`try_get` may not hand it out: it is due for
     /// a check). Ends in a SeqCst fence of ours.
     pub(crate) fn put_back<C>(&self, slots: &Slots<C>, busy: Busy) {
+        self.entering();
         let since = slots.of(&busy).life.released_at();
         let key = slots.make_idle(busy, since);
         self.shards.push_back(key, |k| slots.is_live(k));
@@ -647,7 +654,6 @@ impl IdleCount {
         self.n.fetch_sub(1, Ordering::Relaxed);
     }
 
-    #[cfg(test)]
     fn get(&self) -> usize {
         self.n.load(Ordering::Relaxed)
     }
@@ -688,8 +694,9 @@ mod tests {
         assert!(set.admit() && set.admit());
         assert!(!set.admit(), "two idle: the third is refused");
         assert_eq!(set.counted(), 2);
-        set.entering(); // a requeue is counted, not refused
+        set.entering(); // a connection no waiter took is counted, not refused
         assert_eq!(set.counted(), 3);
+        assert!(!set.has_room());
         // A claim that takes a connection out uncounts it.
         let place = slots.reserve().unwrap();
         let busy = slots.fill(place, 7, 1, 0, u64::MAX, 0);

@@ -281,6 +281,18 @@ where
         self.manager.is_permanent(&self.key, error)
     }
 
+    #[inline(always)]
+    fn needs_cleanup(&self, conn: &mut M::Connection) -> bool {
+        self.manager.needs_cleanup(&self.key, conn)
+    }
+
+    fn cleanup(
+        &self,
+        conn: &mut M::Connection,
+    ) -> impl Future<Output = Result<(), M::Error>> + Send {
+        self.manager.cleanup(&self.key, conn)
+    }
+
     const KEYED: bool = true;
 }
 

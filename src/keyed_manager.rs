@@ -60,6 +60,25 @@ pub trait KeyedManager<K>: Send + Sync + 'static {
         false
     }
 
+    /// Whether a returned connection to `key` needs cleaning before
+    /// reuse (see [`Manager::needs_cleanup`](crate::Manager::needs_cleanup)).
+    #[inline(always)]
+    fn needs_cleanup(&self, key: &K, conn: &mut Self::Connection) -> bool {
+        let _ = (key, conn);
+        false
+    }
+
+    /// Cleans a returned connection to `key`, off the caller's path (see
+    /// [`Manager::cleanup`](crate::Manager::cleanup)).
+    fn cleanup(
+        &self,
+        key: &K,
+        conn: &mut Self::Connection,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        let _ = (key, conn);
+        async { Ok(()) }
+    }
+
     /// Whether retrying cannot fix `error` from `key`'s endpoint (see
     /// [`Manager::is_permanent`](crate::Manager::is_permanent)).
     fn is_permanent(&self, key: &K, error: &Self::Error) -> bool {

@@ -115,6 +115,7 @@ mod manager;
 )]
 pub mod managers;
 mod metrics;
+mod offpath;
 mod pool;
 mod pooled;
 mod release;
@@ -154,7 +155,7 @@ pub use managers::{
 };
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
-pub use managers::{PgConnection, PgError, PgManager};
+pub use managers::{PgCleanup, PgConnection, PgError, PgManager};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use managers::{RedisConnection, RedisManager};

@@ -82,6 +82,22 @@ impl<M: Manager> crate::Builder<M> {
 }
 
 impl<M: Manager> Pool<M> {
+    /// A keepalive check of the connection in slot `index` as a
+    /// maintenance pass starts it (claimed in place, `offpath.rs`), whose
+    /// check passes at once (a model runs no Tokio): then put back fresh,
+    /// as the check's task does. False if it was not idle.
+    #[doc(hidden)]
+    pub fn loom_keepalive(&self, index: u32) -> bool {
+        let core = self.core();
+        let serial = core.slots.at(index).life.serial();
+        let Some(busy) = core.idle.claim_in_place(&core.slots, index, serial) else {
+            return false;
+        };
+        core.passed_check(&busy);
+        core.put_back_checked(busy, &mut crate::lifetime::Settle::new(self.shared()));
+        true
+    }
+
     /// Closes one idle connection, as the keyed pool's eviction does.
     #[doc(hidden)]
     pub fn loom_close_one_idle(&self) -> bool {

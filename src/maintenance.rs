@@ -76,6 +76,12 @@ pub(crate) const MAX_REFILL_CONNECTS: usize = 2;
 const IDLE: usize = 0;
 /// Where a slot's lifetime entry sits in [`Owned::timers`].
 const LIFETIME: usize = 1;
+/// Where a slot's keepalive entry sits in [`Owned::timers`].
+const KEEPALIVE: usize = 2;
+/// Where a slot's replacement entry sits in [`Owned::timers`].
+const REPLACE: usize = 3;
+/// Timer entries per slot.
+const PER_SLOT: usize = 4;
 
 /// Which deadline a timer entry stands for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,6 +90,12 @@ pub(crate) enum Deadline {
     Idle,
     /// The connection's `expires_at`.
     Lifetime,
+    /// `keepalive` after the connection's last release or last keepalive
+    /// check, whichever is later (lazily checked, like `Idle`).
+    Keepalive,
+    /// The replacement lead before `expires_at`
+    /// (`Builder::replace_before_expiry`).
+    Replace,
 }
 
 /// A timer entry: the connection (slot + serial) and the deadline kind.
@@ -110,17 +122,28 @@ pub(crate) trait Household {
     fn close_in_place(&self, index: u32, serial: u64, retired: &mut Retired) -> bool;
     /// Reports connections held longer than `threshold` ticks.
     fn report_leaks(&self, threshold: u64);
+    /// Starts a keepalive check of connection `serial` in slot `index` if
+    /// it is idle (`offpath.rs`).
+    fn keepalive(&self, index: u32, serial: u64) -> Started;
+    /// Starts the replacement of connection `serial` in slot `index`,
+    /// which expires soon; `used`: it is in use or was returned within the
+    /// lead (`offpath.rs`).
+    fn replace(&self, index: u32, serial: u64, used: bool) -> Started;
+    /// Whether any connection is in use now (a hint).
+    fn any_in_use(&self) -> bool;
 }
 
 /// State owned by the flag holder.
 struct Owned {
     wheel: TimerWheel<Entry>,
-    /// Each slot's two timer entries (idle, lifetime), rescheduled in
-    /// place when a new connection fills the slot: the wheel never holds
-    /// more than two entries per slot, however many connections the pool
-    /// opens. A key may be stale (its entry fired); cancelling it is a
-    /// no-op.
-    timers: Box<[[Option<TimerKey>; 2]]>,
+    /// Each slot's timer entries (idle, lifetime, keepalive,
+    /// replacement), rescheduled in place when a new connection fills the
+    /// slot: the wheel never holds more than [`PER_SLOT`] entries per
+    /// slot, however many connections the pool opens. A key may be stale
+    /// (its entry fired); cancelling it is a no-op.
+    timers: Box<[[Option<TimerKey>; PER_SLOT]]>,
+    /// The keepalive jitter's xorshift state (never zero).
+    rng: u64,
     /// Scratch space for due entries (reused: no allocation per pass).
     due: Vec<Entry>,
     /// Tick of the last leak scan.
@@ -144,6 +167,13 @@ pub(crate) struct Maintenance {
     idle_timeout: Option<u64>,
     /// `leak_threshold` in ticks (0: off).
     leak_threshold: u64,
+    /// `keepalive` in ticks (`None`: off).
+    keepalive: Option<u64>,
+    /// The replacement lead in ticks (`None`: off), at most a quarter of
+    /// `max_lifetime`.
+    replace_lead: Option<u64>,
+    /// Keepalive checks in flight (at most `offpath::MAX_KEEPALIVE_CHECKS`).
+    pub(crate) keepalives: AtomicUsize,
     /// `min_idle`: idle timeouts never go below it.
     min_idle: usize,
     /// Refill tasks running (at most `MAX_REFILL_CONNECTS`).
@@ -164,30 +194,34 @@ pub(crate) struct Maintenance {
 unsafe impl Sync for Maintenance {}
 
 impl Maintenance {
-    /// `max_size` sizes the wheel up front (two deadlines per connection:
-    /// idle and lifetime), so that passes allocate nothing once the pool
-    /// runs, not even the first.
-    pub(crate) fn new(
-        now: u64,
-        period_ms: u64,
-        max_size: usize,
-        idle_timeout: Option<u64>,
-        leak_threshold: u64,
-        min_idle: usize,
-    ) -> Self {
+    /// `max_size` sizes the wheel up front ([`PER_SLOT`] deadlines per
+    /// connection), so that passes allocate nothing once the pool runs,
+    /// not even the first.
+    pub(crate) fn new(now: u64, period_ms: u64, max_size: usize, times: Times) -> Self {
+        let Times {
+            idle_timeout,
+            leak_threshold,
+            min_idle,
+            keepalive,
+            replace_lead,
+        } = times;
         Self {
             running: AtomicBool::new(false),
             next_due: AtomicU64::new(now.saturating_add(period_ms)),
             inbox: ArrayQueue::new(max_size.max(1)),
             queued: (0..max_size).map(|_| AtomicBool::new(false)).collect(),
             owned: UnsafeCell::new(Owned {
-                wheel: TimerWheel::with_capacity(now, max_size.saturating_mul(2)),
-                timers: vec![[None; 2]; max_size].into_boxed_slice(),
+                wheel: TimerWheel::with_capacity(now, max_size.saturating_mul(PER_SLOT)),
+                timers: vec![[None; PER_SLOT]; max_size].into_boxed_slice(),
+                rng: (0x9E37_79B9_7F4A_7C15 ^ now) | 1,
                 due: Vec::with_capacity(MAX_DUE_PER_PASS),
                 last_leak_scan: now,
             }),
             idle_timeout,
             leak_threshold,
+            keepalive,
+            replace_lead,
+            keepalives: AtomicUsize::new(0),
             min_idle,
             refilling: AtomicUsize::new(0),
             idle_claims: AtomicUsize::new(0),
@@ -261,9 +295,17 @@ impl Maintenance {
             let at = life.released_at().saturating_add(timeout);
             keys[IDLE] = Some(o.wheel.insert(at, entry(Deadline::Idle)));
         }
+        if let Some(keepalive) = self.keepalive {
+            let at = life.released_at().saturating_add(keepalive);
+            keys[KEEPALIVE] = Some(o.wheel.insert(at, entry(Deadline::Keepalive)));
+        }
         let expires = life.expires_at();
         if expires != u64::MAX {
             keys[LIFETIME] = Some(o.wheel.insert(expires, entry(Deadline::Lifetime)));
+            if let Some(lead) = self.replace_lead {
+                let at = expires.saturating_sub(lead);
+                keys[REPLACE] = Some(o.wheel.insert(at, entry(Deadline::Replace)));
+            }
         }
     }
 
@@ -310,6 +352,52 @@ impl Maintenance {
                     };
                     o.timers[entry.index as usize][IDLE] = Some(o.wheel.insert(next, entry));
                 }
+                Deadline::Keepalive => {
+                    let Some(keepalive) = self.keepalive else {
+                        continue;
+                    };
+                    // The entry fired: the last check (when it was filed)
+                    // is at least `keepalive` ago. Idle that long too?
+                    let due = life.released_at().saturating_add(keepalive);
+                    let next = if house.is_busy_with(entry.index, entry.serial) {
+                        now.saturating_add(keepalive)
+                    } else if due > now {
+                        due
+                    } else {
+                        match house.keepalive(entry.index, entry.serial) {
+                            // Up to a tenth early, so that connections
+                            // checked together drift apart.
+                            Started::Yes => {
+                                let spread = (keepalive / 10).max(1);
+                                now.saturating_add(keepalive - next_random(&mut o.rng) % spread)
+                            }
+                            Started::Later => now.saturating_add(self.period_ms),
+                            Started::NotIdle => now.saturating_add(keepalive),
+                            Started::No => continue,
+                        }
+                    };
+                    o.timers[entry.index as usize][KEEPALIVE] = Some(o.wheel.insert(next, entry));
+                }
+                Deadline::Replace => {
+                    let Some(lead) = self.replace_lead else {
+                        continue;
+                    };
+                    let busy = house.is_busy_with(entry.index, entry.serial);
+                    let used = busy
+                        || house.any_in_use()
+                        || now.saturating_sub(life.released_at()) <= lead;
+                    let retry = match house.replace(entry.index, entry.serial, used) {
+                        Started::Later => true,
+                        Started::Yes | Started::NotIdle | Started::No => false,
+                    };
+                    // No place and the old one in use: look again each
+                    // period until it expires (then the release path or
+                    // the lifetime entry closes it).
+                    let at = now.saturating_add(self.period_ms);
+                    if retry && at < life.expires_at() {
+                        o.timers[entry.index as usize][REPLACE] = Some(o.wheel.insert(at, entry));
+                    }
+                }
             }
         }
         let threshold = self.leak_threshold;
@@ -324,6 +412,45 @@ impl Maintenance {
             .min(now.saturating_add(self.period_ms));
         self.next_due.store(next, Ordering::Relaxed);
     }
+}
+
+/// What a pass's request for off-path work (`offpath.rs`) came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Started {
+    /// A task took it on.
+    Yes,
+    /// The connection is in use (or gone): nothing to do now.
+    NotIdle,
+    /// Not now (no runtime, too many checks in flight, no free place and
+    /// nothing idle to replace): ask again at a later pass.
+    Later,
+    /// Not wanted (the pool is closed or unused, the backend down).
+    No,
+}
+
+/// What a pass needs to know of the pool's times, in ticks.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Times {
+    /// `idle_timeout` (`None`: off).
+    pub(crate) idle_timeout: Option<u64>,
+    /// `leak_threshold` (0: off).
+    pub(crate) leak_threshold: u64,
+    /// `min_idle`: idle timeouts never go below it.
+    pub(crate) min_idle: usize,
+    /// `keepalive` (`None`: off).
+    pub(crate) keepalive: Option<u64>,
+    /// How long before `expires_at` a connection is replaced (`None`: off).
+    pub(crate) replace_lead: Option<u64>,
+}
+
+/// One step of a xorshift64 generator (`state` never zero).
+fn next_random(state: &mut u64) -> u64 {
+    let mut x = *state;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    *state = x;
+    x
 }
 
 impl std::fmt::Debug for Maintenance {

@@ -3,7 +3,9 @@
 //!
 //! Invariant kept: the pool calls `connect` only while it holds a reserved
 //! place (so at most `max_size` connects and connections exist at once), and
-//! calls `is_broken` on every connection returned to it. A manager that
+//! calls `is_broken` (then `needs_cleanup`) on every connection returned to
+//! it, and hands a connection that needs cleaning to nobody before its
+//! `cleanup` passed. A manager that
 //! errors, hangs (bounded by `connect_timeout`) or panics costs the caller an
 //! error, never a place or a connection.
 
@@ -61,6 +63,86 @@ pub trait Manager: Send + Sync + 'static {
     fn is_broken(&self, conn: &mut Self::Connection) -> bool {
         let _ = conn;
         false
+    }
+
+    /// Cheap, synchronous test run on a healthy connection when it is
+    /// returned: `true` has [`cleanup`](Self::cleanup) run on it before
+    /// anyone else gets it. The release returns at once; the clean-up runs
+    /// off the caller's path, on the current Tokio runtime (without one,
+    /// the connection is closed instead), bounded by `check_timeout`, and
+    /// only a connection that passed it rejoins the idle set or serves the
+    /// oldest waiter. A connection being cleaned counts as in use.
+    ///
+    /// Default `false`, which compiles to nothing on the release path.
+    /// A panic here is caught and closes the connection.
+    ///
+    /// ```
+    /// use latchless::Manager;
+    ///
+    /// struct Session {
+    ///     in_transaction: bool,
+    /// }
+    ///
+    /// struct Db;
+    ///
+    /// impl Manager for Db {
+    ///     type Connection = Session;
+    ///     type Error = std::io::Error;
+    ///
+    ///     async fn connect(&self) -> Result<Session, std::io::Error> {
+    ///         Ok(Session { in_transaction: false })
+    ///     }
+    ///
+    ///     fn needs_cleanup(&self, conn: &mut Session) -> bool {
+    ///         conn.in_transaction
+    ///     }
+    ///
+    ///     async fn cleanup(&self, conn: &mut Session) -> Result<(), std::io::Error> {
+    ///         conn.in_transaction = false; // a ROLLBACK, say
+    ///         Ok(())
+    ///     }
+    /// }
+    /// ```
+    #[inline(always)]
+    fn needs_cleanup(&self, conn: &mut Self::Connection) -> bool {
+        let _ = conn;
+        false
+    }
+
+    /// Cleans a returned connection that [`needs_cleanup`](Self::needs_cleanup)
+    /// flagged (a `ROLLBACK`, a `DISCARD ALL`), off the caller's path. An
+    /// error, a panic or outlasting `check_timeout` closes the connection
+    /// (counted in `Metrics::closed_cleanup`). Default: nothing to do.
+    ///
+    /// ```
+    /// use latchless::Manager;
+    ///
+    /// struct Db;
+    ///
+    /// impl Manager for Db {
+    ///     type Connection = Vec<String>;
+    ///     type Error = std::io::Error;
+    ///
+    ///     async fn connect(&self) -> Result<Vec<String>, std::io::Error> {
+    ///         Ok(Vec::new())
+    ///     }
+    ///
+    ///     fn needs_cleanup(&self, settings: &mut Vec<String>) -> bool {
+    ///         !settings.is_empty()
+    ///     }
+    ///
+    ///     async fn cleanup(&self, settings: &mut Vec<String>) -> Result<(), std::io::Error> {
+    ///         settings.clear(); // RESET ALL, say
+    ///         Ok(())
+    ///     }
+    /// }
+    /// ```
+    fn cleanup(
+        &self,
+        conn: &mut Self::Connection,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        let _ = conn;
+        async { Ok(()) }
     }
 
     /// `true` when retrying cannot help (bad credentials, unknown

@@ -55,7 +55,8 @@ pub struct State {
 /// `opened == closed + detached + state.size` (connects in flight aside)
 /// when the pool is quiescent; `closed` is the sum of the close reasons
 /// (`closed_idle + closed_lifetime + broken + check_failures +
-/// closed_check_cancelled + closed_pool_closed + closed_overflow`). Histograms are in
+/// closed_check_cancelled + closed_pool_closed + closed_cleanup +
+/// closed_overflow`). Histograms are in
 /// nanoseconds, each value read back within
 /// [`HistogramSnapshot::RELATIVE_ERROR`](crate::HistogramSnapshot::RELATIVE_ERROR) (1/64); the hold time is measured on the
 /// pool's cached clock, in whole milliseconds. Not `Copy` (the histograms
@@ -154,6 +155,18 @@ pub struct Metrics {
     /// Of `closed`: returned while `max_idle` connections were idle and
     /// nobody waited ([`Builder::max_idle`](crate::Builder::max_idle)).
     pub closed_overflow: u64,
+    /// Of `closed`: a clean-up on return
+    /// ([`Manager::cleanup`](crate::Manager::cleanup)) failed, outlasted
+    /// `check_timeout`, panicked, or had no runtime to run on.
+    pub closed_cleanup: u64,
+    /// Clean-ups on return started (each off the caller's path).
+    pub cleanups: u64,
+    /// Keepalive checks started ([`Builder::keepalive`](crate::Builder::keepalive));
+    /// a failed one counts in `check_failures` too.
+    pub keepalive_checks: u64,
+    /// Connections opened in the background to replace one nearing
+    /// `max_lifetime` ([`Builder::replace_before_expiry`](crate::Builder::replace_before_expiry)).
+    pub replaced: u64,
     /// Of `timeouts`: timed out waiting for a connection to be returned.
     pub timeouts_waiting: u64,
     /// Of `timeouts`: timed out connecting.
@@ -208,6 +221,10 @@ impl Metrics {
         self.closed_check_cancelled += o.closed_check_cancelled;
         self.closed_pool_closed += o.closed_pool_closed;
         self.closed_overflow += o.closed_overflow;
+        self.closed_cleanup += o.closed_cleanup;
+        self.cleanups += o.cleanups;
+        self.keepalive_checks += o.keepalive_checks;
+        self.replaced += o.replaced;
         self.timeouts_waiting += o.timeouts_waiting;
         self.timeouts_connecting += o.timeouts_connecting;
         self.timeouts_checking += o.timeouts_checking;
@@ -247,6 +264,10 @@ pub(crate) struct Counters {
     pub(crate) closed_check_cancelled: AtomicU64,
     pub(crate) closed_pool_closed: AtomicU64,
     pub(crate) closed_overflow: AtomicU64,
+    pub(crate) closed_cleanup: AtomicU64,
+    pub(crate) cleanups: AtomicU64,
+    pub(crate) keepalive_checks: AtomicU64,
+    pub(crate) replaced: AtomicU64,
     pub(crate) timeouts_waiting: AtomicU64,
     pub(crate) timeouts_connecting: AtomicU64,
     pub(crate) timeouts_checking: AtomicU64,
@@ -316,6 +337,10 @@ impl Counters {
             closed_check_cancelled: r(&self.closed_check_cancelled),
             closed_pool_closed: r(&self.closed_pool_closed),
             closed_overflow: r(&self.closed_overflow),
+            closed_cleanup: r(&self.closed_cleanup),
+            cleanups: r(&self.cleanups),
+            keepalive_checks: r(&self.keepalive_checks),
+            replaced: r(&self.replaced),
             timeouts_waiting: r(&self.timeouts_waiting),
             timeouts_connecting: r(&self.timeouts_connecting),
             timeouts_checking: r(&self.timeouts_checking),
@@ -384,6 +409,9 @@ pub(crate) fn export(
     );
     counter("latchless_acquire_unavailable_total", m.unavailable);
     counter("latchless_connect_probes_total", m.probes);
+    counter("latchless_cleanups_total", m.cleanups);
+    counter("latchless_keepalive_checks_total", m.keepalive_checks);
+    counter("latchless_connections_replaced_total", m.replaced);
     for (reason, v) in [
         ("idle_timeout", m.closed_idle),
         ("lifetime", m.closed_lifetime),
@@ -392,6 +420,7 @@ pub(crate) fn export(
         ("check_cancelled", m.closed_check_cancelled),
         ("pool_closed", m.closed_pool_closed),
         ("overflow", m.closed_overflow),
+        ("cleanup_failed", m.closed_cleanup),
     ] {
         ::metrics::counter!("latchless_connections_closed_total", "pool" => name.clone(), "reason" => reason)
             .absolute(v);

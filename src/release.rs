@@ -111,6 +111,10 @@ impl<M: Manager> Core<M> {
         } else {
             slot.life
                 .set_fresh_until(self.lifecycle.fresh_until(last, now));
+            // Nothing at all unless the manager overrides `needs_cleanup`.
+            if self.needs_cleanup(&mut busy) {
+                return self.clean_off_path(busy, retired);
+            }
             self.publish(busy, now, retired);
         }
     }
@@ -122,25 +126,42 @@ impl<M: Manager> Core<M> {
     /// closed (reason `overflow`).
     #[cold]
     #[inline(never)]
-    fn release_limited(&self, busy: Busy, now: u64, last: u64, retired: &mut Retired) {
+    fn release_limited(&self, mut busy: Busy, now: u64, last: u64, retired: &mut Retired) {
         if self.slots.over_cap_slow() {
             return self.retire(busy, retired);
         }
         let life = &self.slots.of(&busy).life;
         life.set_fresh_until(self.lifecycle.fresh_until(last, now));
-        if !self.idle.capped() {
+        let capped = self.idle.capped();
+        let serve = self.closed.load(Ordering::Relaxed) || self.waiters.any() || self.starving();
+        if self.needs_cleanup(&mut busy) {
+            // Under `max_idle`, one nobody waits for and no idle room would
+            // take is closed now rather than cleaned for nothing; a cleaned
+            // one rejoins through `put_back_fresh`, counted.
+            if capped && !serve && !self.idle.has_room() {
+                return self.close_overflow(busy, retired);
+            }
+            return self.clean_off_path(busy, retired);
+        }
+        if !capped {
             return self.publish(busy, now, retired);
         }
         // Waiters first (and a closed pool closes it): `pass_on` counts
         // what it shelves.
-        if self.closed.load(Ordering::Relaxed) || self.waiters.any() || self.starving() {
+        if serve {
             return self.pass_on(Held::Busy(busy), retired);
         }
         if !self.idle.admit() {
-            self.note_close(&self.counters.closed_overflow, "overflow");
-            return self.retire(busy, retired);
+            return self.close_overflow(busy, retired);
         }
         self.put_and_recheck(busy, now, retired, true);
+    }
+
+    /// Closes a returned connection `max_idle` leaves no room for (reason
+    /// `overflow`) and passes its place on.
+    fn close_overflow(&self, busy: Busy, retired: &mut Retired) {
+        self.note_close(&self.counters.closed_overflow, "overflow");
+        self.retire(busy, retired);
     }
 
     /// Records a holding of `ticks` (≥ 1) ms in the hold histogram.
@@ -436,7 +457,6 @@ impl<M: Manager> Core<M> {
             return self.pass_on(Held::Busy(busy), retired);
         }
         // The same re-check as `publish` (the put ends in our fence).
-        self.idle.entering();
         self.idle.put_back(&self.slots, busy);
         sync::sc_load_after_rmw();
         if self.closed.load(Ordering::SeqCst) || self.waiters.any() {

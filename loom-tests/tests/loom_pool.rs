@@ -1115,3 +1115,45 @@ fn a_token_freed_while_a_get_starves_reaches_it() {
         t.join().unwrap();
     });
 }
+
+/// Model 24 — I1, I3 and I4 off the request path (`offpath.rs`): a
+/// keepalive check claims the one idle connection in place and puts it
+/// back (passed) while a `get` races for it, and, in a second run, while
+/// the pool is closed. The `get` is served (it takes the connection first,
+/// or waits and is handed it by the put-back), never beside the check
+/// (loom would report the race on the connection's cell); a close leaves
+/// nothing open. Catches `keepalive_put_back_blind` (the put-back skips
+/// the waiter and `closed` re-check: the `get` sleeps beside an idle
+/// connection, or a closed pool keeps it open) and `claim_without_cas`.
+#[test]
+fn a_keepalive_check_races_a_get_and_a_close() {
+    for close in [false, true] {
+        explore(move || {
+            let m = M::default();
+            let open = Arc::clone(&m.open);
+            let (p, _mock) = pool(1, m, |b| b);
+            with_idle_connection(&p);
+            let p2 = p.clone();
+            let t = thread::spawn(move || p2.loom_keepalive(0));
+            if close {
+                block_on(p.close());
+            } else {
+                let got = block_on(p.get()).map(|mut c| c.uses += 1);
+                assert!(got.is_ok(), "the get is served");
+            }
+            t.join().unwrap();
+            let s = p.state();
+            if close {
+                assert_eq!(
+                    open.load(SeqCst),
+                    0,
+                    "the closed pool keeps a connection open"
+                );
+                assert_eq!(s.size, 0);
+            } else {
+                assert_eq!((s.size, s.in_use, s.waiting), (1, 0, 0));
+                assert_eq!(open.load(SeqCst), 1);
+            }
+        });
+    }
+}

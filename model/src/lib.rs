@@ -335,6 +335,9 @@ pub fn check_pool_ops(data: &[u8]) {
         .max_lifetime(knobs.lifetime.map(ms))
         .idle_timeout(knobs.idle_timeout.map(ms))
         .check_after_idle(knobs.check_after_idle.map(ms))
+        // Replacement before expiry opens connections off the request
+        // path, which the model does not follow (tests/offpath.rs does).
+        .replace_before_expiry(None)
         .max_waiters(knobs.max_waiters)
         .breaker(knobs.breaker)
         .fail_fast(true)

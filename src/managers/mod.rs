@@ -105,7 +105,7 @@ pub use self::http::{
 mod postgres;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
-pub use postgres::{PgConnection, PgError, PgManager};
+pub use postgres::{PgCleanup, PgConnection, PgError, PgManager};
 
 #[cfg(feature = "redis")]
 mod redis;

@@ -52,6 +52,8 @@ pub enum PgError {
     Init(tokio_postgres::Error),
     /// The pre-ping round trip failed.
     Check(tokio_postgres::Error),
+    /// The clean-up on return ([`PgCleanup`]) failed.
+    Cleanup(tokio_postgres::Error),
     /// The connection is closed or was marked broken.
     Closed,
     /// `connect` ran outside a Tokio runtime (the session's driver task
@@ -66,6 +68,7 @@ impl fmt::Display for PgError {
             Self::Connect(e) => write!(f, "could not connect to PostgreSQL: {}", Detail(e)),
             Self::Init(e) => write!(f, "PostgreSQL connection init hook failed: {}", Detail(e)),
             Self::Check(e) => write!(f, "PostgreSQL liveness check failed: {}", Detail(e)),
+            Self::Cleanup(e) => write!(f, "PostgreSQL clean-up on return failed: {}", Detail(e)),
             Self::Closed => f.write_str("PostgreSQL connection is closed or broken"),
             Self::NoRuntime => {
                 f.write_str("PgManager::connect needs a Tokio runtime to drive the session")
@@ -147,7 +150,7 @@ impl PgError {
             Self::Config(_) | Self::NoRuntime => true,
             Self::Connect(e) => permanent_connect(e),
             Self::Init(e) => e.code().is_some_and(|c| permanent_sqlstate(c.code())),
-            Self::Check(_) | Self::Closed => false,
+            Self::Check(_) | Self::Cleanup(_) | Self::Closed => false,
         }
     }
 }
@@ -205,7 +208,11 @@ fn permanent_tls_io(_: &std::io::Error) -> bool {
 impl StdError for PgError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         match self {
-            Self::Config(e) | Self::Connect(e) | Self::Init(e) | Self::Check(e) => Some(e),
+            Self::Config(e)
+            | Self::Connect(e)
+            | Self::Init(e)
+            | Self::Check(e)
+            | Self::Cleanup(e) => Some(e),
             Self::Closed | Self::NoRuntime => None,
         }
     }
@@ -258,6 +265,47 @@ pub struct PgManager {
     config: Config,
     tls: Tls,
     init: Option<InitFn>,
+    cleanup: PgCleanup,
+    statement_cache: usize,
+}
+
+/// What [`PgManager`] does to a returned connection before anyone else
+/// gets it ([`Manager::needs_cleanup`], [`Manager::cleanup`]): off the
+/// caller's path (the release returns at once), bounded by the pool's
+/// `check_timeout`; a clean-up that fails closes the connection.
+///
+/// tokio-postgres cannot tell whether a session is inside a transaction
+/// or changed a setting, so a policy other than `None` runs on every
+/// return: one round trip (`Rollback`) or three and the init hook
+/// (`Reset`) during which the connection is in use, not idle.
+///
+/// ```
+/// use latchless::managers::{PgCleanup, PgManager};
+/// let m = PgManager::from_url("host=127.0.0.1 user=app").unwrap()
+///     .with_cleanup(PgCleanup::Rollback);
+/// assert_eq!(m.cleanup_policy(), PgCleanup::Rollback);
+/// assert_eq!(PgCleanup::default(), PgCleanup::None);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub enum PgCleanup {
+    /// Nothing: the next holder gets the session as it was returned. The
+    /// default: a [`Transaction`](tokio_postgres::Transaction) from
+    /// `transaction()` rolls itself back when dropped uncommitted
+    /// (cancellation included), so code that keeps to it and sets no
+    /// session state needs nothing, and pays nothing.
+    #[default]
+    None,
+    /// `ROLLBACK`: no transaction left open by a `BEGIN` run by hand
+    /// survives its holder. Session settings (`SET` outside a
+    /// transaction, `LISTEN`, temporary tables, prepared statements) do.
+    Rollback,
+    /// `ROLLBACK`, then `DISCARD ALL` (settings, `LISTEN`, temporary
+    /// tables, prepared statements and advisory locks all go), then the
+    /// init hook again; the statement cache is emptied. The next holder
+    /// gets a session as good as new.
+    Reset,
 }
 
 impl fmt::Debug for PgManager {
@@ -274,6 +322,8 @@ impl fmt::Debug for PgManager {
                 },
             )
             .field("init", &self.init.as_ref().map(|_| "<init hook>"))
+            .field("cleanup", &self.cleanup)
+            .field("statement_cache", &self.statement_cache)
             .finish()
     }
 }
@@ -293,7 +343,59 @@ impl PgManager {
             config,
             tls: Tls::None,
             init: None,
+            cleanup: PgCleanup::None,
+            statement_cache: DEFAULT_STATEMENT_CACHE,
         }
+    }
+
+    /// What to do to a returned connection before reuse (default
+    /// [`PgCleanup::None`]; see [`PgCleanup`] for the cost of each).
+    ///
+    /// ```
+    /// use latchless::managers::{PgCleanup, PgManager};
+    /// let m = PgManager::from_url("host=127.0.0.1 user=app").unwrap().with_cleanup(PgCleanup::Reset);
+    /// assert_eq!(m.cleanup_policy(), PgCleanup::Reset);
+    /// ```
+    pub fn with_cleanup(mut self, policy: PgCleanup) -> Self {
+        self.cleanup = policy;
+        self
+    }
+
+    /// The clean-up policy set by [`with_cleanup`](Self::with_cleanup).
+    ///
+    /// ```
+    /// use latchless::managers::{PgCleanup, PgManager};
+    /// assert_eq!(PgManager::from_url("host=127.0.0.1").unwrap().cleanup_policy(), PgCleanup::None);
+    /// ```
+    pub fn cleanup_policy(&self) -> PgCleanup {
+        self.cleanup
+    }
+
+    /// How many statements [`PgConnection::prepare_cached`] keeps per
+    /// connection (default 256); past that, the least recently used one
+    /// is dropped (and closed on the server). `0` caches nothing: every
+    /// `prepare_cached` prepares afresh, as PgBouncer in transaction mode
+    /// needs (a statement prepared on one server session is unknown to the
+    /// next).
+    ///
+    /// ```
+    /// use latchless::managers::PgManager;
+    /// let m = PgManager::from_url("host=127.0.0.1").unwrap().with_statement_cache(0);
+    /// assert_eq!(m.statement_cache(), 0);
+    /// ```
+    pub fn with_statement_cache(mut self, capacity: usize) -> Self {
+        self.statement_cache = capacity;
+        self
+    }
+
+    /// The statement cache's capacity per connection.
+    ///
+    /// ```
+    /// use latchless::managers::PgManager;
+    /// assert_eq!(PgManager::from_url("host=127.0.0.1").unwrap().statement_cache(), 256);
+    /// ```
+    pub fn statement_cache(&self) -> usize {
+        self.statement_cache
     }
 
     /// A manager from a URL (`postgres://user:pass@host:port/db?opts`) or a
@@ -393,6 +495,8 @@ impl Manager for PgManager {
             client,
             broken: false,
             statements: HashMap::new(),
+            capacity: self.statement_cache,
+            uses: 0,
             driver,
         };
         if let Some(init) = &self.init {
@@ -416,6 +520,32 @@ impl Manager for PgManager {
 
     fn is_broken(&self, conn: &mut PgConnection) -> bool {
         conn.is_marked_broken() || conn.is_closed()
+    }
+
+    /// Whether a [`PgCleanup`] policy is set: one load.
+    #[inline]
+    fn needs_cleanup(&self, _conn: &mut PgConnection) -> bool {
+        self.cleanup != PgCleanup::None
+    }
+
+    /// Runs the [`PgCleanup`] policy: `ROLLBACK`, and for `Reset`
+    /// `DISCARD ALL` (a statement of its own: it may not run inside a
+    /// transaction block) and the init hook on an emptied statement cache.
+    async fn cleanup(&self, conn: &mut PgConnection) -> Result<(), PgError> {
+        if self.cleanup == PgCleanup::None {
+            return Ok(());
+        }
+        let rolled_back = conn.client.batch_execute("ROLLBACK").await;
+        conn.observe(rolled_back).map_err(PgError::Cleanup)?;
+        if self.cleanup == PgCleanup::Reset {
+            let discarded = conn.client.batch_execute("DISCARD ALL").await;
+            conn.observe(discarded).map_err(PgError::Cleanup)?;
+            conn.statements.clear();
+            if let Some(init) = &self.init {
+                init(conn).await.map_err(PgError::Init)?;
+            }
+        }
+        Ok(())
     }
 
     /// [`PgError::is_permanent`]: bad credentials, an unknown database, a
@@ -464,9 +594,18 @@ where
 pub struct PgConnection {
     client: Client,
     broken: bool,
-    statements: HashMap<String, Statement>,
+    /// Cached statements with the use count at their last use (the least
+    /// recently used goes first when the cache is full).
+    statements: HashMap<String, (Statement, u64)>,
+    /// The cache's capacity (`PgManager::with_statement_cache`).
+    capacity: usize,
+    /// `prepare_cached` calls so far: the cache's clock.
+    uses: u64,
     driver: JoinHandle<()>,
 }
+
+/// The statement cache's default capacity per connection.
+const DEFAULT_STATEMENT_CACHE: usize = 256;
 
 impl fmt::Debug for PgConnection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -564,8 +703,10 @@ impl PgConnection {
     }
 
     /// Prepare `sql` once per connection and cache the statement (init
-    /// hooks can warm the cache). A failure that lost the session marks
-    /// the connection broken.
+    /// hooks can warm the cache), keeping at most
+    /// [`PgManager::with_statement_cache`] statements: the least recently
+    /// used goes first. A failure that lost the session marks the
+    /// connection broken.
     ///
     /// ```no_run
     /// # async fn demo(pool: latchless::Pool<latchless::managers::PgManager>) -> Result<(), Box<dyn std::error::Error>> {
@@ -576,13 +717,44 @@ impl PgConnection {
     /// # Ok(()) }
     /// ```
     pub async fn prepare_cached(&mut self, sql: &str) -> Result<Statement, tokio_postgres::Error> {
-        if let Some(stmt) = self.statements.get(sql) {
+        self.uses += 1;
+        let now = self.uses;
+        if let Some((stmt, used)) = self.statements.get_mut(sql) {
+            *used = now;
             return Ok(stmt.clone());
         }
         let prepared = self.client.prepare(sql).await;
         let stmt = self.observe(prepared)?;
-        self.statements.insert(sql.to_owned(), stmt.clone());
+        if self.capacity == 0 {
+            return Ok(stmt);
+        }
+        if self.statements.len() >= self.capacity {
+            // A miss prepares on the server anyway: a scan of the cache
+            // beside that round trip costs nothing worth a second index.
+            let oldest = self
+                .statements
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(sql, _)| sql.clone());
+            if let Some(oldest) = oldest {
+                self.statements.remove(&oldest);
+            }
+        }
+        self.statements.insert(sql.to_owned(), (stmt.clone(), now));
         Ok(stmt)
+    }
+
+    /// How many statements the cache holds now.
+    ///
+    /// ```no_run
+    /// # async fn demo(pool: latchless::Pool<latchless::managers::PgManager>) -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut conn = pool.get().await?;
+    /// conn.prepare_cached("SELECT 1").await?;
+    /// assert!(conn.cached_statements() >= 1);
+    /// # Ok(()) }
+    /// ```
+    pub fn cached_statements(&self) -> usize {
+        self.statements.len()
     }
 }
 
