@@ -137,7 +137,7 @@ impl<M: Manager> Core<M> {
         if self.needs_cleanup(&mut busy) {
             // Under `max_idle`, one nobody waits for and no idle room would
             // take is closed now rather than cleaned for nothing; a cleaned
-            // one rejoins through `put_back_fresh`, counted.
+            // one asks for admission then (`rejoin_cleaned`).
             if capped && !serve && !self.idle.has_room() {
                 return self.close_overflow(busy, retired);
             }
@@ -146,15 +146,35 @@ impl<M: Manager> Core<M> {
         if !capped {
             return self.publish(busy, now, retired);
         }
-        // Waiters first (and a closed pool closes it): `pass_on` counts
-        // what it shelves.
-        if serve {
+        self.admit_or_close(busy, now, retired);
+    }
+
+    /// Under `max_idle`: a healthy connection, stamped fresh, goes to the
+    /// oldest waiter (or is discarded by a closed pool) as `pass_on` does,
+    /// counted if shelved; otherwise into the idle set if it admits it,
+    /// else it is closed (reason `overflow`).
+    fn admit_or_close(&self, busy: Busy, now: u64, retired: &mut Retired) {
+        if self.closed.load(Ordering::Relaxed) || self.waiters.any() || self.starving() {
             return self.pass_on(Held::Busy(busy), retired);
         }
         if !self.idle.admit() {
             return self.close_overflow(busy, retired);
         }
         self.put_and_recheck(busy, now, retired, true);
+    }
+
+    /// A returned connection whose clean-up on return passed
+    /// (`offpath.rs`) rejoins the pool as [`put_back_fresh`](Self::put_back_fresh)
+    /// puts it, and under `max_idle` through the same admission as a
+    /// release.
+    pub(crate) fn rejoin_cleaned(&self, busy: Busy, retired: &mut Retired) {
+        if !self.idle.capped() {
+            return self.put_back_fresh(busy, retired);
+        }
+        let now = self.now_for_checks();
+        let life = &self.slots.of(&busy).life;
+        life.set_fresh_until(self.lifecycle.fresh_until(life.expires_at(), now));
+        self.admit_or_close(busy, now, retired);
     }
 
     /// Closes a returned connection `max_idle` leaves no room for (reason

@@ -346,3 +346,47 @@ fn a_connection_held_for_ten_times_the_threshold_is_reported_again_with_the_time
     assert_eq!(pool.metrics().leaks, 1, "one connection leaked");
     drop(stuck);
 }
+
+/// `max_idle` with a clean-up on return (`Manager::needs_cleanup`): a
+/// cleaned connection rejoins through the same admission as a release, so
+/// a burst returned while cleaning leaves at most `max_idle` idle.
+#[test]
+fn cleaned_returns_keep_to_max_idle() {
+    struct Dirty;
+    impl latchless::Manager for Dirty {
+        type Connection = ();
+        type Error = std::io::Error;
+        async fn connect(&self) -> Result<(), std::io::Error> {
+            Ok(())
+        }
+        fn needs_cleanup(&self, _conn: &mut ()) -> bool {
+            true
+        }
+        async fn cleanup(&self, _conn: &mut ()) -> Result<(), std::io::Error> {
+            tokio::task::yield_now().await;
+            Ok(())
+        }
+    }
+    let pool = Pool::builder(Dirty)
+        .max_size(6)
+        .max_idle(Some(2))
+        .background(false)
+        .build()
+        .unwrap();
+    let rt = runtime();
+    rt.block_on(async {
+        let held: Vec<_> = {
+            let mut v = Vec::new();
+            for _ in 0..6 {
+                v.push(pool.get().await.unwrap());
+            }
+            v
+        };
+        drop(held); // all six are being cleaned at once
+        wait_until("the clean-ups end", || pool.state().size == 2).await;
+        let m = pool.metrics();
+        assert_eq!(m.state.idle, 2, "{:?}", m.state);
+        assert_eq!(m.closed_overflow, 4);
+        assert_eq!(m.cleanups, 6);
+    });
+}
