@@ -235,6 +235,21 @@ impl<M: Manager> Core<M> {
         .unwrap_or(true)
     }
 
+    /// `Manager::is_broken`, then (if not broken) `Manager::needs_cleanup`,
+    /// on a returned connection: `(broken, needs cleaning)`. One guarded
+    /// call for both, so that the default `needs_cleanup` (a constant
+    /// `false`) costs the release nothing; a panic in either counts as
+    /// broken.
+    #[inline(always)]
+    pub(crate) fn judge_return(&self, busy: &mut Busy) -> (bool, bool) {
+        catch_unwind(AssertUnwindSafe(|| {
+            let conn = self.slots.conn_mut(busy);
+            let broken = self.manager.is_broken(conn);
+            (broken, !broken && self.manager.needs_cleanup(conn))
+        }))
+        .unwrap_or((true, false))
+    }
+
     /// A check of `busy`'s connection passed: stamp it verified now, and
     /// the server known alive (no probe for a period).
     pub(crate) fn passed_check(&self, busy: &Busy) {

@@ -109,16 +109,6 @@ async fn run_bounded<F: std::future::Future>(until: Option<Instant>, fut: F) -> 
 }
 
 impl<M: Manager> Core<M> {
-    /// `Manager::needs_cleanup` on a returned connection; a panic in it
-    /// counts as `true` (the clean-up decides).
-    #[inline(always)]
-    pub(crate) fn needs_cleanup(&self, busy: &mut Busy) -> bool {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.manager.needs_cleanup(self.slots.conn_mut(busy))
-        }))
-        .unwrap_or(true)
-    }
-
     /// Hands a returned connection that needs cleaning to a task of its
     /// own: the release returns now; the connection rejoins the pool (the
     /// oldest waiter first) only once its clean-up passed. Without a

@@ -88,8 +88,11 @@ impl<M: Manager> Core<M> {
         let slot = self.slots.of(&busy);
         // A guard dropped while its thread panics may hold a connection in
         // an unknown state (half a transaction): close it rather than reuse.
-        let broken =
-            slot.holding.is_marked() || std::thread::panicking() || self.is_broken(&mut busy);
+        let (broken, dirty) = if slot.holding.is_marked() || std::thread::panicking() {
+            (true, false)
+        } else {
+            self.judge_return(&mut busy)
+        };
         if self.lifecycle.ticks.leak != 0 {
             slot.holding.given_back();
         }
@@ -107,12 +110,11 @@ impl<M: Manager> Core<M> {
             self.retire(busy, retired);
         } else if self.slots.limited() {
             // A shrink is under way, or idle connections are bounded.
-            self.release_limited(busy, now, last, retired);
+            self.release_limited(busy, now, last, dirty, retired);
         } else {
             slot.life
                 .set_fresh_until(self.lifecycle.fresh_until(last, now));
-            // Nothing at all unless the manager overrides `needs_cleanup`.
-            if self.needs_cleanup(&mut busy) {
+            if dirty {
                 return self.clean_off_path(busy, retired);
             }
             self.publish(busy, now, retired);
@@ -123,10 +125,11 @@ impl<M: Manager> Core<M> {
     /// look at: surplus to a shrink (`resize`) closes; with `max_idle`, the
     /// oldest waiter is served first, and otherwise the connection goes
     /// idle only if the idle set admits it (`IdleSet::admit`), else it is
-    /// closed (reason `overflow`).
+    /// closed (reason `overflow`). `dirty`: the manager asked for a
+    /// clean-up on return (`Core::judge_return`).
     #[cold]
     #[inline(never)]
-    fn release_limited(&self, mut busy: Busy, now: u64, last: u64, retired: &mut Retired) {
+    fn release_limited(&self, busy: Busy, now: u64, last: u64, dirty: bool, retired: &mut Retired) {
         if self.slots.over_cap_slow() {
             return self.retire(busy, retired);
         }
@@ -134,7 +137,7 @@ impl<M: Manager> Core<M> {
         life.set_fresh_until(self.lifecycle.fresh_until(last, now));
         let capped = self.idle.capped();
         let serve = self.closed.load(Ordering::Relaxed) || self.waiters.any() || self.starving();
-        if self.needs_cleanup(&mut busy) {
+        if dirty {
             // Under `max_idle`, one nobody waits for and no idle room would
             // take is closed now rather than cleaned for nothing; a cleaned
             // one asks for admission then (`rejoin_cleaned`).

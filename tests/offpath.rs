@@ -262,6 +262,8 @@ struct Cleaning {
     fail: AtomicBool,
     hang: AtomicBool,
     panic: AtomicBool,
+    /// `needs_cleanup` panics while set.
+    panic_in_needs: AtomicBool,
     opened: AtomicU64,
 }
 
@@ -275,6 +277,7 @@ impl Default for Cleaning {
             fail: AtomicBool::new(false),
             hang: AtomicBool::new(false),
             panic: AtomicBool::new(false),
+            panic_in_needs: AtomicBool::new(false),
             opened: AtomicU64::new(0),
         }
     }
@@ -301,6 +304,9 @@ impl Manager for Dirty {
     }
 
     fn needs_cleanup(&self, conn: &mut Session) -> bool {
+        if self.0.panic_in_needs.load(SeqCst) {
+            panic!("needs_cleanup panicked (test)");
+        }
         conn.dirty
     }
 
@@ -467,4 +473,20 @@ fn without_a_runtime_a_dirty_connection_is_closed() {
     let m = pool.metrics();
     assert_eq!((m.cleanups, m.closed_cleanup, m.state.size), (1, 1, 0));
     assert_eq!(c.started.load(SeqCst), 0);
+}
+
+/// A panic in `needs_cleanup` closes the returned connection (counted as
+/// broken) and loses no place.
+#[test]
+fn a_panic_in_needs_cleanup_closes_the_connection() {
+    let rt = runtime();
+    rt.block_on(async {
+        let (pool, c) = dirty_pool(1);
+        c.panic_in_needs.store(true, SeqCst);
+        drop(pool.get().await.unwrap());
+        let m = pool.metrics();
+        assert_eq!((m.broken, m.cleanups, m.state.size), (1, 0, 0));
+        c.panic_in_needs.store(false, SeqCst);
+        assert_eq!(pool.get_timeout(LONG).await.unwrap().id, 1);
+    });
 }
