@@ -2,7 +2,8 @@
 //! the `churn` health alert, and leak reports repeated while a connection
 //! stays held. Time is the mock clock's (`Clock::mock`) and passes only
 //! when a test moves it; maintenance runs by hand (`Pool::maintain`).
-//! Request retries against a real server are in `retry_postgres.rs`.
+//! Request retries are here for a keyed pool on an in-memory manager, and
+//! against the real PostgreSQL in `retry_postgres.rs`.
 
 mod common;
 
