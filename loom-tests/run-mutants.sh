@@ -47,6 +47,7 @@ pairs=(
   "a_starved_get_on_one_key_is_served_by_a_release_on_another:budget_unchecked"
   "a_starved_get_on_one_key_is_served_by_a_release_on_another:release_ignores_starved"
   "a_token_freed_while_a_get_starves_reaches_it:put_back_no_recheck"
+  "two_releases_race_for_the_last_idle_place:idle_check_then_add"
   "a_keepalive_check_races_a_get_and_a_close:keepalive_put_back_blind"
   "a_keepalive_check_races_a_get_and_a_close:claim_without_cas"
 )

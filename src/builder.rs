@@ -166,6 +166,35 @@ impl<M> Builder<M> {
         min_idle: usize
     );
     setter!(
+        /// At most this many idle connections: a connection returned while
+        /// `max_idle` are idle is closed instead (counted in
+        /// [`Metrics::closed_overflow`](crate::Metrics::closed_overflow),
+        /// reason `overflow`), unless a `get` is waiting, which takes it.
+        /// A burst may open up to `max_size`; once it ends the pool keeps
+        /// `max_idle` and closes the rest at once, instead of holding them
+        /// until `idle_timeout`. Default `None`: keep every returned
+        /// connection. Must satisfy `min_idle <= max_idle <= max_size`.
+        ///
+        /// [`Pool::set_max_size`] below `max_idle` is allowed: the bound
+        /// then does not bind (never more are idle than are open) until the
+        /// pool grows again.
+        ///
+        /// Costs a pool without it nothing; with it, a return reads and
+        /// writes one shared count, and so does a hand-out of an idle
+        /// connection.
+        ///
+        /// ```
+        /// # use latchless::{Manager, Pool};
+        /// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+        /// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+        /// let pool = Pool::builder(M).max_size(8).max_idle(Some(2)).build().unwrap();
+        /// assert_eq!(pool.config().max_idle, Some(2));
+        /// let err = Pool::builder(M).max_size(8).max_idle(Some(9)).build().unwrap_err();
+        /// assert_eq!(err.to_string(), "max_idle (9) must be in min_idle (0)..=max_size (8)");
+        /// ```
+        max_idle: Option<usize>
+    );
+    setter!(
         /// Default wait bound for [`Pool::get`] (connecting included).
         /// Default 30 s; must be non-zero (use [`Pool::try_get`] not to wait).
         ///
@@ -314,8 +343,10 @@ impl<M> Builder<M> {
     );
     setter!(
         /// Report a connection held longer than this, with the location of
-        /// the `get` that took it. Default `None` (off); `Some(ZERO)` is
-        /// refused.
+        /// the `get` that took it and the time held so far, and report it
+        /// again each time its holding has doubled since the last report
+        /// (about 1, 2, 4, 8 … times the threshold) while it is still held.
+        /// Default `None` (off); `Some(ZERO)` is refused.
         ///
         /// ```
         /// # use latchless::{Manager, Pool};
@@ -505,6 +536,30 @@ impl<M> Builder<M> {
         self
     }
 
+    /// When [`Pool::health`] reports the
+    /// [`Churn`](crate::AlertKind::Churn) alert: the pool opens
+    /// connections faster than `max_size` per `period`, over the 30 s
+    /// window (value and threshold in opens per second). Default 10 s: a
+    /// pool of 10 fires above one open a second, 30 in the window, which a
+    /// cold start (10 opens) or a `max_lifetime` of minutes never reaches,
+    /// and an `idle_timeout` shorter than the gaps between requests, a
+    /// `max_lifetime` of seconds or a middlebox killing sessions does.
+    /// `Duration::MAX` turns the alert off; must be non-zero.
+    ///
+    /// ```
+    /// # use latchless::{Manager, Pool};
+    /// # use std::time::Duration;
+    /// # struct M; impl Manager for M { type Connection = (); type Error = std::io::Error;
+    /// #   async fn connect(&self) -> Result<(), std::io::Error> { Ok(()) } }
+    /// let pool = Pool::builder(M).churn_alert(Duration::from_secs(60)).build().unwrap();
+    /// assert_eq!(pool.config().churn_alert, Duration::from_secs(60));
+    /// assert!(Pool::builder(M).churn_alert(Duration::ZERO).build().is_err());
+    /// ```
+    pub fn churn_alert(mut self, period: Duration) -> Self {
+        self.config.churn_alert = period;
+        self
+    }
+
     /// The clock the pool reads: for idle times, lifetimes, pre-ping due
     /// times and leak reports. Default: [`Clock::real`](crate::Clock::real);
     /// tests pass [`Clock::mock`](crate::Clock::mock) and move its time
@@ -649,6 +704,17 @@ pub(crate) fn validate(c: &Config) -> Result<(), BuildError> {
             ),
         );
     }
+    if let Some(max_idle) = c.max_idle {
+        if max_idle < c.min_idle || max_idle > c.max_size {
+            return err(
+                "max_idle",
+                format!(
+                    "max_idle ({max_idle}) must be in min_idle ({})..=max_size ({})",
+                    c.min_idle, c.max_size
+                ),
+            );
+        }
+    }
     if c.shards == 0 || c.shards > MAX_SHARDS {
         return err(
             "shards",
@@ -677,6 +743,12 @@ pub(crate) fn validate(c: &Config) -> Result<(), BuildError> {
                 "max_connect_backoff ({:?}) must not be below connect_backoff ({:?})",
                 c.max_connect_backoff, c.connect_backoff
             ),
+        );
+    }
+    if c.churn_alert.is_zero() {
+        return err(
+            "churn_alert",
+            "churn_alert must be non-zero (Duration::MAX turns the alert off)".into(),
         );
     }
     if c.breaker == Some(0) {

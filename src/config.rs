@@ -44,6 +44,11 @@ pub struct Config {
     pub max_size_limit: Option<usize>,
     /// Connections kept open even when unused. Default 0.
     pub min_idle: usize,
+    /// At most this many idle connections: a return that would leave more
+    /// closes the connection instead, unless a waiter takes it
+    /// ([`Builder::max_idle`](crate::Builder::max_idle)). Default `None`:
+    /// keep every returned connection.
+    pub max_idle: Option<usize>,
     /// Default wait bound for [`Pool::get`](crate::Pool::get). Default 30 s.
     pub acquire_timeout: Duration,
     /// Bound on one [`Manager::connect`](crate::Manager::connect). Default 10 s.
@@ -101,6 +106,10 @@ pub struct Config {
     /// least 100 acquisitions in the 30 s window). Default 100 ms;
     /// `Duration::MAX` turns it off.
     pub wait_alert: Duration,
+    /// The churn alert ([`Churn`](crate::AlertKind::Churn)) fires when the
+    /// pool opens connections faster than `max_size` per this time, over
+    /// the 30 s window. Default 10 s; `Duration::MAX` turns it off.
+    pub churn_alert: Duration,
 }
 
 impl Default for Config {
@@ -109,6 +118,7 @@ impl Default for Config {
             max_size: 10,
             max_size_limit: None,
             min_idle: 0,
+            max_idle: None,
             acquire_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             check_timeout: Duration::from_secs(5),
@@ -128,6 +138,7 @@ impl Default for Config {
             membarrier: true,
             name: String::from("latchless"),
             wait_alert: Duration::from_millis(100),
+            churn_alert: Duration::from_secs(10),
         }
     }
 }

@@ -95,8 +95,13 @@ impl<M: Manager> Core<M> {
         Arc::new_cyclic(|weak: &Weak<Owner<M>>| {
             let seed = now ^ 0x9E37_79B9_7F4A_7C15 ^ (weak.as_ptr().addr() as u64);
             Owner::new(Core {
-                slots: Slots::with_cap(config.limit(), config.max_size),
-                idle: IdleSet::new(config.shards, config.limit(), config.membarrier),
+                slots: Slots::with_cap(config.limit(), config.max_size, config.max_idle.is_some()),
+                idle: IdleSet::new(
+                    config.shards,
+                    config.limit(),
+                    config.membarrier,
+                    config.max_idle,
+                ),
                 waiters: Waiters::new(config.limit()),
                 budget,
                 closed: AtomicBool::new(false),
@@ -120,7 +125,7 @@ impl<M: Manager> Core<M> {
                 breaker: Breaker::new(config.breaker, ms(config.connect_backoff)),
                 landed: tokio::sync::Notify::new(),
                 drained: tokio::sync::Notify::new(),
-                watch: Watch::new(&config.name, config.wait_alert, now),
+                watch: Watch::new(&config.name, config.wait_alert, config.churn_alert, now),
                 weak: weak.clone(),
                 clock,
                 manager,
@@ -334,7 +339,12 @@ impl<M: Manager> Household for Core<M> {
         self.state().in_use > 0
     }
 
-    /// Reports (once each) connections held longer than `threshold` ticks.
+    /// Reports connections held longer than `threshold` ticks: first once
+    /// past it, then again each time the holding has doubled since its last
+    /// report (about 1, 2, 4, 8 … times the threshold), each report stating
+    /// the time held so far, so that a stuck holder stays visible for as
+    /// long as it is stuck. `Metrics::leaks` counts connections (their
+    /// first report).
     ///
     /// Compares a real clock reading taken here (not the cached one, nor
     /// the pass's `now`) with the real stamp taken at hand-out
@@ -348,14 +358,17 @@ impl<M: Manager> Household for Core<M> {
         let now = self.clock.exact();
         let from = threshold.saturating_add(1);
         for index in 0..self.slots.capacity() as u32 {
-            if let Some((serial, held, by)) = self.slots.leak(index, now, from) {
-                bump(&self.counters.leaks);
+            if let Some((serial, held, by, first)) = self.slots.leak(index, now, from) {
+                if first {
+                    bump(&self.counters.leaks);
+                }
                 tracing::warn!(
                     target: "latchless",
                     connection = serial,
                     held_ms = held,
                     taken_at = %by,
-                    "connection held longer than leak_threshold ({threshold} ms); taken by the `get` at {by}"
+                    repeated = !first,
+                    "connection held longer than leak_threshold ({threshold} ms): {held} ms so far; taken by the `get` at {by}"
                 );
             }
         }

@@ -32,6 +32,7 @@
 //! | [`AcquireWait`](AlertKind::AcquireWait) | the window's acquire-wait p99 is above the threshold, over at least `wait_min_samples` acquisitions (a p99 of fewer is just their maximum: a cold start's first connect would fire it) | above 100 ms (`Builder::wait_alert`), at least 100 acquisitions |
 //! | [`Exhaustion`](AlertKind::Exhaustion) | any `get` in the window failed with `Timeout` or `Exhausted` (value: how many) | any |
 //! | [`BackendDown`](AlertKind::BackendDown) | the breaker is open (`Builder::breaker`), or connects failed in the window and none succeeded, or the restart epoch moved (a failed check, a failed probe of a broken connection included); value: the failures plus one per sample that saw the epoch move (at least the consecutive failures that opened the breaker) | any |
+//! | [`Churn`](AlertKind::Churn) | connections opened per second over the window are above `max_size / churn_period` (value and threshold: opens per second): the pool opens and closes connections in a loop | `max_size` opens per 10 s (`Builder::churn_alert`) |
 //!
 //! Utilization is judged on consecutive samples, not on the ring: it
 //! fires at the first sample `sustain_ms` after the first of an unbroken
@@ -91,13 +92,16 @@ use crate::histogram::{Histogram, HistogramSnapshot};
 
 const BUCKETS: usize = Histogram::BUCKETS;
 
+/// How many alert kinds there are.
+const KINDS: usize = 5;
+
 /// Which condition an [`Alert`] reports, and the unit of its
 /// [`value`](Alert::value) and [`threshold`](Alert::threshold).
 ///
 /// ```
 /// use latchless::AlertKind;
 /// assert_eq!(AlertKind::AcquireWait.to_string(), "acquire_wait");
-/// assert_eq!(AlertKind::ALL.len(), 4);
+/// assert_eq!(AlertKind::ALL.len(), 5);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -113,6 +117,12 @@ pub enum AlertKind {
     /// Connects failing with none succeeding, or the restart epoch moving,
     /// in the window (unit: events; threshold 0).
     BackendDown,
+    /// Connections opened per second over the window, above `max_size`
+    /// per [`Builder::churn_alert`](crate::Builder::churn_alert) (unit:
+    /// opens per second): the pool opens and closes connections in a loop
+    /// (an `idle_timeout` shorter than the traffic's gaps, lifetimes too
+    /// short, a middlebox killing sessions).
+    Churn,
 }
 
 impl AlertKind {
@@ -121,11 +131,12 @@ impl AlertKind {
     /// ```
     /// assert_eq!(latchless::AlertKind::ALL[0], latchless::AlertKind::Utilization);
     /// ```
-    pub const ALL: [AlertKind; 4] = [
+    pub const ALL: [AlertKind; KINDS] = [
         AlertKind::Utilization,
         AlertKind::AcquireWait,
         AlertKind::Exhaustion,
         AlertKind::BackendDown,
+        AlertKind::Churn,
     ];
 
     /// A stable snake_case name, for logs and metric labels.
@@ -139,6 +150,7 @@ impl AlertKind {
             AlertKind::AcquireWait => "acquire_wait",
             AlertKind::Exhaustion => "exhaustion",
             AlertKind::BackendDown => "backend_down",
+            AlertKind::Churn => "churn",
         }
     }
 
@@ -192,6 +204,7 @@ pub struct Alert {
 /// | [`AcquireWait`](AlertKind::AcquireWait) | the window's acquire-wait p99 is above the threshold, over at least 100 acquisitions (the p99 of fewer is just their maximum: a cold start's first connects would fire it) | above 100 ms (`Builder::wait_alert`) |
 /// | [`Exhaustion`](AlertKind::Exhaustion) | any `get` in the window failed with `Timeout` or `Exhausted` (value: how many) | any |
 /// | [`BackendDown`](AlertKind::BackendDown) | the breaker is open (`Builder::breaker`), or connects failed in the window and none succeeded, or the restart epoch moved (a failed check or a broken connection); value: the failures, plus one per sample that saw the epoch move (at least the consecutive failures that opened the breaker) | any |
+/// | [`Churn`](AlertKind::Churn) | connections opened per second over the window above `max_size` per `churn_alert` (value and threshold in opens per second) | `max_size` opens per 10 s (`Builder::churn_alert`) |
 ///
 /// Each transition into firing logs one `tracing` warning (fields `pool`,
 /// `alert`, `value`, `threshold`), at most one per alert kind per window;
@@ -373,6 +386,9 @@ pub(crate) struct HealthConfig {
     pub(crate) wait_p99_ns: Option<u64>,
     /// Acquisitions the window needs before its p99 is judged.
     pub(crate) wait_min_samples: u64,
+    /// The time in which opening `max_size` connections fires the churn
+    /// alert (ms); `None`: off.
+    pub(crate) churn_period_ms: Option<u64>,
 }
 
 impl Default for HealthConfig {
@@ -384,6 +400,7 @@ impl Default for HealthConfig {
             sustain_ms: 30_000,
             wait_p99_ns: Some(100_000_000),
             wait_min_samples: 100,
+            churn_period_ms: Some(10_000),
         }
     }
 }
@@ -442,10 +459,17 @@ pub(crate) struct Sampling {
 
 impl Watch {
     /// The watch of a pool named `name`, built at `now`, whose wait alert
-    /// fires above `wait_alert`.
-    pub(crate) fn new(name: &str, wait_alert: Duration, now: u64) -> Self {
+    /// fires above `wait_alert` and whose churn alert fires when it opens
+    /// `max_size` connections faster than `churn_alert` (`Duration::MAX`:
+    /// off).
+    pub(crate) fn new(name: &str, wait_alert: Duration, churn_alert: Duration, now: u64) -> Self {
         let cfg = HealthConfig {
             wait_p99_ns: Some(u64::try_from(wait_alert.as_nanos()).unwrap_or(u64::MAX)),
+            churn_period_ms: (churn_alert != Duration::MAX).then(|| {
+                u64::try_from(churn_alert.as_millis())
+                    .unwrap_or(u64::MAX)
+                    .max(1)
+            }),
             ..HealthConfig::default()
         };
         Self {
@@ -601,11 +625,11 @@ pub(crate) struct Monitor {
     /// Start and lowest value of the current run of samples above the
     /// utilization threshold.
     util_run: Option<(u64, f64)>,
-    kinds: [KindState; 4],
+    kinds: [KindState; KINDS],
     /// Warnings logged per kind (tests read these).
-    pub(crate) warnings: [u64; 4],
+    pub(crate) warnings: [u64; KINDS],
     /// Recoveries logged per kind.
-    pub(crate) recoveries: [u64; 4],
+    pub(crate) recoveries: [u64; KINDS],
 }
 
 impl Monitor {
@@ -639,9 +663,9 @@ impl Monitor {
             max_size: 0,
             down_after: 0,
             util_run: None,
-            kinds: [KindState::default(); 4],
-            warnings: [0; 4],
-            recoveries: [0; 4],
+            kinds: [KindState::default(); KINDS],
+            warnings: [0; KINDS],
+            recoveries: [0; KINDS],
         }
     }
 
@@ -740,8 +764,8 @@ impl Monitor {
     }
 
     /// Which alerts fire now: `(value, threshold)` per kind.
-    fn judge(&mut self, now: u64) -> [Option<(f64, f64)>; 4] {
-        let mut out = [None; 4];
+    fn judge(&mut self, now: u64) -> [Option<(f64, f64)>; KINDS] {
+        let mut out = [None; KINDS];
         if let Some((start, lowest)) = self.util_run {
             if now - start >= self.cfg.sustain_ms {
                 out[AlertKind::Utilization.idx()] = Some((lowest, self.cfg.utilization));
@@ -761,6 +785,18 @@ impl Monitor {
         if (t.connect_failures > 0 && t.connects == 0) || t.epoch_trips > 0 || self.down_after > 0 {
             let events = (t.connect_failures + t.epoch_trips).max(self.down_after);
             out[AlertKind::BackendDown.idx()] = Some((events as f64, 0.0));
+        }
+        if let Some(period) = self.cfg.churn_period_ms {
+            // Opens over the window above max_size per period, compared
+            // exactly: opens × period > max_size × window.
+            let window = self.window_ms();
+            let opens = u128::from(t.connects) * u128::from(period);
+            if self.max_size > 0 && opens > self.max_size as u128 * u128::from(window) {
+                out[AlertKind::Churn.idx()] = Some((
+                    t.connects as f64 * 1000.0 / window as f64,
+                    self.max_size as f64 * 1000.0 / period as f64,
+                ));
+            }
         }
         out
     }

@@ -86,6 +86,18 @@
 //!   connection stays PARKED and a scan finds it. The pool id is a
 //!   process-wide counter, never an address, so a later pool at the same
 //!   address never mistakes an old key for its own.
+//! - With `Builder::max_idle` set, [`IdleCount`] counts the idle
+//!   connections: one more *before* a connection goes in (so a taker's
+//!   decrement, after its claim, never comes first), one fewer after a
+//!   claim that takes one out ([`IdleSet::take`],
+//!   [`IdleSet::claim_in_place`]). A release goes in only through
+//!   [`IdleSet::admit`], one compare-and-swap that takes a place under the
+//!   bound, so racing releases never leave more than `max_idle` idle. The
+//!   other ways in (a requeue, a connection no waiter took, a refill) are
+//!   counted but not refused. A bounded pool never parks a connection in a
+//!   thread's cache ([`IdleSet::put_shared`]), so the acquire's parked
+//!   path, the uncontended cycle of an unbounded pool, has nothing to
+//!   uncount and reads nothing more; without the bound nothing is counted.
 
 use crossbeam_utils::CachePadded;
 
@@ -333,7 +345,12 @@ pub(crate) struct IdleSet {
     /// This pool's identity in the threads' caches: unique in the process,
     /// never reused.
     id: u64,
+    /// The bound on idle connections (`Builder::max_idle`), `usize::MAX`
+    /// when there is none; beside `id`, which every acquire reads.
+    max_idle: usize,
     shards: Shards,
+    /// Idle connections, counted only under a bound (module invariants).
+    count: IdleCount,
     /// The parking release's asymmetric fence (`asym.rs`): whether
     /// releasers fence after parking; armed by waiters, `close` and
     /// shrinks.
@@ -344,12 +361,62 @@ impl IdleSet {
     /// An empty idle set of `shards` shards for a pool of up to `max_size`
     /// connections; `membarrier`: whether parking may skip its fence
     /// (`Config::membarrier`).
-    pub(crate) fn new(shards: usize, max_size: usize, membarrier: bool) -> Self {
+    pub(crate) fn new(
+        shards: usize,
+        max_size: usize,
+        membarrier: bool,
+        max_idle: Option<usize>,
+    ) -> Self {
         Self {
             id: NEXT_POOL_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            max_idle: max_idle.unwrap_or(usize::MAX),
             shards: Shards::new(shards, Shards::room_per_shard(max_size, shards)),
+            count: IdleCount::new(),
             asym: Asym::new(membarrier),
         }
+    }
+
+    /// Whether idle connections are bounded (`Builder::max_idle`).
+    #[inline(always)]
+    pub(crate) fn capped(&self) -> bool {
+        self.max_idle != usize::MAX
+    }
+
+    /// Takes a place under the bound for a released connection about to go
+    /// in (then [`put`](Self::put) it); false when `max_idle` are idle
+    /// already, and the caller closes it instead. Only under a bound.
+    pub(crate) fn admit(&self) -> bool {
+        self.count.admit(self.max_idle)
+    }
+
+    /// Whether fewer than `max_idle` are counted idle now (a look, no
+    /// admission). Only under a bound.
+    pub(crate) fn has_room(&self) -> bool {
+        self.count.get() < self.max_idle
+    }
+
+    /// Counts a connection about to go in by a way that is not refused (a
+    /// connection no waiter took, a refill; [`put_back`](Self::put_back)
+    /// counts itself); call before the push. Nothing without a bound.
+    #[inline(always)]
+    pub(crate) fn entering(&self) {
+        if self.capped() {
+            self.count.add();
+        }
+    }
+
+    /// Uncounts a connection a claim took out. Nothing without a bound.
+    #[inline(always)]
+    fn left(&self) {
+        if self.capped() {
+            self.count.sub();
+        }
+    }
+
+    /// Idle connections as counted under a bound (0 without one).
+    #[cfg(test)]
+    pub(crate) fn counted(&self) -> usize {
+        self.count.get()
     }
 
     /// Takes an idle connection: this thread's parked one if it is still
@@ -359,6 +426,8 @@ impl IdleSet {
     pub(crate) fn take<C>(&self, slots: &Slots<C>) -> Option<Busy> {
         if let Some(key) = self.unpark() {
             if let Some(busy) = slots.claim_parked(key) {
+                // Never a bounded pool's: it does not park (`put_shared`),
+                // so nothing to uncount on this path.
                 return Some(busy);
             }
         }
@@ -370,11 +439,16 @@ impl IdleSet {
     fn take_shared<C>(&self, slots: &Slots<C>) -> Option<Busy> {
         while let Some(key) = self.shards.pop() {
             if let Some(busy) = slots.claim(key) {
+                self.left();
                 return Some(busy);
             }
             self.shards.forget_stale();
         }
-        self.steal_parked(slots)
+        let stolen = self.steal_parked(slots);
+        if stolen.is_some() {
+            self.left();
+        }
+        stolen
     }
 
     /// The scan for connections parked by other threads (each thread starts
@@ -421,6 +495,15 @@ impl IdleSet {
         }
     }
 
+    /// [`put`](Self::put) for a pool that bounds its idle connections:
+    /// always into the shards, never parked, so that the acquire's parked
+    /// path needs no uncount (module invariants). Ends in a SeqCst
+    /// operation of ours.
+    pub(crate) fn put_shared<C>(&self, slots: &Slots<C>, busy: Busy, now: u64) {
+        self.push(slots, busy, now);
+        sync::sc_load_after_rmw();
+    }
+
     /// Puts a connection into the shards (never this thread's cache: the
     /// caller is not the one who will take it back), stamped as released
     /// at `now`. Ends in a SeqCst operation of ours.
@@ -434,6 +517,7 @@ impl IdleSet {
     /// the time it went idle (`try_get` may not hand it out: it is due for
     /// a check). Ends in a SeqCst fence of ours.
     pub(crate) fn put_back<C>(&self, slots: &Slots<C>, busy: Busy) {
+        self.entering();
         let since = slots.of(&busy).life.released_at();
         let key = slots.make_idle(busy, since);
         self.shards.push_back(key, |k| slots.is_live(k));
@@ -454,13 +538,17 @@ impl IdleSet {
         index: u32,
         serial: u64,
     ) -> Option<Busy> {
-        slots.claim_in_place(index, serial, |queued| {
+        let claimed = slots.claim_in_place(index, serial, |queued| {
             if queued {
                 self.shards.count_stale();
             } else {
                 self.shards.uncount_stale();
             }
-        })
+        });
+        if claimed.is_some() {
+            self.left();
+        }
+        claimed
     }
 
     /// The other side of the parking release's fence, after a write that
@@ -515,6 +603,62 @@ impl IdleSet {
     }
 }
 
+/// The count of idle connections under `Builder::max_idle` (module
+/// invariants), on a line of its own: releases and acquires of a bounded
+/// pool write it.
+struct IdleCount {
+    n: CachePadded<AtomicUsize>,
+}
+
+impl IdleCount {
+    fn new() -> Self {
+        Self {
+            n: CachePadded::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// One more if fewer than `max` are counted: the compare-and-swap makes
+    /// the look and the increment one step, so two releases cannot both
+    /// take the last place.
+    fn admit(&self, max: usize) -> bool {
+        // loom mutant: idle_check_then_add (a look, then an add: two
+        // racing releases both see room and both go idle), see
+        // loom-tests/run-mutants.sh
+        if mutant("idle_check_then_add") {
+            if self.n.load(Ordering::SeqCst) >= max {
+                return false;
+            }
+            self.n.fetch_add(1, Ordering::SeqCst);
+            return true;
+        }
+        let mut n = self.n.load(Ordering::Relaxed);
+        loop {
+            if n >= max {
+                return false;
+            }
+            match self
+                .n
+                .compare_exchange_weak(n, n + 1, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return true,
+                Err(now) => n = now,
+            }
+        }
+    }
+
+    fn add(&self) {
+        self.n.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn sub(&self) {
+        self.n.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> usize {
+        self.n.load(Ordering::Relaxed)
+    }
+}
+
 /// Counts one more release turned away by the cached key of another pool;
 /// true once the key is taken for stale.
 #[cold]
@@ -540,6 +684,29 @@ mod tests {
 
     fn key(index: u32, generation: u64) -> SlotKey {
         SlotKey::new(index, generation)
+    }
+
+    #[test]
+    fn admission_stops_at_max_idle_and_counts_every_way_in_and_out() {
+        let slots: Slots<u8> = Slots::new(4);
+        let set = IdleSet::new(1, 4, false, Some(2));
+        assert!(set.capped());
+        assert!(set.admit() && set.admit());
+        assert!(!set.admit(), "two idle: the third is refused");
+        assert_eq!(set.counted(), 2);
+        set.entering(); // a connection no waiter took is counted, not refused
+        assert_eq!(set.counted(), 3);
+        assert!(!set.has_room());
+        // A claim that takes a connection out uncounts it.
+        let place = slots.reserve().unwrap();
+        let busy = slots.fill(place, 7, 1, 0, u64::MAX, 0);
+        set.put_shared(&slots, busy, 0);
+        assert!(set.take(&slots).is_some());
+        assert_eq!(set.counted(), 2);
+        let unbounded = IdleSet::new(1, 4, false, None);
+        assert!(!unbounded.capped());
+        unbounded.entering();
+        assert_eq!(unbounded.counted(), 0, "nothing counted without a bound");
     }
 
     #[test]
@@ -662,7 +829,10 @@ mod tests {
     #[test]
     fn a_cached_key_of_a_pool_no_longer_used_here_is_replaced() {
         std::thread::spawn(|| {
-            let (a, b) = (IdleSet::new(1, 4, false), IdleSet::new(1, 4, false));
+            let (a, b) = (
+                IdleSet::new(1, 4, false, None),
+                IdleSet::new(1, 4, false, None),
+            );
             assert!(a.park(key(0, 1)));
             assert!(!a.park(key(1, 1)), "one key per thread");
             for i in 0..STALE_AFTER {

@@ -394,7 +394,7 @@ where
 /// A connection of one key, checked out of a [`KeyedPool`]; returned (or
 /// closed if broken) when dropped. As [`Pooled`], with the key.
 #[must_use = "dropping it returns the connection at once"]
-pub struct KeyedPooled<K, M: KeyedManager<K>>(Pooled<PerKey<K, M>>)
+pub struct KeyedPooled<K, M: KeyedManager<K>>(pub(crate) Pooled<PerKey<K, M>>)
 where
     K: Send + Sync + 'static;
 
@@ -639,7 +639,7 @@ where
         map.get(key)?.pool.try_get().map(KeyedPooled)
     }
 
-    fn acquire<'a>(
+    pub(crate) fn acquire<'a>(
         &'a self,
         key: &'a K,
         timeout: Duration,

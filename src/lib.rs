@@ -119,6 +119,7 @@ mod offpath;
 mod pool;
 mod pooled;
 mod release;
+mod retry;
 mod slots;
 mod sync;
 #[cfg(test)]
@@ -143,6 +144,7 @@ pub use manager::Manager;
 pub use metrics::{Metrics, State};
 pub use pool::Pool;
 pub use pooled::Pooled;
+pub use retry::{RetryError, RetryPolicy};
 pub use time::{Clock, MockClock};
 
 #[cfg(feature = "http")]

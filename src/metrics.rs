@@ -55,7 +55,8 @@ pub struct State {
 /// `opened == closed + detached + state.size` (connects in flight aside)
 /// when the pool is quiescent; `closed` is the sum of the close reasons
 /// (`closed_idle + closed_lifetime + broken + check_failures +
-/// closed_check_cancelled + closed_pool_closed + closed_cleanup`). Histograms are in
+/// closed_check_cancelled + closed_pool_closed + closed_cleanup +
+/// closed_overflow`). Histograms are in
 /// nanoseconds, each value read back within
 /// [`HistogramSnapshot::RELATIVE_ERROR`](crate::HistogramSnapshot::RELATIVE_ERROR) (1/64); the hold time is measured on the
 /// pool's cached clock, in whole milliseconds. Not `Copy` (the histograms
@@ -131,7 +132,8 @@ pub struct Metrics {
     /// held) or found broken by `is_broken` when handed out from the idle
     /// set. One broken connection closes that connection only.
     pub broken: u64,
-    /// Connections reported as held past `leak_threshold`.
+    /// Connections reported as held past `leak_threshold`, each counted
+    /// once however often it is reported again.
     pub leaks: u64,
     /// Maintenance passes run.
     pub maintenance_passes: u64,
@@ -150,6 +152,9 @@ pub struct Metrics {
     pub closed_check_cancelled: u64,
     /// Of `closed`: closed because the pool was closed.
     pub closed_pool_closed: u64,
+    /// Of `closed`: returned while `max_idle` connections were idle and
+    /// nobody waited ([`Builder::max_idle`](crate::Builder::max_idle)).
+    pub closed_overflow: u64,
     /// Of `closed`: a clean-up on return
     /// ([`Manager::cleanup`](crate::Manager::cleanup)) failed, outlasted
     /// `check_timeout`, panicked, or had no runtime to run on.
@@ -215,6 +220,7 @@ impl Metrics {
         self.closed_lifetime += o.closed_lifetime;
         self.closed_check_cancelled += o.closed_check_cancelled;
         self.closed_pool_closed += o.closed_pool_closed;
+        self.closed_overflow += o.closed_overflow;
         self.closed_cleanup += o.closed_cleanup;
         self.cleanups += o.cleanups;
         self.keepalive_checks += o.keepalive_checks;
@@ -257,6 +263,7 @@ pub(crate) struct Counters {
     pub(crate) closed_lifetime: AtomicU64,
     pub(crate) closed_check_cancelled: AtomicU64,
     pub(crate) closed_pool_closed: AtomicU64,
+    pub(crate) closed_overflow: AtomicU64,
     pub(crate) closed_cleanup: AtomicU64,
     pub(crate) cleanups: AtomicU64,
     pub(crate) keepalive_checks: AtomicU64,
@@ -329,6 +336,7 @@ impl Counters {
             closed_lifetime: r(&self.closed_lifetime),
             closed_check_cancelled: r(&self.closed_check_cancelled),
             closed_pool_closed: r(&self.closed_pool_closed),
+            closed_overflow: r(&self.closed_overflow),
             closed_cleanup: r(&self.closed_cleanup),
             cleanups: r(&self.cleanups),
             keepalive_checks: r(&self.keepalive_checks),
@@ -411,6 +419,7 @@ pub(crate) fn export(
         ("check_failed", m.check_failures),
         ("check_cancelled", m.closed_check_cancelled),
         ("pool_closed", m.closed_pool_closed),
+        ("overflow", m.closed_overflow),
         ("cleanup_failed", m.closed_cleanup),
     ] {
         ::metrics::counter!("latchless_connections_closed_total", "pool" => name.clone(), "reason" => reason)

@@ -232,7 +232,7 @@ async fn clean<M: Manager>(mut job: Job<M>) {
     match outcome {
         Some(Ok(())) => {
             if let Some(busy) = job.busy.take() {
-                owner.put_back_fresh(busy, &mut Settle::new(&owner));
+                owner.rejoin_cleaned(busy, &mut Settle::new(&owner));
             }
         }
         Some(Err(e)) => {

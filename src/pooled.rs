@@ -136,6 +136,20 @@ impl<M: Manager> Pooled<M> {
         this.core().slots.of(&this.slot).holding.is_marked()
     }
 
+    /// Whether the connection is lost: marked broken by its holder, or
+    /// the manager's `is_broken` says so (a panic in it counts as lost).
+    /// What a release would judge, asked early (`Pool::retry`).
+    pub(crate) fn is_lost(this: &mut Self) -> bool {
+        if Self::is_marked_broken(this) {
+            return true;
+        }
+        // SAFETY: the core lives while this guard's connection is open
+        // (as in `core`), and the borrow of the core does not overlap
+        // the guard's own token, borrowed mutably below.
+        let core = unsafe { this.core.get() };
+        core.is_broken(&mut this.slot)
+    }
+
     /// The manager of the pool this connection came from (a keyed pool's
     /// names the key).
     pub(crate) fn manager(this: &Self) -> &M {

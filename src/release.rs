@@ -108,9 +108,9 @@ impl<M: Manager> Core<M> {
             bump(&self.counters.expired);
             self.note_close(&self.counters.closed_lifetime, "lifetime");
             self.retire(busy, retired);
-        } else if self.slots.over_cap() {
-            // A shrink is under way (`resize`): surplus closes on return.
-            self.retire(busy, retired);
+        } else if self.slots.limited() {
+            // A shrink is under way, or idle connections are bounded.
+            self.release_limited(busy, now, last, dirty, retired);
         } else {
             slot.life
                 .set_fresh_until(self.lifecycle.fresh_until(last, now));
@@ -119,6 +119,72 @@ impl<M: Manager> Core<M> {
             }
             self.publish(busy, now, retired);
         }
+    }
+
+    /// The end of [`release`](Self::release) in a pool with a bound to
+    /// look at: surplus to a shrink (`resize`) closes; with `max_idle`, the
+    /// oldest waiter is served first, and otherwise the connection goes
+    /// idle only if the idle set admits it (`IdleSet::admit`), else it is
+    /// closed (reason `overflow`). `dirty`: the manager asked for a
+    /// clean-up on return (`Core::judge_return`).
+    #[cold]
+    #[inline(never)]
+    fn release_limited(&self, busy: Busy, now: u64, last: u64, dirty: bool, retired: &mut Retired) {
+        if self.slots.over_cap_slow() {
+            return self.retire(busy, retired);
+        }
+        let life = &self.slots.of(&busy).life;
+        life.set_fresh_until(self.lifecycle.fresh_until(last, now));
+        let capped = self.idle.capped();
+        let serve = self.closed.load(Ordering::Relaxed) || self.waiters.any() || self.starving();
+        if dirty {
+            // Under `max_idle`, one nobody waits for and no idle room would
+            // take is closed now rather than cleaned for nothing; a cleaned
+            // one asks for admission then (`rejoin_cleaned`).
+            if capped && !serve && !self.idle.has_room() {
+                return self.close_overflow(busy, retired);
+            }
+            return self.clean_off_path(busy, retired);
+        }
+        if !capped {
+            return self.publish(busy, now, retired);
+        }
+        self.admit_or_close(busy, now, retired);
+    }
+
+    /// Under `max_idle`: a healthy connection, stamped fresh, goes to the
+    /// oldest waiter (or is discarded by a closed pool) as `pass_on` does,
+    /// counted if shelved; otherwise into the idle set if it admits it,
+    /// else it is closed (reason `overflow`).
+    fn admit_or_close(&self, busy: Busy, now: u64, retired: &mut Retired) {
+        if self.closed.load(Ordering::Relaxed) || self.waiters.any() || self.starving() {
+            return self.pass_on(Held::Busy(busy), retired);
+        }
+        if !self.idle.admit() {
+            return self.close_overflow(busy, retired);
+        }
+        self.put_and_recheck(busy, now, retired, true);
+    }
+
+    /// A returned connection whose clean-up on return passed
+    /// (`offpath.rs`) rejoins the pool as [`put_back_fresh`](Self::put_back_fresh)
+    /// puts it, and under `max_idle` through the same admission as a
+    /// release.
+    pub(crate) fn rejoin_cleaned(&self, busy: Busy, retired: &mut Retired) {
+        if !self.idle.capped() {
+            return self.put_back_fresh(busy, retired);
+        }
+        let now = self.now_for_checks();
+        let life = &self.slots.of(&busy).life;
+        life.set_fresh_until(self.lifecycle.fresh_until(life.expires_at(), now));
+        self.admit_or_close(busy, now, retired);
+    }
+
+    /// Closes a returned connection `max_idle` leaves no room for (reason
+    /// `overflow`) and passes its place on.
+    fn close_overflow(&self, busy: Busy, retired: &mut Retired) {
+        self.note_close(&self.counters.closed_overflow, "overflow");
+        self.retire(busy, retired);
     }
 
     /// Records a holding of `ticks` (≥ 1) ms in the hold histogram.
@@ -140,9 +206,22 @@ impl<M: Manager> Core<M> {
         if self.closed.load(Ordering::Relaxed) || self.waiters.any() || self.starving() {
             return self.pass_on(Held::Busy(busy), retired);
         }
+        self.put_and_recheck(busy, now, retired, false);
+    }
+
+    /// The idle half of [`publish`](Self::publish): the put, then the
+    /// re-check. Also the end of a release the idle set admitted under
+    /// `max_idle` (`release_limited`, `bounded`), which counted it already
+    /// and puts it into the shards, never parked (`IdleSet::put_shared`).
+    #[inline(always)]
+    fn put_and_recheck(&self, busy: Busy, now: u64, retired: &mut Retired, bounded: bool) {
         // Ends in a SeqCst operation of the idle set's (or the asymmetric
         // fence), which the SeqCst loads below follow.
-        self.idle.put(&self.slots, busy, now);
+        if bounded {
+            self.idle.put_shared(&self.slots, busy, now);
+        } else {
+            self.idle.put(&self.slots, busy, now);
+        }
         sync::after_publish();
         // loom mutants: close_no_recheck, lost_wakeup (run-mutants.sh)
         let closed = !mutant("close_no_recheck") && self.closed.load(Ordering::SeqCst);
@@ -382,7 +461,10 @@ impl<M: Manager> Core<M> {
     #[inline]
     pub(crate) fn shelve(&self, held: Held, now: u64) {
         match held {
-            Held::Busy(busy) => self.idle.push(&self.slots, busy, now),
+            Held::Busy(busy) => {
+                self.idle.entering();
+                self.idle.push(&self.slots, busy, now);
+            }
             Held::Place(place) => {
                 self.unreserve(place);
                 fence(Ordering::SeqCst);

@@ -96,7 +96,8 @@
 //!   reserve takes one only while `places < cap`, so its pop finds an index.
 //! - The cap and the flag that says it is below the arena's length are one
 //!   word, written by one store, so that racing resizes leave them in
-//!   agreement.
+//!   agreement. The word's second flag (idle connections bounded,
+//!   `Builder::max_idle`) is fixed at build and kept by every store.
 //! - Every transition that hands the slot to another thread is a Release
 //!   store or CAS, paired with the Acquire that takes it (noted at each site).
 
@@ -376,8 +377,11 @@ pub(crate) struct Holding {
     /// Where the current holder took it (leak detection only; null when
     /// off or not held).
     taken_by: AtomicPtr<Location<'static>>,
-    /// When the current holding was last reported as a leak (0: never).
-    reported_at: AtomicU64,
+    /// How long the current holding must have lasted (ticks) for its next
+    /// leak report: 0 until the first (due at the threshold), then twice
+    /// the time held at the last one, so reports repeat at a growing
+    /// interval while it stays held.
+    next_report: AtomicU64,
 }
 
 impl Holding {
@@ -388,7 +392,7 @@ impl Holding {
             marked: std::sync::atomic::AtomicBool::new(false),
             taken_at: AtomicU64::new(0),
             taken_by: AtomicPtr::new(std::ptr::null_mut()),
-            reported_at: AtomicU64::new(0),
+            next_report: AtomicU64::new(0),
         }
     }
 
@@ -426,7 +430,7 @@ impl Holding {
         self.taken_at.store(now, Ordering::Relaxed);
         self.taken_by
             .store(std::ptr::from_ref(by).cast_mut(), Ordering::Relaxed);
-        self.reported_at.store(0, Ordering::Relaxed);
+        self.next_report.store(0, Ordering::Relaxed);
     }
 
     /// Ends a holding for leak detection (a plain store: the next `taken`
@@ -463,37 +467,64 @@ pub(crate) struct Slots<C> {
     /// so it never counts fewer places than are out of the free queue.
     places: AtomicUsize,
     /// The run-time cap (`Pool::set_max_size`), at most the arena's length,
-    /// with [`LIMITED`] set exactly when it is below that length: only then
-    /// can a release find the pool over its cap, so the release path pays
-    /// one relaxed load of this read-mostly word (`Slots::over_cap`).
+    /// with [`LIMITED`] set exactly when it is below that length or idle
+    /// connections are bounded: only then can a release find the pool over
+    /// its cap or have to ask for admission, so the release path pays one
+    /// relaxed load of this read-mostly word (`Slots::limited`).
     /// `reserve` takes a place only while `places < cap`.
     ///
     /// One word, written by one store, so that two resizes racing each
     /// other leave a cap and a flag that agree, whichever store lands last:
     /// written as two, they could interleave into a low cap with the flag
     /// clear, and no release would ever close the surplus.
+    ///
+    /// The word also carries [`IDLE_CAPPED`], fixed at build, so that the
+    /// release path learns from the same one load whether it must look at
+    /// either bound ([`Slots::limited`]).
     cap: AtomicUsize,
+    /// [`IDLE_CAPPED`] when the pool bounds its idle connections
+    /// (`Builder::max_idle`), else 0: or-ed into every cap word written.
+    idle_flag: usize,
 }
 
-/// The flag bit of [`Slots::cap`]'s word: the cap is below the arena's
-/// length. Above any cap (`MAX_POOL_SIZE` is far smaller).
+/// The flag bit of [`Slots::cap`]'s word: a release must look at a
+/// bound, because the cap is below the arena's length or the pool bounds
+/// its idle connections ([`IDLE_CAPPED`]). The sign bit, so that the
+/// release's test is one instruction. Above any cap (`MAX_POOL_SIZE` is
+/// far smaller).
 const LIMITED: usize = 1 << (usize::BITS - 1);
 
-/// The word [`Slots::cap`] holds for `cap` places out of `len`.
-const fn cap_word(cap: usize, len: usize) -> usize {
-    if cap < len { cap | LIMITED } else { cap }
+/// The second flag bit of [`Slots::cap`]'s word: the pool bounds its idle
+/// connections (`Builder::max_idle`), so a release must ask the idle set
+/// for admission. Set at build and never changed; [`LIMITED`] is set with
+/// it.
+const IDLE_CAPPED: usize = 1 << (usize::BITS - 2);
+
+/// Both flag bits: the cap is the word without them.
+const FLAGS: usize = LIMITED | IDLE_CAPPED;
+
+/// The word [`Slots::cap`] holds for `cap` places out of `len`, with
+/// `idle_flag` ([`IDLE_CAPPED`] or 0).
+const fn cap_word(cap: usize, len: usize, idle_flag: usize) -> usize {
+    if cap < len || idle_flag != 0 {
+        cap | idle_flag | LIMITED
+    } else {
+        cap
+    }
 }
 
 impl<C> Slots<C> {
     /// `n` free slots; `n` must be in `1..=u32::MAX` (the builder checks).
     #[cfg(test)]
     pub(crate) fn new(n: usize) -> Self {
-        Self::with_cap(n, n)
+        Self::with_cap(n, n, false)
     }
 
     /// `n` free slots of which at most `cap` may be taken at once
-    /// (`1 <= cap <= n`, the builder checks).
-    pub(crate) fn with_cap(n: usize, cap: usize) -> Self {
+    /// (`1 <= cap <= n`, the builder checks); `idle_capped`: the pool
+    /// bounds its idle connections (`Builder::max_idle`).
+    pub(crate) fn with_cap(n: usize, cap: usize, idle_capped: bool) -> Self {
+        let idle_flag = if idle_capped { IDLE_CAPPED } else { 0 };
         let free = ArrayQueue::new(n);
         let slots = (0..n)
             .map(|i| {
@@ -511,24 +542,25 @@ impl<C> Slots<C> {
             slots,
             free,
             places: AtomicUsize::new(0),
-            cap: AtomicUsize::new(cap_word(cap, n)),
+            cap: AtomicUsize::new(cap_word(cap, n, idle_flag)),
+            idle_flag,
         }
     }
 
     /// The run-time cap on places taken (`Pool::max_size`).
     pub(crate) fn cap(&self) -> usize {
-        self.cap.load(Ordering::Relaxed) & !LIMITED
+        self.cap.load(Ordering::Relaxed) & !FLAGS
     }
 
     /// Sets the run-time cap (`1 <= cap <= capacity()`, the caller checks).
     /// Places already taken above it stay taken until given back; from now
     /// on `reserve` takes none while `cap` or more are taken.
     pub(crate) fn set_cap(&self, cap: usize) {
-        let word = cap_word(cap, self.slots.len());
+        let word = cap_word(cap, self.slots.len(), self.idle_flag);
         // loom mutant: split_cap_store (the cap and its flag in two
         // writes), see loom-tests/run-mutants.sh
         if mutant("split_cap_store") {
-            self.cap.store(cap, Ordering::SeqCst);
+            self.cap.store(cap | self.idle_flag, Ordering::SeqCst);
             if word & LIMITED != 0 {
                 self.cap.fetch_or(LIMITED, Ordering::SeqCst);
             } else {
@@ -542,7 +574,7 @@ impl<C> Slots<C> {
     /// More places are taken than the cap allows (a shrink is under way):
     /// a connection given back now is closed, a place given back is not
     /// handed to a waiter. One relaxed load unless the cap is below the
-    /// arena's length.
+    /// arena's length (or idle connections are bounded).
     #[inline(always)]
     pub(crate) fn over_cap(&self) -> bool {
         self.cap.load(Ordering::Relaxed) & LIMITED != 0 && self.over_cap_slow()
@@ -557,9 +589,21 @@ impl<C> Slots<C> {
         self.cap.load(Ordering::SeqCst) & LIMITED != 0 && self.over_cap_slow()
     }
 
+    /// Whether a release must look at a bound at all: the cap is below the
+    /// arena's length, or the pool bounds its idle connections. One relaxed
+    /// load of the read-mostly cap word and a test of its sign bit, what
+    /// the release paid for [`over_cap`](Self::over_cap) before idle
+    /// connections were bounded.
+    #[inline(always)]
+    pub(crate) fn limited(&self) -> bool {
+        self.cap.load(Ordering::Relaxed) & LIMITED != 0
+    }
+
+    /// More places are taken than the cap allows (SeqCst loads; the slow
+    /// half of [`over_cap`](Self::over_cap)).
     #[cold]
-    fn over_cap_slow(&self) -> bool {
-        self.places.load(Ordering::SeqCst) > self.cap.load(Ordering::SeqCst) & !LIMITED
+    pub(crate) fn over_cap_slow(&self) -> bool {
+        self.places.load(Ordering::SeqCst) > self.cap.load(Ordering::SeqCst) & !FLAGS
     }
 
     /// Number of slots (`max_size_limit`).
@@ -606,7 +650,7 @@ impl<C> Slots<C> {
     pub(crate) fn reserve(&self) -> Option<Place> {
         let mut taken = self.places.load(Ordering::SeqCst);
         loop {
-            if taken >= self.cap.load(Ordering::SeqCst) & !LIMITED {
+            if taken >= self.cap.load(Ordering::SeqCst) & !FLAGS {
                 return None;
             }
             match self.places.compare_exchange_weak(
@@ -892,14 +936,16 @@ impl<C> Slots<C> {
     }
 
     /// If slot `index` is BUSY, taken at least `threshold` ticks before
-    /// `now` and not yet reported, marks it reported and returns the serial,
-    /// how long it has been held and where it was taken.
+    /// `now`, and due for a report (never reported, or held at least twice
+    /// as long as at its last report), records the report and returns the
+    /// serial, how long it has been held, where it was taken, and whether
+    /// this is its first report.
     pub(crate) fn leak(
         &self,
         index: u32,
         now: u64,
         threshold: u64,
-    ) -> Option<(u64, u64, &'static Location<'static>)> {
+    ) -> Option<(u64, u64, &'static Location<'static>, bool)> {
         let s = self.at(index);
         // Acquire: pairs with `fill`'s Release (the stamp is this holder's
         // or cleared, never a detached predecessor's).
@@ -909,15 +955,24 @@ impl<C> Slots<C> {
         let h = &s.holding;
         let by = h.taken_by.load(Ordering::Relaxed);
         let held = now.saturating_sub(h.taken_at.load(Ordering::Relaxed));
+        let due = h.next_report.load(Ordering::Relaxed);
+        // The CAS: one report per due time, whoever scans.
         if by.is_null()
-            || held < threshold
-            || h.reported_at.swap(now.max(1), Ordering::Relaxed) != 0
+            || held < threshold.max(due)
+            || h.next_report
+                .compare_exchange(
+                    due,
+                    held.saturating_mul(2).max(1),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_err()
         {
             return None;
         }
         // SAFETY: `taken_by` only ever holds null or a `&'static Location`.
         let by = unsafe { &*by };
-        Some((s.life.serial(), held, by))
+        Some((s.life.serial(), held, by, due == 0))
     }
 
     /// The sum over all slots of fast-path hits (relaxed loads; exact
@@ -1069,9 +1124,21 @@ mod tests {
         slots.of(&b).holding.taken(10_000, by);
         assert_eq!(slots.leak(i, 10_050, 100), None, "held 50 ms");
         assert_eq!(
-            slots.leak(i, 10_100, 100).map(|(s, held, _)| (s, held)),
-            Some((2, 100))
+            slots
+                .leak(i, 10_100, 100)
+                .map(|(s, held, _, first)| (s, held, first)),
+            Some((2, 100, true))
         );
+        // Reported again once the holding has doubled, and not before.
+        assert_eq!(slots.leak(i, 10_150, 100), None, "held 150 ms");
+        assert_eq!(
+            slots
+                .leak(i, 10_200, 100)
+                .map(|(s, held, _, first)| (s, held, first)),
+            Some((2, 200, false))
+        );
+        assert_eq!(slots.leak(i, 10_399, 100), None, "held 399 ms");
+        assert_eq!(slots.leak(i, 10_400, 100).map(|r| r.1), Some(400));
         let (_conn, place) = slots.take(b);
         slots.unreserve(place);
     }

@@ -229,7 +229,9 @@ fn utilization_alert_fires_after_30s_above_80_percent_and_clears() {
 
 #[test]
 fn acquire_wait_alert_fires_above_its_threshold_and_clears() {
-    let (pool, t, mock) = mocked_quiet(|b| b.max_size(1).wait_alert(ms(15)));
+    // Each acquisition opens a connection: churn off, this is about waits.
+    let (pool, t, mock) =
+        mocked_quiet(|b| b.max_size(1).wait_alert(ms(15)).churn_alert(Duration::MAX));
     t.connect_delay_ms.store(20, SeqCst);
     paused().block_on(async {
         assert!(pool.health().is_healthy(), "the baseline");
@@ -249,7 +251,8 @@ fn acquire_wait_alert_fires_above_its_threshold_and_clears() {
     assert!(pool.health().is_healthy());
 
     // 20 ms waits under a 25 ms threshold never fire it.
-    let (pool, t, _mock) = mocked_quiet(|b| b.max_size(1).wait_alert(ms(25)));
+    let (pool, t, _mock) =
+        mocked_quiet(|b| b.max_size(1).wait_alert(ms(25)).churn_alert(Duration::MAX));
     t.connect_delay_ms.store(20, SeqCst);
     paused().block_on(async {
         assert!(pool.health().is_healthy());

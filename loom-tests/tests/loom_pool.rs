@@ -816,6 +816,48 @@ fn two_resizes_race_releases() {
     });
 }
 
+/// `Builder::max_idle`: two releases race with room for one idle
+/// connection. Once both are back exactly one is open and idle, the other
+/// closed as overflow; the bound holds for later traffic. Catches
+/// `idle_check_then_add` (admission as a look, then an add: both releases
+/// see room and both go idle).
+#[test]
+fn two_releases_race_for_the_last_idle_place() {
+    explore(|| {
+        let m = M::default();
+        let open = Arc::clone(&m.open);
+        let (p, _mock) = pool(2, m, |b| b.max_idle(Some(1)));
+        pin_home(&p);
+        let c1 = block_on(p.get()).unwrap();
+        let c2 = block_on(p.get()).unwrap();
+        let (p1, p2) = (p.clone(), p.clone());
+        let t1 = thread::spawn(move || {
+            pin_home(&p1);
+            drop(c1);
+        });
+        let t2 = thread::spawn(move || {
+            pin_home(&p2);
+            drop(c2);
+        });
+        t1.join().unwrap();
+        t2.join().unwrap();
+        assert_eq!(
+            open.load(SeqCst),
+            1,
+            "max_idle: {} connections kept idle with room for one",
+            open.load(SeqCst)
+        );
+        let m = p.metrics();
+        assert_eq!(m.closed_overflow, 1);
+        assert_eq!(m.state.idle, 1);
+        // The one kept is reused; returned again, it stays.
+        let c = block_on(p.get()).unwrap();
+        drop(c);
+        assert_eq!(open.load(SeqCst), 1);
+        assert_eq!(p.metrics().closed_overflow, 1);
+    });
+}
+
 /// The breaker (`breaker.rs`): the backend is down (one failed connect
 /// with a threshold of one) and a probe is due; two probes race each
 /// other and the main thread's release and `get`. Two places are free, so
