@@ -98,7 +98,7 @@ mod http;
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub use self::http::{
     HttpBuilder, HttpConnection, HttpError, HttpManager, HttpOriginManager, Origin, OriginError,
-    RequestError, ResponseBody, send_with_retry,
+    RequestError, ResponseBody, Router, send_with_retry,
 };
 
 #[cfg(feature = "postgres")]
