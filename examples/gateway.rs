@@ -8,9 +8,11 @@
 //! - `per-request`: a new upstream connection for every request.
 //!
 //! For each it prints requests/s and the p50, p99 and p99.9 latency seen
-//! by the clients (through the proxy and back), the errors, and how many
-//! connections the upstreams accepted; then the keyed pool's figures as
-//! ratios to the other two. The proxy maps `/u0/...`, `/u1/...`,
+//! by the clients (through the proxy and back), the errors, how many
+//! connections the upstreams accepted, and the CPU time of the whole
+//! process per request (proxy, upstreams and clients: a figure that other
+//! load on the machine disturbs far less than requests/s); then the keyed
+//! pool's figures as ratios to the other two. The proxy maps `/u0/...`, `/u1/...`,
 //! `/u2/...` to the three upstreams; each client keeps one keep-alive
 //! connection to the proxy and sends its next request as soon as the
 //! last one is answered, to the three upstreams in turn.
@@ -222,16 +224,26 @@ async fn once(
     read(response).await
 }
 
-/// What the clients saw in the measured window.
+/// What the clients saw in the measured window, and the process's CPU
+/// time per request over the whole run (warm-up included).
 struct Run {
     latencies_us: Vec<u32>,
     errors: usize,
     window: Duration,
+    /// Requests answered, warm-up included.
+    answered: usize,
+    /// CPU time of the whole process (proxy, upstreams, clients).
+    cpu: Duration,
 }
 
 impl Run {
     fn rate(&self) -> f64 {
         self.latencies_us.len() as f64 / self.window.as_secs_f64()
+    }
+
+    /// CPU microseconds per request answered.
+    fn cpu_per_request(&self) -> f64 {
+        self.cpu.as_secs_f64() * 1e6 / self.answered.max(1) as f64
     }
 
     /// The `q` quantile, in ms.
@@ -254,7 +266,7 @@ async fn load(proxy: SocketAddr, clients: usize, warmup: Duration, measure: Dura
     let mut tasks = Vec::new();
     for c in 0..clients {
         tasks.push(tokio::spawn(async move {
-            let (mut latencies, mut errors) = (Vec::new(), 0usize);
+            let (mut latencies, mut errors, mut answered) = (Vec::new(), 0usize, 0usize);
             let sock = TcpStream::connect(proxy)
                 .await
                 .expect("connect to the proxy");
@@ -284,6 +296,7 @@ async fn load(proxy: SocketAddr, clients: usize, warmup: Duration, measure: Dura
                     }
                     Err(_) => false,
                 };
+                answered += usize::from(ok);
                 if sent >= from {
                     if ok {
                         latencies.push(sent.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
@@ -295,20 +308,37 @@ async fn load(proxy: SocketAddr, clients: usize, warmup: Duration, measure: Dura
                     break;
                 }
             }
-            (latencies, errors)
+            (latencies, errors, answered)
         }));
     }
     let mut run = Run {
         latencies_us: Vec::new(),
         errors: 0,
         window: measure,
+        answered: 0,
+        cpu: Duration::ZERO,
     };
+    let cpu = cpu_time();
     for t in tasks {
-        let (latencies, errors) = t.await.expect("a client task");
+        let (latencies, errors, answered) = t.await.expect("a client task");
         run.latencies_us.extend(latencies);
         run.errors += errors;
+        run.answered += answered;
     }
+    run.cpu = cpu_time() - cpu;
     run
+}
+
+/// User and system CPU time of this process so far.
+fn cpu_time() -> Duration {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: `usage` is a valid, writable rusage; RUSAGE_SELF is valid.
+    let usage = unsafe {
+        libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
+        usage.assume_init()
+    };
+    let t = |tv: libc::timeval| Duration::new(tv.tv_sec as u64, tv.tv_usec as u32 * 1000);
+    t(usage.ru_utime) + t(usage.ru_stime)
 }
 
 struct Options {
@@ -389,6 +419,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 latencies_us: Vec::new(),
                 errors: 0,
                 window: Duration::ZERO,
+                answered: 0,
+                cpu: Duration::ZERO,
             },
             upstream_conns: 0,
         });
@@ -415,24 +447,34 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             m.run.latencies_us.extend(run.latencies_us);
             m.run.errors += run.errors;
             m.run.window += run.window;
+            m.run.answered += run.answered;
+            m.run.cpu += run.cpu;
         }
     }
     println!(
-        "{:<12} {:>11} {:>9} {:>9} {:>9} {:>7} {:>15}",
-        "variant", "requests/s", "p50 ms", "p99 ms", "p99.9 ms", "errors", "upstream conns"
+        "{:<12} {:>11} {:>9} {:>9} {:>9} {:>7} {:>15} {:>12}",
+        "variant",
+        "requests/s",
+        "p50 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "errors",
+        "upstream conns",
+        "CPU us/req"
     );
     for m in &mut measured {
         m.run.latencies_us.sort_unstable();
         let run = &m.run;
         println!(
-            "{:<12} {:>11.0} {:>9.3} {:>9.3} {:>9.3} {:>7} {:>15}",
+            "{:<12} {:>11.0} {:>9.3} {:>9.3} {:>9.3} {:>7} {:>15} {:>12.1}",
             m.name,
             run.rate(),
             run.quantile(0.50),
             run.quantile(0.99),
             run.quantile(0.999),
             run.errors,
-            m.upstream_conns
+            m.upstream_conns,
+            run.cpu_per_request()
         );
     }
     let find = |n: &str| measured.iter().find(|m| m.name == n).map(|m| &m.run);
@@ -443,11 +485,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ] {
             if let Some(r) = find(other) {
                 println!(
-                    "keyed vs {label} requests/s {:.2}x, p50 {:.2}x, p99 {:.2}x, p99.9 {:.2}x (latency: below 1 is better)",
+                    "keyed vs {label} requests/s {:.2}x, p50 {:.2}x, p99 {:.2}x, p99.9 {:.2}x, CPU/request {:.2}x (below 1 is better but for requests/s)",
                     keyed.rate() / r.rate(),
                     keyed.quantile(0.5) / r.quantile(0.5),
                     keyed.quantile(0.99) / r.quantile(0.99),
                     keyed.quantile(0.999) / r.quantile(0.999),
+                    keyed.cpu_per_request() / r.cpu_per_request(),
                 );
             }
         }
