@@ -196,12 +196,6 @@ impl<M: Manager> Core<M> {
         }
     }
 
-    /// Whether, in a keyed pool, the budget across keys is spent (a `get`
-    /// at this pool's door then also waits for a token).
-    pub(crate) fn starved(&self) -> bool {
-        self.budget.as_ref().is_some_and(|b| b.used() >= b.max())
-    }
-
     /// Idle connections (exact when quiet).
     pub(crate) fn idle_count(&self) -> usize {
         self.idle.count(&self.slots)

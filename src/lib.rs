@@ -151,7 +151,7 @@ pub use time::{Clock, MockClock};
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub use managers::{
     HttpBuilder, HttpConnection, HttpError, HttpManager, HttpOriginManager, Origin, OriginError,
-    RequestError, ResponseBody,
+    RequestError, ResponseBody, Router,
 };
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]

@@ -478,14 +478,12 @@ impl<M: Manager> Pool<M> {
             };
         }
         // In a keyed pool, unless this key's own places are all taken (a
-        // connection of its own then comes back to it) with the budget to
-        // spare, also wait for a token from any key, and make room from
-        // another key's idle connection. Judged after the re-check: a
-        // token freed since is found by `starve`'s own look.
+        // connection of its own then comes back to it, and a token is of
+        // no use without a place), also wait for a token from any key, and
+        // make room from another key's idle connection. Judged after the
+        // re-check: a token freed since is found by `starve`'s own look.
         let mut starved = None;
-        if shared.budget.is_some()
-            && (shared.slots.taken() < shared.slots.cap() || shared.starved())
-        {
+        if shared.budget.is_some() && shared.slots.taken() < shared.slots.cap() {
             match self.starve(&mut guard, begun, at, by) {
                 Ok(s) => starved = s,
                 Err(next) => return next,

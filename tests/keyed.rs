@@ -124,6 +124,50 @@ fn each_key_has_its_own_cap_and_the_total_holds_under_load() {
     assert_eq!(pool.metrics().state, s);
 }
 
+/// With `max_total` no lower than the keys' caps together, the budget
+/// never binds: a key at its own cap waits for its own connections and
+/// closes none of another key's (every key reaches its cap, and no
+/// connection is ever replaced).
+#[test]
+fn a_key_at_its_own_cap_takes_nothing_from_other_keys() {
+    let (m, t) = hosts();
+    t.connect_ms.store(1, SeqCst);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap();
+    let pool = KeyedPool::builder(m)
+        .max_per_key(3)
+        .max_total(9)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut tasks = Vec::new();
+        for i in 0..300u64 {
+            let pool = pool.clone();
+            tasks.push(tokio::spawn(async move {
+                for j in 0..5u64 {
+                    let key = ((i + j) % 3) as u8;
+                    let c = pool.get(&key).await.expect("served");
+                    tokio::task::yield_now().await;
+                    drop(c);
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+    });
+    let m = pool.metrics();
+    assert_eq!(
+        (t.opened.load(SeqCst), m.closed),
+        (9, 0),
+        "connections opened and closed"
+    );
+    assert_eq!(t.max_total.load(SeqCst), 9);
+}
+
 #[test]
 fn at_the_global_cap_an_idle_connection_of_another_key_makes_room() {
     let (m, t) = hosts();

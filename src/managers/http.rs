@@ -73,11 +73,13 @@ use crate::{KeyedManager, Manager};
 mod connection;
 mod origin;
 mod retry;
+mod router;
 mod socket;
 
 pub use connection::HttpConnection;
 pub use origin::{Origin, OriginError};
 pub use retry::{RequestError, ResponseBody, send_with_retry};
+pub use router::Router;
 
 /// The ALPN protocol offered on every TLS connection.
 const ALPN_HTTP11: &[u8] = b"http/1.1";

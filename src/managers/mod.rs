@@ -9,6 +9,26 @@
 //! | `postgres` | `PgManager` | `PgConnection` over tokio-postgres |
 //! | `postgres-tls` | `PgManager::with_tls` | the same, over rustls |
 //! | `redis` | `RedisManager` | `RedisConnection` over the redis crate |
+//! | `http` | `HttpManager` (a `KeyedManager` keyed by `Origin`; `for_origin` for one upstream) | `HttpConnection`: hyper's HTTP/1.1 client connection over the TCP and TLS managers |
+//!
+//! With `http`, `send_with_retry` sends a request and sends it again on
+//! another connection only when it was certainly not written, and a
+//! `Router` mounts keyed pools by scheme or URL prefix (the longest
+//! prefix wins) and routes each request by its URL:
+//!
+//! ```no_run
+//! # #[cfg(feature = "http")]
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use latchless::KeyedPool;
+//! use latchless::managers::{HttpManager, Router};
+//!
+//! let upstreams = KeyedPool::builder(HttpManager::new()).max_per_key(32).max_total(256).build()?;
+//! let router = Router::new().mount("http://", upstreams);
+//! let request = latchless::http::Request::get("http://10.0.0.7:8080/health").body("")?;
+//! let response = router.send(request, 2).await?;
+//! println!("{}", response.status());
+//! # Ok(()) }
+//! ```
 //!
 //! # One failed request costs one connection
 //!
@@ -44,6 +64,7 @@
 //! | `TlsManager` | a rejected certificate (unknown issuer, expired, name mismatch, ...), no shared version, cipher suite or ALPN protocol, an alert about our certificate; and the TCP manager's |
 //! | `PgManager` | SQLSTATE class 28 (role, password, `pg_hba.conf`), 3D000 (database), class 42 (privilege, unknown parameter, the init hook's SQL), 3F000, 22023; a config the client cannot use; a rejected TLS certificate |
 //! | `RedisManager` | `AUTH` refused (`WRONGPASS`, no password configured), `NOAUTH`, `NOPERM`, a database index out of range, an unusable config |
+//! | `HttpManager` | an origin whose host cannot be a TLS server name; the TLS and TCP managers' |
 //!
 //! Each manager's docs give the full list and what stays retried.
 //!
@@ -98,7 +119,7 @@ mod http;
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub use self::http::{
     HttpBuilder, HttpConnection, HttpError, HttpManager, HttpOriginManager, Origin, OriginError,
-    RequestError, ResponseBody, send_with_retry,
+    RequestError, ResponseBody, Router, send_with_retry,
 };
 
 #[cfg(feature = "postgres")]

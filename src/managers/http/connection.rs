@@ -9,6 +9,7 @@
 //! keep-alive timeout less a margin, while an exchange started on it has
 //! not finished (its future was dropped half-way: hyper closes such a
 //! connection), and once marked by the caller or by a failed exchange.
+//! A dropped connection is closed on the wire before the drop returns.
 
 use std::fmt;
 use std::sync::Weak;
@@ -399,6 +400,21 @@ fn keep_alive_timeout(headers: &HeaderMap) -> Option<Duration> {
         .find(|(k, _)| k.trim().eq_ignore_ascii_case("timeout"))
         .and_then(|(_, v)| v.trim().parse::<u64>().ok())
         .map(Duration::from_secs)
+}
+
+/// Dropping a connection closes it on the wire at once (both directions
+/// of the TCP connection shut down), not when the task driving it next
+/// runs: the pool counts a connection gone, and gives its place and
+/// budget token to the next `get`, as soon as it has dropped it, so the
+/// server must see it gone by then too, or it could see one connection
+/// more than the pool's caps.
+impl Drop for HttpConnection {
+    fn drop(&mut self) {
+        if let Some(socket) = self.socket.upgrade() {
+            // Fails only on a socket already shut down or reset: closed.
+            let _ = socket2::SockRef::from(&*socket).shutdown(std::net::Shutdown::Both);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -177,6 +177,9 @@ pub enum RequestError<E> {
     Get(E),
     /// The request's absolute URI names no HTTP origin. Nothing was sent.
     Uri(OriginError),
+    /// No prefix mounted on the [`Router`](super::Router) matches the
+    /// request's URL. Nothing was sent.
+    NoRoute(http::Uri),
     /// The request's absolute URI names another origin than the
     /// connection's: the wrong pool (or key) was used. Nothing was sent.
     OriginMismatch {
@@ -206,6 +209,10 @@ impl<E: fmt::Display> fmt::Display for RequestError<E> {
         match self {
             Self::Get(e) => write!(f, "no connection to send the request on: {e}"),
             Self::Uri(e) => write!(f, "the request's URI: {e}"),
+            Self::NoRoute(uri) => write!(
+                f,
+                "no pool is mounted for {uri}: mount one for its scheme, origin or a prefix of it"
+            ),
             Self::OriginMismatch {
                 request,
                 connection,
@@ -238,7 +245,7 @@ impl<E: std::error::Error + 'static> std::error::Error for RequestError<E> {
         match self {
             Self::Get(e) => Some(e),
             Self::Uri(e) => Some(e),
-            Self::OriginMismatch { .. } => None,
+            Self::NoRoute(_) | Self::OriginMismatch { .. } => None,
             Self::NotSent { error, .. } => error.as_ref().map(|e| e as _),
             Self::Failed(error) => Some(error),
         }

@@ -13,8 +13,9 @@
 //!
 //! Invariants kept: the probe never keeps the socket open (it holds a
 //! `Weak`; the socket closes when hyper drops its side); reads and writes
-//! are tokio's own (`poll_*_ready`, then `try_*`), so readiness is
-//! cleared and re-armed exactly as `TcpStream` does it.
+//! are tokio's own (`poll_*_ready`, then `try_*`/`try_io`), so readiness
+//! is cleared and re-armed exactly as `TcpStream` does it; a read fills
+//! hyper's buffer without zeroing it first.
 
 use std::io;
 use std::net::Shutdown;
@@ -22,13 +23,8 @@ use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll, ready};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
-
-/// At most this much of a read buffer is zeroed before a read (safe code
-/// must initialise what it hands to `try_read`); hyper's buffers can be
-/// far larger than one read fills.
-const MAX_READ: usize = 64 * 1024;
 
 /// hyper's side of the stream.
 pub(super) struct SharedTcp(Arc<TcpStream>);
@@ -61,13 +57,23 @@ impl AsyncRead for SharedTcp {
     ) -> Poll<io::Result<()>> {
         loop {
             ready!(self.0.poll_read_ready(cx))?;
-            let room = buf.remaining().min(MAX_READ);
-            match self.0.try_read(buf.initialize_unfilled_to(room)) {
+            // Straight into the unfilled (possibly uninitialised) part of
+            // the buffer: socket2's `recv` takes `MaybeUninit` bytes, so
+            // nothing is zeroed first.
+            // SAFETY: `recv` only writes the bytes it reports, never
+            // de-initialises any.
+            let unfilled = unsafe { buf.unfilled_mut() };
+            let read = self.0.try_io(Interest::READABLE, || {
+                socket2::SockRef::from(&*self.0).recv(unfilled)
+            });
+            match read {
                 Ok(n) => {
+                    // SAFETY: `recv` initialised the first `n` unfilled bytes.
+                    unsafe { buf.assume_init(n) };
                     buf.advance(n);
                     return Poll::Ready(Ok(()));
                 }
-                // A spurious wake-up: `try_read` cleared the readiness, so
+                // A spurious wake-up: `try_io` cleared the readiness, so
                 // the next `poll_read_ready` registers for the next event.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Poll::Ready(Err(e)),
