@@ -335,7 +335,7 @@ where
 }
 
 /// A pool per key, with a cap per key, one across keys, and a bound on the
-/// keys kept (module docs: [`keyed`](self)). Cheap to clone: clones share
+/// keys kept (the README, "Pools per host"). Cheap to clone: clones share
 /// one keyed pool.
 ///
 /// ```
