@@ -161,17 +161,24 @@ fn steady_load_across_lifetime_boundaries_connects_nothing_on_the_request_path()
     rt.block_on(async {
         for replace in [Some(Duration::from_secs(30)), None] {
             let (m, t) = TestManager::new();
-            t.connect_delay_ms.store(20, SeqCst);
+            t.connect_delay_ms.store(10, SeqCst);
+            // The lead is a quarter of the lifetime (300 ms): room for a
+            // late pass and a slow connect on a loaded machine.
+            // No `min_idle`: its refill would replace expired connections
+            // in the background too, and hide the contrast.
             let pool = Pool::builder(m)
                 .max_size(4)
-                .min_idle(2)
-                .max_lifetime(Some(ms(600)))
+                .max_lifetime(Some(ms(1_200)))
                 .replace_before_expiry(replace)
                 .build()
                 .unwrap();
-            pool.warm_up().await.unwrap();
+            {
+                let a = pool.get().await.unwrap();
+                let b = pool.get().await.unwrap();
+                drop((a, b));
+            }
             let before = pool.metrics();
-            let until = tokio::time::Instant::now() + ms(2_500);
+            let until = tokio::time::Instant::now() + ms(3_000);
             let mut workers = Vec::new();
             for _ in 0..2 {
                 let pool = pool.clone();
