@@ -66,8 +66,11 @@ if [ $list = 1 ]; then
 fi
 
 start=$(date +%s)
-# shellcheck disable=SC2086 # the test targets are words
-cargo mutants "${args[@]}" -- $tests || true # 2 = some missed, 3 = some timed out
+# The targets go to every cargo command (`--cargo-arg`), the build
+# included: after `--` they would only narrow the test run, and each
+# mutant would still build every test target of the crate.
+for a in $tests; do args+=(--cargo-arg="$a"); done
+cargo mutants "${args[@]}" || true # 2 = some missed, 3 = some timed out
 secs=$(( $(date +%s) - start ))
 
 # The score, per file and in all, from cargo-mutants' lists.

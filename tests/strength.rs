@@ -163,3 +163,29 @@ fn connect_retries_pause_for_a_backoff_that_doubles_up_to_its_bound_jittered() {
     // reached (a miss by chance is about 1 in 10^17).
     assert!(quarters.iter().all(|&n| n > 0), "quarters: {quarters:?}");
 }
+
+#[test]
+fn connects_keep_their_turns_while_connects_fail() {
+    // While connects fail, one at a time holds the flight token; each one
+    // must hand it on when it ends, or the next waits out its deadline.
+    let (m, t) = TestManager::new();
+    let pool = Pool::builder(m)
+        .fail_fast(true)
+        .breaker(None)
+        .build()
+        .unwrap();
+    runtime().block_on(async {
+        // Each connect is served at once; one left waiting for a token
+        // never handed on would wait until its deadline.
+        let deadline = Duration::from_secs(5);
+        t.fail_next.store(3, SeqCst);
+        for _ in 0..3 {
+            let err = pool.get_timeout(deadline).await.unwrap_err();
+            assert!(matches!(err, PoolError::Connect(_)), "{err:?}");
+        }
+        pool.get_timeout(deadline)
+            .await
+            .expect("the backend is back, and this connect had its turn");
+        assert_eq!(t.connect_calls.load(SeqCst), 4);
+    });
+}
