@@ -12,7 +12,8 @@
 #   MUTANTS_TESTS     the test targets run against each mutant (cargo test
 #                     arguments; default: the unit tests and the integration
 #                     tests of the lifecycle, faults, refill, accounting,
-#                     errors, invariants and strength files, no doc tests)
+#                     errors, invariants, outages and strength files, no doc
+#                     tests)
 #   MUTANTS_FEATURES  features to build with (e.g. tcp,tls for the managers)
 #   MUTANTS_OUT       where cargo-mutants writes mutants.out (default
 #                     target/mutants, ignored by git)
@@ -36,7 +37,7 @@ command -v cargo-mutants >/dev/null || cargo install --locked cargo-mutants
 
 out="${MUTANTS_OUT:-target/mutants}"
 export CARGO_TARGET_DIR="${MUTANTS_TARGET:-$PWD/target/mutants-build}"
-tests="${MUTANTS_TESTS:---lib --test lifecycle --test faults --test refill --test accounting --test errors --test invariants --test strength}"
+tests="${MUTANTS_TESTS:---lib --test lifecycle --test faults --test refill --test accounting --test errors --test invariants --test outages --test strength}"
 args=(--test-tool cargo -j 1 --output "$out")
 [ -n "${MUTANTS_FEATURES:-}" ] && args+=(--features "$MUTANTS_FEATURES")
 [ -n "${MUTANTS_TIMEOUT:-}" ] && args+=(--timeout "$MUTANTS_TIMEOUT")
