@@ -6,12 +6,12 @@
 
 mod common;
 
-use std::sync::atomic::Ordering::SeqCst;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{LONG, TestManager, runtime};
-use latchless::{Clock, Manager, Pool, PoolError};
+use latchless::{Clock, KeyedManager, KeyedPool, KeyedPooled, Manager, Pool, PoolError};
 
 #[test]
 fn a_connect_that_fails_after_a_success_has_idle_connections_checked_before_use() {
@@ -186,5 +186,133 @@ fn connects_keep_their_turns_while_connects_fail() {
         let c = pool.get_timeout(deadline).await;
         drop(c.expect("the backend is back, and this connect had its turn"));
         assert_eq!(t.connect_calls.load(SeqCst), 4);
+    });
+}
+
+/// Key `k` refuses its first `fails[k]` connects; counts each key's
+/// connects and the connections open across keys.
+#[derive(Default)]
+struct Flaky {
+    fails: [AtomicUsize; 4],
+    connects: [AtomicUsize; 4],
+    open: AtomicUsize,
+    max_open: AtomicUsize,
+}
+
+struct Hosts(Arc<Flaky>);
+
+struct Link(Arc<Flaky>);
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, SeqCst);
+    }
+}
+
+impl KeyedManager<usize> for Hosts {
+    type Connection = Link;
+    type Error = std::io::Error;
+    async fn connect(&self, key: &usize) -> Result<Link, std::io::Error> {
+        let f = &self.0;
+        f.connects[*key].fetch_add(1, SeqCst);
+        if f.fails[*key]
+            .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(std::io::ErrorKind::ConnectionRefused.into());
+        }
+        let open = f.open.fetch_add(1, SeqCst) + 1;
+        f.max_open.fetch_max(open, SeqCst);
+        Ok(Link(Arc::clone(f)))
+    }
+}
+
+/// A keyed pool with one token across its keys, connects retried after
+/// 100 ms (jittered: 50 to 100 ms), and a paused Tokio runtime to drive it.
+fn one_token() -> (KeyedPool<usize, Hosts>, Arc<Flaky>, tokio::runtime::Runtime) {
+    let f = Arc::new(Flaky::default());
+    let pool = KeyedPool::builder(Hosts(Arc::clone(&f)))
+        .max_per_key(1)
+        .max_total(1)
+        .breaker(None)
+        .connect_backoff(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    (pool, f, rt)
+}
+
+/// Runs the other tasks until key `k` has seen `n` connects (no time
+/// passes: a task backing off stays asleep).
+async fn until_connects(f: &Flaky, k: usize, n: usize) {
+    while f.connects[k].load(SeqCst) < n {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[test]
+fn a_keyed_connect_retries_until_it_succeeds() {
+    let (pool, f, rt) = one_token();
+    f.fails[1].store(2, SeqCst);
+    rt.block_on(async {
+        let c = pool.get_timeout(&1, Duration::from_secs(60)).await;
+        assert!(c.is_ok(), "{:?}", c.err());
+        assert_eq!(f.connects[1].load(SeqCst), 3);
+    });
+}
+
+#[test]
+fn a_keyed_connect_backing_off_waits_for_a_token_before_its_next_attempt() {
+    let (pool, f, rt) = one_token();
+    f.fails[1].store(1, SeqCst);
+    rt.block_on(async {
+        let p = pool.clone();
+        let a =
+            tokio::spawn(async move { p.get_timeout(&1, Duration::from_secs(60)).await.map(drop) });
+        // Key 1's first connect failed: it sleeps, its token lent.
+        until_connects(&f, 1, 1).await;
+        let mut b = pool.get_timeout(&2, Duration::from_secs(60)).await.unwrap();
+        // Past key 1's backoff: it must wait for the token key 2 holds.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!a.is_finished(), "key 1 connected past max_total");
+        assert_eq!(f.max_open.load(SeqCst), 1);
+        // Closed, key 2's connection gives the token back: key 1's turn.
+        KeyedPooled::mark_broken(&mut b);
+        drop(b);
+        a.await.unwrap().expect("key 1 connected with the token");
+        assert_eq!(f.max_open.load(SeqCst), 1);
+        assert_eq!(f.connects[1].load(SeqCst), 2);
+    });
+}
+
+#[test]
+fn a_keyed_get_cancelled_while_backing_off_leaves_the_budget_whole() {
+    let (pool, f, rt) = one_token();
+    f.fails[1].store(usize::MAX, SeqCst);
+    rt.block_on(async {
+        let p = pool.clone();
+        let a =
+            tokio::spawn(async move { p.get_timeout(&1, Duration::from_secs(60)).await.map(drop) });
+        until_connects(&f, 1, 1).await;
+        a.abort();
+        assert!(a.await.is_err(), "cancelled mid-sleep");
+        // One token still: key 3 waits while key 2 holds it.
+        let mut b = pool.get_timeout(&2, Duration::from_secs(60)).await.unwrap();
+        let p = pool.clone();
+        let c =
+            tokio::spawn(async move { p.get_timeout(&3, Duration::from_secs(60)).await.map(drop) });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!c.is_finished(), "a second connection within max_total 1");
+        assert_eq!(f.max_open.load(SeqCst), 1);
+        KeyedPooled::mark_broken(&mut b);
+        drop(b);
+        c.await
+            .unwrap()
+            .expect("key 3 served once key 2's token came back");
+        assert_eq!(f.max_open.load(SeqCst), 1);
     });
 }
