@@ -259,7 +259,7 @@ fn a_keyed_connect_retries_until_it_succeeds() {
     let (pool, f, rt) = one_token();
     f.fails[1].store(2, SeqCst);
     rt.block_on(async {
-        let c = pool.get_timeout(&1, Duration::from_secs(60)).await;
+        let c = pool.get_timeout(&1, Duration::from_secs(10)).await;
         assert!(c.is_ok(), "{:?}", c.err());
         assert_eq!(f.connects[1].load(SeqCst), 3);
     });
@@ -272,10 +272,10 @@ fn a_keyed_connect_backing_off_waits_for_a_token_before_its_next_attempt() {
     rt.block_on(async {
         let p = pool.clone();
         let a =
-            tokio::spawn(async move { p.get_timeout(&1, Duration::from_secs(60)).await.map(drop) });
+            tokio::spawn(async move { p.get_timeout(&1, Duration::from_secs(10)).await.map(drop) });
         // Key 1's first connect failed: it sleeps, its token lent.
         until_connects(&f, 1, 1).await;
-        let mut b = pool.get_timeout(&2, Duration::from_secs(60)).await.unwrap();
+        let mut b = pool.get_timeout(&2, Duration::from_secs(10)).await.unwrap();
         // Past key 1's backoff: it must wait for the token key 2 holds.
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert!(!a.is_finished(), "key 1 connected past max_total");
@@ -296,15 +296,15 @@ fn a_keyed_get_cancelled_while_backing_off_leaves_the_budget_whole() {
     rt.block_on(async {
         let p = pool.clone();
         let a =
-            tokio::spawn(async move { p.get_timeout(&1, Duration::from_secs(60)).await.map(drop) });
+            tokio::spawn(async move { p.get_timeout(&1, Duration::from_secs(10)).await.map(drop) });
         until_connects(&f, 1, 1).await;
         a.abort();
         assert!(a.await.is_err(), "cancelled mid-sleep");
         // One token still: key 3 waits while key 2 holds it.
-        let mut b = pool.get_timeout(&2, Duration::from_secs(60)).await.unwrap();
+        let mut b = pool.get_timeout(&2, Duration::from_secs(10)).await.unwrap();
         let p = pool.clone();
         let c =
-            tokio::spawn(async move { p.get_timeout(&3, Duration::from_secs(60)).await.map(drop) });
+            tokio::spawn(async move { p.get_timeout(&3, Duration::from_secs(10)).await.map(drop) });
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert!(!c.is_finished(), "a second connection within max_total 1");
         assert_eq!(f.max_open.load(SeqCst), 1);
