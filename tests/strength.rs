@@ -316,3 +316,36 @@ fn a_keyed_get_cancelled_while_backing_off_leaves_the_budget_whole() {
         assert_eq!(f.max_open.load(SeqCst), 1);
     });
 }
+
+#[test]
+fn a_get_stops_retrying_when_its_failures_open_the_breaker() {
+    let rec = Arc::new(Recorder {
+        failures: usize::MAX,
+        at: Mutex::new(Vec::new()),
+    });
+    let (clock, _mock) = Clock::mock();
+    let pool = Pool::builder(Shared(Arc::clone(&rec)))
+        .clock(clock)
+        .background(false)
+        .breaker(Some(3))
+        .connect_backoff(Duration::from_millis(10))
+        .build()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let err = pool
+            .get_timeout(Duration::from_secs(3600))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, PoolError::Connect(_)), "{err:?}");
+    });
+    assert_eq!(
+        rec.at.lock().unwrap().len(),
+        3,
+        "the third failure opened the breaker: no fourth attempt"
+    );
+}
