@@ -214,9 +214,9 @@ mod tests {
     fn opened(lc: &Lifecycle, expires_at: u64) -> (Slots<()>, u32) {
         let slots = Slots::new(1);
         let place = slots.reserve().unwrap();
-        let busy = slots.fill(place, (), 1, 0, expires_at, lc.next_seq());
-        let index = busy.index();
-        std::mem::forget(busy);
+        let index = slots
+            .fill(place, (), 1, 0, expires_at, lc.next_seq())
+            .index();
         (slots, index)
     }
 
