@@ -1,7 +1,10 @@
 //! Behaviours whose tests the mutation runs (`scripts/mutants.sh`,
 //! CONTRIBUTING.md, "Mutation testing") found missing: the restart epoch
-//! started by a connect that fails after a success, and connect retries
-//! whose pauses grow, stay bounded and are spread by jitter. Time is the
+//! started by a connect that fails after a success; connect retries whose
+//! pauses grow, stay bounded and are spread by jitter, that stop once the
+//! breaker opens, and that keep their turns while connects fail; and a
+//! keyed pool's budget token, lent while a connect backs off, taken again
+//! before its next attempt, and never lost to a cancelled one. Time is the
 //! mock clock's and Tokio's paused clock's: nothing here sleeps.
 
 mod common;
