@@ -352,3 +352,33 @@ fn a_get_stops_retrying_when_its_failures_open_the_breaker() {
         "the third failure opened the breaker: no fourth attempt"
     );
 }
+
+#[test]
+fn a_detached_check_dropped_with_its_runtime_closes_its_connection_and_frees_its_place() {
+    let (m, t) = TestManager::new();
+    let (clock, _mock) = Clock::mock();
+    let pool = Pool::builder(m)
+        .clock(clock)
+        .background(false)
+        .max_size(1)
+        .check_after_idle(Some(Duration::ZERO))
+        .build()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        drop(pool.get().await.unwrap());
+        // Its check hangs past the caller's deadline: the check goes on
+        // without the caller, on a task of this runtime.
+        t.check_hang.store(true, SeqCst);
+        assert!(pool.get_timeout(Duration::from_secs(1)).await.is_err());
+    });
+    assert_eq!(t.live(), 1, "the check still holds the connection");
+    // The runtime goes, and the unfinished check with it.
+    drop(rt);
+    assert_eq!(t.live(), 0, "the connection was closed");
+    assert_eq!(pool.state().size, 0, "its place was freed");
+}
