@@ -382,3 +382,51 @@ fn a_detached_check_dropped_with_its_runtime_closes_its_connection_and_frees_its
     assert_eq!(t.live(), 0, "the connection was closed");
     assert_eq!(pool.state().size, 0, "its place was freed");
 }
+
+#[test]
+fn settings_are_accepted_up_to_their_bounds_and_refused_past_them() {
+    use latchless::MAX_POOL_SIZE;
+    let ms = Duration::from_millis;
+    let builds =
+        |f: &dyn Fn(latchless::Builder<TestManager>) -> latchless::Builder<TestManager>| {
+            f(Pool::builder(TestManager::new().0)).build().is_ok()
+        };
+    assert!(builds(&|b| b.max_size(MAX_POOL_SIZE)));
+    assert!(!builds(&|b| b.max_size(MAX_POOL_SIZE + 1)));
+    assert!(builds(&|b| b.max_size(4).max_size_limit(4)));
+    assert!(!builds(&|b| b.max_size(4).max_size_limit(3)));
+    assert!(builds(&|b| b.max_size(4).max_size_limit(MAX_POOL_SIZE)));
+    assert!(!builds(&|b| b
+        .max_size(4)
+        .max_size_limit(MAX_POOL_SIZE + 1)));
+    assert!(builds(&|b| b
+        .connect_backoff(ms(50))
+        .max_connect_backoff(ms(50))));
+    assert!(!builds(&|b| b
+        .connect_backoff(ms(50))
+        .max_connect_backoff(ms(49))));
+    let b = Pool::builder(TestManager::new().0).max_size(7);
+    assert!(format!("{b:?}").contains("max_size: 7"), "{b:?}");
+}
+
+#[test]
+fn a_pool_is_resized_within_its_limit_and_not_below_min_idle() {
+    let pool = Pool::builder(TestManager::new().0)
+        .max_size(4)
+        .max_size_limit(8)
+        .min_idle(2)
+        .build()
+        .unwrap();
+    assert!(pool.set_max_size(0).is_err());
+    let err = pool.set_max_size(9).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "max_size (9) must be in 1..=max_size_limit (8)"
+    );
+    assert!(pool.set_max_size(1).is_err(), "below min_idle");
+    assert_eq!(pool.max_size(), 4, "refused changes change nothing");
+    pool.set_max_size(8).unwrap();
+    assert_eq!(pool.max_size(), 8);
+    pool.set_max_size(2).unwrap();
+    assert_eq!(pool.max_size(), 2);
+}
