@@ -206,6 +206,37 @@ mod tests {
         assert_eq!(c.hot_now(), 0, "cached reading untouched");
     }
 
+    #[test]
+    fn a_deadline_is_the_tick_a_wait_ends_rounded_up() {
+        let ms = Duration::from_millis;
+        assert_eq!(TimeBase::deadline(0, ms(1)), 1);
+        assert_eq!(TimeBase::deadline(0, ms(250)), 250);
+        // Begun a nanosecond into tick 0: the wait ends a nanosecond into
+        // tick 250, so no wait ends before its timeout.
+        assert_eq!(TimeBase::deadline(1, ms(250)), 251);
+        assert_eq!(TimeBase::deadline(3_000_000, Duration::from_nanos(1)), 4);
+        assert_eq!(TimeBase::deadline(0, Duration::MAX), NO_DEADLINE);
+        assert_eq!(TimeBase::deadline(u64::MAX - 1, ms(1)), NO_DEADLINE);
+    }
+
+    #[test]
+    fn a_deadline_as_a_tokio_instant_is_the_mocked_time_left() {
+        let (clock, mock) = quanta::Clock::mock();
+        let c = TimeBase::new(clock, true);
+        mock.increment(Duration::from_millis(10));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let now = tokio::time::Instant::now();
+            assert_eq!(c.instant_at(15), Some(now + Duration::from_millis(5)));
+            assert_eq!(c.instant_at(7), Some(now), "already passed");
+            assert_eq!(c.instant_at(NO_DEADLINE), None);
+        });
+    }
+
     struct Unit;
     impl crate::Manager for Unit {
         type Connection = ();

@@ -190,3 +190,150 @@ impl Lifecycle {
         r % n.max(1)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::slots::Slots;
+
+    fn ticks(lifetime: u64, check_after_idle: u64, margin: u64) -> Ticks {
+        Ticks {
+            lifetime,
+            check_after_idle,
+            leak: 0,
+            idle_timeout: None,
+            margin,
+            uses_clock: true,
+        }
+    }
+
+    /// One slot holding a connection opened at tick 0 whose lifetime ends
+    /// at `expires_at`, verified at the policy's next sequence number, as
+    /// `connector::adopt` stamps it. The slot stays claimed: the test
+    /// stamps its freshness by hand, as a release would.
+    fn opened(lc: &Lifecycle, expires_at: u64) -> (Slots<()>, u32) {
+        let slots = Slots::new(1);
+        let place = slots.reserve().unwrap();
+        let index = slots
+            .fill(place, (), 1, 0, expires_at, lc.next_seq())
+            .index();
+        (slots, index)
+    }
+
+    #[test]
+    fn an_idle_connection_is_checked_from_the_tick_check_after_idle_ends() {
+        let lc = Lifecycle::new(ticks(1000, 100, 10), 7);
+        let (slots, i) = opened(&lc, 1000);
+        let life = &slots.at(i).life;
+        life.set_fresh_until(lc.fresh_until(life.expires_at(), 20));
+        assert_eq!(lc.judge(life, 20, false), Verdict::Ready);
+        assert_eq!(lc.judge(life, 119, false), Verdict::Ready, "idle 99 ticks");
+        assert_eq!(lc.judge(life, 120, false), Verdict::Check, "idle 100 ticks");
+        assert_eq!(lc.judge(life, 999, false), Verdict::Check);
+    }
+
+    #[test]
+    fn no_connection_is_handed_out_from_the_tick_its_lifetime_ends() {
+        let lc = Lifecycle::new(ticks(1000, 100, 10), 7);
+        let (slots, i) = opened(&lc, 1000);
+        let life = &slots.at(i).life;
+        // Gone idle late in its life: the lifetime ends before a check is due.
+        life.set_fresh_until(lc.fresh_until(life.expires_at(), 950));
+        assert_eq!(life.fresh_until(), 1000);
+        assert_eq!(lc.judge(life, 999, false), Verdict::Ready);
+        assert_eq!(lc.judge(life, 1000, false), Verdict::Expired);
+        assert_eq!(lc.judge(life, 5000, false), Verdict::Expired);
+        // Due for a check long before: past its lifetime it is expired, not checked.
+        life.set_fresh_until(lc.fresh_until(life.expires_at(), 0));
+        assert_eq!(lc.judge(life, 999, false), Verdict::Check);
+        assert_eq!(lc.judge(life, 1000, false), Verdict::Expired);
+    }
+
+    #[test]
+    fn a_failure_marks_the_connections_verified_before_it_and_no_later_ones() {
+        let lc = Lifecycle::new(ticks(0, u64::MAX, 10), 7);
+        let (old, i) = opened(&lc, u64::MAX);
+        let old = &old.at(i).life;
+        assert_eq!(lc.judge(old, 5, false), Verdict::Ready);
+        lc.note_failure();
+        let (new, j) = opened(&lc, u64::MAX);
+        let new = &new.at(j).life;
+        assert_eq!(
+            lc.judge(old, 5, false),
+            Verdict::Check,
+            "older than the failure"
+        );
+        assert_eq!(lc.judge(new, 5, false), Verdict::Ready, "opened after it");
+        old.set_verified(lc.next_seq());
+        assert_eq!(lc.judge(old, 5, false), Verdict::Ready, "checked since");
+    }
+
+    #[test]
+    fn a_broken_connection_arms_one_probe_unless_a_check_just_passed() {
+        let lc = Lifecycle::new(ticks(0, u64::MAX, 10), 7);
+        let (slots, i) = opened(&lc, u64::MAX);
+        let life = &slots.at(i).life;
+        lc.note_alive(100);
+        lc.suspect(109);
+        assert_eq!(
+            lc.judge(life, 109, true),
+            Verdict::Ready,
+            "a check passed within the last period: no probe"
+        );
+        lc.suspect(110);
+        assert_eq!(lc.judge(life, 110, false), Verdict::Ready, "not a prober");
+        assert_eq!(lc.judge(life, 110, true), Verdict::Check, "the probe");
+        assert_eq!(lc.judge(life, 110, true), Verdict::Ready, "one probe only");
+    }
+
+    /// The lifetimes stamped on `n` connections opened at `now`.
+    fn lifetimes(lc: &Lifecycle, now: u64, n: usize) -> Vec<u64> {
+        (0..n).map(|_| lc.expires_at(now) - now).collect()
+    }
+
+    #[test]
+    fn jitter_takes_each_lifetime_down_by_up_to_a_twentieth_and_spreads_them() {
+        // A 40-tick lifetime: jitter 0, 1 or 2 ticks, every one of them
+        // seen, whatever the seed (zero included).
+        for seed in [0, 1, 2, 0x9E37_79B9_7F4A_7C15] {
+            let lc = Lifecycle::new(ticks(40, u64::MAX, 0), seed);
+            let seen: std::collections::BTreeSet<u64> =
+                lifetimes(&lc, 1000, 300).into_iter().collect();
+            assert_eq!(
+                seen,
+                [38, 39, 40].into(),
+                "seed {seed}: lifetimes within [38, 40], each seen"
+            );
+        }
+        // A long lifetime, less the clock margin: within its range, spread
+        // over all of it (ten bands of the 1,001 possible values, each hit).
+        let lc = Lifecycle::new(ticks(20_000, u64::MAX, 1000), 99);
+        let all = lifetimes(&lc, 5000, 2000);
+        let mut bands = [0u32; 10];
+        for l in all {
+            assert!((18_000..=19_000).contains(&l), "lifetime {l}");
+            bands[(((19_000 - l) * 10) / 1001) as usize] += 1;
+        }
+        assert!(bands.iter().all(|&b| b >= 100), "spread: {bands:?}");
+        assert_eq!(Lifecycle::new(ticks(0, 0, 1000), 1).expires_at(5), u64::MAX);
+    }
+
+    #[test]
+    fn jitter_draws_a_pause_from_the_upper_half_and_spreads_them() {
+        for seed in [0, 1, 3, 0x9E37_79B9_7F4A_7C15] {
+            let lc = Lifecycle::new(ticks(0, u64::MAX, 10), seed);
+            let d = Duration::from_millis(1000);
+            let mut bands = [0u32; 10];
+            for _ in 0..2000 {
+                let p = lc.jitter(d);
+                assert!(p >= d / 2 && p <= d, "seed {seed}: pause {p:?}");
+                let band = ((p - d / 2).as_micros() * 10 / 500_001) as usize;
+                bands[band] += 1;
+            }
+            assert!(
+                bands.iter().all(|&b| b >= 100),
+                "seed {seed}: spread {bands:?}"
+            );
+        }
+    }
+}

@@ -277,4 +277,31 @@ mod tests {
         assert_eq!(std::mem::size_of::<Pooled<Big>>(), two);
         assert_eq!(std::mem::size_of::<Option<Pooled<Big>>>(), two);
     }
+
+    struct Five;
+    impl Manager for Five {
+        type Connection = u8;
+        type Error = std::io::Error;
+        async fn connect(&self) -> Result<u8, std::io::Error> {
+            Ok(5)
+        }
+    }
+
+    #[test]
+    fn a_guard_shows_its_connection_and_whether_it_was_marked_broken() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let pool = crate::Pool::builder(Five).build().unwrap();
+            let mut c = pool.get().await.unwrap();
+            assert_eq!(format!("{c:?}"), "Pooled(5)");
+            assert!(!Pooled::is_marked_broken(&c));
+            Pooled::mark_broken(&mut c);
+            assert!(Pooled::is_marked_broken(&c));
+            drop(c);
+            assert_eq!(pool.state().size, 0, "closed, not returned");
+        });
+    }
 }

@@ -324,6 +324,37 @@ mod tests {
     }
 
     #[test]
+    fn threads_spread_over_their_homes() {
+        // Each thread's home hash is its own: 64 threads over 4 places
+        // leave none empty (by chance alone, 1 in 10^7; the golden-ratio
+        // spread of consecutive thread numbers does better).
+        let homes: Vec<usize> = (0..64)
+            .map(|_| std::thread::spawn(|| home_index(4)).join().unwrap())
+            .collect();
+        for place in 0..4 {
+            assert!(
+                homes.contains(&place),
+                "no thread at home {place}: {homes:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_pinned_home_is_the_home_index_asked_for() {
+        // On a thread of its own: the test thread keeps its home.
+        std::thread::spawn(|| {
+            for n in 1..=9 {
+                for shard in 0..n {
+                    pin_home(shard, n);
+                    assert_eq!(home_index(n), shard, "shard {shard} of {n}");
+                }
+            }
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
     fn every_64th_op_fires_once_in_64() {
         let fired = (0..640).filter(|_| every_64th_op()).count();
         assert_eq!(fired, 10);

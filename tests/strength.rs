@@ -1,0 +1,432 @@
+//! Behaviours whose tests the mutation runs (`scripts/mutants.sh`,
+//! CONTRIBUTING.md, "Mutation testing") found missing: the restart epoch
+//! started by a connect that fails after a success; connect retries whose
+//! pauses grow, stay bounded and are spread by jitter, that stop once the
+//! breaker opens, and that keep their turns while connects fail; and a
+//! keyed pool's budget token, lent while a connect backs off, taken again
+//! before its next attempt, and never lost to a cancelled one. Time is the
+//! mock clock's and Tokio's paused clock's: nothing here sleeps.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{LONG, TestManager, runtime};
+use latchless::{Clock, KeyedManager, KeyedPool, KeyedPooled, Manager, Pool, PoolError};
+
+#[test]
+fn a_connect_that_fails_after_a_success_has_idle_connections_checked_before_use() {
+    let (m, t) = TestManager::new();
+    let (clock, _mock) = Clock::mock();
+    // No check after idle: only the restart epoch can cause a check.
+    let pool = Pool::builder(m)
+        .clock(clock)
+        .max_size(2)
+        .fail_fast(true)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .check_after_idle(None)
+        .build()
+        .unwrap();
+    runtime().block_on(async {
+        let a = pool.get().await.unwrap();
+        drop(a);
+        let a = pool.get().await.unwrap();
+        assert_eq!(
+            t.check_calls.load(SeqCst),
+            0,
+            "nothing said the server went away"
+        );
+        // "The server restarted": the next connect is refused.
+        t.fail_next.store(1, SeqCst);
+        let err = pool.get_timeout(LONG).await.unwrap_err();
+        assert!(matches!(err, PoolError::Connect(_)), "{err:?}");
+        drop(a);
+        let a = pool.get().await.unwrap();
+        assert_eq!(a.id, 0);
+        assert_eq!(
+            t.check_calls.load(SeqCst),
+            1,
+            "the connection opened before the failure was checked first"
+        );
+        drop(a);
+        drop(pool.get().await.unwrap());
+        assert_eq!(t.check_calls.load(SeqCst), 1, "once");
+    });
+}
+
+#[test]
+fn a_connect_that_fails_before_any_success_checks_nothing_later() {
+    let (m, t) = TestManager::new();
+    let (clock, _mock) = Clock::mock();
+    let pool = Pool::builder(m)
+        .clock(clock)
+        .max_size(2)
+        .fail_fast(true)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .check_after_idle(None)
+        .build()
+        .unwrap();
+    runtime().block_on(async {
+        t.fail_next.store(1, SeqCst);
+        assert!(pool.get_timeout(LONG).await.is_err());
+        for _ in 0..3 {
+            drop(pool.get().await.unwrap());
+        }
+        assert_eq!(t.check_calls.load(SeqCst), 0);
+    });
+}
+
+/// Fails its first `failures` connects and records when each attempt
+/// began, on Tokio's clock.
+struct Recorder {
+    failures: usize,
+    at: Mutex<Vec<tokio::time::Instant>>,
+}
+
+struct Shared(Arc<Recorder>);
+
+impl Manager for Shared {
+    type Connection = ();
+    type Error = std::io::Error;
+    async fn connect(&self) -> Result<(), std::io::Error> {
+        let mut at = self.0.at.lock().unwrap();
+        at.push(tokio::time::Instant::now());
+        if at.len() <= self.0.failures {
+            return Err(std::io::Error::other("connection refused (test)"));
+        }
+        Ok(())
+    }
+}
+
+/// The pauses between the connect attempts of a `get` whose first
+/// `failures` connects fail, with `backoff` doubling up to `max`, one run
+/// in each of `pools` pools, on a paused Tokio clock (sleeps end at once,
+/// at their exact time). The pools live side by side, so each seeds its
+/// jitter differently.
+fn pauses(pools: usize, failures: usize, backoff: Duration, max: Duration) -> Vec<Vec<Duration>> {
+    let pools: Vec<_> = (0..pools)
+        .map(|_| {
+            let rec = Arc::new(Recorder {
+                failures,
+                at: Mutex::new(Vec::new()),
+            });
+            let (clock, _mock) = Clock::mock();
+            let pool = Pool::builder(Shared(Arc::clone(&rec)))
+                .clock(clock)
+                .background(false)
+                .breaker(None)
+                .connect_backoff(backoff)
+                .max_connect_backoff(max)
+                .build()
+                .unwrap();
+            (rec, pool)
+        })
+        .collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    pools
+        .iter()
+        .map(|(rec, pool)| {
+            rt.block_on(async {
+                drop(pool.get_timeout(Duration::from_secs(3600)).await.unwrap());
+            });
+            let at = rec.at.lock().unwrap();
+            assert_eq!(at.len(), failures + 1, "retried until it succeeded");
+            at.windows(2).map(|w| w[1] - w[0]).collect()
+        })
+        .collect()
+}
+
+#[test]
+fn connect_retries_pause_for_a_backoff_that_doubles_up_to_its_bound_jittered() {
+    let ms = Duration::from_millis;
+    let bounds = [100, 200, 400, 800, 1000, 1000, 1000].map(ms);
+    let runs = pauses(20, bounds.len(), ms(100), ms(1000));
+    // Where each pause falls in the upper half of its backoff, in quarters.
+    let mut quarters = [0u32; 4];
+    for run in &runs {
+        for (p, b) in run.iter().zip(bounds) {
+            // The timer rounds a sleep up to its next millisecond.
+            assert!(
+                *p >= b / 2 && *p <= b + ms(1),
+                "a pause of {p:?} against a backoff of {b:?}: {run:?}"
+            );
+            let q = (*p - b / 2).as_secs_f64() / (b / 2).as_secs_f64();
+            quarters[((q * 4.0) as usize).min(3)] += 1;
+        }
+    }
+    // Jitter spreads the pauses over that half: 140 pauses, each quarter
+    // reached (a miss by chance is about 1 in 10^17).
+    assert!(quarters.iter().all(|&n| n > 0), "quarters: {quarters:?}");
+}
+
+#[test]
+fn connects_keep_their_turns_while_connects_fail() {
+    // While connects fail, one at a time holds the flight token; each one
+    // must hand it on when it ends, or the next waits out its deadline.
+    let (m, t) = TestManager::new();
+    let pool = Pool::builder(m)
+        .fail_fast(true)
+        .breaker(None)
+        .build()
+        .unwrap();
+    runtime().block_on(async {
+        // Each connect is served at once; one left waiting for a token
+        // never handed on would wait until its deadline.
+        let deadline = Duration::from_secs(5);
+        t.fail_next.store(3, SeqCst);
+        for _ in 0..3 {
+            let err = pool.get_timeout(deadline).await.unwrap_err();
+            assert!(matches!(err, PoolError::Connect(_)), "{err:?}");
+        }
+        let c = pool.get_timeout(deadline).await;
+        drop(c.expect("the backend is back, and this connect had its turn"));
+        assert_eq!(t.connect_calls.load(SeqCst), 4);
+    });
+}
+
+/// Key `k` refuses its first `fails[k]` connects; counts each key's
+/// connects and the connections open across keys.
+#[derive(Default)]
+struct Flaky {
+    fails: [AtomicUsize; 4],
+    connects: [AtomicUsize; 4],
+    open: AtomicUsize,
+    max_open: AtomicUsize,
+}
+
+struct Hosts(Arc<Flaky>);
+
+struct Link(Arc<Flaky>);
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, SeqCst);
+    }
+}
+
+impl KeyedManager<usize> for Hosts {
+    type Connection = Link;
+    type Error = std::io::Error;
+    async fn connect(&self, key: &usize) -> Result<Link, std::io::Error> {
+        let f = &self.0;
+        f.connects[*key].fetch_add(1, SeqCst);
+        if f.fails[*key]
+            .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(std::io::ErrorKind::ConnectionRefused.into());
+        }
+        let open = f.open.fetch_add(1, SeqCst) + 1;
+        f.max_open.fetch_max(open, SeqCst);
+        Ok(Link(Arc::clone(f)))
+    }
+}
+
+/// A keyed pool with one token across its keys, connects retried after
+/// 100 ms (jittered: 50 to 100 ms), and a paused Tokio runtime to drive it.
+fn one_token() -> (KeyedPool<usize, Hosts>, Arc<Flaky>, tokio::runtime::Runtime) {
+    let f = Arc::new(Flaky::default());
+    let pool = KeyedPool::builder(Hosts(Arc::clone(&f)))
+        .max_per_key(1)
+        .max_total(1)
+        .breaker(None)
+        .connect_backoff(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    (pool, f, rt)
+}
+
+/// Runs the other tasks until key `k` has seen `n` connects (no time
+/// passes: a task backing off stays asleep).
+async fn until_connects(f: &Flaky, k: usize, n: usize) {
+    while f.connects[k].load(SeqCst) < n {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[test]
+fn a_keyed_connect_retries_until_it_succeeds() {
+    let (pool, f, rt) = one_token();
+    f.fails[1].store(2, SeqCst);
+    rt.block_on(async {
+        let c = pool.get_timeout(&1, Duration::from_secs(10)).await;
+        assert!(c.is_ok(), "{:?}", c.err());
+        assert_eq!(f.connects[1].load(SeqCst), 3);
+    });
+}
+
+#[test]
+fn a_keyed_connect_backing_off_waits_for_a_token_before_its_next_attempt() {
+    let (pool, f, rt) = one_token();
+    f.fails[1].store(1, SeqCst);
+    rt.block_on(async {
+        let p = pool.clone();
+        let a =
+            tokio::spawn(async move { p.get_timeout(&1, Duration::from_secs(10)).await.map(drop) });
+        // Key 1's first connect failed: it sleeps, its token lent.
+        until_connects(&f, 1, 1).await;
+        let mut b = pool.get_timeout(&2, Duration::from_secs(10)).await.unwrap();
+        // Past key 1's backoff: it must wait for the token key 2 holds.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!a.is_finished(), "key 1 connected past max_total");
+        assert_eq!(f.max_open.load(SeqCst), 1);
+        // Closed, key 2's connection gives the token back: key 1's turn.
+        KeyedPooled::mark_broken(&mut b);
+        drop(b);
+        a.await.unwrap().expect("key 1 connected with the token");
+        assert_eq!(f.max_open.load(SeqCst), 1);
+        assert_eq!(f.connects[1].load(SeqCst), 2);
+    });
+}
+
+#[test]
+fn a_keyed_get_cancelled_while_backing_off_leaves_the_budget_whole() {
+    let (pool, f, rt) = one_token();
+    f.fails[1].store(usize::MAX, SeqCst);
+    rt.block_on(async {
+        let p = pool.clone();
+        let a =
+            tokio::spawn(async move { p.get_timeout(&1, Duration::from_secs(10)).await.map(drop) });
+        until_connects(&f, 1, 1).await;
+        a.abort();
+        assert!(a.await.is_err(), "cancelled mid-sleep");
+        // One token still: key 3 waits while key 2 holds it.
+        let mut b = pool.get_timeout(&2, Duration::from_secs(10)).await.unwrap();
+        let p = pool.clone();
+        let c =
+            tokio::spawn(async move { p.get_timeout(&3, Duration::from_secs(10)).await.map(drop) });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!c.is_finished(), "a second connection within max_total 1");
+        assert_eq!(f.max_open.load(SeqCst), 1);
+        KeyedPooled::mark_broken(&mut b);
+        drop(b);
+        c.await
+            .unwrap()
+            .expect("key 3 served once key 2's token came back");
+        assert_eq!(f.max_open.load(SeqCst), 1);
+    });
+}
+
+#[test]
+fn a_get_stops_retrying_when_its_failures_open_the_breaker() {
+    let rec = Arc::new(Recorder {
+        failures: usize::MAX,
+        at: Mutex::new(Vec::new()),
+    });
+    let (clock, _mock) = Clock::mock();
+    let pool = Pool::builder(Shared(Arc::clone(&rec)))
+        .clock(clock)
+        .background(false)
+        .breaker(Some(3))
+        .connect_backoff(Duration::from_millis(10))
+        .build()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let err = pool
+            .get_timeout(Duration::from_secs(3600))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, PoolError::Connect(_)), "{err:?}");
+    });
+    assert_eq!(
+        rec.at.lock().unwrap().len(),
+        3,
+        "the third failure opened the breaker: no fourth attempt"
+    );
+}
+
+#[test]
+fn a_detached_check_dropped_with_its_runtime_closes_its_connection_and_frees_its_place() {
+    let (m, t) = TestManager::new();
+    let (clock, _mock) = Clock::mock();
+    let pool = Pool::builder(m)
+        .clock(clock)
+        .background(false)
+        .max_size(1)
+        .check_after_idle(Some(Duration::ZERO))
+        .build()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        drop(pool.get().await.unwrap());
+        // Its check hangs past the caller's deadline: the check goes on
+        // without the caller, on a task of this runtime.
+        t.check_hang.store(true, SeqCst);
+        assert!(pool.get_timeout(Duration::from_secs(1)).await.is_err());
+    });
+    assert_eq!(t.live(), 1, "the check still holds the connection");
+    // The runtime goes, and the unfinished check with it.
+    drop(rt);
+    assert_eq!(t.live(), 0, "the connection was closed");
+    assert_eq!(pool.state().size, 0, "its place was freed");
+}
+
+#[test]
+fn settings_are_accepted_up_to_their_bounds_and_refused_past_them() {
+    use latchless::MAX_POOL_SIZE;
+    let ms = Duration::from_millis;
+    let builds =
+        |f: &dyn Fn(latchless::Builder<TestManager>) -> latchless::Builder<TestManager>| {
+            f(Pool::builder(TestManager::new().0)).build().is_ok()
+        };
+    assert!(builds(&|b| b.max_size(MAX_POOL_SIZE)));
+    assert!(!builds(&|b| b.max_size(MAX_POOL_SIZE + 1)));
+    assert!(builds(&|b| b.max_size(4).max_size_limit(4)));
+    assert!(!builds(&|b| b.max_size(4).max_size_limit(3)));
+    assert!(builds(&|b| b.max_size(4).max_size_limit(MAX_POOL_SIZE)));
+    assert!(!builds(&|b| b
+        .max_size(4)
+        .max_size_limit(MAX_POOL_SIZE + 1)));
+    assert!(builds(&|b| b
+        .connect_backoff(ms(50))
+        .max_connect_backoff(ms(50))));
+    assert!(!builds(&|b| b
+        .connect_backoff(ms(50))
+        .max_connect_backoff(ms(49))));
+    let b = Pool::builder(TestManager::new().0).max_size(7);
+    assert!(format!("{b:?}").contains("max_size: 7"), "{b:?}");
+}
+
+#[test]
+fn a_pool_is_resized_within_its_limit_and_not_below_min_idle() {
+    let pool = Pool::builder(TestManager::new().0)
+        .max_size(4)
+        .max_size_limit(8)
+        .min_idle(2)
+        .build()
+        .unwrap();
+    assert!(pool.set_max_size(0).is_err());
+    let err = pool.set_max_size(9).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "max_size (9) must be in 1..=max_size_limit (8)"
+    );
+    assert!(pool.set_max_size(1).is_err(), "below min_idle");
+    assert_eq!(pool.max_size(), 4, "refused changes change nothing");
+    pool.set_max_size(8).unwrap();
+    assert_eq!(pool.max_size(), 8);
+    pool.set_max_size(2).unwrap();
+    assert_eq!(pool.max_size(), 2);
+}
