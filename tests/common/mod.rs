@@ -259,7 +259,8 @@ pub fn mocked_quiet(
         .background(false)
         .idle_timeout(None)
         .max_lifetime(None)
-        .check_after_idle(None);
+        .check_after_idle(None)
+        .replace_before_expiry(None);
     *t.mock.lock().unwrap() = Some(mock.clone());
     (f(b).build().unwrap(), t, mock)
 }
