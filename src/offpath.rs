@@ -182,12 +182,14 @@ impl<M: Manager> Core<M> {
         let Some(owner) = self.weak.upgrade() else {
             return Started::No;
         };
-        if let Some(place) = self.reserve() {
-            // Given back at once: the task reserves its own (a place
-            // carried into a task that a runtime drops unpolled would be
-            // lost). A `get` that takes it meanwhile connects for itself,
-            // which is what this would have spared it.
-            self.unreserve(place);
+        // A free place, read, not reserved: the task reserves its own (a
+        // place carried into a task that a runtime drops unpolled would be
+        // lost, and one reserved and given back here would skip the
+        // waiter re-check that a place going back needs). A `get` that
+        // takes it meanwhile connects for itself, which is what this would
+        // have spared it.
+        let budget_left = self.budget.as_ref().is_none_or(|b| b.used() < b.max());
+        if self.slots.taken() < self.slots.cap() && budget_left {
             rt.spawn(open_successor(owner));
             return Started::Yes;
         }
