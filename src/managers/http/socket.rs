@@ -14,8 +14,8 @@
 //! Invariants kept: the probe never keeps the socket open (it holds a
 //! `Weak`; the socket closes when hyper drops its side); reads and writes
 //! are tokio's own (`poll_*_ready`, then `try_*`/`try_io`), so readiness
-//! is cleared and re-armed exactly as `TcpStream` does it; a read fills
-//! hyper's buffer without zeroing it first.
+//! is cleared and re-armed exactly as `TcpStream` does it (a short read
+//! clears it too); a read fills hyper's buffer without zeroing it first.
 
 use std::io;
 use std::net::Shutdown;
@@ -63,21 +63,34 @@ impl AsyncRead for SharedTcp {
             // SAFETY: `recv` only writes the bytes it reports, never
             // de-initialises any.
             let unfilled = unsafe { buf.unfilled_mut() };
+            let room = unfilled.len();
+            // A read that filled less than the room it had drained the
+            // socket (epoll is edge-triggered): it is reported to `try_io`
+            // as `WouldBlock`, which clears the readiness, so that the
+            // next read waits for the next event instead of asking the
+            // kernel once more for nothing, as tokio's own `TcpStream`
+            // does. The bytes read are kept in `drained`.
+            let mut drained = 0;
             let read = self.0.try_io(Interest::READABLE, || {
-                socket2::SockRef::from(&*self.0).recv(unfilled)
-            });
-            match read {
-                Ok(n) => {
-                    // SAFETY: `recv` initialised the first `n` unfilled bytes.
-                    unsafe { buf.assume_init(n) };
-                    buf.advance(n);
-                    return Poll::Ready(Ok(()));
+                let n = socket2::SockRef::from(&*self.0).recv(unfilled)?;
+                if n > 0 && n < room {
+                    drained = n;
+                    return Err(io::ErrorKind::WouldBlock.into());
                 }
+                Ok(n)
+            });
+            let n = match read {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && drained > 0 => drained,
                 // A spurious wake-up: `try_io` cleared the readiness, so
                 // the next `poll_read_ready` registers for the next event.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Poll::Ready(Err(e)),
-            }
+            };
+            // SAFETY: `recv` initialised the first `n` unfilled bytes.
+            unsafe { buf.assume_init(n) };
+            buf.advance(n);
+            return Poll::Ready(Ok(()));
         }
     }
 }
