@@ -100,7 +100,8 @@ const ALPN_HTTP11: &[u8] = b"http/1.1";
 /// - `is_broken`: [`HttpConnection::is_broken`], no round trip: closed
 ///   (by hyper, or by the server as the kernel reports it), closing by the
 ///   server's word, idle past the server's keep-alive timeout, an
-///   abandoned exchange, or marked.
+///   abandoned exchange, or marked. The kernel is asked at hand-out, not
+///   as a connection comes back from an exchange that ended just now.
 /// - `check` (the pool's pre-ping): `is_broken`, then hyper's `ready`,
 ///   which fails on a closed connection. No request is sent: HTTP has no
 ///   ping, and a request would reach the application.
@@ -294,7 +295,7 @@ impl KeyedManager<Origin> for HttpManager {
     }
 
     fn is_broken(&self, _origin: &Origin, conn: &mut HttpConnection) -> bool {
-        conn.is_broken()
+        conn.judge()
     }
 
     /// `true` when the next connect would fail the same way: the server's

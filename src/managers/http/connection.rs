@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{CONNECTION, HeaderMap};
+use http::uri::PathAndQuery;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -33,6 +34,15 @@ use super::socket::peer_closed;
 fn keep_alive_margin(timeout: Duration) -> Duration {
     (timeout / 2).min(Duration::from_secs(1))
 }
+
+/// How long the pool's hand-out look at the socket vouches for the send
+/// that follows it, and the end of an exchange for the pool's judgement
+/// of the connection as it comes back: the steps of one task that follow
+/// each other without waiting, with room for a loaded scheduler. Asking
+/// the kernel again within it learns nothing a look can learn (the close
+/// it would catch is the one that lands between any look and the write),
+/// and costs a system call on every request.
+const VOUCHED_FOR: Duration = Duration::from_millis(1);
 
 /// One HTTP/1.1 connection to an [`Origin`]: hyper's
 /// [`SendRequest`] (the request body type is [`Full<Bytes>`]: a whole
@@ -90,6 +100,15 @@ pub struct HttpConnection {
     /// seen (its body's end when it went through `send_with_retry`), or
     /// the connect.
     idle_since: Instant,
+    /// An exchange through `send_with_retry` ended (its body read to the
+    /// end) and the pool has not judged the connection since: its
+    /// judgement as the connection comes back does not ask the kernel
+    /// (the next hand-out does).
+    ended_unjudged: bool,
+    /// When the pool's judgement last asked the kernel and found the
+    /// socket open, if no exchange has started since: the send that
+    /// follows a hand-out does not ask again.
+    looked_open: Option<Instant>,
 }
 
 impl fmt::Debug for HttpConnection {
@@ -135,6 +154,8 @@ impl HttpConnection {
             closing: false,
             keep_alive: None,
             idle_since: Instant::now(),
+            ended_unjudged: false,
+            looked_open: None,
         }
     }
 
@@ -194,7 +215,10 @@ impl HttpConnection {
     /// is shorter), an exchange on it was abandoned before its response,
     /// or it was [marked broken](Self::mark_broken). This is what
     /// `HttpManager`'s `is_broken` returns; it costs one non-blocking
-    /// `poll(2)` of the socket, no round trip.
+    /// `poll(2)` of the socket, no round trip (the pool's judgement skips
+    /// that look as a connection comes back from an exchange that ended
+    /// just now, and `send_with_retry` right after a hand-out that made
+    /// it: one look per request).
     ///
     /// A connection that is merely not ready yet (hyper has not yet taken
     /// in the end of the previous exchange) is not broken: the next
@@ -206,13 +230,41 @@ impl HttpConnection {
     /// # }
     /// ```
     pub fn is_broken(&self) -> bool {
+        self.broken_by_state() || peer_closed(&self.socket)
+    }
+
+    /// [`is_broken`](Self::is_broken) without asking the kernel.
+    fn broken_by_state(&self) -> bool {
         self.broken
             || self.in_flight
             || self.closing
-            || self.is_closed()
+            || self.sender.is_closed()
+            || self.driver.is_finished()
             || self
                 .keep_alive
                 .is_some_and(|t| self.idle_since.elapsed() >= t - keep_alive_margin(t))
+    }
+
+    /// The pool's judgement (`HttpManager`'s `is_broken`), when the
+    /// connection comes back and when it is handed out:
+    /// [`is_broken`](Self::is_broken), except that the kernel is not
+    /// asked as the connection comes back from an exchange that ended
+    /// just now (the hand-out asks it). A look that finds the socket open
+    /// vouches for the send that follows at once.
+    pub(super) fn judge(&mut self) -> bool {
+        let just_ended =
+            std::mem::take(&mut self.ended_unjudged) && self.idle_since.elapsed() < VOUCHED_FOR;
+        if self.broken_by_state() {
+            return true;
+        }
+        if just_ended {
+            return false;
+        }
+        if peer_closed(&self.socket) {
+            return true;
+        }
+        self.looked_open = Some(Instant::now());
+        false
     }
 
     /// Make the pool close this connection when it is returned, instead of
@@ -297,11 +349,13 @@ impl HttpConnection {
             self.keep_alive = Some(timeout);
         }
         self.idle_since = Instant::now();
+        self.looked_open = None;
     }
 
     /// The connection went idle now (a response body was read to its end).
     pub(super) fn idle_from_now(&mut self) {
         self.idle_since = Instant::now();
+        self.ended_unjudged = true;
     }
 
     /// Give the request the `Host` header and origin-form URI hyper's
@@ -313,20 +367,8 @@ impl HttpConnection {
             if target != self.origin {
                 return Err(Mismatch::Origin(target));
             }
-            let path = request
-                .uri()
-                .path_and_query()
-                .map_or("/", |p| p.as_str())
-                .to_owned();
-            *request.uri_mut() = Uri::try_from(path)
-                .map_err(|e| Mismatch::Uri(super::OriginError::InvalidUri(e.to_string())))?;
         }
-        if !request.headers().contains_key(http::header::HOST) {
-            // Always valid: an origin's host is a valid URI host.
-            if let Ok(host) = HeaderValue::try_from(self.origin.host_header()) {
-                request.headers_mut().insert(http::header::HOST, host);
-            }
-        }
+        fit_to(request, &self.origin);
         Ok(())
     }
 
@@ -340,9 +382,13 @@ impl HttpConnection {
             return Attempt::NotSent(request, Some(e));
         }
         // The last look before the request is queued: a close the kernel
-        // has seen and hyper not yet, the server's word, its keep-alive
-        // timeout.
-        if self.is_broken() {
+        // has seen and hyper not yet (unless the pool's hand-out has just
+        // asked), the server's word, its keep-alive timeout.
+        let vouched = self
+            .looked_open
+            .take()
+            .is_some_and(|at| at.elapsed() < VOUCHED_FOR);
+        if self.broken_by_state() || (!vouched && peer_closed(&self.socket)) {
             self.broken = true;
             return Attempt::NotSent(request, None);
         }
@@ -366,6 +412,30 @@ impl HttpConnection {
                     None => Attempt::Failed(e.into_error()),
                 }
             }
+        }
+    }
+}
+
+/// Gives `request` the origin-form URI (`/path?query`) and, if it has
+/// none, the `Host` header of `origin`, which hyper's connection API
+/// expects: the caller has checked that its URI, if absolute, names
+/// `origin`.
+pub(super) fn fit_to<B>(request: &mut Request<B>, origin: &Origin) {
+    let uri = request.uri_mut();
+    if uri.scheme().is_some() || uri.authority().is_some() {
+        let mut parts = std::mem::take(uri).into_parts();
+        parts.scheme = None;
+        parts.authority = None;
+        if parts.path_and_query.is_none() {
+            parts.path_and_query = Some(PathAndQuery::from_static("/"));
+        }
+        // Always valid: a path and query without scheme or authority.
+        *uri = Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"));
+    }
+    if !request.headers().contains_key(http::header::HOST) {
+        // Always valid: an origin's host is a valid URI host.
+        if let Ok(host) = HeaderValue::try_from(origin.host_header()) {
+            request.headers_mut().insert(http::header::HOST, host);
         }
     }
 }
@@ -465,5 +535,68 @@ mod tests {
             Duration::from_millis(500)
         );
         assert_eq!(keep_alive_margin(Duration::ZERO), Duration::ZERO);
+    }
+
+    /// A connection to a listener of its own, and the server's end of it.
+    /// The test runtime has one thread and the test never awaits after
+    /// this, so hyper's connection task never runs: what the pool learns
+    /// of a close, it learns from the kernel.
+    async fn connected() -> (HttpConnection, std::net::TcpStream) {
+        use crate::KeyedManager;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let origin: Origin = format!("http://{}", listener.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        let conn = super::super::HttpManager::new()
+            .connect(&origin)
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().unwrap();
+        (conn, server)
+    }
+
+    /// Closes the server's end and gives the close time to reach the
+    /// client's kernel, the runtime blocked meanwhile.
+    fn close_unseen(server: std::net::TcpStream) {
+        drop(server);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_judgement_as_a_connection_comes_back_leaves_the_kernel_to_the_hand_out() {
+        let (mut conn, server) = connected().await;
+        close_unseen(server);
+        conn.idle_from_now();
+        assert!(!conn.judge(), "coming back from an exchange just ended");
+        assert!(conn.judge(), "the hand-out asks the kernel");
+        assert!(conn.is_broken(), "`is_broken` always asks");
+
+        // Without an exchange just ended, the first judgement asks.
+        let (mut conn, server) = connected().await;
+        assert!(!conn.judge());
+        close_unseen(server);
+        assert!(conn.judge());
+
+        // An exchange that ended longer ago than it vouches for, too.
+        let (mut conn, server) = connected().await;
+        conn.idle_from_now();
+        close_unseen(server);
+        assert!(conn.judge());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_look_vouches_only_for_the_send_that_follows_at_once() {
+        let (mut conn, server) = connected().await;
+        assert!(!conn.judge(), "open at hand-out");
+        close_unseen(server);
+        let request = Request::get("/")
+            .header(http::header::HOST, "localhost")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        assert!(
+            matches!(conn.attempt(request).await, Attempt::NotSent(_, None)),
+            "a look older than it vouches for is taken again before writing"
+        );
+        assert!(conn.is_marked_broken());
     }
 }

@@ -97,10 +97,18 @@ impl Origin {
         };
         let host = uri.host().ok_or(OriginError::NoHost)?;
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-        Self::new(https, host, port)
+        // The host of a parsed URI is the host of a well-formed authority
+        // already: it needs no second parse.
+        Self::with(https, host, port, false)
     }
 
     fn new(https: bool, host: &str, port: u16) -> Result<Self, OriginError> {
+        Self::with(https, host, port, true)
+    }
+
+    /// `validate`: whether `host` must still be shown to be the host of a
+    /// well-formed authority (it was not taken from a parsed URI).
+    fn with(https: bool, host: &str, port: u16, validate: bool) -> Result<Self, OriginError> {
         if host.is_empty() {
             return Err(OriginError::NoHost);
         }
@@ -115,8 +123,9 @@ impl Origin {
         // The host must be exactly the host of a well-formed authority: no
         // user information, port or path smuggled in, no character a URI
         // cannot carry.
-        let well_formed = Authority::from_str(&format!("{host}:{port}"))
-            .is_ok_and(|a| a.host() == host && a.port_u16() == Some(port));
+        let well_formed = !validate
+            || Authority::from_str(&format!("{host}:{port}"))
+                .is_ok_and(|a| a.host() == host && a.port_u16() == Some(port));
         if !well_formed {
             return Err(OriginError::InvalidHost(host));
         }

@@ -268,6 +268,10 @@ where
         let Some(pool) = self.find(&origin, request.uri().path()) else {
             return Err(RequestError::NoRoute(request.uri().clone()));
         };
+        // Every connection of this key is to `origin`: the request is
+        // fitted to it once, not checked against it on every attempt.
+        let mut request = request;
+        super::connection::fit_to(&mut request, &origin);
         send_with_retry(|| pool.get(&origin), request, max_retries).await
     }
 }
