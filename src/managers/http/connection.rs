@@ -13,7 +13,9 @@
 
 use std::fmt;
 use std::sync::Weak;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use quanta::Instant;
 
 use bytes::Bytes;
 use http::header::{CONNECTION, HeaderMap};
@@ -337,18 +339,23 @@ impl HttpConnection {
     /// # Ok(()) }
     /// ```
     pub fn observe_response<B>(&mut self, response: &Response<B>) {
-        let headers = response.headers();
+        self.observe_head(response.headers(), response.version(), response.status());
+        self.idle_since = Instant::now();
+    }
+
+    /// What a response's head says about the connection; the idle time is
+    /// stamped by the caller.
+    fn observe_head(&mut self, headers: &HeaderMap, version: Version, status: StatusCode) {
         let keep_alive_asked = has_token(headers, "keep-alive");
         if has_token(headers, "close")
-            || (response.version() <= Version::HTTP_10 && !keep_alive_asked)
-            || response.status() == StatusCode::SWITCHING_PROTOCOLS
+            || (version <= Version::HTTP_10 && !keep_alive_asked)
+            || status == StatusCode::SWITCHING_PROTOCOLS
         {
             self.closing = true;
         }
         if let Some(timeout) = keep_alive_timeout(headers) {
             self.keep_alive = Some(timeout);
         }
-        self.idle_since = Instant::now();
         self.looked_open = None;
     }
 
@@ -402,7 +409,9 @@ impl HttpConnection {
         match result {
             Ok(response) => {
                 self.closing |= closes_after;
-                self.observe_response(&response);
+                // The idle time starts when the body has been read to its
+                // end (`ResponseBody`), which stamps it.
+                self.observe_head(response.headers(), response.version(), response.status());
                 Attempt::Response(response)
             }
             Err(mut e) => {
