@@ -30,26 +30,37 @@
 //!
 //! Options: `--clients N` (default 64), `--seconds S` measured per run
 //! (default 2), `--rounds R` (default 3), `--only
-//! keyed|hyper-util|per-request`.
+//! keyed|hyper-util|per-request`, `--tls` (the upstreams speak HTTPS, with
+//! a certificate made at start; every variant trusts its CA, hyper-util's
+//! `Client` through a small rustls connector of this example's, since
+//! hyper-util has none).
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
 use hyper::server::conn::http1 as server_http1;
 use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use latchless::KeyedPool;
 use latchless::bytes::Bytes;
 use latchless::http::{self, Request, Response, StatusCode};
 use latchless::http_body_util::{BodyExt, Full};
 use latchless::managers::{HttpManager, Router};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 const UPSTREAMS: [&str; 3] = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];
 /// What an upstream answers: a small JSON-ish body.
@@ -59,6 +70,7 @@ const PAYLOAD: &[u8] = &[b'x'; 256];
 enum Forward {
     Keyed(Router),
     HyperUtil(Client<HttpConnector, Full<Bytes>>),
+    HyperUtilTls(Client<RustlsConnector, Full<Bytes>>),
     PerRequest,
 }
 
@@ -66,7 +78,7 @@ impl Forward {
     fn name(&self) -> &'static str {
         match self {
             Self::Keyed(_) => "keyed",
-            Self::HyperUtil(_) => "hyper-util",
+            Self::HyperUtil(_) | Self::HyperUtilTls(_) => "hyper-util",
             Self::PerRequest => "per-request",
         }
     }
@@ -75,25 +87,137 @@ impl Forward {
 struct Proxy {
     forward: Forward,
     upstreams: Vec<SocketAddr>,
+    /// `Some` when the upstreams speak HTTPS.
+    tls: Option<TlsConnector>,
+}
+
+/// hyper-util's legacy `Client` over rustls: a TCP connect (no delay), a
+/// TLS handshake with the URI's host as server name.
+#[derive(Clone)]
+struct RustlsConnector(TlsConnector);
+
+impl tower_service::Service<http::Uri> for RustlsConnector {
+    type Response = TokioIo<TlsIo>;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<TokioIo<TlsIo>>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let tls = self.0.clone();
+        Box::pin(async move {
+            let host = uri.host().unwrap_or_default().to_owned();
+            let port = uri.port_u16().unwrap_or(443);
+            let stream = tls_connect(&tls, &host, port).await?;
+            Ok(TokioIo::new(TlsIo(stream)))
+        })
+    }
+}
+
+/// A TLS connection to `host:port`, its name checked against `host`.
+async fn tls_connect(
+    tls: &TlsConnector,
+    host: &str,
+    port: u16,
+) -> io::Result<TlsStream<TcpStream>> {
+    let sock = TcpStream::connect((host, port)).await?;
+    sock.set_nodelay(true)?;
+    let name = ServerName::try_from(host.to_owned())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    tls.connect(name, sock).await
+}
+
+/// A client TLS stream as hyper-util's pool wants it (`Connection`).
+struct TlsIo(TlsStream<TcpStream>);
+
+impl Connection for TlsIo {
+    fn connected(&self) -> Connected {
+        Connected::new()
+    }
+}
+
+impl AsyncRead for TlsIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+/// A CA and a certificate for the upstreams' addresses signed by it: the
+/// CA's PEM and the server's TLS settings (ALPN `http/1.1`).
+fn pki() -> (String, TlsAcceptor) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("a CA key"))
+        .expect("the CA certificate");
+    let key = KeyPair::generate().expect("a server key");
+    let names = UPSTREAMS
+        .iter()
+        .map(|ip| ip.to_string())
+        .collect::<Vec<_>>();
+    let cert = CertificateParams::new(names)
+        .expect("server parameters")
+        .signed_by(&key, &ca)
+        .expect("the server certificate");
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![CertificateDer::from(cert.der().to_vec())], key)
+        .expect("the server's TLS settings");
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    (ca.pem(), TlsAcceptor::from(Arc::new(config)))
 }
 
 /// One upstream: answers every request with `PAYLOAD`, keeps connections
-/// alive, counts the connections it accepts.
-async fn upstream(ip: &str, accepted: Arc<AtomicUsize>) -> SocketAddr {
+/// alive, counts the connections it accepts; over TLS with `tls`.
+async fn upstream(ip: &str, accepted: Arc<AtomicUsize>, tls: Option<TlsAcceptor>) -> SocketAddr {
     let listener = TcpListener::bind((ip, 0)).await.expect("bind an upstream");
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((sock, _)) = listener.accept().await {
             accepted.fetch_add(1, Ordering::Relaxed);
             let _ = sock.set_nodelay(true);
+            let tls = tls.clone();
             tokio::spawn(async move {
                 let service = service_fn(|req: Request<Incoming>| async move {
                     let _ = req.into_body().collect().await;
                     Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(PAYLOAD))))
                 });
-                let _ = server_http1::Builder::new()
-                    .serve_connection(TokioIo::new(sock), service)
-                    .await;
+                let server = server_http1::Builder::new();
+                let _ = match tls {
+                    None => server.serve_connection(TokioIo::new(sock), service).await,
+                    Some(tls) => match tls.accept(sock).await {
+                        Ok(sock) => server.serve_connection(TokioIo::new(sock), service).await,
+                        Err(_) => return,
+                    },
+                };
             });
         }
     });
@@ -144,7 +268,8 @@ async fn forward(
         Ok(b) => b.to_bytes(),
         Err(e) => return Ok(reply(StatusCode::BAD_REQUEST, Bytes::from(e.to_string()))),
     };
-    let uri = format!("http://{upstream}{path}");
+    let scheme = if proxy.tls.is_some() { "https" } else { "http" };
+    let uri = format!("{scheme}://{upstream}{path}");
     let answer = match &proxy.forward {
         Forward::Keyed(router) => {
             let request = Request::builder()
@@ -168,7 +293,18 @@ async fn forward(
                 Err(e) => Err(e.to_string()),
             }
         }
-        Forward::PerRequest => once(upstream, head.method, path, body).await,
+        Forward::HyperUtilTls(client) => {
+            let request = Request::builder()
+                .method(head.method)
+                .uri(uri)
+                .body(Full::new(body))
+                .unwrap();
+            match client.request(request).await {
+                Ok(response) => read(response).await,
+                Err(e) => Err(e.to_string()),
+            }
+        }
+        Forward::PerRequest => once(upstream, proxy.tls.as_ref(), head.method, path, body).await,
     };
     Ok(match answer {
         Ok((status, body)) => reply(status, body),
@@ -196,21 +332,44 @@ where
     }
 }
 
-/// One request on a connection of its own, closed after the response.
+/// One request on a connection of its own (over TLS with `tls`), closed
+/// after the response.
 async fn once(
     upstream: SocketAddr,
+    tls: Option<&TlsConnector>,
     method: http::Method,
     path: &str,
     body: Bytes,
 ) -> Result<(StatusCode, Bytes), String> {
-    let sock = TcpStream::connect(upstream)
-        .await
-        .map_err(|e| e.to_string())?;
-    let _ = sock.set_nodelay(true);
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(sock))
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
+    let (mut sender, conn) = match tls {
+        None => {
+            let sock = TcpStream::connect(upstream)
+                .await
+                .map_err(|e| e.to_string())?;
+            let _ = sock.set_nodelay(true);
+            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(sock))
+                .await
+                .map_err(|e| e.to_string())?;
+            (
+                sender,
+                tokio::spawn(async move { conn.await.map_err(|e| e.to_string()) }),
+            )
+        }
+        Some(tls) => {
+            let host = upstream.ip().to_string();
+            let sock = tls_connect(tls, &host, upstream.port())
+                .await
+                .map_err(|e| e.to_string())?;
+            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(sock))
+                .await
+                .map_err(|e| e.to_string())?;
+            (
+                sender,
+                tokio::spawn(async move { conn.await.map_err(|e| e.to_string()) }),
+            )
+        }
+    };
+    drop(conn); // the task drives the connection until it closes
     let request = Request::builder()
         .method(method)
         .uri(path)
@@ -346,6 +505,7 @@ struct Options {
     millis: u64,
     rounds: usize,
     only: Option<String>,
+    tls: bool,
 }
 
 fn options() -> Options {
@@ -354,9 +514,14 @@ fn options() -> Options {
         millis: 2000,
         rounds: 3,
         only: None,
+        tls: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
+        if arg == "--tls" {
+            o.tls = true;
+            continue;
+        }
         let value = args.next().unwrap_or_else(|| panic!("{arg} needs a value"));
         match arg.as_str() {
             "--clients" => o.clients = value.parse().expect("--clients N"),
@@ -367,7 +532,7 @@ fn options() -> Options {
             "--rounds" => o.rounds = value.parse().expect("--rounds R"),
             "--only" => o.only = Some(value),
             other => panic!(
-                "unknown option {other} (--clients N, --seconds S, --rounds R, --only VARIANT)"
+                "unknown option {other} (--clients N, --seconds S, --rounds R, --only VARIANT, --tls)"
             ),
         }
     }
@@ -386,19 +551,37 @@ struct Measured {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let o = options();
     let accepted = Arc::new(AtomicUsize::new(0));
+    let (ca_pem, acceptor) = pki();
     let mut upstreams = Vec::new();
     for ip in UPSTREAMS {
-        upstreams.push(upstream(ip, accepted.clone()).await);
+        let tls = o.tls.then(|| acceptor.clone());
+        upstreams.push(upstream(ip, accepted.clone(), tls).await);
     }
-    let keyed = KeyedPool::builder(HttpManager::new())
+    let manager = HttpManager::builder()
+        .add_root_pem(ca_pem.as_bytes())
+        .build()?;
+    // The same client TLS settings (the CA, ALPN `http/1.1`) for all.
+    let tls = o
+        .tls
+        .then(|| TlsConnector::from(manager.tls_config().clone()));
+    let keyed = KeyedPool::builder(manager)
         .max_per_key(o.clients)
         .max_total(o.clients * UPSTREAMS.len())
         .build()?;
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
+    let scheme = if o.tls { "https://" } else { "http://" };
+    let hyper_util = match &tls {
+        None => {
+            let mut connector = HttpConnector::new();
+            connector.set_nodelay(true);
+            Forward::HyperUtil(Client::builder(TokioExecutor::new()).build(connector))
+        }
+        Some(tls) => Forward::HyperUtilTls(
+            Client::builder(TokioExecutor::new()).build(RustlsConnector(tls.clone())),
+        ),
+    };
     let variants = [
-        Forward::Keyed(Router::new().mount("http://", keyed)),
-        Forward::HyperUtil(Client::builder(TokioExecutor::new()).build(connector)),
+        Forward::Keyed(Router::new().mount(scheme, keyed)),
+        hyper_util,
         Forward::PerRequest,
     ];
     let mut measured = Vec::new();
@@ -410,6 +593,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let proxy = proxy(Arc::new(Proxy {
             forward,
             upstreams: upstreams.clone(),
+            tls: tls.clone(),
         }))
         .await;
         measured.push(Measured {
@@ -428,10 +612,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let (warmup, window) = (Duration::from_millis(500), Duration::from_millis(o.millis));
     println!(
-        "gateway: {} upstreams, {} closed-loop clients, {} rounds of {:?} warm-up + {:?} measured \
+        "gateway: {} {} upstreams, {} closed-loop clients, {} rounds of {:?} warm-up + {:?} measured \
          per variant (variants in turn, the first rotating), {workers} worker threads \
          (proxy, upstreams and clients share them)",
         upstreams.len(),
+        if o.tls { "HTTPS" } else { "HTTP" },
         o.clients,
         o.rounds,
         warmup,
