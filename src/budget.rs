@@ -100,12 +100,15 @@ impl Budget {
         self.toggle.fetch_xor(true, Ordering::Relaxed)
     }
 
-    /// Tokens held now.
+    /// Tokens held now. Inlined: every release of a keyed pool reads it
+    /// (`Core::starving`).
+    #[inline]
     pub(crate) fn used(&self) -> usize {
         self.used.load(Ordering::Relaxed)
     }
 
     /// The cap across keys.
+    #[inline]
     pub(crate) fn max(&self) -> usize {
         self.max
     }

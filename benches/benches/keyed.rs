@@ -69,17 +69,27 @@ fn hit(c: &mut Criterion) {
         }
     });
     let key = keys[5].clone();
-    let mut g = c.benchmark_group("keyed_hit");
-    // A pool left alone for most of a second hands nothing to `try_get`
-    // until a `get` has run (seen here between benchmarks, while criterion
-    // analyses): each benchmark starts with one `get` of each pool, and a
-    // `try_get` that finds nothing tries again.
-    let rewarm = || {
-        drop(rt.block_on(pool.get()).expect("an idle connection"));
-        drop(rt.block_on(keyed.get(&key)).expect("an idle connection"));
+    // A thread caches the connection it returned last, of one pool only
+    // (DESIGN.md, "The thread-affine fast path"). Each benchmark first
+    // gives that cache to the pool it measures, or, in the second group,
+    // to the other one: both idle connections taken (whichever was cached
+    // is claimed, which frees the cache), the one to cache returned first.
+    // Through `get`: a pool left alone for most of a second hands nothing
+    // to `try_get` until a `get` has run (seen here between benchmarks,
+    // while criterion analyses); a `try_get` that finds nothing tries
+    // again.
+    let cache_to_pool = |to_pool: bool| {
+        let k = rt.block_on(keyed.get(&key)).expect("an idle connection");
+        let p = rt.block_on(pool.get()).expect("an idle connection");
+        if to_pool {
+            drop(p);
+            drop(k);
+        } else {
+            drop(k);
+            drop(p);
+        }
     };
-    rewarm();
-    g.bench_function("Pool::try_get+drop", |b| {
+    let try_pool = |b: &mut criterion::Bencher<'_>| {
         b.iter(|| {
             let c = loop {
                 if let Some(c) = pool.try_get() {
@@ -88,9 +98,8 @@ fn hit(c: &mut Criterion) {
             };
             black_box(&*c);
         })
-    });
-    rewarm();
-    g.bench_function("KeyedPool::try_get(&k)+drop", |b| {
+    };
+    let try_keyed = |b: &mut criterion::Bencher<'_>| {
         b.iter(|| {
             let c = loop {
                 if let Some(c) = keyed.try_get(black_box(&key)) {
@@ -99,10 +108,15 @@ fn hit(c: &mut Criterion) {
             };
             black_box(&*c);
         })
-    });
-    rewarm();
+    };
+    let mut g = c.benchmark_group("keyed_hit");
+    cache_to_pool(true);
+    g.bench_function("Pool::try_get+drop", try_pool);
+    cache_to_pool(false);
+    g.bench_function("KeyedPool::try_get(&k)+drop", try_keyed);
     let _in_runtime = rt.enter();
     let mut cx = Context::from_waker(Waker::noop());
+    cache_to_pool(true);
     g.bench_function("Pool::get().await+drop", |b| {
         b.iter(|| {
             let mut get = pin!(pool.get());
@@ -114,6 +128,7 @@ fn hit(c: &mut Criterion) {
             black_box(&*c);
         })
     });
+    cache_to_pool(false);
     g.bench_function("KeyedPool::get(&k).await+drop", |b| {
         b.iter(|| {
             let mut get = pin!(keyed.get(black_box(&key)));
@@ -125,6 +140,14 @@ fn hit(c: &mut Criterion) {
             black_box(&*c);
         })
     });
+    g.finish();
+    // The thread's cache holding the other pool's connection: what a
+    // thread that serves several pools or keys meets on all but one.
+    let mut g = c.benchmark_group("keyed_hit_cache_elsewhere");
+    cache_to_pool(false);
+    g.bench_function("Pool::try_get+drop", try_pool);
+    cache_to_pool(true);
+    g.bench_function("KeyedPool::try_get(&k)+drop", try_keyed);
     g.finish();
 }
 
