@@ -12,8 +12,9 @@
 //!   dead host fails its own `get`s fast, never another key's), metrics.
 //! - **A lock-free map of keys** (`papaya`, with `foldhash`): a `get` on a
 //!   key with an idle connection hashes the key, reads the map under an
-//!   epoch guard (no lock, no read-modify-write, no allocation) and runs
-//!   that key's fast path; only a miss clones the key's pool handle to wait
+//!   epoch guard (no lock, no allocation; leaving the guard is one atomic
+//!   swap on a word of this thread's, the lookup's only read-modify-write)
+//!   and runs that key's fast path; only a miss clones the key's pool handle to wait
 //!   or connect. `papaya` is made for read-mostly maps, which a pool's
 //!   key set is (keys are added on first use and forgotten rarely);
 //!   `dashmap` would take a shard lock on every read.
@@ -1299,7 +1300,7 @@ where
                     Err(e) => return Poll::Ready(Err(e)),
                 }
             } else if this.lookups == 0 {
-                // The hit: no lock, no read-modify-write, no allocation.
+                // The hit: no lock, no allocation (module docs).
                 let map = this.keyed.shared.map.pin();
                 if let Some(e) = map.get(this.key) {
                     if let Quick::Hit(conn) = e.pool.quick(this.by) {
