@@ -974,3 +974,62 @@ async fn a_refused_connect_is_not_permanent() {
     })
     .await;
 }
+
+/// Through a `Router`, a request with an absolute URI reaches the server
+/// in origin form (`/path?query`) with the origin's `Host`, or with the
+/// `Host` the caller set; a URI without a path asks for `/`.
+#[tokio::test]
+async fn the_router_sends_origin_form_and_the_host_of_the_origin() {
+    bounded(async {
+        let (addr, seen) = raw_server("127.0.0.2", |mut sock, _, seen| async move {
+            while answer(&mut sock, &seen, OK).await {}
+        })
+        .await;
+        let router = latchless::managers::Router::new().mount(
+            "http://",
+            latchless::KeyedPool::builder(HttpManager::new())
+                .build()
+                .unwrap(),
+        );
+        let sent = [
+            get(&format!("http://{addr}/items/7?fields=a%20b")),
+            get(&format!("http://{addr}")),
+            http::Request::get(format!("http://{addr}/named"))
+                .header(http::header::HOST, "api.example")
+                .body("")
+                .unwrap(),
+        ];
+        for request in sent {
+            let response = router.send(request, 1).await.unwrap();
+            assert_eq!(body_text(response).await, "ok");
+        }
+        let heads: Vec<(String, String)> = seen
+            .requests()
+            .iter()
+            .map(|r| {
+                let line = r.lines().next().unwrap().to_owned();
+                let host = r
+                    .lines()
+                    .filter_map(|l| l.split_once(':'))
+                    .find(|(k, _)| k.eq_ignore_ascii_case("host"))
+                    .map(|(_, v)| v.trim().to_owned())
+                    .unwrap();
+                (line, host)
+            })
+            .collect();
+        let host = addr.to_string();
+        assert_eq!(
+            heads,
+            [
+                (
+                    "GET /items/7?fields=a%20b HTTP/1.1".to_owned(),
+                    host.clone()
+                ),
+                ("GET / HTTP/1.1".to_owned(), host),
+                ("GET /named HTTP/1.1".to_owned(), "api.example".to_owned()),
+            ]
+        );
+        assert_eq!(seen.accepted(), 1, "one connection served all three");
+    })
+    .await;
+}
