@@ -310,6 +310,24 @@ fn backend_down_alert_fires_when_connects_fail_and_clears() {
     assert_eq!(pool.metrics().connect_errors, 2);
 }
 
+/// A connect that times out counts towards the backend-down alert as
+/// much as one that fails.
+#[test]
+fn backend_down_alert_counts_connect_errors_and_connect_timeouts() {
+    let (pool, t, _mock) = mocked_quiet(|b| b.max_size(1).fail_fast(true).connect_timeout(ms(10)));
+    paused().block_on(async {
+        t.fail_next.store(1, SeqCst);
+        assert!(matches!(pool.get().await, Err(PoolError::Connect(_))));
+        t.hang.store(true, SeqCst);
+        assert!(pool.get().await.is_err());
+    });
+    let m = pool.metrics();
+    assert_eq!((m.connect_errors, m.connect_timeouts), (1, 1), "{m:?}");
+    let h = pool.health();
+    let a = h.alert(AlertKind::BackendDown).expect("fires");
+    assert_eq!(a.value, 2.0, "one error and one timeout: {h:?}");
+}
+
 #[test]
 fn sizing_applies_rate_times_hold_times_headroom() {
     let (pool, _t, mock) = mocked_quiet(|b| b.max_size(10));

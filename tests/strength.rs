@@ -438,7 +438,8 @@ fn a_pool_is_resized_within_its_limit_and_not_below_min_idle() {
 /// connection is checked exactly `keepalive` after its release (a use in
 /// between moves the check on), and connections checked together are
 /// checked again up to a tenth of `keepalive` early, each by its own
-/// amount, so that their checks drift apart instead of bunching up.
+/// amount drawn afresh each round, so that their checks drift apart
+/// instead of bunching up, and keep drifting.
 #[test]
 fn keepalive_checks_come_due_a_keepalive_after_release_and_drift_apart() {
     let (m, t) = TestManager::new();
@@ -465,7 +466,7 @@ fn keepalive_checks_come_due_a_keepalive_after_release_and_drift_apart() {
         drop(held);
         // The tick of each check started, one pass per millisecond.
         let mut started = Vec::new();
-        for tick in 501..=2600u64 {
+        for tick in 501..=6600u64 {
             mock.advance(Duration::from_millis(1));
             pool.maintain();
             let checks = pool.metrics().keepalive_checks as usize;
@@ -476,13 +477,13 @@ fn keepalive_checks_come_due_a_keepalive_after_release_and_drift_apart() {
             })
             .await;
         }
-        assert_eq!(started.len(), 8, "two rounds of four checks: {started:?}");
+        assert_eq!(started.len(), 24, "six rounds of four checks: {started:?}");
         assert_eq!(
             started[..4],
             [1500; 4],
             "checked a keepalive after their release, not before"
         );
-        let again = &started[4..];
+        let again = &started[4..8];
         assert!(
             again.iter().all(|&at| (2400..=2500).contains(&at)),
             "checked again at most a tenth early: {again:?}"
@@ -491,6 +492,12 @@ fn keepalive_checks_come_due_a_keepalive_after_release_and_drift_apart() {
             again.iter().any(|&at| at != again[0]),
             "the second checks are spread apart: {again:?}"
         );
+        // No round is the one before it moved on by exactly `keepalive`:
+        // each check draws its own lead again.
+        for round in started[4..].chunks(4).collect::<Vec<_>>().windows(2) {
+            let moved: Vec<u64> = round[0].iter().map(|at| at + 1000).collect();
+            assert_ne!(moved, round[1], "the same leads again: {started:?}");
+        }
     });
 }
 
