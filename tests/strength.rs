@@ -544,10 +544,13 @@ fn housekeeping_probes_a_down_backend_once_the_probe_is_due_and_not_after_close(
             for _ in 0..100 {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
+            let probes = pool.metrics().probes;
             if close {
                 assert_eq!(connects(), 3, "a closed pool probes nothing");
+                assert_eq!(probes, 0, "nor starts a probe");
             } else {
                 assert_eq!(connects(), 4, "one probe connected");
+                assert_eq!(probes, 1);
             }
         });
     }
