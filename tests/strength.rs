@@ -616,3 +616,36 @@ fn a_pass_in_a_later_runtime_restarts_the_background_task() {
         assert_eq!(t.live(), 0, "the idle connection timed out by itself");
     });
 }
+
+/// Without the background task and without `Pool::maintain`, a busy
+/// thread's releases run the maintenance pass once one is due: a
+/// connection held past `leak_threshold` is reported by traffic alone.
+#[test]
+fn busy_releases_run_a_due_pass_without_the_background_task() {
+    let (m, _t) = TestManager::new();
+    let (clock, mock) = Clock::mock();
+    let pool = Pool::builder(m)
+        .clock(clock)
+        .background(false)
+        .max_size(2)
+        .leak_threshold(Some(Duration::from_millis(100)))
+        .check_after_idle(None)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .build()
+        .unwrap();
+    let held = runtime().block_on(async {
+        let held = pool.get().await.unwrap();
+        drop(pool.get().await.unwrap());
+        held
+    });
+    mock.advance(Duration::from_millis(1000));
+    assert_eq!(pool.metrics().leaks, 0, "no pass has run yet");
+    for _ in 0..200 {
+        drop(pool.try_get().expect("the other connection is idle"));
+    }
+    let m = pool.metrics();
+    assert!(m.maintenance_passes > 0, "{m:?}");
+    assert_eq!(m.leaks, 1, "the held connection was reported: {m:?}");
+    drop(held);
+}
