@@ -649,3 +649,34 @@ fn busy_releases_run_a_due_pass_without_the_background_task() {
     assert_eq!(m.leaks, 1, "the held connection was reported: {m:?}");
     drop(held);
 }
+
+/// Idle timeouts never take the pool below `min_idle`: of two idle
+/// connections past their timeout, the passes close one and keep the
+/// other, however many passes run.
+#[test]
+fn idle_timeouts_stop_at_min_idle() {
+    let (m, t) = TestManager::new();
+    let (clock, mock) = Clock::mock();
+    let pool = Pool::builder(m)
+        .clock(clock)
+        .background(false)
+        .max_size(2)
+        .min_idle(1)
+        .idle_timeout(Some(Duration::from_millis(100)))
+        .max_lifetime(None)
+        .check_after_idle(None)
+        .build()
+        .unwrap();
+    runtime().block_on(async {
+        let a = pool.get().await.unwrap();
+        let b = pool.get().await.unwrap();
+        drop((a, b));
+    });
+    assert_eq!(pool.state().idle, 2);
+    for _ in 0..5 {
+        mock.advance(Duration::from_millis(200));
+        pool.maintain();
+    }
+    assert_eq!(pool.state().idle, 1, "one kept for min_idle");
+    assert_eq!(t.live(), 1);
+}
