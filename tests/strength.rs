@@ -7,7 +7,8 @@
 //! before its next attempt, and never lost to a cancelled one; keepalive
 //! checks that come due on time and drift apart; housekeeping that probes
 //! a down backend, refills `min_idle` only with background work on, and
-//! restarts the background task in a later runtime. Time is the mock
+//! restarts the background task in a later runtime; a due pass run by busy
+//! releases alone; idle timeouts that stop at `min_idle`. Time is the mock
 //! clock's and Tokio's paused clock's: nothing here sleeps.
 
 mod common;
