@@ -213,9 +213,15 @@ pub(crate) fn adopt<M: Manager>(core: &Core<M>, place: Place, conn: M::Connectio
         .ticks
         .idle_timeout
         .map_or(u64::MAX, |t| now.saturating_add(t));
-    if idle_at != u64::MAX || expires_at != u64::MAX {
-        core.maintenance
-            .schedule(busy.index(), idle_at.min(expires_at));
+    // Keepalive alone (no idle timeout, no lifetime) has deadlines to file
+    // too: without them its checks would never come due.
+    let keepalive_at = core
+        .config
+        .keepalive
+        .map_or(u64::MAX, |k| now.saturating_add(crate::config::ms(k)));
+    let earliest = idle_at.min(expires_at).min(keepalive_at);
+    if earliest != u64::MAX {
+        core.maintenance.schedule(busy.index(), earliest);
     }
     busy
 }

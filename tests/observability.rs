@@ -196,6 +196,36 @@ fn exhaustion_alert_fires_on_a_timeout_and_clears_after_the_window() {
     assert!(pool.health().is_healthy(), "out of the window");
 }
 
+/// The exhaustion alert counts both ways a `get` fails for want of a
+/// connection: a timeout, and a rejection at `max_waiters`.
+#[test]
+fn exhaustion_alert_counts_timeouts_and_gets_rejected_at_max_waiters() {
+    let (pool, _t, _mock) = mocked_quiet(|b| b.max_size(1).max_waiters(Some(1)));
+    paused().block_on(async {
+        let a = pool.get().await.unwrap();
+        assert!(matches!(
+            pool.get_timeout(ms(10)).await,
+            Err(PoolError::Timeout(_))
+        ));
+        let waiter = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.get_timeout(Duration::from_secs(3600)).await.is_ok() }
+        });
+        while pool.state().waiting == 0 {
+            tokio::task::yield_now().await;
+        }
+        assert!(matches!(
+            pool.get_timeout(ms(10)).await,
+            Err(PoolError::Exhausted)
+        ));
+        drop(a);
+        assert!(waiter.await.unwrap(), "the waiter was served");
+    });
+    let h = pool.health();
+    let alert = h.alert(AlertKind::Exhaustion).expect("fires");
+    assert_eq!(alert.value, 2.0, "one timeout and one rejection: {h:?}");
+}
+
 #[test]
 fn utilization_alert_fires_after_30s_above_80_percent_and_clears() {
     let (pool, _t, mock) = mocked_quiet(|b| b.max_size(5));
@@ -278,6 +308,24 @@ fn backend_down_alert_fires_when_connects_fail_and_clears() {
     mock.advance(Duration::from_secs(31));
     assert!(pool.health().is_healthy());
     assert_eq!(pool.metrics().connect_errors, 2);
+}
+
+/// A connect that times out counts towards the backend-down alert as
+/// much as one that fails.
+#[test]
+fn backend_down_alert_counts_connect_errors_and_connect_timeouts() {
+    let (pool, t, _mock) = mocked_quiet(|b| b.max_size(1).fail_fast(true).connect_timeout(ms(10)));
+    paused().block_on(async {
+        t.fail_next.store(1, SeqCst);
+        assert!(matches!(pool.get().await, Err(PoolError::Connect(_))));
+        t.hang.store(true, SeqCst);
+        assert!(pool.get().await.is_err());
+    });
+    let m = pool.metrics();
+    assert_eq!((m.connect_errors, m.connect_timeouts), (1, 1), "{m:?}");
+    let h = pool.health();
+    let a = h.alert(AlertKind::BackendDown).expect("fires");
+    assert_eq!(a.value, 2.0, "one error and one timeout: {h:?}");
 }
 
 #[test]

@@ -4,8 +4,12 @@
 //! pauses grow, stay bounded and are spread by jitter, that stop once the
 //! breaker opens, and that keep their turns while connects fail; and a
 //! keyed pool's budget token, lent while a connect backs off, taken again
-//! before its next attempt, and never lost to a cancelled one. Time is the
-//! mock clock's and Tokio's paused clock's: nothing here sleeps.
+//! before its next attempt, and never lost to a cancelled one; keepalive
+//! checks that come due on time and drift apart; housekeeping that probes
+//! a down backend, refills `min_idle` only with background work on, and
+//! restarts the background task in a later runtime; a due pass run by busy
+//! releases alone; idle timeouts that stop at `min_idle`. Time is the mock
+//! clock's and Tokio's paused clock's: nothing here sleeps.
 
 mod common;
 
@@ -13,7 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{LONG, TestManager, runtime};
+use common::{LONG, TestManager, paused, runtime};
 use latchless::{Clock, KeyedManager, KeyedPool, KeyedPooled, Manager, Pool, PoolError};
 
 #[test]
@@ -429,4 +433,251 @@ fn a_pool_is_resized_within_its_limit_and_not_below_min_idle() {
     assert_eq!(pool.max_size(), 8);
     pool.set_max_size(2).unwrap();
     assert_eq!(pool.max_size(), 2);
+}
+
+/// Keepalive on the mock clock, one pass a millisecond: an idle
+/// connection is checked exactly `keepalive` after its release (a use in
+/// between moves the check on), and connections checked together are
+/// checked again up to a tenth of `keepalive` early, each by its own
+/// amount drawn afresh each round, so that their checks drift apart
+/// instead of bunching up, and keep drifting.
+#[test]
+fn keepalive_checks_come_due_a_keepalive_after_release_and_drift_apart() {
+    let (m, t) = TestManager::new();
+    let (clock, mock) = Clock::mock();
+    let pool = Pool::builder(m)
+        .clock(clock)
+        .background(false)
+        .max_size(4)
+        .keepalive(Some(Duration::from_millis(1000)))
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .check_after_idle(None)
+        .replace_before_expiry(None)
+        .build()
+        .unwrap();
+    runtime().block_on(async {
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            held.push(pool.get().await.unwrap());
+        }
+        // Their first keepalive deadlines are filed while they are in use.
+        pool.maintain();
+        mock.advance(Duration::from_millis(500));
+        drop(held);
+        // The tick of each check started, one pass per millisecond.
+        let mut started = Vec::new();
+        for tick in 501..=6600u64 {
+            mock.advance(Duration::from_millis(1));
+            pool.maintain();
+            let checks = pool.metrics().keepalive_checks as usize;
+            started.resize(checks, tick);
+            // The checks run on this runtime's tasks: let them finish.
+            common::wait_until("the checked connections are idle again", || {
+                t.check_calls.load(SeqCst) == checks as u64 && pool.state().idle == 4
+            })
+            .await;
+        }
+        assert_eq!(started.len(), 24, "six rounds of four checks: {started:?}");
+        assert_eq!(
+            started[..4],
+            [1500; 4],
+            "checked a keepalive after their release, not before"
+        );
+        let again = &started[4..8];
+        assert!(
+            again.iter().all(|&at| (2400..=2500).contains(&at)),
+            "checked again at most a tenth early: {again:?}"
+        );
+        assert!(
+            again.iter().any(|&at| at != again[0]),
+            "the second checks are spread apart: {again:?}"
+        );
+        // No round is the one before it moved on by exactly `keepalive`:
+        // each check draws its own lead again.
+        for round in started[4..].chunks(4).collect::<Vec<_>>().windows(2) {
+            let moved: Vec<u64> = round[0].iter().map(|at| at + 1000).collect();
+            assert_ne!(moved, round[1], "the same leads again: {started:?}");
+        }
+    });
+}
+
+/// Once the breaker is open, housekeeping (`Pool::maintain` here, the
+/// background task otherwise) ends the outage without traffic: no probe
+/// before the probe is due, one probe connect once it is, and none from a
+/// pool closed meanwhile.
+#[test]
+fn housekeeping_probes_a_down_backend_once_the_probe_is_due_and_not_after_close() {
+    let rt = paused();
+    for close in [false, true] {
+        let rec = Arc::new(Recorder {
+            failures: 3,
+            at: Mutex::new(Vec::new()),
+        });
+        let (clock, mock) = Clock::mock();
+        let pool = Pool::builder(Shared(Arc::clone(&rec)))
+            .clock(clock)
+            .background(false)
+            .breaker(Some(3))
+            .connect_backoff(Duration::from_millis(10))
+            .build()
+            .unwrap();
+        let connects = || rec.at.lock().unwrap().len();
+        rt.block_on(async {
+            let err = pool
+                .get_timeout(Duration::from_secs(3600))
+                .await
+                .unwrap_err();
+            assert!(matches!(err, PoolError::Connect(_)), "{err:?}");
+            assert_eq!(connects(), 3, "the third failure opened the breaker");
+            pool.maintain();
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+            assert_eq!(connects(), 3, "no probe before it is due");
+            if close {
+                pool.close().await;
+            }
+            mock.advance(Duration::from_secs(3600));
+            pool.maintain();
+            // A probe runs on a task of this runtime (paused: the sleeps
+            // end at once).
+            for _ in 0..100 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let probes = pool.metrics().probes;
+            if close {
+                assert_eq!(connects(), 3, "a closed pool probes nothing");
+                assert_eq!(probes, 0, "nor starts a probe");
+            } else {
+                assert_eq!(connects(), 4, "one probe connected");
+                assert_eq!(probes, 1);
+            }
+        });
+    }
+}
+
+/// With `background(false)` a pass spawns nothing, not even the `min_idle`
+/// refill; with it on, the same pass inside a runtime refills `min_idle`.
+#[test]
+fn a_pass_refills_min_idle_only_with_background_work_on() {
+    let rt = paused();
+    for background in [false, true] {
+        let (m, t) = TestManager::new();
+        let (clock, _mock) = Clock::mock();
+        let pool = Pool::builder(m)
+            .clock(clock)
+            .background(background)
+            .max_size(4)
+            .min_idle(2)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            pool.maintain();
+            for _ in 0..100 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        let opened = t.connect_calls.load(SeqCst);
+        if background {
+            assert_eq!(opened, 2, "the refill opened min_idle");
+            assert_eq!(pool.state().idle, 2);
+        } else {
+            assert_eq!(opened, 0, "nothing was spawned");
+        }
+    }
+}
+
+/// The background task dies with the runtime it ran on; a pass inside a
+/// later runtime starts it again there, so idle connections keep timing
+/// out without traffic.
+#[test]
+fn a_pass_in_a_later_runtime_restarts_the_background_task() {
+    let (m, t) = TestManager::new();
+    let (clock, mock) = Clock::mock();
+    let first = paused();
+    let pool = first.block_on(async {
+        let pool = Pool::builder(m)
+            .clock(clock)
+            .idle_timeout(Some(Duration::from_millis(100)))
+            .build()
+            .unwrap();
+        drop(pool.get().await.unwrap());
+        pool
+    });
+    drop(first);
+    assert_eq!(t.live(), 1);
+    paused().block_on(async {
+        pool.maintain();
+        mock.advance(Duration::from_millis(200));
+        // Nothing but the background task runs a pass from here.
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(t.live(), 0, "the idle connection timed out by itself");
+    });
+}
+
+/// Without the background task and without `Pool::maintain`, a busy
+/// thread's releases run the maintenance pass once one is due: a
+/// connection held past `leak_threshold` is reported by traffic alone.
+#[test]
+fn busy_releases_run_a_due_pass_without_the_background_task() {
+    let (m, _t) = TestManager::new();
+    let (clock, mock) = Clock::mock();
+    let pool = Pool::builder(m)
+        .clock(clock)
+        .background(false)
+        .max_size(2)
+        .leak_threshold(Some(Duration::from_millis(100)))
+        .check_after_idle(None)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .build()
+        .unwrap();
+    let held = runtime().block_on(async {
+        let held = pool.get().await.unwrap();
+        drop(pool.get().await.unwrap());
+        held
+    });
+    mock.advance(Duration::from_millis(1000));
+    assert_eq!(pool.metrics().leaks, 0, "no pass has run yet");
+    for _ in 0..200 {
+        drop(pool.try_get().expect("the other connection is idle"));
+    }
+    let m = pool.metrics();
+    assert!(m.maintenance_passes > 0, "{m:?}");
+    assert_eq!(m.leaks, 1, "the held connection was reported: {m:?}");
+    drop(held);
+}
+
+/// Idle timeouts never take the pool below `min_idle`: of two idle
+/// connections past their timeout, the passes close one and keep the
+/// other, however many passes run.
+#[test]
+fn idle_timeouts_stop_at_min_idle() {
+    let (m, t) = TestManager::new();
+    let (clock, mock) = Clock::mock();
+    let pool = Pool::builder(m)
+        .clock(clock)
+        .background(false)
+        .max_size(2)
+        .min_idle(1)
+        .idle_timeout(Some(Duration::from_millis(100)))
+        .max_lifetime(None)
+        .check_after_idle(None)
+        .build()
+        .unwrap();
+    runtime().block_on(async {
+        let a = pool.get().await.unwrap();
+        let b = pool.get().await.unwrap();
+        drop((a, b));
+    });
+    assert_eq!(pool.state().idle, 2);
+    for _ in 0..5 {
+        mock.advance(Duration::from_millis(200));
+        pool.maintain();
+    }
+    assert_eq!(pool.state().idle, 1, "one kept for min_idle");
+    assert_eq!(t.live(), 1);
 }
