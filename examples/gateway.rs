@@ -282,34 +282,35 @@ async fn forward(
                 Err(e) => Err(e.to_string()),
             }
         }
-        Forward::HyperUtil(client) => {
-            let request = Request::builder()
-                .method(head.method)
-                .uri(uri)
-                .body(Full::new(body))
-                .unwrap();
-            match client.request(request).await {
-                Ok(response) => read(response).await,
-                Err(e) => Err(e.to_string()),
-            }
-        }
-        Forward::HyperUtilTls(client) => {
-            let request = Request::builder()
-                .method(head.method)
-                .uri(uri)
-                .body(Full::new(body))
-                .unwrap();
-            match client.request(request).await {
-                Ok(response) => read(response).await,
-                Err(e) => Err(e.to_string()),
-            }
-        }
+        Forward::HyperUtil(client) => through(client, head.method, uri, body).await,
+        Forward::HyperUtilTls(client) => through(client, head.method, uri, body).await,
         Forward::PerRequest => once(upstream, proxy.tls.as_ref(), head.method, path, body).await,
     };
     Ok(match answer {
         Ok((status, body)) => reply(status, body),
         Err(e) => reply(StatusCode::BAD_GATEWAY, Bytes::from(e)),
     })
+}
+
+/// One request through hyper-util's pooled `Client`, over either connector.
+async fn through<C>(
+    client: &Client<C, Full<Bytes>>,
+    method: http::Method,
+    uri: String,
+    body: Bytes,
+) -> Result<(StatusCode, Bytes), String>
+where
+    C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
+{
+    let request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(Full::new(body))
+        .unwrap();
+    match client.request(request).await {
+        Ok(response) => read(response).await,
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn reply(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
