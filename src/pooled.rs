@@ -307,4 +307,43 @@ mod tests {
             assert_eq!(pool.state().size, 0, "closed, not returned");
         });
     }
+
+    /// Broken when its value is odd; a panic for 13.
+    struct Odd;
+    impl Manager for Odd {
+        type Connection = u8;
+        type Error = std::io::Error;
+        async fn connect(&self) -> Result<u8, std::io::Error> {
+            Ok(2)
+        }
+        fn is_broken(&self, conn: &mut u8) -> bool {
+            assert_ne!(*conn, 13, "a manager that panics");
+            *conn % 2 == 1
+        }
+    }
+
+    /// `is_lost` (what `Pool::retry` asks) reaches the manager through the
+    /// guard's core pointer, the unsafe access miri checks here: marked,
+    /// judged broken, or a panicking judgement all count as lost.
+    #[test]
+    fn a_guard_is_lost_when_marked_or_judged_broken() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (clock, _mock) = crate::Clock::mock();
+            let pool = crate::Pool::builder(Odd).clock(clock).build().unwrap();
+            let mut c = pool.get().await.unwrap();
+            assert!(!Pooled::is_lost(&mut c), "2 is sound");
+            *c = 3;
+            assert!(Pooled::is_lost(&mut c), "judged broken");
+            *c = 13;
+            assert!(Pooled::is_lost(&mut c), "a panic counts as lost");
+            *c = 4;
+            assert!(!Pooled::is_lost(&mut c));
+            Pooled::mark_broken(&mut c);
+            assert!(Pooled::is_lost(&mut c), "marked");
+        });
+    }
 }

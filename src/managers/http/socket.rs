@@ -18,6 +18,7 @@
 //! clears it too); a read fills hyper's buffer without zeroing it first.
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::net::Shutdown;
 use std::pin::Pin;
 use std::sync::{Arc, Weak};
@@ -49,6 +50,27 @@ pub(super) fn peer_closed(socket: &Weak<TcpStream>) -> bool {
     }
 }
 
+/// Reads with `recv` straight into the unfilled, possibly uninitialised,
+/// part of `buf` (nothing is zeroed first) and counts what it reported as
+/// filled. Returns that count.
+///
+/// # Safety
+/// `recv` must write the first `n` bytes of the slice it is given, `n`
+/// being what it returns, and must de-initialise none.
+unsafe fn fill(
+    buf: &mut ReadBuf<'_>,
+    recv: impl FnOnce(&mut [MaybeUninit<u8>]) -> io::Result<usize>,
+) -> io::Result<usize> {
+    // SAFETY: `recv` de-initialises no byte (the caller's promise).
+    let unfilled = unsafe { buf.unfilled_mut() };
+    let n = recv(unfilled)?;
+    // SAFETY: `recv` initialised the first `n` unfilled bytes (the
+    // caller's promise); `advance` checks that `n` fits.
+    unsafe { buf.assume_init(n) };
+    buf.advance(n);
+    Ok(n)
+}
+
 impl AsyncRead for SharedTcp {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -57,40 +79,32 @@ impl AsyncRead for SharedTcp {
     ) -> Poll<io::Result<()>> {
         loop {
             ready!(self.0.poll_read_ready(cx))?;
-            // Straight into the unfilled (possibly uninitialised) part of
-            // the buffer: socket2's `recv` takes `MaybeUninit` bytes, so
-            // nothing is zeroed first.
-            // SAFETY: `recv` only writes the bytes it reports, never
-            // de-initialises any.
-            let unfilled = unsafe { buf.unfilled_mut() };
-            let room = unfilled.len();
+            let room = buf.remaining();
             // A read that filled less than the room it had drained the
             // socket (epoll is edge-triggered): it is reported to `try_io`
             // as `WouldBlock`, which clears the readiness, so that the
             // next read waits for the next event instead of asking the
             // kernel once more for nothing, as tokio's own `TcpStream`
-            // does. The bytes read are kept in `drained`.
-            let mut drained = 0;
+            // does. The bytes it read are in `buf` already.
+            let mut drained = false;
             let read = self.0.try_io(Interest::READABLE, || {
-                let n = socket2::SockRef::from(&*self.0).recv(unfilled)?;
+                // SAFETY: socket2's `recv` writes only the bytes it
+                // reports, and de-initialises none.
+                let n = unsafe { fill(buf, |b| socket2::SockRef::from(&*self.0).recv(b)) }?;
                 if n > 0 && n < room {
-                    drained = n;
+                    drained = true;
                     return Err(io::ErrorKind::WouldBlock.into());
                 }
                 Ok(n)
             });
-            let n = match read {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock && drained > 0 => drained,
+            return match read {
+                Ok(_) => Poll::Ready(Ok(())),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && drained => Poll::Ready(Ok(())),
                 // A spurious wake-up: `try_io` cleared the readiness, so
                 // the next `poll_read_ready` registers for the next event.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Poll::Ready(Err(e)),
+                Err(e) => Poll::Ready(Err(e)),
             };
-            // SAFETY: `recv` initialised the first `n` unfilled bytes.
-            unsafe { buf.assume_init(n) };
-            buf.advance(n);
-            return Poll::Ready(Ok(()));
         }
     }
 }
@@ -135,5 +149,45 @@ impl AsyncWrite for SharedTcp {
 
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(socket2::SockRef::from(&*self.0).shutdown(Shutdown::Write))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The only unsafe code here, without a socket, so that miri can run
+    /// it: bytes counted filled are exactly the ones written, and a
+    /// failed read fills nothing.
+    #[test]
+    fn a_read_counts_filled_exactly_the_bytes_it_wrote() {
+        let mut storage = [MaybeUninit::<u8>::uninit(); 8];
+        let mut buf = ReadBuf::uninit(&mut storage);
+        // SAFETY: each fake `recv` writes the bytes it reports.
+        let n = unsafe {
+            fill(&mut buf, |b| {
+                for (i, byte) in b.iter_mut().take(3).enumerate() {
+                    byte.write(i as u8 + 1);
+                }
+                Ok(3)
+            })
+        };
+        assert_eq!(n.unwrap(), 3);
+        assert_eq!(buf.filled(), &[1, 2, 3]);
+        // SAFETY: as above.
+        let n = unsafe {
+            fill(&mut buf, |b| {
+                assert_eq!(b.len(), 5, "the rest of the room, after what was filled");
+                b[0].write(4);
+                Ok(1)
+            })
+        };
+        assert_eq!(n.unwrap(), 1);
+        assert_eq!(buf.filled(), &[1, 2, 3, 4]);
+        // SAFETY: writes nothing, reports nothing.
+        let failed = unsafe { fill(&mut buf, |_| Err(io::ErrorKind::WouldBlock.into())) };
+        assert_eq!(failed.unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        assert_eq!(buf.filled(), &[1, 2, 3, 4]);
+        assert_eq!(buf.remaining(), 4);
     }
 }
