@@ -18,6 +18,9 @@
 //!   or connect. `papaya` is made for read-mostly maps, which a pool's
 //!   key set is (keys are added on first use and forgotten rarely);
 //!   `dashmap` would take a shard lock on every read.
+//! - **A thread's last key** (`last_key.rs`): a thread served twice in a
+//!   row from one key's entry keeps that entry, and its next `get` of the
+//!   same key skips the map (a thread-local read and a key comparison).
 //! - **One budget across keys** (`budget.rs`, `max_total`): every key's
 //!   pool takes a token before it reserves a place, so the servers
 //!   together never see more than `max_total` connections, connecting ones
@@ -44,6 +47,8 @@
 //!   when its insertion lost to another).
 //! - Connections of a forgotten or evicted key still in use are closed
 //!   when returned (their pool is closed), and their budget tokens go back.
+//! - A thread's last key is served only while its pool is open; a closed
+//!   one is let go and the map asked, as a miss would.
 
 use std::future::Future;
 use std::hash::Hash;
@@ -59,6 +64,7 @@ use crate::budget::Budget;
 use crate::builder::{BuildError, Builder, validate};
 use crate::config::Config;
 use crate::health::{Health, Sizing, SizingVerdict};
+use crate::last_key;
 use crate::metrics::{Metrics, State};
 use crate::pool::Quick;
 use crate::{KeyedManager, Manager, Pool, PoolError, Pooled};
@@ -230,6 +236,7 @@ where
                 map: papaya::HashMap::builder()
                     .hasher(foldhash::fast::RandomState::default())
                     .build(),
+                id: crate::last_key::new_id(),
                 keys: AtomicUsize::new(0),
                 budget,
                 max_keys: keyed.max_keys,
@@ -302,6 +309,8 @@ struct Entry<K, M: KeyedManager<K>>
 where
     K: Send + Sync + 'static,
 {
+    /// The key, compared by a thread's last-key hit (`last_key.rs`).
+    key: K,
     pool: Pool<PerKey<K, M>>,
     /// When the key was last seen in use (the keyed pool's clock, ms): its
     /// pool's acquisitions moved, or a `get` had to wait or connect.
@@ -322,7 +331,11 @@ where
     config: Config,
     clock: quanta::Clock,
     origin: quanta::Instant,
-    map: papaya::HashMap<K, Entry<K, M>, foldhash::fast::RandomState>,
+    /// Entries are counted (`Arc`) so that a thread's last key
+    /// (`last_key.rs`) can hold one past the map's guard.
+    map: papaya::HashMap<K, Arc<Entry<K, M>>, foldhash::fast::RandomState>,
+    /// This keyed pool's id in threads' last-key slots (`last_key.rs`).
+    id: u64,
     /// Keys in the map (module invariants).
     keys: AtomicUsize,
     budget: Option<Arc<Budget>>,
@@ -636,8 +649,28 @@ where
     /// ```
     #[track_caller]
     pub fn try_get(&self, key: &K) -> Option<KeyedPooled<K, M>> {
+        let id = self.shared.id;
+        if let Some(e) = last_key::take::<Entry<K, M>>(id) {
+            if e.key == *key {
+                let got = e.pool.try_get();
+                if got.is_some() {
+                    last_key::put_after_hit(id, e);
+                    return got.map(KeyedPooled);
+                }
+                if !e.pool.is_closed() {
+                    last_key::put(id, e);
+                    return None;
+                }
+                // Forgotten or evicted: let it go, and ask the map.
+            } else {
+                last_key::put(id, e);
+            }
+        }
         let map = self.shared.map.pin();
-        map.get(key)?.pool.try_get().map(KeyedPooled)
+        let e = map.get(key)?;
+        let got = e.pool.try_get()?;
+        last_key::seen(id, e);
+        Some(KeyedPooled(got))
     }
 
     pub(crate) fn acquire<'a>(
@@ -653,6 +686,42 @@ where
             by,
             lookups: 0,
             slow: None,
+        }
+    }
+
+    /// A `get`'s fast path: an idle connection of `key` from the thread's
+    /// last key (`last_key.rs`) or through the map, or `None` for the slow
+    /// path.
+    #[inline]
+    fn hit(&self, key: &K, by: &'static Location<'static>) -> Option<Pooled<PerKey<K, M>>> {
+        let id = self.shared.id;
+        if let Some(e) = last_key::take::<Entry<K, M>>(id) {
+            if e.key == *key {
+                match e.pool.quick(by) {
+                    Quick::Hit(conn) => {
+                        last_key::put_after_hit(id, e);
+                        return Some(conn);
+                    }
+                    // The map holds this same entry: nothing idle there.
+                    Quick::Miss => {
+                        last_key::put(id, e);
+                        return None;
+                    }
+                    // Forgotten or evicted: let it go, and ask the map.
+                    Quick::Closed => {}
+                }
+            } else {
+                last_key::put(id, e);
+            }
+        }
+        let map = self.shared.map.pin();
+        let e = map.get(key)?;
+        match e.pool.quick(by) {
+            Quick::Hit(conn) => {
+                last_key::seen(id, e);
+                Some(conn)
+            }
+            Quick::Miss | Quick::Closed => None,
         }
     }
 
@@ -1052,7 +1121,7 @@ where
     }
 
     /// A new key's entry: its pool built from the shared settings.
-    fn entry(&self, key: &K) -> Entry<K, M> {
+    fn entry(&self, key: &K) -> Arc<Entry<K, M>> {
         let mut config = self.config.clone();
         if let Some(label) = &self.label {
             config.name = format!("{}/{}", config.name, label(key));
@@ -1063,12 +1132,13 @@ where
         };
         let pool = Pool::new_in(manager, config, self.clock.clone(), self.budget.clone());
         let now = self.now();
-        Entry {
+        Arc::new(Entry {
+            key: key.clone(),
             pool,
             used: AtomicU64::new(now),
             seen: AtomicU64::new(0),
             empty_since: AtomicU64::new(u64::MAX),
-        }
+        })
     }
 
     /// Counts a key about to be inserted, making room past `max_keys` by
@@ -1128,7 +1198,7 @@ where
         map: &papaya::HashMapRef<
             '_,
             K,
-            Entry<K, M>,
+            Arc<Entry<K, M>>,
             foldhash::fast::RandomState,
             impl papaya::Guard,
         >,
@@ -1301,11 +1371,8 @@ where
                 }
             } else if this.lookups == 0 {
                 // The hit: no lock, no allocation (module docs).
-                let map = this.keyed.shared.map.pin();
-                if let Some(e) = map.get(this.key) {
-                    if let Quick::Hit(conn) = e.pool.quick(this.by) {
-                        return Poll::Ready(Ok(KeyedPooled(conn)));
-                    }
+                if let Some(conn) = this.keyed.hit(this.key, this.by) {
+                    return Poll::Ready(Ok(KeyedPooled(conn)));
                 }
             }
             this.lookups += 1;

@@ -100,6 +100,7 @@ mod histogram;
 mod idle;
 mod keyed;
 mod keyed_manager;
+mod last_key;
 mod lifecycle;
 mod lifetime;
 #[cfg(latchless_loom)]

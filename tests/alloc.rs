@@ -12,13 +12,22 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use counting::counted;
-use latchless::{Manager, Pool};
+use latchless::{KeyedManager, KeyedPool, Manager, Pool};
 
 struct Numbers;
 impl Manager for Numbers {
     type Connection = Vec<u8>;
     type Error = std::io::Error;
     async fn connect(&self) -> Result<Vec<u8>, std::io::Error> {
+        Ok(vec![0; 64])
+    }
+}
+
+struct Hosts;
+impl KeyedManager<String> for Hosts {
+    type Connection = Vec<u8>;
+    type Error = std::io::Error;
+    async fn connect(&self, _: &String) -> Result<Vec<u8>, std::io::Error> {
         Ok(vec![0; 64])
     }
 }
@@ -114,4 +123,46 @@ fn get_blocking_from_the_idle_set_allocates_nothing() {
     .join()
     .unwrap();
     assert_eq!(allocs, 0, "get_blocking + drop from the idle set allocated");
+}
+
+/// A `get` or `try_get` on a key with an idle connection allocates
+/// nothing: through the map, from the thread's last key, and again once
+/// that key was evicted under the thread and made anew.
+#[test]
+fn a_keyed_hit_allocates_nothing_also_after_its_key_was_evicted() {
+    let pool = KeyedPool::builder(Hosts)
+        .max_keys(1)
+        .shards(2)
+        .build()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (a, b) = ("10.0.0.1:80".to_string(), "10.0.0.2:80".to_string());
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut hits = |key: &String| {
+        counted(|| {
+            for _ in 0..1_000 {
+                let mut fut = pin!(pool.get(key));
+                match fut.as_mut().poll(&mut cx) {
+                    Poll::Ready(Ok(c)) => drop(c),
+                    other => panic!("a hit did not complete at once: {:?}", other.is_ready()),
+                }
+                drop(pool.try_get(key).expect("its idle connection"));
+            }
+        })
+    };
+    rt.block_on(async { drop(pool.get(&a).await.unwrap()) });
+    let n = hits(&a);
+    assert_eq!(n, 0, "keyed hits allocated {n} times");
+    // Key b takes key a's place (max_keys 1), then a takes it back: the
+    // thread's last key, a's first pool, is closed.
+    rt.block_on(async {
+        drop(pool.get(&b).await.unwrap());
+        drop(pool.get(&a).await.unwrap());
+    });
+    assert_eq!(pool.keys_dropped(), (0, 2));
+    let n = hits(&a);
+    assert_eq!(n, 0, "keyed hits on the key made anew allocated {n} times");
 }

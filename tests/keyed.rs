@@ -433,3 +433,143 @@ fn a_key_whose_connects_fail_lends_its_budget_while_it_backs_off() {
         assert_eq!((a.key, b.key), (2, 3));
     });
 }
+
+/// A thread that takes the same key again and again is served from its
+/// last key (no map lookup); once that key is evicted and made again, its
+/// gets and `try_get`s reach the new key's pool, never the closed one.
+#[test]
+fn a_threads_last_key_serves_it_and_never_outlives_the_keys_pool() {
+    let (m, t) = hosts();
+    let pool = KeyedPool::builder(m).max_keys(1).build().unwrap();
+    let rt = runtime();
+    rt.block_on(async {
+        for _ in 0..4 {
+            drop(pool.get(&1).await.unwrap());
+        }
+        for _ in 0..4 {
+            drop(pool.try_get(&1).expect("its idle connection"));
+        }
+        assert_eq!(t.opened.load(SeqCst), 1, "one connection, served again");
+        let c = pool.get(&1).await.unwrap();
+        assert_eq!(pool.state_of(&1).in_use, 1);
+        assert!(pool.try_get(&1).is_none(), "nothing idle: no second");
+        drop(c);
+    });
+    // Another thread evicts key 1 (max_keys 1) and makes it again, with
+    // an idle connection of the new pool.
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            runtime().block_on(async {
+                drop(pool.get(&2).await.unwrap());
+                assert_eq!(pool.keys_dropped(), (0, 1), "key 1 evicted");
+                drop(pool.get(&1).await.unwrap());
+            })
+        });
+    });
+    assert_eq!(t.live[1].load(SeqCst), 1, "the new pool's connection");
+    let c = pool.try_get(&1).expect("the new pool's idle connection");
+    assert_eq!(
+        pool.state_of(&1).in_use,
+        1,
+        "taken from the pool in the map"
+    );
+    drop(c);
+    rt.block_on(async {
+        let c = pool.get(&1).await.unwrap();
+        assert_eq!(pool.state_of(&1).in_use, 1);
+        drop(c);
+    });
+    assert_eq!(t.opened.load(SeqCst), 3, "keys 1, 2 and 1 again: no more");
+}
+
+/// Dropping a keyed pool closes its connections at once, though a thread
+/// still holds its last key; the thread lets the rest go when it exits.
+#[test]
+fn a_dropped_keyed_pool_closes_its_connections_though_a_thread_holds_its_last_key() {
+    struct Counted(Hosts, Arc<AtomicUsize>);
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.1.fetch_add(1, SeqCst);
+        }
+    }
+    impl KeyedManager<u8> for Counted {
+        type Connection = Conn;
+        type Error = std::io::Error;
+        async fn connect(&self, key: &u8) -> Result<Conn, std::io::Error> {
+            self.0.connect(key).await
+        }
+    }
+    let (m, t) = hosts();
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let manager = Counted(m, Arc::clone(&dropped));
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let pool = KeyedPool::builder(manager).build().unwrap();
+            runtime().block_on(async {
+                for _ in 0..4 {
+                    drop(pool.get(&3).await.unwrap());
+                }
+            });
+            assert_eq!(t.live[3].load(SeqCst), 1);
+            drop(pool);
+            assert_eq!(t.total.load(SeqCst), 0, "closed with the pool");
+        });
+    });
+    assert_eq!(
+        dropped.load(SeqCst),
+        1,
+        "the manager, once the thread exited"
+    );
+}
+
+/// A connection whose `Drop` asks the same keyed pool again, run by the
+/// hit that finds it broken: the re-entrant `try_get`s on this thread
+/// find their way, and the outer `get` connects anew.
+#[test]
+fn a_broken_connections_drop_may_ask_the_keyed_pool_again() {
+    use std::sync::OnceLock;
+    use std::sync::atomic::AtomicBool;
+    static POOL: OnceLock<KeyedPool<u8, Reentrant>> = OnceLock::new();
+    static BROKEN: AtomicBool = AtomicBool::new(false);
+    static ASKED: AtomicUsize = AtomicUsize::new(0);
+    struct Reentrant;
+    struct Ask(u8);
+    impl Drop for Ask {
+        fn drop(&mut self) {
+            let pool = POOL.get().expect("built");
+            for key in [self.0, 9] {
+                if let Some(c) = pool.try_get(&key) {
+                    ASKED.fetch_add(1, SeqCst);
+                    drop(c);
+                }
+            }
+        }
+    }
+    impl KeyedManager<u8> for Reentrant {
+        type Connection = Ask;
+        type Error = std::io::Error;
+        async fn connect(&self, key: &u8) -> Result<Ask, std::io::Error> {
+            Ok(Ask(*key))
+        }
+        fn is_broken(&self, key: &u8, _: &mut Ask) -> bool {
+            *key == 4 && BROKEN.load(SeqCst)
+        }
+    }
+    let pool = POOL.get_or_init(|| KeyedPool::builder(Reentrant).build().unwrap());
+    runtime().block_on(async {
+        let other = pool.get(&9).await.unwrap();
+        drop(other);
+        for _ in 0..4 {
+            drop(pool.get(&4).await.unwrap());
+        }
+        BROKEN.store(true, SeqCst);
+        let c = pool.get(&4).await.expect("a new connection");
+        BROKEN.store(false, SeqCst);
+        assert_eq!(c.0, 4);
+        assert_eq!(pool.state_of(&4).in_use, 1);
+        drop(c);
+        assert_eq!(pool.state_of(&4).idle, 1);
+        assert_eq!(pool.state_of(&9).idle, 1, "key 9's connection back");
+    });
+    assert!(ASKED.load(SeqCst) >= 1, "the drop found key 9's connection");
+}
