@@ -1,7 +1,9 @@
 //! A hit on a key of a `KeyedPool` (a key with an idle connection) against
 //! `Pool::get` on a pool of one, uncontended, in the same run: what the
-//! keyed pool's lookup (hash the key, read the lock-free map) adds to the
-//! pool's own fast path. Target: the keyed hit within 2x `Pool::get`.
+//! keyed pool's lookup (the thread's last key, or the lock-free map) adds
+//! to the pool's own fast path. Target: the keyed hit within 2x
+//! `Pool::get`. A last group takes two keys in turn (every hit through
+//! the map) against two pools in turn.
 //!
 //! `cargo bench -p latchless-benches --bench keyed`
 
@@ -148,6 +150,68 @@ fn hit(c: &mut Criterion) {
     g.bench_function("Pool::try_get+drop", try_pool);
     cache_to_pool(true);
     g.bench_function("KeyedPool::try_get(&k)+drop", try_keyed);
+    g.finish();
+    // Two keys in turn against two pools in turn: a thread that serves
+    // several upstreams, whose last key (`last_key.rs`) never matches, so
+    // every hit goes through the map. Pools of their own without
+    // `check_after_idle`: `try_get` leaves connections due for a check to
+    // `get`, and with two pools the thread's cache cannot hold a fresh one
+    // of each, so the loops below could spin on stale ones between
+    // benchmarks.
+    let (pool, pool2, keyed) = {
+        let _in_runtime = rt.enter();
+        let p = || {
+            Pool::builder(Numbers)
+                .max_size(8)
+                .shards(2)
+                .check_after_idle(None)
+                .build()
+                .unwrap()
+        };
+        let keyed = KeyedPool::builder(Hosts)
+            .max_per_key(8)
+            .shards(2)
+            .check_after_idle(None)
+            .build()
+            .unwrap();
+        (p(), p(), keyed)
+    };
+    let key2 = keys[9].clone();
+    rt.block_on(async {
+        drop(futures_of(&pool, 8).await);
+        drop(futures_of(&pool2, 8).await);
+        for k in [&key, &key2] {
+            let mut v = Vec::new();
+            for _ in 0..8 {
+                v.push(keyed.get(k).await.unwrap());
+            }
+        }
+    });
+    let mut g = c.benchmark_group("keyed_hit_two_in_turn");
+    g.bench_function("Pool::try_get+drop, two pools", |b| {
+        b.iter(|| {
+            for p in [&pool, &pool2] {
+                let c = loop {
+                    if let Some(c) = p.try_get() {
+                        break c;
+                    }
+                };
+                black_box(&*c);
+            }
+        })
+    });
+    g.bench_function("KeyedPool::try_get(&k)+drop, two keys", |b| {
+        b.iter(|| {
+            for k in [&key, &key2] {
+                let c = loop {
+                    if let Some(c) = keyed.try_get(black_box(k)) {
+                        break c;
+                    }
+                };
+                black_box(&*c);
+            }
+        })
+    });
     g.finish();
 }
 
