@@ -32,6 +32,14 @@ impl KeyedManager<String> for Hosts {
     }
 }
 
+/// A runtime on the calling thread, so that what it runs is counted.
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 #[test]
 fn steady_state_acquire_and_release_allocate_nothing() {
     let pool = Pool::builder(Numbers)
@@ -39,10 +47,7 @@ fn steady_state_acquire_and_release_allocate_nothing() {
         .shards(2)
         .build()
         .unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = current_thread();
     // Warm up: open a connection, initialise this thread's shard.
     rt.block_on(async { drop(pool.get().await.unwrap()) });
     drop(pool.try_get().unwrap());
@@ -135,10 +140,7 @@ fn a_keyed_hit_allocates_nothing_also_after_its_key_was_evicted() {
         .shards(2)
         .build()
         .unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = current_thread();
     let (a, b) = ("10.0.0.1:80".to_string(), "10.0.0.2:80".to_string());
     let mut cx = Context::from_waker(Waker::noop());
     let mut hits = |key: &String| {
