@@ -1,33 +1,35 @@
 //! A counting global allocator for the tests that prove a path allocates
-//! nothing (`alloc.rs`, `histogram_alloc.rs`). Declaring `mod counting;`
+//! nothing (`alloc.rs`). Declaring `mod counting;`
 //! installs it as the test binary's allocator, so only those binaries
 //! include this module.
 //!
-//! It counts only the allocations of a thread inside [`counted`]: the test
-//! harness's main thread allocates now and then while a test runs, which
-//! made process-wide counts fail on a loaded machine.
+//! It counts only the allocations of a thread inside [`counted`], in that
+//! thread's own count: the test harness's main thread allocates now and
+//! then while a test runs, and the tests of one binary run side by side,
+//! each with its own counted sections (a shared count would add one
+//! test's allocations to another's, and each section's reset would erase
+//! another's).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
 /// Forwards to the system allocator, counting `alloc` and `realloc` calls
 /// made by a counting thread.
 pub struct Counting;
 
-static ALLOCS: AtomicUsize = AtomicUsize::new(0);
-
 std::thread_local! {
-    /// Whether this thread's allocations are being counted.
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
+    /// This thread's allocations so far, while it is counting.
+    static COUNTED: Cell<Option<usize>> = const { Cell::new(None) };
 }
 
 /// Counts an allocation if this thread is counting.
 fn count() {
     // `try_with`: the thread-local may be gone while the thread exits.
-    if COUNTING.try_with(Cell::get).unwrap_or(false) {
-        ALLOCS.fetch_add(1, SeqCst);
-    }
+    let _ = COUNTED.try_with(|c| {
+        if let Some(n) = c.get() {
+            c.set(Some(n + 1));
+        }
+    });
 }
 
 // SAFETY: forwards to the system allocator, only counting calls.
@@ -53,9 +55,7 @@ static GLOBAL: Counting = Counting;
 
 /// The allocations `f` makes on the calling thread.
 pub fn counted(f: impl FnOnce()) -> usize {
-    ALLOCS.store(0, SeqCst);
-    COUNTING.with(|c| c.set(true));
+    COUNTED.with(|c| c.set(Some(0)));
     f();
-    COUNTING.with(|c| c.set(false));
-    ALLOCS.load(SeqCst)
+    COUNTED.with(Cell::take).unwrap_or(0)
 }
