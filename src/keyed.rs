@@ -649,28 +649,23 @@ where
     /// ```
     #[track_caller]
     pub fn try_get(&self, key: &K) -> Option<KeyedPooled<K, M>> {
-        let id = self.shared.id;
-        if let Some(e) = last_key::take::<Entry<K, M>>(id) {
-            if e.key == *key {
-                let got = e.pool.try_get();
-                if got.is_some() {
-                    last_key::put_after_hit(id, e);
-                    return got.map(KeyedPooled);
-                }
-                if !e.pool.is_closed() {
-                    last_key::put(id, e);
-                    return None;
-                }
-                // Forgotten or evicted: let it go, and ask the map.
-            } else {
-                last_key::put(id, e);
+        let last = self.last(key);
+        let map;
+        // One call of the key's fast path, wherever its entry came from,
+        // so that it is inlined once.
+        let e = match &last {
+            Some(e) => e,
+            None => {
+                map = self.shared.map.pin();
+                map.get(key)?
             }
+        };
+        let got = e.pool.try_get();
+        if last.is_none() && got.is_some() {
+            last_key::seen(self.shared.id, e);
         }
-        let map = self.shared.map.pin();
-        let e = map.get(key)?;
-        let got = e.pool.try_get()?;
-        last_key::seen(id, e);
-        Some(KeyedPooled(got))
+        self.put_back(last, got.is_some());
+        got.map(KeyedPooled)
     }
 
     pub(crate) fn acquire<'a>(
@@ -694,34 +689,48 @@ where
     /// path.
     #[inline]
     fn hit(&self, key: &K, by: &'static Location<'static>) -> Option<Pooled<PerKey<K, M>>> {
-        let id = self.shared.id;
-        if let Some(e) = last_key::take::<Entry<K, M>>(id) {
-            if e.key == *key {
-                match e.pool.quick(by) {
-                    Quick::Hit(conn) => {
-                        last_key::put_after_hit(id, e);
-                        return Some(conn);
-                    }
-                    // The map holds this same entry: nothing idle there.
-                    Quick::Miss => {
-                        last_key::put(id, e);
-                        return None;
-                    }
-                    // Forgotten or evicted: let it go, and ask the map.
-                    Quick::Closed => {}
-                }
-            } else {
-                last_key::put(id, e);
+        let last = self.last(key);
+        let map;
+        let e = match &last {
+            Some(e) => e,
+            None => {
+                map = self.shared.map.pin();
+                map.get(key)?
             }
-        }
-        let map = self.shared.map.pin();
-        let e = map.get(key)?;
-        match e.pool.quick(by) {
-            Quick::Hit(conn) => {
-                last_key::seen(id, e);
-                Some(conn)
-            }
+        };
+        let got = match e.pool.quick(by) {
+            Quick::Hit(conn) => Some(conn),
+            // Closed: its key forgotten or evicted just now; the slow path
+            // looks the key up again.
             Quick::Miss | Quick::Closed => None,
+        };
+        if last.is_none() && got.is_some() {
+            last_key::seen(self.shared.id, e);
+        }
+        self.put_back(last, got.is_some());
+        got
+    }
+
+    /// This thread's last key (`last_key.rs`), taken out of its slot, if
+    /// it is `key` and its pool is open; a closed one (its key forgotten
+    /// or evicted) is let go, and the map asked.
+    #[inline(always)]
+    fn last(&self, key: &K) -> Option<Arc<Entry<K, M>>> {
+        let e = last_key::take::<Entry<K, M>>(self.shared.id)?;
+        if e.key != *key {
+            last_key::put(self.shared.id, e);
+            return None;
+        }
+        (!e.pool.is_closed()).then_some(e)
+    }
+
+    /// After a fast path on the last key: it goes back to its slot.
+    #[inline(always)]
+    fn put_back(&self, last: Option<Arc<Entry<K, M>>>, hit: bool) {
+        match last {
+            Some(e) if hit => last_key::put_after_hit(self.shared.id, e),
+            Some(e) => last_key::put(self.shared.id, e),
+            None => {}
         }
     }
 
