@@ -649,23 +649,8 @@ where
     /// ```
     #[track_caller]
     pub fn try_get(&self, key: &K) -> Option<KeyedPooled<K, M>> {
-        let last = self.last(key);
-        let map;
-        // One call of the key's fast path, wherever its entry came from,
-        // so that it is inlined once.
-        let e = match &last {
-            Some(e) => e,
-            None => {
-                map = self.shared.map.pin();
-                map.get(key)?
-            }
-        };
-        let got = e.pool.try_get();
-        if last.is_none() && got.is_some() {
-            last_key::seen(self.shared.id, e);
-        }
-        self.put_back(last, got.is_some());
-        got.map(KeyedPooled)
+        let by = Location::caller();
+        self.fast(key, |pool| pool.try_get_by(by)).map(KeyedPooled)
     }
 
     pub(crate) fn acquire<'a>(
@@ -684,13 +669,15 @@ where
         }
     }
 
-    /// A `get`'s fast path: an idle connection of `key` from the thread's
-    /// last key (`last_key.rs`) or through the map, or `None` for the slow
-    /// path.
-    #[inline]
-    fn hit(&self, key: &K, by: &'static Location<'static>) -> Option<Pooled<PerKey<K, M>>> {
+    /// The fast path of `key`'s pool (`try_get` or a `get`'s first poll),
+    /// reached through the thread's last key (`last_key.rs`) or the map;
+    /// `None` where the key is not kept or `fast` found nothing.
+    #[inline(always)]
+    fn fast<R>(&self, key: &K, fast: impl FnOnce(&Pool<PerKey<K, M>>) -> Option<R>) -> Option<R> {
         let last = self.last(key);
         let map;
+        // One call of `fast`, wherever the entry came from, so that it is
+        // inlined once.
         let e = match &last {
             Some(e) => e,
             None => {
@@ -698,12 +685,7 @@ where
                 map.get(key)?
             }
         };
-        let got = match e.pool.quick(by) {
-            Quick::Hit(conn) => Some(conn),
-            // Closed: its key forgotten or evicted just now; the slow path
-            // looks the key up again.
-            Quick::Miss | Quick::Closed => None,
-        };
+        let got = fast(&e.pool);
         if last.is_none() && got.is_some() {
             last_key::seen(self.shared.id, e);
         }
@@ -1380,7 +1362,14 @@ where
                 }
             } else if this.lookups == 0 {
                 // The hit: no lock, no allocation (module docs).
-                if let Some(conn) = this.keyed.hit(this.key, this.by) {
+                let by = this.by;
+                let hit = this.keyed.fast(this.key, |pool| match pool.quick(by) {
+                    Quick::Hit(conn) => Some(conn),
+                    // Closed: its key forgotten or evicted just now; the
+                    // slow path looks the key up again.
+                    Quick::Miss | Quick::Closed => None,
+                });
+                if let Some(conn) = hit {
                     return Poll::Ready(Ok(KeyedPooled(conn)));
                 }
             }

@@ -214,11 +214,17 @@ impl<M: Manager> Pool<M> {
     #[inline]
     #[track_caller]
     pub fn try_get(&self) -> Option<Pooled<M>> {
+        self.try_get_by(Location::caller())
+    }
+
+    /// [`try_get`](Self::try_get), the holder's place given (a keyed
+    /// pool's caller).
+    #[inline(always)]
+    pub(crate) fn try_get_by(&self, by: &'static Location<'static>) -> Option<Pooled<M>> {
         let core = self.core();
         if core.closed.load(Ordering::Relaxed) {
             return None;
         }
-        let by = Location::caller();
         let now = core.now_for_checks();
         // Connections due for a check are re-queued behind the others (and
         // left for `get`); the budget bounds the loop when all are.
