@@ -681,3 +681,114 @@ fn idle_timeouts_stop_at_min_idle() {
     assert_eq!(pool.state().idle, 1, "one kept for min_idle");
     assert_eq!(t.live(), 1);
 }
+
+/// Passes every 100 ms on the mock clock through the lifetime of the
+/// connections opened at its start, each followed by a moment for the
+/// tasks they spawn; `release_at`: when `held` goes back to the pool.
+async fn passes_until(
+    pool: &Pool<TestManager>,
+    mock: &latchless::MockClock,
+    until_ms: u64,
+    mut held: Option<(u64, latchless::Pooled<TestManager>)>,
+) {
+    for now in (100..=until_ms).step_by(100) {
+        mock.advance(Duration::from_millis(100));
+        if held.as_ref().is_some_and(|(at, _)| now >= *at) {
+            held = None;
+        }
+        pool.maintain();
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+}
+
+/// A pool in use replaces each of its connections once before it
+/// expires, the one in use and the one idle since long before the lead
+/// alike (the pool is in use: its idle connections will be wanted); the
+/// passes that follow through the lead replace nothing more.
+#[test]
+fn a_pool_in_use_replaces_each_expiring_connection_once() {
+    let (m, t) = TestManager::new();
+    let (clock, mock) = Clock::mock();
+    let pool = Pool::builder(m)
+        .clock(clock)
+        .background(false)
+        .max_size(4)
+        .max_lifetime(Some(Duration::from_secs(10)))
+        .replace_before_expiry(Some(Duration::from_secs(2)))
+        .idle_timeout(None)
+        .check_after_idle(None)
+        .keepalive(None)
+        .build()
+        .unwrap();
+    paused().block_on(async {
+        let held = pool.get().await.unwrap();
+        drop(pool.get().await.unwrap());
+        // Lifetimes end between 9 and 9.5 s (jitter, and the margin of the
+        // maintenance period); the leads start 2 s before.
+        passes_until(&pool, &mock, 8_900, None).await;
+        let m = pool.metrics();
+        assert_eq!(
+            m.replaced, 2,
+            "the held and the idle connection were replaced, once each: {m:?}"
+        );
+        assert_eq!(t.connect_calls.load(SeqCst), 4, "{m:?}");
+        drop(held);
+    });
+}
+
+/// At `max_size`, with its only connection in use when its replacement
+/// comes due, the pool has no place for a successor: it looks again each
+/// period, and replaces the connection once it is back, before it
+/// expires.
+#[test]
+fn a_replacement_without_a_place_is_retried_until_the_connection_is_back() {
+    let (m, t) = TestManager::new();
+    let (clock, mock) = Clock::mock();
+    let pool = Pool::builder(m)
+        .clock(clock)
+        .background(false)
+        .max_size(1)
+        .max_lifetime(Some(Duration::from_secs(10)))
+        .replace_before_expiry(Some(Duration::from_secs(2)))
+        .idle_timeout(None)
+        .check_after_idle(None)
+        .keepalive(None)
+        .build()
+        .unwrap();
+    paused().block_on(async {
+        let held = pool.get().await.unwrap();
+        let first = held.id;
+        // The lead starts between 7 and 7.5 s; it is back at 8 s.
+        passes_until(&pool, &mock, 8_900, Some((8_000, held))).await;
+        let m = pool.metrics();
+        assert_eq!(m.replaced, 1, "replaced once it was back: {m:?}");
+        assert_eq!(t.connect_calls.load(SeqCst), 2);
+        assert_ne!(pool.get().await.unwrap().id, first);
+    });
+}
+
+/// Without `leak_threshold` nothing is ever reported as a leak, however
+/// long a connection is held.
+#[test]
+fn without_a_leak_threshold_no_holding_is_a_leak() {
+    let (m, _t) = TestManager::new();
+    let (clock, mock) = Clock::mock();
+    let pool = Pool::builder(m)
+        .clock(clock)
+        .background(false)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .check_after_idle(None)
+        .build()
+        .unwrap();
+    let held = runtime().block_on(pool.get()).unwrap();
+    for _ in 0..10 {
+        mock.advance(Duration::from_secs(60));
+        pool.maintain();
+    }
+    assert!(pool.metrics().maintenance_passes >= 10);
+    assert_eq!(pool.metrics().leaks, 0, "no threshold, no leak");
+    drop(held);
+}
