@@ -792,3 +792,38 @@ fn without_a_leak_threshold_no_holding_is_a_leak() {
     assert_eq!(pool.metrics().leaks, 0, "no threshold, no leak");
     drop(held);
 }
+
+/// With `check_after_idle` the only time setting, the background task
+/// still refreshes the pool's clock often enough (every half of it): a
+/// connection idle a little longer than `check_after_idle` is checked
+/// before the next `get` hands it out, with no traffic in between.
+#[test]
+fn a_connection_idle_past_check_after_idle_is_checked_with_only_that_setting() {
+    let (m, t) = TestManager::new();
+    let (clock, mock) = Clock::mock();
+    paused().block_on(async {
+        let pool = Pool::builder(m)
+            .clock(clock)
+            .check_after_idle(Some(Duration::from_millis(200)))
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .keepalive(None)
+            .replace_before_expiry(None)
+            .build()
+            .unwrap();
+        drop(pool.get().await.unwrap());
+        assert_eq!(t.check_calls.load(SeqCst), 0);
+        // Both clocks move on together, 400 ms in 10 ms steps.
+        for _ in 0..40 {
+            mock.advance(Duration::from_millis(10));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        drop(pool.get().await.unwrap());
+        assert_eq!(
+            t.check_calls.load(SeqCst),
+            1,
+            "checked before use: {:?}",
+            pool.metrics()
+        );
+    });
+}
