@@ -986,6 +986,58 @@ mod tests {
         m.health().alert(kind).copied()
     }
 
+    /// A keyed pool's health is its keys' together: one alert per kind,
+    /// the one with the worst value whichever key reported it first, in
+    /// `AlertKind::ALL` order, at the latest evaluation.
+    #[test]
+    fn a_keyed_pools_health_keeps_each_kinds_worst_alert_in_order() {
+        let alert = |kind, value| Alert {
+            kind,
+            value,
+            threshold: 0.0,
+            since: Duration::ZERO,
+        };
+        let health = |alerts, at| Health {
+            alerts,
+            at: Duration::from_secs(at),
+            window: Duration::from_secs(30),
+        };
+        let one = health(
+            vec![
+                alert(AlertKind::AcquireWait, 0.5),
+                alert(AlertKind::Exhaustion, 3.0),
+                alert(AlertKind::Churn, 9.0),
+            ],
+            7,
+        );
+        let two = health(
+            vec![
+                alert(AlertKind::Utilization, 0.9),
+                alert(AlertKind::Exhaustion, 7.0),
+                alert(AlertKind::BackendDown, 1.0),
+                alert(AlertKind::Churn, 2.0),
+            ],
+            5,
+        );
+        let mut all = Health::default();
+        all.absorb(one);
+        all.absorb(two);
+        assert_eq!(
+            all,
+            health(
+                vec![
+                    alert(AlertKind::Utilization, 0.9),
+                    alert(AlertKind::AcquireWait, 0.5),
+                    alert(AlertKind::Exhaustion, 7.0),
+                    alert(AlertKind::BackendDown, 1.0),
+                    alert(AlertKind::Churn, 9.0),
+                ],
+                7,
+            )
+        );
+        assert!(!all.is_healthy());
+    }
+
     #[test]
     fn utilization_fires_after_30_s_above_80_percent_and_clears_at_it() {
         let mut m = monitor();
