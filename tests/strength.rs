@@ -8,8 +8,11 @@
 //! checks that come due on time and drift apart; housekeeping that probes
 //! a down backend, refills `min_idle` only with background work on, and
 //! restarts the background task in a later runtime; a due pass run by busy
-//! releases alone; idle timeouts that stop at `min_idle`. Time is the mock
-//! clock's and Tokio's paused clock's: nothing here sleeps.
+//! releases alone; idle timeouts that stop at `min_idle`; replacement
+//! before expiry, once per connection of a pool in use, and retried
+//! without a free place until the connection is back; and the background
+//! period that `check_after_idle` alone sets. Time is the mock clock's and
+//! Tokio's paused clock's: nothing here sleeps.
 
 mod common;
 
@@ -767,30 +770,6 @@ fn a_replacement_without_a_place_is_retried_until_the_connection_is_back() {
         assert_eq!(t.connect_calls.load(SeqCst), 2);
         assert_ne!(pool.get().await.unwrap().id, first);
     });
-}
-
-/// Without `leak_threshold` nothing is ever reported as a leak, however
-/// long a connection is held.
-#[test]
-fn without_a_leak_threshold_no_holding_is_a_leak() {
-    let (m, _t) = TestManager::new();
-    let (clock, mock) = Clock::mock();
-    let pool = Pool::builder(m)
-        .clock(clock)
-        .background(false)
-        .idle_timeout(None)
-        .max_lifetime(None)
-        .check_after_idle(None)
-        .build()
-        .unwrap();
-    let held = runtime().block_on(pool.get()).unwrap();
-    for _ in 0..10 {
-        mock.advance(Duration::from_secs(60));
-        pool.maintain();
-    }
-    assert!(pool.metrics().maintenance_passes >= 10);
-    assert_eq!(pool.metrics().leaks, 0, "no threshold, no leak");
-    drop(held);
 }
 
 /// With `check_after_idle` the only time setting, the background task
