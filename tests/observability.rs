@@ -272,6 +272,7 @@ fn maintenance_samples_utilization_without_health_being_called() {
         let h = pool.health();
         let a = h.alert(AlertKind::Utilization).expect("31 s in full use");
         assert_eq!(a.value, 1.0, "{h:?}");
+        assert_eq!(a.kind.to_string(), "utilization", "printed by its name");
         drop(held);
     });
 }
