@@ -1421,4 +1421,46 @@ mod tests {
         assert!((a.value - 7.0 / 30.0).abs() < 1e-9, "{a:?}");
         assert!((a.threshold - 0.2).abs() < 1e-9, "{a:?}");
     }
+
+    /// What a second saw leaves the window with it, every figure alike:
+    /// once a busy second has left, health and sizing read only what the
+    /// window still holds.
+    #[test]
+    fn every_figure_leaves_the_window_with_its_second() {
+        let mut m = monitor();
+        let mut f = Feed::new(10);
+        f.sample(&mut m, 0);
+        // A busy second, 39 s before the end.
+        f.waits(100, 0);
+        f.hold_count += 100;
+        f.hold_sum += 100 * 50 * MS;
+        f.failed += 4;
+        f.connects += 20;
+        f.connect_failures += 3;
+        f.epoch = 1;
+        f.sample(&mut m, 1_000);
+        // A quiet one at the end: 10 acquisitions held 20 ms each, two
+        // failed gets, five failed connects and none that succeeded.
+        f.waits(10, 0);
+        f.hold_count += 10;
+        f.hold_sum += 10 * 20 * MS;
+        f.failed += 2;
+        f.connect_failures += 5;
+        f.sample(&mut m, 40_000);
+        let s = m.sizing();
+        assert_eq!(s.acquire_rate_per_s, 10.0 / 30.0, "{s:?}");
+        assert_eq!(s.mean_hold, Duration::from_millis(20), "{s:?}");
+        let h = m.health();
+        assert_eq!(
+            firing(&m, AlertKind::Exhaustion).unwrap().value,
+            2.0,
+            "{h:?}"
+        );
+        assert_eq!(
+            firing(&m, AlertKind::BackendDown).unwrap().value,
+            5.0,
+            "{h:?}"
+        );
+        assert_eq!(firing(&m, AlertKind::Churn), None, "{h:?}");
+    }
 }
