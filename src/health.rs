@@ -1463,4 +1463,18 @@ mod tests {
         );
         assert_eq!(firing(&m, AlertKind::Churn), None, "{h:?}");
     }
+
+    /// Two samples within one second add up: the window's acquire waits
+    /// count both, in the same slot.
+    #[test]
+    fn two_samples_in_one_second_add_up() {
+        let mut m = monitor();
+        let mut f = Feed::new(10);
+        f.sample(&mut m, 0);
+        f.waits(5, 0);
+        f.sample(&mut m, 1_000);
+        f.waits(5, 0);
+        f.sample(&mut m, 1_500);
+        assert_eq!(m.window_p99(), (0, 10));
+    }
 }
