@@ -39,6 +39,7 @@ out="${MUTANTS_OUT:-target/mutants}"
 export CARGO_TARGET_DIR="${MUTANTS_TARGET:-$PWD/target/mutants-build}"
 tests="${MUTANTS_TESTS:---lib --test lifecycle --test faults --test refill --test accounting --test errors --test invariants --test outages --test strength}"
 args=(--test-tool cargo -j 1 --output "$out")
+mkdir -p "$out" # cargo-mutants creates mutants.out, not its parents
 [ -n "${MUTANTS_FEATURES:-}" ] && args+=(--features "$MUTANTS_FEATURES")
 [ -n "${MUTANTS_TIMEOUT:-}" ] && args+=(--timeout "$MUTANTS_TIMEOUT")
 
@@ -46,7 +47,6 @@ list=0
 case "${1:-}" in
   --diff)
     base="${2:?usage: scripts/mutants.sh --diff COMMIT}"
-    mkdir -p "$out"
     git diff "$base" -- src > "$out/in.diff"
     if [ ! -s "$out/in.diff" ]; then echo "no change under src/ since $base"; exit 0; fi
     args+=(--in-diff "$out/in.diff")

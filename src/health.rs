@@ -933,6 +933,8 @@ mod tests {
         connects: u64,
         connect_failures: u64,
         epoch: u64,
+        /// The breaker's opening failures while it is open (0: closed).
+        down_after: u64,
     }
 
     impl Feed {
@@ -948,6 +950,7 @@ mod tests {
                 connects: 0,
                 connect_failures: 0,
                 epoch: 0,
+                down_after: 0,
             }
         }
 
@@ -972,7 +975,7 @@ mod tests {
                     connects: self.connects,
                     connect_failures: self.connect_failures,
                     restart_epoch: self.epoch,
-                    down_after: 0,
+                    down_after: self.down_after,
                 },
             );
         }
@@ -984,6 +987,58 @@ mod tests {
 
     fn firing(m: &Monitor, kind: AlertKind) -> Option<Alert> {
         m.health().alert(kind).copied()
+    }
+
+    /// A keyed pool's health is its keys' together: one alert per kind,
+    /// the one with the worst value whichever key reported it first, in
+    /// `AlertKind::ALL` order, at the latest evaluation.
+    #[test]
+    fn a_keyed_pools_health_keeps_each_kinds_worst_alert_in_order() {
+        let alert = |kind, value| Alert {
+            kind,
+            value,
+            threshold: 0.0,
+            since: Duration::ZERO,
+        };
+        let health = |alerts, at| Health {
+            alerts,
+            at: Duration::from_secs(at),
+            window: Duration::from_secs(30),
+        };
+        let one = health(
+            vec![
+                alert(AlertKind::AcquireWait, 0.5),
+                alert(AlertKind::Exhaustion, 3.0),
+                alert(AlertKind::Churn, 9.0),
+            ],
+            7,
+        );
+        let two = health(
+            vec![
+                alert(AlertKind::Utilization, 0.9),
+                alert(AlertKind::Exhaustion, 7.0),
+                alert(AlertKind::BackendDown, 1.0),
+                alert(AlertKind::Churn, 2.0),
+            ],
+            5,
+        );
+        let mut all = Health::default();
+        all.absorb(one);
+        all.absorb(two);
+        assert_eq!(
+            all,
+            health(
+                vec![
+                    alert(AlertKind::Utilization, 0.9),
+                    alert(AlertKind::AcquireWait, 0.5),
+                    alert(AlertKind::Exhaustion, 7.0),
+                    alert(AlertKind::BackendDown, 1.0),
+                    alert(AlertKind::Churn, 9.0),
+                ],
+                7,
+            )
+        );
+        assert!(!all.is_healthy());
     }
 
     #[test]
@@ -1165,6 +1220,41 @@ mod tests {
         assert_eq!(firing(&m, AlertKind::BackendDown), None);
     }
 
+    /// An open breaker keeps the alert firing after its failures have left
+    /// the window (no connect is tried while it waits to probe), with the
+    /// failures that opened it as the value; it clears when the breaker
+    /// closes.
+    #[test]
+    fn backend_down_fires_while_the_breaker_is_open_without_connects_in_the_window() {
+        let mut m = monitor();
+        let mut f = Feed::new(10);
+        f.sample(&mut m, 0);
+        f.down_after = 3;
+        f.sample(&mut m, 60_000);
+        let a = firing(&m, AlertKind::BackendDown).expect("the breaker is open");
+        assert_eq!((a.value, a.threshold), (3.0, 0.0));
+        f.down_after = 0;
+        f.sample(&mut m, 61_000);
+        assert_eq!(firing(&m, AlertKind::BackendDown), None, "closed again");
+    }
+
+    /// Acquisitions none of which has come back yet give no mean hold
+    /// time: no recommendation, but the window and `max_size` are told.
+    #[test]
+    fn sizing_before_any_return_has_no_data() {
+        let mut m = monitor();
+        let mut f = Feed::new(10);
+        f.sample(&mut m, 0);
+        f.waits(5, 0);
+        f.in_use = 5;
+        f.sample(&mut m, 1_000);
+        let s = m.sizing();
+        assert_eq!(s.verdict, SizingVerdict::NoData, "{s:?}");
+        assert_eq!(s.recommended, 0, "{s:?}");
+        assert_eq!(s.max_size, 10, "{s:?}");
+        assert_eq!(s.observed, Duration::from_secs(30), "{s:?}");
+    }
+
     #[test]
     fn sizing_for_100_per_s_held_100_ms_is_15() {
         let mut m = monitor();
@@ -1287,5 +1377,104 @@ mod tests {
             assert!(fields.contains("alert=\"acquire_wait\""), "{fields}");
         }
         assert!(log[0].1.contains("threshold=1e-6"), "{}", log[0].1);
+    }
+
+    /// The warning of an alert that fires again less than a window after
+    /// its last warning stays silent, however late in the pool's life.
+    #[test]
+    fn a_second_firing_within_a_window_of_the_warning_is_silent_late_too() {
+        let cfg = HealthConfig {
+            wait_p99_ns: Some(1_000),
+            wait_min_samples: 1,
+            ..HealthConfig::default()
+        };
+        let mut m = Monitor::new("db", cfg, 0);
+        let mut f = Feed::new(10);
+        let i = AlertKind::AcquireWait.idx();
+        f.sample(&mut m, 100_000);
+        f.waits(1, 5_000);
+        f.sample(&mut m, 101_000);
+        assert_eq!(m.warnings[i], 1, "fires: logged");
+        f.waits(200, 0);
+        f.sample(&mut m, 102_000);
+        assert!(firing(&m, AlertKind::AcquireWait).is_none());
+        f.waits(10, 5_000);
+        f.sample(&mut m, 103_000);
+        assert!(firing(&m, AlertKind::AcquireWait).is_some());
+        assert_eq!(m.warnings[i], 1, "fires again within the window: silent");
+    }
+
+    /// Churn fires above `max_size` opens per `churn_alert` over the
+    /// window, not at it: for a pool of two, 6 opens in the 30 s window
+    /// (two per 10 s) are quiet, 7 fire, the value in opens per second.
+    #[test]
+    fn churn_fires_above_max_size_opens_per_period_not_at_it() {
+        let mut m = monitor();
+        let mut f = Feed::new(2);
+        f.sample(&mut m, 0);
+        f.connects += 6;
+        f.sample(&mut m, 1_000);
+        assert_eq!(firing(&m, AlertKind::Churn), None, "at the threshold");
+        f.connects += 1;
+        f.sample(&mut m, 2_000);
+        let a = firing(&m, AlertKind::Churn).expect("above it");
+        assert!((a.value - 7.0 / 30.0).abs() < 1e-9, "{a:?}");
+        assert!((a.threshold - 0.2).abs() < 1e-9, "{a:?}");
+    }
+
+    /// What a second saw leaves the window with it, every figure alike:
+    /// once a busy second has left, health and sizing read only what the
+    /// window still holds.
+    #[test]
+    fn every_figure_leaves_the_window_with_its_second() {
+        let mut m = monitor();
+        let mut f = Feed::new(10);
+        f.sample(&mut m, 0);
+        // A busy second, 39 s before the end.
+        f.waits(100, 0);
+        f.hold_count += 100;
+        f.hold_sum += 100 * 50 * MS;
+        f.failed += 4;
+        f.connects += 20;
+        f.connect_failures += 3;
+        f.epoch = 1;
+        f.sample(&mut m, 1_000);
+        // A quiet one at the end: 10 acquisitions held 20 ms each, two
+        // failed gets, five failed connects and none that succeeded.
+        f.waits(10, 0);
+        f.hold_count += 10;
+        f.hold_sum += 10 * 20 * MS;
+        f.failed += 2;
+        f.connect_failures += 5;
+        f.sample(&mut m, 40_000);
+        let s = m.sizing();
+        assert_eq!(s.acquire_rate_per_s, 10.0 / 30.0, "{s:?}");
+        assert_eq!(s.mean_hold, Duration::from_millis(20), "{s:?}");
+        let h = m.health();
+        assert_eq!(
+            firing(&m, AlertKind::Exhaustion).unwrap().value,
+            2.0,
+            "{h:?}"
+        );
+        assert_eq!(
+            firing(&m, AlertKind::BackendDown).unwrap().value,
+            5.0,
+            "{h:?}"
+        );
+        assert_eq!(firing(&m, AlertKind::Churn), None, "{h:?}");
+    }
+
+    /// Two samples within one second add up: the window's acquire waits
+    /// count both, in the same slot.
+    #[test]
+    fn two_samples_in_one_second_add_up() {
+        let mut m = monitor();
+        let mut f = Feed::new(10);
+        f.sample(&mut m, 0);
+        f.waits(5, 0);
+        f.sample(&mut m, 1_000);
+        f.waits(5, 0);
+        f.sample(&mut m, 1_500);
+        assert_eq!(m.window_p99(), (0, 10));
     }
 }

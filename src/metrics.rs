@@ -515,3 +515,105 @@ fn summary(pool: &str, keys: [&'static str; 3], h: &HistogramSnapshot) {
     ::metrics::gauge!(sum, "pool" => pool.to_owned()).set(secs(h.sum()));
     ::metrics::counter!(count, "pool" => pool.to_owned()).absolute(h.count());
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Metrics whose every count is `f` of its place (1, 2, …), with one
+    /// time of `ns` in each histogram.
+    fn filled(f: impl Fn(u64) -> u64, ns: u64, down: bool, down_for: Duration) -> Metrics {
+        let mut i = 0;
+        let mut next = || {
+            i += 1;
+            f(i)
+        };
+        let h = |ns: u64| {
+            let h = Histogram::new();
+            h.record(ns);
+            h.snapshot()
+        };
+        Metrics {
+            state: State {
+                size: next() as usize,
+                idle: next() as usize,
+                in_use: next() as usize,
+                waiting: next() as usize,
+            },
+            opened: next(),
+            closed: next(),
+            detached: next(),
+            connect_errors: next(),
+            connect_timeouts: next(),
+            permanent_errors: next(),
+            unavailable: next(),
+            probes: next(),
+            backend_down: down,
+            down_for,
+            waits: next(),
+            timeouts: next(),
+            timeouts_swept: next(),
+            exhausted: next(),
+            expired: next(),
+            check_failures: next(),
+            checks_detached: next(),
+            broken: next(),
+            leaks: next(),
+            maintenance_passes: next(),
+            hits: next(),
+            acquire_connects: next(),
+            closed_idle: next(),
+            closed_lifetime: next(),
+            closed_check_cancelled: next(),
+            closed_pool_closed: next(),
+            closed_overflow: next(),
+            closed_cleanup: next(),
+            cleanups: next(),
+            keepalive_checks: next(),
+            replaced: next(),
+            timeouts_waiting: next(),
+            timeouts_connecting: next(),
+            timeouts_checking: next(),
+            acquire_wait: h(ns),
+            connect_time: h(ns),
+            hold_time: h(ns),
+            check_time: h(ns),
+        }
+    }
+
+    /// A keyed pool's metrics are its keys' together: every count and
+    /// the state summed, every histogram holding both keys' times, down
+    /// if any key is, for the longest.
+    #[test]
+    fn an_aggregate_sums_every_count_and_merges_every_histogram() {
+        let one = filled(|i| i, 1_000, false, Duration::from_secs(3));
+        let two = filled(|i| 2 * i + 3, 5_000, true, Duration::from_secs(5));
+        let mut all = Metrics::default();
+        all.absorb(&one);
+        all.absorb(&two);
+        let mut want = filled(|i| 3 * i + 3, 0, true, Duration::from_secs(5));
+        for h in [
+            &all.acquire_wait,
+            &all.connect_time,
+            &all.hold_time,
+            &all.check_time,
+        ] {
+            assert_eq!(h.count(), 2, "{all:?}");
+            // Each read back within the histograms' relative error.
+            assert!(h.min().abs_diff(1_000) <= 1_000 / 32, "{h:?}");
+            assert!(h.max().abs_diff(5_000) <= 5_000 / 32, "{h:?}");
+        }
+        want.acquire_wait = all.acquire_wait.clone();
+        want.connect_time = all.connect_time.clone();
+        want.hold_time = all.hold_time.clone();
+        want.check_time = all.check_time.clone();
+        assert_eq!(all, want);
+        // Down if any key is, whichever comes first.
+        let mut all = Metrics::default();
+        all.absorb(&two);
+        all.absorb(&one);
+        assert!(all.backend_down);
+        assert_eq!(all.down_for, Duration::from_secs(5));
+    }
+}

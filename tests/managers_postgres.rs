@@ -606,6 +606,25 @@ async fn a_connection_marked_broken_closes_its_session_and_probes_one_other() {
     drop((a, b));
 }
 
+/// The connection's own mark (`PgConnection::mark_broken`, for a failure
+/// only the caller sees) closes its session on return: the next `get`
+/// opens another.
+#[tokio::test]
+async fn a_session_its_connection_marked_broken_is_closed_on_return() {
+    let app = app_name("conn-mark");
+    let pool = Pool::builder(manager(&app)).max_size(1).build().unwrap();
+    let mut conn = pool.get().await.unwrap();
+    let first = pid(conn.client()).await.unwrap();
+    assert!(!conn.is_marked_broken());
+    conn.mark_broken();
+    assert!(conn.is_marked_broken());
+    drop(conn);
+    let conn = pool.get().await.unwrap();
+    assert_ne!(pid(conn.client()).await.unwrap(), first, "a new session");
+    let m = pool.metrics();
+    assert_eq!((m.broken, m.opened), (1, 2), "{m:?}");
+}
+
 /// Backends killed while idle: the client reports them closed, and the
 /// pool sees that when it hands them out (`is_broken` at hand-out), so no
 /// request fails even with pre-ping off.

@@ -226,6 +226,31 @@ async fn a_request_that_hits_a_killed_connection_marks_it_broken() {
     assert_eq!(pool.state().size, 0);
 }
 
+/// A request that outlasts the connection's response timeout marks the
+/// connection broken (its reply may still come), so the pool closes it
+/// on return instead of handing it out again.
+#[tokio::test]
+async fn a_request_that_times_out_marks_the_connection_broken() {
+    let pool = Pool::builder(manager(&name("timeout")))
+        .max_size(1)
+        .build()
+        .unwrap();
+    {
+        let mut conn = pool.get().await.unwrap();
+        conn.get_mut()
+            .set_response_timeout(Duration::from_millis(20));
+        let slow: redis::RedisResult<()> = redis::cmd("BLPOP")
+            .arg("latchless-test-never-pushed")
+            .arg(1)
+            .query_async(&mut *conn)
+            .await;
+        let err = slow.expect_err("the response timeout ended it");
+        assert!(err.is_timeout(), "{err}");
+        assert!(conn.is_marked_broken(), "a timeout marks it: {err}");
+    }
+    assert_eq!(pool.state().size, 0, "closed on return, not pooled");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_connection_killed_with_pre_ping_and_paced_requests_fails_no_request() {
     const N: usize = 4;

@@ -123,6 +123,7 @@ async fn a_healthy_connection_is_reused() {
     );
     let mut conn = pool.get().await.unwrap();
     assert!(!pool.manager().is_broken(&mut conn));
+    assert!(!conn.is_marked_broken(), "nothing marked it");
     let conn = &mut *conn;
     assert!(conn.get_ref().nodelay().unwrap(), "TCP_NODELAY is set");
 }

@@ -281,6 +281,44 @@ async fn untrusted_certificate_and_wrong_name_are_connect_errors_within_the_time
     }
 }
 
+/// The user check runs as the pre-ping of an idle TLS connection: one
+/// that fails it is replaced before the caller sees it.
+#[tokio::test]
+async fn a_tls_connection_failing_the_user_check_is_replaced() {
+    let pki = pki();
+    let (addr, seen) = server(&pki, false).await;
+    let checks = Arc::new(AtomicUsize::new(0));
+    let c = Arc::clone(&checks);
+    let manager = TlsManager::builder(tcp(addr), "localhost")
+        .add_root_pem(pki.ca_pem.as_bytes())
+        .build()
+        .unwrap()
+        .with_check(move |_conn| {
+            let first = c.fetch_add(1, SeqCst) == 0;
+            Box::pin(async move {
+                if first {
+                    Err(io::Error::new(io::ErrorKind::TimedOut, "no answer (test)"))
+                } else {
+                    Ok(())
+                }
+            })
+        });
+    let pool = Pool::builder(manager)
+        .max_size(1)
+        .check_after_idle(Some(Duration::ZERO))
+        .build()
+        .unwrap();
+    drop(pool.get().await.unwrap());
+    let mut conn = pool.get().await.unwrap();
+    ping(&mut conn).await.unwrap();
+    assert!(checks.load(SeqCst) >= 1, "the user check ran");
+    assert_eq!(
+        seen.lock().unwrap().accepted,
+        2,
+        "the connection that failed it was replaced"
+    );
+}
+
 #[tokio::test]
 async fn a_peer_closed_tls_connection_is_broken_without_a_round_trip() {
     let pki = pki();

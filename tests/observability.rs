@@ -257,6 +257,26 @@ fn utilization_alert_fires_after_30s_above_80_percent_and_clears() {
     });
 }
 
+/// Maintenance samples the pool once a second on its own: a pool in full
+/// use for 31 s of passes, whose health nobody asked for meanwhile, has
+/// the utilization alert firing at the first `health()`.
+#[test]
+fn maintenance_samples_utilization_without_health_being_called() {
+    let (pool, _t, mock) = mocked_quiet(|b| b.max_size(2));
+    paused().block_on(async {
+        let held = (pool.get().await.unwrap(), pool.get().await.unwrap());
+        for _ in 0..31 {
+            mock.advance(Duration::from_secs(1));
+            pool.maintain();
+        }
+        let h = pool.health();
+        let a = h.alert(AlertKind::Utilization).expect("31 s in full use");
+        assert_eq!(a.value, 1.0, "{h:?}");
+        assert_eq!(a.kind.to_string(), "utilization", "printed by its name");
+        drop(held);
+    });
+}
+
 #[test]
 fn acquire_wait_alert_fires_above_its_threshold_and_clears() {
     // Each acquisition opens a connection: churn off, this is about waits.

@@ -391,3 +391,42 @@ fn cleaned_returns_keep_to_max_idle() {
         assert_eq!(m.cleanups, 6);
     });
 }
+
+/// Under `max_idle`, a connection returned for a clean-up while the idle
+/// set is already full (and nobody waits) is closed at once, not cleaned
+/// for nothing; one returned while there is room is cleaned and stays.
+#[test]
+fn a_return_needing_a_clean_up_with_no_idle_room_is_closed_uncleaned() {
+    struct Dirty;
+    impl latchless::Manager for Dirty {
+        type Connection = ();
+        type Error = std::io::Error;
+        async fn connect(&self) -> Result<(), std::io::Error> {
+            Ok(())
+        }
+        fn needs_cleanup(&self, _conn: &mut ()) -> bool {
+            true
+        }
+        async fn cleanup(&self, _conn: &mut ()) -> Result<(), std::io::Error> {
+            Ok(())
+        }
+    }
+    let pool = Pool::builder(Dirty)
+        .max_size(2)
+        .max_idle(Some(1))
+        .background(false)
+        .build()
+        .unwrap();
+    runtime().block_on(async {
+        let a = pool.get().await.unwrap();
+        let b = pool.get().await.unwrap();
+        drop(a);
+        wait_until("the first is cleaned and idle", || pool.state().idle == 1).await;
+        assert_eq!(pool.metrics().cleanups, 1, "room for it: cleaned");
+        drop(b);
+        let m = pool.metrics();
+        assert_eq!(m.cleanups, 1, "no room: not cleaned: {m:?}");
+        assert_eq!(m.closed_overflow, 1, "{m:?}");
+        assert_eq!((m.state.idle, m.state.size), (1, 1), "{m:?}");
+    });
+}

@@ -8,8 +8,11 @@
 //! checks that come due on time and drift apart; housekeeping that probes
 //! a down backend, refills `min_idle` only with background work on, and
 //! restarts the background task in a later runtime; a due pass run by busy
-//! releases alone; idle timeouts that stop at `min_idle`. Time is the mock
-//! clock's and Tokio's paused clock's: nothing here sleeps.
+//! releases alone; idle timeouts that stop at `min_idle`; replacement
+//! before expiry, once per connection of a pool in use, and retried
+//! without a free place until the connection is back; and the background
+//! period that `check_after_idle` alone sets. Time is the mock clock's and
+//! Tokio's paused clock's: nothing here sleeps.
 
 mod common;
 
@@ -680,4 +683,126 @@ fn idle_timeouts_stop_at_min_idle() {
     }
     assert_eq!(pool.state().idle, 1, "one kept for min_idle");
     assert_eq!(t.live(), 1);
+}
+
+/// Passes every 100 ms on the mock clock through the lifetime of the
+/// connections opened at its start, each followed by a moment for the
+/// tasks they spawn; `release_at`: when `held` goes back to the pool.
+async fn passes_until(
+    pool: &Pool<TestManager>,
+    mock: &latchless::MockClock,
+    until_ms: u64,
+    mut held: Option<(u64, latchless::Pooled<TestManager>)>,
+) {
+    for now in (100..=until_ms).step_by(100) {
+        mock.advance(Duration::from_millis(100));
+        if held.as_ref().is_some_and(|(at, _)| now >= *at) {
+            held = None;
+        }
+        pool.maintain();
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+}
+
+/// A pool in use replaces each of its connections once before it
+/// expires, the one in use and the one idle since long before the lead
+/// alike (the pool is in use: its idle connections will be wanted); the
+/// passes that follow through the lead replace nothing more.
+#[test]
+fn a_pool_in_use_replaces_each_expiring_connection_once() {
+    let (m, t) = TestManager::new();
+    let (clock, mock) = Clock::mock();
+    let pool = Pool::builder(m)
+        .clock(clock)
+        .background(false)
+        .max_size(4)
+        .max_lifetime(Some(Duration::from_secs(10)))
+        .replace_before_expiry(Some(Duration::from_secs(2)))
+        .idle_timeout(None)
+        .check_after_idle(None)
+        .keepalive(None)
+        .build()
+        .unwrap();
+    paused().block_on(async {
+        let held = pool.get().await.unwrap();
+        drop(pool.get().await.unwrap());
+        // Lifetimes end between 9 and 9.5 s (jitter, and the margin of the
+        // maintenance period); the leads start 2 s before.
+        passes_until(&pool, &mock, 8_900, None).await;
+        let m = pool.metrics();
+        assert_eq!(
+            m.replaced, 2,
+            "the held and the idle connection were replaced, once each: {m:?}"
+        );
+        assert_eq!(t.connect_calls.load(SeqCst), 4, "{m:?}");
+        drop(held);
+    });
+}
+
+/// At `max_size`, with its only connection in use when its replacement
+/// comes due, the pool has no place for a successor: it looks again each
+/// period, and replaces the connection once it is back, before it
+/// expires.
+#[test]
+fn a_replacement_without_a_place_is_retried_until_the_connection_is_back() {
+    let (m, t) = TestManager::new();
+    let (clock, mock) = Clock::mock();
+    let pool = Pool::builder(m)
+        .clock(clock)
+        .background(false)
+        .max_size(1)
+        .max_lifetime(Some(Duration::from_secs(10)))
+        .replace_before_expiry(Some(Duration::from_secs(2)))
+        .idle_timeout(None)
+        .check_after_idle(None)
+        .keepalive(None)
+        .build()
+        .unwrap();
+    paused().block_on(async {
+        let held = pool.get().await.unwrap();
+        let first = held.id;
+        // The lead starts between 7 and 7.5 s; it is back at 8 s.
+        passes_until(&pool, &mock, 8_900, Some((8_000, held))).await;
+        let m = pool.metrics();
+        assert_eq!(m.replaced, 1, "replaced once it was back: {m:?}");
+        assert_eq!(t.connect_calls.load(SeqCst), 2);
+        assert_ne!(pool.get().await.unwrap().id, first);
+    });
+}
+
+/// With `check_after_idle` the only time setting, the background task
+/// still refreshes the pool's clock often enough (every half of it): a
+/// connection idle a little longer than `check_after_idle` is checked
+/// before the next `get` hands it out, with no traffic in between.
+#[test]
+fn a_connection_idle_past_check_after_idle_is_checked_with_only_that_setting() {
+    let (m, t) = TestManager::new();
+    let (clock, mock) = Clock::mock();
+    paused().block_on(async {
+        let pool = Pool::builder(m)
+            .clock(clock)
+            .check_after_idle(Some(Duration::from_millis(200)))
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .keepalive(None)
+            .replace_before_expiry(None)
+            .build()
+            .unwrap();
+        drop(pool.get().await.unwrap());
+        assert_eq!(t.check_calls.load(SeqCst), 0);
+        // Both clocks move on together, 400 ms in 10 ms steps.
+        for _ in 0..40 {
+            mock.advance(Duration::from_millis(10));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        drop(pool.get().await.unwrap());
+        assert_eq!(
+            t.check_calls.load(SeqCst),
+            1,
+            "checked before use: {:?}",
+            pool.metrics()
+        );
+    });
 }
