@@ -1194,3 +1194,36 @@ async fn a_backend_known_down_costs_no_request_its_deadline() {
     println!("postgres back: served again after {:?}", back.elapsed());
     assert!(!pool.metrics().backend_down);
 }
+
+/// A session that stops answering with its socket open (a hung server, a
+/// middlebox that froze it) fails the pre-ping the pool runs after idle
+/// and is replaced: the `get` is served by a new session that answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_that_stops_answering_fails_its_pre_ping_and_is_replaced() {
+    let fwd = forward::Forwarder::start("127.0.0.1:5432".parse().unwrap());
+    let app = app_name("frozen");
+    let url = format!(
+        "host=127.0.0.1 port={} user=root dbname=test application_name={app} connect_timeout=5",
+        fwd.addr().port()
+    );
+    let pool = Pool::builder(PgManager::from_url(&url).unwrap())
+        .max_size(1)
+        .check_after_idle(Some(Duration::ZERO))
+        .check_timeout(Duration::from_millis(300))
+        .acquire_timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let first = {
+        let c = pool.get().await.unwrap();
+        pid(&c).await.unwrap()
+    };
+    fwd.freeze_all();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let c = pool.get().await.expect("a new session");
+    let second = tokio::time::timeout(Duration::from_secs(5), pid(&c))
+        .await
+        .expect("the session handed out answers")
+        .unwrap();
+    assert_ne!(first, second, "a new backend");
+    assert_eq!(fwd.accepted(), 2, "the frozen session, then one more");
+}

@@ -22,7 +22,9 @@
 //! open keep going until [`Forwarder::kill_all`] drops them (both sides,
 //! closed as a crashed process's sockets are: FIN, or RST where data was
 //! unread). A server that crashes and stays down is `set_mode(Refuse)` then
-//! `kill_all()`.
+//! `kill_all()`. [`Forwarder::freeze_all`] stops the ones already open
+//! from answering, their sockets left open: a server that stops
+//! responding without closing anything.
 //!
 //! Runs on the caller's Tokio runtime (one accept task, one task per
 //! connection). Dropping the `Forwarder` closes its port at once and ends
@@ -93,6 +95,8 @@ pub struct Forwarder {
     /// Bumped by `kill_all`; every connection task waits on it, and its
     /// drop (with the forwarder) ends them all.
     kill: watch::Sender<u64>,
+    /// Bumped by `freeze_all`; every forwarded connection waits on it.
+    freeze: watch::Sender<u64>,
     accept_task: JoinHandle<()>,
 }
 
@@ -158,12 +162,13 @@ impl Forwarder {
         let counters = Arc::new(Counters::default());
         let (wake, wake_rx) = watch::channel(());
         let (kill, kill_rx) = watch::channel(0);
+        let (freeze, freeze_rx) = watch::channel(0);
         let accept_task = runtime.spawn(accept_loop(
             state.clone(),
             counters.clone(),
             target,
             wake_rx,
-            kill_rx,
+            [kill_rx, freeze_rx],
         ));
         Forwarder {
             addr,
@@ -173,6 +178,7 @@ impl Forwarder {
             counters,
             wake,
             kill,
+            freeze,
             accept_task,
         }
     }
@@ -262,6 +268,19 @@ impl Forwarder {
         self.kill.send_modify(|epoch| *epoch += 1);
     }
 
+    /// Stop every connection forwarded so far from answering: from now on
+    /// what its client sends is read and thrown away and nothing comes
+    /// back, both of its sockets left open (a server that hangs with its
+    /// sessions established). Asynchronous, as `kill_all`; connections
+    /// accepted later forward as the mode says.
+    ///
+    /// ```ignore
+    /// fwd.freeze_all();
+    /// ```
+    pub fn freeze_all(&self) {
+        self.freeze.send_modify(|epoch| *epoch += 1);
+    }
+
     /// Connections accepted so far, in every mode.
     ///
     /// ```ignore
@@ -319,7 +338,7 @@ async fn accept_loop(
     counters: Arc<Counters>,
     target: SocketAddr,
     mut wake: watch::Receiver<()>,
-    kill: watch::Receiver<u64>,
+    [kill, freeze]: [watch::Receiver<u64>; 2],
 ) {
     loop {
         let accepted = tokio::select! {
@@ -345,13 +364,16 @@ async fn accept_loop(
         counters.accepted.fetch_add(1, SeqCst);
         counters.active.fetch_add(1, SeqCst);
         let active = Active(counters.clone());
-        // Only a `kill_all` after this accept drops this connection.
+        // Only a `kill_all` (`freeze_all`) after this accept drops
+        // (freezes) this connection.
         let mut kill = kill.clone();
         kill.borrow_and_update();
+        let mut freeze = freeze.clone();
+        freeze.borrow_and_update();
         tokio::spawn(async move {
             let _active = active;
             match mode {
-                Mode::Forward => forward(socket, target, kill).await,
+                Mode::Forward => forward(socket, target, kill, freeze).await,
                 Mode::Hang => hang(socket, kill).await,
                 Mode::Refuse => {} // no listener in this mode: unreachable
             }
@@ -360,8 +382,14 @@ async fn accept_loop(
 }
 
 /// Copy both ways until either side closes, `kill_all`, or the forwarder's
-/// drop (`kill` fails); then both sockets close.
-async fn forward(mut client: TcpStream, target: SocketAddr, mut kill: watch::Receiver<u64>) {
+/// drop (`kill` fails); then both sockets close. After `freeze_all`, hang
+/// (`hang`) with the connection to the target held open.
+async fn forward(
+    mut client: TcpStream,
+    target: SocketAddr,
+    mut kill: watch::Receiver<u64>,
+    mut freeze: watch::Receiver<u64>,
+) {
     let upstream = tokio::select! {
         upstream = TcpStream::connect(target) => upstream,
         _ = kill.changed() => return,
@@ -371,9 +399,14 @@ async fn forward(mut client: TcpStream, target: SocketAddr, mut kill: watch::Rec
     };
     let _ = client.set_nodelay(true);
     let _ = upstream.set_nodelay(true);
-    tokio::select! {
-        _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
-        _ = kill.changed() => {}
+    let frozen = tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => false,
+        _ = kill.changed() => false,
+        changed = freeze.changed() => changed.is_ok(),
+    };
+    if frozen {
+        hang(client, kill).await;
+        drop(upstream);
     }
 }
 
