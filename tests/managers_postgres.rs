@@ -8,7 +8,10 @@
 //! without a change to its config (unknown role, unknown database, unknown
 //! startup parameter, failing init SQL, TLS), and against an in-test fake
 //! server for the rest (too many connections, starting up, authentication
-//! methods, no TLS).
+//! methods, no TLS). What a real server cannot be made to do on demand is
+//! staged too: a session that stops answering with its socket open (a
+//! forwarder that freezes), and an error that says the session is gone
+//! while its socket stays open (a fake server's answer to a query).
 #![cfg(feature = "postgres")]
 
 mod forward;
@@ -1226,4 +1229,85 @@ async fn a_session_that_stops_answering_fails_its_pre_ping_and_is_replaced() {
         .unwrap();
     assert_ne!(first, second, "a new backend");
     assert_eq!(fwd.accepted(), 2, "the frozen session, then one more");
+}
+
+/// A fake PostgreSQL server whose sessions open (`AuthenticationOk`,
+/// `ReadyForQuery`) and answer every simple query with `on_query` (raw
+/// protocol bytes), their sockets left open. Returns its port.
+async fn fake_session_server(on_query: Vec<u8>) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut ready = auth_request(0);
+    ready.extend_from_slice(&[b'Z', 0, 0, 0, 5, b'I']);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let (ready, on_query) = (ready.clone(), on_query.clone());
+            tokio::spawn(async move {
+                // The startup message (untyped; no TLS asked: sslmode
+                // disable), then typed messages.
+                let Ok(len) = sock.read_u32().await else {
+                    return;
+                };
+                let mut body = vec![0u8; (len as usize).saturating_sub(4)];
+                if sock.read_exact(&mut body).await.is_err()
+                    || sock.write_all(&ready).await.is_err()
+                {
+                    return;
+                }
+                loop {
+                    let Ok(kind) = sock.read_u8().await else {
+                        return;
+                    };
+                    let Ok(len) = sock.read_u32().await else {
+                        return;
+                    };
+                    let mut body = vec![0u8; (len as usize).saturating_sub(4)];
+                    if sock.read_exact(&mut body).await.is_err() {
+                        return;
+                    }
+                    if kind == b'Q' && sock.write_all(&on_query).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// An error that says the session is gone (the server terminating it,
+/// SQLSTATE 57P01) marks the connection broken though its socket is still
+/// open; an error of the statement (an unknown table) leaves it usable.
+#[tokio::test]
+async fn an_error_that_says_the_session_is_gone_marks_it_broken_with_its_socket_open() {
+    let cases = [
+        (
+            "57P01",
+            "terminating connection due to administrator command",
+            true,
+        ),
+        ("42P01", "relation \"nowhere\" does not exist", false),
+    ];
+    for (code, message, lost) in cases {
+        let mut answer = error_response(code, message);
+        answer.extend_from_slice(&[b'Z', 0, 0, 0, 5, b'I']);
+        let port = fake_session_server(answer).await;
+        let manager = PgManager::from_url(&format!(
+            "host=127.0.0.1 port={port} user=root dbname=test connect_timeout=5 sslmode=disable"
+        ))
+        .unwrap();
+        let mut conn = tokio::time::timeout(Duration::from_secs(10), manager.connect())
+            .await
+            .expect("the fake server answers at once")
+            .expect("a session");
+        let r = tokio::time::timeout(Duration::from_secs(10), conn.simple_query("SELECT 1"))
+            .await
+            .expect("the fake server answers at once");
+        let err = conn.observe(r).unwrap_err();
+        assert_eq!(err.code().map(|c| c.code()), Some(code));
+        assert!(!conn.is_closed(), "{code}: the socket is still open");
+        assert_eq!(conn.is_marked_broken(), lost, "{code}: {err}");
+        assert_eq!(manager.is_broken(&mut conn), lost, "{code}");
+    }
 }
