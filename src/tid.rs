@@ -266,6 +266,59 @@ pub(crate) fn every_64th_op() -> bool {
 mod tests {
     use super::*;
 
+    /// A child forked while another thread of the parent held an id and
+    /// had a release's window open: in the child that thread does not
+    /// exist, so its id is free again and a pool's last drop there does not
+    /// wait for its window (`hazard::survive_fork`).
+    #[cfg(all(target_os = "linux", not(miri)))]
+    #[test]
+    fn a_forked_child_gives_back_the_ids_and_windows_of_the_parents_other_threads() {
+        use std::sync::mpsc;
+        crate::hazard::survive_fork();
+        static CORE: u64 = 7;
+        let core: *const () = std::ptr::from_ref(&CORE).cast();
+        let (held_tx, held) = mpsc::channel();
+        let (done, done_rx) = mpsc::channel::<()>();
+        let other = std::thread::spawn(move || {
+            let core: *const () = std::ptr::from_ref(&CORE).cast();
+            let window = crate::hazard::protect(core).expect("a fresh thread gets a slot");
+            held_tx.send(held_id().expect("an id")).unwrap();
+            done_rx.recv().unwrap();
+            drop(window);
+        });
+        let theirs = held.recv().unwrap();
+        // SAFETY: the child only reads atomics, waits on them (bounded by
+        // the alarm) and leaves with `_exit`: no allocation, no lock.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // SAFETY: async-signal-safe calls in the child.
+            unsafe { libc::alarm(10) };
+            // Returns only if no slot names the core (else SIGALRM).
+            crate::hazard::wait_until_unnamed(core);
+            let code = i32::from(IDS[theirs].load(Ordering::Relaxed));
+            // SAFETY: ends the child without running the parent's
+            // destructors or the test harness.
+            unsafe { libc::_exit(code) };
+        }
+        assert!(pid > 0, "fork failed");
+        let mut status = 0;
+        // SAFETY: waits for the child just forked.
+        let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert!(IDS[theirs].load(Ordering::Relaxed), "the parent's is held");
+        done.send(()).unwrap();
+        other.join().unwrap();
+        assert_eq!(waited, pid);
+        assert!(
+            libc::WIFEXITED(status),
+            "the child's wait for the other thread's window did not end: {status:#x}"
+        );
+        assert_eq!(
+            libc::WEXITSTATUS(status),
+            0,
+            "the other thread's id is still held in the child"
+        );
+    }
+
     #[test]
     fn threads_hold_distinct_ids_and_give_them_back() {
         let mine = id().expect("a fresh thread gets an id");
