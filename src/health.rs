@@ -985,6 +985,25 @@ mod tests {
         Monitor::new("db", HealthConfig::default(), 0)
     }
 
+    /// A monitor whose wait alert fires on one wait past a microsecond.
+    fn alerting_on_any_wait() -> Monitor {
+        let cfg = HealthConfig {
+            wait_p99_ns: Some(1_000),
+            wait_min_samples: 1,
+            ..HealthConfig::default()
+        };
+        Monitor::new("db", cfg, 0)
+    }
+
+    /// A monitor and a feed of a pool of `max_size`, the first sample
+    /// taken at time 0.
+    fn started(max_size: usize) -> (Monitor, Feed) {
+        let mut m = monitor();
+        let mut f = Feed::new(max_size);
+        f.sample(&mut m, 0);
+        (m, f)
+    }
+
     fn firing(m: &Monitor, kind: AlertKind) -> Option<Alert> {
         m.health().alert(kind).copied()
     }
@@ -1078,9 +1097,7 @@ mod tests {
 
     #[test]
     fn wait_alert_fires_above_the_p99_threshold_over_enough_acquisitions() {
-        let mut m = monitor();
-        let mut f = Feed::new(10);
-        f.sample(&mut m, 0);
+        let (mut m, mut f) = started(10);
         f.waits(97, 0);
         f.waits(2, 200 * MS);
         f.sample(&mut m, 1_000);
@@ -1127,9 +1144,7 @@ mod tests {
 
     #[test]
     fn wait_alert_clears_when_the_slow_acquisitions_leave_the_window() {
-        let mut m = monitor();
-        let mut f = Feed::new(10);
-        f.sample(&mut m, 0);
+        let (mut m, mut f) = started(10);
         f.waits(100, 150 * MS);
         f.sample(&mut m, 1_500); // slot 1
         assert!(firing(&m, AlertKind::AcquireWait).is_some());
@@ -1144,9 +1159,7 @@ mod tests {
 
     #[test]
     fn exhaustion_fires_on_any_failure_in_the_window_and_clears_when_it_leaves() {
-        let mut m = monitor();
-        let mut f = Feed::new(10);
-        f.sample(&mut m, 0);
+        let (mut m, mut f) = started(10);
         f.sample(&mut m, 4_000);
         assert_eq!(firing(&m, AlertKind::Exhaustion), None);
         f.failed += 1;
@@ -1182,9 +1195,7 @@ mod tests {
 
     #[test]
     fn backend_down_fires_on_failing_connects_without_success_or_an_epoch_trip() {
-        let mut m = monitor();
-        let mut f = Feed::new(10);
-        f.sample(&mut m, 0);
+        let (mut m, mut f) = started(10);
         f.connect_failures += 2;
         f.sample(&mut m, 1_000);
         let a = firing(&m, AlertKind::BackendDown).expect("2 failures, no success");
@@ -1226,9 +1237,7 @@ mod tests {
     /// closes.
     #[test]
     fn backend_down_fires_while_the_breaker_is_open_without_connects_in_the_window() {
-        let mut m = monitor();
-        let mut f = Feed::new(10);
-        f.sample(&mut m, 0);
+        let (mut m, mut f) = started(10);
         f.down_after = 3;
         f.sample(&mut m, 60_000);
         let a = firing(&m, AlertKind::BackendDown).expect("the breaker is open");
@@ -1242,9 +1251,7 @@ mod tests {
     /// time: no recommendation, but the window and `max_size` are told.
     #[test]
     fn sizing_before_any_return_has_no_data() {
-        let mut m = monitor();
-        let mut f = Feed::new(10);
-        f.sample(&mut m, 0);
+        let (mut m, mut f) = started(10);
         f.waits(5, 0);
         f.in_use = 5;
         f.sample(&mut m, 1_000);
@@ -1257,9 +1264,7 @@ mod tests {
 
     #[test]
     fn sizing_for_100_per_s_held_100_ms_is_15() {
-        let mut m = monitor();
-        let mut f = Feed::new(10);
-        f.sample(&mut m, 0);
+        let (mut m, mut f) = started(10);
         assert_eq!(m.sizing().verdict, SizingVerdict::NoData);
         for t in 1..=30 {
             f.waits(100, 0);
@@ -1295,9 +1300,7 @@ mod tests {
         f.sample(&mut m, 31_500);
         assert_eq!(m.sizing().verdict, SizingVerdict::TooLarge);
         // Rounded up: 50/s x 30 ms x 1.5 = 2.25 -> 3.
-        let mut m = monitor();
-        let mut f = Feed::new(3);
-        f.sample(&mut m, 0);
+        let (mut m, mut f) = started(3);
         f.waits(1_500, 0);
         f.hold_count += 1_500;
         f.hold_sum += 1_500 * 30 * MS;
@@ -1331,12 +1334,7 @@ mod tests {
     #[test]
     fn transitions_log_rate_limited_warnings_and_recoveries() {
         let capture = Capture::default();
-        let cfg = HealthConfig {
-            wait_p99_ns: Some(1_000),
-            wait_min_samples: 1,
-            ..HealthConfig::default()
-        };
-        let mut m = Monitor::new("db", cfg, 0);
+        let mut m = alerting_on_any_wait();
         let mut f = Feed::new(10);
         let i = AlertKind::AcquireWait.idx();
         tracing::subscriber::with_default(capture.clone(), || {
@@ -1383,12 +1381,7 @@ mod tests {
     /// its last warning stays silent, however late in the pool's life.
     #[test]
     fn a_second_firing_within_a_window_of_the_warning_is_silent_late_too() {
-        let cfg = HealthConfig {
-            wait_p99_ns: Some(1_000),
-            wait_min_samples: 1,
-            ..HealthConfig::default()
-        };
-        let mut m = Monitor::new("db", cfg, 0);
+        let mut m = alerting_on_any_wait();
         let mut f = Feed::new(10);
         let i = AlertKind::AcquireWait.idx();
         f.sample(&mut m, 100_000);
@@ -1405,13 +1398,11 @@ mod tests {
     }
 
     /// Churn fires above `max_size` opens per `churn_alert` over the
-    /// window, not at it: for a pool of two, 6 opens in the 30 s window
-    /// (two per 10 s) are quiet, 7 fire, the value in opens per second.
+    /// window, not at it: the first feed is exactly at the threshold and
+    /// quiet, one open more fires, and the value is in opens per second.
     #[test]
     fn churn_fires_above_max_size_opens_per_period_not_at_it() {
-        let mut m = monitor();
-        let mut f = Feed::new(2);
-        f.sample(&mut m, 0);
+        let (mut m, mut f) = started(2);
         f.connects += 6;
         f.sample(&mut m, 1_000);
         assert_eq!(firing(&m, AlertKind::Churn), None, "at the threshold");
@@ -1427,10 +1418,8 @@ mod tests {
     /// window still holds.
     #[test]
     fn every_figure_leaves_the_window_with_its_second() {
-        let mut m = monitor();
-        let mut f = Feed::new(10);
-        f.sample(&mut m, 0);
-        // A busy second, 39 s before the end.
+        let (mut m, mut f) = started(10);
+        // A busy second at the start of the window.
         f.waits(100, 0);
         f.hold_count += 100;
         f.hold_sum += 100 * 50 * MS;
@@ -1439,8 +1428,8 @@ mod tests {
         f.connect_failures += 3;
         f.epoch = 1;
         f.sample(&mut m, 1_000);
-        // A quiet one at the end: 10 acquisitions held 20 ms each, two
-        // failed gets, five failed connects and none that succeeded.
+        // A quieter one at its end: fewer and shorter holds, failed gets
+        // and failed connects, and no connect that succeeded.
         f.waits(10, 0);
         f.hold_count += 10;
         f.hold_sum += 10 * 20 * MS;
@@ -1468,9 +1457,7 @@ mod tests {
     /// count both, in the same slot.
     #[test]
     fn two_samples_in_one_second_add_up() {
-        let mut m = monitor();
-        let mut f = Feed::new(10);
-        f.sample(&mut m, 0);
+        let (mut m, mut f) = started(10);
         f.waits(5, 0);
         f.sample(&mut m, 1_000);
         f.waits(5, 0);

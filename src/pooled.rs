@@ -287,13 +287,18 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_guard_shows_its_connection_and_whether_it_was_marked_broken() {
-        let rt = tokio::runtime::Builder::new_current_thread()
+    /// Runs `f` on a runtime of this thread's.
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .unwrap();
-        rt.block_on(async {
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn a_guard_shows_its_connection_and_whether_it_was_marked_broken() {
+        block_on(async {
             // A mock clock: the real one asks the CPU (`cpuid`), which miri
             // cannot run.
             let (clock, _mock) = crate::Clock::mock();
@@ -327,11 +332,7 @@ mod tests {
     /// judged broken, or a panicking judgement all count as lost.
     #[test]
     fn a_guard_is_lost_when_marked_or_judged_broken() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
+        block_on(async {
             let (clock, _mock) = crate::Clock::mock();
             let pool = crate::Pool::builder(Odd).clock(clock).build().unwrap();
             let mut c = pool.get().await.unwrap();

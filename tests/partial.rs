@@ -348,26 +348,30 @@ fn a_connection_held_for_ten_times_the_threshold_is_reported_again_with_the_time
     drop(stuck);
 }
 
+/// Connections that always need a clean-up on return, which takes one
+/// yield (so that returns in a burst are cleaned side by side).
+struct Dirty;
+
+impl latchless::Manager for Dirty {
+    type Connection = ();
+    type Error = std::io::Error;
+    async fn connect(&self) -> Result<(), std::io::Error> {
+        Ok(())
+    }
+    fn needs_cleanup(&self, _conn: &mut ()) -> bool {
+        true
+    }
+    async fn cleanup(&self, _conn: &mut ()) -> Result<(), std::io::Error> {
+        tokio::task::yield_now().await;
+        Ok(())
+    }
+}
+
 /// `max_idle` with a clean-up on return (`Manager::needs_cleanup`): a
 /// cleaned connection rejoins through the same admission as a release, so
 /// a burst returned while cleaning leaves at most `max_idle` idle.
 #[test]
 fn cleaned_returns_keep_to_max_idle() {
-    struct Dirty;
-    impl latchless::Manager for Dirty {
-        type Connection = ();
-        type Error = std::io::Error;
-        async fn connect(&self) -> Result<(), std::io::Error> {
-            Ok(())
-        }
-        fn needs_cleanup(&self, _conn: &mut ()) -> bool {
-            true
-        }
-        async fn cleanup(&self, _conn: &mut ()) -> Result<(), std::io::Error> {
-            tokio::task::yield_now().await;
-            Ok(())
-        }
-    }
     let pool = Pool::builder(Dirty)
         .max_size(6)
         .max_idle(Some(2))
@@ -397,20 +401,6 @@ fn cleaned_returns_keep_to_max_idle() {
 /// for nothing; one returned while there is room is cleaned and stays.
 #[test]
 fn a_return_needing_a_clean_up_with_no_idle_room_is_closed_uncleaned() {
-    struct Dirty;
-    impl latchless::Manager for Dirty {
-        type Connection = ();
-        type Error = std::io::Error;
-        async fn connect(&self) -> Result<(), std::io::Error> {
-            Ok(())
-        }
-        fn needs_cleanup(&self, _conn: &mut ()) -> bool {
-            true
-        }
-        async fn cleanup(&self, _conn: &mut ()) -> Result<(), std::io::Error> {
-            Ok(())
-        }
-    }
     let pool = Pool::builder(Dirty)
         .max_size(2)
         .max_idle(Some(1))

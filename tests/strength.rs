@@ -20,8 +20,10 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{LONG, TestManager, paused, runtime};
-use latchless::{Clock, KeyedManager, KeyedPool, KeyedPooled, Manager, Pool, PoolError};
+use common::{LONG, TestManager, Tracker, paused, runtime};
+use latchless::{
+    Builder, Clock, KeyedManager, KeyedPool, KeyedPooled, Manager, MockClock, Pool, PoolError,
+};
 
 #[test]
 fn a_connect_that_fails_after_a_success_has_idle_connections_checked_before_use() {
@@ -446,11 +448,8 @@ fn a_pool_is_resized_within_its_limit_and_not_below_min_idle() {
 /// instead of bunching up, and keep drifting.
 #[test]
 fn keepalive_checks_come_due_a_keepalive_after_release_and_drift_apart() {
-    let (m, t) = TestManager::new();
-    let (clock, mock) = Clock::mock();
-    let pool = Pool::builder(m)
-        .clock(clock)
-        .background(false)
+    let (builder, t, mock) = on_mock_clock();
+    let pool = builder
         .max_size(4)
         .keepalive(Some(Duration::from_millis(1000)))
         .idle_timeout(None)
@@ -626,11 +625,8 @@ fn a_pass_in_a_later_runtime_restarts_the_background_task() {
 /// connection held past `leak_threshold` is reported by traffic alone.
 #[test]
 fn busy_releases_run_a_due_pass_without_the_background_task() {
-    let (m, _t) = TestManager::new();
-    let (clock, mock) = Clock::mock();
-    let pool = Pool::builder(m)
-        .clock(clock)
-        .background(false)
+    let (builder, _t, mock) = on_mock_clock();
+    let pool = builder
         .max_size(2)
         .leak_threshold(Some(Duration::from_millis(100)))
         .check_after_idle(None)
@@ -659,11 +655,8 @@ fn busy_releases_run_a_due_pass_without_the_background_task() {
 /// other, however many passes run.
 #[test]
 fn idle_timeouts_stop_at_min_idle() {
-    let (m, t) = TestManager::new();
-    let (clock, mock) = Clock::mock();
-    let pool = Pool::builder(m)
-        .clock(clock)
-        .background(false)
+    let (builder, t, mock) = on_mock_clock();
+    let pool = builder
         .max_size(2)
         .min_idle(1)
         .idle_timeout(Some(Duration::from_millis(100)))
@@ -706,18 +699,21 @@ async fn passes_until(
     }
 }
 
-/// A pool in use replaces each of its connections once before it
-/// expires, the one in use and the one idle since long before the lead
-/// alike (the pool is in use: its idle connections will be wanted); the
-/// passes that follow through the lead replace nothing more.
-#[test]
-fn a_pool_in_use_replaces_each_expiring_connection_once() {
+/// A builder of a `TestManager` pool on a mock clock with no background
+/// task (the tests run its passes by hand), its tracker and the clock.
+fn on_mock_clock() -> (Builder<TestManager>, Arc<Tracker>, MockClock) {
     let (m, t) = TestManager::new();
     let (clock, mock) = Clock::mock();
-    let pool = Pool::builder(m)
-        .clock(clock)
-        .background(false)
-        .max_size(4)
+    (Pool::builder(m).clock(clock).background(false), t, mock)
+}
+
+/// A pool of `max_size` on a mock clock, its passes run by hand, whose
+/// connections live 10 s and are replaced from 2 s before they expire,
+/// with no other timer (idle timeout, check after idle, keepalive).
+fn replacing_pool(max_size: usize) -> (Pool<TestManager>, Arc<Tracker>, MockClock) {
+    let (builder, t, mock) = on_mock_clock();
+    let pool = builder
+        .max_size(max_size)
         .max_lifetime(Some(Duration::from_secs(10)))
         .replace_before_expiry(Some(Duration::from_secs(2)))
         .idle_timeout(None)
@@ -725,6 +721,16 @@ fn a_pool_in_use_replaces_each_expiring_connection_once() {
         .keepalive(None)
         .build()
         .unwrap();
+    (pool, t, mock)
+}
+
+/// A pool in use replaces each of its connections once before it
+/// expires, the one in use and the one idle since long before the lead
+/// alike (the pool is in use: its idle connections will be wanted); the
+/// passes that follow through the lead replace nothing more.
+#[test]
+fn a_pool_in_use_replaces_each_expiring_connection_once() {
+    let (pool, t, mock) = replacing_pool(4);
     paused().block_on(async {
         let held = pool.get().await.unwrap();
         drop(pool.get().await.unwrap());
@@ -747,19 +753,7 @@ fn a_pool_in_use_replaces_each_expiring_connection_once() {
 /// expires.
 #[test]
 fn a_replacement_without_a_place_is_retried_until_the_connection_is_back() {
-    let (m, t) = TestManager::new();
-    let (clock, mock) = Clock::mock();
-    let pool = Pool::builder(m)
-        .clock(clock)
-        .background(false)
-        .max_size(1)
-        .max_lifetime(Some(Duration::from_secs(10)))
-        .replace_before_expiry(Some(Duration::from_secs(2)))
-        .idle_timeout(None)
-        .check_after_idle(None)
-        .keepalive(None)
-        .build()
-        .unwrap();
+    let (pool, t, mock) = replacing_pool(1);
     paused().block_on(async {
         let held = pool.get().await.unwrap();
         let first = held.id;
