@@ -18,9 +18,10 @@
 //!   or connect. `papaya` is made for read-mostly maps, which a pool's
 //!   key set is (keys are added on first use and forgotten rarely);
 //!   `dashmap` would take a shard lock on every read.
-//! - **A thread's last key** (`last_key.rs`): a thread served twice in a
-//!   row from one key's entry keeps that entry, and its next `get` of the
-//!   same key skips the map (a thread-local read and a key comparison).
+//! - **A thread's last keys** (`last_key.rs`): a thread served more than
+//!   once lately from a key's entry keeps that entry (up to four), and
+//!   its next `get` of that key skips the map (a thread-local read and a
+//!   key comparison, two where it goes round its keys).
 //! - **One budget across keys** (`budget.rs`, `max_total`): every key's
 //!   pool takes a token before it reserves a place, so the servers
 //!   together never see more than `max_total` connections, connecting ones
@@ -47,8 +48,8 @@
 //!   when its insertion lost to another).
 //! - Connections of a forgotten or evicted key still in use are closed
 //!   when returned (their pool is closed), and their budget tokens go back.
-//! - A thread's last key is served only while its pool is open; a closed
-//!   one is let go and the map asked, as a miss would.
+//! - A thread's last keys are served only while their pools are open; a
+//!   closed one is let go and the map asked, as a miss would.
 
 use std::future::Future;
 use std::hash::Hash;
@@ -679,41 +680,28 @@ where
         // One call of `fast`, wherever the entry came from, so that it is
         // inlined once.
         let e = match &last {
-            Some(e) => e,
+            Some((e, _)) => e,
             None => {
                 map = self.shared.map.pin();
                 map.get(key)?
             }
         };
         let got = fast(&e.pool);
-        if last.is_none() && got.is_some() {
-            last_key::seen(self.shared.id, e);
+        match last {
+            Some((e, way)) => last_key::put(self.shared.id, e, way),
+            None if got.is_some() => last_key::seen(self.shared.id, e),
+            None => {}
         }
-        self.put_back(last, got.is_some());
         got
     }
 
-    /// This thread's last key (`last_key.rs`), taken out of its slot, if
-    /// it is `key` and its pool is open; a closed one (its key forgotten
-    /// or evicted) is let go, and the map asked.
+    /// This thread's entry of `key` (`last_key.rs`), taken out of its way,
+    /// if it holds one and its pool is open; a closed one (its key
+    /// forgotten or evicted) is let go, and the map asked.
     #[inline(always)]
-    fn last(&self, key: &K) -> Option<Arc<Entry<K, M>>> {
-        let e = last_key::take::<Entry<K, M>>(self.shared.id)?;
-        if e.key != *key {
-            last_key::put(self.shared.id, e);
-            return None;
-        }
-        (!e.pool.is_closed()).then_some(e)
-    }
-
-    /// After a fast path on the last key: it goes back to its slot.
-    #[inline(always)]
-    fn put_back(&self, last: Option<Arc<Entry<K, M>>>, hit: bool) {
-        match last {
-            Some(e) if hit => last_key::put_after_hit(self.shared.id, e),
-            Some(e) => last_key::put(self.shared.id, e),
-            None => {}
-        }
+    fn last(&self, key: &K) -> Option<(Arc<Entry<K, M>>, usize)> {
+        let (e, way) = last_key::take::<Entry<K, M>>(self.shared.id, |e| e.key == *key)?;
+        (!e.pool.is_closed()).then_some((e, way))
     }
 
     /// The pool of `key`, created if new (making room past `max_keys`),

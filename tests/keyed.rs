@@ -482,6 +482,56 @@ fn a_threads_last_key_serves_it_and_never_outlives_the_keys_pool() {
     assert_eq!(t.opened.load(SeqCst), 3, "keys 1, 2 and 1 again: no more");
 }
 
+/// A thread that goes round two keys is served from its last keys for
+/// both; once they are evicted under it and one is made again, every hit
+/// reaches the pool in the map, never a closed one.
+#[test]
+fn keys_taken_in_turn_are_served_from_the_threads_last_keys_and_never_outlive_their_pools() {
+    let (m, t) = hosts();
+    let pool = KeyedPool::builder(m).max_keys(2).build().unwrap();
+    let rt = runtime();
+    rt.block_on(async {
+        for _ in 0..4 {
+            drop(pool.get(&1).await.unwrap());
+            drop(pool.get(&2).await.unwrap());
+        }
+    });
+    for _ in 0..4 {
+        drop(pool.try_get(&1).expect("key 1's idle connection"));
+        drop(pool.try_get(&2).expect("key 2's idle connection"));
+    }
+    assert_eq!(t.opened.load(SeqCst), 2, "one connection per key");
+    // Another thread makes key 3 (evicting one of 1 and 2), then the
+    // evicted one again (evicting another).
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            runtime().block_on(async {
+                drop(pool.get(&3).await.unwrap());
+                let gone = [1, 2].into_iter().find(|k| pool.state_of(k).idle == 0);
+                drop(pool.get(&gone.expect("one evicted")).await.unwrap());
+            })
+        });
+    });
+    assert_eq!(pool.keys_dropped(), (0, 2));
+    assert_eq!(t.opened.load(SeqCst), 4);
+    for k in [1, 2] {
+        // Each hit must be one of the map's pools' connections.
+        if let Some(c) = pool.try_get(&k) {
+            assert_eq!(pool.state_of(&k).in_use, 1, "key {k}: from the map's pool");
+            drop(c);
+        } else {
+            assert_eq!(pool.state_of(&k).idle, 0, "key {k}: idle, yet missed");
+        }
+    }
+    rt.block_on(async {
+        for k in [1, 2] {
+            let c = pool.get(&k).await.unwrap();
+            assert_eq!(pool.state_of(&k).in_use, 1, "key {k}: from the map's pool");
+            drop(c);
+        }
+    });
+}
+
 /// Dropping a keyed pool closes its connections at once, though a thread
 /// still holds its last key; the thread lets the rest go when it exits.
 #[test]

@@ -2,8 +2,9 @@
 //! `Pool::get` on a pool of one, uncontended, in the same run: what the
 //! keyed pool's lookup (the thread's last key, or the lock-free map) adds
 //! to the pool's own fast path. Target: the keyed hit within 2x
-//! `Pool::get`. A last group takes two keys in turn (every hit through
-//! the map) against two pools in turn.
+//! `Pool::get`. Two more groups take keys in turn against as many pools
+//! in turn: two keys (each held by the thread's last keys) and six (more
+//! than a thread holds: every hit through the map).
 //!
 //! `cargo bench -p latchless-benches --bench keyed`
 
@@ -151,14 +152,15 @@ fn hit(c: &mut Criterion) {
     cache_to_pool(true);
     g.bench_function("KeyedPool::try_get(&k)+drop", try_keyed);
     g.finish();
-    // Two keys in turn against two pools in turn: a thread that serves
-    // several upstreams, whose last key (`last_key.rs`) never matches, so
-    // every hit goes through the map. Pools of their own without
+    // Keys in turn against pools in turn: a thread that serves several
+    // upstreams. Two keys are both held by the thread's last keys
+    // (`last_key.rs`); six are more than it holds, so every hit goes
+    // through the map. Pools of their own without
     // `check_after_idle`: `try_get` leaves connections due for a check to
     // `get`, and with two pools the thread's cache cannot hold a fresh one
     // of each, so the loops below could spin on stale ones between
     // benchmarks.
-    let (pool, pool2, keyed) = {
+    let (pools, keyed) = {
         let _in_runtime = rt.enter();
         let p = || {
             Pool::builder(Numbers)
@@ -174,23 +176,37 @@ fn hit(c: &mut Criterion) {
             .check_after_idle(None)
             .build()
             .unwrap();
-        (p(), p(), keyed)
+        ((0..6).map(|_| p()).collect::<Vec<_>>(), keyed)
     };
-    let key2 = keys[9].clone();
+    let in_turn: Vec<String> = keys[5..11].to_vec();
     rt.block_on(async {
-        drop(futures_of(&pool, 8).await);
-        drop(futures_of(&pool2, 8).await);
-        for k in [&key, &key2] {
+        for p in &pools {
+            drop(futures_of(p, 8).await);
+        }
+        for k in &in_turn {
             let mut v = Vec::new();
             for _ in 0..8 {
                 v.push(keyed.get(k).await.unwrap());
             }
         }
     });
-    let mut g = c.benchmark_group("keyed_hit_two_in_turn");
-    g.bench_function("Pool::try_get+drop, two pools", |b| {
+    for n in [2, 6] {
+        in_turn_group(c, n, &pools[..n], &keyed, &in_turn[..n]);
+    }
+}
+
+/// `n` keys in turn against `n` pools in turn.
+fn in_turn_group(
+    c: &mut Criterion,
+    n: usize,
+    pools: &[Pool<Numbers>],
+    keyed: &KeyedPool<String, Hosts>,
+    keys: &[String],
+) {
+    let mut g = c.benchmark_group(format!("keyed_hit_{n}_in_turn"));
+    g.bench_function(format!("Pool::try_get+drop, {n} pools"), |b| {
         b.iter(|| {
-            for p in [&pool, &pool2] {
+            for p in pools {
                 let c = loop {
                     if let Some(c) = p.try_get() {
                         break c;
@@ -200,9 +216,9 @@ fn hit(c: &mut Criterion) {
             }
         })
     });
-    g.bench_function("KeyedPool::try_get(&k)+drop, two keys", |b| {
+    g.bench_function(format!("KeyedPool::try_get(&k)+drop, {n} keys"), |b| {
         b.iter(|| {
-            for k in [&key, &key2] {
+            for k in keys {
                 let c = loop {
                     if let Some(c) = keyed.try_get(black_box(k)) {
                         break c;
