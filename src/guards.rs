@@ -14,6 +14,7 @@
 //! `Drop` runs first.
 
 use std::future::Future;
+use std::mem::ManuallyDrop;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -87,7 +88,9 @@ impl Drop for Connecting<'_> {
 /// before that withdraws the node and gives back anything it was served.
 pub(crate) struct WaitGuard<'a, M: Manager> {
     pub(crate) shared: &'a Arc<Owner<M>>,
-    pub(crate) node: sync::Arc<Node>,
+    /// Taken only by `drop`, which hands it to `waiters::recycle` (a
+    /// panic on the way out would leak it, not free it twice).
+    node: ManuallyDrop<sync::Arc<Node>>,
     done: bool,
 }
 
@@ -96,7 +99,7 @@ impl<'a, M: Manager> WaitGuard<'a, M> {
     pub(crate) fn new(shared: &'a Arc<Owner<M>>, node: sync::Arc<Node>) -> Self {
         Self {
             shared,
-            node,
+            node: ManuallyDrop::new(node),
             done: false,
         }
     }
@@ -132,6 +135,17 @@ impl<M: Manager> WaitGuard<'_, M> {
 
 impl<M: Manager> Drop for WaitGuard<'_, M> {
     fn drop(&mut self) {
+        self.leave();
+        // SAFETY: taken once, here, and the field is not used after.
+        let node = unsafe { ManuallyDrop::take(&mut self.node) };
+        crate::waiters::recycle(node);
+    }
+}
+
+impl<M: Manager> WaitGuard<'_, M> {
+    /// Withdraws a wait that did not end, passing on what it was served
+    /// meanwhile.
+    fn leave(&mut self) {
         if self.done {
             return;
         }

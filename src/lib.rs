@@ -29,7 +29,8 @@
 //!   ordering a waiter needs is paid by the waiter, with one `membarrier`
 //!   after a quiet spell; while waiters keep coming, releases fence.
 //! - **Waiters take no lock** (`waiters.rs`): at the cap a `get` pushes a
-//!   small node onto a lock-free stack, counts itself, re-checks, and
+//!   small node (one its thread's last waits left, where it has one: a
+//!   queueing pool allocates nothing per wait) onto a lock-free stack, counts itself, re-checks, and
 //!   parks. A releaser takes the waiter line with one CAS and hands its
 //!   connection (or a freed place) straight to the oldest live waiter; if
 //!   another thread holds the line, it leaves the grant for that thread to

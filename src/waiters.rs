@@ -4,7 +4,8 @@
 //!
 //! # Protocol
 //!
-//! A waiter is a small [`Node`] (one state word, a waker, its deadline).
+//! A waiter is a small [`Node`] (one state word, a waker, its deadline),
+//! taken from the thread's spares where it has one ([`recycle`]).
 //! Registering pushes it onto `arrivals`, a lock-free stack (one CAS),
 //! then counts it live in `ctl` (one add). Everything else happens to the
 //! **line**, a private FIFO list that only the holder of the `SERVING` bit
@@ -59,7 +60,10 @@
 //! # Invariants kept
 //!
 //! - Every node is linked (in `arrivals` or the line) from its push until
-//!   a holder unlinks it; each link owns one `Arc` reference. Only the
+//!   a holder unlinks it; each link owns one `Arc` reference. A node is
+//!   reused only once its waiter holds the last reference (no link, no
+//!   server between its serving CAS and its wake-up), reset, and only by a
+//!   registration on the thread that let it go. Only the
 //!   `SERVING` holder touches the line or unlinks.
 //! - Order (I7): the line is oldest first, `arrivals` newest first, and
 //!   every node in the line was pushed before every node in `arrivals`:
@@ -177,8 +181,13 @@ pub(crate) struct Node {
     /// with the slot index in the upper bits. Leaves `WAITING` once.
     state: AtomicU64,
     waker: AtomicWaker,
-    /// In the pool clock's ticks; `NO_DEADLINE` if none. Fixed at birth.
-    deadline: u64,
+    /// In the pool clock's ticks; `NO_DEADLINE` if none. Written by the
+    /// registration that takes the node (new, or this thread's spare)
+    /// before its push publishes it (a SeqCst CAS), and read only by those
+    /// who took it from `arrivals` after that push: Relaxed suffices.
+    /// std's atomic under loom too: it orders nothing, and a spare node is
+    /// never reused in a model.
+    deadline: std::sync::atomic::AtomicU64,
     /// The next node: towards older ones in `arrivals`, younger ones in
     /// the line.
     next: AtomicPtr<Node>,
@@ -189,9 +198,13 @@ impl Node {
         Self {
             state: AtomicU64::new(WAITING),
             waker: AtomicWaker::new(),
-            deadline,
+            deadline: std::sync::atomic::AtomicU64::new(deadline),
             next: AtomicPtr::new(ptr::null_mut()),
         }
+    }
+
+    fn deadline(&self) -> u64 {
+        self.deadline.load(Ordering::Relaxed)
     }
 
     /// Polls for the outcome, registering the waker while still waiting.
@@ -222,6 +235,82 @@ impl Node {
     fn is_waiting(&self) -> bool {
         self.state.load(Ordering::Acquire) == WAITING
     }
+}
+
+/// Spare nodes a thread keeps: as many as the waits it has at once in a
+/// queueing pool, within reason (a runtime worker runs several).
+#[cfg(not(latchless_loom))]
+const SPARES: usize = 4;
+
+/// A thread's spare nodes: nodes whose waiters held them alone when they
+/// finished, reset for the next registrations on this thread.
+#[cfg(not(latchless_loom))]
+struct Spares {
+    nodes: [std::cell::Cell<Option<Arc<Node>>>; SPARES],
+    /// `nodes[..len]` are `Some`.
+    len: std::cell::Cell<usize>,
+}
+
+#[cfg(not(latchless_loom))]
+std::thread_local! {
+    static SPARE: Spares = const {
+        Spares {
+            nodes: [const { std::cell::Cell::new(None) }; SPARES],
+            len: std::cell::Cell::new(0),
+        }
+    };
+}
+
+/// A node for a new registration: one of this thread's spares, or a new
+/// one.
+fn fresh(deadline: u64) -> Arc<Node> {
+    #[cfg(not(latchless_loom))]
+    if let Ok(Some(node)) = SPARE.try_with(|s| {
+        let n = s.len.get().checked_sub(1)?;
+        s.len.set(n);
+        s.nodes[n % SPARES].take()
+    }) {
+        node.deadline.store(deadline, Ordering::Relaxed);
+        return node;
+    }
+    Arc::new(Node::new(deadline))
+}
+
+/// Lets go of a waiter's node once its wait is over: kept, reset, as this
+/// thread's spare if nothing else holds it (no link of the line or of
+/// `arrivals`, no server on its way to wake it) and the thread keeps fewer
+/// than [`SPARES`], so that a pool that queues allocates nothing per wait;
+/// dropped otherwise. Spares are freed when their thread exits.
+#[cfg(not(latchless_loom))]
+pub(crate) fn recycle(mut node: Arc<Node>) {
+    // `get_mut` succeeds only for the last reference (its Acquire orders
+    // every other holder's use before the reset).
+    let Some(n) = Arc::get_mut(&mut node) else {
+        return;
+    };
+    *n.state.get_mut() = WAITING;
+    *n.next.get_mut() = ptr::null_mut();
+    // A waker registered after the server's wake took the one before.
+    let stale = std::mem::replace(&mut n.waker, AtomicWaker::new());
+    // A full set, or a thread on its way out, drops the node (outside the
+    // thread-local: a waker's drop may run a task's).
+    let left = SPARE.try_with(|s| {
+        let n = s.len.get();
+        if n >= SPARES {
+            return Some(node);
+        }
+        s.nodes[n].set(Some(node));
+        s.len.set(n + 1);
+        None
+    });
+    drop(stale);
+    drop(left);
+}
+
+/// Loom's models see every node allocated anew.
+#[cfg(latchless_loom)]
+pub(crate) fn recycle(node: Arc<Node>) {
+    drop(node);
 }
 
 /// The line: the `SERVING` holder's FIFO of nodes, oldest first. Each
@@ -320,7 +409,7 @@ impl Waiters {
         if self.dead.load(Ordering::Relaxed) > live.saturating_add(RECLAIM_SLACK) {
             self.compact(spare);
         }
-        let node = Arc::new(Node::new(deadline));
+        let node = fresh(deadline);
         let raw = Arc::into_raw(Arc::clone(&node)).cast_mut();
         let mut top = self.arrivals.load(Ordering::Relaxed);
         loop {
@@ -584,11 +673,11 @@ impl Waiters {
         while !p.is_null() {
             // SAFETY: linked into the line just now.
             let node = unsafe { &*p };
-            if node.deadline < line.last {
+            if node.deadline() < line.last {
                 line.sorted = false;
             }
-            line.last = line.last.max(node.deadline);
-            earliest = earliest.min(node.deadline);
+            line.last = line.last.max(node.deadline());
+            earliest = earliest.min(node.deadline());
             line.tail = p;
             p = node.next.load(Ordering::Relaxed);
         }
@@ -644,10 +733,10 @@ impl Waiters {
                     continue;
                 }
                 node.next.store(ptr::null_mut(), Ordering::Relaxed);
-                if node.deadline < line.last {
+                if node.deadline() < line.last {
                     line.sorted = false;
                 }
-                line.last = line.last.max(node.deadline);
+                line.last = line.last.max(node.deadline());
                 let raw = Arc::into_raw(node);
                 if line.tail.is_null() {
                     line.head = raw;
@@ -778,8 +867,8 @@ impl Waiters {
                 }
             } else {
                 self.retain(|node| {
-                    if node.deadline > now {
-                        next = next.min(node.deadline);
+                    if node.deadline() > now {
+                        next = next.min(node.deadline());
                         return true;
                     }
                     expire(node);
@@ -819,8 +908,8 @@ impl Waiters {
                 // SAFETY: a linked node, owned by the line's reference.
                 let head = unsafe { &*line.head };
                 let waiting = head.is_waiting();
-                if waiting && head.deadline > now {
-                    *next = head.deadline;
+                if waiting && head.deadline() > now {
+                    *next = head.deadline();
                     return None;
                 }
                 let raw = line.head;
@@ -904,6 +993,44 @@ mod tests {
         assert_eq!(w.serve(Grant::Slot(1), &mut nothing), Err(Grant::Slot(1)));
         assert!(!w.any());
         assert_eq!(w.dead.load(Ordering::Relaxed), 0);
+    }
+
+    /// A waker that counts its wake-ups; its `Arc` counts who holds it.
+    struct Counting(AtomicUsize);
+    impl std::task::Wake for Counting {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[cfg(not(latchless_loom))]
+    #[test]
+    fn a_node_its_waiter_held_alone_is_the_next_registrations_and_a_linked_one_is_not() {
+        let w = Waiters::new(4);
+        let a = w.register(None, 5, &mut nothing).unwrap();
+        assert_eq!(w.serve(Grant::Slot(0), &mut nothing), Ok(()));
+        assert_eq!(granted(&a), Poll::Ready(Outcome::Granted(Grant::Slot(0))));
+        // A waker registered after the server's wake: the reset drops it.
+        let counting = Arc::new(Counting(AtomicUsize::new(0)));
+        a.waker.register(&Waker::from(Arc::clone(&counting)));
+        let at = Arc::as_ptr(&a);
+        recycle(a);
+        assert_eq!(Arc::strong_count(&counting), 1, "the stale waker dropped");
+        let b = w.register(None, 9, &mut nothing).unwrap();
+        assert_eq!(Arc::as_ptr(&b), at, "the spare node");
+        assert!(b.is_waiting());
+        assert_eq!(b.deadline(), 9);
+        assert!(b.next.load(Ordering::Relaxed).is_null());
+        // Cancelled, `b` stays linked: not reused, and freed by the line.
+        assert_eq!(w.cancel(&b), None);
+        let at = Arc::as_ptr(&b);
+        recycle(b);
+        let c = w.register(None, NO_DEADLINE, &mut nothing).unwrap();
+        assert_ne!(Arc::as_ptr(&c), at, "a linked node is not reused");
+        assert_eq!(w.serve(Grant::Place(1), &mut nothing), Ok(()));
+        assert_eq!(granted(&c), Poll::Ready(Outcome::Granted(Grant::Place(1))));
+        assert_eq!(linked(&w), 0);
+        assert_eq!(counting.0.load(Ordering::Relaxed), 0);
     }
 
     #[test]

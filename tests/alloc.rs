@@ -168,3 +168,43 @@ fn a_keyed_hit_allocates_nothing_also_after_its_key_was_evicted() {
     let n = hits(&a);
     assert_eq!(n, 0, "keyed hits on the key made anew allocated {n} times");
 }
+
+/// A `get` that waits at the cap, served by a release, allocates nothing
+/// once this thread has waited before: its waiter node is the one its
+/// last wait left (`waiters.rs`, `recycle`), and the background task's
+/// sweeper covers its deadline (no timer of its own).
+#[test]
+fn a_get_that_waits_at_the_cap_allocates_nothing_once_warm() {
+    let pool = Pool::builder(Numbers).max_size(1).build().unwrap();
+    let rt = current_thread();
+    let mut cx = Context::from_waker(Waker::noop());
+    // One wait, served by a release; then yields, so that the background
+    // task (spawned by the first wait) starts sweeping.
+    let mut cycle = || {
+        let held = match pin!(pool.get()).poll(&mut cx) {
+            Poll::Ready(Ok(c)) => c,
+            _ => panic!("the idle connection"),
+        };
+        let mut waiting = pin!(pool.get());
+        assert!(waiting.as_mut().poll(&mut cx).is_pending(), "at the cap");
+        drop(held);
+        match waiting.as_mut().poll(&mut cx) {
+            Poll::Ready(Ok(c)) => drop(c),
+            _ => panic!("served by the release"),
+        }
+    };
+    rt.block_on(async {
+        drop(pool.get().await.unwrap());
+        cycle();
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        let n = counted(|| {
+            for _ in 0..1_000 {
+                cycle();
+            }
+        });
+        assert_eq!(n, 0, "1,000 waits allocated {n} times");
+        assert_eq!(pool.metrics().waits, 1_001);
+    });
+}
