@@ -161,6 +161,17 @@ impl<M: Manager> Core<M> {
         self.idle.take(&self.slots)
     }
 
+    /// [`take_idle`](Self::take_idle) for a `get` or `try_get` arriving:
+    /// while others wait, it looks only at this thread's parked connection
+    /// and home shard. What it skips is empty but for a moment (a release
+    /// serves a waiter before it shelves), the search is the longest part
+    /// of a waiting `get`'s way to its registration, and its re-check after
+    /// registering searches everything (`waiters.rs`, lost wake-ups).
+    #[inline(always)]
+    pub(crate) fn take_arriving(&self) -> Option<Busy> {
+        self.idle.take_unless(&self.slots, &|| self.waiters.any())
+    }
+
     /// Anything a waiter could use: an idle connection, else a place.
     pub(crate) fn take_any(&self) -> Option<Held> {
         match self.take_idle() {

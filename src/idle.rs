@@ -195,9 +195,9 @@ impl Shards {
         home_index(self.shards.len())
     }
 
-    /// Pops a key, home shard first, then the others in order. The key may
-    /// be stale: the caller claims it and skips it if the claim fails.
-    #[inline]
+    /// Pops a key, home shard first, then the others in order (the unit
+    /// tests' way in; `IdleSet::take_shared` does the same in two steps).
+    #[cfg(test)]
     fn pop(&self) -> Option<SlotKey> {
         let home = self.home();
         if let Some(k) = self.shards[home].pop() {
@@ -206,6 +206,9 @@ impl Shards {
         self.steal(home)
     }
 
+    /// Pops a key from the shards after `home`, then those before it. The
+    /// key may be stale: the caller claims it and skips it if the claim
+    /// fails.
     #[cold]
     fn steal(&self, home: usize) -> Option<SlotKey> {
         let n = self.shards.len();
@@ -424,6 +427,20 @@ impl IdleSet {
     /// (stale keys skipped), else one parked by another thread (a scan).
     #[inline(always)]
     pub(crate) fn take<C>(&self, slots: &Slots<C>) -> Option<Busy> {
+        self.take_unless(slots, &|| false)
+    }
+
+    /// [`take`](Self::take), except that it looks no further than this
+    /// thread's parked connection and home shard if `near_only()` says so
+    /// when those are empty (a `get` arriving while others wait: it would
+    /// search an empty set, and its re-check after registering searches
+    /// everything).
+    #[inline(always)]
+    pub(crate) fn take_unless<C>(
+        &self,
+        slots: &Slots<C>,
+        near_only: &dyn Fn() -> bool,
+    ) -> Option<Busy> {
         if let Some(key) = self.unpark() {
             if let Some(busy) = slots.claim_parked(key) {
                 // Never a bounded pool's: it does not park (`put_shared`),
@@ -431,13 +448,31 @@ impl IdleSet {
                 return Some(busy);
             }
         }
-        self.take_shared(slots)
+        self.take_shared(slots, near_only)
     }
 
-    /// [`take`](Self::take) past this thread's parked connection.
+    /// [`take_unless`](Self::take_unless) past this thread's parked
+    /// connection.
     #[inline(never)]
-    fn take_shared<C>(&self, slots: &Slots<C>) -> Option<Busy> {
-        while let Some(key) = self.shards.pop() {
+    fn take_shared<C>(&self, slots: &Slots<C>, near_only: &dyn Fn() -> bool) -> Option<Busy> {
+        let home = self.shards.home();
+        let mut far = false;
+        loop {
+            let key = match self.shards.shards[home].pop() {
+                Some(key) => key,
+                None => {
+                    if !far {
+                        if near_only() {
+                            return None;
+                        }
+                        far = true;
+                    }
+                    match self.shards.steal(home) {
+                        Some(key) => key,
+                        None => break,
+                    }
+                }
+            };
             if let Some(busy) = slots.claim(key) {
                 self.left();
                 return Some(busy);
