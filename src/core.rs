@@ -169,7 +169,7 @@ impl<M: Manager> Core<M> {
     /// registering searches everything (`waiters.rs`, lost wake-ups).
     #[inline(always)]
     pub(crate) fn take_arriving(&self) -> Option<Busy> {
-        self.idle.take_unless(&self.slots, &|| self.waiters.any())
+        self.idle.take_unless(&self.slots, || self.waiters.any())
     }
 
     /// Anything a waiter could use: an idle connection, else a place.

@@ -427,7 +427,7 @@ impl IdleSet {
     /// (stale keys skipped), else one parked by another thread (a scan).
     #[inline(always)]
     pub(crate) fn take<C>(&self, slots: &Slots<C>) -> Option<Busy> {
-        self.take_unless(slots, &|| false)
+        self.take_unless(slots, || false)
     }
 
     /// [`take`](Self::take), except that it looks no further than this
@@ -439,7 +439,7 @@ impl IdleSet {
     pub(crate) fn take_unless<C>(
         &self,
         slots: &Slots<C>,
-        near_only: &dyn Fn() -> bool,
+        near_only: impl Fn() -> bool,
     ) -> Option<Busy> {
         if let Some(key) = self.unpark() {
             if let Some(busy) = slots.claim_parked(key) {
@@ -448,7 +448,7 @@ impl IdleSet {
                 return Some(busy);
             }
         }
-        self.take_shared(slots, near_only)
+        self.take_shared(slots, &near_only)
     }
 
     /// [`take_unless`](Self::take_unless) past this thread's parked
