@@ -448,13 +448,13 @@ impl IdleSet {
                 return Some(busy);
             }
         }
-        self.take_shared(slots, &near_only)
+        self.take_shared(slots, near_only)
     }
 
     /// [`take_unless`](Self::take_unless) past this thread's parked
     /// connection.
     #[inline(never)]
-    fn take_shared<C>(&self, slots: &Slots<C>, near_only: &dyn Fn() -> bool) -> Option<Busy> {
+    fn take_shared<C>(&self, slots: &Slots<C>, near_only: impl Fn() -> bool) -> Option<Busy> {
         let home = self.shards.home();
         let mut far = false;
         loop {
