@@ -745,6 +745,31 @@ mod tests {
     }
 
     #[test]
+    fn an_arrival_told_to_stay_near_takes_from_its_own_shard_only() {
+        let slots: Slots<u8> = Slots::new(4);
+        let set = IdleSet::new(8, 4, false, None);
+        let ours = crate::tid::home_index(8);
+        let shelve = || {
+            let place = slots.reserve().unwrap();
+            let busy = slots.fill(place, 7, 1, 0, u64::MAX, 0);
+            set.put_shared(&slots, busy, 0);
+        };
+        // Shelved by a thread whose home shard is another one.
+        std::thread::scope(|sc| {
+            while !sc
+                .spawn(|| crate::tid::home_index(8) != ours && (shelve(), true).1)
+                .join()
+                .unwrap()
+            {}
+        });
+        assert!(set.take_unless(&slots, || true).is_none(), "not searched");
+        let far = set.take_unless(&slots, || false).expect("searched");
+        shelve();
+        assert!(set.take_unless(&slots, || true).is_some(), "its own shard");
+        drop(far);
+    }
+
+    #[test]
     fn pop_steals_from_other_shards() {
         let s = Shards::new(4, 4);
         // Push from another thread, whose home shard may differ from ours.

@@ -202,7 +202,10 @@ impl<M: Manager> Pool<M> {
 
     /// An idle connection now, or `None`. Never connects, never waits,
     /// never locks, never allocates; works on any thread, inside or outside
-    /// a runtime. `None` on a closed pool.
+    /// a runtime. `None` on a closed pool. While `get`s are waiting it
+    /// looks only at this thread's own cached connection and shard: a
+    /// connection idle elsewhere then is on its way to a waiter, who asked
+    /// first.
     ///
     /// ```
     /// # use latchless::{Manager, Pool};
