@@ -399,6 +399,49 @@ mod tests {
     }
 
     #[test]
+    fn a_thread_that_goes_round_its_keys_compares_one_key_per_hit() {
+        let a = new_id();
+        let (es, _) = entries(WAYS as u32);
+        for e in &es {
+            seen(a, e);
+            seen(a, e);
+        }
+        let compared = Cell::new(0);
+        let mut round = |first: bool| {
+            for k in 0..WAYS as u32 {
+                compared.set(0);
+                let (e, way) = take(a, |c: &Counted| {
+                    compared.set(compared.get() + 1);
+                    c.0 == k
+                })
+                .expect("held in a way");
+                assert_eq!(e.0, k);
+                put(a, e, way);
+                if !first {
+                    assert_eq!(compared.get(), 1, "key {k}: the next way first");
+                }
+            }
+        };
+        // The first round learns the order; every way is found and put
+        // back in place.
+        round(true);
+        round(false);
+        round(false);
+        // One key again and again: its own way first.
+        for _ in 0..3 {
+            compared.set(0);
+            let (e, way) = take(a, |c: &Counted| {
+                compared.set(compared.get() + 1);
+                c.0 == 2
+            })
+            .expect("held");
+            put(a, e, way);
+        }
+        assert_eq!(compared.get(), 1, "the same way again");
+        assert!(es.iter().all(|e| Arc::strong_count(e) == 2));
+    }
+
+    #[test]
     fn a_fill_with_every_way_taken_gives_a_victim_back() {
         let a = new_id();
         let (es, drops) = entries(WAYS as u32 + 1);
