@@ -460,6 +460,19 @@ mod tests {
     }
 
     #[test]
+    fn fills_past_the_ways_take_the_ways_in_turn() {
+        let a = new_id();
+        let (es, _) = entries(2 * WAYS as u32);
+        for e in &es {
+            seen(a, e);
+            seen(a, e);
+        }
+        // Each fill past the first four gave back the oldest way's entry.
+        assert!(es[..WAYS].iter().all(|e| Arc::strong_count(e) == 1));
+        assert!(es[WAYS..].iter().all(|e| Arc::strong_count(e) == 2));
+    }
+
+    #[test]
     fn a_put_into_a_way_filled_meanwhile_drops_its_entry() {
         let a = new_id();
         let (es, _) = entries(2);

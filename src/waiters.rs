@@ -1033,6 +1033,29 @@ mod tests {
         assert_eq!(counting.0.load(Ordering::Relaxed), 0);
     }
 
+    #[cfg(not(latchless_loom))]
+    #[test]
+    fn a_thread_keeps_several_spare_nodes_and_its_registrations_take_each() {
+        let w = Waiters::new(4);
+        let nodes: Vec<_> = (0..3).map(|_| reg(&w)).collect();
+        for i in 0..3 {
+            assert_eq!(w.serve(Grant::Slot(i), &mut nothing), Ok(()));
+        }
+        let mut spare: Vec<_> = nodes.iter().map(Arc::as_ptr).collect();
+        for n in nodes {
+            assert!(granted(&n).is_ready());
+            recycle(n);
+        }
+        let again: Vec<_> = (0..3).map(|_| reg(&w)).collect();
+        let mut reused: Vec<_> = again.iter().map(Arc::as_ptr).collect();
+        spare.sort();
+        reused.sort();
+        assert_eq!(reused, spare, "every spare taken, none allocated");
+        for n in &again {
+            assert_eq!(w.cancel(n), None);
+        }
+    }
+
     #[test]
     fn max_waiters_bounds_registration() {
         let w = Waiters::new(1);
