@@ -93,8 +93,8 @@ struct Slot {
     /// The way a fill takes when none is empty (round robin).
     victim: Cell<usize>,
     /// How many ways were ever filled: fills take the first empty way, so
-    /// the ways from here on are empty, and a thread that never filled one
-    /// (it goes round more keys than there are ways) asks none.
+    /// the ways from here on are empty, and a miss asks none of them (a
+    /// thread that filled at most one asks only the way it guessed).
     used: Cell<usize>,
     /// The way of the last hit.
     last_hit: Cell<usize>,
