@@ -407,7 +407,7 @@ mod tests {
             seen(a, e);
         }
         let compared = Cell::new(0);
-        let mut round = |first: bool| {
+        let round = |first: bool| {
             for k in 0..WAYS as u32 {
                 compared.set(0);
                 let (e, way) = take(a, |c: &Counted| {
