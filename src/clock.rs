@@ -253,6 +253,46 @@ mod tests {
         READS.with(Cell::get) - before
     }
 
+    /// A `get` that waits at the cap and is served by a release reads the
+    /// real clock twice (when it began, when it ended: the wait histogram),
+    /// not a third time to judge the connection handed to it: that read
+    /// would also write the cached reading every waiting thread reads.
+    #[test]
+    fn a_served_wait_reads_the_clock_for_its_length_only() {
+        const WAITS: u64 = 100;
+        let (clock, _mock) = crate::Clock::mock();
+        let pool = crate::Pool::builder(Unit)
+            .max_size(1)
+            .acquire_timeout(Duration::MAX)
+            .clock(clock)
+            .build()
+            .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut held = pool.get().await.unwrap();
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            let before = READS.with(Cell::get);
+            for _ in 0..WAITS {
+                let mut waiter = std::pin::pin!(pool.get());
+                assert!(waiter.as_mut().poll(&mut cx).is_pending());
+                drop(held);
+                match waiter.as_mut().poll(&mut cx) {
+                    std::task::Poll::Ready(Ok(c)) => held = c,
+                    _ => panic!("the release served the waiter"),
+                }
+            }
+            let n = READS.with(Cell::get) - before;
+            // A few more for the background task's own passes, if one ran.
+            assert!(
+                (2 * WAITS..2 * WAITS + 8).contains(&n),
+                "{n} clock reads in {WAITS} waits"
+            );
+        });
+    }
+
     /// `try_get` + drop reads the real clock once per acquire with leak
     /// detection on (the hand-out's stamp), never with it off; apart from
     /// that, one release in 64 reads it to look whether maintenance is due.

@@ -799,14 +799,18 @@ impl<M: Manager> Pool<M> {
     }
 
     /// Judges an owned idle connection on the slow path: ready (handed
-    /// out), expired (closed; `Err(None)`), or due for a check.
+    /// out), expired (closed; `Err(None)`), or due for a check. Against the
+    /// same reading as the fast path's (`now_for_checks`): a waiter served
+    /// at the cap comes here on every acquire, and a real read that
+    /// refreshes the shared cached reading would write a line every
+    /// waiting thread reads.
     fn triage(
         &self,
         mut busy: Busy,
         by: &'static Location<'static>,
     ) -> Result<Pooled<M>, Option<CheckGuard<'_, M>>> {
         let shared = self.shared();
-        match shared.judge(&mut busy, shared.clock.now(), true) {
+        match shared.judge(&mut busy, shared.now_for_checks(), true) {
             Verdict::Ready => Ok(self.hand_out_slow(busy, by)),
             verdict => Err(self.unready(busy, verdict)),
         }
