@@ -14,6 +14,9 @@
 //!   recorded in the striped hold histogram on release (stripe: the slot
 //!   index), a cost next to that much use; shorter ones are derived at
 //!   snapshot time (`wait_and_hold_into`), so a release pays one load.
+//! - A counter that every waiting `get` bumps (`waits`) is striped like
+//!   the histograms ([`Striped`], stripe: the thread's home shard), so
+//!   that threads parking at the cap do not share its line.
 //! - Every counter only grows; snapshots only load, never blocking a
 //!   recorder. Counters are plain std atomics even under loom: they order
 //!   nothing.
@@ -21,6 +24,8 @@
 // Plain std atomics even under loom: counters order nothing, and keeping
 // them out of the model keeps its state space to the protocol.
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use crossbeam_utils::CachePadded;
 
 use crate::histogram::{Histogram, HistogramSnapshot};
 
@@ -249,7 +254,8 @@ pub(crate) struct Counters {
     pub(crate) permanent_errors: AtomicU64,
     pub(crate) unavailable: AtomicU64,
     pub(crate) probes: AtomicU64,
-    pub(crate) waits: AtomicU64,
+    /// `get`s that parked: bumped by every waiting `get`, so striped.
+    pub(crate) waits: Striped,
     pub(crate) timeouts: AtomicU64,
     pub(crate) timeouts_swept: AtomicU64,
     pub(crate) exhausted: AtomicU64,
@@ -285,6 +291,48 @@ pub(crate) fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
 
+/// A counter that many threads bump at once: one cache-padded cell per
+/// stripe (a power of two, at most 8), summed when read. The sum only
+/// grows, and is exact while no bump is in flight.
+#[derive(Debug)]
+pub(crate) struct Striped {
+    cells: Box<[CachePadded<AtomicU64>]>,
+    /// `cells.len() - 1`.
+    mask: usize,
+}
+
+impl Striped {
+    /// A counter with `stripes` cells (rounded up to a power of two, 1 to 8).
+    pub(crate) fn with_stripes(stripes: usize) -> Self {
+        let n = stripes.clamp(1, 8).next_power_of_two();
+        Self {
+            cells: (0..n)
+                .map(|_| CachePadded::new(AtomicU64::new(0)))
+                .collect(),
+            mask: n - 1,
+        }
+    }
+
+    /// Bumps the cell of `stripe` (taken modulo the stripe count).
+    #[inline]
+    pub(crate) fn bump_in(&self, stripe: usize) {
+        self.cells[stripe & self.mask].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The sum of the cells.
+    pub(crate) fn get(&self) -> u64 {
+        self.cells
+            .iter()
+            .fold(0, |sum, c| sum.wrapping_add(c.load(Ordering::Relaxed)))
+    }
+}
+
+impl Default for Striped {
+    fn default() -> Self {
+        Self::with_stripes(1)
+    }
+}
+
 impl Counters {
     /// Counters with `stripes` stripes (at most 8: each is 9.5 KiB, and
     /// both are recorded on slow paths only) for the histograms recorded
@@ -294,6 +342,7 @@ impl Counters {
         Self {
             wait: Histogram::with_stripes(stripes),
             hold: Histogram::with_stripes(stripes),
+            waits: Striped::with_stripes(stripes),
             ..Self::default()
         }
     }
@@ -359,7 +408,7 @@ impl Counters {
             probes: r(&self.probes),
             backend_down: false,
             down_for: std::time::Duration::ZERO,
-            waits: r(&self.waits),
+            waits: self.waits.get(),
             timeouts: r(&self.timeouts),
             timeouts_swept: r(&self.timeouts_swept),
             exhausted: r(&self.exhausted),
@@ -520,6 +569,19 @@ fn summary(pool: &str, keys: [&'static str; 3], h: &HistogramSnapshot) {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn a_striped_counter_sums_every_stripes_bumps_and_wraps_its_index() {
+        let c = Striped::with_stripes(3);
+        assert_eq!(c.cells.len(), 4, "rounded up to a power of two");
+        for stripe in 0..9 {
+            c.bump_in(stripe);
+        }
+        assert_eq!(c.get(), 9);
+        assert_eq!(c.cells[0].load(Ordering::Relaxed), 3, "0, 4 and 8");
+        assert_eq!(Striped::with_stripes(64).cells.len(), 8);
+        assert_eq!(Striped::default().cells.len(), 1);
+    }
 
     /// Metrics whose every count is `f` of its place (1, 2, …), with one
     /// time of `ns` in each histogram.

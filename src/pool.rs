@@ -465,7 +465,10 @@ impl<M: Manager> Pool<M> {
             tracing::warn!(pool = %shared.config.name, max_waiters = shared.config.max_waiters, "get rejected: pool exhausted (max_waiters reached)");
             return Next::Done(Err(PoolError::Exhausted), begun);
         };
-        bump(&shared.counters.waits);
+        shared
+            .counters
+            .waits
+            .bump_in(crate::tid::home_index(shared.config.shards));
         let mut guard = WaitGuard::new(shared, node);
         // The registration's half of the asymmetric fence: a parking
         // releaser's store is visible to the re-check, or it sees the
