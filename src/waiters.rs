@@ -325,18 +325,33 @@ struct Line {
     last: u64,
 }
 
+/// What every registration and every serve writes, in one cache line: a
+/// registration pushes onto `arrivals` and counts in `ctl`; a serve takes
+/// `ctl`, moves `arrivals` into the line and works on the line. Apart,
+/// a waiting cycle would move three lines between cores instead of one.
+/// Nobody writes it while nobody waits, so a release's look at `ctl`
+/// stays a read of a shared line.
+#[repr(C)]
+struct Hot {
+    /// Flags and the live count (module docs).
+    ctl: AtomicU64,
+    /// Nodes pushed and not yet moved into the line, newest first.
+    arrivals: AtomicPtr<Node>,
+    line: UnsafeCell<Line>,
+}
+
+// One line of 64 bytes holds it (a loom model's types are larger).
+#[cfg(not(latchless_loom))]
+const _: () = assert!(std::mem::size_of::<Hot>() <= 64);
+
 /// The FIFO of parked callers.
 pub(crate) struct Waiters {
-    /// Flags and the live count (module docs).
-    ctl: CachePadded<AtomicU64>,
-    /// Nodes pushed and not yet moved into the line, newest first.
-    arrivals: CachePadded<AtomicPtr<Node>>,
+    hot: CachePadded<Hot>,
     /// Grants handed over while another thread held the line. Never
     /// full: there are no more grants than slots.
     deposits: ArrayQueue<u64>,
     /// Nodes cancelled and still linked: the compaction's trigger.
     dead: AtomicUsize,
-    line: UnsafeCell<Line>,
     /// When the sweeper looks next (pool clock ticks), `UNARMED`, or `OFF`.
     armed: AtomicU64,
     /// A waiter or holder wants the sweeper earlier than `armed`.
@@ -364,16 +379,18 @@ impl Waiters {
     /// A queue for a pool of `slots` slots (the most grants at once).
     pub(crate) fn new(slots: usize) -> Self {
         Self {
-            ctl: CachePadded::new(AtomicU64::new(0)),
-            arrivals: CachePadded::new(AtomicPtr::new(ptr::null_mut())),
+            hot: CachePadded::new(Hot {
+                ctl: AtomicU64::new(0),
+                arrivals: AtomicPtr::new(ptr::null_mut()),
+                line: UnsafeCell::new(Line {
+                    head: ptr::null(),
+                    tail: ptr::null(),
+                    sorted: true,
+                    last: 0,
+                }),
+            }),
             deposits: ArrayQueue::new(slots.max(1)),
             dead: AtomicUsize::new(0),
-            line: UnsafeCell::new(Line {
-                head: ptr::null(),
-                tail: ptr::null(),
-                sorted: true,
-                last: 0,
-            }),
             armed: AtomicU64::new(OFF),
             kicked: AtomicBool::new(false),
             sweeper: AtomicWaker::new(),
@@ -382,14 +399,14 @@ impl Waiters {
 
     /// Callers currently waiting.
     pub(crate) fn live(&self) -> usize {
-        usize::try_from((self.ctl.load(Ordering::Relaxed) as i64) >> 8).unwrap_or(0)
+        usize::try_from((self.hot.ctl.load(Ordering::Relaxed) as i64) >> 8).unwrap_or(0)
     }
 
     /// Whether a waiter may want serving. SeqCst: the releaser's half of
     /// the lost-wake-up argument (module docs). One load; 0 with no waiter.
     #[inline(always)]
     pub(crate) fn any(&self) -> bool {
-        self.ctl.load(Ordering::SeqCst) as i64 >= LIVE as i64
+        self.hot.ctl.load(Ordering::SeqCst) as i64 >= LIVE as i64
     }
 
     /// Registers a new waiter with `deadline` (pool clock ticks, or
@@ -411,23 +428,25 @@ impl Waiters {
         }
         let node = fresh(deadline);
         let raw = Arc::into_raw(Arc::clone(&node)).cast_mut();
-        let mut top = self.arrivals.load(Ordering::Relaxed);
+        let mut top = self.hot.arrivals.load(Ordering::Relaxed);
         loop {
             // SAFETY: `raw` is ours until the CAS publishes it.
             unsafe { &*raw }.next.store(top, Ordering::Relaxed);
             // SeqCst: the push is the registration's half of the sweeper's
             // argument (module invariants); Release publishes the node.
-            match self
-                .arrivals
-                .compare_exchange_weak(top, raw, Ordering::SeqCst, Ordering::Relaxed)
-            {
+            match self.hot.arrivals.compare_exchange_weak(
+                top,
+                raw,
+                Ordering::SeqCst,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => break,
                 Err(now) => top = now,
             }
         }
         // Counted after the push, so that a releaser that sees the count
         // finds the node (module docs).
-        let mut ctl = self.ctl.load(Ordering::Relaxed);
+        let mut ctl = self.hot.ctl.load(Ordering::Relaxed);
         loop {
             if max.is_some_and(|m| (ctl as i64 >> 8) >= m as i64) {
                 // Over the bound after all: withdraw the node just pushed.
@@ -435,7 +454,7 @@ impl Waiters {
                     None => None,
                     // Served before it was counted: count it and keep it.
                     Some(_) => {
-                        self.ctl.fetch_add(LIVE, Ordering::SeqCst);
+                        self.hot.ctl.fetch_add(LIVE, Ordering::SeqCst);
                         fence(Ordering::SeqCst);
                         Some(node)
                     }
@@ -443,7 +462,7 @@ impl Waiters {
             }
             // SeqCst, then a SeqCst fence before the caller's re-check: the
             // waiter's half of the lost-wake-up argument (module docs).
-            match self.ctl.compare_exchange_weak(
+            match self.hot.ctl.compare_exchange_weak(
                 ctl,
                 ctl.wrapping_add(LIVE),
                 Ordering::SeqCst,
@@ -487,9 +506,9 @@ impl Waiters {
 
     /// Takes `SERVING` if nobody holds it.
     fn try_lock(&self) -> bool {
-        let mut ctl = self.ctl.load(Ordering::Relaxed);
+        let mut ctl = self.hot.ctl.load(Ordering::Relaxed);
         while ctl & SERVING == 0 {
-            match self.ctl.compare_exchange_weak(
+            match self.hot.ctl.compare_exchange_weak(
                 ctl,
                 ctl | SERVING,
                 Ordering::Acquire,
@@ -505,7 +524,7 @@ impl Waiters {
     /// Sets `bit` for the holder to act on, or takes `SERVING` (then the
     /// caller acts, in `unlock`). True if the caller holds the line.
     fn request(&self, bit: u64) -> bool {
-        let mut ctl = self.ctl.load(Ordering::Relaxed);
+        let mut ctl = self.hot.ctl.load(Ordering::Relaxed);
         loop {
             let (next, locked) = if ctl & SERVING == 0 {
                 (ctl | SERVING | bit, true)
@@ -515,6 +534,7 @@ impl Waiters {
             // AcqRel: Release hands a deposit to the holder that clears the
             // bit; Acquire orders a new holder after the previous one.
             match self
+                .hot
                 .ctl
                 .compare_exchange_weak(ctl, next, Ordering::AcqRel, Ordering::Relaxed)
             {
@@ -582,11 +602,12 @@ impl Waiters {
                     Err(g) => spare(g),
                 }
             }
-            let ctl = self.ctl.load(Ordering::Acquire);
+            let ctl = self.hot.ctl.load(Ordering::Acquire);
             if ctl & (RECHECK | CLOSE | WAKE) != 0 {
                 // Acquire: a depositor's push (before its RECHECK) is seen
                 // by the pops of the next round.
                 let bits = self
+                    .hot
                     .ctl
                     .fetch_and(!(RECHECK | CLOSE | WAKE), Ordering::AcqRel);
                 if bits & (CLOSE | WAKE) != 0 {
@@ -597,6 +618,7 @@ impl Waiters {
             // Release: the next holder sees the line as this one left it.
             let next = (ctl & !SERVING).wrapping_sub(left.wrapping_mul(LIVE));
             if self
+                .hot
                 .ctl
                 .compare_exchange(ctl, next, Ordering::Release, Ordering::Relaxed)
                 .is_ok()
@@ -609,7 +631,7 @@ impl Waiters {
     /// Takes a node off the line's front, moving `arrivals` in when the
     /// line is empty.
     fn pop_oldest(&self) -> Option<Arc<Node>> {
-        self.line.with_mut(|line| {
+        self.hot.line.with_mut(|line| {
             // SAFETY: the caller holds `SERVING`: the line is ours.
             let line = unsafe { &mut *line };
             if line.head.is_null() {
@@ -636,7 +658,7 @@ impl Waiters {
     /// the sweeper itself is the caller).
     fn take_arrivals(&self, line: &mut Line, sweeping: bool) {
         // SeqCst: ordered with the registrations' pushes (module invariants).
-        let mut top = self.arrivals.swap(ptr::null_mut(), Ordering::SeqCst);
+        let mut top = self.hot.arrivals.swap(ptr::null_mut(), Ordering::SeqCst);
         if top.is_null() {
             return;
         }
@@ -711,7 +733,7 @@ impl Waiters {
     /// `keep` is true, dropping dead ones (`keep` is not asked about
     /// those); recomputes the line's order. The caller holds `SERVING`.
     fn retain(&self, mut keep: impl FnMut(&Node) -> bool) {
-        self.line.with_mut(|line| {
+        self.hot.line.with_mut(|line| {
             // SAFETY: the caller holds `SERVING`: the line is ours.
             let line = unsafe { &mut *line };
             self.take_arrivals(line, false);
@@ -771,7 +793,7 @@ impl Waiters {
 
     /// One node left `WAITING`.
     fn leave(&self) {
-        self.ctl.fetch_sub(LIVE, Ordering::Relaxed);
+        self.hot.ctl.fetch_sub(LIVE, Ordering::Relaxed);
     }
 
     /// Withdraws `node`. `None` if it was still waiting (now cancelled);
@@ -799,7 +821,7 @@ impl Waiters {
                 self.dead.fetch_sub(1, Ordering::Relaxed);
                 if !late {
                     // It ended otherwise, which uncounted it already.
-                    self.ctl.fetch_add(LIVE, Ordering::SeqCst);
+                    self.hot.ctl.fetch_add(LIVE, Ordering::SeqCst);
                 }
                 decode(word)
             }
@@ -853,7 +875,7 @@ impl Waiters {
                 swept.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 node.waker.wake();
             };
-            let sorted = self.line.with_mut(|line| {
+            let sorted = self.hot.line.with_mut(|line| {
                 // SAFETY: we hold `SERVING`: the line is ours.
                 let line = unsafe { &mut *line };
                 self.take_arrivals(line, true);
@@ -884,7 +906,7 @@ impl Waiters {
             );
             // A node pushed after the walk either shows here or read the
             // new `armed` (module invariants).
-            if self.arrivals.load(Ordering::SeqCst).is_null() {
+            if self.hot.arrivals.load(Ordering::SeqCst).is_null() {
                 break next;
             }
         };
@@ -898,7 +920,7 @@ impl Waiters {
     /// nodes before it); else records its deadline in `next` and returns
     /// `None`. The caller holds `SERVING`.
     fn front(&self, now: u64, next: &mut u64) -> Option<Arc<Node>> {
-        self.line.with_mut(|line| {
+        self.hot.line.with_mut(|line| {
             // SAFETY: the caller holds `SERVING`: the line is ours.
             let line = unsafe { &mut *line };
             loop {
@@ -936,7 +958,7 @@ impl Drop for Waiters {
         // this drop after it, but loom cannot see std's `Arc`; this
         // read-modify-write (it reads the latest value) is the edge loom
         // checks.
-        self.ctl.fetch_or(0, Ordering::Acquire);
+        self.hot.ctl.fetch_or(0, Ordering::Acquire);
         // Unlinks (and drops the links' references to) every node left.
         self.retain(|_| false);
     }
@@ -1110,7 +1132,7 @@ mod tests {
             );
         }
         assert_eq!(w.serve(Grant::Slot(99), &mut nothing), Err(Grant::Slot(99)));
-        assert_eq!(w.ctl.load(Ordering::SeqCst), 0);
+        assert_eq!(w.hot.ctl.load(Ordering::SeqCst), 0);
         assert_eq!(linked(&w), 0);
     }
 
@@ -1122,7 +1144,7 @@ mod tests {
         assert!(w.try_lock(), "as if another releaser held the line");
         assert_eq!(w.serve(Grant::Slot(5), &mut nothing), Ok(()), "deposited");
         assert_eq!(granted(&a), Poll::Pending, "not yet");
-        assert_ne!(w.ctl.load(Ordering::SeqCst) & RECHECK, 0);
+        assert_ne!(w.hot.ctl.load(Ordering::SeqCst) & RECHECK, 0);
         w.unlock(0, &mut nothing);
         assert_eq!(granted(&a), Poll::Ready(Outcome::Granted(Grant::Slot(5))));
         assert_eq!(granted(&b), Poll::Pending);
@@ -1133,7 +1155,7 @@ mod tests {
         let mut spared = Vec::new();
         w.unlock(0, &mut |g| spared.push(g));
         assert_eq!(spared, [Grant::Place(6)]);
-        assert_eq!(w.ctl.load(Ordering::SeqCst), 0);
+        assert_eq!(w.hot.ctl.load(Ordering::SeqCst), 0);
     }
 
     #[test]
