@@ -1220,12 +1220,12 @@ where
         let mut gone = Vec::new();
         for (key, e) in map.iter() {
             e.pool.maintain();
-            let m = e.pool.metrics();
-            let uses = m.hits + m.waits + m.acquire_connects;
+            let uses = e.pool.uses();
             if e.seen.swap(uses, Ordering::Relaxed) != uses {
                 e.used.store(now, Ordering::Relaxed);
             }
-            if m.state.size > 0 || m.state.waiting > 0 {
+            let state = e.pool.state();
+            if state.size > 0 || state.waiting > 0 {
                 e.empty_since.store(u64::MAX, Ordering::Relaxed);
                 continue;
             }

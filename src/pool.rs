@@ -949,6 +949,19 @@ impl<M: Manager> Pool<M> {
         m
     }
 
+    /// Acquisitions so far (`hits + waits + acquire_connects` of
+    /// [`metrics`](Pool::metrics)), read from the counters in place: a
+    /// keyed pool's maintenance looks at every key's on every pass, and a
+    /// `Metrics` snapshot would allocate its four histograms per key.
+    pub(crate) fn uses(&self) -> u64 {
+        let counters = &self.shared().counters;
+        self.shared()
+            .slots
+            .hits()
+            .wrapping_add(counters.waits.get())
+            .wrapping_add(counters.acquire_connects.load(Ordering::Relaxed))
+    }
+
     /// Exports every counter, gauge and histogram of [`metrics`](Pool::metrics),
     /// and the alerts of [`health`](Pool::health) and the recommendation of
     /// [`sizing`](Pool::sizing), through the [`metrics`](https://docs.rs/metrics)

@@ -169,6 +169,30 @@ fn a_keyed_hit_allocates_nothing_also_after_its_key_was_evicted() {
     assert_eq!(n, 0, "keyed hits on the key made anew allocated {n} times");
 }
 
+/// A keyed pool's maintenance pass notes each key's use from counters it
+/// reads in place: with many keys it allocates nothing per key (a full
+/// `Metrics` snapshot per key, four histograms, would).
+#[test]
+fn a_keyed_maintenance_pass_allocates_nothing_per_key() {
+    const KEYS: usize = 16;
+    let pool = KeyedPool::builder(Hosts).shards(2).build().unwrap();
+    let rt = current_thread();
+    let keys: Vec<String> = (0..KEYS).map(|i| format!("10.0.1.{i}:80")).collect();
+    rt.block_on(async {
+        for k in &keys {
+            drop(pool.get(k).await.unwrap());
+        }
+    });
+    pool.maintain();
+    let n = counted(|| {
+        for _ in 0..10 {
+            pool.maintain();
+        }
+    });
+    assert_eq!(n, 0, "10 passes over {KEYS} keys allocated {n} times");
+    assert_eq!(pool.keys(), KEYS, "every key in use stays");
+}
+
 /// A `get` that waits at the cap, served by a release, allocates nothing
 /// once this thread has waited before: its waiter node is the one its
 /// last wait left (`waiters.rs`, `recycle`), and the background task's
