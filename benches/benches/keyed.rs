@@ -154,8 +154,8 @@ fn hit(c: &mut Criterion) {
     g.finish();
     // Keys in turn against pools in turn: a thread that serves several
     // upstreams. Two keys are both held by the thread's last keys
-    // (`last_key.rs`); six are more than it holds, so every hit goes
-    // through the map. Pools of their own without
+    // (`last_key.rs`); six and twelve are more than it holds, so every hit
+    // goes through the map. Pools of their own without
     // `check_after_idle`: `try_get` leaves connections due for a check to
     // `get`, and with two pools the thread's cache cannot hold a fresh one
     // of each, so the loops below could spin on stale ones between
@@ -176,9 +176,9 @@ fn hit(c: &mut Criterion) {
             .check_after_idle(None)
             .build()
             .unwrap();
-        ((0..6).map(|_| p()).collect::<Vec<_>>(), keyed)
+        ((0..12).map(|_| p()).collect::<Vec<_>>(), keyed)
     };
-    let in_turn: Vec<String> = keys[5..11].to_vec();
+    let in_turn: Vec<String> = keys[4..16].to_vec();
     rt.block_on(async {
         for p in &pools {
             drop(futures_of(p, 8).await);
@@ -190,7 +190,7 @@ fn hit(c: &mut Criterion) {
             }
         }
     });
-    for n in [2, 6] {
+    for n in [2, 6, 12] {
         in_turn_group(c, n, &pools[..n], &keyed, &in_turn[..n]);
     }
 }
