@@ -246,6 +246,14 @@ mod tests {
         }
     }
 
+    /// A runtime on the test's thread, whose clock reads `READS` counts.
+    fn current_thread() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
     /// Real clock reads on this thread while `f` runs.
     fn reads(f: impl FnOnce()) -> u64 {
         let before = READS.with(Cell::get);
@@ -267,11 +275,7 @@ mod tests {
             .clock(clock)
             .build()
             .unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
+        current_thread().block_on(async {
             let mut held = pool.get().await.unwrap();
             let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
             let before = READS.with(Cell::get);
@@ -311,11 +315,7 @@ mod tests {
                 .clock(clock)
                 .build()
                 .unwrap();
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            drop(rt.block_on(pool.get()).unwrap());
+            drop(current_thread().block_on(pool.get()).unwrap());
             let n = reads(|| {
                 for _ in 0..OPS {
                     drop(pool.try_get().unwrap());
