@@ -378,12 +378,15 @@ async fn futures_all(pool: &Pool<Greeted>, n: usize) -> Vec<latchless::Pooled<Gr
 /// With the breaker off, connects after a failure still run one at a
 /// time: 16 tasks against a refused port never have two connects in
 /// flight once one failed, and each gets `Connect` or `Timeout` at its
-/// deadline, never `Unavailable`.
+/// deadline, never `Unavailable`. A place for each task: none waits for
+/// one (on a loaded machine a wait for a place can outlast the deadline,
+/// a `Timeout(Waiting)` this test is not about).
 #[test]
 fn connects_are_serialised_while_they_fail_even_without_the_breaker() {
     runtime().block_on(async {
         let (m, seen) = manager(free_port());
         let pool = Pool::builder(m)
+            .max_size(16)
             .breaker(None)
             .acquire_timeout(Duration::from_millis(100))
             .build()
