@@ -47,6 +47,13 @@ const MAX_TRACKED: u64 = (1 << (TOP_BIT + 1)) - 1;
 /// The most stripes a histogram has.
 const MAX_STRIPES: usize = 64;
 
+/// How many stripes a striped recorder gets for `stripes` asked:
+/// rounded up to a power of two (so that a stripe index is masked, not
+/// divided), at least 1, at most `MAX_STRIPES`.
+pub(crate) fn stripe_count(stripes: usize) -> usize {
+    stripes.clamp(1, MAX_STRIPES).next_power_of_two()
+}
+
 /// The bucket of `v` (values past `MAX_TRACKED` share the top bucket).
 /// Branch-free apart from the clamp: `shift` is how many low bits the
 /// bucket ignores (0 below 64).
@@ -152,7 +159,7 @@ impl Histogram {
     /// rounded up to a power of two and capped at `MAX_STRIPES`
     /// (0 counts as 1). Allocates `stripes × 9.5 KiB` now and nothing later.
     pub(crate) fn with_stripes(stripes: usize) -> Self {
-        let n = stripes.clamp(1, MAX_STRIPES).next_power_of_two();
+        let n = stripe_count(stripes);
         let mut v = Vec::with_capacity(n);
         for _ in 0..n {
             v.push(CachePadded::new(Stripe::new()));

@@ -292,8 +292,8 @@ pub(crate) fn bump(c: &AtomicU64) {
 }
 
 /// A counter that many threads bump at once: one cache-padded cell per
-/// stripe (a power of two, at most 8), summed when read. The sum only
-/// grows, and is exact while no bump is in flight.
+/// stripe (as many as a histogram's, `histogram::stripe_count`), summed
+/// when read. The sum only grows, and is exact while no bump is in flight.
 #[derive(Debug)]
 pub(crate) struct Striped {
     cells: Box<[CachePadded<AtomicU64>]>,
@@ -302,9 +302,9 @@ pub(crate) struct Striped {
 }
 
 impl Striped {
-    /// A counter with `stripes` cells (rounded up to a power of two, 1 to 8).
+    /// A counter with `stripes` cells (`histogram::stripe_count`).
     pub(crate) fn with_stripes(stripes: usize) -> Self {
-        let n = stripes.clamp(1, 8).next_power_of_two();
+        let n = crate::histogram::stripe_count(stripes);
         Self {
             cells: (0..n)
                 .map(|_| CachePadded::new(AtomicU64::new(0)))
@@ -334,9 +334,9 @@ impl Default for Striped {
 }
 
 impl Counters {
-    /// Counters with `stripes` stripes (at most 8: each is 9.5 KiB, and
-    /// both are recorded on slow paths only) for the histograms recorded
-    /// by many threads at once (acquire wait, hold time).
+    /// Counters with `stripes` stripes (at most 8: each histogram stripe
+    /// is 9.5 KiB, and all are recorded on slow paths only) for what many
+    /// threads record at once (acquire wait, hold time, waits).
     pub(crate) fn new(stripes: usize) -> Self {
         let stripes = stripes.min(8);
         Self {
@@ -579,7 +579,7 @@ mod tests {
         }
         assert_eq!(c.get(), 9);
         assert_eq!(c.cells[0].load(Ordering::Relaxed), 3, "0, 4 and 8");
-        assert_eq!(Striped::with_stripes(64).cells.len(), 8);
+        assert_eq!(Counters::new(64).waits.cells.len(), 8, "the counters' cap");
         assert_eq!(Striped::default().cells.len(), 1);
     }
 

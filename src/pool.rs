@@ -954,8 +954,9 @@ impl<M: Manager> Pool<M> {
     /// keyed pool's maintenance looks at every key's on every pass, and a
     /// `Metrics` snapshot would allocate its four histograms per key.
     pub(crate) fn uses(&self) -> u64 {
-        let counters = &self.shared().counters;
-        self.shared()
+        let shared = self.shared();
+        let counters = &shared.counters;
+        shared
             .slots
             .hits()
             .wrapping_add(counters.waits.get())
