@@ -325,6 +325,47 @@ struct Line {
     last: u64,
 }
 
+impl Line {
+    const EMPTY: Self = Self {
+        head: ptr::null(),
+        tail: ptr::null(),
+        sorted: true,
+        last: 0,
+    };
+
+    /// Links `raw` (a node whose reference the line takes) at the back.
+    fn append(&mut self, raw: *const Node) {
+        // SAFETY: a node the caller owns a reference to, now the line's.
+        let deadline = unsafe { &*raw }.deadline();
+        self.sorted &= deadline >= self.last;
+        self.last = self.last.max(deadline);
+        if self.tail.is_null() {
+            self.head = raw;
+        } else {
+            // SAFETY: the line's last node, ours.
+            unsafe { &*self.tail }
+                .next
+                .store(raw.cast_mut(), Ordering::Relaxed);
+        }
+        self.tail = raw;
+    }
+
+    /// Unlinks the front node, whose reference the caller now owns.
+    fn unlink_front(&mut self) -> Option<Arc<Node>> {
+        let head = self.head;
+        if head.is_null() {
+            return None;
+        }
+        // SAFETY: a linked node, owned by the line's reference.
+        self.head = unsafe { &*head }.next.load(Ordering::Relaxed);
+        if self.head.is_null() {
+            *self = Self::EMPTY;
+        }
+        // SAFETY: the line's reference, unlinked: now ours.
+        Some(unsafe { Arc::from_raw(head) })
+    }
+}
+
 /// What every registration and every serve writes, in one cache line: a
 /// registration pushes onto `arrivals` and counts in `ctl`; a serve takes
 /// `ctl`, moves `arrivals` into the line and works on the line. Apart,
@@ -382,12 +423,7 @@ impl Waiters {
             hot: CachePadded::new(Hot {
                 ctl: AtomicU64::new(0),
                 arrivals: AtomicPtr::new(ptr::null_mut()),
-                line: UnsafeCell::new(Line {
-                    head: ptr::null(),
-                    tail: ptr::null(),
-                    sorted: true,
-                    last: 0,
-                }),
+                line: UnsafeCell::new(Line::EMPTY),
             }),
             deposits: ArrayQueue::new(slots.max(1)),
             dead: AtomicUsize::new(0),
@@ -637,19 +673,7 @@ impl Waiters {
             if line.head.is_null() {
                 self.take_arrivals(line, false);
             }
-            let head = line.head;
-            if head.is_null() {
-                return None;
-            }
-            // SAFETY: a linked node, owned by the line's reference.
-            line.head = unsafe { &*head }.next.load(Ordering::Relaxed);
-            if line.head.is_null() {
-                line.tail = ptr::null();
-                line.sorted = true;
-                line.last = 0;
-            }
-            // SAFETY: the line's reference, unlinked: now ours.
-            Some(unsafe { Arc::from_raw(head) })
+            line.unlink_front()
         })
     }
 
@@ -677,30 +701,17 @@ impl Waiters {
             oldest = top;
             top = older;
         }
-        let first = if mutant("lifo_waiters") {
+        let mut p = if mutant("lifo_waiters") {
             newest
         } else {
             oldest
         };
-        if line.tail.is_null() {
-            line.head = first;
-        } else {
-            // SAFETY: the line's last node, ours.
-            unsafe { &*line.tail }
-                .next
-                .store(first.cast_mut(), Ordering::Relaxed);
-        }
         let mut earliest = NO_DEADLINE;
-        let mut p = first;
         while !p.is_null() {
-            // SAFETY: linked into the line just now.
+            // SAFETY: taken from `arrivals` above: ours until linked.
             let node = unsafe { &*p };
-            if node.deadline() < line.last {
-                line.sorted = false;
-            }
-            line.last = line.last.max(node.deadline());
             earliest = earliest.min(node.deadline());
-            line.tail = p;
+            line.append(p);
             p = node.next.load(Ordering::Relaxed);
         }
         if earliest != NO_DEADLINE && !sweeping {
@@ -737,10 +748,7 @@ impl Waiters {
             // SAFETY: the caller holds `SERVING`: the line is ours.
             let line = unsafe { &mut *line };
             self.take_arrivals(line, false);
-            let mut p = std::mem::replace(&mut line.head, ptr::null());
-            line.tail = ptr::null();
-            line.sorted = true;
-            line.last = 0;
+            let mut p = std::mem::replace(line, Line::EMPTY).head;
             while !p.is_null() {
                 // SAFETY: a node of the line, unlinked here: its reference
                 // is ours until it is linked back or dropped.
@@ -755,20 +763,7 @@ impl Waiters {
                     continue;
                 }
                 node.next.store(ptr::null_mut(), Ordering::Relaxed);
-                if node.deadline() < line.last {
-                    line.sorted = false;
-                }
-                line.last = line.last.max(node.deadline());
-                let raw = Arc::into_raw(node);
-                if line.tail.is_null() {
-                    line.head = raw;
-                } else {
-                    // SAFETY: the line's last node, ours.
-                    unsafe { &*line.tail }
-                        .next
-                        .store(raw.cast_mut(), Ordering::Relaxed);
-                }
-                line.tail = raw;
+                line.append(Arc::into_raw(node));
             }
         });
     }
@@ -924,25 +919,14 @@ impl Waiters {
             // SAFETY: the caller holds `SERVING`: the line is ours.
             let line = unsafe { &mut *line };
             loop {
-                if line.head.is_null() {
-                    return None;
-                }
                 // SAFETY: a linked node, owned by the line's reference.
-                let head = unsafe { &*line.head };
+                let head = unsafe { line.head.as_ref() }?;
                 let waiting = head.is_waiting();
                 if waiting && head.deadline() > now {
                     *next = head.deadline();
                     return None;
                 }
-                let raw = line.head;
-                line.head = head.next.load(Ordering::Relaxed);
-                if line.head.is_null() {
-                    line.tail = ptr::null();
-                    line.sorted = true;
-                    line.last = 0;
-                }
-                // SAFETY: the line's reference, unlinked: now ours.
-                let node = unsafe { Arc::from_raw(raw) };
+                let node = line.unlink_front()?;
                 if waiting {
                     return Some(node);
                 }
