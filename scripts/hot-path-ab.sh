@@ -4,46 +4,32 @@
 # valgrind is installed, instructions per cycle (callgrind), which do not
 # swing with the machine.
 #
-#   scripts/hot-path-ab.sh A B [rounds]      # e.g. 9148c30 HEAD
+#   scripts/hot-path-ab.sh A B [rounds]      # e.g. 9148c30 HEAD (B may be WORKTREE)
 #
 # A caution learned here: at ~20 ns per cycle, code layout alone moves
 # the timings by up to 30% between builds of identical code (a rename
 # did it on the 2-core EPYC VM); read timings next to the instruction
 # counts, and distrust a timing difference that the counts do not show.
+# The `two` count swings too: 143, 333, 462 and 173 instructions in four
+# runs of one build on a 2-vCPU VM (the pools' background tasks, on the
+# runtime's worker, move connections between the thread's cache and the
+# shards at times that differ from run to run); `try`, `get` and `aget`
+# stay within a few instructions.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 a="$1"; b="$2"; rounds="${3:-3000}"
 work="${AB_DIR:-target/hot-path-ab}"
 mkdir -p "$work"
-for side in a b; do
-  rev=$([ "$side" = a ] && echo "$a" || echo "$b")
-  dir="$work/tree-$side"
-  rm -rf "$dir"; mkdir -p "$dir"
-  git archive "$rev" | tar -x -C "$dir"
-  # Two packages named latchless in one build need different versions.
-  sed -i "0,/^version = .*/s//version = \"0.0.$([ "$side" = a ] && echo 1 || echo 2)\"/" "$dir/Cargo.toml"
-done
-mkdir -p "$work/harness/src"
-cp scripts/hot-path-ab.rs "$work/harness/src/main.rs"
-cat > "$work/harness/Cargo.toml" <<TOML
-[package]
-name = "hot-path-ab"
-version = "0.0.0"
-edition = "2024"
-publish = false
-[dependencies]
-la = { path = "../tree-a", package = "latchless" }
-lb = { path = "../tree-b", package = "latchless" }
-tokio = { version = "1", features = ["rt-multi-thread", "time"] }
-crossbeam-queue = "0.3"
-[profile.release]
-debug = true
-codegen-units = 1
-[workspace]
-TOML
-(cd "$work/harness" && cargo build --release -q)
-bin="$work/harness/target/release/hot-path-ab"
-echo "A = $a ($(git rev-parse --short "$a")), B = $b ($(git rev-parse --short "$b")), $rounds rounds"
+. scripts/harness.sh
+prepare_tree a "$a"
+prepare_tree b "$b"
+build_harness hot-path-ab \
+  'la = { path = "../tree-a", package = "latchless" }' \
+  'lb = { path = "../tree-b", package = "latchless" }' \
+  'tokio = { version = "1", features = ["rt-multi-thread", "time"] }' \
+  'crossbeam-queue = "0.3"'
+short() { git rev-parse --short "$1" 2>/dev/null || echo "$1"; }
+echo "A = $a ($(short "$a")), B = $b ($(short "$b")), $rounds rounds"
 "$bin" try "$rounds"
 "$bin" get "$rounds"
 "$bin" aget "$rounds"

@@ -10,24 +10,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { echo "keyed-ir: needs valgrind" >&2; exit 1; }
 work="${IR_DIR:-target/keyed-ir}"
-mkdir -p "$work/harness/src"
-cp scripts/keyed-ir.rs "$work/harness/src/main.rs"
-cat > "$work/harness/Cargo.toml" <<TOML
-[package]
-name = "keyed-ir"
-version = "0.0.0"
-edition = "2024"
-publish = false
-[dependencies]
-latchless = { path = "$PWD" }
-tokio = { version = "1", features = ["rt", "time"] }
-[profile.release]
-debug = true
-codegen-units = 1
-[workspace]
-TOML
-(cd "$work/harness" && cargo build --release -q)
-bin="$work/harness/target/release/keyed-ir"
+. scripts/harness.sh
+build_harness keyed-ir \
+  "latchless = { path = \"$PWD\" }" \
+  'tokio = { version = "1", features = ["rt", "time"] }'
 ir() { ITERS=$3 valgrind --tool=callgrind --toggle-collect='keyed_ir::keys' \
     --toggle-collect='keyed_ir::pools_in_turn' --callgrind-out-file="$work/cg.out" \
     "$bin" "$1" "$2" >/dev/null 2>&1

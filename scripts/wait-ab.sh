@@ -5,44 +5,19 @@
 # valgrind is installed, instructions per waiting acquire (callgrind, on a
 # current-thread runtime), which do not swing with the machine.
 #
-#   scripts/wait-ab.sh A B [TASKS/POOL] [rounds] [ops]   # e.g. HEAD~1 HEAD 4/2
+#   scripts/wait-ab.sh A B [TASKS/POOL] [rounds] [ops]   # e.g. HEAD~1 HEAD 4/2 (B may be WORKTREE)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 a="$1"; b="$2"; tp="${3:-4/2}"; rounds="${4:-20}"; ops="${5:-5000}"
 work="${AB_DIR:-target/wait-ab}"
 mkdir -p "$work"
-for side in a b; do
-  rev=$([ "$side" = a ] && echo "$a" || echo "$b")
-  dir="$work/tree-$side"
-  rm -rf "$dir"; mkdir -p "$dir"
-  if [ "$rev" = WORKTREE ]; then
-    # The uncommitted tree, for measuring before committing.
-    git ls-files -co --exclude-standard | tar -cT - | tar -x -C "$dir"
-  else
-    git archive "$rev" | tar -x -C "$dir"
-  fi
-  # Two packages named latchless in one build need different versions.
-  sed -i "0,/^version = .*/s//version = \"0.0.$([ "$side" = a ] && echo 1 || echo 2)\"/" "$dir/Cargo.toml"
-done
-mkdir -p "$work/harness/src"
-cp scripts/wait-ab.rs "$work/harness/src/main.rs"
-cat > "$work/harness/Cargo.toml" <<TOML
-[package]
-name = "wait-ab"
-version = "0.0.0"
-edition = "2024"
-publish = false
-[dependencies]
-la = { path = "../tree-a", package = "latchless" }
-lb = { path = "../tree-b", package = "latchless" }
-tokio = { version = "1", features = ["rt-multi-thread", "time", "sync"] }
-[profile.release]
-debug = true
-codegen-units = 1
-[workspace]
-TOML
-(cd "$work/harness" && cargo build --release -q)
-bin="$work/harness/target/release/wait-ab"
+. scripts/harness.sh
+prepare_tree a "$a"
+prepare_tree b "$b"
+build_harness wait-ab \
+  'la = { path = "../tree-a", package = "latchless" }' \
+  'lb = { path = "../tree-b", package = "latchless" }' \
+  'tokio = { version = "1", features = ["rt-multi-thread", "time", "sync"] }'
 echo "A = $a, B = $b"
 "$bin" "$tp" "$rounds" "$ops"
 if command -v valgrind >/dev/null; then
