@@ -10,11 +10,10 @@
 # the timings by up to 30% between builds of identical code (a rename
 # did it on the 2-core EPYC VM); read timings next to the instruction
 # counts, and distrust a timing difference that the counts do not show.
-# The `two` count swings too: 143, 333, 462 and 173 instructions in four
-# runs of one build on a 2-vCPU VM (the pools' background tasks, on the
-# runtime's worker, move connections between the thread's cache and the
-# shards at times that differ from run to run); `try`, `get` and `aget`
-# stay within a few instructions.
+# Under callgrind a run can pause for seconds (it runs one thread at a
+# time): the `two` cycle then meets connections due for a pre-ping, which
+# `try_get` leaves to `get`, and takes them through `get` (the harness
+# unwrapped `try_get` there once, and its counts were a panic's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 a="$1"; b="$2"; rounds="${3:-3000}"
