@@ -166,10 +166,19 @@ impl<M: Manager> Core<M> {
     /// and home shard. What it skips is empty but for a moment (a release
     /// serves a waiter before it shelves), the search is the longest part
     /// of a waiting `get`'s way to its registration, and its re-check after
-    /// registering searches everything (`waiters.rs`, lost wake-ups).
+    /// registering searches everything (`waiters.rs`, lost wake-ups). A
+    /// `get` (`for_get`) also stops there while the last serve went to a
+    /// waiter ([`Waiters::near_only`]); a `try_get`, which has no re-check
+    /// to fall back on, does not, so a stale hint never makes it miss.
     #[inline(always)]
-    pub(crate) fn take_arriving(&self) -> Option<Busy> {
-        self.idle.take_unless(&self.slots, || self.waiters.any())
+    pub(crate) fn take_arriving(&self, for_get: bool) -> Option<Busy> {
+        self.idle.take_unless(&self.slots, || {
+            if for_get {
+                self.waiters.near_only()
+            } else {
+                self.waiters.any()
+            }
+        })
     }
 
     /// Anything a waiter could use: an idle connection, else a place.

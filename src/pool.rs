@@ -232,7 +232,7 @@ impl<M: Manager> Pool<M> {
         // Connections due for a check are re-queued behind the others (and
         // left for `get`); the budget bounds the loop when all are.
         let mut budget = None;
-        while let Some(mut busy) = core.take_arriving() {
+        while let Some(mut busy) = core.take_arriving(false) {
             let verdict = core.judge(&mut busy, now, false);
             match verdict {
                 Verdict::Ready => return Some(self.hand_out(busy, by, now, true)),
@@ -370,7 +370,7 @@ impl<M: Manager> Pool<M> {
             return Fast::Done(Err(PoolError::Closed));
         }
         let now = core.now_for_checks();
-        while let Some(mut busy) = core.take_arriving() {
+        while let Some(mut busy) = core.take_arriving(true) {
             match core.judge(&mut busy, now, true) {
                 Verdict::Ready => return Fast::Done(Ok(self.hand_out(busy, by, now, true))),
                 Verdict::Check => return Fast::Slow(Some(CheckGuard::new(self.shared(), busy))),
@@ -465,10 +465,6 @@ impl<M: Manager> Pool<M> {
             tracing::warn!(pool = %shared.config.name, max_waiters = shared.config.max_waiters, "get rejected: pool exhausted (max_waiters reached)");
             return Next::Done(Err(PoolError::Exhausted), begun);
         };
-        shared
-            .counters
-            .waits
-            .bump_in(crate::tid::home_index(shared.config.shards));
         let mut guard = WaitGuard::new(shared, node);
         // The registration's half of the asymmetric fence: a parking
         // releaser's store is visible to the re-check, or it sees the
@@ -480,6 +476,7 @@ impl<M: Manager> Pool<M> {
             return self.ended(outcome, begun, at, by);
         }
         if let Some(found) = shared.take_any() {
+            shared.waiters.found();
             return match guard.withdraw() {
                 None => self.held(found, begun, at, by),
                 // Served meanwhile: keep the older grant, give back ours.
@@ -489,6 +486,13 @@ impl<M: Manager> Pool<M> {
                 }
             };
         }
+        // Counted once the re-check found nothing: a registration whose
+        // re-check succeeds (after a stale `near_only` hint, say) never
+        // parked.
+        shared
+            .counters
+            .waits
+            .bump_in(crate::tid::home_index(shared.config.shards));
         // In a keyed pool, unless this key's own places are all taken (a
         // connection of its own then comes back to it, and a token is of
         // no use without a place), also wait for a token from any key, and

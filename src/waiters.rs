@@ -25,7 +25,10 @@
 //!   every node if `WAKE` is set; else clear `SERVING` with a CAS that
 //!   fails if any of those bits arrived meanwhile, and that also takes the
 //!   node a releaser served off the live count (a serve costs two
-//!   read-modify-writes of `ctl`: take and let go); then wake that node.
+//!   read-modify-writes of `ctl`: take and let go) and sets the hint
+//!   `HANDED` (the idle set is likely empty: arriving `get`s search no
+//!   further than their own thread's connection and shard, until a
+//!   re-check finds something); then wake that node.
 //! - **Cancel.** A waiter leaving (its `get` dropped, a re-check that found
 //!   something, its own timer) takes itself off the live count, then CASes
 //!   its node `WAITING -> CANCELLED`. If that fails it was served (the
@@ -114,6 +117,13 @@ const RECHECK: u64 = 1 << 1;
 const CLOSE: u64 = 1 << 2;
 /// `ctl`: the sweeper stopped: wake every node (to arm its own timer).
 const WAKE: u64 = 1 << 3;
+/// `ctl`: a hint, read by no part of the protocol. The last serve handed
+/// its grant to a waiter, so the idle set is likely empty: a `get` that
+/// misses its own thread's connection and shard goes straight to
+/// registering (whose re-check searches everything) instead of searching
+/// the empty set twice. Set by a serve's let-go CAS (no write of its own);
+/// cleared by a re-check that finds something ([`Waiters::found`]).
+const HANDED: u64 = 1 << 4;
 /// `ctl`: one live waiter (the count fills the bits above the flags; it
 /// wraps, and is read as signed: see the module docs on a node served
 /// before it was counted).
@@ -445,6 +455,28 @@ impl Waiters {
         self.hot.ctl.load(Ordering::SeqCst) as i64 >= LIVE as i64
     }
 
+    /// Whether a `get` should search no further than its own thread's
+    /// connection and shard: others wait (a release serves them before it
+    /// shelves), or the last serve went to a waiter (`HANDED`). One load,
+    /// of the word [`any`](Self::any) reads; a hint only, since the
+    /// re-check after registering searches everything.
+    #[inline(always)]
+    pub(crate) fn near_only(&self) -> bool {
+        // The live count sits above `HANDED` (and the other flags below):
+        // a count of one or more, or `HANDED` with none, compares at or
+        // above it; a count read one low (a cancel's moment) below.
+        self.hot.ctl.load(Ordering::Relaxed) as i64 >= HANDED as i64
+    }
+
+    /// A re-check after registering found an idle connection or a free
+    /// place: the pool is not saturated, so `get`s search all of the idle
+    /// set again. Writes only when `HANDED` was set.
+    pub(crate) fn found(&self) {
+        if self.hot.ctl.load(Ordering::Relaxed) & HANDED != 0 {
+            self.hot.ctl.fetch_and(!HANDED, Ordering::Relaxed);
+        }
+    }
+
     /// Registers a new waiter with `deadline` (pool clock ticks, or
     /// `NO_DEADLINE`), or `None` if `max` are already waiting. The caller
     /// must re-check the idle set and free places afterwards. `spare`
@@ -652,7 +684,9 @@ impl Waiters {
                 continue;
             }
             // Release: the next holder sees the line as this one left it.
-            let next = (ctl & !SERVING).wrapping_sub(left.wrapping_mul(LIVE));
+            // A node served sets the hint `HANDED` in the same CAS.
+            let handed = if left != 0 { HANDED } else { 0 };
+            let next = (ctl & !SERVING | handed).wrapping_sub(left.wrapping_mul(LIVE));
             if self
                 .hot
                 .ctl
@@ -1116,8 +1150,31 @@ mod tests {
             );
         }
         assert_eq!(w.serve(Grant::Slot(99), &mut nothing), Err(Grant::Slot(99)));
-        assert_eq!(w.hot.ctl.load(Ordering::SeqCst), 0);
+        assert_eq!(
+            w.hot.ctl.load(Ordering::SeqCst),
+            HANDED,
+            "no waiter, only the hint"
+        );
         assert_eq!(linked(&w), 0);
+    }
+
+    #[test]
+    fn a_serve_to_a_waiter_leaves_the_hint_until_a_recheck_finds_something() {
+        let w = Waiters::new(4);
+        assert!(!w.near_only(), "a new pool searches everything");
+        assert_eq!(w.serve(Grant::Slot(0), &mut nothing), Err(Grant::Slot(0)));
+        assert!(!w.near_only(), "a grant nobody took sets no hint");
+        let a = reg(&w);
+        assert!(w.near_only() && w.any(), "someone waits");
+        assert_eq!(w.serve(Grant::Slot(1), &mut nothing), Ok(()));
+        assert_eq!(granted(&a), Poll::Ready(Outcome::Granted(Grant::Slot(1))));
+        assert!(!w.any(), "nobody waits now");
+        assert!(w.near_only(), "but the last grant went to a waiter");
+        let b = reg(&w);
+        w.found();
+        w.cancel(&b);
+        assert!(!w.near_only(), "a re-check that found something clears it");
+        assert_eq!(w.hot.ctl.load(Ordering::SeqCst), 0);
     }
 
     #[test]

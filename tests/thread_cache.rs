@@ -76,6 +76,54 @@ fn a_connection_parked_by_a_thread_that_exited_is_stolen_by_another() {
     assert_eq!(waiter.join().unwrap().unwrap(), id);
 }
 
+/// After a hand-off to a waiter, a `get` that misses its own thread's
+/// connection and shard goes straight to registering, on the hint that
+/// the idle set is empty (`waiters.rs`, `HANDED`). A connection idle
+/// elsewhere (here parked by a thread that exited) is still found: by a
+/// `try_get`, which does not take the hint, and by a `get`, whose re-check
+/// after registering finds it, and which is not counted as a wait.
+#[test]
+fn after_a_hand_off_a_connection_idle_elsewhere_is_still_found() {
+    let (pool, t, _mock) = mocked_quiet(|b| b.max_size(1));
+    let held = paused().block_on(pool.get()).unwrap();
+    let id = held.id;
+    let waiter = std::thread::spawn({
+        let pool = pool.clone();
+        move || {
+            let c = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(pool.get_timeout(Duration::from_secs(3600)));
+            // Dropped here: parked for this thread, which then exits.
+            c.map(|c| c.id)
+        }
+    });
+    while pool.state().waiting == 0 && !waiter.is_finished() {
+        std::thread::yield_now();
+    }
+    drop(held); // handed to the waiter
+    assert_eq!(waiter.join().unwrap().unwrap(), id);
+    let s = pool.state();
+    assert_eq!((s.size, s.idle, s.waiting), (1, 1, 0), "{s:?}");
+    assert_eq!(pool.metrics().waits, 1);
+    let c = pool
+        .try_get()
+        .expect("try_get searches past the hint: the parked connection");
+    assert_eq!(c.id, id);
+    std::thread::spawn(move || drop(c)).join().unwrap();
+    let c = paused()
+        .block_on(pool.get_timeout(Duration::from_secs(3600)))
+        .expect("get finds it in its re-check");
+    assert_eq!(c.id, id);
+    assert_eq!(
+        pool.metrics().waits,
+        1,
+        "a re-check that found it is no wait"
+    );
+    assert_eq!(t.opened(), 1);
+}
+
 #[test]
 fn maintenance_expires_a_parked_connection_and_the_stale_key_is_skipped() {
     let (pool, t, mock) =
