@@ -832,22 +832,26 @@ impl<C> Slots<C> {
     /// cached another pool's key). O(capacity), on the slow path only.
     #[cold]
     pub(crate) fn claim_any_parked(&self, start: usize) -> Option<Busy> {
-        let n = self.slots.len();
-        // From `start` to the end, then from the front: no division per
-        // slot, and a plain loop (a waiter's re-check scans every slot when
-        // none is parked).
-        let mut i = start.min(n);
-        for _ in 0..n {
-            if i == n {
-                i = 0;
-            }
-            let index = i as u32;
-            i += 1;
-            let state = &self.slots[index as usize].state;
+        // From `start` to the end, then from the front, each a plain walk
+        // over the slice: a waiter's re-check scans every slot when none
+        // is parked, so the loop that finds nothing is the one to keep
+        // short (a load and a compare per slot).
+        let start = start.min(self.slots.len());
+        self.claim_parked_in(start, &self.slots[start..])
+            .or_else(|| self.claim_parked_in(0, &self.slots[..start]))
+    }
+
+    /// [`claim_any_parked`](Self::claim_any_parked) over `range`, the
+    /// slots from index `base` on.
+    #[inline(always)]
+    fn claim_parked_in(&self, base: usize, range: &[CachePadded<Slot<C>>]) -> Option<Busy> {
+        for (offset, slot) in range.iter().enumerate() {
+            let state = &slot.state;
             let word = state.load(Ordering::Relaxed);
             if tag(word) != PARKED {
                 continue;
             }
+            let index = (base + offset) as u32;
             // loom mutant: steal_without_cas (a load and a store: the owner
             // and the stealer can both take the connection),
             // see loom-tests/run-mutants.sh
@@ -1059,6 +1063,37 @@ mod tests {
         slots.unreserve(place);
         slots.unreserve(b);
         assert_eq!(slots.taken(), 0);
+    }
+
+    #[test]
+    fn the_scan_for_parked_slots_finds_one_from_any_start() {
+        for parked_at in 0..4u32 {
+            for start in 0..6 {
+                let slots = Slots::<String>::new(4);
+                let mut held = Vec::new();
+                for _ in 0..4 {
+                    let place = slots.reserve().unwrap();
+                    let busy = slots.fill(place, "c".into(), 1, 0, u64::MAX, 1);
+                    if busy.index() == parked_at {
+                        let key = slots.next_key(&busy);
+                        slots.park(busy, key, 0);
+                    } else {
+                        held.push(busy);
+                    }
+                }
+                let found = slots
+                    .claim_any_parked(start)
+                    .unwrap_or_else(|| panic!("slot {parked_at} from {start}"));
+                assert_eq!(found.index(), parked_at, "from {start}");
+                assert!(slots.claim_any_parked(start).is_none(), "claimed once");
+                held.push(found);
+                for busy in held {
+                    let (_, place) = slots.take(busy);
+                    slots.unreserve(place);
+                }
+                assert_eq!(slots.taken(), 0);
+            }
+        }
     }
 
     #[test]
