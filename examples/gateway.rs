@@ -33,7 +33,8 @@
 //! keyed|hyper-util|per-request`, `--tls` (the upstreams speak HTTPS, with
 //! a certificate made at start; every variant trusts its CA, hyper-util's
 //! `Client` through a small rustls connector of this example's, since
-//! hyper-util has none).
+//! hyper-util has none), `--help`. A mistyped option prints what is wrong
+//! and the usage line and exits with status 2.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -509,7 +510,28 @@ struct Options {
     tls: bool,
 }
 
+const USAGE: &str = "options: --clients N, --seconds S, --rounds R, \
+--only keyed|hyper-util|per-request, --tls, --help";
+
+/// The command line's options, or what is wrong with them (then the
+/// example prints it with the usage line and exits with status 2: a
+/// mistyped option gets a message, not a panic).
 fn options() -> Options {
+    match parse_options(std::env::args().skip(1)) {
+        Ok(Some(o)) => o,
+        Ok(None) => {
+            println!("{USAGE}");
+            std::process::exit(0)
+        }
+        Err(problem) => {
+            eprintln!("gateway: {problem}\n{USAGE}");
+            std::process::exit(2)
+        }
+    }
+}
+
+/// [`options`] from `args`; `None` for `--help`.
+fn parse_options(mut args: impl Iterator<Item = String>) -> Result<Option<Options>, String> {
     let mut o = Options {
         clients: 64,
         millis: 2000,
@@ -517,27 +539,35 @@ fn options() -> Options {
         only: None,
         tls: false,
     };
-    let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        if arg == "--tls" {
-            o.tls = true;
-            continue;
-        }
-        let value = args.next().unwrap_or_else(|| panic!("{arg} needs a value"));
         match arg.as_str() {
-            "--clients" => o.clients = value.parse().expect("--clients N"),
-            "--seconds" => {
-                let s: f64 = value.parse().expect("--seconds S");
-                o.millis = (s * 1000.0) as u64;
+            "--tls" => {
+                o.tls = true;
+                continue;
             }
-            "--rounds" => o.rounds = value.parse().expect("--rounds R"),
-            "--only" => o.only = Some(value),
-            other => panic!(
-                "unknown option {other} (--clients N, --seconds S, --rounds R, --only VARIANT, --tls)"
-            ),
+            "--help" | "-h" => return Ok(None),
+            _ => {}
+        }
+        let value = args.next().ok_or_else(|| format!("{arg} needs a value"))?;
+        // At least `min` (a count at least 1, a run at least 1 ms).
+        let number = |what: &str, min: f64| match value.parse::<f64>() {
+            Ok(v) if v >= min && v.is_finite() => Ok(v),
+            _ => Err(format!(
+                "{what} must be a number of at least {min}, not {value:?}"
+            )),
+        };
+        match arg.as_str() {
+            "--clients" => o.clients = number("--clients", 1.0)? as usize,
+            "--seconds" => o.millis = (number("--seconds", 0.001)? * 1000.0) as u64,
+            "--rounds" => o.rounds = number("--rounds", 1.0)? as usize,
+            "--only" => match value.as_str() {
+                "keyed" | "hyper-util" | "per-request" => o.only = Some(value),
+                _ => return Err(format!("--only: no variant {value:?}")),
+            },
+            other => return Err(format!("unknown option {other}")),
         }
     }
-    o
+    Ok(Some(o))
 }
 
 /// One variant's proxy and what its rounds measured.
@@ -682,4 +712,45 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(line: &str) -> Result<Option<Options>, String> {
+        parse_options(line.split_whitespace().map(str::to_owned))
+    }
+
+    #[test]
+    fn options_are_read_and_defaulted() {
+        let o = parse("--clients 16 --seconds 0.5 --rounds 2 --only keyed --tls")
+            .unwrap()
+            .unwrap();
+        let got = (o.clients, o.millis, o.rounds, o.only.as_deref(), o.tls);
+        assert_eq!(got, (16, 500, 2, Some("keyed"), true));
+        let o = parse("").unwrap().unwrap();
+        assert_eq!(
+            (o.clients, o.millis, o.rounds, o.only, o.tls),
+            (64, 2000, 3, None, false)
+        );
+        assert!(parse("--help").unwrap().is_none());
+    }
+
+    #[test]
+    fn a_mistyped_option_is_an_error_not_a_panic() {
+        for (line, says) in [
+            ("--rounds", "--rounds needs a value"),
+            ("--rounds x", "--rounds must be a number"),
+            ("--clients 0", "--clients must be a number"),
+            ("--seconds -1", "--seconds must be a number"),
+            ("--only foo", "no variant \"foo\""),
+            ("--verbose 1", "unknown option --verbose"),
+        ] {
+            let err = parse(line)
+                .err()
+                .unwrap_or_else(|| panic!("{line:?} was taken"));
+            assert!(err.contains(says), "{line:?}: {err}");
+        }
+    }
 }
