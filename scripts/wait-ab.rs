@@ -9,9 +9,11 @@
 //! them alike; prints p50, p99 and p99.9 (ns) of the acquire latency per
 //! variant, pooled over rounds, and the median of the rounds' p50s.
 //!
-//! `ITERS=n wait-ab <a|b|floor>` instead runs n acquires per task on a
-//! current-thread runtime (same loop, no clock reads) and exits: for
-//! instructions per acquire under callgrind, which do not swing.
+//! `ITERS=n wait-ab <a|b|floor|floor-timer>` instead runs n acquires per
+//! task on a current-thread runtime (same loop, no clock reads) and exits:
+//! for instructions per acquire under callgrind, which do not swing.
+//! `floor-timer` is the floor with one Tokio timer pending in the runtime,
+//! as the pool's runtime has one (its background task's).
 //!
 //! `wait-ab TASKS/POOL ROUNDS [OPS]`, e.g. `wait-ab 4/2 20 5000`.
 use std::sync::Arc;
@@ -124,7 +126,7 @@ fn main() {
     if let Ok(n) = std::env::var("ITERS") {
         let n: usize = n.parse().unwrap();
         let k = match args[0].as_str() {
-            "floor" => 0,
+            "floor" | "floor-timer" => 0,
             "a" => 1,
             _ => 2,
         };
@@ -133,6 +135,11 @@ fn main() {
             .enable_all()
             .build()
             .unwrap();
+        if args[0] == "floor-timer" {
+            // The floor in a runtime with one timer pending, as a pool's
+            // runtime has (its background task's) and a service's has.
+            rt.spawn(async { tokio::time::sleep(std::time::Duration::from_secs(3600)).await });
+        }
         run(&rt, k, tasks, size, n, false);
         return;
     }

@@ -25,7 +25,7 @@ if command -v valgrind >/dev/null; then
       --callgrind-out-file="$work/cg.out" "$bin" "$1" "$tp" >/dev/null 2>&1
     callgrind_annotate "$work/cg.out" 2>/dev/null | awk '/PROGRAM TOTALS/{gsub(",","",$1); print $1}'; }
   t=${tp%/*}
-  for side in floor a b; do
+  for side in floor floor-timer a b; do
     lo=$(ir "$side" 20000); hi=$(ir "$side" 100000)
     echo "instructions per acquire (current thread, $tp), $side: $(( (hi - lo) / (80000 * t) ))"
   done
