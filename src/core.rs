@@ -172,13 +172,15 @@ impl<M: Manager> Core<M> {
     /// to fall back on, does not, so a stale hint never makes it miss.
     #[inline(always)]
     pub(crate) fn take_arriving(&self, for_get: bool) -> Option<Busy> {
-        self.idle.take_unless(&self.slots, || {
-            if for_get {
-                self.waiters.near_only()
-            } else {
-                self.waiters.any()
-            }
-        })
+        // Two closures, not one that branches on `for_get`: each caller's
+        // search (`take_shared`, out of line) is built for its own rule
+        // and carries no flag.
+        if for_get {
+            self.idle
+                .take_unless(&self.slots, || self.waiters.near_only())
+        } else {
+            self.idle.take_unless(&self.slots, || self.waiters.any())
+        }
     }
 
     /// Anything a waiter could use: an idle connection, else a place.
