@@ -12,8 +12,7 @@
 # counts, and distrust a timing difference that the counts do not show.
 # Under callgrind a run can pause for seconds (it runs one thread at a
 # time): the `two` cycle then meets connections due for a pre-ping, which
-# `try_get` leaves to `get`, and takes them through `get` (the harness
-# unwrapped `try_get` there once, and its counts were a panic's).
+# `try_get` leaves to `get`, so it takes a miss through `get`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 a="$1"; b="$2"; rounds="${3:-3000}"

@@ -161,26 +161,27 @@ impl<M: Manager> Core<M> {
         self.idle.take(&self.slots)
     }
 
-    /// [`take_idle`](Self::take_idle) for a `get` or `try_get` arriving:
-    /// while others wait, it looks only at this thread's parked connection
-    /// and home shard. What it skips is empty but for a moment (a release
-    /// serves a waiter before it shelves), the search is the longest part
-    /// of a waiting `get`'s way to its registration, and its re-check after
-    /// registering searches everything (`waiters.rs`, lost wake-ups). A
-    /// `get` (`for_get`) also stops there while the last serve went to a
-    /// waiter ([`Waiters::near_only`]); a `try_get`, which has no re-check
-    /// to fall back on, does not, so a stale hint never makes it miss.
+    /// [`take_idle`](Self::take_idle) for a `try_get` arriving: while
+    /// others wait, it looks only at this thread's parked connection and
+    /// home shard. What it skips is empty but for a moment (a release
+    /// serves a waiter before it shelves), and anything idle elsewhere is
+    /// on its way to a waiter, who asked first.
     #[inline(always)]
-    pub(crate) fn take_arriving(&self, for_get: bool) -> Option<Busy> {
-        // Two closures, not one that branches on `for_get`: each caller's
-        // search (`take_shared`, out of line) is built for its own rule
-        // and carries no flag.
-        if for_get {
-            self.idle
-                .take_unless(&self.slots, || self.waiters.near_only())
-        } else {
-            self.idle.take_unless(&self.slots, || self.waiters.any())
-        }
+    pub(crate) fn take_for_try(&self) -> Option<Busy> {
+        self.idle.take_unless(&self.slots, || self.waiters.any())
+    }
+
+    /// [`take_for_try`](Self::take_for_try) for a `get`, which also stops
+    /// there while the last serve went to a waiter
+    /// ([`Waiters::near_only`]): the search is the longest part of a
+    /// waiting `get`'s way to its registration, and its re-check after
+    /// registering searches everything (`waiters.rs`, lost wake-ups). A
+    /// `try_get` has no re-check to fall back on, so a stale hint is never
+    /// its rule.
+    #[inline(always)]
+    pub(crate) fn take_for_get(&self) -> Option<Busy> {
+        self.idle
+            .take_unless(&self.slots, || self.waiters.near_only())
     }
 
     /// Anything a waiter could use: an idle connection, else a place.

@@ -232,7 +232,7 @@ impl<M: Manager> Pool<M> {
         // Connections due for a check are re-queued behind the others (and
         // left for `get`); the budget bounds the loop when all are.
         let mut budget = None;
-        while let Some(mut busy) = core.take_arriving(false) {
+        while let Some(mut busy) = core.take_for_try() {
             let verdict = core.judge(&mut busy, now, false);
             match verdict {
                 Verdict::Ready => return Some(self.hand_out(busy, by, now, true)),
@@ -370,7 +370,7 @@ impl<M: Manager> Pool<M> {
             return Fast::Done(Err(PoolError::Closed));
         }
         let now = core.now_for_checks();
-        while let Some(mut busy) = core.take_arriving(true) {
+        while let Some(mut busy) = core.take_for_get() {
             match core.judge(&mut busy, now, true) {
                 Verdict::Ready => return Fast::Done(Ok(self.hand_out(busy, by, now, true))),
                 Verdict::Check => return Fast::Slow(Some(CheckGuard::new(self.shared(), busy))),
