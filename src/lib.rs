@@ -33,8 +33,9 @@
 //!   queueing pool allocates nothing per wait) onto a lock-free stack, counts itself, re-checks, and
 //!   parks. A releaser takes the waiter line with one CAS and hands its
 //!   connection (or a freed place) straight to the oldest live waiter; if
-//!   another thread holds the line, it leaves the grant for that thread to
-//!   serve and moves on: nobody waits for the line or spins. Cancelling
+//!   another thread holds the line, it looks again a bounded number of
+//!   times, then leaves the grant for that thread to serve and moves on:
+//!   nobody waits for the line beyond those looks. Cancelling
 //!   withdraws the node or passes on what it was served. Deadlines live in
 //!   the nodes and are swept by the pool's background task.
 //! - **The release path** starts in `Drop for Pooled` (`pooled.rs`) and

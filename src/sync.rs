@@ -17,7 +17,7 @@
 //!   model calls in place of the background task) into the loom build
 //!   alone.
 //! - The protocol's sizes are constants here (`HAZARD_SLOTS`,
-//!   `RECLAIM_SLACK`, `HAZARD_RELEASE_AT_EXIT`), the same in unit tests as
+//!   `RECLAIM_SLACK`, `HAZARD_RELEASE_AT_EXIT`, `SERVE_LOOKS`), the same in unit tests as
 //!   in the product; only the loom build sets its own, small enough for a
 //!   model's few threads to reach them.
 //!
@@ -397,6 +397,12 @@ mod imp {
     /// Dead waiter nodes tolerated beyond the live ones before a
     /// registration compacts the line (see `waiters.rs`).
     pub(crate) const RECLAIM_SLACK: usize = 64;
+
+    /// How many more looks, a spin-loop pause apart, a releaser that finds
+    /// the waiter line held takes before it deposits its grant (see
+    /// `waiters.rs`, "Serve"): a holder lets go within a few cache misses
+    /// unless it was descheduled.
+    pub(crate) const SERVE_LOOKS: u32 = 64;
 }
 
 #[cfg(latchless_loom)]
@@ -519,4 +525,10 @@ mod imp {
     /// No slack in a model: one dead node more than the live ones starts a
     /// compaction (see `waiters.rs`), so a few threads reach it.
     pub(crate) const RECLAIM_SLACK: usize = 0;
+
+    /// No second look in a model: a look that finds the line held changes
+    /// nothing, so several are one look at the time of the last, which
+    /// the models already place at every point; a deposit stays reachable
+    /// in few steps.
+    pub(crate) const SERVE_LOOKS: u32 = 0;
 }

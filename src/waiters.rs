@@ -15,11 +15,15 @@
 //! - **Serve.** A releaser with a grant takes `SERVING` (one CAS) and
 //!   hands the grant to the oldest live node (a CAS of the node's state
 //!   `WAITING -> SLOT(i)` or `PLACE(i)`), dropping dead nodes it meets.
-//!   If another thread holds `SERVING`, the releaser does not wait: it
-//!   puts its grant in `deposits` and sets `RECHECK`, and the holder
-//!   serves every deposit before it lets go. (`SERVING` is never waited
-//!   for: nobody spins, and a release always finishes in a bounded number
-//!   of its own steps.)
+//!   If another thread holds `SERVING`, the releaser looks again a
+//!   bounded number of times, a spin-loop pause apart (`SERVE_LOOKS`: a
+//!   holder lets go within a few cache misses, and a grant served at once
+//!   reaches its waiter sooner than a deposit would); then it stops
+//!   waiting: it puts its grant in `deposits` and sets `RECHECK`, and the
+//!   holder serves every deposit before it lets go. (`SERVING` is never
+//!   waited for without bound: a holder descheduled mid-serve delays no
+//!   release beyond those looks, and a release always finishes in a
+//!   bounded number of its own steps.)
 //! - **Let go** ([`Waiters::unlock`]): serve the deposits; clear `RECHECK`
 //!   and look again if it is set; close every node if `CLOSE` is set; wake
 //!   every node if `WAKE` is set; else clear `SERVING` with a CAS that
@@ -95,7 +99,7 @@ use crossbeam_utils::CachePadded;
 use crate::clock::NO_DEADLINE;
 use crate::sync::{
     self, Arc, ArrayQueue, AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, AtomicWaker, Ordering,
-    RECLAIM_SLACK, UnsafeCell, fence, mutant,
+    RECLAIM_SLACK, SERVE_LOOKS, UnsafeCell, fence, mutant,
 };
 use std::ptr;
 use std::task::{Context, Poll};
@@ -589,6 +593,24 @@ impl Waiters {
         false
     }
 
+    /// Takes `SERVING` within [`SERVE_LOOKS`] more looks, a spin-loop
+    /// pause apart (a bounded wait: the caller deposits if it fails). A
+    /// holder lets go within a few cache misses, and a grant served by its
+    /// releaser reaches its waiter then, woken from the releaser's thread;
+    /// a deposit waits for the holder's let-go, and its waiter is woken
+    /// from the holder's thread, behind the holder's own.
+    #[cold]
+    #[inline(never)]
+    fn look_again(&self) -> bool {
+        for _ in 0..SERVE_LOOKS {
+            sync::spin_loop();
+            if self.try_lock() {
+                return true;
+            }
+        }
+        false
+    }
+
     /// Sets `bit` for the holder to act on, or takes `SERVING` (then the
     /// caller acts, in `unlock`). True if the caller holds the line.
     fn request(&self, bit: u64) -> bool {
@@ -616,7 +638,7 @@ impl Waiters {
     /// none. Grants that other releasers deposited while this one held the
     /// line and that nobody takes go to `spare`.
     pub(crate) fn serve(&self, grant: Grant, spare: &mut dyn FnMut(Grant)) -> Result<(), Grant> {
-        if self.try_lock() {
+        if self.try_lock() || self.look_again() {
             let mine = self.hand(grant);
             self.unlock(u64::from(mine.is_ok()), spare);
             // Woken once counted out and the line let go: the waiter, on
