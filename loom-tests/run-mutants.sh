@@ -31,6 +31,7 @@ pairs=(
   "sweeper_times_out_a_waiter_while_a_release_serves_it:sweep_unlocked"
   "sweeper_times_out_a_waiter_while_it_is_cancelled:sweep_without_cas"
   "two_releases_serve_two_waiters_through_a_deposit:deposit_unflagged"
+  "two_releases_serve_two_waiters_through_a_deposit:look_skips_lock"
   "a_thread_with_an_empty_home_steals_while_the_owner_pops_and_pushes:steal_without_swap"
   "release_races_a_registration_that_compacts_a_dead_waiter:lost_wakeup"
   "a_compaction_keeps_the_order_against_a_racing_release:compact_drops_live"

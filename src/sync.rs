@@ -403,6 +403,11 @@ mod imp {
     /// `waiters.rs`, "Serve"): a holder lets go within a few cache misses
     /// unless it was descheduled.
     pub(crate) const SERVE_LOOKS: u32 = 64;
+
+    /// The CPUs this process may run on (1 if unknown).
+    pub(crate) fn cpus() -> usize {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
 }
 
 #[cfg(latchless_loom)]
@@ -526,9 +531,14 @@ mod imp {
     /// compaction (see `waiters.rs`), so a few threads reach it.
     pub(crate) const RECLAIM_SLACK: usize = 0;
 
-    /// No second look in a model: a look that finds the line held changes
-    /// nothing, so several are one look at the time of the last, which
-    /// the models already place at every point; a deposit stays reachable
-    /// in few steps.
-    pub(crate) const SERVE_LOOKS: u32 = 0;
+    /// One more look in a model (a look that finds the line held changes
+    /// nothing, so more would only be one look at the time of the last):
+    /// a model reaches both a second look that finds the line free and a
+    /// deposit after it.
+    pub(crate) const SERVE_LOOKS: u32 = 1;
+
+    /// A model's threads run side by side, whatever the machine.
+    pub(crate) fn cpus() -> usize {
+        2
+    }
 }

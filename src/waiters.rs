@@ -412,6 +412,16 @@ pub(crate) struct Waiters {
     /// A waiter or holder wants the sweeper earlier than `armed`.
     kicked: AtomicBool,
     sweeper: AtomicWaker,
+    /// How many more looks a releaser takes at a held line before it
+    /// deposits ([`looks_for`]).
+    looks: u32,
+}
+
+/// [`SERVE_LOOKS`] on a machine with more than one CPU; none on one,
+/// where a holder is on the same CPU as the releaser looking, and cannot
+/// let go until the releaser stops.
+fn looks_for(cpus: usize) -> u32 {
+    if cpus > 1 { SERVE_LOOKS } else { 0 }
 }
 
 // SAFETY: the raw pointers in `line` and `arrivals` are `Arc<Node>`
@@ -444,6 +454,7 @@ impl Waiters {
             armed: AtomicU64::new(OFF),
             kicked: AtomicBool::new(false),
             sweeper: AtomicWaker::new(),
+            looks: looks_for(sync::cpus()),
         }
     }
 
@@ -593,8 +604,8 @@ impl Waiters {
         false
     }
 
-    /// Takes `SERVING` within [`SERVE_LOOKS`] more looks, a spin-loop
-    /// pause apart (a bounded wait: the caller deposits if it fails). A
+    /// Takes `SERVING` within `looks` more looks, a spin-loop pause
+    /// apart (a bounded wait: the caller deposits if it fails). A
     /// holder lets go within a few cache misses, and a grant served by its
     /// releaser reaches its waiter then, woken from the releaser's thread;
     /// a deposit waits for the holder's let-go, and its waiter is woken
@@ -602,9 +613,11 @@ impl Waiters {
     #[cold]
     #[inline(never)]
     fn look_again(&self) -> bool {
-        for _ in 0..SERVE_LOOKS {
+        for _ in 0..self.looks {
             sync::spin_loop();
-            if self.try_lock() {
+            // loom mutant: look_skips_lock (a second look that serves
+            // without taking the line), see loom-tests/run-mutants.sh
+            if mutant("look_skips_lock") || self.try_lock() {
                 return true;
             }
         }
@@ -1197,6 +1210,12 @@ mod tests {
         w.cancel(&b);
         assert!(!w.near_only(), "a re-check that found something clears it");
         assert_eq!(w.hot.ctl.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn a_releaser_looks_again_at_a_held_line_only_with_another_cpu_to_let_it_go() {
+        assert_eq!(looks_for(1), 0, "one CPU: the holder cannot run meanwhile");
+        assert_eq!(looks_for(2), SERVE_LOOKS);
     }
 
     #[test]

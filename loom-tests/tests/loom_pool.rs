@@ -553,7 +553,11 @@ fn sweeper_times_out_a_waiter_while_it_is_cancelled() {
 /// line while the other hands its connection over (a deposit). Both
 /// waiters are served. Catches `deposit_unflagged` (a deposit left without
 /// telling the holder, who may be letting go: a connection stranded, a
-/// waiter never served).
+/// waiter never served). A release that finds the line held looks once
+/// more before it deposits (`SERVE_LOOKS` is 1 in a model), so the model
+/// also reaches a look that finds the line free, and catches
+/// `look_skips_lock` (a look that serves without taking the line: both
+/// releases work on the line at once).
 #[test]
 fn two_releases_serve_two_waiters_through_a_deposit() {
     explore(|| {
