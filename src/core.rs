@@ -162,10 +162,10 @@ impl<M: Manager> Core<M> {
     }
 
     /// [`take_idle`](Self::take_idle) for a `try_get` arriving: while
-    /// others wait, it looks only at this thread's parked connection and
-    /// home shard. What it skips is empty but for a moment (a release
-    /// serves a waiter before it shelves), and anything idle elsewhere is
-    /// on its way to a waiter, who asked first.
+    /// others wait, it looks only at this thread's parked connection. What
+    /// it skips is empty but for a moment (a release serves a waiter
+    /// before it shelves), and anything idle there is on its way to a
+    /// waiter, who asked first.
     #[inline(always)]
     pub(crate) fn take_for_try(&self) -> Option<Busy> {
         self.idle.take_unless(&self.slots, || self.waiters.any())

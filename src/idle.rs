@@ -431,10 +431,9 @@ impl IdleSet {
     }
 
     /// [`take`](Self::take), except that it looks no further than this
-    /// thread's parked connection and home shard if `near_only()` says so
-    /// when those are empty (a `get` arriving while others wait: it would
-    /// search an empty set, and its re-check after registering searches
-    /// everything).
+    /// thread's parked connection if `near_only()` says so when that is
+    /// gone (a `get` arriving while others wait: it would search an empty
+    /// set, and its re-check after registering searches everything).
     #[inline(always)]
     pub(crate) fn take_unless<C>(
         &self,
@@ -448,30 +447,23 @@ impl IdleSet {
                 return Some(busy);
             }
         }
-        self.take_shared(slots, near_only)
+        if near_only() {
+            return None;
+        }
+        self.take_shared(slots)
     }
 
-    /// [`take_unless`](Self::take_unless) past this thread's parked
-    /// connection.
+    /// [`take`](Self::take) past this thread's parked connection.
     #[inline(never)]
-    fn take_shared<C>(&self, slots: &Slots<C>, near_only: impl Fn() -> bool) -> Option<Busy> {
+    fn take_shared<C>(&self, slots: &Slots<C>) -> Option<Busy> {
         let home = self.shards.home();
-        let mut far = false;
         loop {
             let key = match self.shards.shards[home].pop() {
                 Some(key) => key,
-                None => {
-                    if !far {
-                        if near_only() {
-                            return None;
-                        }
-                        far = true;
-                    }
-                    match self.shards.steal(home) {
-                        Some(key) => key,
-                        None => break,
-                    }
-                }
+                None => match self.shards.steal(home) {
+                    Some(key) => key,
+                    None => break,
+                },
             };
             if let Some(busy) = slots.claim(key) {
                 self.left();
@@ -745,28 +737,35 @@ mod tests {
     }
 
     #[test]
-    fn an_arrival_told_to_stay_near_takes_from_its_own_shard_only() {
+    fn an_arrival_told_to_stay_near_takes_its_own_parked_connection_only() {
         let slots: Slots<u8> = Slots::new(4);
         let set = IdleSet::new(8, 4, false, None);
         let ours = crate::tid::home_index(8);
-        let shelve = || {
+        let busy = || {
             let place = slots.reserve().unwrap();
-            let busy = slots.fill(place, 7, 1, 0, u64::MAX, 0);
-            set.put_shared(&slots, busy, 0);
+            slots.fill(place, 7, 1, 0, u64::MAX, 0)
         };
         // Shelved by a thread whose home shard is another one.
         std::thread::scope(|sc| {
             while !sc
-                .spawn(|| crate::tid::home_index(8) != ours && (shelve(), true).1)
+                .spawn(|| {
+                    crate::tid::home_index(8) != ours && (set.put_shared(&slots, busy(), 0), true).1
+                })
                 .join()
                 .unwrap()
             {}
         });
         assert!(set.take_unless(&slots, || true).is_none(), "not searched");
         let far = set.take_unless(&slots, || false).expect("searched");
-        shelve();
-        assert!(set.take_unless(&slots, || true).is_some(), "its own shard");
-        drop(far);
+        // In this thread's own shard: not searched either (the re-check
+        // after registering pops it).
+        set.put_shared(&slots, busy(), 0);
+        assert!(set.take_unless(&slots, || true).is_none(), "its shard");
+        let shard = set.take_unless(&slots, || false).expect("searched");
+        // Parked for this thread: taken.
+        set.put(&slots, busy(), 0);
+        assert!(set.take_unless(&slots, || true).is_some(), "its own");
+        drop((far, shard));
     }
 
     #[test]
