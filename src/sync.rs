@@ -17,9 +17,9 @@
 //!   model calls in place of the background task) into the loom build
 //!   alone.
 //! - The protocol's sizes are constants here (`HAZARD_SLOTS`,
-//!   `RECLAIM_SLACK`, `HAZARD_RELEASE_AT_EXIT`, `SERVE_LOOKS`), the same in unit tests as
-//!   in the product; only the loom build sets its own, small enough for a
-//!   model's few threads to reach them.
+//!   `RECLAIM_SLACK`, `HAZARD_RELEASE_AT_EXIT`, `SERVE_LOOKS`), the same
+//!   in unit tests as in the product; only the loom build sets its own,
+//!   small enough for a model's few threads to reach them.
 //!
 //! Under loom, crossbeam's queues are replaced by small stand-ins over a
 //! loom `Mutex<VecDeque>`: loom cannot see inside crossbeam-queue (its
@@ -404,9 +404,12 @@ mod imp {
     /// unless it was descheduled.
     pub(crate) const SERVE_LOOKS: u32 = 64;
 
-    /// The CPUs this process may run on (1 if unknown).
+    /// The CPUs this process may run on (1 if unknown), asked once: the
+    /// question reads files (cgroup quotas), and a keyed pool builds a
+    /// pool, with its waiter queue, on a key's first request.
     pub(crate) fn cpus() -> usize {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+        static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
     }
 }
 
