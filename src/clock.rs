@@ -124,6 +124,7 @@ impl TimeBase {
 impl TimeBase {
     /// Nanoseconds since the pool was built: one real read, no write (the
     /// wait path: a wait's start, its deadline and its length).
+    #[inline]
     pub(crate) fn now_ns(&self) -> u64 {
         #[cfg(test)]
         READS.with(|r| r.set(r.get() + 1));

@@ -580,7 +580,12 @@ impl<M: Manager> Pool<M> {
     }
 
     /// Polls a registered waiter: its outcome, else (with a deadline and no
-    /// sweeper serving) its own timer.
+    /// sweeper serving) its own timer. Inlined into its two callers, as
+    /// `ended`, `held`, `triage` and `account` are into theirs: every
+    /// served wait runs them all, all of them off the fast path, and as
+    /// calls their entries, exits and moves of `Next` were about 4% of a
+    /// waiting acquire's instructions (BENCHMARKS.md).
+    #[inline(always)]
     fn poll_wait<'a>(
         &'a self,
         w: &mut Waiting<'a, M>,
@@ -624,6 +629,8 @@ impl<M: Manager> Pool<M> {
     }
 
     /// What a wait's outcome leads to.
+    // Inlined: see `poll_wait`.
+    #[inline(always)]
     fn ended<'a>(
         &'a self,
         outcome: Outcome,
@@ -642,6 +649,8 @@ impl<M: Manager> Pool<M> {
 
     /// What a connection or place in hand leads to: handed out if ready,
     /// else checked or connected by the slow future.
+    // Inlined: see `poll_wait`.
+    #[inline(always)]
     fn held<'a>(
         &'a self,
         held: Held,
@@ -663,6 +672,8 @@ impl<M: Manager> Pool<M> {
     /// Counts and logs how a `get` past the fast path ended: the wait time
     /// of a success, the kind of a time-out; a failing `get` while the
     /// backend is down asks for the next probe when it is due.
+    // Inlined: see `poll_wait`.
+    #[inline(always)]
     fn account(
         &self,
         result: Result<Pooled<M>, PoolError<M::Error>>,
@@ -811,6 +822,8 @@ impl<M: Manager> Pool<M> {
     /// at the cap comes here on every acquire, and a real read that
     /// refreshes the shared cached reading would write a line every
     /// waiting thread reads.
+    // Inlined: see `poll_wait`.
+    #[inline(always)]
     fn triage(
         &self,
         mut busy: Busy,

@@ -222,6 +222,7 @@ impl Node {
     }
 
     /// Polls for the outcome, registering the waker while still waiting.
+    #[inline]
     pub(crate) fn poll(&self, cx: &mut Context<'_>) -> Poll<Outcome> {
         // Acquire pairs with the Release of the serving CAS, so the slot's
         // connection (or emptiness) is visible to the waiter.
@@ -563,6 +564,7 @@ impl Waiters {
     /// now if the deadline is earlier than it planned); `false` if no
     /// sweeper serves, and the waiter must arm a timer of its own. Call
     /// after registering, and again after each wake-up.
+    #[inline]
     pub(crate) fn swept(&self, deadline: u64) -> bool {
         // SeqCst: after the push (module invariants).
         let armed = self.armed.load(Ordering::SeqCst);
