@@ -583,8 +583,9 @@ impl<M: Manager> Pool<M> {
     /// sweeper serving) its own timer. Inlined into its two callers, as
     /// `ended`, `held`, `triage` and `account` are into theirs: every
     /// served wait runs them all, all of them off the fast path, and as
-    /// calls their entries, exits and moves of `Next` were about 4% of a
-    /// waiting acquire's instructions (BENCHMARKS.md).
+    /// calls their entries, exits and moves of `Next` were a share of a
+    /// waiting acquire's instructions that callgrind shows (BENCHMARKS.md,
+    /// "Looking again before depositing").
     #[inline(always)]
     fn poll_wait<'a>(
         &'a self,
