@@ -245,7 +245,16 @@ fn a_permanent_error_is_returned_at_once_and_not_retried() {
             "{:?}",
             start.elapsed()
         );
-        assert_eq!(pool.state().size, 0);
+        // Nothing opened, no place kept. The background refill (`min_idle`)
+        // may hold a place for a connect of its own that is still failing
+        // when `warm_up` returns (seen on a slow run), so the count is
+        // awaited, not read at once.
+        let settled = Instant::now() + Duration::from_secs(10);
+        while pool.state().size != 0 && Instant::now() < settled {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(pool.state().size, 0, "{:?}", pool.state());
+        assert_eq!(pool.state().idle, 0);
     });
 }
 
