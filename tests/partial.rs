@@ -392,7 +392,11 @@ fn cleaned_returns_keep_to_max_idle() {
         let m = pool.metrics();
         assert_eq!(m.state.idle, 2, "{:?}", m.state);
         assert_eq!(m.closed_overflow, 4);
-        assert_eq!(m.cleanups, 6);
+        // The two kept were cleaned. The other four were cleaned too if
+        // their returns began before two clean-ups had ended; a return that
+        // finds the idle set already full is closed uncleaned (the next
+        // test), which a slow run (AddressSanitizer) showed.
+        assert!((2..=6).contains(&m.cleanups), "{}", m.cleanups);
     });
 }
 
