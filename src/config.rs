@@ -129,7 +129,7 @@ impl Default for Config {
             replace_before_expiry: Some(Duration::from_secs(30)),
             leak_threshold: None,
             max_waiters: None,
-            shards: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            shards: crate::sync::cpus(),
             connect_backoff: Duration::from_millis(25),
             max_connect_backoff: Duration::from_secs(1),
             fail_fast: false,

@@ -406,7 +406,8 @@ mod imp {
 
     /// The CPUs this process may run on (1 if unknown), asked once: the
     /// question reads files (cgroup quotas), and a keyed pool builds a
-    /// pool, with its waiter queue, on a key's first request.
+    /// pool (its default `shards` and its waiter queue's looks) on a key's
+    /// first request.
     pub(crate) fn cpus() -> usize {
         static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
         *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
@@ -540,7 +541,8 @@ mod imp {
     /// deposit after it.
     pub(crate) const SERVE_LOOKS: u32 = 1;
 
-    /// A model's threads run side by side, whatever the machine.
+    /// A model's threads run side by side, whatever the machine (and a
+    /// model's default `shards` is the same on every machine).
     pub(crate) fn cpus() -> usize {
         2
     }
